@@ -1,0 +1,35 @@
+# `make run` and `make test` work from a fresh clone: they create the venv and install first.
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install run test lint bench bench-check docs clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev,postgres]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/pushgate migrate
+	$(BIN)/pushgate demo
+	$(BIN)/pushgate serve
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check src tests bench
+
+bench: install
+	$(BIN)/python bench/run.py
+
+docs: install
+	$(BIN)/pushgate docs error-codes
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

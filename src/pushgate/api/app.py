@@ -1,0 +1,354 @@
+"""The HTTP application: Picky-compatible routes, health, metrics, and the background loops.
+
+Routes decode, authenticate, call core and the store, and map errors; nothing else. The push
+route reads the raw body and decodes it with msgspec instead of letting FastAPI build pydantic
+models, which would cost more than the whole rest of the accept path for a 10,000-entry push;
+its schema is still published in the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from pushgate import __version__
+from pushgate.api import metrics, openapi
+from pushgate.api.auth import RateLimiter, authenticate, token_from
+from pushgate.config import Settings
+from pushgate.core.channels import APPLICATION_CODES
+from pushgate.core.errors import ApiError, Code
+from pushgate.core.pricing import format_credits
+from pushgate.core.push import (
+    Limits,
+    PushPlan,
+    decode_push,
+    decode_token_body,
+    parse_int_field,
+    plan_push,
+)
+from pushgate.dispatch.worker import Dispatcher, new_worker_id
+from pushgate.store.base import InsufficientCredit, RetryPolicy, Store, StoreUnavailable
+from pushgate.webhooks.deliverer import WebhookDeliverer
+
+log = logging.getLogger("pushgate.api")
+
+JSON = "application/json"
+
+
+class Gateway:
+    """What the routes share: settings, store, limiter, and (unless API-only) the loops."""
+
+    def __init__(self, settings: Settings, store: Store, run_workers: bool) -> None:
+        self.settings = settings
+        self.store = store
+        self.run_workers = run_workers
+        self.limits = Limits(max_recipients=settings.max_recipients)
+        self.rate_limiter = RateLimiter(settings.push_rate_per_minute)
+        self.webhook_wake = asyncio.Event()
+        self.dispatcher: Dispatcher | None = None
+        self.deliverer: WebhookDeliverer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        await self.store.open()
+        if not self.run_workers:
+            return
+        worker_id = self.settings.worker_id or new_worker_id()
+        self.dispatcher = build_dispatcher(self.settings, self.store, worker_id, self.webhook_wake)
+        self.deliverer = build_deliverer(self.settings, self.store, worker_id, self.webhook_wake)
+        self._tasks = [asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
+                       asyncio.create_task(self.deliverer.run(), name="webhooks")]
+
+    async def stop(self) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.stop()
+        if self.deliverer is not None:
+            self.deliverer.stop()
+        for task in self._tasks:
+            with contextlib.suppress(Exception):
+                await task
+        await self.store.close()
+
+
+def build_dispatcher(settings: Settings, store: Store, worker_id: str,
+                     webhook_wake: asyncio.Event | None) -> Dispatcher:
+    return Dispatcher(
+        store, worker_id=worker_id, claim_batch=settings.claim_batch,
+        message_lease_seconds=settings.message_lease_seconds,
+        channel_lease_seconds=settings.channel_lease_seconds,
+        idle_poll=settings.idle_poll_seconds,
+        retry_policy=RetryPolicy(settings.retry_max_attempts, settings.retry_base_seconds,
+                                 settings.retry_cap_seconds),
+        webhook_wake=webhook_wake)
+
+
+def build_deliverer(settings: Settings, store: Store, worker_id: str,
+                    wake: asyncio.Event | None) -> WebhookDeliverer:
+    return WebhookDeliverer(
+        store, worker_id, timeout=settings.webhook_timeout_seconds,
+        schedule=settings.webhook_schedule(), batch_size=settings.webhook_batch,
+        idle_poll=settings.idle_poll_seconds, wake=wake)
+
+
+def create_app(settings: Settings | None = None, store: Store | None = None,
+               run_workers: bool = True) -> FastAPI:
+    settings = settings or Settings()
+    if store is None:
+        from pushgate.store.base import store_for_url
+
+        store = store_for_url(settings.database_url)
+    gateway = Gateway(settings, store, run_workers)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.stop()
+
+    app = FastAPI(title="pushgate", version=__version__, lifespan=lifespan,
+                  description=openapi.DESCRIPTION)
+    app.state.gateway = gateway
+
+    def answer(payload: dict[str, Any], http_status: int = 200,
+               headers: dict[str, str] | None = None) -> Response:
+        if settings.always_http_200:
+            http_status = 200
+        return Response(orjson.dumps(payload), status_code=http_status, media_type=JSON,
+                        headers=headers)
+
+    def error_answer(exc: ApiError) -> Response:
+        metrics.ERRORS.labels(code=str(int(exc.code))).inc()
+        payload: dict[str, Any] = {"status": int(exc.code), "message": exc.message}
+        headers = None
+        for key, value in exc.extra.items():
+            if key == "retry_after":
+                headers = {"Retry-After": str(value)}
+            else:
+                payload[key] = value
+        return answer(payload, exc.http_status, headers)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> Response:
+        return error_answer(exc)
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store_error(request: Request, exc: StoreUnavailable) -> Response:
+        log.error("store unavailable: %s", exc)
+        return error_answer(ApiError(Code.UNAVAILABLE, str(exc)))
+
+    async def read_body(request: Request) -> bytes:
+        limit = settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise ApiError(Code.BODY_TOO_LARGE, f"{declared} bytes, at most {limit}")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(Code.BODY_TOO_LARGE, f"more than {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def json_payload(request: Request) -> bytes | str:
+        """The JSON of a request: the body, or Picky's "normal POST" ``data`` field (form or
+        query string) for tools that cannot send JSON."""
+        body = await read_body(request)
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type == "application/x-www-form-urlencoded":
+            if body.lstrip().startswith(b"{"):
+                return body   # JSON sent with curl's default form content type
+            values = parse_qs(body.decode("utf-8", "replace")).get("data")
+            if not values:
+                raise ApiError(Code.MALFORMED_BODY, "form posts carry the JSON in a `data` field")
+            return values[0]
+        if content_type == "multipart/form-data":
+            form = await _multipart(request, body)
+            value = form.get("data")
+            if not isinstance(value, str):
+                raise ApiError(Code.MALFORMED_BODY, "form posts carry the JSON in a `data` field")
+            return value
+        if not body.strip() and "data" in request.query_params:
+            return request.query_params["data"]
+        if not body.strip():
+            raise ApiError(Code.MALFORMED_BODY, "empty body")
+        return body
+
+    # --- Push API ---------------------------------------------------------------------------
+    @app.post("/api/v2/push", tags=["Push API"], openapi_extra=openapi.PUSH,
+              summary="Send one push with many recipients")
+    async def push(request: Request) -> Response:
+        started = time.perf_counter()
+        body = decode_push(await json_payload(request))
+        token = await authenticate(gateway.store, request, token_from(request, body.token))
+        gateway.rate_limiter.check(token.token_id)
+        application = parse_int_field("application", body.application)
+        channel = await gateway.store.find_channel(token.project_id, application)
+        if channel is None:
+            name = APPLICATION_CODES.get(application)
+            hint = f" ({name})" if name else ""
+            raise ApiError(Code.UNKNOWN_APPLICATION,
+                           f"the project has no channel for application {application}{hint}")
+        plan = plan_push(body, channel, gateway.limits)
+        if not plan.accepted:
+            error = plan.refusal_only_error()
+            error.extra["data"] = _entries(plan, [])
+            raise error
+        now = time.time()
+        validity = settings.message_validity_seconds
+        try:
+            result = await gateway.store.accept_push(
+                token.project_id, channel, plan, now, now + validity if validity else None)
+        except InsufficientCredit as exc:
+            raise ApiError(Code.INSUFFICIENT_CREDIT,
+                           f"the push costs {format_credits(exc.needed_micro)}, the balance is "
+                           f"{format_credits(exc.balance_micro)}",
+                           credit_total=format_credits(exc.needed_micro),
+                           balance=format_credits(exc.balance_micro)) from None
+        if gateway.dispatcher is not None:
+            gateway.dispatcher.wake(channel.id)
+        metrics.PUSHES.inc()
+        metrics.MESSAGES_ACCEPTED.inc(len(plan.accepted))
+        metrics.ACCEPT_SECONDS.observe(time.perf_counter() - started)
+        return answer({
+            "status": int(Code.SUCCESS),
+            "push_id": str(result.push_id),
+            "message": "Success",
+            "data": _entries(plan, result.message_ids),
+            "accepted": len(plan.accepted),
+            "rejected": len(plan.refused),
+            "credit_total": format_credits(plan.credit_total),
+            "balance": format_credits(result.balance_micro),
+        })
+
+    @app.post("/api/v2/delivery-report", tags=["Push API"], openapi_extra=openapi.TOKEN_PUSH_ID,
+              summary="Status of every message of a push")
+    async def delivery_report(request: Request) -> Response:
+        body = decode_token_body(await json_payload(request))
+        token = await authenticate(gateway.store, request, token_from(request, body.token))
+        push_id = parse_int_field("push_id", body.push_id)
+        push_row = await gateway.store.get_push(token.project_id, push_id)
+        if push_row is None:
+            raise ApiError(Code.NOT_FOUND, f"no push {push_id} in this project")
+        channel = await gateway.store.get_channel(push_row["channel_id"])
+        head = {
+            "status": int(Code.SUCCESS), "message": "Success", "error_message": "",
+            "push_id": str(push_id), "project_id": str(token.project_id),
+            "application": channel.application if channel else None,
+            "channel_id": push_row["channel_id"],
+            "time": time.strftime("%d-%m-%Y %I:%M %p", time.localtime(push_row["created_at"])),
+        }
+
+        async def stream() -> AsyncIterator[bytes]:
+            # Streams chunk by chunk, so a 10,000-message report never sits in memory whole.
+            yield orjson.dumps(head)[:-1] + b',"data":['
+            first = True
+            async for rows in gateway.store.iter_push_messages(token.project_id, push_id):
+                items = [_report_item(r) for r in rows]
+                chunk = orjson.dumps(items)[1:-1]
+                if chunk:
+                    yield (b"" if first else b",") + chunk
+                    first = False
+            yield b"]}"
+
+        return StreamingResponse(stream(), media_type=JSON)
+
+    @app.get("/api/v2/pushes/{push_id}", tags=["Reports"],
+             summary="One push with counts of its messages by state")
+    async def get_push(push_id: int, request: Request) -> Response:
+        token = await authenticate(gateway.store, request, token_from(request, None))
+        row = await gateway.store.get_push(token.project_id, push_id)
+        if row is None:
+            raise ApiError(Code.NOT_FOUND, f"no push {push_id} in this project")
+        row["credit"] = format_credits(row.pop("credit_micro"))
+        return answer({"status": int(Code.SUCCESS), "message": "Success", "data": row})
+
+    @app.get("/api/v2/messages/{msg_id}", tags=["Reports"],
+             summary="One message with every transition")
+    async def get_message(msg_id: int, request: Request) -> Response:
+        token = await authenticate(gateway.store, request, token_from(request, None))
+        row = await gateway.store.get_message(token.project_id, msg_id)
+        if row is None:
+            raise ApiError(Code.NOT_FOUND, f"no message {msg_id} in this project")
+        row["credit"] = format_credits(row.pop("credit_micro"))
+        return answer({"status": int(Code.SUCCESS), "message": "Success", "data": row})
+
+    @app.get("/api/v2/sandbox/inbox", tags=["Sandbox"],
+             summary="What the project's sandbox channels have 'sent', newest first")
+    async def sandbox_inbox(request: Request, limit: int = 100) -> Response:
+        token = await authenticate(gateway.store, request, token_from(request, None))
+        rows = await gateway.store.sandbox_inbox(token.project_id, max(1, min(limit, 1000)))
+        for row in rows:
+            row["credit"] = format_credits(row.pop("credit_micro"))
+        return answer({"status": int(Code.SUCCESS), "message": "Success", "data": rows})
+
+    # --- operations -------------------------------------------------------------------------
+    @app.get("/healthz", tags=["Operations"], summary="Liveness and database reachability")
+    async def healthz() -> Response:
+        try:
+            await gateway.store.ping()
+        except StoreUnavailable as exc:
+            return Response(orjson.dumps({"status": "error", "database": str(exc)}),
+                             status_code=503, media_type=JSON)
+        return Response(orjson.dumps({
+            "status": "ok", "database": "ok", "version": __version__,
+            "dispatcher": gateway.dispatcher is not None,
+        }), media_type=JSON)
+
+    @app.get("/metrics", tags=["Operations"], summary="Prometheus metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _entries(plan: PushPlan, message_ids: list[int]) -> list[dict[str, Any]]:
+    """The answer's ``data``: one item per request entry, in request order."""
+    items: list[dict[str, Any] | None] = [None] * plan.total_entries
+    for (index, number, *_rest, credit), msg_id in zip(plan.accepted, message_ids, strict=False):
+        items[index] = {"msg_id": str(msg_id), "number": number, "credit": format_credits(credit)}
+    id_of = {row[0]: msg_id for row, msg_id in zip(plan.accepted, message_ids, strict=False)}
+    for refusal in plan.refused:
+        item: dict[str, Any] = {"number": refusal.number, "credit": "0",
+                                "status": int(refusal.code), "message": refusal.message}
+        if refusal.duplicate_of is not None and refusal.duplicate_of in id_of:
+            item["duplicate_of"] = str(id_of[refusal.duplicate_of])
+        items[refusal.index] = item
+    return [item for item in items if item is not None]
+
+
+def _report_item(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "msg_id": str(row["msg_id"]),
+        "number": row["number"],
+        "status": row["status"],
+        "state": row["state"],
+        "reference_number": row["reference_number"],
+        "error_code": row["error_code"],
+        "error_message": row["error_message"] or "",
+        "credit": format_credits(row["credit_micro"]),
+        "updated_at": row["updated_at"],
+    }
+
+
+async def _multipart(request: Request, body: bytes) -> dict[str, Any]:
+    """Parse a multipart form from an already-read body."""
+    from starlette.requests import Request as StarletteRequest
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    replay = StarletteRequest(request.scope, receive)
+    form = await replay.form()
+    return dict(form)

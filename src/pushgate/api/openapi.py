@@ -1,0 +1,98 @@
+"""OpenAPI descriptions of routes that read their body by hand (for speed)."""
+
+from __future__ import annotations
+
+DESCRIPTION = """
+pushgate speaks the Picky Assist Push API v2: `POST /api/v2/push` with a JSON body carrying
+`token`, `application` and `data[]`. Every answer has a numeric `status` (100 = accepted) and a
+`message`; see docs/error-codes.md for every code. The token may also be sent as
+`Authorization: Bearer <token>`.
+"""
+
+_ENTRY = {
+    "type": "object",
+    "properties": {
+        "number": {"type": ["string", "integer"],
+                   "description": "Digits with country code, no + and no leading 0",
+                   "example": "919876543210"},
+        "message": {"type": "string", "description": "Text for this number (wins over "
+                    "globalmessage when non-empty)"},
+        "media": {"type": "string", "format": "uri", "description": "Media URL for this number"},
+        "reference_number": {"type": ["string", "integer"],
+                             "description": "Your value, echoed in reports (≤ 255 chars)"},
+    },
+    "required": ["number"],
+}
+
+PUSH_REQUEST = {
+    "type": "object",
+    "properties": {
+        "token": {"type": "string", "description": "Project API token (or Bearer header)"},
+        "application": {"type": ["string", "integer"],
+                        "description": "Picky application code (1, 2, 3, 4, 8, 10, 101, 121) "
+                        "or a channel id", "example": "1"},
+        "globalmessage": {"type": "string", "description": "Text for entries without message"},
+        "globalmedia": {"type": "string", "format": "uri"},
+        "globalmedia_code": {"type": "string", "description": "Media as base64"},
+        "priority": {"type": ["string", "integer"], "enum": [0, 1, "0", "1"],
+                     "description": "0 low (default), 1 high; `\"priority \"` also accepted"},
+        "data": {"type": "array", "items": _ENTRY, "minItems": 1},
+    },
+    "required": ["application", "data"],
+}
+
+PUSH_RESPONSE = {
+    "type": "object",
+    "properties": {
+        "status": {"type": "integer", "example": 100},
+        "push_id": {"type": "string", "example": "7478630"},
+        "message": {"type": "string", "example": "Success"},
+        "data": {"type": "array", "items": {
+            "type": "object",
+            "properties": {
+                "msg_id": {"type": "string"},
+                "number": {"type": "string"},
+                "credit": {"type": "string", "example": "0.005"},
+                "status": {"type": "integer", "description": "Only on refused entries"},
+                "message": {"type": "string", "description": "Only on refused entries"},
+                "duplicate_of": {"type": "string"},
+            },
+        }},
+        "accepted": {"type": "integer"},
+        "rejected": {"type": "integer"},
+        "credit_total": {"type": "string"},
+        "balance": {"type": "string"},
+    },
+}
+
+ERROR = {
+    "type": "object",
+    "properties": {"status": {"type": "integer", "example": 401},
+                   "message": {"type": "string", "example": "Authentication Failed"}},
+}
+
+_ERRORS = {str(code): {"description": "Refused; see docs/error-codes.md",
+                       "content": {"application/json": {"schema": ERROR}}}
+           for code in (400, 401, 402, 403, 413, 422, 429, 503)}
+
+PUSH = {
+    "requestBody": {"required": True, "content": {
+        "application/json": {"schema": PUSH_REQUEST},
+        "application/x-www-form-urlencoded": {"schema": {
+            "type": "object", "properties": {"data": {"type": "string",
+                                                      "description": "The JSON body as text"}}}},
+    }},
+    "responses": {"200": {"description": "Accepted (status 100)",
+                          "content": {"application/json": {"schema": PUSH_RESPONSE}}},
+                  **_ERRORS},
+}
+
+TOKEN_PUSH_ID = {
+    "requestBody": {"required": True, "content": {"application/json": {"schema": {
+        "type": "object",
+        "properties": {"token": {"type": "string"}, "push_id": {"type": ["string", "integer"]}},
+        "required": ["push_id"],
+    }}}},
+    "responses": {"200": {"description": "Per-message statuses: 0 pending, 4 submitted, "
+                          "1 delivered, 3 read, 2 failed, 5 refunded"}, **_ERRORS},
+}

@@ -1,0 +1,61 @@
+"""The sandbox channel: accepts everything, "delivers" after a delay, fails on purpose.
+
+For demos, tests and Picky's sandbox mode. Config keys (``channel add --config``):
+
+- ``delivery_delay`` (seconds, default 0): time from submission to the delivered report.
+- ``failure_ratio`` (0..1, default 0): share of sends refused permanently (refunded, status 5).
+- ``transient_ratio`` (0..1, default 0): share of sends refused with a retryable error.
+- ``read_ratio`` (0..1, default 0): share of delivered messages also reported read.
+- ``seed``: makes the random choices repeatable.
+
+The inbox is the project's sandbox messages themselves (``GET /api/v2/sandbox/inbox``): the
+store already holds what was sent, so nothing is kept twice.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from pushgate.channels.base import Channel, register
+from pushgate.core.channels import ChannelSpec
+from pushgate.core.lifecycle import State
+from pushgate.core.models import OutboundMessage, SendResult, StatusUpdate
+
+
+@register
+class SandboxChannel(Channel):
+    kind = "sandbox"
+
+    def __init__(self, spec: ChannelSpec) -> None:
+        super().__init__(spec)
+        config = spec.config
+        self.simulated_delivery_delay = float(config.get("delivery_delay", 0.0))
+        self.failure_ratio = float(config.get("failure_ratio", 0.0))
+        self.transient_ratio = float(config.get("transient_ratio", 0.0))
+        self.read_ratio = float(config.get("read_ratio", 0.0))
+        self.random = random.Random(config.get("seed"))
+
+    def _result(self, message: OutboundMessage) -> SendResult:
+        roll = self.random.random()
+        if roll < self.failure_ratio:
+            return SendResult(message.id, ok=False, retryable=False, error_code="sandbox-failed",
+                              error_message="sandbox: simulated permanent failure")
+        if roll < self.failure_ratio + self.transient_ratio:
+            return SendResult(message.id, ok=False, retryable=True, error_code="sandbox-busy",
+                              error_message="sandbox: simulated transient failure")
+        return SendResult(message.id, ok=True, provider_id=f"sandbox-{message.id}")
+
+    async def send(self, message: OutboundMessage) -> SendResult:
+        return self._result(message)
+
+    async def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
+        return [self._result(m) for m in messages]
+
+    def simulate_delivery(self, message_ids: Sequence[int], now: float) -> list[StatusUpdate]:
+        updates = [StatusUpdate(state=State.DELIVERED, at=now, message_id=mid)
+                   for mid in message_ids]
+        if self.read_ratio:
+            updates += [StatusUpdate(state=State.READ, at=now, message_id=mid)
+                        for mid in message_ids if self.random.random() < self.read_ratio]
+        return updates

@@ -1,0 +1,505 @@
+"""The ``pushgate`` command: run the gateway and manage projects, tokens, channels, credits.
+
+Every management command takes ``--json`` for scripts; secrets (tokens, webhook secrets) are
+printed once, at creation, and only their hashes are kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pushgate.config import Settings
+from pushgate.core.channels import APPLICATION_CODES, ChannelSpec, PriceUnit, default_rules
+from pushgate.core.pricing import format_credits, parse_credits
+from pushgate.core.tokens import hash_token, new_token, new_webhook_secret
+from pushgate.store.base import Store, StoreUnavailable, store_for_url
+
+T = TypeVar("T")
+
+app = typer.Typer(help="pushgate: a self-hosted message push gateway.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+project_app = typer.Typer(help="Projects: balances and webhooks.", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+channel_app = typer.Typer(help="Channels a project sends through.", no_args_is_help=True)
+credits_app = typer.Typer(help="Project credit.", no_args_is_help=True)
+docs_app = typer.Typer(help="Generated documentation.", no_args_is_help=True)
+app.add_typer(project_app, name="project")
+app.add_typer(token_app, name="token")
+app.add_typer(channel_app, name="channel")
+app.add_typer(credits_app, name="credits")
+app.add_typer(docs_app, name="docs")
+
+console = Console()
+err_console = Console(stderr=True)
+
+JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON.")
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err_console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+def _with_store(fn: Callable[[Store], Awaitable[T]]) -> T:
+    settings = Settings()
+
+    async def run() -> T:
+        store = store_for_url(settings.database_url)
+        await store.open()
+        try:
+            return await fn(store)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(run())
+    except StoreUnavailable as exc:
+        _fail(str(exc))
+        raise  # unreachable
+
+
+def _print(data: dict[str, Any], as_json: bool, title: str | None = None) -> None:
+    if as_json:
+        typer.echo(json.dumps(data, default=str))
+        return
+    table = Table(title=title, show_header=False)
+    for key, value in data.items():
+        table.add_row(str(key), str(value))
+    console.print(table)
+
+
+async def _project_id(store: Store, project: str) -> int:
+    if project.isdigit():
+        found = await store.get_project(int(project))
+    else:
+        found = await store.find_project(project)
+    if found is None:
+        _fail(f"no project {project!r}")
+    assert found is not None
+    return found.id
+
+
+# --- running ------------------------------------------------------------------------------------
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database schema (safe to run repeatedly)."""
+    from pushgate.store.migrate import upgrade
+
+    settings = Settings()
+    upgrade(settings.database_url)
+    console.print(f"schema is up to date ({_redact(settings.database_url)})")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option(None, help="Address to listen on (PUSHGATE_HOST)."),
+    port: int = typer.Option(None, help="Port (PUSHGATE_PORT)."),
+    api_only: bool = typer.Option(False, "--api-only",
+                                  help="Serve the API only; run `pushgate worker` elsewhere."),
+) -> None:
+    """Run the HTTP API, and (unless --api-only) the dispatcher and webhook deliverer."""
+    import uvicorn
+
+    from pushgate.api.app import create_app
+
+    settings = Settings()
+    _logging()
+    try:
+        application = create_app(settings, run_workers=not api_only)
+    except StoreUnavailable as exc:
+        _fail(str(exc))
+        return
+    uvicorn.run(application, host=host or settings.host, port=port or settings.port,
+                log_level="warning", access_log=False)
+
+
+@app.command()
+def worker() -> None:
+    """Run the dispatcher and webhook deliverer without the API (stops cleanly on SIGTERM)."""
+    from pushgate.api.app import build_deliverer, build_dispatcher
+    from pushgate.dispatch.worker import new_worker_id
+
+    settings = Settings()
+    _logging()
+
+    async def run() -> None:
+        store = store_for_url(settings.database_url)
+        await store.open()
+        worker_id = settings.worker_id or new_worker_id()
+        wake = asyncio.Event()
+        dispatcher = build_dispatcher(settings, store, worker_id, wake)
+        deliverer = build_deliverer(settings, store, worker_id, wake)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: (dispatcher.stop(), deliverer.stop()))
+        logging.getLogger("pushgate").info("worker %s started", worker_id)
+        try:
+            await asyncio.gather(dispatcher.run(), deliverer.run())
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(run())
+    except StoreUnavailable as exc:
+        _fail(str(exc))
+
+
+# --- projects -----------------------------------------------------------------------------------
+@project_app.command("create")
+def project_create(
+    name: str,
+    credits: str = typer.Option("0", "--credits", help="Starting balance, e.g. 100 or 2.5."),
+    webhook: str = typer.Option(None, "--webhook", help="Event webhook URL for reports."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Create a project with a first API token; prints the token and webhook secret once."""
+    try:
+        balance = parse_credits(credits)
+    except ValueError as exc:
+        _fail(str(exc))
+        return
+
+    async def run(store: Store) -> dict[str, Any]:
+        if await store.find_project(name) is not None:
+            _fail(f"a project named {name!r} exists already")
+        secret = new_webhook_secret()
+        project = await store.create_project(name, balance, webhook, secret)
+        token = new_token()
+        token_id = await store.create_token(project.id, hash_token(token), "first", [])
+        return {"project_id": project.id, "name": name, "balance": format_credits(balance),
+                "token_id": token_id, "token": token, "webhook_url": webhook,
+                "webhook_secret": secret}
+
+    _print(_with_store(run), as_json, "project created — keep the token and secret now")
+
+
+@project_app.command("list")
+def project_list(as_json: bool = JsonOption) -> None:
+    """List projects with their balances."""
+
+    async def run(store: Store) -> list[dict[str, Any]]:
+        return [{"id": p.id, "name": p.name, "balance": format_credits(p.balance_micro),
+                 "webhook_url": p.webhook_url, "active": p.active}
+                for p in await store.list_projects()]
+
+    rows = _with_store(run)
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    table = Table("id", "name", "balance", "webhook", "active")
+    for row in rows:
+        table.add_row(str(row["id"]), row["name"], row["balance"], row["webhook_url"] or "",
+                      str(row["active"]))
+    console.print(table)
+
+
+@project_app.command("webhook")
+def project_webhook(
+    project: str,
+    url: str = typer.Argument(None, help="New URL; omit to remove the webhook."),
+    rotate_secret: bool = typer.Option(False, "--rotate-secret"),
+    as_json: bool = JsonOption,
+) -> None:
+    """Set or remove a project's event webhook URL."""
+
+    async def run(store: Store) -> dict[str, Any]:
+        project_id = await _project_id(store, project)
+        secret = new_webhook_secret() if rotate_secret else None
+        await store.set_webhook(project_id, url, secret)
+        result: dict[str, Any] = {"project_id": project_id, "webhook_url": url}
+        if secret:
+            result["webhook_secret"] = secret
+        return result
+
+    _print(_with_store(run), as_json)
+
+
+# --- tokens -------------------------------------------------------------------------------------
+@token_app.command("create")
+def token_create(
+    project: str = typer.Option(..., "--project", help="Project id or name."),
+    label: str = typer.Option("", "--label"),
+    ip: list[str] = typer.Option([], "--ip", help="Allowed address or CIDR (repeatable)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Create an API token (printed once; only its hash is stored)."""
+    import ipaddress
+
+    for entry in ip:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            _fail(f"not an IP address or network: {entry!r}")
+
+    async def run(store: Store) -> dict[str, Any]:
+        project_id = await _project_id(store, project)
+        token = new_token()
+        token_id = await store.create_token(project_id, hash_token(token), label, ip)
+        return {"project_id": project_id, "token_id": token_id, "token": token, "ip_allow": ip}
+
+    _print(_with_store(run), as_json, "token created — it is shown only now")
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: int, as_json: bool = JsonOption) -> None:
+    """Revoke a token by id; pushes with it answer status 402 from then on."""
+
+    async def run(store: Store) -> bool:
+        return await store.revoke_token(token_id)
+
+    if not _with_store(run):
+        _fail(f"no active token {token_id}")
+    _print({"token_id": token_id, "revoked": True}, as_json)
+
+
+@token_app.command("list")
+def token_list(project: str = typer.Option(..., "--project"), as_json: bool = JsonOption) -> None:
+    """List a project's tokens (never the tokens themselves)."""
+
+    async def run(store: Store) -> list[dict[str, Any]]:
+        return await store.list_tokens(await _project_id(store, project))
+
+    rows = _with_store(run)
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    table = Table("id", "label", "ip allow-list", "revoked")
+    for row in rows:
+        table.add_row(str(row["id"]), row["label"], ",".join(row["ip_allow"]),
+                      "yes" if row["revoked_at"] else "")
+    console.print(table)
+
+
+# --- channels -----------------------------------------------------------------------------------
+@channel_app.command("add")
+def channel_add(
+    project: str = typer.Option(..., "--project", help="Project id or name."),
+    kind: str = typer.Option("sandbox", "--type", help="Connector kind."),
+    application: int = typer.Option(1, "--application",
+                                    help="Picky application code this channel serves."),
+    price: str = typer.Option("0", "--price", help="Credits per unit, e.g. 0.005."),
+    price_unit: PriceUnit = typer.Option(None, "--price-unit",
+                                         help="message, segment or call (default by app)."),
+    rate: float = typer.Option(0.0, "--rate", help="Messages per second; 0 = unlimited."),
+    delay_ms: int = typer.Option(0, "--delay-ms", help="Pause between two messages."),
+    jitter_ms: int = typer.Option(0, "--jitter-ms", help="Random extra pause, up to this."),
+    max_chars: int = typer.Option(None, "--max-chars"),
+    max_segments: int = typer.Option(None, "--max-segments"),
+    name: str = typer.Option("", "--name"),
+    config: str = typer.Option("{}", "--config", help="Connector config as JSON."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Add a channel to a project."""
+    from pushgate.channels.base import channel_for, known_kinds
+
+    if kind not in known_kinds():
+        _fail(f"unknown channel type {kind!r}; known: {', '.join(known_kinds())}")
+    try:
+        price_micro = parse_credits(price)
+        config_data = json.loads(config)
+        if not isinstance(config_data, dict):
+            raise ValueError("--config must be a JSON object")
+    except (ValueError, json.JSONDecodeError) as exc:
+        _fail(str(exc))
+        return
+    if rate < 0 or delay_ms < 0 or jitter_ms < 0:
+        _fail("--rate, --delay-ms and --jitter-ms cannot be negative")
+    rules = default_rules(application)
+    if price_unit is not None:
+        rules["price_unit"] = price_unit
+    if max_chars is not None:
+        rules["max_chars"] = max_chars
+    if max_segments is not None:
+        rules["max_segments"] = max_segments
+
+    async def run(store: Store) -> dict[str, Any]:
+        project_id = await _project_id(store, project)
+        spec = ChannelSpec(id=0, project_id=project_id, kind=kind, application=application,
+                           price_micro=price_micro, rate_per_second=rate, delay_ms=delay_ms,
+                           jitter_ms=jitter_ms, name=name, config=config_data, **rules)
+        try:
+            channel_for(spec)   # validates the connector config before it is stored
+        except (ValueError, TypeError) as exc:
+            _fail(f"invalid config for {kind}: {exc}")
+        channel = await store.add_channel(spec)
+        return _channel_dict(channel)
+
+    _print(_with_store(run), as_json, "channel added")
+
+
+@channel_app.command("list")
+def channel_list(
+    project: str = typer.Option(None, "--project", help="Project id or name (default: all)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """List channels."""
+
+    async def run(store: Store) -> list[dict[str, Any]]:
+        project_id = await _project_id(store, project) if project else None
+        return [_channel_dict(c) for c in await store.list_channels(project_id)]
+
+    rows = _with_store(run)
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    table = Table("id", "project", "type", "application", "price", "unit", "rate/s", "paused")
+    for row in rows:
+        table.add_row(str(row["id"]), str(row["project_id"]), row["type"],
+                      f"{row['application']} {row['application_name']}", row["price"],
+                      row["price_unit"], str(row["rate_per_second"]), str(row["paused"]))
+    console.print(table)
+
+
+@channel_app.command("pause")
+def channel_pause(channel_id: int, resume: bool = typer.Option(False, "--resume"),
+                  as_json: bool = JsonOption) -> None:
+    """Stop sending on a channel (pushes are still accepted and queued); --resume restarts."""
+
+    async def run(store: Store) -> ChannelSpec | None:
+        return await store.update_channel(channel_id, paused=not resume)
+
+    channel = _with_store(run)
+    if channel is None:
+        _fail(f"no channel {channel_id}")
+        return
+    _print(_channel_dict(channel), as_json)
+
+
+def _channel_dict(channel: ChannelSpec) -> dict[str, Any]:
+    return {"id": channel.id, "project_id": channel.project_id, "type": channel.kind,
+            "name": channel.name, "application": channel.application,
+            "application_name": APPLICATION_CODES.get(channel.application, ""),
+            "price": format_credits(channel.price_micro), "price_unit": str(channel.price_unit),
+            "rate_per_second": channel.rate_per_second, "delay_ms": channel.delay_ms,
+            "jitter_ms": channel.jitter_ms, "max_chars": channel.max_chars,
+            "max_segments": channel.max_segments, "paused": channel.paused}
+
+
+# --- credits ------------------------------------------------------------------------------------
+@credits_app.command("add")
+def credits_add(
+    project: str = typer.Option(..., "--project", help="Project id or name."),
+    amount: str = typer.Argument(..., help="Credits to add (negative to remove)."),
+    reason: str = typer.Option("top-up", "--reason"),
+    as_json: bool = JsonOption,
+) -> None:
+    """Add credit to a project."""
+    negative = amount.strip().startswith("-")
+    try:
+        micro = parse_credits(amount.strip().lstrip("-"))
+    except ValueError as exc:
+        _fail(str(exc))
+        return
+
+    async def run(store: Store) -> dict[str, Any]:
+        project_id = await _project_id(store, project)
+        try:
+            balance = await store.add_credits(project_id, -micro if negative else micro, reason)
+        except ValueError as exc:
+            _fail(str(exc))
+            raise
+        return {"project_id": project_id, "balance": format_credits(balance)}
+
+    _print(_with_store(run), as_json)
+
+
+# --- demo and docs ------------------------------------------------------------------------------
+@app.command()
+def demo(
+    token_file: Path = typer.Option(Path("data/demo-token"), help="Where the token is kept."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Make sure a `demo` project with sandbox channels exists; print its token and a curl line."""
+    settings = Settings()
+
+    async def run(store: Store) -> dict[str, Any]:
+        project = await store.find_project("demo")
+        if project is None:
+            project = await store.create_project("demo", parse_credits("100"), None,
+                                                 new_webhook_secret())
+            for application in (1, 3):
+                await store.add_channel(ChannelSpec(
+                    id=0, project_id=project.id, kind="sandbox", application=application,
+                    price_micro=parse_credits("0.005"), name=f"sandbox app {application}",
+                    config={"delivery_delay": 1.0}, **default_rules(application)))
+        token = token_file.read_text().strip() if token_file.exists() else ""
+        info = await store.authenticate(hash_token(token)) if token else None
+        if info is None or info.revoked or info.project_id != project.id:
+            token = new_token()
+            await store.create_token(project.id, hash_token(token), "demo", [])
+            token_file.parent.mkdir(parents=True, exist_ok=True)
+            token_file.write_text(token + "\n")
+            token_file.chmod(0o600)
+        project = await store.get_project(project.id)
+        assert project is not None
+        return {"project_id": project.id, "token": token,
+                "balance": format_credits(project.balance_micro)}
+
+    info = _with_store(run)
+    base = f"http://{settings.host}:{settings.port}"
+    body = json.dumps({"token": info["token"], "application": "1", "globalmessage": "",
+                       "data": [
+                           {"number": "919876543210", "message": "Hello Asha, your bill is due"},
+                           {"number": "14155552671", "message": "Hi Sam, see you at 9"}]})
+    curl = f"curl -s {base}/api/v2/push -H 'Content-Type: application/json' -d '{body}'"
+    if as_json:
+        typer.echo(json.dumps({**info, "curl": curl, "base_url": base}))
+        return
+    console.print(f"\n[bold green]pushgate demo project ready[/bold green] "
+                  f"(balance {info['balance']} credits)")
+    console.print(f"API token: [bold]{info['token']}[/bold]")
+    console.print("Send a push:")
+    typer.echo(curl)
+    console.print("See what the sandbox 'sent':")
+    typer.echo(f"curl -s '{base}/api/v2/sandbox/inbox?token={info['token']}'")
+    console.print(f"API docs: {base}/docs\n")
+
+
+@docs_app.command("error-codes")
+def docs_error_codes(
+    output: Path = typer.Option(Path("docs/error-codes.md"), "--output"),
+    check: bool = typer.Option(False, "--check", help="Fail if the file is out of date."),
+) -> None:
+    """Write docs/error-codes.md from the code table."""
+    from pushgate.core.errors import render_markdown
+
+    text = render_markdown()
+    if check:
+        if not output.exists() or output.read_text() != text:
+            _fail(f"{output} is out of date; run `pushgate docs error-codes`")
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text)
+    console.print(f"wrote {output}")
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,40 @@
+"""Settings, read from ``PUSHGATE_*`` environment variables (documented in the README)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PUSHGATE_", extra="ignore")
+
+    database_url: str = "sqlite:///./data/pushgate.db"
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    # Push API limits.
+    max_recipients: int = Field(10_000, ge=1)
+    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    push_rate_per_minute: int = Field(90, ge=0, description="per token; 0 = unlimited")
+    always_http_200: bool = False
+    message_validity_seconds: float = Field(72 * 3600, ge=0, description="0 = never expire")
+
+    # Dispatcher.
+    worker_id: str = ""
+    claim_batch: int = Field(1000, ge=1)
+    message_lease_seconds: float = Field(60.0, gt=0)
+    channel_lease_seconds: float = Field(15.0, gt=0)
+    idle_poll_seconds: float = Field(0.2, gt=0)
+    retry_max_attempts: int = Field(5, ge=1)
+    retry_base_seconds: float = Field(2.0, ge=0)
+    retry_cap_seconds: float = Field(600.0, ge=0)
+
+    # Event webhooks.
+    webhook_timeout_seconds: float = Field(30.0, gt=0)
+    webhook_retry_schedule: str = Field("60,900,7200,21600",
+                                        description="seconds after each failed try")
+    webhook_batch: int = Field(500, ge=1)
+
+    def webhook_schedule(self) -> list[float]:
+        return [float(x) for x in self.webhook_retry_schedule.split(",") if x.strip()]

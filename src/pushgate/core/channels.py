@@ -1,0 +1,132 @@
+"""What the accept path needs to know about a channel: its price and its content rules.
+
+The store loads channel rows into ``ChannelSpec``; core uses it to validate and price entries
+without I/O. Connector behaviour (how to send) lives in ``pushgate.channels``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+# Picky Assist application codes.
+APP_WHATSAPP_PERSONAL = 1
+APP_WHATSAPP_BUSINESS = 2
+APP_SMS = 3
+APP_CALL = 4
+APP_MESSENGER = 5
+APP_WHATSAPP_OFFICIAL = 8
+APP_WHATSAPP_WEB = 10
+APP_WHATSAPP_CLOUD = 101
+APP_WHATSAPP_MANAGED = 121
+APPLICATION_CODES: dict[int, str] = {
+    APP_WHATSAPP_PERSONAL: "WhatsApp Personal",
+    APP_WHATSAPP_BUSINESS: "WhatsApp Business",
+    APP_SMS: "SMS",
+    APP_CALL: "Call",
+    APP_MESSENGER: "Facebook Messenger",
+    APP_WHATSAPP_OFFICIAL: "WhatsApp Official",
+    APP_WHATSAPP_WEB: "WhatsApp Web Automation",
+    APP_WHATSAPP_CLOUD: "WhatsApp Cloud API",
+    APP_WHATSAPP_MANAGED: "WhatsApp Official Managed",
+}
+
+
+class PriceUnit(StrEnum):
+    MESSAGE = "message"   # one charge per send (a media with a separate text is two sends)
+    SEGMENT = "segment"   # SMS: one charge per GSM-7 / UCS-2 part
+    CALL = "call"         # one charge per call attempt
+
+
+class MediaKind(StrEnum):
+    IMAGE = "image"
+    VIDEO = "video"
+    AUDIO = "audio"
+    DOCUMENT = "document"
+
+
+# Picky's documented per-type limits for media.
+MEDIA_MAX_BYTES: dict[MediaKind, int] = {
+    MediaKind.IMAGE: 5 * 1024 * 1024,
+    MediaKind.VIDEO: 16 * 1024 * 1024,
+    MediaKind.AUDIO: 16 * 1024 * 1024,
+    MediaKind.DOCUMENT: 100 * 1024 * 1024,
+}
+_EXTENSIONS: dict[str, MediaKind] = {
+    **dict.fromkeys(("jpg", "jpeg", "gif", "png", "image", "webp"), MediaKind.IMAGE),
+    **dict.fromkeys(("mp4", "3gp", "3gpp"), MediaKind.VIDEO),
+    **dict.fromkeys(("mp3", "wav", "aac", "m4a", "amr", "opus", "ogg"), MediaKind.AUDIO),
+}
+
+
+def media_kind_from_url(url: str) -> MediaKind:
+    """The kind of a media URL, from its path's extension; anything unknown is a document."""
+    path = url.split("?", 1)[0].split("#", 1)[0]
+    last = path.rsplit("/", 1)[-1]
+    ext = last.rsplit(".", 1)[-1].lower() if "." in last else ""
+    return _EXTENSIONS.get(ext, MediaKind.DOCUMENT)
+
+
+def media_kind_from_bytes(data: bytes) -> tuple[MediaKind, str]:
+    """The kind and MIME type of inline media, from its magic bytes."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return MediaKind.IMAGE, "image/jpeg"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return MediaKind.IMAGE, "image/png"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return MediaKind.IMAGE, "image/gif"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return MediaKind.IMAGE, "image/webp"
+    if data[4:8] == b"ftyp":
+        brand = data[8:12]
+        if brand.startswith(b"M4A"):
+            return MediaKind.AUDIO, "audio/mp4"
+        if brand.startswith(b"3gp"):
+            return MediaKind.VIDEO, "video/3gpp"
+        return MediaKind.VIDEO, "video/mp4"
+    if data.startswith(b"ID3") or data[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"):
+        return MediaKind.AUDIO, "audio/mpeg"
+    if data.startswith(b"OggS"):
+        return MediaKind.AUDIO, "audio/ogg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+        return MediaKind.AUDIO, "audio/wav"
+    if data.startswith(b"#!AMR"):
+        return MediaKind.AUDIO, "audio/amr"
+    if data.startswith(b"%PDF"):
+        return MediaKind.DOCUMENT, "application/pdf"
+    return MediaKind.DOCUMENT, "application/octet-stream"
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSpec:
+    """A channel as the accept path and the dispatcher see it (loaded from the store)."""
+
+    id: int
+    project_id: int
+    kind: str
+    application: int
+    price_micro: int
+    price_unit: PriceUnit
+    # Content rules. ``max_segments`` applies to segment-priced (SMS) channels.
+    max_chars: int = 4096
+    max_segments: int = 10
+    media_allowed: bool = True
+    caption_kinds: frozenset[MediaKind] = frozenset({MediaKind.IMAGE, MediaKind.VIDEO})
+    # Pacing.
+    rate_per_second: float = 0.0     # 0 = unlimited
+    delay_ms: int = 0                # pause between two sends
+    jitter_ms: int = 0               # random extra pause, 0..jitter_ms
+    paused: bool = False
+    name: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def default_rules(application: int) -> dict[str, Any]:
+    """Content rules and price unit that fit a Picky application code."""
+    if application == APP_SMS:
+        return {"price_unit": PriceUnit.SEGMENT, "max_chars": 1600, "max_segments": 10,
+                "media_allowed": False}
+    if application == APP_CALL:
+        return {"price_unit": PriceUnit.CALL, "max_chars": 4000, "media_allowed": True}
+    return {"price_unit": PriceUnit.MESSAGE, "max_chars": 4096, "media_allowed": True}

@@ -1,0 +1,192 @@
+"""The one table of status codes pushgate answers with.
+
+Every API answer carries a numeric ``status`` and a ``message``, as Picky Assist's API does. Picky's
+documented codes (100, 401, 405) keep their meaning; the others are pushgate's own, because Picky's
+master error table is not public. ``docs/error-codes.md`` is generated from this table
+(``pushgate docs error-codes``), and a test keeps the two identical.
+
+Codes in ``ENTRY_CODES`` are per-recipient: they appear inside ``data[]`` next to accepted entries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+
+class Code(IntEnum):
+    SUCCESS = 100
+
+    # Request-level: the whole push is refused, nothing is queued or charged.
+    MALFORMED_BODY = 400
+    AUTH_FAILED = 401
+    TOKEN_REVOKED = 402
+    IP_NOT_ALLOWED = 403
+    NOT_FOUND = 404
+    API_NOT_ACTIVE = 405
+    INVALID_FIELD = 406
+    UNKNOWN_APPLICATION = 407
+    EMPTY_DATA = 408
+    TOO_MANY_RECIPIENTS = 409
+    BODY_TOO_LARGE = 413
+    NO_VALID_ENTRIES = 416
+    INSUFFICIENT_CREDIT = 420
+    RATE_LIMITED = 429
+    UNAVAILABLE = 503
+
+    # Per-entry: the entry is refused, the rest of the push goes on.
+    INVALID_NUMBER = 201
+    EMPTY_MESSAGE = 202
+    MESSAGE_TOO_LONG = 203
+    MEDIA_NOT_ALLOWED = 204
+    MEDIA_TOO_LARGE = 205
+    INVALID_MEDIA = 206
+    DUPLICATE = 207
+    INVALID_REFERENCE = 208
+
+
+@dataclass(frozen=True, slots=True)
+class CodeInfo:
+    code: Code
+    http_status: int
+    message: str
+    when: str
+
+
+_TABLE: tuple[CodeInfo, ...] = (
+    CodeInfo(Code.SUCCESS, 200, "Success",
+             "The push was accepted and queued. It does not mean delivered: follow the reports."),
+    CodeInfo(Code.MALFORMED_BODY, 400, "Malformed request body",
+             "The body is not JSON, not a JSON object, or the `data` form field is not JSON."),
+    CodeInfo(Code.AUTH_FAILED, 401, "Authentication Failed",
+             "No token was given, or it is not a token of any project."),
+    CodeInfo(Code.TOKEN_REVOKED, 401, "Token revoked",
+             "The token existed but was revoked (`pushgate token revoke`)."),
+    CodeInfo(Code.IP_NOT_ALLOWED, 403, "IP address not allowed for this token",
+             "The token has an IP allow-list and the caller's address is not on it."),
+    CodeInfo(Code.NOT_FOUND, 404, "Not found",
+             "The push or message asked for does not exist in the token's project."),
+    CodeInfo(Code.API_NOT_ACTIVE, 403, "API Is Not Active For This Project",
+             "The project is disabled."),
+    CodeInfo(Code.INVALID_FIELD, 422, "Invalid field",
+             "A field has a value of the wrong type or out of range (the message names it)."),
+    CodeInfo(Code.UNKNOWN_APPLICATION, 422, "Unknown application",
+             "`application` is neither a Picky application code nor a channel id of a channel "
+             "the project has."),
+    CodeInfo(Code.EMPTY_DATA, 422, "Empty data",
+             "`data` is missing or has no entries."),
+    CodeInfo(Code.TOO_MANY_RECIPIENTS, 413, "Too many recipients",
+             "`data` has more entries than `PUSHGATE_MAX_RECIPIENTS` (default 10,000)."),
+    CodeInfo(Code.BODY_TOO_LARGE, 413, "Request body too large",
+             "The body is larger than `PUSHGATE_MAX_BODY_BYTES`."),
+    CodeInfo(Code.NO_VALID_ENTRIES, 422, "No valid entries",
+             "Every entry was refused, for different reasons; see `data[]`. (When all share one "
+             "reason, the push answers with that entry code instead.)"),
+    CodeInfo(Code.INSUFFICIENT_CREDIT, 402, "Insufficient credit",
+             "The project's balance does not cover every accepted entry. The whole push is "
+             "refused and nothing is charged."),
+    CodeInfo(Code.RATE_LIMITED, 429, "Rate limit exceeded",
+             "The token sent more pushes per minute than `PUSHGATE_PUSH_RATE_PER_MINUTE` "
+             "(default 90). Nothing was queued; retry after the `Retry-After` seconds."),
+    CodeInfo(Code.UNAVAILABLE, 503, "Service unavailable",
+             "The store cannot be reached or is overloaded. Nothing was queued; retry later."),
+    CodeInfo(Code.INVALID_NUMBER, 422, "Invalid number",
+             "The number is not digits with country code (no `+`, no leading `0`), or cannot "
+             "exist in its country."),
+    CodeInfo(Code.EMPTY_MESSAGE, 422, "Empty message",
+             "Neither the entry's `message`, `globalmessage` nor any media gives something "
+             "to send."),
+    CodeInfo(Code.MESSAGE_TOO_LONG, 422, "Message too long for the channel",
+             "The text is longer than the channel allows (characters, or SMS parts)."),
+    CodeInfo(Code.MEDIA_NOT_ALLOWED, 422, "Media not allowed on this channel",
+             "The channel cannot send media (e.g. SMS or a call)."),
+    CodeInfo(Code.MEDIA_TOO_LARGE, 413, "Media too large",
+             "Inline media (`globalmedia_code`) exceeds the limit for its type: image 5 MB, "
+             "video 16 MB, audio 16 MB, document 100 MB."),
+    CodeInfo(Code.INVALID_MEDIA, 422, "Invalid media",
+             "The media URL is not an http(s) URL, or `globalmedia_code` is not valid base64."),
+    CodeInfo(Code.DUPLICATE, 200, "Duplicate entry",
+             "The same number and text appear earlier in the push; it is sent once. "
+             "`duplicate_of` names the msg_id that carries it."),
+    CodeInfo(Code.INVALID_REFERENCE, 422, "Invalid reference_number",
+             "`reference_number` is longer than 255 characters."),
+)
+
+CODES: dict[Code, CodeInfo] = {info.code: info for info in _TABLE}
+ENTRY_CODES: frozenset[Code] = frozenset(c for c in Code if 200 <= c < 300)
+
+
+class ApiError(Exception):
+    """A request-level refusal; the API layer turns it into ``{"status": code, "message": …}``."""
+
+    def __init__(self, code: Code, detail: str | None = None, **extra: object) -> None:
+        self.code = code
+        self.detail = detail
+        self.extra = extra
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        base = CODES[self.code].message
+        return f"{base}: {self.detail}" if self.detail else base
+
+    @property
+    def http_status(self) -> int:
+        return CODES[self.code].http_status
+
+
+def _row(info: CodeInfo) -> str:
+    return f"| {int(info.code)} | {info.http_status} | {info.message} | {info.when} |"
+
+
+def render_markdown() -> str:
+    """The text of docs/error-codes.md."""
+    lines = [
+        "# Status and error codes",
+        "",
+        "Generated from `src/pushgate/core/errors.py` by `pushgate docs error-codes`; do not edit.",
+        "",
+        "Every answer is JSON with a numeric `status` and a `message`. The HTTP status follows the",
+        "class of the error; set `PUSHGATE_ALWAYS_HTTP_200=true` for clients that need HTTP 200",
+        "on every answer (the JSON body is the same).",
+        "",
+        "## Request-level codes",
+        "",
+        "| status | HTTP | message | when |",
+        "|---|---|---|---|",
+    ]
+    for info in _TABLE:
+        if info.code not in ENTRY_CODES:
+            lines.append(_row(info))
+    lines += [
+        "",
+        "## Per-entry codes",
+        "",
+        "These appear inside `data[]` of a push answer, in the place of the refused entry, with no",
+        '`msg_id` and `credit` `"0"`; the other entries are accepted. If no entry is accepted the',
+        "whole push is refused (with the shared entry code, or 416) and nothing is charged. The",
+        "HTTP column applies when the code becomes the push's own status.",
+        "",
+        "| status | HTTP | message | when |",
+        "|---|---|---|---|",
+    ]
+    for info in _TABLE:
+        if info.code in ENTRY_CODES:
+            lines.append(_row(info))
+    lines += [
+        "",
+        "## Delivery report statuses",
+        "",
+        "In `delivery-report` answers and event webhooks, each message's `status` is Picky's:",
+        "",
+        "| status | meaning | pushgate states |",
+        "|---|---|---|",
+        "| 0 | Unknown / pending | queued, sending |",
+        "| 4 | Submitted (accepted by the channel) | submitted |",
+        "| 1 | Delivered | delivered |",
+        "| 3 | Read | read |",
+        "| 2 | Failed | failed |",
+        "| 5 | Refunded (credit returned; treat as failed) | refunded, expired, cancelled |",
+        "",
+    ]
+    return "\n".join(lines)

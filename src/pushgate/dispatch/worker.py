@@ -1,0 +1,198 @@
+"""The dispatcher: lease channels, claim their messages, send, record, repeat.
+
+A worker renews its channel leases every few seconds and runs one ``ChannelRunner`` per channel
+it holds; no other worker sends for that channel meanwhile, so pacing needs no coordination. A
+runner claims a batch (priority first, then oldest), sends it under the channel's pacing, and
+records every outcome in one write. Anything a killed worker held comes back when its leases
+expire: channels to other workers, messages to the next claim, counted as possible re-sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+
+from pushgate.channels.base import Channel, channel_for
+from pushgate.core.channels import ChannelSpec
+from pushgate.dispatch.pacing import Pacer
+from pushgate.store.base import RetryPolicy, Store, StoreUnavailable
+
+log = logging.getLogger("pushgate.dispatch")
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class ChannelRunner:
+    def __init__(self, dispatcher: Dispatcher, spec: ChannelSpec) -> None:
+        self.dispatcher = dispatcher
+        self.spec = spec
+        self.channel: Channel = channel_for(spec)
+        self.pacer = Pacer(spec.rate_per_second, spec.delay_ms, spec.jitter_ms)
+        self.wake = asyncio.Event()
+        self.stopping = False
+
+    async def run(self) -> None:
+        d = self.dispatcher
+        await self.channel.start()
+        try:
+            while not self.stopping:
+                try:
+                    worked = await self.step()
+                except StoreUnavailable as exc:
+                    log.warning("channel %s: store unavailable (%s); retrying", self.spec.id, exc)
+                    worked = False
+                    await asyncio.sleep(1)
+                if not worked:
+                    self.wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.wake.wait(), d.idle_poll)
+        finally:
+            await self.channel.stop()
+
+    async def step(self) -> bool:
+        """One claim–send–record round; False when there was nothing to do."""
+        d = self.dispatcher
+        store = d.store
+        did = await self.simulate_deliveries()
+        now = time.time()
+        batch = self.pacer.batch_size(d.claim_batch)
+        lease = d.message_lease_seconds
+        if self.pacer.rate > 0:
+            lease += batch / self.pacer.rate
+        messages = await store.claim_messages(self.spec.id, d.worker_id, batch, now, lease)
+        if not messages:
+            return did
+        if self.pacer.limited:
+            results = []
+            for message in messages:
+                if self.stopping:
+                    await store.release_messages(
+                        d.worker_id, [m.id for m in messages[len(results):]])
+                    break
+                await self.pacer.acquire(1)
+                results.extend(await self.channel.send_batch([message]))
+        else:
+            results = await self.channel.send_batch(messages)
+        await store.record_outcomes(d.worker_id, results, time.time(), d.retry_policy)
+        d.sent += sum(1 for r in results if r.ok)
+        d.notify_webhooks()
+        await self.simulate_deliveries()
+        return True
+
+    async def simulate_deliveries(self) -> bool:
+        delay = self.channel.simulated_delivery_delay
+        if delay is None:
+            return False
+        now = time.time()
+        ids = await self.dispatcher.store.submitted_before(
+            self.spec.id, now - delay, self.dispatcher.claim_batch)
+        if not ids:
+            return False
+        updates = self.channel.simulate_delivery(ids, now)
+        await self.dispatcher.store.apply_status_updates(updates)
+        self.dispatcher.notify_webhooks()
+        return True
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: Store,
+        worker_id: str | None = None,
+        claim_batch: int = 1000,
+        message_lease_seconds: float = 60.0,
+        channel_lease_seconds: float = 15.0,
+        idle_poll: float = 0.2,
+        retry_policy: RetryPolicy | None = None,
+        webhook_wake: asyncio.Event | None = None,
+    ) -> None:
+        self.store = store
+        self.worker_id = worker_id or new_worker_id()
+        self.claim_batch = claim_batch
+        self.message_lease_seconds = message_lease_seconds
+        self.channel_lease_seconds = channel_lease_seconds
+        self.idle_poll = idle_poll
+        self.retry_policy = retry_policy or RetryPolicy()
+        self.webhook_wake = webhook_wake
+        self.runners: dict[int, tuple[ChannelRunner, asyncio.Task[None]]] = {}
+        self._stopping = asyncio.Event()
+        self.sent = 0
+
+    def wake(self, channel_id: int | None = None) -> None:
+        """Tell runners that new messages are queued (same-process pushes)."""
+        if channel_id is not None and channel_id in self.runners:
+            self.runners[channel_id][0].wake.set()
+            return
+        for runner, _task in self.runners.values():
+            runner.wake.set()
+
+    def notify_webhooks(self) -> None:
+        if self.webhook_wake is not None:
+            self.webhook_wake.set()
+
+    async def run(self) -> None:
+        """Until ``stop()``: keep leases, keep one runner per held channel, expire old
+        messages."""
+        renew_every = self.channel_lease_seconds / 3
+        try:
+            while not self._stopping.is_set():
+                try:
+                    await self.refresh()
+                    await self.store.expire_due(time.time(), 1000)
+                except StoreUnavailable as exc:
+                    log.warning("dispatcher: store unavailable (%s)", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), renew_every)
+        finally:
+            await self._shutdown()
+
+    async def refresh(self) -> None:
+        held = set(await self.store.acquire_channel_leases(
+            self.worker_id, time.time(), self.channel_lease_seconds))
+        for channel_id in list(self.runners):
+            runner, task = self.runners[channel_id]
+            if channel_id not in held or task.done():
+                await self._stop_runner(channel_id)
+        for channel_id in held:
+            spec = await self.store.get_channel(channel_id)
+            if spec is None:
+                continue
+            current = self.runners.get(channel_id)
+            if current is not None and current[0].spec == spec:
+                continue
+            if current is not None:   # the operator changed the channel: start afresh
+                await self._stop_runner(channel_id)
+            try:
+                runner = ChannelRunner(self, spec)
+            except ValueError as exc:
+                log.error("channel %s cannot run: %s", channel_id, exc)
+                continue
+            self.runners[channel_id] = (runner, asyncio.create_task(
+                runner.run(), name=f"channel-{channel_id}"))
+
+    async def _stop_runner(self, channel_id: int) -> None:
+        runner, task = self.runners.pop(channel_id)
+        runner.stopping = True
+        runner.wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), 30)
+        except TimeoutError:
+            task.cancel()
+        except Exception:
+            log.exception("channel %s runner failed", channel_id)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _shutdown(self) -> None:
+        for channel_id in list(self.runners):
+            await self._stop_runner(channel_id)
+        with contextlib.suppress(StoreUnavailable):
+            await self.store.release_channel_leases(self.worker_id)

@@ -1,0 +1,917 @@
+"""The embedded store: one SQLite file in WAL mode, durable with ``synchronous=FULL``.
+
+SQLite has one writer at a time, and a commit costs an fsync. So every write runs as a job on
+one writer thread, which takes all jobs waiting at that moment into one transaction (each in a
+savepoint of its own, so one job's error does not undo the others), commits once, and only then
+resolves each job's future. Under load this is group commit: many small pushes share an fsync;
+when idle a job commits alone with no added wait. Reads use a separate connection on the
+caller's thread; WAL lets them run beside the writer.
+
+The SQL is written against the DB-API directly rather than through SQLAlchemy Core: the accept
+and claim paths move hundreds of thousands of rows a second, and ``bench/store_driver.py``
+measures SQLAlchemy's per-statement overhead there (see docs/benchmarks.md). The schema itself
+is owned by the Alembic migrations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import queue
+import random
+import sqlite3
+import threading
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, TypeVar
+
+from pushgate.core.channels import ChannelSpec, MediaKind, PriceUnit
+from pushgate.core.lifecycle import PICKY_STATUS, State, advances
+from pushgate.core.models import (
+    AcceptResult,
+    OutboundMessage,
+    OutboxBatch,
+    OutboxItem,
+    Project,
+    SendResult,
+    StatusUpdate,
+    TokenInfo,
+)
+from pushgate.core.push import PushPlan
+from pushgate.store.base import InsufficientCredit, RetryPolicy, Store, StoreUnavailable
+from pushgate.store.migrate import sqlite_path
+
+T = TypeVar("T")
+
+# How many jobs at most share one transaction; bounds the latency a job can add to others.
+GROUP_COMMIT_MAX_JOBS = 256
+BUSY_TIMEOUT_MS = 10_000
+
+_CHANNEL_COLUMNS = (
+    "id, project_id, kind, application, price_micro, price_unit, max_chars, max_segments, "
+    "media_allowed, rate_per_second, delay_ms, jitter_ms, paused, name, config"
+)
+_CLAIM_RETURNING = "id, push_id, project_id, channel_id, number, body, media, media_kind, " \
+    "parts, priority, attempts"
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA foreign_keys = OFF")
+    conn.execute("PRAGMA cache_size = -65536")
+    return conn
+
+
+def _channel_from_row(row: Sequence[Any]) -> ChannelSpec:
+    return ChannelSpec(
+        id=row[0], project_id=row[1], kind=row[2], application=row[3], price_micro=row[4],
+        price_unit=PriceUnit(row[5]), max_chars=row[6], max_segments=row[7],
+        media_allowed=bool(row[8]), rate_per_second=row[9], delay_ms=row[10],
+        jitter_ms=row[11], paused=bool(row[12]), name=row[13], config=json.loads(row[14]),
+    )
+
+
+def _backoff(attempts: int, policy: RetryPolicy) -> float:
+    """Exponential back-off with jitter: half fixed, half random, so retries of a burst spread
+    out but never come back at once."""
+    delay = min(policy.cap_seconds, policy.base_seconds * 2 ** max(0, attempts - 1))
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+class _Job:
+    __slots__ = ("fn", "args", "future", "loop")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...],
+                 future: asyncio.Future[Any], loop: asyncio.AbstractEventLoop) -> None:
+        self.fn = fn
+        self.args = args
+        self.future = future
+        self.loop = loop
+
+
+def _resolve(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.cancelled():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
+class _Writer(threading.Thread):
+    """The one writer: drains the job queue, one transaction per gathered batch."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(name="pushgate-sqlite-writer", daemon=True)
+        self.path = path
+        self.jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            conn = _connect(self.path)
+        except BaseException as exc:  # reported by open()
+            self.error = exc
+            self.ready.set()
+            return
+        self.ready.set()
+        stopping = False
+        while not stopping:
+            first = self.jobs.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < GROUP_COMMIT_MAX_JOBS:
+                try:
+                    job = self.jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    stopping = True
+                    break
+                batch.append(job)
+            self._run_batch(conn, batch)
+        conn.close()
+
+    @staticmethod
+    def _run_batch(conn: sqlite3.Connection, batch: list[_Job]) -> None:
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            error = StoreUnavailable(f"cannot start a write transaction: {exc}")
+            for job in batch:
+                job.loop.call_soon_threadsafe(_resolve, job.future, False, error)
+            return
+        for job in batch:
+            conn.execute("SAVEPOINT job")
+            try:
+                outcomes.append((True, job.fn(conn, *job.args)))
+                conn.execute("RELEASE job")
+            except BaseException as exc:  # the job's own error goes back to its caller
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+                outcomes.append((False, exc))
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            error = StoreUnavailable(f"commit failed: {exc}")
+            outcomes = [(False, error)] * len(batch)
+        for job, (ok, value) in zip(batch, outcomes, strict=True):
+            job.loop.call_soon_threadsafe(_resolve, job.future, ok, value)
+
+
+class SQLiteStore(Store):
+    def __init__(self, url: str) -> None:
+        path = sqlite_path(url)
+        if path is None or path == ":memory:":
+            raise StoreUnavailable("the SQLite store needs a file: sqlite:///path/to/file.db")
+        self.path = path
+        self._writer: _Writer | None = None
+        self._reader: sqlite3.Connection | None = None
+
+    # --- life -----------------------------------------------------------------------------
+    async def open(self) -> None:
+        try:
+            reader = _connect(self.path)
+            reader.execute("SELECT 1 FROM projects LIMIT 1").fetchall()
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(
+                f"cannot use {self.path}: {exc} (run `pushgate migrate` first?)"
+            ) from None
+        self._reader = reader
+        writer = _Writer(self.path)
+        writer.start()
+        writer.ready.wait()
+        if writer.error is not None:
+            raise StoreUnavailable(f"cannot open {self.path}: {writer.error}")
+        self._writer = writer
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.jobs.put(None)
+            await asyncio.to_thread(self._writer.join)
+            self._writer = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    async def ping(self) -> None:
+        try:
+            self._read().execute("SELECT 1").fetchone()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(str(exc)) from None
+        if self._writer is None or not self._writer.is_alive():
+            raise StoreUnavailable("the writer thread is not running")
+
+    def _read(self) -> sqlite3.Connection:
+        if self._reader is None:
+            raise StoreUnavailable("the store is not open")
+        return self._reader
+
+    def _write(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        if self._writer is None:
+            raise StoreUnavailable("the store is not open")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._writer.jobs.put(_Job(fn, args, future, loop))
+        return future
+
+    # --- operators --------------------------------------------------------------------------
+    async def create_project(
+        self, name: str, balance_micro: int, webhook_url: str | None, webhook_secret: str
+    ) -> Project:
+        def job(conn: sqlite3.Connection) -> Project:
+            now = _now()
+            cur = conn.execute(
+                "INSERT INTO projects (name, balance_micro, webhook_url, webhook_secret, active,"
+                " created_at) VALUES (?, ?, ?, ?, 1, ?)",
+                (name, balance_micro, webhook_url, webhook_secret, now),
+            )
+            project_id = int(cur.lastrowid or 0)
+            if balance_micro:
+                conn.execute(
+                    "INSERT INTO credit_ledger (project_id, delta_micro, reason, at)"
+                    " VALUES (?, ?, 'initial credit', ?)", (project_id, balance_micro, now))
+            return Project(project_id, name, balance_micro, webhook_url, True)
+
+        return await self._write(job)
+
+    async def get_project(self, project_id: int) -> Project | None:
+        row = self._read().execute(
+            "SELECT id, name, balance_micro, webhook_url, active FROM projects WHERE id = ?",
+            (project_id,),
+        ).fetchone()
+        return Project(row[0], row[1], row[2], row[3], bool(row[4])) if row else None
+
+    async def find_project(self, name: str) -> Project | None:
+        row = self._read().execute("SELECT id FROM projects WHERE name = ?", (name,)).fetchone()
+        return await self.get_project(row[0]) if row else None
+
+    async def list_projects(self) -> list[Project]:
+        rows = self._read().execute(
+            "SELECT id, name, balance_micro, webhook_url, active FROM projects ORDER BY id"
+        ).fetchall()
+        return [Project(r[0], r[1], r[2], r[3], bool(r[4])) for r in rows]
+
+    async def set_webhook(self, project_id: int, url: str | None, secret: str | None) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE projects SET webhook_url = ?, webhook_secret = coalesce(?, webhook_secret)"
+                " WHERE id = ?", (url, secret, project_id))
+
+        await self._write(job)
+
+    async def add_credits(self, project_id: int, delta_micro: int, reason: str) -> int:
+        def job(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "UPDATE projects SET balance_micro = balance_micro + ? WHERE id = ?"
+                " RETURNING balance_micro", (delta_micro, project_id)).fetchone()
+            if row is None:
+                raise KeyError(f"no project {project_id}")
+            conn.execute(
+                "INSERT INTO credit_ledger (project_id, delta_micro, reason, at)"
+                " VALUES (?, ?, ?, ?)", (project_id, delta_micro, reason, _now()))
+            return int(row[0])
+
+        try:
+            return await self._write(job)
+        except sqlite3.IntegrityError:
+            raise ValueError("the balance cannot go below zero") from None
+
+    async def create_token(
+        self, project_id: int, token_hash: str, label: str, ip_allow: Sequence[str]
+    ) -> int:
+        def job(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "INSERT INTO api_tokens (project_id, token_hash, label, ip_allow, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (project_id, token_hash, label, ",".join(ip_allow), _now()))
+            return int(cur.lastrowid or 0)
+
+        return await self._write(job)
+
+    async def revoke_token(self, token_id: int) -> bool:
+        def job(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                (_now(), token_id))
+            return cur.rowcount > 0
+
+        return await self._write(job)
+
+    async def list_tokens(self, project_id: int) -> list[dict[str, Any]]:
+        rows = self._read().execute(
+            "SELECT id, label, ip_allow, created_at, revoked_at FROM api_tokens"
+            " WHERE project_id = ? ORDER BY id", (project_id,)).fetchall()
+        return [{"id": r[0], "label": r[1], "ip_allow": [ip for ip in r[2].split(",") if ip],
+                 "created_at": r[3], "revoked_at": r[4]} for r in rows]
+
+    async def add_channel(self, spec: ChannelSpec) -> ChannelSpec:
+        def job(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "INSERT INTO channels (project_id, kind, application, price_micro, price_unit,"
+                " max_chars, max_segments, media_allowed, rate_per_second, delay_ms, jitter_ms,"
+                " paused, name, config, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (spec.project_id, spec.kind, spec.application, spec.price_micro,
+                 str(spec.price_unit), spec.max_chars, spec.max_segments, spec.media_allowed,
+                 spec.rate_per_second, spec.delay_ms, spec.jitter_ms, spec.paused, spec.name,
+                 json.dumps(spec.config), _now()))
+            return int(cur.lastrowid or 0)
+
+        channel_id = await self._write(job)
+        channel = await self.get_channel(channel_id)
+        assert channel is not None
+        return channel
+
+    async def update_channel(self, channel_id: int, **changes: Any) -> ChannelSpec | None:
+        allowed = {"price_micro", "price_unit", "max_chars", "max_segments", "media_allowed",
+                   "rate_per_second", "delay_ms", "jitter_ms", "paused", "name", "config"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise ValueError(f"cannot change {sorted(unknown)}")
+        if "config" in changes:
+            changes["config"] = json.dumps(changes["config"])
+        if "price_unit" in changes:
+            changes["price_unit"] = str(changes["price_unit"])
+        if changes:
+            assignments = ", ".join(f"{name} = ?" for name in changes)
+
+            def job(conn: sqlite3.Connection) -> None:
+                conn.execute(f"UPDATE channels SET {assignments} WHERE id = ?",
+                             (*changes.values(), channel_id))
+
+            await self._write(job)
+        return await self.get_channel(channel_id)
+
+    async def list_channels(self, project_id: int | None = None) -> list[ChannelSpec]:
+        if project_id is None:
+            rows = self._read().execute(
+                f"SELECT {_CHANNEL_COLUMNS} FROM channels ORDER BY id").fetchall()
+        else:
+            rows = self._read().execute(
+                f"SELECT {_CHANNEL_COLUMNS} FROM channels WHERE project_id = ? ORDER BY id",
+                (project_id,)).fetchall()
+        return [_channel_from_row(r) for r in rows]
+
+    async def get_channel(self, channel_id: int) -> ChannelSpec | None:
+        row = self._read().execute(
+            f"SELECT {_CHANNEL_COLUMNS} FROM channels WHERE id = ?", (channel_id,)).fetchone()
+        return _channel_from_row(row) if row else None
+
+    # --- accept -----------------------------------------------------------------------------
+    async def authenticate(self, token_hash: str) -> TokenInfo | None:
+        row = self._read().execute(
+            "SELECT t.id, t.project_id, t.revoked_at, t.ip_allow, p.active FROM api_tokens t"
+            " JOIN projects p ON p.id = t.project_id WHERE t.token_hash = ?",
+            (token_hash,)).fetchone()
+        if row is None:
+            return None
+        return TokenInfo(token_id=row[0], project_id=row[1], revoked=row[2] is not None,
+                         ip_allow=[ip for ip in row[3].split(",") if ip],
+                         project_active=bool(row[4]))
+
+    async def find_channel(self, project_id: int, application: int) -> ChannelSpec | None:
+        conn = self._read()
+        row = conn.execute(
+            f"SELECT {_CHANNEL_COLUMNS} FROM channels WHERE project_id = ? AND application = ?"
+            " ORDER BY paused, id LIMIT 1", (project_id, application)).fetchone()
+        if row is None:
+            row = conn.execute(
+                f"SELECT {_CHANNEL_COLUMNS} FROM channels WHERE project_id = ? AND id = ?",
+                (project_id, application)).fetchone()
+        return _channel_from_row(row) if row else None
+
+    async def accept_push(
+        self,
+        project_id: int,
+        channel: ChannelSpec,
+        plan: PushPlan,
+        now: float,
+        expires_at: float | None,
+    ) -> AcceptResult:
+        return await self._write(_accept_job, project_id, channel, plan, now, expires_at)
+
+    # --- reports ----------------------------------------------------------------------------
+    async def get_push(self, project_id: int, push_id: int) -> dict[str, Any] | None:
+        conn = self._read()
+        row = conn.execute(
+            "SELECT id, channel_id, priority, entries, accepted, credit_micro, created_at"
+            " FROM pushes WHERE id = ? AND project_id = ?", (push_id, project_id)).fetchone()
+        if row is None:
+            return None
+        counts = dict(conn.execute(
+            "SELECT state, count(*) FROM messages WHERE push_id = ? GROUP BY state",
+            (push_id,)).fetchall())
+        return {"push_id": row[0], "channel_id": row[1], "priority": row[2], "entries": row[3],
+                "accepted": row[4], "credit_micro": row[5], "created_at": row[6],
+                "counts": counts}
+
+    async def iter_push_messages(
+        self, project_id: int, push_id: int, chunk: int = 1000
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        last = 0
+        while True:
+            rows = self._read().execute(
+                "SELECT id, number, state, reference, error_code, error_message, updated_at,"
+                " body, media, media_kind, credit_micro, channel_id, resends FROM messages"
+                " WHERE push_id = ? AND project_id = ? AND id > ? ORDER BY id LIMIT ?",
+                (push_id, project_id, last, chunk)).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [_message_dict(r) for r in rows]
+            if len(rows) < chunk:
+                return
+            await asyncio.sleep(0)
+
+    async def get_message(self, project_id: int, message_id: int) -> dict[str, Any] | None:
+        conn = self._read()
+        row = conn.execute(
+            "SELECT id, number, state, reference, error_code, error_message, updated_at, body,"
+            " media, media_kind, credit_micro, channel_id, resends, push_id, attempts,"
+            " provider_id, created_at, priority, segments, parts"
+            " FROM messages WHERE id = ? AND project_id = ?",
+            (message_id, project_id)).fetchone()
+        if row is None:
+            return None
+        result = _message_dict(row)
+        result.update(push_id=row[13], attempts=row[14], provider_id=row[15],
+                      created_at=row[16], priority=row[17], segments=row[18], parts=row[19])
+        events = conn.execute(
+            "SELECT state, at, detail FROM message_events WHERE message_id = ? ORDER BY id",
+            (message_id,)).fetchall()
+        result["events"] = [{"state": "queued", "at": row[16], "detail": None}] + [
+            {"state": e[0], "at": e[1], "detail": e[2]} for e in events]
+        return result
+
+    async def get_media(self, media_id: int) -> tuple[str, bytes] | None:
+        row = self._read().execute(
+            "SELECT content_type, data FROM media WHERE id = ?", (media_id,)).fetchone()
+        return (row[0], bytes(row[1])) if row else None
+
+    async def sandbox_inbox(self, project_id: int, limit: int) -> list[dict[str, Any]]:
+        rows = self._read().execute(
+            "SELECT m.id, m.number, m.state, m.reference, m.error_code, m.error_message,"
+            " m.updated_at, m.body, m.media, m.media_kind, m.credit_micro, m.channel_id,"
+            " m.resends FROM messages m JOIN channels c ON c.id = m.channel_id"
+            " WHERE c.project_id = ? AND c.kind = 'sandbox'"
+            " AND m.state NOT IN ('queued', 'sending')"
+            " ORDER BY m.updated_at DESC, m.id DESC LIMIT ?", (project_id, limit)).fetchall()
+        return [_message_dict(r) for r in rows]
+
+    # --- dispatch ---------------------------------------------------------------------------
+    async def acquire_channel_leases(self, worker_id: str, now: float, ttl: float) -> list[int]:
+        return await self._write(_acquire_leases_job, worker_id, now, ttl)
+
+    async def release_channel_leases(self, worker_id: str) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM channel_leases WHERE worker_id = ?", (worker_id,))
+
+        await self._write(job)
+
+    async def claim_messages(
+        self, channel_id: int, worker_id: str, limit: int, now: float, lease_seconds: float
+    ) -> list[OutboundMessage]:
+        return await self._write(_claim_job, channel_id, worker_id, limit, now, lease_seconds)
+
+    async def record_outcomes(
+        self, worker_id: str, results: Sequence[SendResult], now: float, policy: RetryPolicy
+    ) -> None:
+        if results:
+            await self._write(_record_outcomes_job, worker_id, list(results), now, policy)
+
+    async def release_messages(self, worker_id: str, message_ids: Sequence[int]) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE messages SET state = 'queued', lease_until = NULL, leased_by = NULL,"
+                " attempts = max(attempts - 1, 0) WHERE id = ? AND state = 'sending'"
+                " AND leased_by = ?", [(mid, worker_id) for mid in message_ids])
+
+        if message_ids:
+            await self._write(job)
+
+    async def apply_status_updates(self, updates: Sequence[StatusUpdate]) -> int:
+        if not updates:
+            return 0
+        return await self._write(_apply_status_job, list(updates))
+
+    async def submitted_before(self, channel_id: int, before: float, limit: int) -> list[int]:
+        rows = self._read().execute(
+            "SELECT id FROM messages WHERE channel_id = ? AND state = 'submitted'"
+            " AND updated_at <= ? ORDER BY priority DESC, id LIMIT ?",
+            (channel_id, before, limit)).fetchall()
+        return [r[0] for r in rows]
+
+    async def expire_due(self, now: float, limit: int) -> int:
+        return await self._write(_expire_job, now, limit)
+
+    async def has_ready_messages(self, channel_id: int, now: float) -> bool:
+        conn = self._read()
+        row = conn.execute(
+            "SELECT 1 FROM messages WHERE channel_id = ? AND state = 'queued'"
+            " AND next_attempt_at <= ? LIMIT 1", (channel_id, now)).fetchone()
+        if row is None:
+            row = conn.execute(
+                "SELECT 1 FROM messages WHERE channel_id = ? AND state = 'sending'"
+                " AND lease_until < ? LIMIT 1", (channel_id, now)).fetchone()
+        return row is not None
+
+    # --- webhooks ---------------------------------------------------------------------------
+    async def claim_outbox(
+        self, worker_id: str, limit: int, now: float, lease_seconds: float
+    ) -> list[OutboxBatch]:
+        return await self._write(_claim_outbox_job, limit, now, lease_seconds)
+
+    async def complete_outbox(self, ids: Sequence[int]) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?))",
+                         (json.dumps(list(ids)),))
+
+        if ids:
+            await self._write(job)
+
+    async def retry_outbox(
+        self, ids: Sequence[int], now: float, schedule: Sequence[float]
+    ) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            rows = conn.execute(
+                "SELECT id, attempts FROM outbox WHERE id IN (SELECT value FROM json_each(?))",
+                (json.dumps(list(ids)),)).fetchall()
+            updates = []
+            for outbox_id, attempts in rows:
+                tries = attempts + 1
+                if tries > len(schedule):
+                    updates.append((tries, now, True, outbox_id))
+                else:
+                    updates.append((tries, now + schedule[tries - 1], False, outbox_id))
+            conn.executemany(
+                "UPDATE outbox SET attempts = ?, next_attempt_at = ?, dead = ? WHERE id = ?",
+                updates)
+
+        if ids:
+            await self._write(job)
+
+    async def outbox_stats(self) -> dict[str, int]:
+        row = self._read().execute(
+            "SELECT coalesce(sum(dead = 0), 0), coalesce(sum(dead = 1), 0) FROM outbox"
+        ).fetchone()
+        return {"pending": int(row[0]), "dead": int(row[1])}
+
+
+# --- write jobs (run on the writer thread, inside the batch transaction) -----------------------
+
+def _now() -> float:
+    return time.time()
+
+
+def _message_dict(row: Sequence[Any]) -> dict[str, Any]:
+    state = State(row[2])
+    return {
+        "msg_id": row[0], "number": row[1], "state": state.value,
+        "status": PICKY_STATUS[state], "reference_number": row[3], "error_code": row[4],
+        "error_message": row[5], "updated_at": row[6], "message": row[7], "media": row[8],
+        "media_kind": row[9], "credit_micro": row[10], "channel_id": row[11],
+        "resends": row[12],
+    }
+
+
+def _accept_job(
+    conn: sqlite3.Connection,
+    project_id: int,
+    channel: ChannelSpec,
+    plan: PushPlan,
+    now: float,
+    expires_at: float | None,
+) -> AcceptResult:
+    total = plan.credit_total
+    row = conn.execute(
+        "UPDATE projects SET balance_micro = balance_micro - ? WHERE id = ?"
+        " AND balance_micro >= ? RETURNING balance_micro", (total, project_id, total)).fetchone()
+    if row is None:
+        balance = conn.execute("SELECT balance_micro FROM projects WHERE id = ?",
+                               (project_id,)).fetchone()
+        raise InsufficientCredit(total, int(balance[0]) if balance else 0)
+    balance_after = int(row[0])
+
+    media_id = None
+    if plan.inline_media is not None:
+        media = plan.inline_media
+        media_id = conn.execute(
+            "INSERT INTO media (project_id, kind, content_type, data, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (project_id, str(media.kind), media.content_type, media.data, now)).lastrowid
+    push_id = int(conn.execute(
+        "INSERT INTO pushes (project_id, channel_id, priority, entries, accepted, credit_micro,"
+        " media_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (project_id, channel.id, plan.priority, plan.total_entries, len(plan.accepted), total,
+         media_id, now)).lastrowid or 0)
+    if total:
+        conn.execute(
+            "INSERT INTO credit_ledger (project_id, delta_micro, reason, push_id, at)"
+            " VALUES (?, ?, 'push', ?, ?)", (project_id, -total, push_id, now))
+
+    # Ids are handed out here, under the write lock, so the answer can list them in order
+    # without reading them back.
+    base = conn.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()[0]
+    inline_ref = f"media:{media_id}" if media_id is not None else None
+    channel_id = channel.id
+    priority = plan.priority
+    rows = []
+    ids = []
+    next_id = base
+    for _index, number, body, media_ref, kind, reference, parts, segments, credit in plan.accepted:
+        next_id += 1
+        ids.append(next_id)
+        if media_ref == "inline:":
+            media_ref = inline_ref
+        rows.append((next_id, push_id, project_id, channel_id, number, body, media_ref,
+                     kind, reference, priority, parts, segments, credit, now, now, now,
+                     expires_at))
+    conn.executemany(
+        "INSERT INTO messages (id, push_id, project_id, channel_id, number, body, media,"
+        " media_kind, reference, priority, state, parts, segments, credit_micro, attempts,"
+        " resends, next_attempt_at, created_at, updated_at, expires_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, 0, 0, ?, ?, ?, ?)", rows)
+    return AcceptResult(push_id=push_id, message_ids=ids, balance_micro=balance_after)
+
+
+def _acquire_leases_job(
+    conn: sqlite3.Connection, worker_id: str, now: float, ttl: float
+) -> list[int]:
+    until = now + ttl
+    conn.execute("DELETE FROM channel_leases WHERE lease_until < ?", (now,))
+    conn.execute(
+        "DELETE FROM channel_leases WHERE channel_id IN (SELECT id FROM channels WHERE paused)")
+    conn.execute("UPDATE channel_leases SET lease_until = ? WHERE worker_id = ?",
+                 (until, worker_id))
+    conn.execute(
+        "INSERT INTO channel_leases (channel_id, worker_id, lease_until)"
+        " SELECT id, ?, ? FROM channels WHERE NOT paused"
+        " AND id NOT IN (SELECT channel_id FROM channel_leases)", (worker_id, until))
+    rows = conn.execute(
+        "SELECT channel_id FROM channel_leases WHERE worker_id = ? ORDER BY channel_id",
+        (worker_id,)).fetchall()
+    return [r[0] for r in rows]
+
+
+def _claim_job(
+    conn: sqlite3.Connection,
+    channel_id: int,
+    worker_id: str,
+    limit: int,
+    now: float,
+    lease_seconds: float,
+) -> list[OutboundMessage]:
+    until = now + lease_seconds
+    # A message whose lease ran out while `sending` may have reached the provider: claim it
+    # again (nothing is lost) and count it as a possible re-send (nothing is doubled silently).
+    expired = conn.execute(
+        "UPDATE messages SET lease_until = ?, leased_by = ?, attempts = attempts + 1,"
+        " resends = resends + 1, updated_at = ? WHERE id IN (SELECT id FROM messages"
+        " WHERE channel_id = ? AND state = 'sending' AND lease_until < ?"
+        f" ORDER BY priority DESC, id LIMIT ?) RETURNING {_CLAIM_RETURNING}",
+        (until, worker_id, now, channel_id, now, limit)).fetchall()
+    fresh: list[Any] = []
+    if len(expired) < limit:
+        fresh = conn.execute(
+            "UPDATE messages SET state = 'sending', lease_until = ?, leased_by = ?,"
+            " attempts = attempts + 1, updated_at = ? WHERE id IN (SELECT id FROM messages"
+            " WHERE channel_id = ? AND state = 'queued' AND next_attempt_at <= ?"
+            f" ORDER BY priority DESC, id LIMIT ?) RETURNING {_CLAIM_RETURNING}",
+            (until, worker_id, now, channel_id, now, limit - len(expired))).fetchall()
+    events = [(r[0], "sending", now, f"worker {worker_id}, attempt {r[10]}") for r in fresh]
+    events += [(r[0], "sending", now,
+                f"worker {worker_id}, attempt {r[10]}: possible re-send, previous lease expired")
+               for r in expired]
+    conn.executemany(
+        "INSERT INTO message_events (message_id, state, at, detail) VALUES (?, ?, ?, ?)", events)
+    messages = [
+        OutboundMessage(id=r[0], push_id=r[1], project_id=r[2], channel_id=r[3], number=r[4],
+                        text=r[5], media_url=r[6], media_kind=r[7], parts=r[8], priority=r[9],
+                        attempts=r[10], possible_resend=resend)
+        for rows, resend in ((expired, True), (fresh, False)) for r in rows
+    ]
+    messages.sort(key=lambda m: (-m.priority, m.id))
+    return messages
+
+
+def _webhook_projects(conn: sqlite3.Connection) -> set[int]:
+    rows = conn.execute(
+        "SELECT id FROM projects WHERE webhook_url IS NOT NULL AND webhook_url <> ''").fetchall()
+    return {r[0] for r in rows}
+
+
+def _refund(conn: sqlite3.Connection, refunds: dict[int, int], now: float, reason: str) -> None:
+    for project_id, micro in refunds.items():
+        if micro:
+            conn.execute("UPDATE projects SET balance_micro = balance_micro + ? WHERE id = ?",
+                         (micro, project_id))
+            conn.execute(
+                "INSERT INTO credit_ledger (project_id, delta_micro, reason, at)"
+                " VALUES (?, ?, ?, ?)", (project_id, micro, reason, now))
+
+
+def _add_outbox(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """rows: (project_id, message_id, state, at, error_code, error_message, next_attempt_at)."""
+    if rows:
+        conn.executemany(
+            "INSERT INTO outbox (project_id, message_id, state, at, error_code, error_message,"
+            " attempts, next_attempt_at, dead) VALUES (?, ?, ?, ?, ?, ?, 0, ?, 0)", rows)
+
+
+def _record_outcomes_job(
+    conn: sqlite3.Connection,
+    worker_id: str,
+    results: list[SendResult],
+    now: float,
+    policy: RetryPolicy,
+) -> None:
+    current = {
+        r[0]: r for r in conn.execute(
+            "SELECT id, project_id, credit_micro, attempts FROM messages"
+            " WHERE id IN (SELECT value FROM json_each(?)) AND state = 'sending'"
+            " AND leased_by = ?",
+            (json.dumps([res.message_id for res in results]), worker_id)).fetchall()
+    }
+    hooks = _webhook_projects(conn)
+    submitted, retried, failed, events, outbox = [], [], [], [], []
+    refunds: dict[int, int] = defaultdict(int)
+    for res in results:
+        row = current.get(res.message_id)
+        if row is None:
+            # Our lease ran out and another worker owns the message now; its outcome counts.
+            continue
+        mid, project_id, credit, attempts = row
+        if res.ok:
+            submitted.append((res.provider_id, now, mid))
+            events.append((mid, "submitted", now, f"provider id {res.provider_id}"))
+            if project_id in hooks:
+                outbox.append((project_id, mid, "submitted", now, None, None, now))
+            continue
+        detail = f"{res.error_code or 'error'}: {res.error_message or ''}".strip()
+        if res.retryable and attempts < policy.max_attempts:
+            delay = max(res.retry_after or 0.0, _backoff(attempts, policy))
+            retried.append((now + delay, res.error_code, res.error_message, now, mid))
+            events.append((mid, "queued", now, f"retry in {delay:.1f}s after {detail}"))
+            continue
+        if res.retryable:
+            detail = f"gave up after {attempts} attempts; last {detail}"
+        failed.append((res.error_code, res.error_message, now, mid))
+        events.append((mid, "failed", now, detail))
+        events.append((mid, "refunded", now, f"{credit} micro-credits returned"))
+        refunds[project_id] += credit
+        if project_id in hooks:
+            outbox.append((project_id, mid, "refunded", now, res.error_code, res.error_message,
+                           now))
+    conn.executemany(
+        "UPDATE messages SET state = 'submitted', provider_id = ?, lease_until = NULL,"
+        " leased_by = NULL, updated_at = ? WHERE id = ?", submitted)
+    conn.executemany(
+        "UPDATE messages SET state = 'queued', next_attempt_at = ?, error_code = ?,"
+        " error_message = ?, lease_until = NULL, leased_by = NULL, updated_at = ?"
+        " WHERE id = ?", retried)
+    conn.executemany(
+        "UPDATE messages SET state = 'refunded', error_code = ?, error_message = ?,"
+        " lease_until = NULL, leased_by = NULL, updated_at = ? WHERE id = ?", failed)
+    conn.executemany(
+        "INSERT INTO message_events (message_id, state, at, detail) VALUES (?, ?, ?, ?)", events)
+    _refund(conn, refunds, now, "refund: send failed")
+    _add_outbox(conn, outbox)
+
+
+def _apply_status_job(conn: sqlite3.Connection, updates: list[StatusUpdate]) -> int:
+    by_id = [u.message_id for u in updates if u.message_id is not None]
+    by_provider = [(u.channel_id, u.provider_id) for u in updates
+                   if u.message_id is None and u.provider_id is not None]
+    rows: dict[int, list[Any]] = {}
+    provider_map: dict[tuple[int | None, str], int] = {}
+    if by_id:
+        for r in conn.execute(
+                "SELECT id, project_id, state, channel_id, provider_id FROM messages"
+                " WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(by_id),)):
+            rows[r[0]] = list(r)
+    for channel_id, provider_id in by_provider:
+        r = conn.execute(
+            "SELECT id, project_id, state, channel_id, provider_id FROM messages"
+            " WHERE channel_id = ? AND provider_id = ?", (channel_id, provider_id)).fetchone()
+        if r is not None:
+            rows[r[0]] = list(r)
+            provider_map[(channel_id, provider_id)] = r[0]
+    hooks = _webhook_projects(conn)
+    changes, events, outbox = [], [], []
+    changed = 0
+    for u in updates:
+        mid = u.message_id if u.message_id is not None else provider_map.get(
+            (u.channel_id, u.provider_id or ""))
+        if mid is None or mid not in rows:
+            continue
+        row = rows[mid]
+        current = State(row[2])
+        moves = advances(current, u.state)
+        detail = None if moves else f"ignored: message already {current.value}"
+        if u.error_code or u.error_message:
+            detail = f"{u.error_code or ''} {u.error_message or ''}".strip() + (
+                f" ({detail})" if detail else "")
+        events.append((mid, u.state.value, u.at, detail))
+        if not moves:
+            continue
+        row[2] = u.state.value
+        changed += 1
+        changes.append((u.state.value, u.error_code, u.error_message, u.at, mid))
+        if row[1] in hooks:
+            outbox.append((row[1], mid, u.state.value, u.at, u.error_code, u.error_message,
+                           u.at))
+    conn.executemany(
+        "UPDATE messages SET state = ?, error_code = coalesce(?, error_code),"
+        " error_message = coalesce(?, error_message), updated_at = ?, lease_until = NULL,"
+        " leased_by = NULL WHERE id = ?", changes)
+    conn.executemany(
+        "INSERT INTO message_events (message_id, state, at, detail) VALUES (?, ?, ?, ?)", events)
+    _add_outbox(conn, outbox)
+    return changed
+
+
+def _expire_job(conn: sqlite3.Connection, now: float, limit: int) -> int:
+    rows = conn.execute(
+        "UPDATE messages SET state = 'expired', error_message = 'validity period ended',"
+        " updated_at = ? WHERE id IN (SELECT id FROM messages WHERE state = 'queued'"
+        " AND expires_at IS NOT NULL AND expires_at < ? LIMIT ?)"
+        " RETURNING id, project_id, credit_micro", (now, now, limit)).fetchall()
+    if not rows:
+        return 0
+    hooks = _webhook_projects(conn)
+    refunds: dict[int, int] = defaultdict(int)
+    for _mid, project_id, credit in rows:
+        refunds[project_id] += credit
+    conn.executemany(
+        "INSERT INTO message_events (message_id, state, at, detail) VALUES (?, 'expired', ?,"
+        " 'validity period ended; credit returned')", [(r[0], now) for r in rows])
+    _refund(conn, refunds, now, "refund: expired")
+    _add_outbox(conn, [(r[1], r[0], "expired", now, None, "validity period ended", now)
+                       for r in rows if r[1] in hooks])
+    return len(rows)
+
+
+def _claim_outbox_job(
+    conn: sqlite3.Connection, limit: int, now: float, lease_seconds: float
+) -> list[OutboxBatch]:
+    # Pushing next_attempt_at past the lease is the lease: a crashed deliverer's items come
+    # back when it passes, and a successful one deletes them.
+    ids = [r[0] for r in conn.execute(
+        "UPDATE outbox SET next_attempt_at = ? WHERE id IN (SELECT id FROM outbox"
+        " WHERE NOT dead AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?)"
+        " RETURNING id", (now + lease_seconds, now, limit)).fetchall()]
+    if not ids:
+        return []
+    rows = conn.execute(
+        "SELECT o.id, o.project_id, o.attempts, o.state, o.at, o.error_code, o.error_message,"
+        " m.push_id, m.id, m.number, m.reference, m.body, m.media, m.media_kind,"
+        " m.channel_id, p.webhook_url, p.webhook_secret FROM outbox o"
+        " JOIN messages m ON m.id = o.message_id JOIN projects p ON p.id = o.project_id"
+        " WHERE o.id IN (SELECT value FROM json_each(?)) ORDER BY o.id",
+        (json.dumps(ids),)).fetchall()
+    batches: dict[int, OutboxBatch] = {}
+    orphaned = []
+    for r in rows:
+        url = r[15]
+        if not url:
+            orphaned.append(r[0])   # the project removed its webhook since
+            continue
+        batch = batches.get(r[1])
+        if batch is None:
+            batch = batches[r[1]] = OutboxBatch(project_id=r[1], url=url, secret=r[16] or "")
+        state = State(r[3])
+        batch.items.append(OutboxItem(id=r[0], project_id=r[1], attempts=r[2], payload={
+            "push_id": str(r[7]),
+            "msg_id": str(r[8]),
+            "number": r[9],
+            "status": PICKY_STATUS[state],
+            "state": state.value,
+            "reference_number": r[10],
+            "error_code": r[5],
+            "error_message": r[6] or "",
+            "message": r[11],
+            "message_type": _message_type(r[13]),
+            "media": r[12],
+            "channel_id": r[14],
+            "time": r[4],
+        }))
+    if orphaned:
+        conn.execute("DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?))",
+                     (json.dumps(orphaned),))
+    return list(batches.values())
+
+
+def _message_type(media_kind: str | None) -> str:
+    if not media_kind:
+        return "Text"
+    return MediaKind(media_kind).value.capitalize()

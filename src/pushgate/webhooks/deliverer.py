@@ -1,0 +1,101 @@
+"""Delivering the outbox: one signed POST per project batch, retried on a schedule.
+
+Reports are rows in ``outbox`` written in the same transaction as the state change they report,
+so none is lost if a process dies; a claimed batch comes back after its lease if the deliverer
+dies mid-POST (the receiver may then see a report twice — reports are idempotent by
+``msg_id`` + ``state``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import httpx
+import orjson
+
+from pushgate.core.models import OutboxBatch
+from pushgate.store.base import Store
+from pushgate.webhooks.signing import HEADER, sign
+
+log = logging.getLogger("pushgate.webhooks")
+
+EVENT_DELIVERY_REPORT = 1
+
+
+def render(batch: OutboxBatch) -> bytes:
+    return orjson.dumps({
+        "project_id": batch.project_id,
+        "event_id": EVENT_DELIVERY_REPORT,
+        "data": [item.payload for item in batch.items],
+    })
+
+
+class WebhookDeliverer:
+    def __init__(
+        self,
+        store: Store,
+        worker_id: str,
+        timeout: float,
+        schedule: list[float],
+        batch_size: int = 500,
+        idle_poll: float = 0.2,
+        wake: asyncio.Event | None = None,
+    ) -> None:
+        self.store = store
+        self.worker_id = worker_id
+        self.timeout = timeout
+        self.schedule = schedule
+        self.batch_size = batch_size
+        self.idle_poll = idle_poll
+        self.wake = wake or asyncio.Event()
+        self._stopping = asyncio.Event()
+        self.client = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+
+    async def run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                delivered = await self.deliver_once()
+                if not delivered:
+                    await self._idle()
+        finally:
+            await self.client.aclose()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.wake.set()
+
+    async def _idle(self) -> None:
+        self.wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), self.idle_poll)
+
+    async def deliver_once(self) -> int:
+        """Claim what is due, POST it, record the outcome; returns the reports handled."""
+        now = time.time()
+        batches = await self.store.claim_outbox(
+            self.worker_id, self.batch_size, now, lease_seconds=self.timeout + 30)
+        if not batches:
+            return 0
+        await asyncio.gather(*(self._post(batch) for batch in batches))
+        return sum(len(b.items) for b in batches)
+
+    async def _post(self, batch: OutboxBatch) -> None:
+        body = render(batch)
+        ids = [item.id for item in batch.items]
+        headers = {"Content-Type": "application/json", HEADER: sign(batch.secret, body),
+                   "User-Agent": "pushgate-webhook/1"}
+        try:
+            response = await self.client.post(batch.url, content=body, headers=headers)
+            ok = 200 <= response.status_code < 300
+            reason = f"HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            ok, reason = False, f"{type(exc).__name__}: {exc}"
+        if ok:
+            await self.store.complete_outbox(ids)
+        else:
+            log.warning("webhook to project %s failed (%s); %d reports will be retried",
+                        batch.project_id, reason, len(ids))
+            await self.store.retry_outbox(ids, time.time(), self.schedule)
