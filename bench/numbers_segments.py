@@ -118,7 +118,7 @@ TEXTS = {
     "ASCII + € [] (100)": ("Total: 10€ [paid] {ref ABC} " * 4)[:100],
     "ASCII 459 (3 segs)": ("Reminder: your appointment is tomorrow at 10:30. " * 10)[:459],
     "ASCII+ext 520 (4)": "Order #12345 shipped [ok] {tracking} ~ 10€ | thanks. " * 10,
-    "Latin-1 GSM (80)": "Olá! Ñandú Über café à la carte, £5 or ¥700 — no: " * 1,
+    "accented GSM (66)": "Hallå Søren! Ñoño Über café à la carte: £5 or ¥700 ¿ok? ÆØÅ Ωmega",
     "Portuguese UCS-2 (48)": "Olá João, sua encomenda já está a caminho. Obrigado",
     "Cyrillic (45)": "Привет, Иван! Ваш заказ №12345 отправлен. Спасибо",
     "Hindi (60)": "नमस्ते! आपका ओटीपी 482913 है। यह 10 मिनट में समाप्त होगा।",

@@ -40,13 +40,22 @@ _TYPES = (
 _DIGITS = "0123456789"
 
 
+def phonenumbers_valid(number: str) -> bool:
+    try:
+        return phonenumbers.is_valid_number(phonenumbers.parse("+" + number))
+    except phonenumbers.NumberParseException:
+        return False
+
+
 def reference(number: str) -> tuple[bool, str | None]:
-    """What phonenumbers says: (valid, region of a valid number)."""
+    """The contract, from phonenumbers: (valid, region of a valid number). Valid means
+    phonenumbers calls it valid AND the digits are already canonical (country code + national
+    significant number, no national prefix that parse() had to strip)."""
     try:
         parsed = phonenumbers.parse("+" + number)
     except phonenumbers.NumberParseException:
         return False, None
-    if not phonenumbers.is_valid_number(parsed):
+    if not phonenumbers.is_valid_number(parsed) or _picky(parsed) != number:
         return False, None
     return True, phonenumbers.region_code_for_number(parsed)
 
@@ -204,17 +213,20 @@ def test_12345678901_follows_phonenumbers() -> None:
     assert number_problem("12345678901") is None
 
 
-def test_national_prefix_is_stripped_like_phonenumbers() -> None:
+def test_national_prefix_after_country_code_is_refused_with_the_fix() -> None:
     """parse() strips a national/trunk prefix even after "+cc", so these are *valid* for
-    phonenumbers; the contract makes them valid here too."""
-    for number, region in [
-        ("114155552671", "US"),  # +1 1 415 ...
-        ("4402079460000", "GB"),  # +44 0 20 ...
-        ("789161234567", "RU"),  # +7 8 916 ...
+    phonenumbers; they are not the digits a provider delivers to, so we refuse them and name
+    the number to send instead."""
+    for number, fixed in [
+        ("114155552671", "14155552671"),  # +1 1 415 ...
+        ("4402079460000", "442079460000"),  # +44 0 20 ...
+        ("789161234567", "79161234567"),  # +7 8 916 ...
     ]:
-        assert reference(number) == (True, region)
-        assert number_problem(number) is None
-        assert region_of(number) == region
+        assert phonenumbers_valid(number)
+        assert number_problem(number) == (
+            f"has a national prefix after the country code; send it as {fixed}")
+        assert region_of(number) is None
+        assert number_problem(fixed) is None
 
 
 @pytest.mark.parametrize(

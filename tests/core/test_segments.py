@@ -175,6 +175,13 @@ def test_random_texts_match_the_oracle() -> None:
         check(text)
 
 
+def test_lone_surrogates_count_as_one_unit_and_do_not_crash() -> None:
+    """json.loads('"\\ud83d"') yields a lone surrogate; it must not take the handler down."""
+    assert count_segments("hi \ud83d") == SegmentCount("UCS-2", 4, 1)
+    check("\ud83d" * 70 + EMOJI * 10 + "\udc00" * 3)
+    check(("ab\ud83d" + EMOJI) * 40)
+
+
 def test_split_of_short_and_empty_text() -> None:
     assert split_segments("") == []
     assert split_segments("hello") == ["hello"]

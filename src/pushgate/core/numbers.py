@@ -19,7 +19,8 @@ that can change the answer for a bare digit string, and precompute per calling c
   applied in ``phonenumbers``' order, because a number is validated only against the region
   ``region_code_for_number`` picks;
 * the national-prefix stripping that ``parse`` applies even to ``+``-prefixed input (so
-  ``+1 1 415 555 2671`` and ``+44 0 20 ...`` are *valid* for phonenumbers and hence for us).
+  ``+1 1 415 555 2671`` and ``+44 0 20 ...`` are *valid* for phonenumbers) — used here to
+  recognise such numbers and refuse them (see below).
 
 Tables are built lazily, on the first number of each calling code, and cached for the life of
 the process. If a calling code ever uses a metadata feature this module does not model, its
@@ -30,7 +31,11 @@ Deliberate differences from ``phonenumbers`` (the API contract, not accidents):
 * anything but ASCII digits is refused (``phonenumbers`` happily strips spaces, ``+``, dashes,
   letters and converts Arabic-Indic digits);
 * more than 15 digits is refused (ITU-T E.164 maximum), although ``phonenumbers`` accepts a few
-  16-19 digit numbers (some German, Japanese, Indonesian, Nigerian toll-free/fixed ranges).
+  16-19 digit numbers (some German, Japanese, Indonesian, Nigerian toll-free/fixed ranges);
+* a number that is valid only once a national (trunk or carrier) prefix after the country code
+  is stripped (``4402079460000``, ``789161234567``) is refused with the corrected number in the
+  reason: those digits are not the address a provider delivers to, and sending them as written
+  would fail later, after the customer was charged.
 
 The module does no I/O and holds no locks: a table built twice by racing threads is harmless.
 """
@@ -125,7 +130,9 @@ class _Region:
         # Only consulted for calling codes shared by several regions (prefix match, like
         # phonenumbers' _region_code_for_number_from_list).
         self.leading: _Matcher | None = (
-            re.compile(metadata.leading_digits).match if metadata.leading_digits else None
+            re.compile(metadata.leading_digits).match
+            if metadata.leading_digits is not None
+            else None
         )
         self.by_length: dict[int, _Matcher] = _validators_by_length(metadata)
 
@@ -178,7 +185,7 @@ def _validators_by_length(metadata: PhoneMetadata) -> dict[int, _Matcher]:
 class _CallingCode:
     """Everything needed to validate numbers of one country calling code."""
 
-    __slots__ = ("label", "regions", "single", "lengths", "_prefix", "_strip_args")
+    __slots__ = ("cc", "label", "regions", "single", "lengths", "_prefix", "_strip_args")
 
     def __init__(self, cc: int, region_codes: tuple[str, ...]) -> None:
         metas = []
@@ -187,6 +194,7 @@ class _CallingCode:
             if meta is None:
                 raise _Unsupported(f"no metadata for {code}")
             metas.append(meta)
+        self.cc = str(cc)
         self.regions = tuple(_Region(code, m) for code, m in zip(region_codes, metas, strict=True))
         main = metas[0]  # parse() strips national prefixes with the main region's metadata
         self.label = _label(cc, region_codes[0])
@@ -242,10 +250,22 @@ class _CallingCode:
         """(region, None) if valid, else (None, reason); ``nsn`` is what follows the code."""
         if len(nsn) < _MIN_LENGTH_FOR_NSN:
             return _R_TOO_SHORT
+        stripped_from = None
         if self._prefix is not None and self._prefix(nsn) is not None:
-            nsn = self._strip_national_prefix(nsn)
+            stripped = self._strip_national_prefix(nsn)
+            if stripped != nsn:
+                stripped_from, nsn = nsn, stripped
             if len(nsn) > _MAX_LENGTH_FOR_NSN:
                 return _R_TOO_LONG
+        if stripped_from is not None:
+            region, problem = self._classify_national(nsn)
+            if problem is None:
+                return (None, f"has a national prefix after the country code; "
+                              f"send it as {self.cc}{nsn}")
+            return (region, problem)
+        return self._classify_national(nsn)
+
+    def _classify_national(self, nsn: str) -> _Result:
         single = self.single
         if single is not None:
             match = single.by_length.get(len(nsn))
@@ -286,6 +306,10 @@ class _Fallback:
         except phonenumbers.NumberParseException:
             return (None, f"not a valid number for {self.label}")
         if phonenumbers.is_valid_number(parsed):
+            canonical = phonenumbers.national_significant_number(parsed)
+            if canonical != nsn:
+                return (None, f"has a national prefix after the country code; "
+                              f"send it as {self.cc}{canonical}")
             return (phonenumbers.region_code_for_number(parsed), None)
         return (None, f"not a valid number for {self.label}")
 

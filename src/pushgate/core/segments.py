@@ -19,7 +19,6 @@ of C-level string scans.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -46,8 +45,10 @@ GSM_EXTENSION = frozenset("\f^{}\\[~]|€")
 _GSM_ALL = GSM_BASIC | GSM_EXTENSION
 # Character classes are scanned in C; far cheaper than a per-character set lookup in Python.
 _NOT_GSM = re.compile("[^" + "".join(re.escape(c) for c in sorted(_GSM_ALL)) + "]")
-_EXTENSION = re.compile("[" + "".join(re.escape(c) for c in sorted(GSM_EXTENSION)) + "]")
-_NON_BMP = re.compile("[\U00010000-\U0010ffff]")
+_EXTENSION_RE = re.compile("[" + "".join(re.escape(c) for c in sorted(GSM_EXTENSION)) + "]")
+_EXTENSION_CHARS = "".join(sorted(GSM_EXTENSION))
+_ESC = "\x1b"
+_HIGH_SURROGATE_BYTES = bytes(range(0xD8, 0xDC))
 # For ASCII texts a single bytes.translate() both validates and counts: delete the basic
 # characters and whatever is left must be extension characters (2 septets each).
 _ASCII_BASIC = bytes(sorted(ord(c) for c in GSM_BASIC if c.isascii()))
@@ -63,21 +64,15 @@ class SegmentCount:
     segments: int  # number of SMS parts; 0 for the empty string
 
 
+# Frozen-dataclass construction costs about as much as classifying a short text, and results are
+# immutable, so the single-segment ones (the vast majority) are built once and shared.
+_GSM7_ONE = tuple(SegmentCount(GSM7, n, 1 if n else 0) for n in range(GSM7_SINGLE + 1))
+_UCS2_ONE = tuple(SegmentCount(UCS2, n, 1) for n in range(UCS2_SINGLE + 1))
+
+
 def is_gsm7(text: str) -> bool:
     """True if `text` can be sent in the GSM 7-bit alphabet (basic set plus extension table)."""
     return _encoding_and_units(text)[0] == GSM7
-
-
-def _extension_count(text: str) -> int:
-    """Number of extension characters (2 septets each) in a GSM-7 text."""
-    if text.isascii():
-        return len(text) - len(text.encode("ascii").translate(None, _ASCII_EXTENSION))
-    return len(_EXTENSION.findall(text))
-
-
-def _non_bmp_count(text: str) -> int:
-    """Number of characters outside the BMP (a surrogate pair, 2 units, each) in `text`."""
-    return (len(text.encode("utf-16-le")) >> 1) - len(text)
 
 
 def _encoding_and_units(text: str) -> tuple[str, int]:
@@ -90,51 +85,79 @@ def _encoding_and_units(text: str) -> tuple[str, int]:
             return GSM7, len(text) + len(rest)
         return UCS2, len(text)
     if _NOT_GSM.search(text) is None:
-        return GSM7, len(text) + len(_EXTENSION.findall(text))
-    return UCS2, len(text) + _non_bmp_count(text)
+        return GSM7, len(text) + len(_EXTENSION_RE.findall(text))
+    # surrogatepass: a lone surrogate (possible in a str decoded from JSON "\\ud83d") counts as
+    # the one code unit it is, instead of raising deep inside a request handler.
+    return UCS2, len(text.encode("utf-16-le", "surrogatepass")) >> 1
 
 
-def _greedy_cuts(text: str, limit: int, wide_count: Callable[[str], int]) -> list[int]:
-    """Start indices of every part after the first, when parts hold at most `limit` units and
-    the characters counted by `wide_count` cost 2 units (an escape or a surrogate pair).
+# Greedy splitting is done in unit space, where a part is simply the next `limit` units unless
+# that would end in the middle of a 2-unit character, in which case the part is one unit shorter.
+# That makes the loop per part, not per character; the unit offsets are then mapped back to
+# indices into the Python string (which indexes by code point, so cuts there can never split a
+# surrogate pair or an escape pair).
 
-    Python strings index by code point, so a cut between indices can never split a surrogate
-    pair or an escape pair; the 2-unit cost is what keeps each part within `limit`.
 
-    Greedy means each part ends at the largest index whose units fit. Instead of walking
-    character by character, start from a window of `limit` characters (at least `limit`
-    units) and drop ceil(excess / 2) characters at a time: that never removes more than one
-    unit too many, and only when all dropped characters were wide, in which case the first of
-    them could not have fitted anyway. So the loop ends on the greedy cut after a few C-level
-    counts per part.
-    """
-    n = len(text)
+def _gsm7_cuts(text: str) -> list[int]:
+    """String indices where parts 2.. start, for a multi-part GSM-7 text."""
+    septets = text  # every extension character preceded by ESC, which a GSM text never holds
+    for char in _EXTENSION_CHARS:
+        if char in septets:
+            septets = septets.replace(char, _ESC + char)
     cuts: list[int] = []
-    start = 0
-    while True:
-        end = min(start + limit, n)
-        units = end - start + wide_count(text[start:end])
-        while units > limit:
-            drop = (units - limit + 1) // 2
-            units -= drop + wide_count(text[end - drop : end])
-            end -= drop
-        if end >= n:
-            return cuts
-        cuts.append(end)
+    start = escapes = 0
+    while len(septets) - start > GSM7_PART:
+        end = start + GSM7_PART
+        if septets[end - 1] == _ESC:  # the part would end between ESC and its character
+            end -= 1
+        escapes += septets.count(_ESC, start, end)
+        cuts.append(end - escapes)
         start = end
+    return cuts
+
+
+def _ucs2_cuts(text: str) -> list[int]:
+    """String indices where parts 2.. start, for a multi-part UCS-2 text."""
+    try:
+        encoded = text.encode("utf-16-le")
+    except UnicodeEncodeError:  # lone surrogates: pairs in the bytes would not be characters
+        return _ucs2_cuts_per_char(text)
+    high_bytes = encoded[1::2]  # one byte per unit: D8-DB high surrogate, DC-DF low surrogate
+    total = len(high_bytes)
+    cuts: list[int] = []
+    start = pairs = 0
+    while total - start > UCS2_PART:
+        end = start + UCS2_PART
+        if 0xDC <= high_bytes[end] <= 0xDF:  # unit `end` is a low surrogate: keep the pair
+            end -= 1
+        part = high_bytes[start:end]
+        pairs += len(part) - len(part.translate(None, _HIGH_SURROGATE_BYTES))
+        cuts.append(end - pairs)  # each surrogate pair is 2 units but 1 Python character
+        start = end
+    return cuts
+
+
+def _ucs2_cuts_per_char(text: str) -> list[int]:
+    """Slow but obvious greedy split, only for malformed text with lone surrogates."""
+    cuts: list[int] = []
+    used = 0
+    for index, char in enumerate(text):
+        cost = 2 if ord(char) > 0xFFFF else 1
+        if used + cost > UCS2_PART:
+            cuts.append(index)
+            used = 0
+        used += cost
+    return cuts
 
 
 def _cuts(text: str, encoding: str, units: int) -> list[int] | None:
     """Cut indices for a text of known encoding and length; None when it fits one SMS."""
-    if encoding == GSM7:
-        single, part, wide_count = GSM7_SINGLE, GSM7_PART, _extension_count
-    else:
-        single, part, wide_count = UCS2_SINGLE, UCS2_PART, _non_bmp_count
+    single, part = (GSM7_SINGLE, GSM7_PART) if encoding == GSM7 else (UCS2_SINGLE, UCS2_PART)
     if units <= single:
         return None
     if units == len(text):  # every character costs 1: fixed-size parts
         return list(range(part, len(text), part))
-    return _greedy_cuts(text, part, wide_count)
+    return _gsm7_cuts(text) if encoding == GSM7 else _ucs2_cuts(text)
 
 
 def count_segments(text: str) -> SegmentCount:
@@ -145,7 +168,7 @@ def count_segments(text: str) -> SegmentCount:
     else:
         single, part = UCS2_SINGLE, UCS2_PART
     if units <= single:
-        return SegmentCount(encoding, units, 1 if units else 0)
+        return (_GSM7_ONE if encoding == GSM7 else _UCS2_ONE)[units]
     if units == len(text):  # no 2-unit characters: plain ceiling division
         return SegmentCount(encoding, units, -(-units // part))
     cuts = _cuts(text, encoding, units)
