@@ -9,6 +9,8 @@ import asyncio
 import random
 import time
 
+_EPSILON = 1e-9
+
 
 class Pacer:
     def __init__(self, rate_per_second: float, delay_ms: int = 0, jitter_ms: int = 0,
@@ -50,7 +52,10 @@ class Pacer:
             now = time.monotonic()
             self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
             self.updated = now
-            if self.tokens >= n or (n > self.capacity and self.tokens >= self.capacity):
+            # A hair of tolerance: the refill after a sleep of exactly the missing time can
+            # land a rounding error short, which would otherwise sleep again for ~1e-14 s.
+            if (self.tokens >= n - _EPSILON
+                    or (n > self.capacity and self.tokens >= self.capacity - _EPSILON)):
                 self.tokens -= n
                 return
             await asyncio.sleep((min(n, self.capacity) - self.tokens) / self.rate)

@@ -43,14 +43,16 @@ class ChannelRunner:
         await self.channel.start()
         try:
             while not self.stopping:
+                # Cleared before the step, not after: a wake-up (a push, a stop) that arrives
+                # while the step runs must not be lost.
+                self.wake.clear()
                 try:
                     worked = await self.step()
                 except StoreUnavailable as exc:
                     log.warning("channel %s: store unavailable (%s); retrying", self.spec.id, exc)
                     worked = False
                     await asyncio.sleep(1)
-                if not worked:
-                    self.wake.clear()
+                if not worked and not self.stopping:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.wake.wait(), d.idle_poll)
         finally:
@@ -141,6 +143,7 @@ class Dispatcher:
         """Until ``stop()``: keep leases, keep one runner per held channel, expire old
         messages."""
         renew_every = self.channel_lease_seconds / 3
+        listener = asyncio.create_task(self._listen(), name="dispatcher-listen")
         try:
             while not self._stopping.is_set():
                 try:
@@ -151,7 +154,22 @@ class Dispatcher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), renew_every)
         finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
             await self._shutdown()
+
+    async def _listen(self) -> None:
+        """Wake a held channel's runner as soon as any process queues messages for it (the
+        store's notifications, e.g. PostgreSQL NOTIFY); without them runners poll."""
+        def on_channel(channel_id: int) -> None:
+            if channel_id in self.runners:
+                self.wake(channel_id)
+
+        try:
+            await self.store.listen(on_channel)
+        except Exception:
+            log.exception("dispatcher: store notifications failed; polling only")
 
     async def refresh(self) -> None:
         held = set(await self.store.acquire_channel_leases(

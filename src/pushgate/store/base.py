@@ -7,7 +7,7 @@ lives in the implementations; callers speak in the records of ``pushgate.core.mo
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -195,6 +195,14 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def has_ready_messages(self, channel_id: int, now: float) -> bool: ...
 
+    async def listen(self, on_channel: Callable[[int], None]) -> None:
+        """Call ``on_channel(channel_id)`` whenever any process queues messages for a channel,
+        until cancelled, so idle dispatchers wake at once instead of at their next poll.
+
+        The default returns at once (no notifications: dispatchers poll, and pushes in the same
+        process wake them directly). PostgreSQL implements it with LISTEN/NOTIFY."""
+        return None
+
     # --- webhooks ---------------------------------------------------------------------------
     @abc.abstractmethod
     async def claim_outbox(
@@ -222,9 +230,9 @@ def store_for_url(url: str) -> Store:
 
         return SQLiteStore(url)
     if url.startswith(("postgresql", "postgres")):
-        raise StoreUnavailable(
-            "the PostgreSQL store is not built yet; use a sqlite:/// URL for now"
-        )
+        from pushgate.store.postgres import PostgresStore
+
+        return PostgresStore(url)
     raise StoreUnavailable(f"unsupported database URL scheme: {url.split(':', 1)[0]!r}")
 
 

@@ -6,9 +6,14 @@ The URL comes from the Alembic config (set by ``pushgate.store.migrate``), never
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine, pool
+from sqlalchemy import create_engine, pool, text
 
 url = context.config.get_main_option("sqlalchemy.url")
+
+# Serialises `pushgate migrate` run from several nodes at once on PostgreSQL: the lock is taken
+# inside the migration transaction, before Alembic reads the current revision, and released by
+# its commit, so a second node waits, then finds the schema at head and does nothing.
+MIGRATE_LOCK_KEY = 0x70757368676174  # "pushgat"
 
 
 def run_migrations_offline() -> None:
@@ -22,6 +27,9 @@ def run_migrations_online() -> None:
     with engine.connect() as connection:
         context.configure(connection=connection, render_as_batch=url.startswith("sqlite"))
         with context.begin_transaction():
+            if connection.dialect.name == "postgresql":
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                   {"key": MIGRATE_LOCK_KEY})
             context.run_migrations()
 
 

@@ -152,7 +152,8 @@ def upgrade() -> None:
     op.create_index("outbox_ready", "outbox", ["dead", "next_attempt_at", "id"])
     op.create_table(
         "channel_leases",
-        sa.Column("channel_id", sa.Integer, primary_key=True),
+        # A reference to channels.id, not a generated key (no SERIAL on PostgreSQL).
+        sa.Column("channel_id", sa.Integer, primary_key=True, autoincrement=False),
         sa.Column("worker_id", sa.Text, nullable=False),
         sa.Column("lease_until", TIME, nullable=False),
     )

@@ -1,0 +1,971 @@
+"""The PostgreSQL store: many API nodes and workers on one database.
+
+asyncpg with a connection pool per process. Every write is one transaction on one pooled
+connection; concurrent commits share WAL flushes in the server (its own group commit), so no
+writer thread is needed as with SQLite. The behaviour is that of ``sqlite.py`` (the reference);
+where SQLite's single writer serialises everything for free, this store locks what it changes:
+
+- accept: the messages go in with one ``INSERT … SELECT FROM unnest(arrays)``, their ids drawn in
+  bulk from the table's sequence (so the answer lists them in request order without reading
+  them back); the debit is a conditional ``UPDATE … WHERE balance_micro >= total`` in the same
+  transaction, taken last so the project row stays locked only until the commit. Concurrent
+  pushes on any number of API nodes can never overdraw a balance.
+- claims (messages and outbox) take batches with ``FOR UPDATE SKIP LOCKED``: workers never wait
+  on each other's rows and never claim the same one.
+- outcomes, status updates and events are applied with ``UPDATE … FROM unnest(arrays)`` and
+  ``INSERT … SELECT FROM unnest(arrays)``; rows are locked in id order first, so concurrent
+  transactions cannot deadlock on them (and are retried if the server reports one anyway).
+- channel leases are ``INSERT … ON CONFLICT``: a free or expired lease is taken, one's own
+  renewed, anyone else's left alone.
+- a push does ``pg_notify('pushgate_messages', channel_id)`` in its transaction; ``listen``
+  keeps a dedicated LISTEN connection so idle dispatchers in every process wake at the commit.
+
+Pool size: ``?pool_min_size=2&pool_max_size=10`` in the URL (the defaults), stripped before the
+URL reaches asyncpg.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import asyncpg
+
+from pushgate.core.channels import ChannelSpec
+from pushgate.core.lifecycle import PICKY_STATUS, State, advances
+from pushgate.core.models import (
+    AcceptResult,
+    OutboundMessage,
+    OutboxBatch,
+    OutboxItem,
+    Project,
+    SendResult,
+    StatusUpdate,
+    TokenInfo,
+)
+from pushgate.core.push import PushPlan
+from pushgate.store.base import InsufficientCredit, RetryPolicy, Store, StoreUnavailable
+from pushgate.store.migrate import split_pool_options
+from pushgate.store.sqlite import (
+    _CHANNEL_COLUMNS,
+    _backoff,
+    _channel_from_row,
+    _message_dict,
+    _message_type,
+)
+
+T = TypeVar("T")
+
+log = logging.getLogger("pushgate.store")
+
+NOTIFY_CHANNEL = "pushgate_messages"
+DEFAULT_POOL_MIN = 2
+DEFAULT_POOL_MAX = 10
+CONNECT_TIMEOUT = 10.0
+ACQUIRE_TIMEOUT = 30.0
+PING_TIMEOUT = 5.0
+# How often an idle LISTEN connection checks that it is still alive.
+LISTEN_PING_SECONDS = 30.0
+# Transactions the server aborted for a deadlock or a serialisation failure are run again.
+TX_ATTEMPTS = 5
+# Short OLTP statements only: JIT compilation would cost more than it saves.
+SERVER_SETTINGS = {"jit": "off", "application_name": "pushgate"}
+
+# Errors meaning "the database is not there (right now)": the caller answers 503 / retries.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.DatabaseDroppedError,
+    asyncpg.InvalidCatalogNameError,                   # the database does not exist (any more)
+    asyncpg.InvalidAuthorizationSpecificationError,    # wrong user or password
+)
+_RETRY_TX = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+
+# Columns update_channel may change, with the Python type each is stored as.
+_CHANNEL_CHANGES: dict[str, Callable[[Any], Any]] = {
+    "price_micro": int, "price_unit": str, "max_chars": int, "max_segments": int,
+    "media_allowed": bool, "rate_per_second": float, "delay_ms": int, "jitter_ms": int,
+    "paused": bool, "name": str, "config": str,
+}
+
+_MESSAGE_FIELDS = (
+    "id, number, state, reference, error_code, error_message, updated_at, body, media,"
+    " media_kind, credit_micro, channel_id, resends"
+)
+
+
+def _now() -> float:
+    return time.time()
+
+
+def _asyncpg_dsn(url: str) -> str:
+    """asyncpg takes ``postgresql://`` / ``postgres://`` only: drop a ``+driver`` suffix."""
+    return "postgresql://" + url.split("://", 1)[1]
+
+
+def _rowcount(status: str) -> int:
+    """The count in a command tag such as ``UPDATE 3``."""
+    try:
+        return int(status.rsplit(" ", 1)[1])
+    except (IndexError, ValueError):
+        return 0
+
+
+class PostgresStore(Store):
+    def __init__(self, url: str, min_size: int | None = None,
+                 max_size: int | None = None) -> None:
+        url, options = split_pool_options(url)
+        self.dsn = _asyncpg_dsn(url)
+        self.min_size = min_size or options.get("pool_min_size", DEFAULT_POOL_MIN)
+        self.max_size = max_size or options.get("pool_max_size", DEFAULT_POOL_MAX)
+        self.min_size = min(self.min_size, self.max_size)
+        self._pool: asyncpg.Pool | None = None
+        self._message_seq = "messages_id_seq"
+
+    # --- life -----------------------------------------------------------------------------
+    async def open(self) -> None:
+        try:
+            pool = await asyncpg.create_pool(
+                self.dsn, min_size=self.min_size, max_size=self.max_size,
+                timeout=CONNECT_TIMEOUT, server_settings=SERVER_SETTINGS)
+        except (*_UNAVAILABLE, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from None
+        try:
+            async with pool.acquire(timeout=ACQUIRE_TIMEOUT) as conn:
+                await conn.fetchval("SELECT 1 FROM projects LIMIT 1")
+                seq = await conn.fetchval("SELECT pg_get_serial_sequence('messages', 'id')")
+        except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError) as exc:
+            await pool.close()
+            raise StoreUnavailable(
+                f"cannot use the database: {exc} (run `pushgate migrate` first?)") from None
+        except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
+            pool.terminate()
+            raise StoreUnavailable(f"cannot use the database: {exc}") from None
+        self._message_seq = seq or self._message_seq
+        self._pool = pool
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            await asyncio.wait_for(pool.close(), 10)
+        except (TimeoutError, *_UNAVAILABLE):
+            pool.terminate()
+
+    async def ping(self) -> None:
+        async with self._conn(PING_TIMEOUT) as conn:
+            await conn.fetchval("SELECT 1", timeout=PING_TIMEOUT)
+
+    @contextlib.asynccontextmanager
+    async def _conn(self, timeout: float = ACQUIRE_TIMEOUT) -> AsyncIterator[asyncpg.Connection]:
+        pool = self._pool
+        if pool is None:
+            raise StoreUnavailable("the store is not open")
+        try:
+            async with pool.acquire(timeout=timeout) as conn:
+                yield conn
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"PostgreSQL: {exc or type(exc).__name__}") from exc
+        except asyncpg.InterfaceError as exc:
+            if self._pool is None or "pool" in str(exc):   # closing or closed pool
+                raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
+            raise
+
+    async def _tx(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """``fn(conn, *args)`` in one transaction, run again if the server aborted it for a
+        deadlock or serialisation failure."""
+        for attempt in range(TX_ATTEMPTS):
+            try:
+                async with self._conn() as conn, conn.transaction():
+                    return await fn(conn, *args)
+            except _RETRY_TX as exc:
+                if attempt + 1 == TX_ATTEMPTS:
+                    raise StoreUnavailable(f"transaction kept failing: {exc}") from exc
+                await asyncio.sleep(random.uniform(0, 0.005 * 2 ** attempt))
+        raise AssertionError("unreachable")
+
+    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        async with self._conn() as conn:
+            return await conn.fetch(sql, *args)
+
+    async def _fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        async with self._conn() as conn:
+            return await conn.fetchrow(sql, *args)
+
+    async def _fetchval(self, sql: str, *args: Any) -> Any:
+        async with self._conn() as conn:
+            return await conn.fetchval(sql, *args)
+
+    # --- operators --------------------------------------------------------------------------
+    async def create_project(
+        self, name: str, balance_micro: int, webhook_url: str | None, webhook_secret: str
+    ) -> Project:
+        async def job(conn: asyncpg.Connection) -> Project:
+            now = _now()
+            project_id = await conn.fetchval(
+                "INSERT INTO projects (name, balance_micro, webhook_url, webhook_secret, active,"
+                " created_at) VALUES ($1, $2, $3, $4, true, $5) RETURNING id",
+                name, balance_micro, webhook_url, webhook_secret, now)
+            if balance_micro:
+                await conn.execute(
+                    "INSERT INTO credit_ledger (project_id, delta_micro, reason, at)"
+                    " VALUES ($1, $2, 'initial credit', $3)", project_id, balance_micro, now)
+            return Project(project_id, name, balance_micro, webhook_url, True)
+
+        return await self._tx(job)
+
+    async def get_project(self, project_id: int) -> Project | None:
+        row = await self._fetchrow(
+            "SELECT id, name, balance_micro, webhook_url, active FROM projects WHERE id = $1",
+            project_id)
+        return Project(row[0], row[1], row[2], row[3], bool(row[4])) if row else None
+
+    async def find_project(self, name: str) -> Project | None:
+        row = await self._fetchrow(
+            "SELECT id, name, balance_micro, webhook_url, active FROM projects WHERE name = $1",
+            name)
+        return Project(row[0], row[1], row[2], row[3], bool(row[4])) if row else None
+
+    async def list_projects(self) -> list[Project]:
+        rows = await self._fetch(
+            "SELECT id, name, balance_micro, webhook_url, active FROM projects ORDER BY id")
+        return [Project(r[0], r[1], r[2], r[3], bool(r[4])) for r in rows]
+
+    async def set_webhook(self, project_id: int, url: str | None, secret: str | None) -> None:
+        async def job(conn: asyncpg.Connection) -> None:
+            await conn.execute(
+                "UPDATE projects SET webhook_url = $1,"
+                " webhook_secret = coalesce($2, webhook_secret) WHERE id = $3",
+                url, secret, project_id)
+
+        await self._tx(job)
+
+    async def add_credits(self, project_id: int, delta_micro: int, reason: str) -> int:
+        async def job(conn: asyncpg.Connection) -> int:
+            balance = await conn.fetchval(
+                "UPDATE projects SET balance_micro = balance_micro + $1 WHERE id = $2"
+                " RETURNING balance_micro", delta_micro, project_id)
+            if balance is None:
+                raise KeyError(f"no project {project_id}")
+            await conn.execute(
+                "INSERT INTO credit_ledger (project_id, delta_micro, reason, at)"
+                " VALUES ($1, $2, $3, $4)", project_id, delta_micro, reason, _now())
+            return int(balance)
+
+        try:
+            return await self._tx(job)
+        except asyncpg.CheckViolationError:
+            raise ValueError("the balance cannot go below zero") from None
+
+    async def create_token(
+        self, project_id: int, token_hash: str, label: str, ip_allow: Sequence[str]
+    ) -> int:
+        async def job(conn: asyncpg.Connection) -> int:
+            return int(await conn.fetchval(
+                "INSERT INTO api_tokens (project_id, token_hash, label, ip_allow, created_at)"
+                " VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                project_id, token_hash, label, ",".join(ip_allow), _now()))
+
+        return await self._tx(job)
+
+    async def revoke_token(self, token_id: int) -> bool:
+        async def job(conn: asyncpg.Connection) -> bool:
+            status = await conn.execute(
+                "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+                _now(), token_id)
+            return _rowcount(status) > 0
+
+        return await self._tx(job)
+
+    async def list_tokens(self, project_id: int) -> list[dict[str, Any]]:
+        rows = await self._fetch(
+            "SELECT id, label, ip_allow, created_at, revoked_at FROM api_tokens"
+            " WHERE project_id = $1 ORDER BY id", project_id)
+        return [{"id": r[0], "label": r[1], "ip_allow": [ip for ip in r[2].split(",") if ip],
+                 "created_at": r[3], "revoked_at": r[4]} for r in rows]
+
+    async def add_channel(self, spec: ChannelSpec) -> ChannelSpec:
+        async def job(conn: asyncpg.Connection) -> int:
+            return int(await conn.fetchval(
+                "INSERT INTO channels (project_id, kind, application, price_micro, price_unit,"
+                " max_chars, max_segments, media_allowed, rate_per_second, delay_ms, jitter_ms,"
+                " paused, name, config, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8,"
+                " $9, $10, $11, $12, $13, $14, $15) RETURNING id",
+                spec.project_id, spec.kind, spec.application, spec.price_micro,
+                str(spec.price_unit), spec.max_chars, spec.max_segments,
+                bool(spec.media_allowed), float(spec.rate_per_second), int(spec.delay_ms),
+                int(spec.jitter_ms), bool(spec.paused), spec.name, json.dumps(spec.config),
+                _now()))
+
+        channel_id = await self._tx(job)
+        channel = await self.get_channel(channel_id)
+        assert channel is not None
+        return channel
+
+    async def update_channel(self, channel_id: int, **changes: Any) -> ChannelSpec | None:
+        unknown = set(changes) - set(_CHANNEL_CHANGES)
+        if unknown:
+            raise ValueError(f"cannot change {sorted(unknown)}")
+        if "config" in changes:
+            changes["config"] = json.dumps(changes["config"])
+        values = {name: _CHANNEL_CHANGES[name](value) for name, value in changes.items()}
+        if values:
+            assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(values, 1))
+
+            async def job(conn: asyncpg.Connection) -> None:
+                await conn.execute(
+                    f"UPDATE channels SET {assignments} WHERE id = ${len(values) + 1}",
+                    *values.values(), channel_id)
+
+            await self._tx(job)
+        return await self.get_channel(channel_id)
+
+    async def list_channels(self, project_id: int | None = None) -> list[ChannelSpec]:
+        if project_id is None:
+            rows = await self._fetch(f"SELECT {_CHANNEL_COLUMNS} FROM channels ORDER BY id")
+        else:
+            rows = await self._fetch(
+                f"SELECT {_CHANNEL_COLUMNS} FROM channels WHERE project_id = $1 ORDER BY id",
+                project_id)
+        return [_channel_from_row(r) for r in rows]
+
+    async def get_channel(self, channel_id: int) -> ChannelSpec | None:
+        row = await self._fetchrow(
+            f"SELECT {_CHANNEL_COLUMNS} FROM channels WHERE id = $1", channel_id)
+        return _channel_from_row(row) if row else None
+
+    # --- accept -----------------------------------------------------------------------------
+    async def authenticate(self, token_hash: str) -> TokenInfo | None:
+        row = await self._fetchrow(
+            "SELECT t.id, t.project_id, t.revoked_at, t.ip_allow, p.active FROM api_tokens t"
+            " JOIN projects p ON p.id = t.project_id WHERE t.token_hash = $1", token_hash)
+        if row is None:
+            return None
+        return TokenInfo(token_id=row[0], project_id=row[1], revoked=row[2] is not None,
+                         ip_allow=[ip for ip in row[3].split(",") if ip],
+                         project_active=bool(row[4]))
+
+    async def find_channel(self, project_id: int, application: int) -> ChannelSpec | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_CHANNEL_COLUMNS} FROM channels WHERE project_id = $1"
+                " AND application = $2 ORDER BY paused, id LIMIT 1", project_id, application)
+            if row is None:
+                row = await conn.fetchrow(
+                    f"SELECT {_CHANNEL_COLUMNS} FROM channels WHERE project_id = $1"
+                    " AND id = $2", project_id, application)
+        return _channel_from_row(row) if row else None
+
+    async def accept_push(
+        self,
+        project_id: int,
+        channel: ChannelSpec,
+        plan: PushPlan,
+        now: float,
+        expires_at: float | None,
+    ) -> AcceptResult:
+        return await self._tx(self._accept, project_id, channel, plan, now, expires_at)
+
+    async def _accept(
+        self,
+        conn: asyncpg.Connection,
+        project_id: int,
+        channel: ChannelSpec,
+        plan: PushPlan,
+        now: float,
+        expires_at: float | None,
+    ) -> AcceptResult:
+        total = plan.credit_total
+        # Refuse early, without a lock, what the balance cannot cover now; the debit below
+        # decides under the lock.
+        balance = await conn.fetchval(
+            "SELECT balance_micro FROM projects WHERE id = $1", project_id)
+        if balance is None or balance < total:
+            raise InsufficientCredit(total, int(balance or 0))
+
+        media_id = None
+        if plan.inline_media is not None:
+            media = plan.inline_media
+            media_id = await conn.fetchval(
+                "INSERT INTO media (project_id, kind, content_type, data, created_at)"
+                " VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                project_id, str(media.kind), media.content_type, media.data, now)
+        count = len(plan.accepted)
+        row = await conn.fetchrow(
+            "WITH p AS (INSERT INTO pushes (project_id, channel_id, priority, entries, accepted,"
+            " credit_micro, media_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            " RETURNING id)"
+            " SELECT (SELECT id FROM p),"
+            " array(SELECT nextval($9::regclass) FROM generate_series(1, $5))",
+            project_id, channel.id, plan.priority, plan.total_entries, count, total, media_id,
+            now, self._message_seq)
+        push_id = int(row[0])
+        # Drawn from the sequence in one statement; sorted, they follow the request's order,
+        # which is also the queue's FIFO order within a priority.
+        ids = sorted(row[1])
+
+        if count:
+            _i, numbers, bodies, medias, kinds, references, parts, segments, credits = zip(
+                *plan.accepted, strict=True)
+            if media_id is not None:
+                inline_ref = f"media:{media_id}"
+                medias = tuple(inline_ref if m == "inline:" else m for m in medias)
+            bodies, references, medias = (
+                _without_nul(bodies), _without_nul(references), _without_nul(medias))
+            await conn.execute(
+                "INSERT INTO messages (id, push_id, project_id, channel_id, number, body, media,"
+                " media_kind, reference, priority, state, parts, segments, credit_micro,"
+                " attempts, resends, next_attempt_at, created_at, updated_at, expires_at)"
+                " SELECT u.id, $10, $11, $12, u.number, u.body, u.media, u.kind, u.reference,"
+                " $13, 'queued', u.parts, u.segments, u.credit, 0, 0, $14, $14, $14, $15"
+                " FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],"
+                " $6::text[], $7::int[], $8::int[], $9::bigint[])"
+                " AS u(id, number, body, media, kind, reference, parts, segments, credit)",
+                ids, numbers, bodies, medias, kinds, references, parts, segments, credits,
+                push_id, project_id, channel.id, plan.priority, now, expires_at)
+
+        # The debit last: the project row stays locked only until the commit. The ledger line
+        # and the wake-up for dispatchers (delivered at the commit) go in the same statement.
+        row = await conn.fetchrow(
+            "WITH d AS (UPDATE projects SET balance_micro = balance_micro - $1"
+            " WHERE id = $2 AND balance_micro >= $1 RETURNING balance_micro),"
+            " l AS (INSERT INTO credit_ledger (project_id, delta_micro, reason, push_id, at)"
+            " SELECT $2, -$1, 'push', $3, $4 FROM d WHERE $1 <> 0)"
+            " SELECT balance_micro, pg_notify($5, $6) FROM d",
+            total, project_id, push_id, now, NOTIFY_CHANNEL, str(channel.id))
+        if row is None:
+            balance = await conn.fetchval(
+                "SELECT balance_micro FROM projects WHERE id = $1", project_id)
+            raise InsufficientCredit(total, int(balance or 0))
+        return AcceptResult(push_id=push_id, message_ids=ids, balance_micro=int(row[0]))
+
+    # --- reports ----------------------------------------------------------------------------
+    async def get_push(self, project_id: int, push_id: int) -> dict[str, Any] | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                "SELECT id, channel_id, priority, entries, accepted, credit_micro, created_at"
+                " FROM pushes WHERE id = $1 AND project_id = $2", push_id, project_id)
+            if row is None:
+                return None
+            counts = {r[0]: r[1] for r in await conn.fetch(
+                "SELECT state, count(*) FROM messages WHERE push_id = $1 GROUP BY state",
+                push_id)}
+        return {"push_id": row[0], "channel_id": row[1], "priority": row[2], "entries": row[3],
+                "accepted": row[4], "credit_micro": row[5], "created_at": row[6],
+                "counts": counts}
+
+    async def iter_push_messages(
+        self, project_id: int, push_id: int, chunk: int = 1000
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        last = 0
+        while True:
+            rows = await self._fetch(
+                f"SELECT {_MESSAGE_FIELDS} FROM messages WHERE push_id = $1"
+                " AND project_id = $2 AND id > $3 ORDER BY id LIMIT $4",
+                push_id, project_id, last, chunk)
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [_message_dict(r) for r in rows]
+            if len(rows) < chunk:
+                return
+
+    async def get_message(self, project_id: int, message_id: int) -> dict[str, Any] | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_MESSAGE_FIELDS}, push_id, attempts, provider_id, created_at,"
+                " priority, segments, parts FROM messages WHERE id = $1 AND project_id = $2",
+                message_id, project_id)
+            if row is None:
+                return None
+            events = await conn.fetch(
+                "SELECT state, at, detail FROM message_events WHERE message_id = $1"
+                " ORDER BY id", message_id)
+        result = _message_dict(row)
+        result.update(push_id=row[13], attempts=row[14], provider_id=row[15],
+                      created_at=row[16], priority=row[17], segments=row[18], parts=row[19])
+        result["events"] = [{"state": "queued", "at": row[16], "detail": None}] + [
+            {"state": e[0], "at": e[1], "detail": e[2]} for e in events]
+        return result
+
+    async def get_media(self, media_id: int) -> tuple[str, bytes] | None:
+        row = await self._fetchrow(
+            "SELECT content_type, data FROM media WHERE id = $1", media_id)
+        return (row[0], bytes(row[1])) if row else None
+
+    async def sandbox_inbox(self, project_id: int, limit: int) -> list[dict[str, Any]]:
+        rows = await self._fetch(
+            "SELECT m.id, m.number, m.state, m.reference, m.error_code, m.error_message,"
+            " m.updated_at, m.body, m.media, m.media_kind, m.credit_micro, m.channel_id,"
+            " m.resends FROM messages m JOIN channels c ON c.id = m.channel_id"
+            " WHERE c.project_id = $1 AND c.kind = 'sandbox'"
+            " AND m.state NOT IN ('queued', 'sending')"
+            " ORDER BY m.updated_at DESC, m.id DESC LIMIT $2", project_id, limit)
+        return [_message_dict(r) for r in rows]
+
+    # --- dispatch ---------------------------------------------------------------------------
+    async def acquire_channel_leases(self, worker_id: str, now: float, ttl: float) -> list[int]:
+        async def job(conn: asyncpg.Connection) -> list[int]:
+            await conn.execute(
+                "DELETE FROM channel_leases l USING channels c"
+                " WHERE c.id = l.channel_id AND c.paused")
+            # Free channels are taken, one's own leases renewed, expired ones taken over; a
+            # live lease of another worker is left alone (the WHERE of DO UPDATE). Rows are
+            # visited in channel order, so concurrent workers cannot deadlock here.
+            rows = await conn.fetch(
+                "INSERT INTO channel_leases AS l (channel_id, worker_id, lease_until)"
+                " SELECT id, $1, $2 FROM channels WHERE NOT paused ORDER BY id"
+                " ON CONFLICT (channel_id) DO UPDATE"
+                " SET worker_id = excluded.worker_id, lease_until = excluded.lease_until"
+                " WHERE l.worker_id = excluded.worker_id OR l.lease_until < $3"
+                " RETURNING channel_id", worker_id, now + ttl, now)
+            return sorted(r[0] for r in rows)
+
+        return await self._tx(job)
+
+    async def release_channel_leases(self, worker_id: str) -> None:
+        async def job(conn: asyncpg.Connection) -> None:
+            await conn.execute("DELETE FROM channel_leases WHERE worker_id = $1", worker_id)
+
+        await self._tx(job)
+
+    async def claim_messages(
+        self, channel_id: int, worker_id: str, limit: int, now: float, lease_seconds: float
+    ) -> list[OutboundMessage]:
+        async def job(conn: asyncpg.Connection) -> list[OutboundMessage]:
+            # A message whose lease ran out while `sending` may have reached the provider:
+            # claim it again (nothing is lost) and count it as a possible re-send (nothing is
+            # doubled silently). Then fresh ones up to the limit. SKIP LOCKED: rows another
+            # worker is claiming right now are passed over, never waited for or taken twice.
+            rows = await conn.fetch(
+                "WITH expired AS (SELECT id FROM messages WHERE channel_id = $1"
+                "  AND state = 'sending' AND lease_until < $2"
+                "  ORDER BY priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED),"
+                " fresh AS (SELECT id FROM messages WHERE channel_id = $1"
+                "  AND state = 'queued' AND next_attempt_at <= $2 ORDER BY priority DESC, id"
+                "  LIMIT greatest(0, $3 - (SELECT count(*) FROM expired))"
+                "  FOR UPDATE SKIP LOCKED),"
+                " claimed AS (UPDATE messages m SET state = 'sending', lease_until = $4,"
+                "  leased_by = $5, attempts = m.attempts + 1,"
+                "  resends = m.resends + CASE WHEN c.resend THEN 1 ELSE 0 END, updated_at = $2"
+                "  FROM (SELECT id, true AS resend FROM expired"
+                "        UNION ALL SELECT id, false FROM fresh) c WHERE m.id = c.id"
+                "  RETURNING m.id, m.push_id, m.project_id, m.channel_id, m.number, m.body,"
+                "  m.media, m.media_kind, m.parts, m.priority, m.attempts, c.resend),"
+                " events AS (INSERT INTO message_events (message_id, state, at, detail)"
+                "  SELECT id, 'sending', $2, 'worker ' || $5 || ', attempt ' || attempts"
+                "  || CASE WHEN resend THEN ': possible re-send, previous lease expired'"
+                "  ELSE '' END FROM claimed ORDER BY resend, id)"
+                " SELECT * FROM claimed ORDER BY priority DESC, id",
+                channel_id, now, limit, now + lease_seconds, worker_id)
+            return [OutboundMessage(
+                id=r[0], push_id=r[1], project_id=r[2], channel_id=r[3], number=r[4],
+                text=r[5], media_url=r[6], media_kind=r[7], parts=r[8], priority=r[9],
+                attempts=r[10], possible_resend=r[11]) for r in rows]
+
+        return await self._tx(job)
+
+    async def record_outcomes(
+        self, worker_id: str, results: Sequence[SendResult], now: float, policy: RetryPolicy
+    ) -> None:
+        if results:
+            await self._tx(self._record_outcomes, worker_id, list(results), now, policy)
+
+    async def _record_outcomes(
+        self,
+        conn: asyncpg.Connection,
+        worker_id: str,
+        results: list[SendResult],
+        now: float,
+        policy: RetryPolicy,
+    ) -> None:
+        # Sends that went through (nearly all): one statement marks them submitted, records
+        # their events and queues their webhook reports. Its WHERE passes over a message whose
+        # lease ran out and that another worker owns now; that worker's outcome counts.
+        ok = [(res.message_id, res.provider_id) for res in results if res.ok]
+        if ok:
+            await conn.execute(
+                "WITH s AS (UPDATE messages m SET state = 'submitted',"
+                " provider_id = u.provider_id, lease_until = NULL, leased_by = NULL,"
+                " updated_at = $3 FROM unnest($1::bigint[], $2::text[]) AS u(id, provider_id)"
+                " WHERE m.id = u.id AND m.state = 'sending' AND m.leased_by = $4"
+                " RETURNING m.id, m.project_id, u.provider_id),"
+                " e AS (INSERT INTO message_events (message_id, state, at, detail)"
+                " SELECT id, 'submitted', $3, 'provider id ' || coalesce(provider_id, 'None')"
+                " FROM s ORDER BY id)"
+                " INSERT INTO outbox (project_id, message_id, state, at, error_code,"
+                " error_message, attempts, next_attempt_at, dead)"
+                " SELECT s.project_id, s.id, 'submitted', $3, NULL, NULL, 0, $3, false FROM s"
+                " JOIN projects p ON p.id = s.project_id WHERE coalesce(p.webhook_url, '') <> ''"
+                " ORDER BY s.id", *_columns(ok, 2), now, worker_id)
+        failures = [res for res in results if not res.ok]
+        if not failures:
+            return
+        current = {r[0]: r for r in await conn.fetch(
+            "SELECT m.id, m.project_id, m.credit_micro, m.attempts,"
+            " coalesce(p.webhook_url, '') <> '' FROM messages m"
+            " LEFT JOIN projects p ON p.id = m.project_id"
+            " WHERE m.id = ANY($1::bigint[]) AND m.state = 'sending' AND m.leased_by = $2"
+            " ORDER BY m.id FOR UPDATE OF m",
+            [res.message_id for res in failures], worker_id)}
+        retried: list[tuple[int, float, str | None, str | None]] = []
+        failed: list[tuple[int, str | None, str | None]] = []
+        events: list[tuple[int, str, float, str | None]] = []
+        outbox: list[tuple[Any, ...]] = []
+        refunds: dict[int, int] = defaultdict(int)
+        for res in failures:
+            row = current.get(res.message_id)
+            if row is None:
+                # Our lease ran out and another worker owns the message now; its outcome counts.
+                continue
+            mid, project_id, credit, attempts, hook = row
+            detail = f"{res.error_code or 'error'}: {res.error_message or ''}".strip()
+            if res.retryable and attempts < policy.max_attempts:
+                delay = max(res.retry_after or 0.0, _backoff(attempts, policy))
+                retried.append((mid, now + delay, res.error_code, res.error_message))
+                events.append((mid, "queued", now, f"retry in {delay:.1f}s after {detail}"))
+                continue
+            if res.retryable:
+                detail = f"gave up after {attempts} attempts; last {detail}"
+            failed.append((mid, res.error_code, res.error_message))
+            events.append((mid, "failed", now, detail))
+            events.append((mid, "refunded", now, f"{credit} micro-credits returned"))
+            refunds[project_id] += credit
+            if hook:
+                outbox.append((project_id, mid, "refunded", now, res.error_code,
+                               res.error_message, now))
+        if retried:
+            await conn.execute(
+                "UPDATE messages m SET state = 'queued', next_attempt_at = u.next_at,"
+                " error_code = u.code, error_message = u.msg, lease_until = NULL,"
+                " leased_by = NULL, updated_at = $5"
+                " FROM unnest($1::bigint[], $2::float8[], $3::text[], $4::text[])"
+                " AS u(id, next_at, code, msg) WHERE m.id = u.id", *_columns(retried, 4), now)
+        if failed:
+            await conn.execute(
+                "UPDATE messages m SET state = 'refunded', error_code = u.code,"
+                " error_message = u.msg, lease_until = NULL, leased_by = NULL, updated_at = $4"
+                " FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(id, code, msg)"
+                " WHERE m.id = u.id", *_columns(failed, 3), now)
+        await _add_events(conn, events)
+        await _refund(conn, refunds, now, "refund: send failed")
+        await _add_outbox(conn, outbox)
+
+    async def release_messages(self, worker_id: str, message_ids: Sequence[int]) -> None:
+        async def job(conn: asyncpg.Connection) -> None:
+            await conn.execute(
+                "UPDATE messages SET state = 'queued', lease_until = NULL, leased_by = NULL,"
+                " attempts = greatest(attempts - 1, 0) WHERE id = ANY($1::bigint[])"
+                " AND state = 'sending' AND leased_by = $2", list(message_ids), worker_id)
+
+        if message_ids:
+            await self._tx(job)
+
+    async def apply_status_updates(self, updates: Sequence[StatusUpdate]) -> int:
+        if not updates:
+            return 0
+        return await self._tx(self._apply_status, list(updates))
+
+    async def _apply_status(
+        self, conn: asyncpg.Connection, updates: list[StatusUpdate]
+    ) -> int:
+        by_id = {u.message_id for u in updates if u.message_id is not None}
+        by_provider = [(u.channel_id, u.provider_id) for u in updates
+                       if u.message_id is None and u.provider_id is not None]
+        provider_map: dict[tuple[int | None, str], int] = {}
+        if by_provider:
+            for r in await conn.fetch(
+                    "SELECT DISTINCT ON (m.channel_id, m.provider_id) m.id, m.channel_id,"
+                    " m.provider_id FROM messages m JOIN unnest($1::int[], $2::text[])"
+                    " AS v(channel_id, provider_id) ON m.channel_id = v.channel_id"
+                    " AND m.provider_id = v.provider_id"
+                    " ORDER BY m.channel_id, m.provider_id, m.id", *_columns(by_provider, 2)):
+                provider_map[(r[1], r[2])] = r[0]
+        rows: dict[int, list[Any]] = {}
+        wanted = by_id | set(provider_map.values())
+        if wanted:
+            for r in await conn.fetch(
+                    "SELECT m.id, m.project_id, m.state, coalesce(p.webhook_url, '') <> ''"
+                    " FROM messages m LEFT JOIN projects p ON p.id = m.project_id"
+                    " WHERE m.id = ANY($1::bigint[]) ORDER BY m.id FOR UPDATE OF m",
+                    sorted(wanted)):
+                rows[r[0]] = list(r)
+        # Per message, the net effect of its changes in order (the SQLite store applies them
+        # one after the other; one UPDATE … FROM must see each message once).
+        changes: dict[int, list[Any]] = {}
+        events: list[tuple[int, str, float, str | None]] = []
+        outbox: list[tuple[Any, ...]] = []
+        changed = 0
+        for u in updates:
+            mid = u.message_id if u.message_id is not None else provider_map.get(
+                (u.channel_id, u.provider_id or ""))
+            if mid is None or mid not in rows:
+                continue
+            row = rows[mid]
+            current = State(row[2])
+            moves = advances(current, u.state)
+            detail = None if moves else f"ignored: message already {current.value}"
+            if u.error_code or u.error_message:
+                detail = f"{u.error_code or ''} {u.error_message or ''}".strip() + (
+                    f" ({detail})" if detail else "")
+            events.append((mid, u.state.value, u.at, detail))
+            if not moves:
+                continue
+            row[2] = u.state.value
+            changed += 1
+            net = changes.setdefault(mid, [None, None, None, None])
+            net[0] = u.state.value
+            if u.error_code is not None:
+                net[1] = u.error_code
+            if u.error_message is not None:
+                net[2] = u.error_message
+            net[3] = u.at
+            if row[3]:
+                outbox.append((row[1], mid, u.state.value, u.at, u.error_code, u.error_message,
+                               u.at))
+        if changes:
+            # The state changes and their events in one statement.
+            await conn.execute(
+                "WITH e AS (INSERT INTO message_events (message_id, state, at, detail)"
+                " SELECT * FROM unnest($6::bigint[], $7::text[], $8::float8[], $9::text[]))"
+                " UPDATE messages m SET state = u.state,"
+                " error_code = coalesce(u.code, m.error_code),"
+                " error_message = coalesce(u.msg, m.error_message), updated_at = u.at,"
+                " lease_until = NULL, leased_by = NULL"
+                " FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::float8[])"
+                " AS u(id, state, code, msg, at) WHERE m.id = u.id",
+                *_columns([(mid, *net) for mid, net in changes.items()], 5),
+                *_columns(events, 4))
+        else:
+            await _add_events(conn, events)
+        await _add_outbox(conn, outbox)
+        return changed
+
+    async def submitted_before(self, channel_id: int, before: float, limit: int) -> list[int]:
+        rows = await self._fetch(
+            "SELECT id FROM messages WHERE channel_id = $1 AND state = 'submitted'"
+            " AND updated_at <= $2 ORDER BY priority DESC, id LIMIT $3",
+            channel_id, before, limit)
+        return [r[0] for r in rows]
+
+    async def expire_due(self, now: float, limit: int) -> int:
+        async def job(conn: asyncpg.Connection) -> int:
+            rows = await conn.fetch(
+                "WITH due AS (SELECT id FROM messages WHERE state = 'queued'"
+                " AND expires_at IS NOT NULL AND expires_at < $1 LIMIT $2"
+                " FOR UPDATE SKIP LOCKED)"
+                " UPDATE messages m SET state = 'expired',"
+                " error_message = 'validity period ended', updated_at = $1"
+                " FROM due WHERE m.id = due.id RETURNING m.id, m.project_id, m.credit_micro",
+                now, limit)
+            if not rows:
+                return 0
+            refunds: dict[int, int] = defaultdict(int)
+            for _mid, project_id, credit in rows:
+                refunds[project_id] += credit
+            hooks = {r[0] for r in await conn.fetch(
+                "SELECT id FROM projects WHERE id = ANY($1::int[])"
+                " AND coalesce(webhook_url, '') <> ''", list(refunds))}
+            await conn.execute(
+                "INSERT INTO message_events (message_id, state, at, detail)"
+                " SELECT id, 'expired', $2, 'validity period ended; credit returned'"
+                " FROM unnest($1::bigint[]) AS id", [r[0] for r in rows], now)
+            await _refund(conn, refunds, now, "refund: expired")
+            await _add_outbox(conn, [
+                (r[1], r[0], "expired", now, None, "validity period ended", now)
+                for r in rows if r[1] in hooks])
+            return len(rows)
+
+        return await self._tx(job)
+
+    async def has_ready_messages(self, channel_id: int, now: float) -> bool:
+        return bool(await self._fetchval(
+            "SELECT EXISTS (SELECT 1 FROM messages WHERE channel_id = $1 AND state = 'queued'"
+            " AND next_attempt_at <= $2) OR EXISTS (SELECT 1 FROM messages"
+            " WHERE channel_id = $1 AND state = 'sending' AND lease_until < $2)",
+            channel_id, now))
+
+    async def listen(self, on_channel: Callable[[int], None]) -> None:
+        """Until cancelled: a dedicated connection LISTENs on ``pushgate_messages`` and calls
+        ``on_channel`` with each channel id a push NOTIFYs; reconnects if the connection
+        drops (meanwhile dispatchers fall back to their poll)."""
+
+        def handler(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+            try:
+                channel_id = int(payload)
+            except ValueError:
+                return
+            on_channel(channel_id)
+
+        delay = 0.5
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(self.dsn, timeout=CONNECT_TIMEOUT,
+                                             server_settings=SERVER_SETTINGS)
+                lost = asyncio.Event()
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
+                await conn.add_listener(NOTIFY_CHANNEL, handler)
+                delay = 0.5
+                while not lost.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lost.wait(), LISTEN_PING_SECONDS)
+                    if not lost.is_set():
+                        await conn.fetchval("SELECT 1", timeout=PING_TIMEOUT)
+                log.warning("LISTEN connection closed; reconnecting")
+            except (*_UNAVAILABLE, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("LISTEN connection failed (%s); reconnecting in %.1fs", exc, delay)
+            finally:
+                if conn is not None and not conn.is_closed():
+                    try:
+                        await asyncio.wait_for(conn.close(), 2)
+                    except BaseException:
+                        conn.terminate()
+                        raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    # --- webhooks ---------------------------------------------------------------------------
+    async def claim_outbox(
+        self, worker_id: str, limit: int, now: float, lease_seconds: float
+    ) -> list[OutboxBatch]:
+        async def job(conn: asyncpg.Connection) -> list[OutboxBatch]:
+            # Pushing next_attempt_at past the lease is the lease: a crashed deliverer's items
+            # come back when it passes, and a successful one deletes them.
+            rows = await conn.fetch(
+                "WITH c AS (SELECT id FROM outbox WHERE NOT dead AND next_attempt_at <= $1"
+                " ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED),"
+                " u AS (UPDATE outbox o SET next_attempt_at = $3 FROM c WHERE o.id = c.id"
+                " RETURNING o.id, o.project_id, o.attempts, o.state, o.at, o.error_code,"
+                " o.error_message, o.message_id)"
+                " SELECT u.id, u.project_id, u.attempts, u.state, u.at, u.error_code,"
+                " u.error_message, m.push_id, m.id, m.number, m.reference, m.body, m.media,"
+                " m.media_kind, m.channel_id, p.webhook_url, p.webhook_secret FROM u"
+                " JOIN messages m ON m.id = u.message_id JOIN projects p ON p.id = u.project_id"
+                " ORDER BY u.id", now, limit, now + lease_seconds)
+            batches: dict[int, OutboxBatch] = {}
+            orphaned = []
+            for r in rows:
+                url = r[15]
+                if not url:
+                    orphaned.append(r[0])   # the project removed its webhook since
+                    continue
+                batch = batches.get(r[1])
+                if batch is None:
+                    batch = batches[r[1]] = OutboxBatch(project_id=r[1], url=url,
+                                                        secret=r[16] or "")
+                state = State(r[3])
+                batch.items.append(OutboxItem(id=r[0], project_id=r[1], attempts=r[2], payload={
+                    "push_id": str(r[7]),
+                    "msg_id": str(r[8]),
+                    "number": r[9],
+                    "status": PICKY_STATUS[state],
+                    "state": state.value,
+                    "reference_number": r[10],
+                    "error_code": r[5],
+                    "error_message": r[6] or "",
+                    "message": r[11],
+                    "message_type": _message_type(r[13]),
+                    "media": r[12],
+                    "channel_id": r[14],
+                    "time": r[4],
+                }))
+            if orphaned:
+                await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", orphaned)
+            return list(batches.values())
+
+        return await self._tx(job)
+
+    async def complete_outbox(self, ids: Sequence[int]) -> None:
+        async def job(conn: asyncpg.Connection) -> None:
+            await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", list(ids))
+
+        if ids:
+            await self._tx(job)
+
+    async def retry_outbox(
+        self, ids: Sequence[int], now: float, schedule: Sequence[float]
+    ) -> None:
+        async def job(conn: asyncpg.Connection) -> None:
+            # `attempts` on the right is the value before this update; the schedule array is
+            # 1-based: try n waits schedule[n].
+            await conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, dead = attempts + 1 > $3,"
+                " next_attempt_at = CASE WHEN attempts + 1 > $3 THEN $2"
+                " ELSE $2 + ($4::float8[])[attempts + 1] END WHERE id = ANY($1::bigint[])",
+                list(ids), now, len(schedule), [float(s) for s in schedule])
+
+        if ids:
+            await self._tx(job)
+
+    async def outbox_stats(self) -> dict[str, int]:
+        row = await self._fetchrow(
+            "SELECT count(*) FILTER (WHERE NOT dead), count(*) FILTER (WHERE dead) FROM outbox")
+        assert row is not None
+        return {"pending": int(row[0]), "dead": int(row[1])}
+
+
+# --- helpers (inside a caller's transaction) ---------------------------------------------------
+
+def _without_nul(column: Sequence[str | None]) -> Sequence[str | None]:
+    """PostgreSQL text cannot hold U+0000 (SQLite can): drop it rather than fail the push."""
+    if not any(value and "\x00" in value for value in column):
+        return column
+    return [value.replace("\x00", "") if value else value for value in column]
+
+
+def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """Row tuples → one list per column, the arrays that ``unnest`` takes back apart."""
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+async def _add_events(
+    conn: asyncpg.Connection, events: Sequence[tuple[int, str, float, str | None]]
+) -> None:
+    if events:
+        await conn.execute(
+            "INSERT INTO message_events (message_id, state, at, detail)"
+            " SELECT * FROM unnest($1::bigint[], $2::text[], $3::float8[], $4::text[])",
+            *_columns(events, 4))
+
+
+async def _refund(
+    conn: asyncpg.Connection, refunds: dict[int, int], now: float, reason: str
+) -> None:
+    # One project at a time in id order: concurrent refunds lock project rows in one order.
+    for project_id in sorted(refunds):
+        micro = refunds[project_id]
+        if micro:
+            await conn.execute(
+                "UPDATE projects SET balance_micro = balance_micro + $1 WHERE id = $2",
+                micro, project_id)
+            await conn.execute(
+                "INSERT INTO credit_ledger (project_id, delta_micro, reason, at)"
+                " VALUES ($1, $2, $3, $4)", project_id, micro, reason, now)
+
+
+async def _add_outbox(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """rows: (project_id, message_id, state, at, error_code, error_message, next_attempt_at)."""
+    if rows:
+        await conn.execute(
+            "INSERT INTO outbox (project_id, message_id, state, at, error_code, error_message,"
+            " attempts, next_attempt_at, dead)"
+            " SELECT p, m, s, a, c, e, 0, n, false FROM unnest($1::int[], $2::bigint[],"
+            " $3::text[], $4::float8[], $5::text[], $6::text[], $7::float8[])"
+            " AS u(p, m, s, a, c, e, n)", *_columns(rows, 7))

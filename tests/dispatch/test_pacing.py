@@ -1,0 +1,225 @@
+"""The Pacer's arithmetic on a fake clock: no real time passes, no timing assertions."""
+
+from __future__ import annotations
+
+import json
+import time
+import types
+from typing import Any
+
+import pytest
+
+from pushgate.core.push import Limits, decode_push, plan_push
+from pushgate.dispatch import pacing
+from pushgate.dispatch.pacing import Pacer
+from pushgate.dispatch.worker import ChannelRunner, Dispatcher
+from pushgate.store.base import Store
+
+
+class FakeClock:
+    """Stands in for ``time.monotonic``, ``asyncio.sleep`` and ``random.uniform`` inside
+    ``pushgate.dispatch.pacing``: sleeping advances the clock and is recorded."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+        self.uniform_calls: list[tuple[float, float]] = []
+        self.uniform_pick = 1.0   # where in [a, b] uniform() lands: 0 = a, 1 = b
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        assert seconds > 0, f"asked to sleep {seconds}"
+        # A sleep too short to move the clock means a busy loop (it would hang the test).
+        assert self.now + seconds > self.now, f"asked to sleep {seconds!r}: a rounding loop"
+        assert len(self.sleeps) < 10_000, "the pacer keeps sleeping"
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    def uniform(self, a: float, b: float) -> float:
+        self.uniform_calls.append((a, b))
+        return a + (b - a) * self.uniform_pick
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock()
+    # Replace the module references pacing uses, not the real modules: the event loop keeps
+    # its own clock.
+    monkeypatch.setattr(pacing, "time", types.SimpleNamespace(monotonic=fake.monotonic))
+    monkeypatch.setattr(pacing, "asyncio", types.SimpleNamespace(sleep=fake.sleep))
+    monkeypatch.setattr(pacing, "random", types.SimpleNamespace(uniform=fake.uniform))
+    return fake
+
+
+async def test_unpaced_never_sleeps(clock: FakeClock) -> None:
+    pacer = Pacer(0)
+    assert not pacer.limited
+    for _ in range(1000):
+        await pacer.acquire()
+    assert clock.sleeps == []
+
+
+async def test_rate_allows_a_burst_then_spaces_sends(clock: FakeClock) -> None:
+    pacer = Pacer(10)
+    assert pacer.limited
+    for _ in range(10):
+        await pacer.acquire()
+    assert clock.sleeps == []
+    await pacer.acquire()   # the 11th in the same instant waits for one token
+    assert clock.sleeps == [pytest.approx(0.1)]
+    await pacer.acquire()
+    assert clock.sleeps == [pytest.approx(0.1), pytest.approx(0.1)]
+
+
+async def test_rate_holds_over_many_sends(clock: FakeClock) -> None:
+    pacer = Pacer(10)
+    start = clock.now
+    for _ in range(110):
+        await pacer.acquire()
+    # 10 from the full bucket, then 100 at 10/s.
+    assert clock.now - start == pytest.approx(10.0)
+    assert len(clock.sleeps) == 100
+
+
+async def test_bucket_refills_but_not_beyond_capacity(clock: FakeClock) -> None:
+    pacer = Pacer(10)
+    for _ in range(10):
+        await pacer.acquire()
+    clock.advance(0.35)   # 3.5 tokens back
+    for _ in range(3):
+        await pacer.acquire()
+    assert clock.sleeps == []
+    await pacer.acquire()   # half a token left: wait 0.05 s for the other half
+    assert clock.sleeps == [pytest.approx(0.05)]
+    clock.advance(3600)   # a long idle spell refills to one second's worth only
+    for _ in range(10):
+        await pacer.acquire()
+    assert len(clock.sleeps) == 1
+    await pacer.acquire()
+    assert clock.sleeps[-1] == pytest.approx(0.1)
+
+
+async def test_fractional_rate_and_explicit_burst(clock: FakeClock) -> None:
+    slow = Pacer(0.5)   # one message every 2 s; the bucket still holds one
+    await slow.acquire()
+    await slow.acquire()
+    assert clock.sleeps == [pytest.approx(2.0)]
+    bursty = Pacer(2, burst=5)
+    clock.sleeps.clear()
+    for _ in range(5):
+        await bursty.acquire()
+    assert clock.sleeps == []
+    await bursty.acquire()
+    assert clock.sleeps == [pytest.approx(0.5)]
+
+
+async def test_acquire_many_at_once(clock: FakeClock) -> None:
+    pacer = Pacer(10)
+    await pacer.acquire(4)
+    await pacer.acquire(6)
+    assert clock.sleeps == []
+    await pacer.acquire(5)
+    assert clock.sleeps == [pytest.approx(0.5)]
+    # More than the bucket holds goes when the bucket is full, and is paid for afterwards.
+    clock.advance(10)
+    clock.sleeps.clear()
+    await pacer.acquire(25)
+    assert clock.sleeps == []
+    await pacer.acquire()
+    assert sum(clock.sleeps) == pytest.approx(1.6)
+
+
+async def test_delay_between_sends(clock: FakeClock) -> None:
+    pacer = Pacer(0, delay_ms=500)
+    assert pacer.limited
+    await pacer.acquire()   # the first send goes at once
+    assert clock.sleeps == []
+    await pacer.acquire()
+    assert clock.sleeps == [pytest.approx(0.5)]
+    clock.advance(0.2)      # time spent sending counts toward the pause
+    await pacer.acquire()
+    assert clock.sleeps[-1] == pytest.approx(0.3)
+    clock.advance(2.0)      # an idle spell longer than the delay: no pause
+    await pacer.acquire()
+    assert len(clock.sleeps) == 2
+    assert all(s >= 0.3 - 1e-9 for s in clock.sleeps)
+
+
+async def test_delay_with_jitter(clock: FakeClock) -> None:
+    pacer = Pacer(0, delay_ms=500, jitter_ms=200)
+    await pacer.acquire()
+    clock.uniform_pick = 1.0
+    await pacer.acquire()
+    clock.uniform_pick = 0.0
+    await pacer.acquire()
+    clock.uniform_pick = 0.5
+    await pacer.acquire()
+    assert clock.uniform_calls == [(0, pytest.approx(0.2))] * 3
+    assert clock.sleeps == [pytest.approx(0.7), pytest.approx(0.5), pytest.approx(0.6)]
+    assert all(0.5 - 1e-9 <= s <= 0.7 + 1e-9 for s in clock.sleeps)
+
+
+async def test_jitter_alone_paces(clock: FakeClock) -> None:
+    pacer = Pacer(0, jitter_ms=300)
+    assert pacer.limited
+    await pacer.acquire()
+    await pacer.acquire()
+    assert clock.sleeps == [pytest.approx(0.3)]
+
+
+async def test_delay_and_rate_together(clock: FakeClock) -> None:
+    pacer = Pacer(1, delay_ms=200)
+    await pacer.acquire()
+    await pacer.acquire()
+    # 0.2 s of delay, then the rest of the second the bucket needs.
+    assert clock.sleeps == [pytest.approx(0.2), pytest.approx(0.8)]
+
+
+@pytest.mark.parametrize(("rate", "delay", "jitter", "limit", "size"), [
+    (0, 0, 0, 1000, 1000),
+    (0, 0, 0, 7, 7),
+    (10, 0, 0, 1000, 10),
+    (10, 0, 0, 4, 4),
+    (50.7, 0, 0, 1000, 50),
+    (0.5, 0, 0, 1000, 1),
+    (0, 500, 0, 1000, 1),
+    (0, 0, 100, 1000, 1),
+    (100, 500, 0, 1000, 1),
+])
+def test_batch_size(rate: float, delay: int, jitter: int, limit: int, size: int) -> None:
+    assert Pacer(rate, delay, jitter).batch_size(limit) == size
+
+
+async def test_runner_claims_a_paced_batch(
+    store: Store, make: Any, clock: FakeClock, query: Any
+) -> None:
+    """A channel limited to 5/s claims 5 at a time out of a larger backlog, and the sends
+    beyond the bucket wait 0.2 s each on the (fake) pacing clock."""
+    project, _, _ = await make.project()
+    channel = await make.channel(project.id, rate_per_second=5, config={"delivery_delay": 0})
+    data = [{"number": f"91987654{i:04d}", "message": f"m {i}"} for i in range(12)]
+    plan = plan_push(decode_push(json.dumps({"data": data})), channel, Limits())
+    await store.accept_push(project.id, channel, plan, time.time() - 1, None)
+    dispatcher = Dispatcher(store, worker_id="w-paced", claim_batch=1000)
+    runner = ChannelRunner(dispatcher, channel)
+
+    def in_flight() -> int:
+        [(n,)] = query("SELECT count(*) FROM messages WHERE state <> 'queued'")
+        return n
+
+    assert await runner.step() is True
+    assert in_flight() == 5
+    assert clock.sleeps == []   # a full bucket
+    assert await runner.step() is True
+    assert in_flight() == 10
+    assert clock.sleeps == [pytest.approx(0.2)] * 5
+    assert await runner.step() is True
+    assert in_flight() == 12
+    assert len(clock.sleeps) == 7
+    [(delivered,)] = query("SELECT count(*) FROM messages WHERE state = 'delivered'")
+    assert delivered == 12

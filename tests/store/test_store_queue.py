@@ -1,0 +1,479 @@
+"""The queue behind the ``Store`` interface: claim order, leases, outcomes, status updates,
+expiry. Runs on every backend (see ``tests/conftest.py``)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from pushgate.core.channels import ChannelSpec
+from pushgate.core.lifecycle import State
+from pushgate.core.models import AcceptResult, SendResult, StatusUpdate
+from pushgate.core.pricing import parse_credits
+from pushgate.core.push import Limits, decode_push, plan_push
+from pushgate.store.base import RetryPolicy, Store
+
+PRICE = parse_credits("0.005")
+LEASE = 30.0
+
+
+async def queue(store: Store, channel: ChannelSpec, count: int, now: float, *,
+                priority: int = 0, tag: str = "m", expires_at: float | None = None,
+                references: bool = False) -> AcceptResult:
+    """Accept a push of ``count`` distinct messages on ``channel`` at ``now``."""
+    data: list[dict[str, Any]] = [
+        {"number": f"91987654{i:04d}", "message": f"{tag} {i}"} for i in range(count)]
+    if references:
+        for i, entry in enumerate(data):
+            entry["reference_number"] = f"ref-{tag}-{i}"
+    body = decode_push(json.dumps({"priority": priority, "globalmessage": "", "data": data}))
+    plan = plan_push(body, channel, Limits())
+    assert len(plan.accepted) == count, plan.refused
+    return await store.accept_push(channel.project_id, channel, plan, now, expires_at)
+
+
+async def states(store: Store, project_id: int, ids: list[int]) -> list[str]:
+    out = []
+    for mid in ids:
+        message = await store.get_message(project_id, mid)
+        assert message is not None, mid
+        out.append(message["state"])
+    return out
+
+
+async def event_states(store: Store, project_id: int, mid: int) -> list[str]:
+    message = await store.get_message(project_id, mid)
+    assert message is not None
+    return [e["state"] for e in message["events"]]
+
+
+async def balance(store: Store, project_id: int) -> int:
+    project = await store.get_project(project_id)
+    assert project is not None
+    return project.balance_micro
+
+
+# --- claim order ----------------------------------------------------------------------------
+
+async def test_priority_first_then_fifo(store: Store, make: Any) -> None:
+    project, _, _ = await make.project()
+    channel = await make.channel(project.id)
+    t0 = time.time()
+    low = await queue(store, channel, 3, t0, priority=0, tag="low")
+    high = await queue(store, channel, 2, t0 + 0.1, priority=1, tag="high")
+    low2 = await queue(store, channel, 2, t0 + 0.2, priority=0, tag="low2")
+    assert min(high.message_ids) > max(low.message_ids)   # queued later
+
+    claimed = await store.claim_messages(channel.id, "w1", 100, t0 + 1, LEASE)
+    assert [m.id for m in claimed] == high.message_ids + low.message_ids + low2.message_ids
+    assert [m.priority for m in claimed] == [1, 1, 0, 0, 0, 0, 0]
+    assert [m.text for m in claimed[:3]] == ["high 0", "high 1", "low 0"]
+    assert all(m.attempts == 1 and not m.possible_resend for m in claimed)
+    assert all(m.channel_id == channel.id and m.project_id == project.id for m in claimed)
+
+
+async def test_claim_limit_and_no_double_claim(store: Store, make: Any) -> None:
+    project, _, _ = await make.project()
+    channel = await make.channel(project.id)
+    t0 = time.time()
+    low = await queue(store, channel, 3, t0, priority=0, tag="low")
+    high = await queue(store, channel, 2, t0 + 0.1, priority=1, tag="high")
+    now = t0 + 1
+    first = await store.claim_messages(channel.id, "w1", 2, now, LEASE)
+    second = await store.claim_messages(channel.id, "w2", 2, now, LEASE)
+    third = await store.claim_messages(channel.id, "w1", 2, now, LEASE)
+    fourth = await store.claim_messages(channel.id, "w2", 2, now, LEASE)
+    assert [m.id for m in first] == high.message_ids
+    assert [m.id for m in second] == low.message_ids[:2]
+    assert [m.id for m in third] == low.message_ids[2:]
+    assert fourth == []
+    assert await states(store, project.id, low.message_ids + high.message_ids) == ["sending"] * 5
+    assert await store.has_ready_messages(channel.id, now) is False
+
+
+async def test_claim_only_takes_its_channel_and_ready_messages(store: Store, make: Any) -> None:
+    project, _, _ = await make.project()
+    one = await make.channel(project.id, application=1)
+    two = await make.channel(project.id, application=2)
+    t0 = time.time()
+    a = await queue(store, one, 2, t0, tag="one")
+    b = await queue(store, two, 2, t0, tag="two")
+    # Not ready before its next_attempt_at (the accept time).
+    assert await store.has_ready_messages(one.id, t0 - 1) is False
+    assert await store.claim_messages(one.id, "w", 10, t0 - 1, LEASE) == []
+    assert await store.has_ready_messages(one.id, t0 + 1) is True
+    assert [m.id for m in await store.claim_messages(one.id, "w", 10, t0 + 1, LEASE)] == (
+        a.message_ids)
+    assert [m.id for m in await store.claim_messages(two.id, "w", 10, t0 + 1, LEASE)] == (
+        b.message_ids)
+
+
+async def test_claim_records_sending_event(store: Store, make: Any) -> None:
+    project, _, _ = await make.project()
+    channel = await make.channel(project.id)
+    t0 = time.time()
+    pushed = await queue(store, channel, 1, t0)
+    [mid] = pushed.message_ids
+    assert await event_states(store, project.id, mid) == ["queued"]
+    [claimed] = await store.claim_messages(channel.id, "worker-a", 10, t0 + 1, LEASE)
+    message = await store.get_message(project.id, mid)
+    assert message is not None
+    assert message["state"] == "sending" and message["attempts"] == 1
+    assert [e["state"] for e in message["events"]] == ["queued", "sending"]
+    assert "worker-a" in message["events"][-1]["detail"]
+    assert message["events"][-1]["at"] == pytest.approx(t0 + 1)
+
+
+# --- message leases ---------------------------------------------------------------------------
+
+async def test_expired_lease_is_claimed_again_as_possible_resend(
+    store: Store, make: Any
+) -> None:
+    project, _, _ = await make.project()
+    channel = await make.channel(project.id)
+    t0 = time.time()
+    pushed = await queue(store, channel, 3, t0)
+    first = await store.claim_messages(channel.id, "w1", 10, t0 + 1, 5.0)
+    assert len(first) == 3
+    # Within the lease nobody else gets them.
+    assert await store.claim_messages(channel.id, "w2", 10, t0 + 5, 5.0) == []
+    assert await store.has_ready_messages(channel.id, t0 + 5) is False
+    # w1 died without recording; after the lease they come back, flagged.
+    assert await store.has_ready_messages(channel.id, t0 + 7) is True
+    again = await store.claim_messages(channel.id, "w2", 10, t0 + 7, 5.0)
+    assert [m.id for m in again] == pushed.message_ids
+    assert all(m.possible_resend and m.attempts == 2 for m in again)
+    for mid in pushed.message_ids:
+        message = await store.get_message(project.id, mid)
+        assert message is not None
+        assert (message["state"], message["resends"], message["attempts"]) == ("sending", 1, 2)
+        events = message["events"]
+        assert [e["state"] for e in events] == ["queued", "sending", "sending"]
+        assert "possible re-send" in events[-1]["detail"]
+        assert "possible re-send" not in events[-2]["detail"]
+
+    # The dead worker's late outcome is ignored; the new owner's counts.
+    await store.record_outcomes(
+        "w1", [SendResult(m.id, ok=True, provider_id="stale") for m in first], t0 + 8,
+        RetryPolicy())
+    assert await states(store, project.id, pushed.message_ids) == ["sending"] * 3
+    await store.record_outcomes(
+        "w2", [SendResult(m.id, ok=True, provider_id=f"p{m.id}") for m in again], t0 + 9,
+        RetryPolicy())
+    for mid in pushed.message_ids:
+        message = await store.get_message(project.id, mid)
+        assert message is not None
+        assert (message["state"], message["provider_id"]) == ("submitted", f"p{mid}")
+
+
+async def test_expired_leases_come_before_fresh_messages(store: Store, make: Any) -> None:
+    project, _, _ = await make.project()
+    channel = await make.channel(project.id)
+    t0 = time.time()
+    old = await queue(store, channel, 2, t0, tag="old")
+    await store.claim_messages(channel.id, "w1", 10, t0 + 1, 5.0)
+    new = await queue(store, channel, 2, t0 + 2, tag="new")
+    claimed = await store.claim_messages(channel.id, "w2", 3, t0 + 10, 5.0)
+    assert [(m.id, m.possible_resend) for m in claimed] == [
+        (old.message_ids[0], True), (old.message_ids[1], True), (new.message_ids[0], False)]
+
+
+async def test_release_gives_messages_back(store: Store, make: Any) -> None:
+    project, _, _ = await make.project()
+    channel = await make.channel(project.id)
+    t0 = time.time()
+    pushed = await queue(store, channel, 2, t0)
+    claimed = await store.claim_messages(channel.id, "w1", 10, t0 + 1, LEASE)
+    await store.release_messages("other", [m.id for m in claimed])   # not its messages
+    assert await states(store, project.id, pushed.message_ids) == ["sending"] * 2
+    await store.release_messages("w1", [m.id for m in claimed])
+    assert await states(store, project.id, pushed.message_ids) == ["queued"] * 2
+    again = await store.claim_messages(channel.id, "w2", 10, t0 + 2, LEASE)
+    assert [(m.id, m.attempts, m.possible_resend) for m in again] == [
+        (mid, 1, False) for mid in pushed.message_ids]
+
+
+# --- outcomes ---------------------------------------------------------------------------------
+
+async def test_ok_outcome_submits_with_provider_id(store: Store, make: Any) -> None:
+    project, _, _ = await make.project()
+    channel = await make.channel(project.id)
+    t0 = time.time()
+    pushed = await queue(store, channel, 2, t0)
+    claimed = await store.claim_messages(channel.id, "w", 10, t0 + 1, LEASE)
+    await store.record_outcomes(
+        "w", [SendResult(m.id, ok=True, provider_id=f"prov-{m.id}") for m in claimed], t0 + 2,
+        RetryPolicy())
+    for mid in pushed.message_ids:
+        message = await store.get_message(project.id, mid)
+        assert message is not None
+        assert (message["state"], message["status"], message["provider_id"]) == (
+            "submitted", 4, f"prov-{mid}")
+        assert [e["state"] for e in message["events"]] == ["queued", "sending", "submitted"]
+        assert f"prov-{mid}" in message["events"][-1]["detail"]
+    # Submitted messages are not claimable.
+    assert await store.claim_messages(channel.id, "w", 10, t0 + 100, LEASE) == []
+    assert await store.submitted_before(channel.id, t0 + 2, 10) == pushed.message_ids
+    assert await store.submitted_before(channel.id, t0 + 1.5, 10) == []
+
+
+async def test_retryable_outcome_requeues_with_backoff(
+    store: Store, make: Any, query: Any
+) -> None:
+    project, _, _ = await make.project()
+    channel = await make.channel(project.id)
+    t0 = time.time()
+    pushed = await queue(store, channel, 1, t0)
+    [mid] = pushed.message_ids
+    before = await balance(store, project.id)
+    policy = RetryPolicy(max_attempts=5, base_seconds=10.0, cap_seconds=600.0)
+    await store.claim_messages(channel.id, "w", 10, t0 + 1, LEASE)
+    now = t0 + 2
+    await store.record_outcomes("w", [SendResult(mid, ok=False, retryable=True,
+                                                 error_code="busy", error_message="try later")],
+                                now, policy)
+    message = await store.get_message(project.id, mid)
+    assert message is not None
+    assert (message["state"], message["error_code"]) == ("queued", "busy")
+    assert [e["state"] for e in message["events"]] == ["queued", "sending", "queued"]
+    assert "busy" in message["events"][-1]["detail"]
+    # First retry: base 10 s, half fixed half jittered → between 5 and 10 s from now.
+    [(next_at,)] = query("SELECT next_attempt_at FROM messages WHERE id = ?", mid)
+    assert now + 5 <= next_at <= now + 10
+    assert await store.claim_messages(channel.id, "w", 10, now, LEASE) == []
+    assert await store.claim_messages(channel.id, "w", 10, now + 4.9, LEASE) == []
+    again = await store.claim_messages(channel.id, "w", 10, now + 10.01, LEASE)
+    assert [(m.id, m.attempts, m.possible_resend) for m in again] == [(mid, 2, False)]
+    assert await balance(store, project.id) == before   # nothing refunded on a retry
+
+
+async def test_retry_after_is_honoured(store: Store, make: Any, query: Any) -> None:
+    project, _, _ = await make.project()
+    channel = await make.channel(project.id)
+    t0 = time.time()
+    [mid] = (await queue(store, channel, 1, t0)).message_ids
+    await store.claim_messages(channel.id, "w", 10, t0 + 1, LEASE)
+    now = t0 + 2
+    await store.record_outcomes("w", [SendResult(mid, ok=False, retryable=True,
+                                                 error_code="429", retry_after=120.0)],
+                                now, RetryPolicy(base_seconds=0.01))
+    [(next_at,)] = query("SELECT next_attempt_at FROM messages WHERE id = ?", mid)
+    assert next_at == pytest.approx(now + 120.0)
+    assert await store.claim_messages(channel.id, "w", 10, now + 119, LEASE) == []
+    assert len(await store.claim_messages(channel.id, "w", 10, now + 120.01, LEASE)) == 1
+
+
+async def test_gives_up_after_max_attempts_and_refunds(store: Store, make: Any) -> None:
+    project, _, _ = await make.project(credits="1")
+    channel = await make.channel(project.id, price="0.005")
+    t0 = time.time()
+    pushed = await queue(store, channel, 2, t0)
+    assert await balance(store, project.id) == parse_credits("1") - 2 * PRICE
+    policy = RetryPolicy(max_attempts=3, base_seconds=0.0)
+    now = t0 + 1
+    for attempt in range(1, 4):
+        claimed = await store.claim_messages(channel.id, "w", 10, now, LEASE)
+        assert [(m.id, m.attempts) for m in claimed] == [
+            (mid, attempt) for mid in pushed.message_ids]
+        await store.record_outcomes(
+            "w", [SendResult(m.id, ok=False, retryable=True, error_code="timeout",
+                             error_message="no answer") for m in claimed], now, policy)
+        now += 1
+        expected = "queued" if attempt < 3 else "refunded"
+        assert await states(store, project.id, pushed.message_ids) == [expected] * 2
+    assert await store.claim_messages(channel.id, "w", 10, now + 1000, LEASE) == []
+    assert await balance(store, project.id) == parse_credits("1")
+    message = await store.get_message(project.id, pushed.message_ids[0])
+    assert message is not None
+    assert (message["status"], message["error_code"], message["error_message"]) == (
+        5, "timeout", "no answer")
+    assert [e["state"] for e in message["events"]] == [
+        "queued", "sending", "queued", "sending", "queued", "sending", "failed", "refunded"]
+    assert "gave up after 3 attempts" in message["events"][-2]["detail"]
+
+
+async def test_permanent_error_refunds_at_once(store: Store, make: Any) -> None:
+    project, _, _ = await make.project(credits="1")
+    channel = await make.channel(project.id, price="0.005")
+    t0 = time.time()
+    pushed = await queue(store, channel, 3, t0)
+    claimed = await store.claim_messages(channel.id, "w", 10, t0 + 1, LEASE)
+    bad, good = claimed[0], claimed[1:]
+    await store.record_outcomes("w", [
+        SendResult(bad.id, ok=False, retryable=False, error_code="invalid-number",
+                   error_message="not on WhatsApp"),
+        *[SendResult(m.id, ok=True, provider_id=f"p{m.id}") for m in good]], t0 + 2,
+        RetryPolicy())
+    assert await states(store, project.id, pushed.message_ids) == [
+        "refunded", "submitted", "submitted"]
+    assert await balance(store, project.id) == parse_credits("1") - 2 * PRICE
+    message = await store.get_message(project.id, bad.id)
+    assert message is not None
+    assert (message["status"], message["error_code"], message["error_message"]) == (
+        5, "invalid-number", "not on WhatsApp")
+    assert [e["state"] for e in message["events"]] == ["queued", "sending", "failed", "refunded"]
+    push = await store.get_push(project.id, pushed.push_id)
+    assert push is not None and push["counts"] == {"refunded": 1, "submitted": 2}
+
+
+async def test_outcome_for_unclaimed_message_is_ignored(store: Store, make: Any) -> None:
+    project, _, _ = await make.project()
+    channel = await make.channel(project.id)
+    t0 = time.time()
+    [mid] = (await queue(store, channel, 1, t0)).message_ids
+    await store.record_outcomes("w", [SendResult(mid, ok=False, retryable=False)], t0 + 1,
+                                RetryPolicy())
+    await store.record_outcomes("w", [SendResult(mid, ok=True, provider_id="x")], t0 + 1,
+                                RetryPolicy())
+    assert await states(store, project.id, [mid]) == ["queued"]
+    assert await balance(store, project.id) == parse_credits("100") - PRICE
+
+
+# --- status updates ---------------------------------------------------------------------------
+
+async def submitted(store: Store, channel: ChannelSpec, count: int, t0: float) -> list[int]:
+    pushed = await queue(store, channel, count, t0)
+    claimed = await store.claim_messages(channel.id, "w", 100, t0 + 1, LEASE)
+    await store.record_outcomes(
+        "w", [SendResult(m.id, ok=True, provider_id=f"prov-{m.id}") for m in claimed], t0 + 2,
+        RetryPolicy())
+    return pushed.message_ids
+
+
+async def test_status_updates_only_move_forward(store: Store, make: Any) -> None:
+    project, _, _ = await make.project()
+    channel = await make.channel(project.id)
+    t0 = time.time()
+    [mid] = await submitted(store, channel, 1, t0)
+    changed = await store.apply_status_updates([
+        StatusUpdate(State.READ, t0 + 3, message_id=mid),
+        StatusUpdate(State.DELIVERED, t0 + 4, message_id=mid),   # late, out of order
+    ])
+    assert changed == 1
+    message = await store.get_message(project.id, mid)
+    assert message is not None
+    assert (message["state"], message["status"]) == ("read", 3)
+    events = message["events"]
+    assert [e["state"] for e in events] == ["queued", "sending", "submitted", "read",
+                                            "delivered"]
+    assert events[-1]["detail"] and "ignored" in events[-1]["detail"]
+    assert events[-2]["at"] == pytest.approx(t0 + 3)
+
+
+async def test_status_updates_in_order_both_change(store: Store, make: Any) -> None:
+    project, _, _ = await make.project()
+    channel = await make.channel(project.id)
+    t0 = time.time()
+    [mid] = await submitted(store, channel, 1, t0)
+    assert await store.apply_status_updates([
+        StatusUpdate(State.DELIVERED, t0 + 3, message_id=mid),
+        StatusUpdate(State.READ, t0 + 4, message_id=mid)]) == 2
+    assert await states(store, project.id, [mid]) == ["read"]
+
+
+async def test_status_update_by_provider_id_and_channel(store: Store, make: Any) -> None:
+    project, _, _ = await make.project()
+    one = await make.channel(project.id, application=1)
+    two = await make.channel(project.id, application=2)
+    t0 = time.time()
+    a, b = await submitted(store, one, 2, t0)
+    # The same provider id on another channel names nothing.
+    assert await store.apply_status_updates([
+        StatusUpdate(State.DELIVERED, t0 + 3, channel_id=two.id, provider_id=f"prov-{a}"),
+        StatusUpdate(State.DELIVERED, t0 + 3, channel_id=one.id, provider_id="unknown"),
+    ]) == 0
+    assert await store.apply_status_updates([
+        StatusUpdate(State.DELIVERED, t0 + 3, channel_id=one.id, provider_id=f"prov-{a}"),
+    ]) == 1
+    assert await states(store, project.id, [a, b]) == ["delivered", "submitted"]
+
+
+async def test_duplicate_updates_are_idempotent(store: Store, make: Any) -> None:
+    project, _, _ = await make.project()
+    channel = await make.channel(project.id)
+    t0 = time.time()
+    mids = await submitted(store, channel, 3, t0)
+    updates = [StatusUpdate(State.DELIVERED, t0 + 3, message_id=m) for m in mids]
+    assert await store.apply_status_updates(updates + updates) == 3
+    assert await store.apply_status_updates(updates) == 0
+    assert await states(store, project.id, mids) == ["delivered"] * 3
+    push_id = (await store.get_message(project.id, mids[0]) or {})["push_id"]
+    push = await store.get_push(project.id, push_id)
+    assert push is not None and push["counts"] == {"delivered": 3}
+
+
+async def test_failure_after_delivery_is_ignored(store: Store, make: Any) -> None:
+    project, _, _ = await make.project()
+    channel = await make.channel(project.id)
+    t0 = time.time()
+    delivered, pending = await submitted(store, channel, 2, t0)
+    await store.apply_status_updates([StatusUpdate(State.DELIVERED, t0 + 3,
+                                                   message_id=delivered)])
+    changed = await store.apply_status_updates([
+        StatusUpdate(State.FAILED, t0 + 4, message_id=delivered, error_code="x"),
+        StatusUpdate(State.FAILED, t0 + 4, message_id=pending, error_code="131026",
+                     error_message="undeliverable"),
+    ])
+    assert changed == 1
+    assert await states(store, project.id, [delivered, pending]) == ["delivered", "failed"]
+    message = await store.get_message(project.id, pending)
+    assert message is not None
+    assert (message["status"], message["error_code"], message["error_message"]) == (
+        2, "131026", "undeliverable")
+    ignored = await store.get_message(project.id, delivered)
+    assert ignored is not None and ignored["error_code"] is None
+    assert ignored["events"][-1]["state"] == "failed"
+    assert "ignored" in ignored["events"][-1]["detail"]
+
+
+async def test_update_for_unknown_message_changes_nothing(store: Store, make: Any) -> None:
+    assert await store.apply_status_updates([
+        StatusUpdate(State.DELIVERED, time.time(), message_id=987_654)]) == 0
+    assert await store.apply_status_updates([]) == 0
+
+
+# --- expiry -----------------------------------------------------------------------------------
+
+async def test_expire_due(store: Store, make: Any) -> None:
+    project, _, _ = await make.project(credits="1")
+    channel = await make.channel(project.id, price="0.005")
+    t0 = time.time()
+    soon = await queue(store, channel, 3, t0, tag="soon", expires_at=t0 + 100)
+    later = await queue(store, channel, 2, t0, tag="later", expires_at=t0 + 1000)
+    never = await queue(store, channel, 1, t0, tag="never", expires_at=None)
+    sending = await queue(store, channel, 1, t0, tag="sending", priority=1,
+                          expires_at=t0 + 100)
+    # A message already sending does not expire (the channel may have it).
+    [claimed] = await store.claim_messages(channel.id, "w", 1, t0 + 1, LEASE)
+    assert claimed.id == sending.message_ids[0]
+    assert await balance(store, project.id) == parse_credits("1") - 7 * PRICE
+
+    assert await store.expire_due(t0 + 50, 1000) == 0
+    assert await store.expire_due(t0 + 500, 1000) == 3
+    assert await states(store, project.id, soon.message_ids) == ["expired"] * 3
+    assert await states(store, project.id, later.message_ids + never.message_ids) == (
+        ["queued"] * 3)
+    assert await states(store, project.id, sending.message_ids) == ["sending"]
+    assert await balance(store, project.id) == parse_credits("1") - 4 * PRICE
+    message = await store.get_message(project.id, soon.message_ids[0])
+    assert message is not None
+    assert message["status"] == 5
+    assert [e["state"] for e in message["events"]] == ["queued", "expired"]
+    assert await store.expire_due(t0 + 500, 1000) == 0   # nothing twice
+    # Expired messages are never claimed.
+    remaining = await store.claim_messages(channel.id, "w", 10, t0 + 20, LEASE)
+    assert {m.id for m in remaining} == set(later.message_ids + never.message_ids)
+
+
+async def test_expire_due_respects_limit(store: Store, make: Any) -> None:
+    project, _, _ = await make.project()
+    channel = await make.channel(project.id)
+    t0 = time.time()
+    pushed = await queue(store, channel, 5, t0, expires_at=t0 + 1)
+    assert await store.expire_due(t0 + 2, 2) == 2
+    assert await store.expire_due(t0 + 2, 10) == 3
+    assert await states(store, project.id, pushed.message_ids) == ["expired"] * 5
+    assert await balance(store, project.id) == parse_credits("100")
