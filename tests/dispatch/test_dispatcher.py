@@ -226,3 +226,54 @@ async def test_paused_channel_is_not_sent(store: Store, make: Any, run_dispatche
     await wait_for(live_done, "the live channel delivered")
     assert paused.id not in dispatcher.runners
     assert await counts(store, project.id, held_push) == {"queued": 5}
+
+
+async def test_two_workers_share_an_unpaced_sandbox_channel_without_doubles(
+    store: Store, make: Any, run_dispatcher: Any
+) -> None:
+    project, _, _ = await make.project(credits="100")
+    channel = await make.channel(project.id, config={"delivery_delay": 0})
+    n = 600
+    ids = await queue(store, channel, n)
+    push_id = await push_id_of(store, project.id, ids[0])
+    first = run_dispatcher(worker_id="w-a", claim_batch=20)
+    second = run_dispatcher(worker_id="w-b", claim_batch=20)
+
+    async def both_running() -> bool:
+        return channel.id in first.runners and channel.id in second.runners
+
+    await wait_for(both_running, "a runner for the channel in both workers")
+    # One lease holder (primary: paces and simulates delivery), one helper.
+    assert sorted([first.runners[channel.id][0].primary,
+                   second.runners[channel.id][0].primary]) == [False, True]
+
+    async def all_delivered() -> bool:
+        return await counts(store, project.id, push_id) == {"delivered": n}
+
+    await wait_for(all_delivered, f"{n} messages delivered by two workers")
+    assert first.sent + second.sent == n
+    for mid in ids:
+        message = await store.get_message(project.id, mid)
+        assert message is not None
+        assert [e["state"] for e in message["events"]].count("submitted") == 1, mid
+
+
+async def test_a_paced_channel_has_one_sender_however_many_workers(
+    store: Store, make: Any, run_dispatcher: Any
+) -> None:
+    project, _, _ = await make.project(credits="100")
+    paced = await make.channel(project.id, application=1, rate_per_second=1000.0,
+                               config={"delivery_delay": 0})
+    first = run_dispatcher(worker_id="w-a")
+    second = run_dispatcher(worker_id="w-b")
+
+    async def held() -> bool:
+        return paced.id in first.runners or paced.id in second.runners
+
+    await wait_for(held, "the paced channel leased by one worker")
+    await asyncio.sleep(0.2)   # both workers have refreshed at least once more by now
+    await first.refresh()
+    await second.refresh()
+    holders = [d for d in (first, second) if paced.id in d.runners]
+    assert len(holders) == 1
+    assert holders[0].runners[paced.id][0].primary

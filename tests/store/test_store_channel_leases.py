@@ -1,5 +1,6 @@
-"""Channel leases: one worker sends for a channel at a time; a dead worker's channels pass to
-another after the lease; paused channels are held by nobody. Runs on every backend."""
+"""Channel leases: one worker sends for a channel at a time; live workers share the channels
+out evenly; a dead worker's channels pass to others after the lease; paused channels are held
+by nobody. Runs on every backend."""
 
 from __future__ import annotations
 
@@ -11,19 +12,41 @@ from pushgate.store.base import Store
 TTL = 10.0
 
 
-async def test_second_worker_waits_for_the_lease(store: Store, make: Any) -> None:
+async def test_a_live_lease_is_never_shared(store: Store, make: Any) -> None:
     project, _, _ = await make.project()
     a = await make.channel(project.id, application=1)
-    b = await make.channel(project.id, application=2)
     t0 = time.time()
-    assert await store.acquire_channel_leases("w1", t0, TTL) == [a.id, b.id]
+    assert await store.acquire_channel_leases("w1", t0, TTL) == [a.id]
     assert await store.acquire_channel_leases("w2", t0 + 1, TTL) == []
     # w1 renews before expiry: w2 still gets nothing after the first lease would have ended.
-    assert await store.acquire_channel_leases("w1", t0 + 5, TTL) == [a.id, b.id]
+    assert await store.acquire_channel_leases("w1", t0 + 5, TTL) == [a.id]
     assert await store.acquire_channel_leases("w2", t0 + TTL + 1, TTL) == []
     # w1 stops renewing: after its lease w2 takes over, and w1 no longer holds anything.
-    assert await store.acquire_channel_leases("w2", t0 + 5 + TTL + 0.01, TTL) == [a.id, b.id]
+    assert await store.acquire_channel_leases("w2", t0 + 5 + TTL + 0.01, TTL) == [a.id]
     assert await store.acquire_channel_leases("w1", t0 + 5 + TTL + 1, TTL) == []
+
+
+async def test_channels_are_shared_out_between_live_workers(store: Store, make: Any) -> None:
+    project, _, _ = await make.project()
+    channels = [await make.channel(project.id, application=app) for app in (1, 2, 3, 4)]
+    ids = [c.id for c in channels]
+    t0 = time.time()
+    # Alone, a worker takes everything.
+    assert await store.acquire_channel_leases("w1", t0, TTL) == ids
+    # A second worker joins: it gets nothing while w1's leases live, but w1 hands back its
+    # surplus at its next renewal and w2 takes it at its own.
+    assert await store.acquire_channel_leases("w2", t0 + 1, TTL) == []
+    assert await store.acquire_channel_leases("w1", t0 + 2, TTL) == ids[:2]
+    assert await store.acquire_channel_leases("w2", t0 + 3, TTL) == ids[2:]
+    # A third joins: shares of ceil(4 / 3) = 2, so nobody has to give anything up yet and
+    # the newcomer waits; nothing is held twice.
+    assert await store.acquire_channel_leases("w3", t0 + 4, TTL) == []
+    assert await store.acquire_channel_leases("w1", t0 + 5, TTL) == ids[:2]
+    assert await store.acquire_channel_leases("w2", t0 + 12, TTL) == ids[2:]
+    assert await store.acquire_channel_leases("w3", t0 + 12, TTL) == []
+    # w1 dies (last renewal at t0+5): once its heartbeat and leases run out, w3 takes them.
+    assert await store.acquire_channel_leases("w2", t0 + 5 + TTL + 1, TTL) == ids[2:]
+    assert await store.acquire_channel_leases("w3", t0 + 5 + TTL + 2, TTL) == ids[:2]
 
 
 async def test_new_channels_go_to_a_worker(store: Store, make: Any) -> None:
@@ -61,4 +84,5 @@ async def test_paused_channels_are_not_leased(store: Store, make: Any) -> None:
     await store.update_channel(c.id, paused=False)
     assert await store.acquire_channel_leases("w1", t0 + 1 + TTL + 2, TTL) == [c.id]
     await store.update_channel(b.id, paused=False)
+    # Two live workers, three channels: shares of two; w2 takes b beside a.
     assert await store.acquire_channel_leases("w2", t0 + 1 + TTL + 3, TTL) == [a.id, b.id]

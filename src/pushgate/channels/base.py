@@ -42,6 +42,9 @@ class Channel:
     kind: ClassVar[str] = ""
     # How many sends of this channel may be in flight at once (HTTP channels: >1).
     concurrency: ClassVar[int] = 1
+    # Whether several workers may send for an unpaced channel at once (claims never overlap).
+    # Connectors that hold a session (SMPP binds, phones) keep one sender: the lease holder.
+    shareable: ClassVar[bool] = False
     # Seconds after submission at which the dispatcher asks ``simulate_delivery`` (sandbox).
     simulated_delivery_delay: float | None = None
 
@@ -97,15 +100,18 @@ def register(cls: type[Channel]) -> type[Channel]:
     return cls
 
 
-def channel_for(spec: ChannelSpec) -> Channel:
+def channel_class(kind: str) -> type[Channel]:
     # Importing the connector modules registers them.
     from pushgate.channels import sandbox  # noqa: F401
 
     try:
-        cls = _KINDS[spec.kind]
+        return _KINDS[kind]
     except KeyError:
-        raise ValueError(f"unknown channel kind {spec.kind!r}; known: {sorted(_KINDS)}") from None
-    return cls(spec)
+        raise ValueError(f"unknown channel kind {kind!r}; known: {sorted(_KINDS)}") from None
+
+
+def channel_for(spec: ChannelSpec) -> Channel:
+    return channel_class(spec.kind)(spec)
 
 
 def known_kinds() -> list[str]:

@@ -26,6 +26,7 @@ from pushgate.core.models import OutboundMessage, SendResult, StatusUpdate
 @register
 class SandboxChannel(Channel):
     kind = "sandbox"
+    shareable = True
 
     def __init__(self, spec: ChannelSpec) -> None:
         super().__init__(spec)

@@ -17,7 +17,7 @@ import socket
 import time
 import uuid
 
-from pushgate.channels.base import Channel, channel_for
+from pushgate.channels.base import Channel, channel_class, channel_for
 from pushgate.core.channels import ChannelSpec
 from pushgate.dispatch.pacing import Pacer
 from pushgate.store.base import RetryPolicy, Store, StoreUnavailable
@@ -25,14 +25,27 @@ from pushgate.store.base import RetryPolicy, Store, StoreUnavailable
 log = logging.getLogger("pushgate.dispatch")
 
 
+def _shareable(spec: ChannelSpec) -> bool:
+    paced = spec.rate_per_second > 0 or spec.delay_ms > 0 or spec.jitter_ms > 0
+    try:
+        return not paced and channel_class(spec.kind).shareable
+    except ValueError:
+        return False
+
+
 def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 class ChannelRunner:
-    def __init__(self, dispatcher: Dispatcher, spec: ChannelSpec) -> None:
+    """Sends for one channel. The ``primary`` runner is the channel lease holder's: it alone
+    paces the channel and simulates delivery; helpers (other workers, on shareable unpaced
+    channels) only claim, send and record."""
+
+    def __init__(self, dispatcher: Dispatcher, spec: ChannelSpec, primary: bool = True) -> None:
         self.dispatcher = dispatcher
         self.spec = spec
+        self.primary = primary
         self.channel: Channel = channel_for(spec)
         self.pacer = Pacer(spec.rate_per_second, spec.delay_ms, spec.jitter_ms)
         self.wake = asyncio.Event()
@@ -90,7 +103,7 @@ class ChannelRunner:
 
     async def simulate_deliveries(self) -> bool:
         delay = self.channel.simulated_delivery_delay
-        if delay is None:
+        if delay is None or not self.primary:
             return False
         now = time.time()
         ids = await self.dispatcher.store.submitted_before(
@@ -172,23 +185,32 @@ class Dispatcher:
             log.exception("dispatcher: store notifications failed; polling only")
 
     async def refresh(self) -> None:
+        """Renew leases, then run a primary runner for every held channel and a helper runner
+        for every other shareable unpaced channel (throughput there grows with workers;
+        paced channels keep one sender, so their limits hold exactly)."""
         held = set(await self.store.acquire_channel_leases(
             self.worker_id, time.time(), self.channel_lease_seconds))
+        wanted: dict[int, tuple[ChannelSpec, bool]] = {}
+        for spec in await self.store.list_channels():
+            if spec.paused:
+                continue
+            if spec.id in held:
+                wanted[spec.id] = (spec, True)
+            elif _shareable(spec):
+                wanted[spec.id] = (spec, False)
         for channel_id in list(self.runners):
             runner, task = self.runners[channel_id]
-            if channel_id not in held or task.done():
+            want = wanted.get(channel_id)
+            # A changed channel (the operator edited it) restarts with the new settings.
+            if want is None or task.done() or want[0] != runner.spec:
                 await self._stop_runner(channel_id)
-        for channel_id in held:
-            spec = await self.store.get_channel(channel_id)
-            if spec is None:
-                continue
+        for channel_id, (spec, primary) in wanted.items():
             current = self.runners.get(channel_id)
-            if current is not None and current[0].spec == spec:
+            if current is not None:
+                current[0].primary = primary
                 continue
-            if current is not None:   # the operator changed the channel: start afresh
-                await self._stop_runner(channel_id)
             try:
-                runner = ChannelRunner(self, spec)
+                runner = ChannelRunner(self, spec, primary)
             except ValueError as exc:
                 log.error("channel %s cannot run: %s", channel_id, exc)
                 continue

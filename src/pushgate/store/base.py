@@ -152,8 +152,10 @@ class Store(abc.ABC):
     async def acquire_channel_leases(
         self, worker_id: str, now: float, ttl: float
     ) -> list[int]:
-        """Renew this worker's leases and take free or expired ones; returns the channel ids
-        this worker holds until ``now + ttl``."""
+        """Record this worker's heartbeat, renew its leases, and take free or expired ones up
+        to its fair share (``fair_share`` of the active channels among the workers alive in
+        the last ``ttl``), handing back any surplus; returns the channel ids this worker holds
+        until ``now + ttl``."""
 
     @abc.abstractmethod
     async def release_channel_leases(self, worker_id: str) -> None: ...
@@ -221,6 +223,11 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def outbox_stats(self) -> dict[str, int]: ...
+
+
+def fair_share(active_channels: int, live_workers: int) -> int:
+    """How many channels one worker may lease: an even split, rounded up."""
+    return -(-active_channels // max(1, live_workers))
 
 
 def store_for_url(url: str) -> Store:

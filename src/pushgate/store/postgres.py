@@ -51,7 +51,13 @@ from pushgate.core.models import (
     TokenInfo,
 )
 from pushgate.core.push import PushPlan
-from pushgate.store.base import InsufficientCredit, RetryPolicy, Store, StoreUnavailable
+from pushgate.store.base import (
+    InsufficientCredit,
+    RetryPolicy,
+    Store,
+    StoreUnavailable,
+    fair_share,
+)
 from pushgate.store.migrate import split_pool_options
 from pushgate.store.sqlite import (
     _CHANNEL_COLUMNS,
@@ -520,26 +526,50 @@ class PostgresStore(Store):
     # --- dispatch ---------------------------------------------------------------------------
     async def acquire_channel_leases(self, worker_id: str, now: float, ttl: float) -> list[int]:
         async def job(conn: asyncpg.Connection) -> list[int]:
+            until = now + ttl
+            await conn.execute(
+                "INSERT INTO workers (worker_id, heartbeat_at, started_at) VALUES ($1, $2, $2)"
+                " ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+                worker_id, now)
+            await conn.execute("DELETE FROM workers WHERE heartbeat_at < $1", now - ttl)
             await conn.execute(
                 "DELETE FROM channel_leases l USING channels c"
                 " WHERE c.id = l.channel_id AND c.paused")
-            # Free channels are taken, one's own leases renewed, expired ones taken over; a
-            # live lease of another worker is left alone (the WHERE of DO UPDATE). Rows are
-            # visited in channel order, so concurrent workers cannot deadlock here.
+            await conn.execute("DELETE FROM channel_leases WHERE lease_until < $1", now)
+            await conn.execute(
+                "UPDATE channel_leases SET lease_until = $1 WHERE worker_id = $2",
+                until, worker_id)
+            live, active = await conn.fetchrow(
+                "SELECT (SELECT count(*) FROM workers),"
+                " (SELECT count(*) FROM channels WHERE NOT paused)")
+            share = fair_share(active, live)
+            mine = sorted(r[0] for r in await conn.fetch(
+                "SELECT channel_id FROM channel_leases WHERE worker_id = $1", worker_id))
+            if len(mine) > share:
+                # Another worker joined: hand back the surplus so it can take it.
+                await conn.execute(
+                    "DELETE FROM channel_leases WHERE worker_id = $1"
+                    " AND channel_id = ANY($2::int[])", worker_id, mine[share:])
+            elif len(mine) < share:
+                # Free channels only; a live lease of another worker is left alone. A race
+                # with another worker taking the same channel ends in DO NOTHING.
+                await conn.execute(
+                    "INSERT INTO channel_leases (channel_id, worker_id, lease_until)"
+                    " SELECT c.id, $1, $2 FROM channels c WHERE NOT c.paused"
+                    " AND NOT EXISTS (SELECT 1 FROM channel_leases l WHERE l.channel_id = c.id)"
+                    " ORDER BY c.id LIMIT $3 ON CONFLICT (channel_id) DO NOTHING",
+                    worker_id, until, share - len(mine))
             rows = await conn.fetch(
-                "INSERT INTO channel_leases AS l (channel_id, worker_id, lease_until)"
-                " SELECT id, $1, $2 FROM channels WHERE NOT paused ORDER BY id"
-                " ON CONFLICT (channel_id) DO UPDATE"
-                " SET worker_id = excluded.worker_id, lease_until = excluded.lease_until"
-                " WHERE l.worker_id = excluded.worker_id OR l.lease_until < $3"
-                " RETURNING channel_id", worker_id, now + ttl, now)
-            return sorted(r[0] for r in rows)
+                "SELECT channel_id FROM channel_leases WHERE worker_id = $1 ORDER BY channel_id",
+                worker_id)
+            return [r[0] for r in rows]
 
         return await self._tx(job)
 
     async def release_channel_leases(self, worker_id: str) -> None:
         async def job(conn: asyncpg.Connection) -> None:
             await conn.execute("DELETE FROM channel_leases WHERE worker_id = $1", worker_id)
+            await conn.execute("DELETE FROM workers WHERE worker_id = $1", worker_id)
 
         await self._tx(job)
 

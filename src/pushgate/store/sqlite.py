@@ -40,7 +40,13 @@ from pushgate.core.models import (
     TokenInfo,
 )
 from pushgate.core.push import PushPlan
-from pushgate.store.base import InsufficientCredit, RetryPolicy, Store, StoreUnavailable
+from pushgate.store.base import (
+    InsufficientCredit,
+    RetryPolicy,
+    Store,
+    StoreUnavailable,
+    fair_share,
+)
 from pushgate.store.migrate import sqlite_path
 
 T = TypeVar("T")
@@ -475,6 +481,7 @@ class SQLiteStore(Store):
     async def release_channel_leases(self, worker_id: str) -> None:
         def job(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM channel_leases WHERE worker_id = ?", (worker_id,))
+            conn.execute("DELETE FROM workers WHERE worker_id = ?", (worker_id,))
 
         await self._write(job)
 
@@ -648,15 +655,34 @@ def _acquire_leases_job(
     conn: sqlite3.Connection, worker_id: str, now: float, ttl: float
 ) -> list[int]:
     until = now + ttl
+    conn.execute(
+        "INSERT INTO workers (worker_id, heartbeat_at, started_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+        (worker_id, now, now))
+    conn.execute("DELETE FROM workers WHERE heartbeat_at < ?", (now - ttl,))
     conn.execute("DELETE FROM channel_leases WHERE lease_until < ?", (now,))
     conn.execute(
         "DELETE FROM channel_leases WHERE channel_id IN (SELECT id FROM channels WHERE paused)")
     conn.execute("UPDATE channel_leases SET lease_until = ? WHERE worker_id = ?",
                  (until, worker_id))
-    conn.execute(
-        "INSERT INTO channel_leases (channel_id, worker_id, lease_until)"
-        " SELECT id, ?, ? FROM channels WHERE NOT paused"
-        " AND id NOT IN (SELECT channel_id FROM channel_leases)", (worker_id, until))
+    live, active = conn.execute(
+        "SELECT (SELECT count(*) FROM workers), (SELECT count(*) FROM channels WHERE NOT paused)"
+    ).fetchone()
+    share = fair_share(active, live)
+    mine = [r[0] for r in conn.execute(
+        "SELECT channel_id FROM channel_leases WHERE worker_id = ? ORDER BY channel_id",
+        (worker_id,)).fetchall()]
+    if len(mine) > share:
+        # Another worker joined: hand back the surplus so it can take it.
+        conn.execute(
+            "DELETE FROM channel_leases WHERE channel_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(mine[share:]),))
+    elif len(mine) < share:
+        conn.execute(
+            "INSERT INTO channel_leases (channel_id, worker_id, lease_until)"
+            " SELECT id, ?, ? FROM channels WHERE NOT paused"
+            " AND id NOT IN (SELECT channel_id FROM channel_leases) ORDER BY id LIMIT ?",
+            (worker_id, until, share - len(mine)))
     rows = conn.execute(
         "SELECT channel_id FROM channel_leases WHERE worker_id = ? ORDER BY channel_id",
         (worker_id,)).fetchall()
