@@ -244,3 +244,17 @@ def test_price_unit_of_call_channel_is_per_message() -> None:
     assert call.price_unit is PriceUnit.CALL
     p = plan({"globalmessage": "a" * 500, "data": [{"number": N1}]}, call)
     assert rows(p)[0]["credit"] == 50_000
+
+
+def test_nul_characters_are_refused_per_entry() -> None:
+    """No channel can send U+0000 and PostgreSQL text cannot store it: refused at accept,
+    the same on every backend."""
+    p = plan({"globalmessage": "", "data": [
+        {"number": N1, "message": "a\x00b"},
+        {"number": N2, "message": "fine", "reference_number": "ref\x00"},
+        {"number": N3, "message": "fine", "media": "https://x.example/a\x00.png"},
+        {"number": N1, "message": "ok"},
+    ]})
+    assert [(r.index, r.code) for r in p.refused] == [
+        (0, Code.INVALID_TEXT), (1, Code.INVALID_REFERENCE), (2, Code.INVALID_MEDIA)]
+    assert [r["index"] for r in rows(p)] == [3]

@@ -294,18 +294,6 @@ async def test_ping_reports_a_lost_or_unreachable_database(
         await store.ping()
 
 
-async def test_nul_characters_are_dropped_not_fatal(store: Store, make: Any) -> None:
-    """PostgreSQL text cannot hold U+0000 (SQLite's can): the push is still accepted."""
-    project, _token, _secret = await make.project()
-    channel = await make.channel(project.id)
-    plan = _plan(2, 1_000)
-    plan.accepted[1] = (1, "919876500001", "a\x00b", None, None, "ref\x00", 1, 1, 1_000)
-    result = await store.accept_push(project.id, channel, plan, time.time(), None)
-    message = await store.get_message(project.id, result.message_ids[1])
-    assert message is not None
-    assert (message["message"], message["reference_number"]) == ("ab", "ref")
-
-
 async def test_listener_reconnects_after_its_connection_is_killed(
     store: Store, second_store: Store, make: Any, query: Any
 ) -> None:

@@ -194,6 +194,10 @@ async def test_release_gives_messages_back(store: Store, make: Any) -> None:
     again = await store.claim_messages(channel.id, "w2", 10, t0 + 2, LEASE)
     assert [(m.id, m.attempts, m.possible_resend) for m in again] == [
         (mid, 1, False) for mid in pushed.message_ids]
+    message = await store.get_message(project.id, pushed.message_ids[0])
+    assert message is not None
+    assert [e["state"] for e in message["events"]] == ["queued", "sending", "queued", "sending"]
+    assert "released unsent by worker w1" in message["events"][2]["detail"]
 
 
 # --- outcomes ---------------------------------------------------------------------------------
@@ -218,6 +222,27 @@ async def test_ok_outcome_submits_with_provider_id(store: Store, make: Any) -> N
     assert await store.claim_messages(channel.id, "w", 10, t0 + 100, LEASE) == []
     assert await store.submitted_before(channel.id, t0 + 2, 10) == pushed.message_ids
     assert await store.submitted_before(channel.id, t0 + 1.5, 10) == []
+
+
+async def test_callback_before_outcome_keeps_the_provider_id(store: Store, make: Any) -> None:
+    """A fast provider's callback can land before the worker records the send; the message
+    moves on, and the late outcome still stores the provider id later callbacks look up."""
+    project, _, _ = await make.project()
+    channel = await make.channel(project.id)
+    t0 = time.time()
+    pushed = await queue(store, channel, 1, t0)
+    mid = pushed.message_ids[0]
+    claimed = await store.claim_messages(channel.id, "w", 10, t0 + 1, LEASE)
+    assert await store.apply_status_updates(
+        [StatusUpdate(state=State.DELIVERED, at=t0 + 2, message_id=mid)]) == 1
+    await store.record_outcomes(
+        "w", [SendResult(m.id, ok=True, provider_id="prov-early") for m in claimed], t0 + 3,
+        RetryPolicy())
+    message = await store.get_message(project.id, mid)
+    assert message is not None
+    assert (message["state"], message["provider_id"]) == ("delivered", "prov-early")
+    assert await store.apply_status_updates([StatusUpdate(
+        state=State.READ, at=t0 + 4, channel_id=channel.id, provider_id="prov-early")]) == 1
 
 
 async def test_retryable_outcome_requeues_with_backoff(

@@ -43,6 +43,7 @@ class Code(IntEnum):
     INVALID_MEDIA = 206
     DUPLICATE = 207
     INVALID_REFERENCE = 208
+    INVALID_TEXT = 209
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +110,9 @@ _TABLE: tuple[CodeInfo, ...] = (
              "The same number and text appear earlier in the push; it is sent once. "
              "`duplicate_of` names the msg_id that carries it."),
     CodeInfo(Code.INVALID_REFERENCE, 422, "Invalid reference_number",
-             "`reference_number` is longer than 255 characters."),
+             "`reference_number` is longer than 255 characters or holds a NUL character."),
+    CodeInfo(Code.INVALID_TEXT, 422, "Invalid text",
+             "The message text holds a NUL (U+0000) character, which no channel can send."),
 )
 
 CODES: dict[Code, CodeInfo] = {info.code: info for info in _TABLE}

@@ -195,7 +195,8 @@ def plan_push(body: PushBody, channel: ChannelSpec, limits: Limits) -> PushPlan:
         inline = _decode_inline_media(body.globalmedia_code)
     if (global_media or inline) and not channel.media_allowed:
         raise ApiError(Code.MEDIA_NOT_ALLOWED, f"channel {channel.id} sends text only")
-    if global_media and not global_media.startswith(("http://", "https://")):
+    if global_media and (not global_media.startswith(("http://", "https://"))
+                         or "\x00" in global_media):
         raise ApiError(Code.INVALID_MEDIA, "`globalmedia` must be an http(s) URL")
     global_kind = inline.kind if inline else (
         media_kind_from_url(global_media) if global_media else None
@@ -231,7 +232,7 @@ def plan_push(body: PushBody, channel: ChannelSpec, limits: Limits) -> PushPlan:
                                             f"channel {channel.id} sends text only"))
                 continue
             media = entry.media.strip()
-            if not media.startswith(("http://", "https://")):
+            if not media.startswith(("http://", "https://")) or "\x00" in media:
                 refused.append(EntryRefusal(index, number, Code.INVALID_MEDIA,
                                             "`media` must be an http(s) URL"))
                 continue
@@ -241,6 +242,10 @@ def plan_push(body: PushBody, channel: ChannelSpec, limits: Limits) -> PushPlan:
             refused.append(EntryRefusal(index, number, Code.EMPTY_MESSAGE,
                                         "no `message`, `globalmessage` or media"))
             continue
+        if "\x00" in text:
+            refused.append(EntryRefusal(index, number, Code.INVALID_TEXT,
+                                        "the text holds a NUL (U+0000) character"))
+            continue
         if len(text) > max_chars:
             refused.append(EntryRefusal(index, number, Code.MESSAGE_TOO_LONG,
                                         f"{len(text)} characters, the channel allows {max_chars}"))
@@ -249,9 +254,10 @@ def plan_push(body: PushBody, channel: ChannelSpec, limits: Limits) -> PushPlan:
         reference = entry.reference_number
         if reference is not None:
             reference = _text(reference)
-            if len(reference) > MAX_REFERENCE_LENGTH:
-                refused.append(EntryRefusal(index, number, Code.INVALID_REFERENCE,
-                                            f"longer than {MAX_REFERENCE_LENGTH} characters"))
+            if len(reference) > MAX_REFERENCE_LENGTH or "\x00" in reference:
+                refused.append(EntryRefusal(
+                    index, number, Code.INVALID_REFERENCE,
+                    f"longer than {MAX_REFERENCE_LENGTH} characters or holds a NUL character"))
                 continue
 
         key = (number, text, media)

@@ -430,8 +430,6 @@ class PostgresStore(Store):
             if media_id is not None:
                 inline_ref = f"media:{media_id}"
                 medias = tuple(inline_ref if m == "inline:" else m for m in medias)
-            bodies, references, medias = (
-                _without_nul(bodies), _without_nul(references), _without_nul(medias))
             await conn.execute(
                 "INSERT INTO messages (id, push_id, project_id, channel_id, number, body, media,"
                 " media_kind, reference, priority, state, parts, segments, credit_micro,"
@@ -642,6 +640,13 @@ class PostgresStore(Store):
                 " SELECT s.project_id, s.id, 'submitted', $3, NULL, NULL, 0, $3, false FROM s"
                 " JOIN projects p ON p.id = s.project_id WHERE coalesce(p.webhook_url, '') <> ''"
                 " ORDER BY s.id", *_columns(ok, 2), now, worker_id)
+            # A provider callback may have moved a message on before this outcome was
+            # recorded; keep its provider id, or later callbacks could not find it.
+            await conn.execute(
+                "UPDATE messages m SET provider_id = u.provider_id"
+                " FROM unnest($1::bigint[], $2::text[]) AS u(id, provider_id)"
+                " WHERE m.id = u.id AND m.provider_id IS NULL AND u.provider_id IS NOT NULL"
+                " AND m.state IN ('submitted', 'delivered', 'read')", *_columns(ok, 2))
         failures = [res for res in results if not res.ok]
         if not failures:
             return
@@ -698,9 +703,13 @@ class PostgresStore(Store):
     async def release_messages(self, worker_id: str, message_ids: Sequence[int]) -> None:
         async def job(conn: asyncpg.Connection) -> None:
             await conn.execute(
-                "UPDATE messages SET state = 'queued', lease_until = NULL, leased_by = NULL,"
-                " attempts = greatest(attempts - 1, 0) WHERE id = ANY($1::bigint[])"
-                " AND state = 'sending' AND leased_by = $2", list(message_ids), worker_id)
+                "WITH r AS (UPDATE messages SET state = 'queued', lease_until = NULL,"
+                " leased_by = NULL, attempts = greatest(attempts - 1, 0)"
+                " WHERE id = ANY($1::bigint[]) AND state = 'sending' AND leased_by = $2"
+                " RETURNING id)"
+                " INSERT INTO message_events (message_id, state, at, detail)"
+                " SELECT id, 'queued', $3, 'released unsent by worker ' || $2 FROM r ORDER BY id",
+                list(message_ids), worker_id, time.time())
 
         if message_ids:
             await self._tx(job)
@@ -950,13 +959,6 @@ class PostgresStore(Store):
 
 
 # --- helpers (inside a caller's transaction) ---------------------------------------------------
-
-def _without_nul(column: Sequence[str | None]) -> Sequence[str | None]:
-    """PostgreSQL text cannot hold U+0000 (SQLite can): drop it rather than fail the push."""
-    if not any(value and "\x00" in value for value in column):
-        return column
-    return [value.replace("\x00", "") if value else value for value in column]
-
 
 def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
     """Row tuples → one list per column, the arrays that ``unnest`` takes back apart."""

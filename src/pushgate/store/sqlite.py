@@ -498,10 +498,16 @@ class SQLiteStore(Store):
 
     async def release_messages(self, worker_id: str, message_ids: Sequence[int]) -> None:
         def job(conn: sqlite3.Connection) -> None:
-            conn.executemany(
+            released = conn.execute(
                 "UPDATE messages SET state = 'queued', lease_until = NULL, leased_by = NULL,"
-                " attempts = max(attempts - 1, 0) WHERE id = ? AND state = 'sending'"
-                " AND leased_by = ?", [(mid, worker_id) for mid in message_ids])
+                " attempts = max(attempts - 1, 0) WHERE id IN (SELECT value FROM json_each(?))"
+                " AND state = 'sending' AND leased_by = ? RETURNING id",
+                (json.dumps(list(message_ids)), worker_id)).fetchall()
+            now = _now()
+            conn.executemany(
+                "INSERT INTO message_events (message_id, state, at, detail) VALUES (?, ?, ?, ?)",
+                [(r[0], "queued", now, f"released unsent by worker {worker_id}")
+                 for r in sorted(released)])
 
         if message_ids:
             await self._write(job)
@@ -771,10 +777,14 @@ def _record_outcomes_job(
     hooks = _webhook_projects(conn)
     submitted, retried, failed, events, outbox = [], [], [], [], []
     refunds: dict[int, int] = defaultdict(int)
+    late_provider_ids = []
     for res in results:
         row = current.get(res.message_id)
         if row is None:
             # Our lease ran out and another worker owns the message now; its outcome counts.
+            # Or a provider callback moved it on first: then keep its provider id.
+            if res.ok and res.provider_id:
+                late_provider_ids.append((res.provider_id, res.message_id))
             continue
         mid, project_id, credit, attempts = row
         if res.ok:
@@ -801,6 +811,9 @@ def _record_outcomes_job(
     conn.executemany(
         "UPDATE messages SET state = 'submitted', provider_id = ?, lease_until = NULL,"
         " leased_by = NULL, updated_at = ? WHERE id = ?", submitted)
+    conn.executemany(
+        "UPDATE messages SET provider_id = ? WHERE id = ? AND provider_id IS NULL"
+        " AND state IN ('submitted', 'delivered', 'read')", late_provider_ids)
     conn.executemany(
         "UPDATE messages SET state = 'queued', next_attempt_at = ?, error_code = ?,"
         " error_message = ?, lease_until = NULL, leased_by = NULL, updated_at = ?"
