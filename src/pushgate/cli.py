@@ -101,6 +101,40 @@ def migrate() -> None:
     console.print(f"schema is up to date ({_redact(settings.database_url)})")
 
 
+@app.command("migrate-data")
+def migrate_data(
+    source: str = typer.Option(..., "--from", help="Database to copy from (e.g. sqlite:///…)."),
+    target: str = typer.Option(..., "--to", help="Empty database to copy into "
+                               "(e.g. postgresql://…); it is migrated first."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Copy every project, token, channel, push, queued message and pending report to another
+    database — how to move from SQLite to PostgreSQL. Stop the gateway first."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from pushgate.store.transfer import TransferError, copy_database
+
+    with Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
+                  console=err_console, disable=as_json) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(table: str, done: int, total: int) -> None:
+            if table not in tasks:
+                tasks[table] = bar.add_task(table, total=max(total, 1))
+            bar.update(tasks[table], completed=done if total else 1)
+
+        try:
+            copied = copy_database(source, target, progress)
+        except TransferError as exc:
+            _fail(str(exc))
+            return
+    if as_json:
+        typer.echo(json.dumps({"copied": copied}))
+        return
+    console.print(f"copied {sum(copied.values())} rows from {_redact(source)} to "
+                  f"{_redact(target)}; point PUSHGATE_DATABASE_URL at the new database")
+
+
 @app.command()
 def serve(
     host: str = typer.Option(None, help="Address to listen on (PUSHGATE_HOST)."),
