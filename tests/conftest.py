@@ -198,7 +198,7 @@ class Fixture:
                       name: str | None = None) -> tuple[Project, str, str]:
         """A project with one token; returns (project, token, webhook secret)."""
         secret = new_webhook_secret()
-        name = name or f"p{id(secret)}"
+        name = name or f"p-{secrets.token_hex(6)}"
         project = await self.store.create_project(name, parse_credits(credits), webhook_url,
                                                   secret)
         token = new_token()

@@ -18,6 +18,7 @@ from urllib.parse import parse_qs
 
 import orjson
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -143,6 +144,12 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
     async def _api_error(request: Request, exc: ApiError) -> Response:
         return error_answer(exc)
 
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+        # Path and query parameters FastAPI checks itself: answer in pushgate's shape too.
+        problems = "; ".join(f"`{e['loc'][-1]}`: {e['msg']}" for e in exc.errors())
+        return error_answer(ApiError(Code.INVALID_FIELD, problems))
+
     @app.exception_handler(StoreUnavailable)
     async def _store_error(request: Request, exc: StoreUnavailable) -> Response:
         log.error("store unavailable: %s", exc)
@@ -193,7 +200,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
         body = decode_push(await json_payload(request))
         token = await authenticate(gateway.store, request, token_from(request, body.token))
         gateway.rate_limiter.check(token.token_id)
-        application = parse_int_field("application", body.application)
+        # Application codes and channel ids are 32-bit columns.
+        application = parse_int_field("application", body.application, maximum=2**31 - 1)
         channel = await gateway.store.find_channel(token.project_id, application)
         if channel is None:
             name = APPLICATION_CODES.get(application)
@@ -268,6 +276,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
              summary="One push with counts of its messages by state")
     async def get_push(push_id: int, request: Request) -> Response:
         token = await authenticate(gateway.store, request, token_from(request, None))
+        parse_int_field("push_id", push_id)   # in range for the database
         row = await gateway.store.get_push(token.project_id, push_id)
         if row is None:
             raise ApiError(Code.NOT_FOUND, f"no push {push_id} in this project")
@@ -278,6 +287,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
              summary="One message with every transition")
     async def get_message(msg_id: int, request: Request) -> Response:
         token = await authenticate(gateway.store, request, token_from(request, None))
+        parse_int_field("msg_id", msg_id)   # in range for the database
         row = await gateway.store.get_message(token.project_id, msg_id)
         if row is None:
             raise ApiError(Code.NOT_FOUND, f"no message {msg_id} in this project")

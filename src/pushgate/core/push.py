@@ -83,17 +83,27 @@ def decode_token_body(raw: bytes | str) -> TokenBody:
     return _decode(_token_decoder, raw)
 
 
-def parse_int_field(name: str, value: str | int | None, default: int | None = None) -> int:
+#: Ids are signed 64-bit in both databases; a larger value would fail inside the driver.
+MAX_ID = 2**63 - 1
+
+
+def parse_int_field(name: str, value: str | int | None, default: int | None = None,
+                    maximum: int = MAX_ID) -> int:
     if value is None or value == "":
         if default is None:
             raise ApiError(Code.INVALID_FIELD, f"`{name}` is required")
         return default
     if isinstance(value, int):
-        return value
-    text = value.strip()
-    if not text.isdigit():
-        raise ApiError(Code.INVALID_FIELD, f"`{name}` must be a whole number, got {value!r}")
-    return int(text)
+        number = value
+    else:
+        text = value.strip()
+        # isascii: str.isdigit() also accepts digits such as "²" that int() refuses.
+        if not (text.isascii() and text.isdigit()):
+            raise ApiError(Code.INVALID_FIELD, f"`{name}` must be a whole number, got {value!r}")
+        number = int(text)
+    if not -maximum <= number <= maximum:
+        raise ApiError(Code.INVALID_FIELD, f"`{name}` is out of range, got {value!r}")
+    return number
 
 
 def parse_priority(body: PushBody) -> int:

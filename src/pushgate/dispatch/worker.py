@@ -138,12 +138,18 @@ class Dispatcher:
         self.webhook_wake = webhook_wake
         self.runners: dict[int, tuple[ChannelRunner, asyncio.Task[None]]] = {}
         self._stopping = asyncio.Event()
+        self._refresh_now = asyncio.Event()
         self.sent = 0
 
     def wake(self, channel_id: int | None = None) -> None:
-        """Tell runners that new messages are queued (same-process pushes)."""
-        if channel_id is not None and channel_id in self.runners:
-            self.runners[channel_id][0].wake.set()
+        """Tell runners that new messages are queued. A channel this worker runs no runner for
+        (created since the last refresh) triggers a refresh now rather than at the next
+        renewal."""
+        if channel_id is not None:
+            if channel_id in self.runners:
+                self.runners[channel_id][0].wake.set()
+            else:
+                self._refresh_now.set()
             return
         for runner, _task in self.runners.values():
             runner.wake.set()
@@ -164,13 +170,23 @@ class Dispatcher:
                     await self.store.expire_due(time.time(), 1000)
                 except StoreUnavailable as exc:
                     log.warning("dispatcher: store unavailable (%s)", exc)
+                self._refresh_now.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), renew_every)
+                    await asyncio.wait_for(self._wait_stop_or_refresh(), renew_every)
         finally:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
             await self._shutdown()
+
+    async def _wait_stop_or_refresh(self) -> None:
+        waits = [asyncio.ensure_future(self._stopping.wait()),
+                 asyncio.ensure_future(self._refresh_now.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
 
     async def _listen(self) -> None:
         """Wake a held channel's runner as soon as any process queues messages for it (the

@@ -226,6 +226,8 @@ class SQLiteStore(Store):
     def _write(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         if self._writer is None:
             raise StoreUnavailable("the store is not open")
+        if not self._writer.is_alive():
+            raise StoreUnavailable("the SQLite writer thread has stopped")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._writer.jobs.put(_Job(fn, args, future, loop))
