@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -62,6 +63,10 @@ class Gateway:
 
     async def start(self) -> None:
         await self.store.open()
+        # Everything loaded so far (phonenumbers metadata, modules) lives as long as the
+        # process: keep it out of the collector's full passes, which otherwise walk it
+        # again and again while pushes allocate.
+        gc.freeze()
         if not self.run_workers:
             return
         worker_id = self.settings.worker_id or new_worker_id()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import queue
 import random
@@ -599,6 +600,19 @@ def _message_dict(row: Sequence[Any]) -> dict[str, Any]:
     }
 
 
+_INSERT_CHUNK = 500
+_INSERT_MESSAGE_WIDTH = 17
+
+
+@functools.lru_cache(maxsize=8)
+def _insert_messages_sql(rows: int) -> str:
+    one = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, 0, 0, ?, ?, ?, ?)"
+    return ("INSERT INTO messages (id, push_id, project_id, channel_id, number, body, media,"
+            " media_kind, reference, priority, state, parts, segments, credit_micro, attempts,"
+            " resends, next_attempt_at, created_at, updated_at, expires_at) VALUES "
+            + ", ".join([one] * rows))
+
+
 def _accept_job(
     conn: sqlite3.Connection,
     project_id: int,
@@ -640,22 +654,21 @@ def _accept_job(
     inline_ref = f"media:{media_id}" if media_id is not None else None
     channel_id = channel.id
     priority = plan.priority
-    rows = []
-    ids = []
-    next_id = base
-    for _index, number, body, media_ref, kind, reference, parts, segments, credit in plan.accepted:
-        next_id += 1
-        ids.append(next_id)
+    ids = list(range(base + 1, base + 1 + len(plan.accepted)))
+    values: list[Any] = []
+    for mid, (_index, number, body, media_ref, kind, reference, parts, segments, credit) in zip(
+            ids, plan.accepted, strict=True):
         if media_ref == "inline:":
             media_ref = inline_ref
-        rows.append((next_id, push_id, project_id, channel_id, number, body, media_ref,
-                     kind, reference, priority, parts, segments, credit, now, now, now,
-                     expires_at))
-    conn.executemany(
-        "INSERT INTO messages (id, push_id, project_id, channel_id, number, body, media,"
-        " media_kind, reference, priority, state, parts, segments, credit_micro, attempts,"
-        " resends, next_attempt_at, created_at, updated_at, expires_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, 0, 0, ?, ?, ?, ?)", rows)
+        values += (mid, push_id, project_id, channel_id, number, body, media_ref, kind,
+                   reference, priority, parts, segments, credit, now, now, now, expires_at)
+    # Multi-row INSERTs of up to 500 rows: ~30 % faster than executemany of one-row
+    # statements for 1,000-recipient pushes (docs/benchmarks.md).
+    width = _INSERT_MESSAGE_WIDTH
+    for start in range(0, len(ids), _INSERT_CHUNK):
+        count = min(_INSERT_CHUNK, len(ids) - start)
+        conn.execute(_insert_messages_sql(count),
+                     values[start * width:(start + count) * width])
     return AcceptResult(push_id=push_id, message_ids=ids, balance_micro=balance_after)
 
 

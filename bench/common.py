@@ -1,0 +1,124 @@
+"""Shared pieces of the benchmarks: a gateway in a temp folder, its CLI, its processes.
+
+Benchmarks talk to 127.0.0.1 only and every loop is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+PG_ADMIN_DSN = os.environ.get("PUSHGATE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def valid_numbers(count: int) -> list[str]:
+    """Distinct valid Indian mobile numbers."""
+    return [f"9198{i:08d}" for i in range(count)]
+
+
+class Gateway:
+    """A pushgate installation in a temp folder, on SQLite or on a fresh PostgreSQL database."""
+
+    def __init__(self, backend: str = "sqlite") -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="pushgate-bench-"))
+        self.backend = backend
+        self.pg_database: str | None = None
+        if backend == "sqlite":
+            self.url = f"sqlite:///{self.dir / 'bench.db'}"
+        else:
+            import psycopg
+
+            self.pg_database = f"pushgate_bench_{secrets.token_hex(4)}"
+            with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
+                admin.execute(f'CREATE DATABASE "{self.pg_database}"')
+            base = PG_ADMIN_DSN.rsplit("/", 1)[0]
+            self.url = f"{base}/{self.pg_database}?pool_max_size=20"
+        self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("PUSHGATE_")},
+                    "PUSHGATE_DATABASE_URL": self.url,
+                    "PUSHGATE_PUSH_RATE_PER_MINUTE": "0",
+                    "PUSHGATE_MAX_RECIPIENTS": "10000",
+                    "PUSHGATE_IDLE_POLL_SECONDS": "0.05"}
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.cli("migrate")
+        project = self.cli_json("project", "create", "bench", "--credits", "100000000")
+        self.token = project["token"]
+        self.project_id = project["project_id"]
+        channel = self.cli_json("channel", "add", "--project", "bench", "--type", "sandbox",
+                                "--application", "1", "--price", "0.001",
+                                "--config", '{"delivery_delay": 0}')
+        self.channel_id = channel["id"]
+
+    def cli(self, *args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "pushgate.cli", *args], env=self.env,
+                              cwd=self.dir, capture_output=True, text=True, timeout=300)
+        if done.returncode:
+            raise RuntimeError(f"pushgate {' '.join(args)} failed: {done.stderr}")
+        return done.stdout
+
+    def cli_json(self, *args: str) -> Any:
+        return json.loads(self.cli(*args, "--json"))
+
+    def start(self, *args: str, **extra_env: str) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen([sys.executable, "-m", "pushgate.cli", *args],
+                                env={**self.env, **extra_env}, cwd=self.dir,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.procs.append(proc)
+        return proc
+
+    def serve(self, *args: str) -> str:
+        port = free_port()
+        self.start("serve", "--port", str(port), *args)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    return base
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("the gateway did not become healthy within 30 s")
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if self.pg_database:
+            import psycopg
+
+            with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{self.pg_database}" WITH (FORCE)')
+
+    def __enter__(self) -> Gateway:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
