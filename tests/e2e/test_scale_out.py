@@ -168,3 +168,43 @@ def test_rate_limit_holds_across_three_workers(e2e: Harness) -> None:
         in_window = sum(1 for t in times[i:] if t < start + window)
         assert in_window <= rate * (window + 2), (start, in_window)
     assert times[-1] - times[0] >= (total - rate) / rate * 0.9
+
+
+def test_an_api_node_killed_mid_push_leaves_whole_pushes_or_nothing(e2e: Harness) -> None:
+    project = setup(e2e, credits="1000")
+    api = e2e.serve("--api-only", name="api", env=e2e.env(PUSHGATE_PUSH_RATE_PER_MINUTE="0"))
+    numbers = indian_mobiles(PUSH_SIZE)
+
+    async def push_until_killed() -> int:
+        answered = 0
+        async with httpx.AsyncClient(timeout=60) as client:
+            async def one(i: int) -> None:
+                nonlocal answered
+                try:
+                    response = await client.post(f"{api.base_url}/api/v2/push", json={
+                        "token": project["token"], "application": 1,
+                        "data": [{"number": n, "message": f"push {i}"} for n in numbers]})
+                    answered += response.json()["status"] == 100
+                except httpx.HTTPError:
+                    pass   # the node died under this request
+
+            async def kill_when_busy() -> None:
+                # Some pushes committed, others certainly in flight.
+                while not e2e.query("SELECT count(*) FROM pushes")[0][0]:
+                    await asyncio.sleep(0.01)
+                os.kill(api.pid, signal.SIGKILL)
+
+            await asyncio.gather(kill_when_busy(), *(one(i) for i in range(12)))
+        return answered
+
+    answered = asyncio.run(push_until_killed())
+    api.popen.wait(10)
+    pushes = e2e.query("SELECT id, accepted, credit_micro FROM pushes ORDER BY id")
+    assert 1 <= len(pushes) < 12, "the kill did not land mid-stream"
+    assert answered <= len(pushes)
+    for push_id, accepted, _credit in pushes:
+        assert e2e.query("SELECT count(*) FROM messages WHERE push_id = ?", push_id) == [
+            (accepted,)], f"push {push_id} is partly stored"
+    assert e2e.query("SELECT count(*) FROM messages") == [(sum(p[1] for p in pushes),)]
+    charged = sum(p[2] for p in pushes)
+    assert project_balance(e2e, "scale") == Decimal("1000") - Decimal(charged) / 1_000_000
