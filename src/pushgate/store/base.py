@@ -7,6 +7,7 @@ lives in the implementations; callers speak in the records of ``pushgate.core.mo
 from __future__ import annotations
 
 import abc
+import random
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,11 +38,18 @@ class StoreUnavailable(Exception):
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """Exponential back-off with full jitter for retryable send errors."""
+    """Exponential back-off with jitter for retryable send errors."""
 
     max_attempts: int = 5
     base_seconds: float = 2.0
     cap_seconds: float = 600.0
+
+    def delay(self, attempts: int, retry_after: float | None = None) -> float:
+        """Seconds before the next try after ``attempts`` tries: half fixed, half random, so
+        the retries of a burst spread out but never come back at once; never sooner than the
+        provider's ``retry_after``."""
+        delay = min(self.cap_seconds, self.base_seconds * 2 ** max(0, attempts - 1))
+        return max(retry_after or 0.0, delay / 2 + random.uniform(0, delay / 2))
 
 
 class Store(abc.ABC):

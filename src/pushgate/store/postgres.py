@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from pushgate.core.channels import ChannelSpec
-from pushgate.core.lifecycle import PICKY_STATUS, State, advances
+from pushgate.core.lifecycle import PICKY_STATUS, State
 from pushgate.core.models import (
     AcceptResult,
     OutboundMessage,
@@ -51,6 +51,7 @@ from pushgate.core.models import (
     TokenInfo,
 )
 from pushgate.core.push import PushPlan
+from pushgate.core.transitions import walk_status_updates
 from pushgate.store.base import (
     InsufficientCredit,
     RetryPolicy,
@@ -59,13 +60,7 @@ from pushgate.store.base import (
     fair_share,
 )
 from pushgate.store.migrate import split_pool_options
-from pushgate.store.sqlite import (
-    _CHANNEL_COLUMNS,
-    _backoff,
-    _channel_from_row,
-    _message_dict,
-    _message_type,
-)
+from pushgate.store.rows import CHANNEL_COLUMNS, channel_from_row, message_dict, message_type
 
 T = TypeVar("T")
 
@@ -342,17 +337,17 @@ class PostgresStore(Store):
 
     async def list_channels(self, project_id: int | None = None) -> list[ChannelSpec]:
         if project_id is None:
-            rows = await self._fetch(f"SELECT {_CHANNEL_COLUMNS} FROM channels ORDER BY id")
+            rows = await self._fetch(f"SELECT {CHANNEL_COLUMNS} FROM channels ORDER BY id")
         else:
             rows = await self._fetch(
-                f"SELECT {_CHANNEL_COLUMNS} FROM channels WHERE project_id = $1 ORDER BY id",
+                f"SELECT {CHANNEL_COLUMNS} FROM channels WHERE project_id = $1 ORDER BY id",
                 project_id)
-        return [_channel_from_row(r) for r in rows]
+        return [channel_from_row(r) for r in rows]
 
     async def get_channel(self, channel_id: int) -> ChannelSpec | None:
         row = await self._fetchrow(
-            f"SELECT {_CHANNEL_COLUMNS} FROM channels WHERE id = $1", channel_id)
-        return _channel_from_row(row) if row else None
+            f"SELECT {CHANNEL_COLUMNS} FROM channels WHERE id = $1", channel_id)
+        return channel_from_row(row) if row else None
 
     # --- accept -----------------------------------------------------------------------------
     async def authenticate(self, token_hash: str) -> TokenInfo | None:
@@ -368,13 +363,13 @@ class PostgresStore(Store):
     async def find_channel(self, project_id: int, application: int) -> ChannelSpec | None:
         async with self._conn() as conn:
             row = await conn.fetchrow(
-                f"SELECT {_CHANNEL_COLUMNS} FROM channels WHERE project_id = $1"
+                f"SELECT {CHANNEL_COLUMNS} FROM channels WHERE project_id = $1"
                 " AND application = $2 ORDER BY paused, id LIMIT 1", project_id, application)
             if row is None:
                 row = await conn.fetchrow(
-                    f"SELECT {_CHANNEL_COLUMNS} FROM channels WHERE project_id = $1"
+                    f"SELECT {CHANNEL_COLUMNS} FROM channels WHERE project_id = $1"
                     " AND id = $2", project_id, application)
-        return _channel_from_row(row) if row else None
+        return channel_from_row(row) if row else None
 
     async def accept_push(
         self,
@@ -484,7 +479,7 @@ class PostgresStore(Store):
             if not rows:
                 return
             last = rows[-1][0]
-            yield [_message_dict(r) for r in rows]
+            yield [message_dict(r) for r in rows]
             if len(rows) < chunk:
                 return
 
@@ -499,7 +494,7 @@ class PostgresStore(Store):
             events = await conn.fetch(
                 "SELECT state, at, detail FROM message_events WHERE message_id = $1"
                 " ORDER BY id", message_id)
-        result = _message_dict(row)
+        result = message_dict(row)
         result.update(push_id=row[13], attempts=row[14], provider_id=row[15],
                       created_at=row[16], priority=row[17], segments=row[18], parts=row[19])
         result["events"] = [{"state": "queued", "at": row[16], "detail": None}] + [
@@ -519,7 +514,7 @@ class PostgresStore(Store):
             " WHERE c.project_id = $1 AND c.kind = 'sandbox'"
             " AND m.state NOT IN ('queued', 'sending')"
             " ORDER BY m.updated_at DESC, m.id DESC LIMIT $2", project_id, limit)
-        return [_message_dict(r) for r in rows]
+        return [message_dict(r) for r in rows]
 
     # --- dispatch ---------------------------------------------------------------------------
     async def acquire_channel_leases(self, worker_id: str, now: float, ttl: float) -> list[int]:
@@ -670,7 +665,7 @@ class PostgresStore(Store):
             mid, project_id, credit, attempts, hook = row
             detail = f"{res.error_code or 'error'}: {res.error_message or ''}".strip()
             if res.retryable and attempts < policy.max_attempts:
-                delay = max(res.retry_after or 0.0, _backoff(attempts, policy))
+                delay = policy.delay(attempts, res.retry_after)
                 retried.append((mid, now + delay, res.error_code, res.error_message))
                 events.append((mid, "queued", now, f"retry in {delay:.1f}s after {detail}"))
                 continue
@@ -743,29 +738,15 @@ class PostgresStore(Store):
                     " WHERE m.id = ANY($1::bigint[]) ORDER BY m.id FOR UPDATE OF m",
                     sorted(wanted)):
                 rows[r[0]] = list(r)
-        # Per message, the net effect of its changes in order (the SQLite store applies them
+        states = {mid: State(row[2]) for mid, row in rows.items()}
+        moves, events = walk_status_updates(
+            updates, states, lambda u: u.message_id if u.message_id is not None
+            else provider_map.get((u.channel_id, u.provider_id or "")))
+        # Per message, the net effect of its moves in order (the SQLite store applies them
         # one after the other; one UPDATE … FROM must see each message once).
         changes: dict[int, list[Any]] = {}
-        events: list[tuple[int, str, float, str | None]] = []
         outbox: list[tuple[Any, ...]] = []
-        changed = 0
-        for u in updates:
-            mid = u.message_id if u.message_id is not None else provider_map.get(
-                (u.channel_id, u.provider_id or ""))
-            if mid is None or mid not in rows:
-                continue
-            row = rows[mid]
-            current = State(row[2])
-            moves = advances(current, u.state)
-            detail = None if moves else f"ignored: message already {current.value}"
-            if u.error_code or u.error_message:
-                detail = f"{u.error_code or ''} {u.error_message or ''}".strip() + (
-                    f" ({detail})" if detail else "")
-            events.append((mid, u.state.value, u.at, detail))
-            if not moves:
-                continue
-            row[2] = u.state.value
-            changed += 1
+        for mid, u in moves:
             net = changes.setdefault(mid, [None, None, None, None])
             net[0] = u.state.value
             if u.error_code is not None:
@@ -773,9 +754,9 @@ class PostgresStore(Store):
             if u.error_message is not None:
                 net[2] = u.error_message
             net[3] = u.at
-            if row[3]:
-                outbox.append((row[1], mid, u.state.value, u.at, u.error_code, u.error_message,
-                               u.at))
+            if rows[mid][3]:
+                outbox.append((rows[mid][1], mid, u.state.value, u.at, u.error_code,
+                               u.error_message, u.at))
         if changes:
             # The state changes and their events in one statement.
             await conn.execute(
@@ -792,7 +773,7 @@ class PostgresStore(Store):
         else:
             await _add_events(conn, events)
         await _add_outbox(conn, outbox)
-        return changed
+        return len(moves)
 
     async def submitted_before(self, channel_id: int, before: float, limit: int) -> list[int]:
         rows = await self._fetch(
@@ -918,7 +899,7 @@ class PostgresStore(Store):
                     "error_code": r[5],
                     "error_message": r[6] or "",
                     "message": r[11],
-                    "message_type": _message_type(r[13]),
+                    "message_type": message_type(r[13]),
                     "media": r[12],
                     "channel_id": r[14],
                     "time": r[4],

@@ -20,7 +20,6 @@ import contextlib
 import functools
 import json
 import queue
-import random
 import sqlite3
 import threading
 import time
@@ -28,8 +27,8 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
-from pushgate.core.channels import ChannelSpec, MediaKind, PriceUnit
-from pushgate.core.lifecycle import PICKY_STATUS, State, advances
+from pushgate.core.channels import ChannelSpec
+from pushgate.core.lifecycle import PICKY_STATUS, State
 from pushgate.core.models import (
     AcceptResult,
     OutboundMessage,
@@ -41,6 +40,7 @@ from pushgate.core.models import (
     TokenInfo,
 )
 from pushgate.core.push import PushPlan
+from pushgate.core.transitions import walk_status_updates
 from pushgate.store.base import (
     InsufficientCredit,
     RetryPolicy,
@@ -49,6 +49,7 @@ from pushgate.store.base import (
     fair_share,
 )
 from pushgate.store.migrate import sqlite_path
+from pushgate.store.rows import CHANNEL_COLUMNS, channel_from_row, message_dict, message_type
 
 T = TypeVar("T")
 
@@ -56,10 +57,6 @@ T = TypeVar("T")
 GROUP_COMMIT_MAX_JOBS = 256
 BUSY_TIMEOUT_MS = 10_000
 
-_CHANNEL_COLUMNS = (
-    "id, project_id, kind, application, price_micro, price_unit, max_chars, max_segments, "
-    "media_allowed, rate_per_second, delay_ms, jitter_ms, paused, name, config"
-)
 _CLAIM_RETURNING = "id, push_id, project_id, channel_id, number, body, media, media_kind, " \
     "parts, priority, attempts"
 
@@ -72,22 +69,6 @@ def _connect(path: str) -> sqlite3.Connection:
     conn.execute("PRAGMA foreign_keys = OFF")
     conn.execute("PRAGMA cache_size = -65536")
     return conn
-
-
-def _channel_from_row(row: Sequence[Any]) -> ChannelSpec:
-    return ChannelSpec(
-        id=row[0], project_id=row[1], kind=row[2], application=row[3], price_micro=row[4],
-        price_unit=PriceUnit(row[5]), max_chars=row[6], max_segments=row[7],
-        media_allowed=bool(row[8]), rate_per_second=row[9], delay_ms=row[10],
-        jitter_ms=row[11], paused=bool(row[12]), name=row[13], config=json.loads(row[14]),
-    )
-
-
-def _backoff(attempts: int, policy: RetryPolicy) -> float:
-    """Exponential back-off with jitter: half fixed, half random, so retries of a burst spread
-    out but never come back at once."""
-    delay = min(policy.cap_seconds, policy.base_seconds * 2 ** max(0, attempts - 1))
-    return delay / 2 + random.uniform(0, delay / 2)
 
 
 class _Job:
@@ -364,17 +345,17 @@ class SQLiteStore(Store):
     async def list_channels(self, project_id: int | None = None) -> list[ChannelSpec]:
         if project_id is None:
             rows = self._read().execute(
-                f"SELECT {_CHANNEL_COLUMNS} FROM channels ORDER BY id").fetchall()
+                f"SELECT {CHANNEL_COLUMNS} FROM channels ORDER BY id").fetchall()
         else:
             rows = self._read().execute(
-                f"SELECT {_CHANNEL_COLUMNS} FROM channels WHERE project_id = ? ORDER BY id",
+                f"SELECT {CHANNEL_COLUMNS} FROM channels WHERE project_id = ? ORDER BY id",
                 (project_id,)).fetchall()
-        return [_channel_from_row(r) for r in rows]
+        return [channel_from_row(r) for r in rows]
 
     async def get_channel(self, channel_id: int) -> ChannelSpec | None:
         row = self._read().execute(
-            f"SELECT {_CHANNEL_COLUMNS} FROM channels WHERE id = ?", (channel_id,)).fetchone()
-        return _channel_from_row(row) if row else None
+            f"SELECT {CHANNEL_COLUMNS} FROM channels WHERE id = ?", (channel_id,)).fetchone()
+        return channel_from_row(row) if row else None
 
     # --- accept -----------------------------------------------------------------------------
     async def authenticate(self, token_hash: str) -> TokenInfo | None:
@@ -391,13 +372,13 @@ class SQLiteStore(Store):
     async def find_channel(self, project_id: int, application: int) -> ChannelSpec | None:
         conn = self._read()
         row = conn.execute(
-            f"SELECT {_CHANNEL_COLUMNS} FROM channels WHERE project_id = ? AND application = ?"
+            f"SELECT {CHANNEL_COLUMNS} FROM channels WHERE project_id = ? AND application = ?"
             " ORDER BY paused, id LIMIT 1", (project_id, application)).fetchone()
         if row is None:
             row = conn.execute(
-                f"SELECT {_CHANNEL_COLUMNS} FROM channels WHERE project_id = ? AND id = ?",
+                f"SELECT {CHANNEL_COLUMNS} FROM channels WHERE project_id = ? AND id = ?",
                 (project_id, application)).fetchone()
-        return _channel_from_row(row) if row else None
+        return channel_from_row(row) if row else None
 
     async def accept_push(
         self,
@@ -437,7 +418,7 @@ class SQLiteStore(Store):
             if not rows:
                 return
             last = rows[-1][0]
-            yield [_message_dict(r) for r in rows]
+            yield [message_dict(r) for r in rows]
             if len(rows) < chunk:
                 return
             await asyncio.sleep(0)
@@ -452,7 +433,7 @@ class SQLiteStore(Store):
             (message_id, project_id)).fetchone()
         if row is None:
             return None
-        result = _message_dict(row)
+        result = message_dict(row)
         result.update(push_id=row[13], attempts=row[14], provider_id=row[15],
                       created_at=row[16], priority=row[17], segments=row[18], parts=row[19])
         events = conn.execute(
@@ -475,7 +456,7 @@ class SQLiteStore(Store):
             " WHERE c.project_id = ? AND c.kind = 'sandbox'"
             " AND m.state NOT IN ('queued', 'sending')"
             " ORDER BY m.updated_at DESC, m.id DESC LIMIT ?", (project_id, limit)).fetchall()
-        return [_message_dict(r) for r in rows]
+        return [message_dict(r) for r in rows]
 
     # --- dispatch ---------------------------------------------------------------------------
     async def acquire_channel_leases(self, worker_id: str, now: float, ttl: float) -> list[int]:
@@ -587,17 +568,6 @@ class SQLiteStore(Store):
 
 def _now() -> float:
     return time.time()
-
-
-def _message_dict(row: Sequence[Any]) -> dict[str, Any]:
-    state = State(row[2])
-    return {
-        "msg_id": row[0], "number": row[1], "state": state.value,
-        "status": PICKY_STATUS[state], "reference_number": row[3], "error_code": row[4],
-        "error_message": row[5], "updated_at": row[6], "message": row[7], "media": row[8],
-        "media_kind": row[9], "credit_micro": row[10], "channel_id": row[11],
-        "resends": row[12],
-    }
 
 
 _INSERT_CHUNK = 500
@@ -810,7 +780,7 @@ def _record_outcomes_job(
             continue
         detail = f"{res.error_code or 'error'}: {res.error_message or ''}".strip()
         if res.retryable and attempts < policy.max_attempts:
-            delay = max(res.retry_after or 0.0, _backoff(attempts, policy))
+            delay = policy.delay(attempts, res.retry_after)
             retried.append((now + delay, res.error_code, res.error_message, now, mid))
             events.append((mid, "queued", now, f"retry in {delay:.1f}s after {detail}"))
             continue
@@ -861,28 +831,16 @@ def _apply_status_job(conn: sqlite3.Connection, updates: list[StatusUpdate]) -> 
             rows[r[0]] = list(r)
             provider_map[(channel_id, provider_id)] = r[0]
     hooks = _webhook_projects(conn)
-    changes, events, outbox = [], [], []
-    changed = 0
-    for u in updates:
-        mid = u.message_id if u.message_id is not None else provider_map.get(
-            (u.channel_id, u.provider_id or ""))
-        if mid is None or mid not in rows:
-            continue
-        row = rows[mid]
-        current = State(row[2])
-        moves = advances(current, u.state)
-        detail = None if moves else f"ignored: message already {current.value}"
-        if u.error_code or u.error_message:
-            detail = f"{u.error_code or ''} {u.error_message or ''}".strip() + (
-                f" ({detail})" if detail else "")
-        events.append((mid, u.state.value, u.at, detail))
-        if not moves:
-            continue
-        row[2] = u.state.value
-        changed += 1
+    states = {mid: State(row[2]) for mid, row in rows.items()}
+    moves, events = walk_status_updates(
+        updates, states, lambda u: u.message_id if u.message_id is not None
+        else provider_map.get((u.channel_id, u.provider_id or "")))
+    changes, outbox = [], []
+    for mid, u in moves:
         changes.append((u.state.value, u.error_code, u.error_message, u.at, mid))
-        if row[1] in hooks:
-            outbox.append((row[1], mid, u.state.value, u.at, u.error_code, u.error_message,
+        project_id = rows[mid][1]
+        if project_id in hooks:
+            outbox.append((project_id, mid, u.state.value, u.at, u.error_code, u.error_message,
                            u.at))
     conn.executemany(
         "UPDATE messages SET state = ?, error_code = coalesce(?, error_code),"
@@ -891,7 +849,7 @@ def _apply_status_job(conn: sqlite3.Connection, updates: list[StatusUpdate]) -> 
     conn.executemany(
         "INSERT INTO message_events (message_id, state, at, detail) VALUES (?, ?, ?, ?)", events)
     _add_outbox(conn, outbox)
-    return changed
+    return len(moves)
 
 
 def _expire_job(conn: sqlite3.Connection, now: float, limit: int) -> int:
@@ -954,7 +912,7 @@ def _claim_outbox_job(
             "error_code": r[5],
             "error_message": r[6] or "",
             "message": r[11],
-            "message_type": _message_type(r[13]),
+            "message_type": message_type(r[13]),
             "media": r[12],
             "channel_id": r[14],
             "time": r[4],
@@ -963,9 +921,3 @@ def _claim_outbox_job(
         conn.execute("DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?))",
                      (json.dumps(orphaned),))
     return list(batches.values())
-
-
-def _message_type(media_kind: str | None) -> str:
-    if not media_kind:
-        return "Text"
-    return MediaKind(media_kind).value.capitalize()

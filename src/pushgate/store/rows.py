@@ -1,0 +1,44 @@
+"""Row shapes both store implementations read and write: one mapping, two SQL dialects."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from pushgate.core.channels import ChannelSpec, MediaKind, PriceUnit
+from pushgate.core.lifecycle import PICKY_STATUS, State
+
+CHANNEL_COLUMNS = (
+    "id, project_id, kind, application, price_micro, price_unit, max_chars, max_segments, "
+    "media_allowed, rate_per_second, delay_ms, jitter_ms, paused, name, config"
+)
+
+
+def channel_from_row(row: Sequence[Any]) -> ChannelSpec:
+    return ChannelSpec(
+        id=row[0], project_id=row[1], kind=row[2], application=row[3], price_micro=row[4],
+        price_unit=PriceUnit(row[5]), max_chars=row[6], max_segments=row[7],
+        media_allowed=bool(row[8]), rate_per_second=row[9], delay_ms=row[10],
+        jitter_ms=row[11], paused=bool(row[12]), name=row[13], config=json.loads(row[14]),
+    )
+
+
+def message_dict(row: Sequence[Any]) -> dict[str, Any]:
+    """A message for reports: (id, number, state, reference, error_code, error_message,
+    updated_at, body, media, media_kind, credit_micro, channel_id, resends, …)."""
+    state = State(row[2])
+    return {
+        "msg_id": row[0], "number": row[1], "state": state.value,
+        "status": PICKY_STATUS[state], "reference_number": row[3], "error_code": row[4],
+        "error_message": row[5], "updated_at": row[6], "message": row[7], "media": row[8],
+        "media_kind": row[9], "credit_micro": row[10], "channel_id": row[11],
+        "resends": row[12],
+    }
+
+
+def message_type(media_kind: str | None) -> str:
+    """Picky's ``message_type`` in reports: Text, Image, Video, Audio, Document."""
+    if not media_kind:
+        return "Text"
+    return MediaKind(media_kind).value.capitalize()
