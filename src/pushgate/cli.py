@@ -92,13 +92,20 @@ async def _project_id(store: Store, project: str) -> int:
 
 # --- running ------------------------------------------------------------------------------------
 @app.command()
-def migrate() -> None:
-    """Create or upgrade the database schema (safe to run repeatedly)."""
-    from pushgate.store.migrate import upgrade
+def migrate(as_json: bool = JsonOption) -> None:
+    """Create or upgrade the database schema (safe to run repeatedly, and from several nodes
+    at once on PostgreSQL)."""
+    from pushgate.store.migrate import current_revision, upgrade
 
     settings = Settings()
     upgrade(settings.database_url)
-    console.print(f"schema is up to date ({_redact(settings.database_url)})")
+    revision = current_revision(settings.database_url)
+    if as_json:
+        typer.echo(json.dumps({"database": _redact(settings.database_url),
+                               "revision": revision}))
+        return
+    console.print(f"schema is up to date at revision {revision} "
+                  f"({_redact(settings.database_url)})")
 
 
 @app.command("migrate-data")
