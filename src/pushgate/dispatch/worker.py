@@ -1,10 +1,12 @@
 """The dispatcher: lease channels, claim their messages, send, record, repeat.
 
-A worker renews its channel leases every few seconds and runs one ``ChannelRunner`` per channel
-it holds; no other worker sends for that channel meanwhile, so pacing needs no coordination. A
-runner claims a batch (priority first, then oldest), sends it under the channel's pacing, and
-records every outcome in one write. Anything a killed worker held comes back when its leases
-expire: channels to other workers, messages to the next claim, counted as possible re-sends.
+A worker renews its channel leases every few seconds (at most its fair share of the channels)
+and runs a primary ``ChannelRunner`` for each channel it holds: the only one that paces that
+channel, so rate limits need no coordination. On unpaced channels whose connector is shareable,
+every other worker also runs a helper runner, whose claims never overlap the primary's. A runner
+claims a batch (priority first, then oldest), sends it, and records every outcome in one write.
+Anything a killed worker held comes back when its leases expire: channels to other workers,
+messages to the next claim, counted as possible re-sends.
 """
 
 from __future__ import annotations
