@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -55,6 +56,7 @@ class Gateway:
                     "PUSHGATE_MAX_RECIPIENTS": "10000",
                     "PUSHGATE_IDLE_POLL_SECONDS": "0.05"}
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.server: subprocess.Popen[bytes] | None = None
         self.cli("migrate")
         project = self.cli_json("project", "create", "bench", "--credits", "100000000")
         self.token = project["token"]
@@ -83,7 +85,7 @@ class Gateway:
 
     def serve(self, *args: str) -> str:
         port = free_port()
-        self.start("serve", "--port", str(port), *args)
+        self.server = self.start("serve", "--port", str(port), *args)
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -104,6 +106,7 @@ class Gateway:
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)   # a run leaves up to ~1 GB of database
         if self.pg_database:
             import psycopg
 
@@ -115,6 +118,43 @@ class Gateway:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process (all its threads) has used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
+    values = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = values[3] + values[4]   # idle + iowait
+    return (sum(values) - idle) / tick, sum(values) / tick
+
+
+def wait_quiet(max_wait: float, threshold: float = 0.15) -> float:
+    """Wait (at most `max_wait` s) until the machine is nearly idle — under `threshold` of all
+    cores busy over one second — so a neighbour's burst does not spoil a run. Returns the last
+    busy share seen."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        busy0, total0 = machine_busy()
+        time.sleep(1.0)
+        busy1, total1 = machine_busy()
+        share = (busy1 - busy0) / max(total1 - total0, 1e-9)
+        if share < threshold or time.monotonic() >= deadline:
+            return share
+        time.sleep(2.0)
+
+
+def median_spread(values: list[float]) -> tuple[float, float, float]:
+    """Median, minimum and maximum."""
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    median = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    return median, ordered[0], ordered[-1]
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -330,9 +330,23 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
 
 def _entries(plan: PushPlan, message_ids: list[int]) -> list[dict[str, Any]]:
     """The answer's ``data``: one item per request entry, in request order."""
+    # Hot path (one dict per recipient). Each distinct credit is formatted once (a push's
+    # entries mostly cost the same), rows are indexed rather than star-unpacked, and when
+    # nothing was refused the accepted items are already in request order: 1.26 → 0.21 ms for
+    # 1,000 entries, ~10 % more 1,000-recipient pushes/s (docs/benchmarks.md).
+    credit_text: dict[int, str] = {}
+    accepted: list[dict[str, Any]] = []
+    for row, msg_id in zip(plan.accepted, message_ids, strict=False):
+        credit = row[8]
+        text = credit_text.get(credit)
+        if text is None:
+            text = credit_text[credit] = format_credits(credit)
+        accepted.append({"msg_id": str(msg_id), "number": row[1], "credit": text})
+    if not plan.refused:
+        return accepted
     items: list[dict[str, Any] | None] = [None] * plan.total_entries
-    for (index, number, *_rest, credit), msg_id in zip(plan.accepted, message_ids, strict=False):
-        items[index] = {"msg_id": str(msg_id), "number": number, "credit": format_credits(credit)}
+    for row, placed in zip(plan.accepted, accepted, strict=False):
+        items[row[0]] = placed
     id_of = {row[0]: msg_id for row, msg_id in zip(plan.accepted, message_ids, strict=False)}
     for refusal in plan.refused:
         item: dict[str, Any] = {"number": refusal.number, "credit": "0",
