@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from pushgate.core.channels import ChannelSpec
-from pushgate.core.lifecycle import PICKY_STATUS, State
+from pushgate.core.lifecycle import State
 from pushgate.core.models import (
     AcceptResult,
     OutboundMessage,
@@ -60,7 +60,12 @@ from pushgate.store.base import (
     fair_share,
 )
 from pushgate.store.migrate import split_pool_options
-from pushgate.store.rows import CHANNEL_COLUMNS, channel_from_row, message_dict, message_type
+from pushgate.store.rows import (
+    CHANNEL_COLUMNS,
+    channel_from_row,
+    message_dict,
+    report_payload,
+)
 
 T = TypeVar("T")
 
@@ -888,22 +893,8 @@ class PostgresStore(Store):
                 if batch is None:
                     batch = batches[r[1]] = OutboxBatch(project_id=r[1], url=url,
                                                         secret=r[16] or "")
-                state = State(r[3])
-                batch.items.append(OutboxItem(id=r[0], project_id=r[1], attempts=r[2], payload={
-                    "push_id": str(r[7]),
-                    "msg_id": str(r[8]),
-                    "number": r[9],
-                    "status": PICKY_STATUS[state],
-                    "state": state.value,
-                    "reference_number": r[10],
-                    "error_code": r[5],
-                    "error_message": r[6] or "",
-                    "message": r[11],
-                    "message_type": message_type(r[13]),
-                    "media": r[12],
-                    "channel_id": r[14],
-                    "time": r[4],
-                }))
+                batch.items.append(OutboxItem(id=r[0], project_id=r[1], attempts=r[2],
+                                              payload=report_payload(r)))
             if orphaned:
                 await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", orphaned)
             return list(batches.values())

@@ -42,3 +42,25 @@ def message_type(media_kind: str | None) -> str:
     if not media_kind:
         return "Text"
     return MediaKind(media_kind).value.capitalize()
+
+
+def report_payload(row: Sequence[Any]) -> dict[str, Any]:
+    """One event-webhook report from an outbox row joined with its message: (outbox id,
+    project_id, attempts, state, at, error_code, error_message, push_id, msg_id, number,
+    reference, body, media, media_kind, channel_id, …)."""
+    state = State(row[3])
+    return {
+        "push_id": str(row[7]),
+        "msg_id": str(row[8]),
+        "number": row[9],
+        "status": PICKY_STATUS[state],
+        "state": state.value,
+        "reference_number": row[10],
+        "error_code": row[5],
+        "error_message": row[6] or "",
+        "message": row[11],
+        "message_type": message_type(row[13]),
+        "media": row[12],
+        "channel_id": row[14],
+        "time": row[4],
+    }
