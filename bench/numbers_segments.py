@@ -92,7 +92,10 @@ def bench_numbers() -> None:
 
     # Agreement check on exactly the benchmarked inputs.
     assert all(number_problem(n) is None for n in valid)
-    mismatch = sum((number_problem(n) is None) != phonenumbers_valid(n) for n in junk)
+    # Agreement with phonenumbers except where pushgate differs on purpose (core/numbers.py):
+    # a number phonenumbers accepts only by stripping a national prefix is refused.
+    mismatch = sum((number_problem(n) is None) != phonenumbers_valid(n)
+                   and "national prefix" not in (number_problem(n) or "") for n in junk)
     assert mismatch == 0, mismatch
 
     pn_parse = per_call_us(phonenumbers_valid, valid[:20_000])  # slow: a sample is enough

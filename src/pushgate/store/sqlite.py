@@ -188,8 +188,8 @@ class SQLiteStore(Store):
         # event loop thread, which (CPU-bound on decoding and validating pushes) yields it
         # only every switch interval: 5 ms by default, so a push's ~8 statements could wait
         # tens of ms. 0.2 ms lets the writer's SQLite work overlap the loop's Python work:
-        # +18 % 1,000-recipient pushes/s (100k → 118k messages/s), p99 60 → 54 ms
-        # (docs/benchmarks.md). Only ever lowered, never raised.
+        # +18 % 1,000-recipient pushes/s in two A/Bs (medians of 3: 100k → 118k and
+        # 79k → 93k messages/s; p99 60 → 54 ms; docs/benchmarks.md). Only ever lowered.
         sys.setswitchinterval(min(sys.getswitchinterval(), WRITER_SWITCH_INTERVAL))
         writer = _Writer(self.path)
         writer.start()
@@ -594,9 +594,10 @@ def _insert_messages_sql(rows: int) -> str:
     # ?1..?6 are the same for every row of a push (push_id, project_id, channel_id, priority,
     # now, expires_at) and are bound once per statement; the anonymous ? of the VALUES rows
     # are numbered from 7 on (SQLite numbers a bare ? one past the largest so far). Binding
-    # runs under the GIL on the writer thread, which the accept path waits for: 9 instead of
-    # 17 parameters per row gave +9 % 1,000-recipient pushes/s (median of 4, 107k → 116k
-    # messages/s; docs/benchmarks.md).
+    # runs under the GIL on the writer thread: 9 instead of 17 parameters per row inserts
+    # 181k → 215k rows/s (bench/store_driver.py, median of 3); end to end on 1,000-recipient
+    # pushes the gain is within run-to-run noise (three A/Bs: +9 %, -8 %, -9 %;
+    # docs/benchmarks.md).
     one = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
     return ("INSERT INTO messages (id, push_id, project_id, channel_id, number, body, media,"
             " media_kind, reference, priority, state, parts, segments, credit_micro, attempts,"
