@@ -224,6 +224,18 @@ class Harness:
 
 
 # --- fixtures' building blocks ------------------------------------------------------------------
+# Short leases, so a dead or stopped worker's messages and channels come back within seconds.
+SHORT_LEASE = 2.0
+
+
+def worker_env(harness: Harness, worker_id: str, lease: float = SHORT_LEASE) -> dict[str, str]:
+    """Environment of a ``pushgate worker`` with a fixed id and short leases."""
+    return harness.env(PUSHGATE_WORKER_ID=worker_id,
+                       PUSHGATE_MESSAGE_LEASE_SECONDS=str(lease),
+                       PUSHGATE_CHANNEL_LEASE_SECONDS=str(lease),
+                       PUSHGATE_IDLE_POLL_SECONDS="0.1")
+
+
 def indian_mobiles(count: int, start: int = 0) -> list[str]:
     """``count`` distinct valid Indian mobile numbers (919876500000, 919876500001, ...)."""
     return [f"9198765{i:05d}" for i in range(start, start + count)]

@@ -8,19 +8,20 @@ import signal
 
 import pytest
 
-from tests.e2e.harness import Harness, project_balance, queue_messages, snapshot, wait_mid_drain
+from tests.e2e.harness import (
+    SHORT_LEASE,
+    Harness,
+    project_balance,
+    queue_messages,
+    snapshot,
+    wait_mid_drain,
+    worker_env,
+)
 
 pytestmark = pytest.mark.slow
 
 TOTAL = 3000
-LEASE = 2.0
-
-
-def worker_env(e2e: Harness, worker_id: str) -> dict[str, str]:
-    return e2e.env(PUSHGATE_WORKER_ID=worker_id,
-                   PUSHGATE_MESSAGE_LEASE_SECONDS=str(LEASE),
-                   PUSHGATE_CHANNEL_LEASE_SECONDS=str(LEASE),
-                   PUSHGATE_IDLE_POLL_SECONDS="0.1")
+LEASE = SHORT_LEASE
 
 
 def test_sigterm_mid_drain_exits_cleanly_and_gives_everything_back(e2e: Harness) -> None:
