@@ -11,6 +11,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -250,15 +251,28 @@ def project_webhook(
     project: str,
     url: str = typer.Argument(None, help="New URL; omit to remove the webhook."),
     rotate_secret: bool = typer.Option(False, "--rotate-secret"),
+    incoming: bool = typer.Option(
+        False, "--incoming",
+        help="Set the incoming webhook (users' messages, Picky's global webhook) instead."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Set or remove a project's event webhook URL."""
+    """Set or remove a project's event webhook URL (delivery reports), or with --incoming its
+    incoming webhook (messages users send to its channels). Both are signed with the
+    project's webhook secret."""
 
     async def run(store: Store) -> dict[str, Any]:
         project_id = await _project_id(store, project)
         secret = new_webhook_secret() if rotate_secret else None
-        await store.set_webhook(project_id, url, secret)
-        result: dict[str, Any] = {"project_id": project_id, "webhook_url": url}
+        if incoming:
+            await store.set_incoming_webhook(project_id, url)
+            if secret:
+                current = await store.get_project(project_id)
+                await store.set_webhook(project_id, current.webhook_url if current else None,
+                                        secret)
+            result: dict[str, Any] = {"project_id": project_id, "incoming_webhook_url": url}
+        else:
+            await store.set_webhook(project_id, url, secret)
+            result = {"project_id": project_id, "webhook_url": url}
         if secret:
             result["webhook_secret"] = secret
         return result
@@ -332,30 +346,44 @@ def channel_add(
     price: str = typer.Option("0", "--price", help="Credits per unit, e.g. 0.005."),
     price_unit: PriceUnit = typer.Option(None, "--price-unit",
                                          help="message, segment or call (default by app)."),
-    rate: float = typer.Option(0.0, "--rate", help="Messages per second; 0 = unlimited."),
-    delay_ms: int = typer.Option(0, "--delay-ms", help="Pause between two messages."),
-    jitter_ms: int = typer.Option(0, "--jitter-ms", help="Random extra pause, up to this."),
+    rate: float = typer.Option(None, "--rate", help="Messages per second; 0 = unlimited "
+                               "(default: the connector's, e.g. 80 for WhatsApp Cloud)."),
+    delay_ms: int = typer.Option(None, "--delay-ms", help="Pause between two messages "
+                                 "(default: the connector's, e.g. 15 s for WhatsApp bridges)."),
+    jitter_ms: int = typer.Option(None, "--jitter-ms", help="Random extra pause, up to this "
+                                  "(default: the connector's, e.g. 30 s for WhatsApp bridges)."),
     max_chars: int = typer.Option(None, "--max-chars"),
     max_segments: int = typer.Option(None, "--max-segments"),
     name: str = typer.Option("", "--name"),
     config: str = typer.Option("{}", "--config", help="Connector config as JSON."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Add a channel to a project."""
-    from pushgate.channels.base import channel_for, known_kinds
+    """Add a channel to a project. The connector checks its --config before anything is
+    stored. Prints the channel's callback URL: give it to the provider (status webhooks,
+    receipts, inbound messages)."""
+    from pushgate.channels.base import channel_class, known_kinds
 
     if kind not in known_kinds():
         _fail(f"unknown channel type {kind!r}; known: {', '.join(known_kinds())}")
+    connector = channel_class(kind)
     try:
         price_micro = parse_credits(price)
         config_data = json.loads(config)
         if not isinstance(config_data, dict):
             raise ValueError("--config must be a JSON object")
+        config_data = connector.validate_config(config_data)
     except (ValueError, json.JSONDecodeError) as exc:
-        _fail(str(exc))
+        _fail(f"invalid --config for {kind}: {exc}" if "config" not in str(exc) else str(exc))
         return
+    rate = connector.default_rate_per_second if rate is None else rate
+    delay_ms = connector.default_delay_ms if delay_ms is None else delay_ms
+    jitter_ms = connector.default_jitter_ms if jitter_ms is None else jitter_ms
     if rate < 0 or delay_ms < 0 or jitter_ms < 0:
         _fail("--rate, --delay-ms and --jitter-ms cannot be negative")
+    if connector.max_rate_per_second is not None and rate > connector.max_rate_per_second:
+        _fail(f"--rate {rate:g} is above what {kind} allows ({connector.max_rate_per_second:g}/s)")
+    if config_data.get("warmup_first_day") and not config_data.get("warmup_started_at"):
+        config_data["warmup_started_at"] = time.time()   # the ramp starts with the channel
     rules = default_rules(application)
     if price_unit is not None:
         rules["price_unit"] = price_unit
@@ -369,12 +397,10 @@ def channel_add(
         spec = ChannelSpec(id=0, project_id=project_id, kind=kind, application=application,
                            price_micro=price_micro, rate_per_second=rate, delay_ms=delay_ms,
                            jitter_ms=jitter_ms, name=name, config=config_data, **rules)
-        try:
-            channel_for(spec)   # validates the connector config before it is stored
-        except (ValueError, TypeError) as exc:
-            _fail(f"invalid config for {kind}: {exc}")
         channel = await store.add_channel(spec)
-        return _channel_dict(channel)
+        added = _channel_dict(channel)
+        added["callback_url"] = f"{Settings().gateway_url()}/channels/{channel.id}/callback"
+        return added
 
     _print(_with_store(run), as_json, "channel added")
 
@@ -398,7 +424,8 @@ def channel_list(
     for row in rows:
         table.add_row(str(row["id"]), str(row["project_id"]), row["type"],
                       f"{row['application']} {row['application_name']}", row["price"],
-                      row["price_unit"], str(row["rate_per_second"]), str(row["paused"]))
+                      row["price_unit"], str(row["rate_per_second"]),
+                      f"{row['paused']} {row['paused_reason']}".strip())
     console.print(table)
 
 
@@ -408,7 +435,8 @@ def channel_pause(channel_id: int, resume: bool = typer.Option(False, "--resume"
     """Stop sending on a channel (pushes are still accepted and queued); --resume restarts."""
 
     async def run(store: Store) -> ChannelSpec | None:
-        return await store.update_channel(channel_id, paused=not resume)
+        return await store.update_channel(
+            channel_id, paused=not resume, paused_reason="" if resume else "paused by operator")
 
     channel = _with_store(run)
     if channel is None:
@@ -424,7 +452,8 @@ def _channel_dict(channel: ChannelSpec) -> dict[str, Any]:
             "price": format_credits(channel.price_micro), "price_unit": str(channel.price_unit),
             "rate_per_second": channel.rate_per_second, "delay_ms": channel.delay_ms,
             "jitter_ms": channel.jitter_ms, "max_chars": channel.max_chars,
-            "max_segments": channel.max_segments, "paused": channel.paused}
+            "max_segments": channel.max_segments, "paused": channel.paused,
+            "paused_reason": channel.paused_reason}
 
 
 # --- credits ------------------------------------------------------------------------------------

@@ -12,6 +12,13 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///./data/pushgate.db"
     host: str = "127.0.0.1"
     port: int = 8000
+    # Where providers reach this gateway: callback URLs and signed media links are built on it.
+    public_url: str = ""
+    # Signs media links; set it to a long random string in production (and the same on
+    # every node).
+    secret_key: str = "pushgate-dev-key"
+    # Let media URLs point at private, loopback and link-local addresses (tests, labs).
+    allow_private_media: bool = False
 
     # Push API limits.
     max_recipients: int = Field(10_000, ge=1)
@@ -35,6 +42,9 @@ class Settings(BaseSettings):
     webhook_retry_schedule: str = Field("60,900,7200,21600",
                                         description="seconds after each failed try")
     webhook_batch: int = Field(500, ge=1)
+
+    def gateway_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     def webhook_schedule(self) -> list[float]:
         return [float(x) for x in self.webhook_retry_schedule.split(",") if x.strip()]

@@ -137,7 +137,7 @@ def test_text_longer_than_channel_allows() -> None:
     ("https://example.com/a.PNG?x=1", MediaKind.IMAGE, 1),
     ("https://example.com/v.mp4", MediaKind.VIDEO, 1),
     ("https://example.com/a.mp3", MediaKind.AUDIO, 2),     # audio takes no caption
-    ("https://example.com/doc.pdf", MediaKind.DOCUMENT, 2),
+    ("https://example.com/doc.pdf", MediaKind.DOCUMENT, 1),   # captioned, with a filename
 ])
 def test_caption_or_separate_text(url: str, kind: MediaKind, parts: int) -> None:
     p = plan({"globalmessage": "caption", "globalmedia": url, "data": [{"number": N1}]})

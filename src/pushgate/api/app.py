@@ -26,8 +26,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pushgate import __version__
 from pushgate.api import metrics, openapi
 from pushgate.api.auth import RateLimiter, authenticate, token_from
+from pushgate.channels.base import (
+    CallbackRejected,
+    CallbackRequest,
+    Channel,
+    ChannelEnv,
+    channel_for,
+)
+from pushgate.channels.media import verify_media_signature
 from pushgate.config import Settings
-from pushgate.core.channels import APPLICATION_CODES
+from pushgate.core.channels import APPLICATION_CODES, ChannelSpec
 from pushgate.core.errors import ApiError, Code
 from pushgate.core.pricing import format_credits
 from pushgate.core.push import (
@@ -60,6 +68,16 @@ class Gateway:
         self.dispatcher: Dispatcher | None = None
         self.deliverer: WebhookDeliverer | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.env = channel_env(settings)
+        # Connector instances answering provider callbacks, by channel id (rebuilt when the
+        # channel's settings change).
+        self._callback_channels: dict[int, Channel] = {}
+
+    def callback_channel(self, spec: ChannelSpec) -> Channel:
+        channel = self._callback_channels.get(spec.id)
+        if channel is None or channel.spec != spec:
+            channel = self._callback_channels[spec.id] = channel_for(spec, self.env)
+        return channel
 
     async def start(self) -> None:
         await self.store.open()
@@ -86,6 +104,11 @@ class Gateway:
         await self.store.close()
 
 
+def channel_env(settings: Settings) -> ChannelEnv:
+    return ChannelEnv(public_url=settings.gateway_url(), secret_key=settings.secret_key,
+                      allow_private_media=settings.allow_private_media)
+
+
 def build_dispatcher(settings: Settings, store: Store, worker_id: str,
                      webhook_wake: asyncio.Event | None) -> Dispatcher:
     return Dispatcher(
@@ -95,7 +118,7 @@ def build_dispatcher(settings: Settings, store: Store, worker_id: str,
         idle_poll=settings.idle_poll_seconds,
         retry_policy=RetryPolicy(settings.retry_max_attempts, settings.retry_base_seconds,
                                  settings.retry_cap_seconds),
-        webhook_wake=webhook_wake)
+        webhook_wake=webhook_wake, env=channel_env(settings))
 
 
 def build_deliverer(settings: Settings, store: Store, worker_id: str,
@@ -307,6 +330,66 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
         for row in rows:
             row["credit"] = format_credits(row.pop("credit_micro"))
         return answer({"status": int(Code.SUCCESS), "message": "Success", "data": rows})
+
+    # --- providers --------------------------------------------------------------------------
+    # Not in the OpenAPI document: providers, not API clients, call these (README, channels).
+    @app.api_route("/channels/{channel_id}/callback", methods=["GET", "POST"],
+                   include_in_schema=False)
+    @app.api_route("/channels/{channel_id}/callback/{sub_path:path}", methods=["GET", "POST"],
+                   tags=["Providers"], include_in_schema=False)
+    async def channel_callback(channel_id: int, request: Request, sub_path: str = "") -> Response:
+        """Status webhooks, delivery receipts and inbound messages, verified by the channel's
+        connector (signature first), recorded, then answered as the provider expects."""
+        parse_int_field("channel_id", channel_id, maximum=2**31 - 1)
+        spec = await gateway.store.get_channel(channel_id)
+        if spec is None:
+            return Response(b"no such channel", status_code=404, media_type="text/plain")
+        try:
+            channel = gateway.callback_channel(spec)
+        except ValueError as exc:
+            return Response(str(exc).encode(), status_code=404, media_type="text/plain")
+        # The URL as the provider called it, on the public base it was given (Twilio signs it).
+        url = gateway.env.public_url + request.url.path
+        if request.url.query:
+            url += "?" + request.url.query
+        callback = CallbackRequest(
+            method=request.method, url=url,
+            headers={k.lower(): v for k, v in request.headers.items()},
+            query=dict(request.query_params), body=await read_body(request), sub_path=sub_path)
+        try:
+            result = await channel.handle_callback(callback)
+        except CallbackRejected as exc:
+            metrics.CALLBACKS.labels(kind=spec.kind, outcome="rejected").inc()
+            log.warning("channel %s: callback rejected (%s)", channel_id, exc.reason)
+            return Response(exc.reason.encode(), status_code=exc.status_code,
+                            media_type="text/plain")
+        for update in result.updates:
+            update.channel_id = spec.id   # a connector answers for its own channel only
+        for message in result.inbound:
+            message.channel_id = spec.id
+        await gateway.store.apply_status_updates(result.updates)
+        await gateway.store.record_inbound(result.inbound, time.time())
+        if result.updates or result.inbound:
+            gateway.webhook_wake.set()
+        metrics.CALLBACKS.labels(kind=spec.kind, outcome="accepted").inc()
+        return Response(result.body, status_code=result.status_code,
+                        media_type=result.content_type)
+
+    @app.get("/media/{media_id}", tags=["Providers"],
+             summary="Inline media of a push, for providers, by signed expiring link")
+    async def media(media_id: int, request: Request) -> Response:
+        parse_int_field("media_id", media_id)
+        if not verify_media_signature(settings.secret_key, media_id,
+                                      request.query_params.get("expires", ""),
+                                      request.query_params.get("sig", ""), time.time()):
+            return Response(b"link expired or not signed", status_code=403,
+                            media_type="text/plain")
+        found = await gateway.store.get_media(media_id)
+        if found is None:
+            return Response(b"no such media", status_code=404, media_type="text/plain")
+        content_type, data = found
+        return Response(data, media_type=content_type,
+                        headers={"Cache-Control": "private, max-age=3600"})
 
     # --- operations -------------------------------------------------------------------------
     @app.get("/healthz", tags=["Operations"], summary="Liveness and database reachability")

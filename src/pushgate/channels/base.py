@@ -2,9 +2,11 @@
 
 A channel turns one ``OutboundMessage`` into a provider call and says what happened as a
 ``SendResult``: a provider id, or an error marked retryable (rate limits, timeouts, 5xx) or
-permanent (invalid number, opted out). Status callbacks from the provider come back through
-``parse_callback`` as ``StatusUpdate``s. Channels never touch the store: the dispatcher records
-what they return.
+permanent (invalid number, opted out), or asking to wait without counting an attempt
+(``defer``). Provider callbacks reach ``handle_callback`` through the gateway's per-channel URL
+(``{public_url}/channels/{id}/callback[/sub-path]``) and come back as a ``CallbackResult``: the
+HTTP answer, status updates and inbound messages. Channels never touch the store: the dispatcher
+and the callback route record what they return.
 """
 
 from __future__ import annotations
@@ -12,16 +14,64 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from pushgate.core.channels import ChannelSpec
-from pushgate.core.models import OutboundMessage, SendResult, StatusUpdate
+from pushgate.core.models import InboundMessage, OutboundMessage, SendResult, StatusUpdate
 
 
 @dataclass(slots=True)
 class ChannelStatus:
+    """What a connector knows about its link to the provider (``device-status``)."""
+
     connected: bool
     detail: str = ""
+    # Picky's device states: CONNECTED, TIMEOUT (session starting / unreachable), UNPAIRED
+    # (logged out, needs a QR scan), OFFLINE.
+    state: str = "CONNECTED"
+    connected_number: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelEnv:
+    """What connectors need from the gateway around them."""
+
+    # Base URL under which providers reach this gateway (callbacks, signed media URLs).
+    public_url: str = "http://127.0.0.1:8000"
+    # Key for signing media URLs (``pushgate.channels.media``).
+    secret_key: str = "pushgate-dev-key"
+    # Whether media URLs may point at private, loopback or link-local addresses (tests).
+    allow_private_media: bool = False
+
+    def callback_url(self, channel_id: int, sub_path: str = "") -> str:
+        tail = f"/{sub_path.lstrip('/')}" if sub_path else ""
+        return f"{self.public_url.rstrip('/')}/channels/{channel_id}/callback{tail}"
+
+
+@dataclass(slots=True)
+class CallbackResult:
+    """What the callback route answers and records for one provider callback."""
+
+    status_code: int = 200
+    body: bytes = b""
+    content_type: str = "text/plain"
+    updates: list[StatusUpdate] = field(default_factory=list)
+    inbound: list[InboundMessage] = field(default_factory=list)
+
+
+class CallbackRejected(Exception):
+    """A callback that fails its signature or shape check: answered with ``status_code``,
+    nothing recorded."""
+
+    def __init__(self, status_code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status_code = status_code
+        self.reason = reason
+
+
+class ChannelConfigError(ValueError):
+    """A channel's ``config`` is missing a key or holds a bad value."""
 
 
 @dataclass(slots=True)
@@ -29,11 +79,25 @@ class CallbackRequest:
     """A provider's HTTP callback, as received (signature checks need the raw body)."""
 
     method: str
+    # The full URL as the provider called it (Twilio signs it).
     url: str
+    # Header names lower-cased.
     headers: dict[str, str]
     query: dict[str, str]
     body: bytes
+    # What follows ``/callback`` in the path ("" or e.g. "voice").
+    sub_path: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ChannelSink(Protocol):
+    """Where a connector reports what arrives on its own connection rather than through the
+    callback route (SMPP receipts and inbound SMS on a bind). Each call returns once the
+    records are durable, so the connector may acknowledge them to the provider afterwards."""
+
+    async def updates(self, updates: list[StatusUpdate]) -> None: ...
+
+    async def inbound(self, messages: list[InboundMessage]) -> None: ...
 
 
 class Channel:
@@ -47,9 +111,27 @@ class Channel:
     shareable: ClassVar[bool] = False
     # Seconds after submission at which the dispatcher asks ``simulate_delivery`` (sandbox).
     simulated_delivery_delay: float | None = None
+    # Pacing a new channel of this kind gets unless the operator says otherwise (``channel
+    # add``): e.g. WhatsApp Cloud's 80 messages/s per number, the bridges' 15–45 s pauses.
+    default_rate_per_second: ClassVar[float] = 0.0
+    max_rate_per_second: ClassVar[float | None] = None
+    default_delay_ms: ClassVar[int] = 0
+    default_jitter_ms: ClassVar[int] = 0
+    # Pull channels (Android phones) are not sent by the dispatcher: devices claim their
+    # messages through the device API.
+    pull: ClassVar[bool] = False
+    # Set by the dispatcher before ``start()``.
+    sink: ChannelSink | None = None
 
-    def __init__(self, spec: ChannelSpec) -> None:
+    def __init__(self, spec: ChannelSpec, env: ChannelEnv | None = None) -> None:
         self.spec = spec
+        self.env = env or ChannelEnv()
+
+    @classmethod
+    def validate_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """Check a channel's ``config`` (``channel add``), returning it normalised; raise
+        ``ChannelConfigError`` saying which key is wrong."""
+        return config
 
     async def start(self) -> None:
         """Open connections (called when a worker takes the channel)."""
@@ -83,9 +165,10 @@ class Channel:
     async def status(self) -> ChannelStatus:
         return ChannelStatus(connected=True)
 
-    def parse_callback(self, request: CallbackRequest) -> list[StatusUpdate]:
-        """Verify and parse a provider callback. Channels without callbacks accept none."""
-        raise NotImplementedError(f"channel kind {self.kind!r} takes no callbacks")
+    async def handle_callback(self, request: CallbackRequest) -> CallbackResult:
+        """Verify (raise ``CallbackRejected``) and parse a provider callback. Must be
+        idempotent: providers repeat callbacks, and the store ignores repeated updates."""
+        raise CallbackRejected(404, f"channel kind {self.kind!r} takes no callbacks")
 
     def simulate_delivery(self, message_ids: Sequence[int], now: float) -> list[StatusUpdate]:
         """Only for channels that fake delivery (sandbox)."""
@@ -100,21 +183,41 @@ def register(cls: type[Channel]) -> type[Channel]:
     return cls
 
 
-def channel_class(kind: str) -> type[Channel]:
-    # Importing the connector modules registers them.
-    from pushgate.channels import sandbox  # noqa: F401
+# Connector modules, imported on first use (importing one registers its kinds).
+CONNECTOR_MODULES = (
+    "pushgate.channels.sandbox",
+    "pushgate.channels.whatsapp_cloud",
+    "pushgate.channels.waha",
+    "pushgate.channels.evolution",
+    "pushgate.channels.smpp",
+    "pushgate.channels.twilio",
+    "pushgate.channels.android",
+)
 
+
+def _import_connectors() -> None:
+    import importlib
+
+    for module in CONNECTOR_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:   # a connector's own import failed: that is a bug
+                raise
+
+
+def channel_class(kind: str) -> type[Channel]:
+    _import_connectors()
     try:
         return _KINDS[kind]
     except KeyError:
         raise ValueError(f"unknown channel kind {kind!r}; known: {sorted(_KINDS)}") from None
 
 
-def channel_for(spec: ChannelSpec) -> Channel:
-    return channel_class(spec.kind)(spec)
+def channel_for(spec: ChannelSpec, env: ChannelEnv | None = None) -> Channel:
+    return channel_class(spec.kind)(spec, env)
 
 
 def known_kinds() -> list[str]:
-    from pushgate.channels import sandbox  # noqa: F401
-
+    _import_connectors()
     return sorted(_KINDS)

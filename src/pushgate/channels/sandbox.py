@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from pushgate.channels.base import Channel, register
+from pushgate.channels.base import Channel, ChannelEnv, register
 from pushgate.core.channels import ChannelSpec
 from pushgate.core.lifecycle import State
 from pushgate.core.models import OutboundMessage, SendResult, StatusUpdate
@@ -28,8 +28,8 @@ class SandboxChannel(Channel):
     kind = "sandbox"
     shareable = True
 
-    def __init__(self, spec: ChannelSpec) -> None:
-        super().__init__(spec)
+    def __init__(self, spec: ChannelSpec, env: ChannelEnv | None = None) -> None:
+        super().__init__(spec, env)
         config = spec.config
         self.simulated_delivery_delay = float(config.get("delivery_delay", 0.0))
         self.failure_ratio = float(config.get("failure_ratio", 0.0))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 # Picky Assist application codes.
 APP_WHATSAPP_PERSONAL = 1
@@ -112,21 +112,40 @@ class ChannelSpec:
     max_chars: int = 4096
     max_segments: int = 10
     media_allowed: bool = True
-    caption_kinds: frozenset[MediaKind] = frozenset({MediaKind.IMAGE, MediaKind.VIDEO})
+    # WhatsApp (Cloud API and the bridges) captions images, videos and documents; an audio's
+    # text goes as a second message. Calls and SMS differ: ``caption_kinds_for``.
+    caption_kinds: frozenset[MediaKind] = frozenset(
+        {MediaKind.IMAGE, MediaKind.VIDEO, MediaKind.DOCUMENT})
+    caption_kinds_default: ClassVar[frozenset[MediaKind]] = frozenset(
+        {MediaKind.IMAGE, MediaKind.VIDEO, MediaKind.DOCUMENT})
     # Pacing.
     rate_per_second: float = 0.0     # 0 = unlimited
     delay_ms: int = 0                # pause between two sends
     jitter_ms: int = 0               # random extra pause, 0..jitter_ms
     paused: bool = False
+    # Why it is paused when the gateway paused it (e.g. the provider refused its token).
+    paused_reason: str = ""
     name: str = ""
     config: dict[str, Any] = field(default_factory=dict)
 
 
+def caption_kinds_for(application: int) -> frozenset[MediaKind]:
+    """Media kinds whose text travels with them in one send (else it is a second send)."""
+    if application == APP_CALL:
+        return frozenset({MediaKind.AUDIO})   # one call: <Play> the audio, then <Say> the text
+    if application == APP_SMS:
+        return frozenset(MediaKind)            # MMS: one message carries body and media
+    return ChannelSpec.caption_kinds_default
+
+
 def default_rules(application: int) -> dict[str, Any]:
     """Content rules and price unit that fit a Picky application code."""
+    captions = caption_kinds_for(application)
     if application == APP_SMS:
         return {"price_unit": PriceUnit.SEGMENT, "max_chars": 1600, "max_segments": 10,
-                "media_allowed": False}
+                "media_allowed": False, "caption_kinds": captions}
     if application == APP_CALL:
-        return {"price_unit": PriceUnit.CALL, "max_chars": 4000, "media_allowed": True}
-    return {"price_unit": PriceUnit.MESSAGE, "max_chars": 4096, "media_allowed": True}
+        return {"price_unit": PriceUnit.CALL, "max_chars": 4000, "media_allowed": True,
+                "caption_kinds": captions}
+    return {"price_unit": PriceUnit.MESSAGE, "max_chars": 4096, "media_allowed": True,
+            "caption_kinds": captions}

@@ -44,6 +44,8 @@ class Code(IntEnum):
     DUPLICATE = 207
     INVALID_REFERENCE = 208
     INVALID_TEXT = 209
+    COUNTRY_NOT_ALLOWED = 210
+    INVALID_TEMPLATE = 211
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +115,12 @@ _TABLE: tuple[CodeInfo, ...] = (
              "`reference_number` is longer than 255 characters or holds a NUL character."),
     CodeInfo(Code.INVALID_TEXT, 422, "Invalid text",
              "The message text holds a NUL (U+0000) character, which no channel can send."),
+    CodeInfo(Code.COUNTRY_NOT_ALLOWED, 422, "Country not allowed on this channel",
+             "The channel has an allow-list of destination country codes "
+             "(`allowed_country_codes` in its config) and the number's is not on it."),
+    CodeInfo(Code.INVALID_TEMPLATE, 422, "Invalid template values",
+             "A template push entry's `template_message` (or `template_globalmessage`) is not a "
+             "list of strings and numbers, or `language` is missing."),
 )
 
 CODES: dict[Code, CodeInfo] = {info.code: info for info in _TABLE}

@@ -24,6 +24,9 @@ class OutboundMessage:
     attempts: int
     # True when an earlier attempt's lease expired: the provider may already have it.
     possible_resend: bool = False
+    # Channel-specific content decided at accept, e.g. a WhatsApp template:
+    # {"template": {"id", "language", "header", "values": [...]}}. None for plain messages.
+    extra: dict[str, object] | None = None
 
 
 @dataclass(slots=True)
@@ -38,6 +41,17 @@ class SendResult:
     error_message: str | None = None
     # Seconds the provider asked us to wait before the next try (e.g. Retry-After).
     retry_after: float | None = None
+    # Every provider id of a message that went out as several sends (SMS parts, audio then
+    # its text), as (part index, id); aliases of one part (an SMSC id in hex and in decimal)
+    # share its index. Status updates name any of them; the message is delivered when every
+    # part is, failed when one part fails. Empty: ``provider_id`` is the only id.
+    provider_refs: list[tuple[int, str]] = field(default_factory=list)
+    # Not an attempt: the message waits ``retry_after`` seconds and its attempts are not
+    # counted (pair limit, bridge session down, channel paused for bad credentials).
+    defer: bool = False
+    # The provider refused the channel's credentials: pause the channel and alert; the
+    # message goes back to the queue (``defer``) for when the operator fixes it.
+    pause_channel: bool = False
 
 
 @dataclass(slots=True)
@@ -54,6 +68,26 @@ class StatusUpdate:
     provider_id: str | None = None
     error_code: str | None = None
     error_message: str | None = None
+    # For FAILED: the provider neither delivered nor billed it, so the credit goes back
+    # (the message then moves on to ``refunded``).
+    refund: bool = False
+
+
+@dataclass(slots=True)
+class InboundMessage:
+    """A message a user sent to one of the project's channels (forwarded to the project's
+    incoming webhook in Picky's format). ``provider_id`` makes repeated callbacks idempotent."""
+
+    channel_id: int
+    number: str
+    text: str
+    provider_id: str
+    at: float
+    # Picky's incoming ``type``: 1 text, 2 media, 7 contact/location, 9 button reply.
+    type: int = 1
+    media_url: str | None = None
+    name: str | None = None
+    raw: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -63,6 +97,8 @@ class Project:
     balance_micro: int
     webhook_url: str | None
     active: bool
+    # Picky's global webhook: inbound user messages are forwarded here.
+    incoming_webhook_url: str | None = None
 
 
 @dataclass(slots=True)
@@ -88,6 +124,18 @@ class OutboxItem:
 
     id: int
     project_id: int
+    attempts: int
+    payload: dict[str, object]
+
+
+@dataclass(slots=True)
+class InboundForward:
+    """One inbound message due at its project's incoming webhook."""
+
+    id: int
+    project_id: int
+    url: str
+    secret: str
     attempts: int
     payload: dict[str, object]
 

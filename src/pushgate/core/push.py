@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from dataclasses import dataclass
 
 import msgspec
 
 from pushgate.core.channels import (
+    APP_WHATSAPP_CLOUD,
+    APP_WHATSAPP_MANAGED,
+    APP_WHATSAPP_OFFICIAL,
     MEDIA_MAX_BYTES,
     ChannelSpec,
     MediaKind,
@@ -37,6 +41,10 @@ class PushEntry(msgspec.Struct, omit_defaults=True, gc=False):
     message: str | int | None = None
     media: str | None = None
     reference_number: str | int | None = None
+    # WhatsApp template sends: this recipient's variable values and optional overrides.
+    template_message: list[str | int | float] | None = None
+    language: str | None = None
+    template_header: str | None = None
 
 
 class PushBody(msgspec.Struct, omit_defaults=True, gc=False):
@@ -51,6 +59,12 @@ class PushBody(msgspec.Struct, omit_defaults=True, gc=False):
     priority: str | int | None = None
     priority_spaced: str | int | None = msgspec.field(default=None, name="priority ")
     data: list[PushEntry] | None = None
+    # WhatsApp template sends (official channels): the approved template's id (its name at
+    # the provider), its language, the variable values for every entry, a header text.
+    template_id: str | int | None = None
+    language: str | None = None
+    template_globalmessage: list[str | int | float] | None = None
+    template_header: str | None = None
 
 
 class TokenBody(msgspec.Struct):
@@ -132,6 +146,11 @@ class Limits:
 # (index in data, number, body, media_url, media_kind, reference, parts, segments, credit_micro)
 AcceptedRow = tuple[int, str, str, str | None, str | None, str | None, int, int, int]
 
+#: Channels that send approved WhatsApp templates.
+TEMPLATE_APPLICATIONS = frozenset({APP_WHATSAPP_OFFICIAL, APP_WHATSAPP_CLOUD,
+                                   APP_WHATSAPP_MANAGED})
+MAX_TEMPLATE_HEADER = 60
+
 
 @dataclass(slots=True)
 class EntryRefusal:
@@ -150,6 +169,9 @@ class PushPlan:
     credit_total: int
     inline_media: InlineMedia | None
     total_entries: int
+    # Channel data per accepted row (same order as ``accepted``) as JSON text, e.g. a
+    # WhatsApp template; None when no entry has any (the common case costs nothing).
+    extras: list[str | None] | None = None
 
     def refusal_only_error(self) -> ApiError:
         """The error for a push none of whose entries was accepted."""
@@ -181,6 +203,38 @@ def _text(value: str | int | None) -> str:
     if value is None:
         return ""
     return value if isinstance(value, str) else str(value)
+
+
+def _template_values(values: list[str | int | float] | None, field: str) -> list[str]:
+    if values is None:
+        return []
+    out = []
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise ValueError(f"`{field}` holds {value!r}; values are strings or numbers")
+        text = value if isinstance(value, str) else str(value)
+        if "\x00" in text:
+            raise ValueError(f"`{field}` holds a NUL character")
+        out.append(text)
+    return out
+
+
+def _template_extra(body: PushBody, entry: PushEntry, template_id: str) -> str:
+    """The message's channel data for a template send, as JSON; ``ValueError`` says what is
+    wrong with the entry."""
+    language = (entry.language or body.language or "").strip()
+    if not language:
+        raise ValueError("template sends need `language`")
+    header = entry.template_header if entry.template_header is not None else body.template_header
+    if header is not None and len(header) > MAX_TEMPLATE_HEADER:
+        raise ValueError(f"`template_header` is longer than {MAX_TEMPLATE_HEADER} characters")
+    if entry.template_message is not None:
+        values = _template_values(entry.template_message, "template_message")
+    else:
+        values = _template_values(body.template_globalmessage, "template_globalmessage")
+    return json.dumps({"template": {"name": template_id, "language": language,
+                                    "header": header or None, "values": values}},
+                      ensure_ascii=False, separators=(",", ":"))
 
 
 def plan_push(body: PushBody, channel: ChannelSpec, limits: Limits) -> PushPlan:
@@ -216,6 +270,14 @@ def plan_push(body: PushBody, channel: ChannelSpec, limits: Limits) -> PushPlan:
     # Inline media is stored once per push; its messages point at it with this marker.
     global_media_ref = "inline:" if inline else global_media
 
+    template_id = _text(body.template_id).strip() or None
+    if template_id is not None and channel.application not in TEMPLATE_APPLICATIONS:
+        raise ApiError(Code.INVALID_FIELD,
+                       f"`template_id` needs an official WhatsApp channel (application 8, 101 "
+                       f"or 121); channel {channel.id} is application {channel.application}")
+    extras: list[str | None] | None = [] if template_id is not None else None
+    allowed_countries = tuple(str(c) for c in channel.config.get("allowed_country_codes") or ())
+
     per_segment = channel.price_unit is PriceUnit.SEGMENT
     price = channel.price_micro
     caption_kinds = channel.caption_kinds
@@ -224,7 +286,7 @@ def plan_push(body: PushBody, channel: ChannelSpec, limits: Limits) -> PushPlan:
 
     accepted: list[AcceptedRow] = []
     refused: list[EntryRefusal] = []
-    seen: dict[tuple[str, str, str | None], int] = {}
+    seen: dict[tuple[str, str, str | None, str | None], int] = {}
     credit_total = 0
 
     for index, entry in enumerate(entries):
@@ -234,6 +296,20 @@ def plan_push(body: PushBody, channel: ChannelSpec, limits: Limits) -> PushPlan:
         if problem is not None:
             refused.append(EntryRefusal(index, number, Code.INVALID_NUMBER, problem))
             continue
+        # Calling codes are prefix-free, so a prefix test is exact.
+        if allowed_countries and not number.startswith(allowed_countries):
+            refused.append(EntryRefusal(
+                index, number, Code.COUNTRY_NOT_ALLOWED,
+                f"channel {channel.id} sends only to country codes "
+                f"{', '.join(allowed_countries)}"))
+            continue
+        extra = None
+        if template_id is not None:
+            try:
+                extra = _template_extra(body, entry, template_id)
+            except ValueError as exc:
+                refused.append(EntryRefusal(index, number, Code.INVALID_TEMPLATE, str(exc)))
+                continue
 
         text = _text(entry.message) or global_text
         media = global_media_ref
@@ -250,7 +326,7 @@ def plan_push(body: PushBody, channel: ChannelSpec, limits: Limits) -> PushPlan:
                 continue
             kind = media_kind_from_url(media)
 
-        if not text and media is None:
+        if not text and media is None and extra is None:
             refused.append(EntryRefusal(index, number, Code.EMPTY_MESSAGE,
                                         "no `message`, `globalmessage` or media"))
             continue
@@ -272,7 +348,7 @@ def plan_push(body: PushBody, channel: ChannelSpec, limits: Limits) -> PushPlan:
                     f"longer than {MAX_REFERENCE_LENGTH} characters or holds a NUL character"))
                 continue
 
-        key = (number, text, media)
+        key = (number, text, media, extra)
         first = seen.get(key)
         if first is not None:
             refused.append(EntryRefusal(index, number, Code.DUPLICATE,
@@ -290,13 +366,17 @@ def plan_push(body: PushBody, channel: ChannelSpec, limits: Limits) -> PushPlan:
             units = max(segments, 1)
         else:
             segments = 0
-            # Text beside a media that takes no caption goes as a message of its own.
-            parts = 2 if (text and kind is not None and kind not in caption_kinds) else 1
+            # Text beside a media that takes no caption goes as a message of its own; a
+            # template is one message whatever else the entry carries.
+            parts = 2 if (text and extra is None and kind is not None
+                          and kind not in caption_kinds) else 1
             units = parts
         seen[key] = index
         credit = price * units
         credit_total += credit
         accepted.append((index, number, text, media, kind, reference, parts, segments, credit))
+        if extras is not None:
+            extras.append(extra)
 
     return PushPlan(
         priority=priority,
@@ -305,4 +385,5 @@ def plan_push(body: PushBody, channel: ChannelSpec, limits: Limits) -> PushPlan:
         credit_total=credit_total,
         inline_media=inline,
         total_entries=len(entries),
+        extras=extras,
     )

@@ -7,6 +7,7 @@ returned forward moves, and record one event per update (moves or not), so the r
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from pushgate.core.lifecycle import State, advances
 from pushgate.core.models import StatusUpdate
@@ -28,6 +29,7 @@ def walk_status_updates(
     """
     moves: list[tuple[int, StatusUpdate]] = []
     events: list[EventRow] = []
+    updates = _with_refunds(updates)
     for update in updates:
         mid = message_id_of(update)
         if mid is None or mid not in states:
@@ -43,3 +45,69 @@ def walk_status_updates(
             states[mid] = update.state
             moves.append((mid, update))
     return moves, events
+
+
+def _with_refunds(updates: Sequence[StatusUpdate]) -> list[StatusUpdate]:
+    """A FAILED update marked ``refund`` is followed by its REFUNDED move."""
+    if not any(u.refund for u in updates):
+        return list(updates)
+    out: list[StatusUpdate] = []
+    for u in updates:
+        out.append(u)
+        if u.refund and u.state is State.FAILED:
+            out.append(replace(u, state=State.REFUNDED, refund=False,
+                               error_message="credit returned"))
+    return out
+
+
+# (message_id, part) → the states of that part's refs are merged as one.
+PartKey = tuple[int, int]
+
+
+def resolve_part_updates(
+    updates: Sequence[StatusUpdate],
+    ref_of: dict[tuple[int, str], PartKey],
+    part_states: dict[int, dict[int, State]],
+) -> tuple[list[StatusUpdate], list[tuple[int, int, State]], list[EventRow]]:
+    """Turn updates naming one part of a multi-part send into updates of its message.
+
+    ``ref_of`` maps (channel_id, provider_id) to (message_id, part) for the updates' ids;
+    ``part_states`` holds every part's state of those messages (updated in place). A message
+    is delivered (read) when every part is, failed as soon as one part fails. Returns the
+    updates with part-level ones replaced by message-level ones where the message moves, the
+    part state changes to store as (message_id, part, state), and an event row for each part
+    update that does not move its message yet.
+    """
+    out: list[StatusUpdate] = []
+    part_changes: list[tuple[int, int, State]] = []
+    events: list[EventRow] = []
+    for u in updates:
+        key = ref_of.get((u.channel_id or 0, u.provider_id or "")) \
+            if u.message_id is None and u.provider_id is not None else None
+        if key is None:
+            out.append(u)
+            continue
+        mid, part = key
+        parts = part_states.setdefault(mid, {})
+        current = parts.get(part, State.SUBMITTED)
+        if advances(current, u.state):
+            parts[part] = u.state
+            part_changes.append((mid, part, u.state))
+        if u.state is State.FAILED:
+            whole = u.state
+        else:
+            ranks = [_PART_RANK.get(state, 0) for state in parts.values()]
+            lowest = min(ranks) if ranks else 0
+            whole = next((s for s, r in _PART_RANK.items() if r == lowest), State.SUBMITTED)
+        label = f"part {part + 1} of {len(parts)}: {u.state.value}"
+        if whole is State.FAILED:
+            out.append(replace(u, message_id=mid, state=whole, error_message=(
+                f"{u.error_message} ({label})" if u.error_message else label)))
+        elif whole in (State.DELIVERED, State.READ):
+            out.append(replace(u, message_id=mid, state=whole))
+        else:
+            events.append((mid, u.state.value, u.at, label))
+    return out, part_changes, events
+
+
+_PART_RANK = {State.SUBMITTED: 0, State.DELIVERED: 1, State.READ: 2}

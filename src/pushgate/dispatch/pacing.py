@@ -1,4 +1,4 @@
-"""Pacing a channel: a token bucket for messages/s, plus a delay with random jitter.
+"""Pacing a channel: a token bucket for messages/s, a delay with random jitter, and caps.
 
 Only the worker holding a channel's lease sends for it, so an in-process bucket is exact.
 """
@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from dataclasses import dataclass
+from typing import Any
 
 _EPSILON = 1e-9
 
@@ -59,3 +61,51 @@ class Pacer:
                 self.tokens -= n
                 return
             await asyncio.sleep((min(n, self.capacity) - self.tokens) / self.rate)
+
+
+@dataclass(frozen=True, slots=True)
+class SendCaps:
+    """Hourly and daily caps on a channel's sends, with an optional warm-up ramp for a new
+    number (WhatsApp bans numbers that go from nothing to thousands a day). Channel config
+    keys: ``hourly_cap``, ``daily_cap``, ``warmup_first_day`` (sends allowed on day one),
+    ``warmup_growth`` (factor per day, default 1.5), ``warmup_started_at`` (unix time; set
+    when the channel is added). 0 or absent = no cap."""
+
+    hourly: int = 0
+    daily: int = 0
+    warmup_first_day: int = 0
+    warmup_growth: float = 1.5
+    warmup_started_at: float = 0.0
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> SendCaps:
+        return cls(hourly=int(config.get("hourly_cap") or 0),
+                   daily=int(config.get("daily_cap") or 0),
+                   warmup_first_day=int(config.get("warmup_first_day") or 0),
+                   warmup_growth=float(config.get("warmup_growth") or 1.5),
+                   warmup_started_at=float(config.get("warmup_started_at") or 0.0))
+
+    @property
+    def active(self) -> bool:
+        return bool(self.hourly or self.daily or self.warmup_first_day)
+
+    def daily_limit(self, now: float) -> int:
+        """Today's cap: the daily cap, or lower while the warm-up ramp is below it."""
+        limit = self.daily
+        if self.warmup_first_day:
+            days = max(0, int((now - self.warmup_started_at) // 86_400))
+            ramp = int(self.warmup_first_day * self.warmup_growth ** min(days, 60))
+            limit = min(limit, ramp) if limit else ramp
+        return limit
+
+    def allowance(self, sent_last_hour: int, sent_last_day: int, now: float) -> int | None:
+        """How many more may go now; None when uncapped."""
+        if not self.active:
+            return None
+        left: list[int] = []
+        if self.hourly:
+            left.append(self.hourly - sent_last_hour)
+        daily = self.daily_limit(now)
+        if daily:
+            left.append(daily - sent_last_day)
+        return max(0, min(left)) if left else None

@@ -19,20 +19,54 @@ import socket
 import time
 import uuid
 
-from pushgate.channels.base import Channel, channel_class, channel_for
+from pushgate.channels.base import Channel, ChannelEnv, channel_class, channel_for
+from pushgate.channels.media import sign_media_url
 from pushgate.core.channels import ChannelSpec
-from pushgate.dispatch.pacing import Pacer
+from pushgate.core.models import InboundMessage, OutboundMessage, SendResult, StatusUpdate
+from pushgate.dispatch.pacing import Pacer, SendCaps
 from pushgate.store.base import RetryPolicy, Store, StoreUnavailable
 
 log = logging.getLogger("pushgate.dispatch")
 
 
+# Signed links to inline media stay valid this long after the send (providers fetch late).
+MEDIA_LINK_SECONDS = 86_400
+# How long a capped channel that reached its cap waits before counting again.
+CAP_RECHECK_SECONDS = 30.0
+
+
 def _shareable(spec: ChannelSpec) -> bool:
     paced = spec.rate_per_second > 0 or spec.delay_ms > 0 or spec.jitter_ms > 0
     try:
-        return not paced and channel_class(spec.kind).shareable
+        return (not paced and channel_class(spec.kind).shareable
+                and not SendCaps.from_config(spec.config).active)
     except ValueError:
         return False
+
+
+def _pull(spec: ChannelSpec) -> bool:
+    try:
+        return channel_class(spec.kind).pull
+    except ValueError:
+        return False
+
+
+class StoreSink:
+    """A connector's own receipts and inbound messages, written to the store before the
+    connector acknowledges them to the provider."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+
+    async def updates(self, updates: list[StatusUpdate]) -> None:
+        if updates:
+            await self.dispatcher.store.apply_status_updates(updates)
+            self.dispatcher.notify_webhooks()
+
+    async def inbound(self, messages: list[InboundMessage]) -> None:
+        if messages:
+            await self.dispatcher.store.record_inbound(messages, time.time())
+            self.dispatcher.notify_webhooks()
 
 
 def new_worker_id() -> str:
@@ -48,8 +82,11 @@ class ChannelRunner:
         self.dispatcher = dispatcher
         self.spec = spec
         self.primary = primary
-        self.channel: Channel = channel_for(spec)
+        self.channel: Channel = channel_for(spec, dispatcher.env)
+        self.channel.sink = StoreSink(dispatcher)
         self.pacer = Pacer(spec.rate_per_second, spec.delay_ms, spec.jitter_ms)
+        self.caps = SendCaps.from_config(spec.config)
+        self.capped_until = 0.0
         self.wake = asyncio.Event()
         self.stopping = False
 
@@ -80,12 +117,18 @@ class ChannelRunner:
         did = await self.simulate_deliveries()
         now = time.time()
         batch = self.pacer.batch_size(d.claim_batch)
+        if self.caps.active:
+            allowance = await self.cap_allowance(now)
+            if not allowance:
+                return did
+            batch = min(batch, allowance)
         lease = d.message_lease_seconds
         if self.pacer.rate > 0:
             lease += batch / self.pacer.rate
         messages = await store.claim_messages(self.spec.id, d.worker_id, batch, now, lease)
         if not messages:
             return did
+        messages = [self.with_media_link(m, now) for m in messages]
         if self.pacer.limited:
             results = []
             for message in messages:
@@ -100,8 +143,42 @@ class ChannelRunner:
         await store.record_outcomes(d.worker_id, results, time.time(), d.retry_policy)
         d.sent += sum(1 for r in results if r.ok)
         d.notify_webhooks()
+        refused = next((r for r in results if r.pause_channel), None)
+        if refused is not None:
+            await self.pause(refused)
+            return True
         await self.simulate_deliveries()
         return True
+
+    async def cap_allowance(self, now: float) -> int:
+        """What the channel's hourly/daily caps still allow; 0 waits a while before counting
+        again."""
+        if now < self.capped_until:
+            return 0
+        store = self.dispatcher.store
+        allowance = self.caps.allowance(await store.sent_since(self.spec.id, now - 3600),
+                                        await store.sent_since(self.spec.id, now - 86_400), now)
+        if allowance == 0:
+            self.capped_until = now + CAP_RECHECK_SECONDS
+        return allowance or 0
+
+    def with_media_link(self, message: OutboundMessage, now: float) -> OutboundMessage:
+        """Inline uploads go to the provider as a signed, expiring link of this gateway."""
+        if message.media_url and message.media_url.startswith("media:"):
+            media_id = int(message.media_url.split(":", 1)[1])
+            message.media_url = sign_media_url(self.dispatcher.env, media_id,
+                                               int(now + MEDIA_LINK_SECONDS))
+        return message
+
+    async def pause(self, result: SendResult) -> None:
+        """The provider refused the channel's credentials: stop sending and alert; the
+        operator resumes it (``pushgate channel pause ID --resume``) once they are fixed."""
+        reason = f"{result.error_code or 'auth'}: {result.error_message or 'credentials refused'}"
+        log.error("channel %s paused: the provider refused its credentials (%s)",
+                  self.spec.id, reason)
+        await self.dispatcher.store.update_channel(self.spec.id, paused=True,
+                                                   paused_reason=reason)
+        self.stopping = True
 
     async def simulate_deliveries(self) -> bool:
         delay = self.channel.simulated_delivery_delay
@@ -129,8 +206,10 @@ class Dispatcher:
         idle_poll: float = 0.2,
         retry_policy: RetryPolicy | None = None,
         webhook_wake: asyncio.Event | None = None,
+        env: ChannelEnv | None = None,
     ) -> None:
         self.store = store
+        self.env = env or ChannelEnv()
         self.worker_id = worker_id or new_worker_id()
         self.claim_batch = claim_batch
         self.message_lease_seconds = message_lease_seconds
@@ -210,7 +289,7 @@ class Dispatcher:
             self.worker_id, time.time(), self.channel_lease_seconds))
         wanted: dict[int, tuple[ChannelSpec, bool]] = {}
         for spec in await self.store.list_channels():
-            if spec.paused:
+            if spec.paused or _pull(spec):   # phones fetch their own messages
                 continue
             if spec.id in held:
                 wanted[spec.id] = (spec, True)

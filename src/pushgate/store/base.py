@@ -15,6 +15,8 @@ from typing import Any
 from pushgate.core.channels import ChannelSpec
 from pushgate.core.models import (
     AcceptResult,
+    InboundForward,
+    InboundMessage,
     OutboundMessage,
     OutboxBatch,
     Project,
@@ -23,6 +25,9 @@ from pushgate.core.models import (
     TokenInfo,
 )
 from pushgate.core.push import InlineMedia, PushPlan
+
+#: Seconds a status update for an unknown provider id is kept waiting for its id.
+EARLY_UPDATE_TTL = 86_400.0
 
 
 class InsufficientCredit(Exception):
@@ -84,6 +89,11 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def set_webhook(self, project_id: int, url: str | None, secret: str | None) -> None: ...
+
+    @abc.abstractmethod
+    async def set_incoming_webhook(self, project_id: int, url: str | None) -> None:
+        """Set (or with None remove) the project's incoming webhook (Picky's global webhook,
+        signed with the same secret as its event webhook)."""
 
     @abc.abstractmethod
     async def add_credits(self, project_id: int, delta_micro: int, reason: str) -> int:
@@ -192,6 +202,11 @@ class Store(abc.ABC):
         update is recorded as an event. Returns how many changed a state."""
 
     @abc.abstractmethod
+    async def sent_since(self, channel_id: int, since: float) -> int:
+        """How many of the channel's messages went to the provider since ``since`` (caps).
+        Counts by last change, so it may over-count: caps err on the safe side."""
+
+    @abc.abstractmethod
     async def submitted_before(
         self, channel_id: int, before: float, limit: int
     ) -> list[int]:
@@ -232,6 +247,26 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def outbox_stats(self) -> dict[str, int]: ...
 
+    # --- inbound ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def record_inbound(self, messages: Sequence[InboundMessage], now: float) -> int:
+        """Store user messages once each (by channel and provider id) and queue them for the
+        project's incoming webhook; returns how many were new."""
+
+    @abc.abstractmethod
+    async def claim_inbound(
+        self, limit: int, now: float, lease_seconds: float
+    ) -> list[InboundForward]: ...
+
+    @abc.abstractmethod
+    async def complete_inbound(self, ids: Sequence[int]) -> None: ...
+
+    @abc.abstractmethod
+    async def retry_inbound(
+        self, ids: Sequence[int], now: float, schedule: Sequence[float]
+    ) -> None:
+        """As ``retry_outbox``: the next try per ``schedule``, or give up."""
+
 
 def fair_share(active_channels: int, live_workers: int) -> int:
     """How many channels one worker may lease: an even split, rounded up."""
@@ -252,6 +287,7 @@ def store_for_url(url: str) -> Store:
 
 
 __all__ = [
+    "EARLY_UPDATE_TTL",
     "InlineMedia",
     "InsufficientCredit",
     "RetryPolicy",

@@ -39,9 +39,11 @@ from typing import Any, TypeVar
 import asyncpg
 
 from pushgate.core.channels import ChannelSpec
-from pushgate.core.lifecycle import State
+from pushgate.core.lifecycle import State, advances
 from pushgate.core.models import (
     AcceptResult,
+    InboundForward,
+    InboundMessage,
     OutboundMessage,
     OutboxBatch,
     OutboxItem,
@@ -51,8 +53,9 @@ from pushgate.core.models import (
     TokenInfo,
 )
 from pushgate.core.push import PushPlan
-from pushgate.core.transitions import walk_status_updates
+from pushgate.core.transitions import resolve_part_updates, walk_status_updates
 from pushgate.store.base import (
+    EARLY_UPDATE_TTL,
     InsufficientCredit,
     RetryPolicy,
     Store,
@@ -62,8 +65,11 @@ from pushgate.store.base import (
 from pushgate.store.migrate import split_pool_options
 from pushgate.store.rows import (
     CHANNEL_COLUMNS,
+    PROJECT_COLUMNS,
     channel_from_row,
+    inbound_payload,
     message_dict,
+    project_from_row,
     report_payload,
 )
 
@@ -104,7 +110,7 @@ _RETRY_TX = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 _CHANNEL_CHANGES: dict[str, Callable[[Any], Any]] = {
     "price_micro": int, "price_unit": str, "max_chars": int, "max_segments": int,
     "media_allowed": bool, "rate_per_second": float, "delay_ms": int, "jitter_ms": int,
-    "paused": bool, "name": str, "config": str,
+    "paused": bool, "name": str, "config": str, "paused_reason": str,
 }
 
 _MESSAGE_FIELDS = (
@@ -236,20 +242,17 @@ class PostgresStore(Store):
 
     async def get_project(self, project_id: int) -> Project | None:
         row = await self._fetchrow(
-            "SELECT id, name, balance_micro, webhook_url, active FROM projects WHERE id = $1",
-            project_id)
-        return Project(row[0], row[1], row[2], row[3], bool(row[4])) if row else None
+            f"SELECT {PROJECT_COLUMNS} FROM projects WHERE id = $1", project_id)
+        return project_from_row(row) if row else None
 
     async def find_project(self, name: str) -> Project | None:
         row = await self._fetchrow(
-            "SELECT id, name, balance_micro, webhook_url, active FROM projects WHERE name = $1",
-            name)
-        return Project(row[0], row[1], row[2], row[3], bool(row[4])) if row else None
+            f"SELECT {PROJECT_COLUMNS} FROM projects WHERE name = $1", name)
+        return project_from_row(row) if row else None
 
     async def list_projects(self) -> list[Project]:
-        rows = await self._fetch(
-            "SELECT id, name, balance_micro, webhook_url, active FROM projects ORDER BY id")
-        return [Project(r[0], r[1], r[2], r[3], bool(r[4])) for r in rows]
+        rows = await self._fetch(f"SELECT {PROJECT_COLUMNS} FROM projects ORDER BY id")
+        return [project_from_row(r) for r in rows]
 
     async def set_webhook(self, project_id: int, url: str | None, secret: str | None) -> None:
         async def job(conn: asyncpg.Connection) -> None:
@@ -257,6 +260,13 @@ class PostgresStore(Store):
                 "UPDATE projects SET webhook_url = $1,"
                 " webhook_secret = coalesce($2, webhook_secret) WHERE id = $3",
                 url, secret, project_id)
+
+        await self._tx(job)
+
+    async def set_incoming_webhook(self, project_id: int, url: str | None) -> None:
+        async def job(conn: asyncpg.Connection) -> None:
+            await conn.execute("UPDATE projects SET incoming_webhook_url = $1 WHERE id = $2",
+                               url, project_id)
 
         await self._tx(job)
 
@@ -441,6 +451,13 @@ class PostgresStore(Store):
                 " AS u(id, number, body, media, kind, reference, parts, segments, credit)",
                 ids, numbers, bodies, medias, kinds, references, parts, segments, credits,
                 push_id, project_id, channel.id, plan.priority, now, expires_at)
+            if plan.extras is not None:
+                # Only template pushes carry channel data: the plain hot path sends nothing
+                # more.
+                await conn.execute(
+                    "UPDATE messages m SET extra = u.extra FROM unnest($1::bigint[],"
+                    " $2::text[]) AS u(id, extra) WHERE m.id = u.id AND u.extra IS NOT NULL",
+                    ids, plan.extras)
 
         # The debit last: the project row stays locked only until the commit. The ledger line
         # and the wake-up for dispatchers (delivered at the commit) go in the same statement.
@@ -593,7 +610,7 @@ class PostgresStore(Store):
                 "  FROM (SELECT id, true AS resend FROM expired"
                 "        UNION ALL SELECT id, false FROM fresh) c WHERE m.id = c.id"
                 "  RETURNING m.id, m.push_id, m.project_id, m.channel_id, m.number, m.body,"
-                "  m.media, m.media_kind, m.parts, m.priority, m.attempts, c.resend),"
+                "  m.media, m.media_kind, m.parts, m.priority, m.attempts, c.resend, m.extra),"
                 " events AS (INSERT INTO message_events (message_id, state, at, detail)"
                 "  SELECT id, 'sending', $2, 'worker ' || $5 || ', attempt ' || attempts"
                 "  || CASE WHEN resend THEN ': possible re-send, previous lease expired'"
@@ -603,7 +620,8 @@ class PostgresStore(Store):
             return [OutboundMessage(
                 id=r[0], push_id=r[1], project_id=r[2], channel_id=r[3], number=r[4],
                 text=r[5], media_url=r[6], media_kind=r[7], parts=r[8], priority=r[9],
-                attempts=r[10], possible_resend=r[11]) for r in rows]
+                attempts=r[10], possible_resend=r[11],
+                extra=json.loads(r[12]) if r[12] else None) for r in rows]
 
         return await self._tx(job)
 
@@ -647,6 +665,21 @@ class PostgresStore(Store):
                 " FROM unnest($1::bigint[], $2::text[]) AS u(id, provider_id)"
                 " WHERE m.id = u.id AND m.provider_id IS NULL AND u.provider_id IS NOT NULL"
                 " AND m.state IN ('submitted', 'delivered', 'read')", *_columns(ok, 2))
+            refs = [(res.message_id, pid, part) for res in results if res.ok
+                    for part, pid in res.provider_refs]
+            keys = await conn.fetch(
+                "SELECT m.channel_id, u.provider_id FROM unnest($1::bigint[], $2::text[])"
+                " AS u(id, provider_id) JOIN messages m ON m.id = u.id"
+                " WHERE u.provider_id IS NOT NULL",
+                *_columns([(mid, pid) for mid, pid in ok] + [(m, p) for m, p, _ in refs], 2))
+            if refs:
+                await conn.execute(
+                    "INSERT INTO provider_refs (channel_id, provider_id, message_id, part, state)"
+                    " SELECT m.channel_id, u.provider_id, u.id, u.part, 'submitted'"
+                    " FROM unnest($1::bigint[], $2::text[], $3::int[]) AS u(id, provider_id,"
+                    " part) JOIN messages m ON m.id = u.id ON CONFLICT DO NOTHING",
+                    *_columns(refs, 3))
+            await self._apply_early_updates(conn, [(k[0], k[1]) for k in keys])
         failures = [res for res in results if not res.ok]
         if not failures:
             return
@@ -658,6 +691,7 @@ class PostgresStore(Store):
             " ORDER BY m.id FOR UPDATE OF m",
             [res.message_id for res in failures], worker_id)}
         retried: list[tuple[int, float, str | None, str | None]] = []
+        deferred: list[tuple[int, float, str | None, str | None]] = []
         failed: list[tuple[int, str | None, str | None]] = []
         events: list[tuple[int, str, float, str | None]] = []
         outbox: list[tuple[Any, ...]] = []
@@ -669,6 +703,12 @@ class PostgresStore(Store):
                 continue
             mid, project_id, credit, attempts, hook = row
             detail = f"{res.error_code or 'error'}: {res.error_message or ''}".strip()
+            if res.defer:
+                wait = max(res.retry_after or 0.0, 0.05)
+                deferred.append((mid, now + wait, res.error_code, res.error_message))
+                events.append((mid, "queued", now,
+                               f"waiting {wait:.1f}s (not an attempt): {detail}"))
+                continue
             if res.retryable and attempts < policy.max_attempts:
                 delay = policy.delay(attempts, res.retry_after)
                 retried.append((mid, now + delay, res.error_code, res.error_message))
@@ -690,6 +730,13 @@ class PostgresStore(Store):
                 " leased_by = NULL, updated_at = $5"
                 " FROM unnest($1::bigint[], $2::float8[], $3::text[], $4::text[])"
                 " AS u(id, next_at, code, msg) WHERE m.id = u.id", *_columns(retried, 4), now)
+        if deferred:
+            await conn.execute(
+                "UPDATE messages m SET state = 'queued', next_attempt_at = u.next_at,"
+                " error_code = u.code, error_message = u.msg, lease_until = NULL,"
+                " leased_by = NULL, updated_at = $5, attempts = greatest(m.attempts - 1, 0)"
+                " FROM unnest($1::bigint[], $2::float8[], $3::text[], $4::text[])"
+                " AS u(id, next_at, code, msg) WHERE m.id = u.id", *_columns(deferred, 4), now)
         if failed:
             await conn.execute(
                 "UPDATE messages m SET state = 'refunded', error_code = u.code,"
@@ -719,9 +766,54 @@ class PostgresStore(Store):
             return 0
         return await self._tx(self._apply_status, list(updates))
 
+    async def _apply_early_updates(
+        self, conn: asyncpg.Connection, keys: list[tuple[int, str]]
+    ) -> None:
+        """Status updates that arrived before these provider ids were recorded: apply now."""
+        if not keys:
+            return
+        rows = await conn.fetch(
+            "DELETE FROM early_updates e USING unnest($1::int[], $2::text[]) AS k(c, p)"
+            " WHERE e.channel_id = k.c AND e.provider_id = k.p"
+            " RETURNING e.id, e.channel_id, e.provider_id, e.state, e.at, e.error_code,"
+            " e.error_message", *_columns(keys, 2))
+        if rows:
+            rows = sorted(rows, key=lambda r: r[0])
+            await self._apply_status(conn, [
+                StatusUpdate(state=State(r[3]), at=r[4], channel_id=r[1], provider_id=r[2],
+                             error_code=r[5], error_message=r[6]) for r in rows],
+                keep_early=False)
+
     async def _apply_status(
-        self, conn: asyncpg.Connection, updates: list[StatusUpdate]
+        self, conn: asyncpg.Connection, updates: list[StatusUpdate], keep_early: bool = True
     ) -> int:
+        # Parts of multi-part sends first: their updates become their message's.
+        part_keys = sorted({(u.channel_id or 0, u.provider_id) for u in updates
+                            if u.message_id is None and u.provider_id is not None})
+        part_events: list[Any] = []
+        if part_keys:
+            ref_of = {(r[0], r[1]): (r[2], r[3]) for r in await conn.fetch(
+                "SELECT r.channel_id, r.provider_id, r.message_id, r.part FROM provider_refs r"
+                " JOIN unnest($1::int[], $2::text[]) AS k(c, p)"
+                " ON r.channel_id = k.c AND r.provider_id = k.p", *_columns(part_keys, 2))}
+            if ref_of:
+                part_states: dict[int, dict[int, State]] = {}
+                for mid, part, state in await conn.fetch(
+                        "SELECT message_id, part, state FROM provider_refs"
+                        " WHERE message_id = ANY($1::bigint[]) ORDER BY message_id, part"
+                        " FOR UPDATE", sorted({v[0] for v in ref_of.values()})):
+                    merged = part_states.setdefault(mid, {})
+                    current = merged.get(part)
+                    if current is None or advances(current, State(state)):
+                        merged[part] = State(state)
+                updates, part_changes, part_events = resolve_part_updates(
+                    updates, ref_of, part_states)
+                if part_changes:
+                    await conn.execute(
+                        "UPDATE provider_refs r SET state = u.state FROM unnest($1::bigint[],"
+                        " $2::int[], $3::text[]) AS u(mid, part, state)"
+                        " WHERE r.message_id = u.mid AND r.part = u.part",
+                        *_columns([(m, p, st.value) for m, p, st in part_changes], 3))
         by_id = {u.message_id for u in updates if u.message_id is not None}
         by_provider = [(u.channel_id, u.provider_id) for u in updates
                        if u.message_id is None and u.provider_id is not None]
@@ -734,11 +826,22 @@ class PostgresStore(Store):
                     " AND m.provider_id = v.provider_id"
                     " ORDER BY m.channel_id, m.provider_id, m.id", *_columns(by_provider, 2)):
                 provider_map[(r[1], r[2])] = r[0]
+        early = [u for u in updates if u.message_id is None and u.provider_id is not None
+                 and u.channel_id is not None
+                 and (u.channel_id, u.provider_id) not in provider_map]
+        if early and keep_early:
+            # A receipt that overtook its send's outcome: kept until the id is recorded.
+            await conn.executemany(
+                "INSERT INTO early_updates (channel_id, provider_id, state, at, error_code,"
+                " error_message, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                [(u.channel_id, u.provider_id, u.state.value, u.at, u.error_code,
+                  u.error_message, _now()) for u in early])
         rows: dict[int, list[Any]] = {}
         wanted = by_id | set(provider_map.values())
         if wanted:
             for r in await conn.fetch(
-                    "SELECT m.id, m.project_id, m.state, coalesce(p.webhook_url, '') <> ''"
+                    "SELECT m.id, m.project_id, m.state, coalesce(p.webhook_url, '') <> '',"
+                    " m.credit_micro"
                     " FROM messages m LEFT JOIN projects p ON p.id = m.project_id"
                     " WHERE m.id = ANY($1::bigint[]) ORDER BY m.id FOR UPDATE OF m",
                     sorted(wanted)):
@@ -747,6 +850,12 @@ class PostgresStore(Store):
         moves, events = walk_status_updates(
             updates, states, lambda u: u.message_id if u.message_id is not None
             else provider_map.get((u.channel_id, u.provider_id or "")))
+        events = part_events + events
+        refunds: dict[int, int] = defaultdict(int)
+        for mid, u in moves:
+            if u.state is State.REFUNDED:
+                refunds[rows[mid][1]] += rows[mid][4]
+        await _refund(conn, refunds, _now(), "refund: provider reported failure")
         # Per message, the net effect of its moves in order (the SQLite store applies them
         # one after the other; one UPDATE … FROM must see each message once).
         changes: dict[int, list[Any]] = {}
@@ -780,6 +889,12 @@ class PostgresStore(Store):
         await _add_outbox(conn, outbox)
         return len(moves)
 
+    async def sent_since(self, channel_id: int, since: float) -> int:
+        return int(await self._fetchval(
+            "SELECT count(*) FROM messages WHERE channel_id = $1"
+            " AND state IN ('submitted', 'delivered', 'read', 'failed') AND updated_at >= $2",
+            channel_id, since))
+
     async def submitted_before(self, channel_id: int, before: float, limit: int) -> list[int]:
         rows = await self._fetch(
             "SELECT id FROM messages WHERE channel_id = $1 AND state = 'submitted'"
@@ -789,6 +904,8 @@ class PostgresStore(Store):
 
     async def expire_due(self, now: float, limit: int) -> int:
         async def job(conn: asyncpg.Connection) -> int:
+            await conn.execute("DELETE FROM early_updates WHERE received_at < $1",
+                               now - EARLY_UPDATE_TTL)
             rows = await conn.fetch(
                 "WITH due AS (SELECT id FROM messages WHERE state = 'queued'"
                 " AND expires_at IS NOT NULL AND expires_at < $1 LIMIT $2"
@@ -919,6 +1036,69 @@ class PostgresStore(Store):
                 " next_attempt_at = CASE WHEN attempts + 1 > $3 THEN $2"
                 " ELSE $2 + ($4::float8[])[attempts + 1] END WHERE id = ANY($1::bigint[])",
                 list(ids), now, len(schedule), [float(s) for s in schedule])
+
+        if ids:
+            await self._tx(job)
+
+    # --- inbound ----------------------------------------------------------------------------
+    async def record_inbound(self, messages: Sequence[InboundMessage], now: float) -> int:
+        async def job(conn: asyncpg.Connection) -> int:
+            rows = await conn.fetch(
+                "INSERT INTO inbound_messages (project_id, channel_id, number, body, type,"
+                " provider_id, media_url, name, raw, at, forward_at)"
+                " SELECT c.project_id, c.id, u.number, u.body, u.type, u.provider_id,"
+                " u.media_url, u.name, u.raw, u.at,"
+                " CASE WHEN coalesce(p.incoming_webhook_url, '') <> '' THEN $10::float8 END"
+                " FROM unnest($1::int[], $2::text[], $3::text[], $4::int[], $5::text[],"
+                " $6::text[], $7::text[], $8::text[], $9::float8[])"
+                " AS u(channel_id, number, body, type, provider_id, media_url, name, raw, at)"
+                " JOIN channels c ON c.id = u.channel_id JOIN projects p ON p.id = c.project_id"
+                " ON CONFLICT (channel_id, provider_id) DO NOTHING RETURNING id",
+                *_columns([(m.channel_id, m.number, m.text, m.type, m.provider_id, m.media_url,
+                            m.name, json.dumps(m.raw, default=str), m.at) for m in messages], 9),
+                now)
+            return len(rows)
+
+        return await self._tx(job) if messages else 0
+
+    async def claim_inbound(
+        self, limit: int, now: float, lease_seconds: float
+    ) -> list[InboundForward]:
+        async def job(conn: asyncpg.Connection) -> list[InboundForward]:
+            rows = await conn.fetch(
+                "WITH c AS (UPDATE inbound_messages SET forward_at = $1 WHERE id IN"
+                " (SELECT id FROM inbound_messages WHERE forward_at <= $2"
+                " ORDER BY forward_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING *)"
+                " SELECT i.id, i.project_id, i.channel_id, i.number, i.body, i.type,"
+                " i.provider_id, i.media_url, i.name, ch.application, p.incoming_webhook_url,"
+                " p.webhook_secret, i.forward_attempts FROM c i"
+                " JOIN channels ch ON ch.id = i.channel_id JOIN projects p ON p.id = i.project_id"
+                " ORDER BY i.id", now + lease_seconds, now, limit)
+            return [InboundForward(r[0], r[1], r[10] or "", r[11] or "", r[12],
+                                   inbound_payload(r)) for r in rows]
+
+        return await self._tx(job)
+
+    async def complete_inbound(self, ids: Sequence[int]) -> None:
+        async def job(conn: asyncpg.Connection) -> None:
+            await conn.execute("UPDATE inbound_messages SET forward_at = NULL"
+                               " WHERE id = ANY($1::bigint[])", list(ids))
+
+        if ids:
+            await self._tx(job)
+
+    async def retry_inbound(
+        self, ids: Sequence[int], now: float, schedule: Sequence[float]
+    ) -> None:
+        async def job(conn: asyncpg.Connection) -> None:
+            rows = await conn.fetch(
+                "SELECT id, forward_attempts FROM inbound_messages WHERE id = ANY($1::bigint[])"
+                " ORDER BY id FOR UPDATE", list(ids))
+            await conn.executemany(
+                "UPDATE inbound_messages SET forward_attempts = $1, forward_at = $2"
+                " WHERE id = $3",
+                [(tries, None if tries > len(schedule) else now + schedule[tries - 1], mid)
+                 for mid, tries in ((r[0], r[1] + 1) for r in rows)])
 
         if ids:
             await self._tx(job)

@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote_plus
 
-from pushgate.core.channels import ChannelSpec, MediaKind, PriceUnit
+from pushgate.core.channels import ChannelSpec, MediaKind, PriceUnit, caption_kinds_for
 from pushgate.core.lifecycle import PICKY_STATUS, State
+from pushgate.core.models import Project
 
 CHANNEL_COLUMNS = (
     "id, project_id, kind, application, price_micro, price_unit, max_chars, max_segments, "
-    "media_allowed, rate_per_second, delay_ms, jitter_ms, paused, name, config"
+    "media_allowed, rate_per_second, delay_ms, jitter_ms, paused, name, config, paused_reason"
 )
+PROJECT_COLUMNS = "id, name, balance_micro, webhook_url, active, incoming_webhook_url"
 
 
 def channel_from_row(row: Sequence[Any]) -> ChannelSpec:
@@ -21,7 +24,32 @@ def channel_from_row(row: Sequence[Any]) -> ChannelSpec:
         price_unit=PriceUnit(row[5]), max_chars=row[6], max_segments=row[7],
         media_allowed=bool(row[8]), rate_per_second=row[9], delay_ms=row[10],
         jitter_ms=row[11], paused=bool(row[12]), name=row[13], config=json.loads(row[14]),
+        paused_reason=row[15] or "", caption_kinds=caption_kinds_for(row[3]),
     )
+
+
+def project_from_row(row: Sequence[Any]) -> Project:
+    return Project(row[0], row[1], row[2], row[3], bool(row[4]), row[5])
+
+
+def inbound_payload(row: Sequence[Any]) -> dict[str, Any]:
+    """Picky's global (incoming) webhook body for an inbound message row: (id, project_id,
+    channel_id, number, body, type, provider_id, media_url, name, application)."""
+    payload: dict[str, Any] = {
+        "number": row[3],
+        "message-in": quote_plus(row[4]),
+        "message_in_raw": row[4],
+        "type": row[5],
+        "application": str(row[9]),
+        "unique-id": str(row[0]),
+        "project-id": str(row[1]),
+        "channel_id": row[2],
+        "provider_id": row[6],
+        "media-url": row[7] or "",
+    }
+    if row[8]:
+        payload["name"] = row[8]
+    return payload
 
 
 def message_dict(row: Sequence[Any]) -> dict[str, Any]:

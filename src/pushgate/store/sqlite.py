@@ -29,9 +29,11 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
 from pushgate.core.channels import ChannelSpec
-from pushgate.core.lifecycle import State
+from pushgate.core.lifecycle import State, advances
 from pushgate.core.models import (
     AcceptResult,
+    InboundForward,
+    InboundMessage,
     OutboundMessage,
     OutboxBatch,
     OutboxItem,
@@ -41,8 +43,9 @@ from pushgate.core.models import (
     TokenInfo,
 )
 from pushgate.core.push import PushPlan
-from pushgate.core.transitions import walk_status_updates
+from pushgate.core.transitions import resolve_part_updates, walk_status_updates
 from pushgate.store.base import (
+    EARLY_UPDATE_TTL,
     InsufficientCredit,
     RetryPolicy,
     Store,
@@ -52,8 +55,11 @@ from pushgate.store.base import (
 from pushgate.store.migrate import sqlite_path
 from pushgate.store.rows import (
     CHANNEL_COLUMNS,
+    PROJECT_COLUMNS,
     channel_from_row,
+    inbound_payload,
     message_dict,
+    project_from_row,
     report_payload,
 )
 
@@ -66,7 +72,7 @@ BUSY_TIMEOUT_MS = 10_000
 WRITER_SWITCH_INTERVAL = 0.0002
 
 _CLAIM_RETURNING = "id, push_id, project_id, channel_id, number, body, media, media_kind, " \
-    "parts, priority, attempts"
+    "parts, priority, attempts, extra"
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -252,10 +258,8 @@ class SQLiteStore(Store):
 
     async def get_project(self, project_id: int) -> Project | None:
         row = self._read().execute(
-            "SELECT id, name, balance_micro, webhook_url, active FROM projects WHERE id = ?",
-            (project_id,),
-        ).fetchone()
-        return Project(row[0], row[1], row[2], row[3], bool(row[4])) if row else None
+            f"SELECT {PROJECT_COLUMNS} FROM projects WHERE id = ?", (project_id,)).fetchone()
+        return project_from_row(row) if row else None
 
     async def find_project(self, name: str) -> Project | None:
         row = self._read().execute("SELECT id FROM projects WHERE name = ?", (name,)).fetchone()
@@ -263,15 +267,21 @@ class SQLiteStore(Store):
 
     async def list_projects(self) -> list[Project]:
         rows = self._read().execute(
-            "SELECT id, name, balance_micro, webhook_url, active FROM projects ORDER BY id"
-        ).fetchall()
-        return [Project(r[0], r[1], r[2], r[3], bool(r[4])) for r in rows]
+            f"SELECT {PROJECT_COLUMNS} FROM projects ORDER BY id").fetchall()
+        return [project_from_row(r) for r in rows]
 
     async def set_webhook(self, project_id: int, url: str | None, secret: str | None) -> None:
         def job(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "UPDATE projects SET webhook_url = ?, webhook_secret = coalesce(?, webhook_secret)"
                 " WHERE id = ?", (url, secret, project_id))
+
+        await self._write(job)
+
+    async def set_incoming_webhook(self, project_id: int, url: str | None) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE projects SET incoming_webhook_url = ? WHERE id = ?",
+                         (url, project_id))
 
         await self._write(job)
 
@@ -339,7 +349,8 @@ class SQLiteStore(Store):
 
     async def update_channel(self, channel_id: int, **changes: Any) -> ChannelSpec | None:
         allowed = {"price_micro", "price_unit", "max_chars", "max_segments", "media_allowed",
-                   "rate_per_second", "delay_ms", "jitter_ms", "paused", "name", "config"}
+                   "rate_per_second", "delay_ms", "jitter_ms", "paused", "name", "config",
+                   "paused_reason"}
         unknown = set(changes) - allowed
         if unknown:
             raise ValueError(f"cannot change {sorted(unknown)}")
@@ -516,6 +527,13 @@ class SQLiteStore(Store):
             return 0
         return await self._write(_apply_status_job, list(updates))
 
+    async def sent_since(self, channel_id: int, since: float) -> int:
+        row = self._read().execute(
+            "SELECT count(*) FROM messages WHERE channel_id = ?"
+            " AND state IN ('submitted', 'delivered', 'read', 'failed') AND updated_at >= ?",
+            (channel_id, since)).fetchone()
+        return int(row[0])
+
     async def submitted_before(self, channel_id: int, before: float, limit: int) -> list[int]:
         rows = self._read().execute(
             "SELECT id FROM messages WHERE channel_id = ? AND state = 'submitted'"
@@ -568,6 +586,69 @@ class SQLiteStore(Store):
             conn.executemany(
                 "UPDATE outbox SET attempts = ?, next_attempt_at = ?, dead = ? WHERE id = ?",
                 updates)
+
+        if ids:
+            await self._write(job)
+
+    # --- inbound ----------------------------------------------------------------------------
+    async def record_inbound(self, messages: Sequence[InboundMessage], now: float) -> int:
+        def job(conn: sqlite3.Connection) -> int:
+            new = 0
+            for m in messages:
+                row = conn.execute(
+                    "INSERT INTO inbound_messages (project_id, channel_id, number, body, type,"
+                    " provider_id, media_url, name, raw, at, forward_at)"
+                    " SELECT c.project_id, c.id, ?, ?, ?, ?, ?, ?, ?, ?,"
+                    " CASE WHEN coalesce(p.incoming_webhook_url, '') <> '' THEN ? END"
+                    " FROM channels c JOIN projects p ON p.id = c.project_id WHERE c.id = ?"
+                    " ON CONFLICT (channel_id, provider_id) DO NOTHING RETURNING id",
+                    (m.number, m.text, m.type, m.provider_id, m.media_url, m.name,
+                     json.dumps(m.raw, default=str), m.at, now, m.channel_id)).fetchone()
+                new += row is not None
+            return new
+
+        return await self._write(job) if messages else 0
+
+    async def claim_inbound(
+        self, limit: int, now: float, lease_seconds: float
+    ) -> list[InboundForward]:
+        def job(conn: sqlite3.Connection) -> list[InboundForward]:
+            rows = conn.execute(
+                "UPDATE inbound_messages SET forward_at = ? WHERE id IN (SELECT id FROM"
+                " inbound_messages WHERE forward_at <= ? ORDER BY forward_at, id LIMIT ?)"
+                " RETURNING id", (now + lease_seconds, now, limit)).fetchall()
+            if not rows:
+                return []
+            return [InboundForward(r[0], r[1], r[10] or "", r[11] or "", r[12],
+                                   inbound_payload(r)) for r in conn.execute(
+                "SELECT i.id, i.project_id, i.channel_id, i.number, i.body, i.type,"
+                " i.provider_id, i.media_url, i.name, c.application, p.incoming_webhook_url,"
+                " p.webhook_secret, i.forward_attempts FROM inbound_messages i"
+                " JOIN channels c ON c.id = i.channel_id JOIN projects p ON p.id = i.project_id"
+                " WHERE i.id IN (SELECT value FROM json_each(?)) ORDER BY i.id",
+                (json.dumps([r[0] for r in rows]),)).fetchall()]
+
+        return await self._write(job)
+
+    async def complete_inbound(self, ids: Sequence[int]) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE inbound_messages SET forward_at = NULL"
+                         " WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(list(ids)),))
+
+        if ids:
+            await self._write(job)
+
+    async def retry_inbound(
+        self, ids: Sequence[int], now: float, schedule: Sequence[float]
+    ) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            rows = conn.execute(
+                "SELECT id, forward_attempts FROM inbound_messages"
+                " WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(list(ids)),))
+            conn.executemany(
+                "UPDATE inbound_messages SET forward_attempts = ?, forward_at = ? WHERE id = ?",
+                [(tries, None if tries > len(schedule) else now + schedule[tries - 1], mid)
+                 for mid, tries in ((r[0], r[1] + 1) for r in rows.fetchall())])
 
         if ids:
             await self._write(job)
@@ -661,6 +742,11 @@ def _accept_job(
         count = min(_INSERT_CHUNK, len(ids) - start)
         conn.execute(_insert_messages_sql(count),
                      push_wide + values[start * width:(start + count) * width])
+    if plan.extras is not None:
+        # Only template pushes carry channel data: the plain hot path binds nothing more.
+        conn.executemany("UPDATE messages SET extra = ? WHERE id = ?",
+                         [(extra, mid) for mid, extra in zip(ids, plan.extras, strict=True)
+                          if extra is not None])
     return AcceptResult(push_id=push_id, message_ids=ids, balance_micro=balance_after)
 
 
@@ -736,7 +822,8 @@ def _claim_job(
     messages = [
         OutboundMessage(id=r[0], push_id=r[1], project_id=r[2], channel_id=r[3], number=r[4],
                         text=r[5], media_url=r[6], media_kind=r[7], parts=r[8], priority=r[9],
-                        attempts=r[10], possible_resend=resend)
+                        attempts=r[10], possible_resend=resend,
+                        extra=json.loads(r[11]) if r[11] else None)
         for rows, resend in ((expired, True), (fresh, False)) for r in rows
     ]
     messages.sort(key=lambda m: (-m.priority, m.id))
@@ -776,31 +863,44 @@ def _record_outcomes_job(
 ) -> None:
     current = {
         r[0]: r for r in conn.execute(
-            "SELECT id, project_id, credit_micro, attempts FROM messages"
+            "SELECT id, project_id, credit_micro, attempts, channel_id FROM messages"
             " WHERE id IN (SELECT value FROM json_each(?)) AND state = 'sending'"
             " AND leased_by = ?",
             (json.dumps([res.message_id for res in results]), worker_id)).fetchall()
     }
     hooks = _webhook_projects(conn)
-    submitted, retried, failed, events, outbox = [], [], [], [], []
+    submitted, retried, deferred, failed, events, outbox = [], [], [], [], [], []
     refunds: dict[int, int] = defaultdict(int)
     late_provider_ids = []
+    refs: list[tuple[int, str, int, int]] = []
     for res in results:
         row = current.get(res.message_id)
         if row is None:
             # Our lease ran out and another worker owns the message now; its outcome counts.
-            # Or a provider callback moved it on first: then keep its provider id.
+            # Or a provider callback moved it on first: then keep its provider ids.
             if res.ok and res.provider_id:
                 late_provider_ids.append((res.provider_id, res.message_id))
+            if res.ok and res.provider_refs:
+                channel_id = conn.execute("SELECT channel_id FROM messages WHERE id = ?",
+                                          (res.message_id,)).fetchone()
+                if channel_id is not None:
+                    refs += [(channel_id[0], pid, res.message_id, part)
+                             for part, pid in res.provider_refs]
             continue
-        mid, project_id, credit, attempts = row
+        mid, project_id, credit, attempts, channel_id = row
         if res.ok:
             submitted.append((res.provider_id, now, mid))
+            refs += [(channel_id, pid, mid, part) for part, pid in res.provider_refs]
             events.append((mid, "submitted", now, f"provider id {res.provider_id}"))
             if project_id in hooks:
                 outbox.append((project_id, mid, "submitted", now, None, None, now))
             continue
         detail = f"{res.error_code or 'error'}: {res.error_message or ''}".strip()
+        if res.defer:
+            wait = max(res.retry_after or 0.0, 0.05)
+            deferred.append((now + wait, res.error_code, res.error_message, now, mid))
+            events.append((mid, "queued", now, f"waiting {wait:.1f}s (not an attempt): {detail}"))
+            continue
         if res.retryable and attempts < policy.max_attempts:
             delay = policy.delay(attempts, res.retry_after)
             retried.append((now + delay, res.error_code, res.error_message, now, mid))
@@ -826,15 +926,68 @@ def _record_outcomes_job(
         " error_message = ?, lease_until = NULL, leased_by = NULL, updated_at = ?"
         " WHERE id = ?", retried)
     conn.executemany(
+        "UPDATE messages SET state = 'queued', next_attempt_at = ?, error_code = ?,"
+        " error_message = ?, lease_until = NULL, leased_by = NULL, updated_at = ?,"
+        " attempts = max(attempts - 1, 0) WHERE id = ?", deferred)
+    conn.executemany(
         "UPDATE messages SET state = 'refunded', error_code = ?, error_message = ?,"
         " lease_until = NULL, leased_by = NULL, updated_at = ? WHERE id = ?", failed)
     conn.executemany(
         "INSERT INTO message_events (message_id, state, at, detail) VALUES (?, ?, ?, ?)", events)
     _refund(conn, refunds, now, "refund: send failed")
     _add_outbox(conn, outbox)
+    conn.executemany(
+        "INSERT INTO provider_refs (channel_id, provider_id, message_id, part, state)"
+        " VALUES (?, ?, ?, ?, 'submitted') ON CONFLICT DO NOTHING", refs)
+    _apply_early_updates(conn, [(current[mid][4], pid) for pid, _now, mid in submitted if pid]
+                         + [(c, pid) for c, pid, _m, _p in refs])
 
 
-def _apply_status_job(conn: sqlite3.Connection, updates: list[StatusUpdate]) -> int:
+def _apply_early_updates(conn: sqlite3.Connection, keys: list[tuple[int, str]]) -> None:
+    """Status updates that arrived before these provider ids were recorded: apply them now."""
+    if not keys or conn.execute("SELECT 1 FROM early_updates LIMIT 1").fetchone() is None:
+        return
+    rows = conn.execute(
+        "DELETE FROM early_updates WHERE (channel_id, provider_id) IN"
+        " (SELECT value ->> 0, value ->> 1 FROM json_each(?))"
+        " RETURNING id, channel_id, provider_id, state, at, error_code, error_message",
+        (json.dumps(keys),)).fetchall()
+    if rows:
+        rows.sort()
+        _apply_status_job(conn, [
+            StatusUpdate(state=State(r[3]), at=r[4], channel_id=r[1], provider_id=r[2],
+                         error_code=r[5], error_message=r[6]) for r in rows], keep_early=False)
+
+
+def _apply_status_job(conn: sqlite3.Connection, updates: list[StatusUpdate],
+                      keep_early: bool = True) -> int:
+    # Parts of multi-part sends first: their updates become their message's.
+    part_keys = {(u.channel_id, u.provider_id) for u in updates
+                 if u.message_id is None and u.provider_id is not None}
+    ref_of: dict[tuple[int, str], tuple[int, int]] = {}
+    part_states: dict[int, dict[int, State]] = {}
+    part_events: list[Any] = []
+    if part_keys and conn.execute("SELECT 1 FROM provider_refs LIMIT 1").fetchone():
+        for channel_id, provider_id in part_keys:
+            r = conn.execute("SELECT message_id, part FROM provider_refs"
+                             " WHERE channel_id = ? AND provider_id = ?",
+                             (channel_id, provider_id)).fetchone()
+            if r is not None:
+                ref_of[(channel_id, provider_id)] = (r[0], r[1])
+        if ref_of:
+            for mid, part, state in conn.execute(
+                    "SELECT message_id, part, state FROM provider_refs"
+                    " WHERE message_id IN (SELECT value FROM json_each(?))",
+                    (json.dumps(sorted({k[0] for k in ref_of.values()})),)):
+                merged = part_states.setdefault(mid, {})
+                current = merged.get(part)
+                if current is None or advances(current, State(state)):
+                    merged[part] = State(state)
+            updates, part_changes, part_events = resolve_part_updates(
+                updates, ref_of, part_states)
+            conn.executemany(
+                "UPDATE provider_refs SET state = ? WHERE message_id = ? AND part = ?",
+                [(state.value, mid, part) for mid, part, state in part_changes])
     by_id = [u.message_id for u in updates if u.message_id is not None]
     by_provider = [(u.channel_id, u.provider_id) for u in updates
                    if u.message_id is None and u.provider_id is not None]
@@ -842,28 +995,45 @@ def _apply_status_job(conn: sqlite3.Connection, updates: list[StatusUpdate]) -> 
     provider_map: dict[tuple[int | None, str], int] = {}
     if by_id:
         for r in conn.execute(
-                "SELECT id, project_id, state, channel_id, provider_id FROM messages"
+                "SELECT id, project_id, state, channel_id, provider_id, credit_micro FROM messages"
                 " WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(by_id),)):
             rows[r[0]] = list(r)
+    early = []
     for channel_id, provider_id in by_provider:
         r = conn.execute(
-            "SELECT id, project_id, state, channel_id, provider_id FROM messages"
+            "SELECT id, project_id, state, channel_id, provider_id, credit_micro FROM messages"
             " WHERE channel_id = ? AND provider_id = ?", (channel_id, provider_id)).fetchone()
         if r is not None:
             rows[r[0]] = list(r)
             provider_map[(channel_id, provider_id)] = r[0]
+        elif channel_id is not None:
+            early.append((channel_id, provider_id))
+    if early and keep_early:
+        # A receipt that overtook its send's outcome: kept until the id is recorded.
+        wanted = set(early)
+        conn.executemany(
+            "INSERT INTO early_updates (channel_id, provider_id, state, at, error_code,"
+            " error_message, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(u.channel_id, u.provider_id, u.state.value, u.at, u.error_code, u.error_message,
+              _now()) for u in updates
+             if u.message_id is None and (u.channel_id, u.provider_id) in wanted])
     hooks = _webhook_projects(conn)
     states = {mid: State(row[2]) for mid, row in rows.items()}
     moves, events = walk_status_updates(
         updates, states, lambda u: u.message_id if u.message_id is not None
         else provider_map.get((u.channel_id, u.provider_id or "")))
+    events = part_events + events
     changes, outbox = [], []
+    refunds: dict[int, int] = defaultdict(int)
     for mid, u in moves:
         changes.append((u.state.value, u.error_code, u.error_message, u.at, mid))
         project_id = rows[mid][1]
+        if u.state is State.REFUNDED:
+            refunds[project_id] += rows[mid][5]
         if project_id in hooks:
             outbox.append((project_id, mid, u.state.value, u.at, u.error_code, u.error_message,
                            u.at))
+    _refund(conn, refunds, _now(), "refund: provider reported failure")
     conn.executemany(
         "UPDATE messages SET state = ?, error_code = coalesce(?, error_code),"
         " error_message = coalesce(?, error_message), updated_at = ?, lease_until = NULL,"
@@ -875,6 +1045,7 @@ def _apply_status_job(conn: sqlite3.Connection, updates: list[StatusUpdate]) -> 
 
 
 def _expire_job(conn: sqlite3.Connection, now: float, limit: int) -> int:
+    conn.execute("DELETE FROM early_updates WHERE received_at < ?", (now - EARLY_UPDATE_TTL,))
     rows = conn.execute(
         "UPDATE messages SET state = 'expired', error_message = 'validity period ended',"
         " updated_at = ? WHERE id IN (SELECT id FROM messages WHERE state = 'queued'"

@@ -4,6 +4,10 @@ Reports are rows in ``outbox`` written in the same transaction as the state chan
 so none is lost if a process dies; a claimed batch comes back after its lease if the deliverer
 dies mid-POST (the receiver may then see a report twice — reports are idempotent by
 ``msg_id`` + ``state``).
+
+Inbound user messages go the same way to the project's incoming webhook (Picky's global
+webhook): one signed POST per message, in Picky's shape, with the same retry schedule
+(``unique-id`` makes a repeat recognisable).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import time
 import httpx
 import orjson
 
-from pushgate.core.models import OutboxBatch
+from pushgate.core.models import InboundForward, OutboxBatch
 from pushgate.store.base import Store
 from pushgate.webhooks.signing import HEADER, sign
 
@@ -73,26 +77,43 @@ class WebhookDeliverer:
             await asyncio.wait_for(self.wake.wait(), self.idle_poll)
 
     async def deliver_once(self) -> int:
-        """Claim what is due, POST it, record the outcome; returns the reports handled."""
+        """Claim what is due, POST it, record the outcome; returns the items handled."""
         now = time.time()
         batches = await self.store.claim_outbox(
             self.worker_id, self.batch_size, now, lease_seconds=self.timeout + 30)
-        if not batches:
+        inbound = await self.store.claim_inbound(self.batch_size, now, self.timeout + 30)
+        if not batches and not inbound:
             return 0
-        await asyncio.gather(*(self._post(batch) for batch in batches))
-        return sum(len(b.items) for b in batches)
+        await asyncio.gather(*(self._post(batch) for batch in batches),
+                             *(self._forward(item) for item in inbound))
+        return sum(len(b.items) for b in batches) + len(inbound)
+
+    async def _forward(self, item: InboundForward) -> None:
+        if not item.url:   # the project removed its incoming webhook since
+            await self.store.complete_inbound([item.id])
+            return
+        body = orjson.dumps(item.payload)
+        ok, reason = await self._send(item.url, item.secret, body)
+        if ok:
+            await self.store.complete_inbound([item.id])
+        else:
+            log.warning("incoming webhook of project %s failed (%s); will retry",
+                        item.project_id, reason)
+            await self.store.retry_inbound([item.id], time.time(), self.schedule)
+
+    async def _send(self, url: str, secret: str, body: bytes) -> tuple[bool, str]:
+        headers = {"Content-Type": "application/json", HEADER: sign(secret, body),
+                   "User-Agent": "pushgate-webhook/1"}
+        try:
+            response = await self.client.post(url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            return False, f"{type(exc).__name__}: {exc}"
+        return 200 <= response.status_code < 300, f"HTTP {response.status_code}"
 
     async def _post(self, batch: OutboxBatch) -> None:
         body = render(batch)
         ids = [item.id for item in batch.items]
-        headers = {"Content-Type": "application/json", HEADER: sign(batch.secret, body),
-                   "User-Agent": "pushgate-webhook/1"}
-        try:
-            response = await self.client.post(batch.url, content=body, headers=headers)
-            ok = 200 <= response.status_code < 300
-            reason = f"HTTP {response.status_code}"
-        except httpx.HTTPError as exc:
-            ok, reason = False, f"{type(exc).__name__}: {exc}"
+        ok, reason = await self._send(batch.url, batch.secret, body)
         if ok:
             await self.store.complete_outbox(ids)
         else:

@@ -1,0 +1,286 @@
+"""Media for connectors: signed gateway URLs for inline uploads, and safe download of URLs.
+
+Inline media (``globalmedia_code``) lives in the ``media`` table, but WhatsApp Cloud and the
+bridges take links. ``sign_media_url`` gives them an expiring, HMAC-signed URL of this gateway
+(``/media/{id}?expires=..&sig=..``) that the ``/media`` route checks with
+``verify_media_signature``; nothing else is needed to serve it, and a leaked link dies on its own.
+
+Connectors that need the bytes behind a customer's URL (to upload them to a provider) use
+``fetch_media``. The URL comes from an API caller, so fetching it naively would let anyone make
+the gateway read its own network (cloud metadata at 169.254.169.254, admin ports on localhost):
+every host is resolved once, refused if any address is not public, and the request goes to the
+vetted address itself so a second DNS answer cannot swap it (DNS rebinding). Redirects are
+followed by hand and re-checked, the body is capped while streaming, and one deadline covers
+the whole download.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import ipaddress
+import socket
+from dataclasses import dataclass
+
+import httpx
+
+from pushgate.channels.base import ChannelEnv
+from pushgate.core.channels import MEDIA_MAX_BYTES, MediaKind
+
+MAX_REDIRECTS = 3
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# Client errors that say "later", not "never".
+_RETRYABLE_CLIENT_STATUSES = frozenset({408, 425, 429})
+# RFC 6052 well-known NAT64 prefix: DNS64 resolvers map IPv4 hosts into it.
+_NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
+_DEFAULT_CONTENT_TYPE = "application/octet-stream"
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+# --- signed gateway URLs ----------------------------------------------------------------------
+
+def _media_signature(secret_key: str, media_id: int, expires: str) -> str:
+    digest = hmac.new(secret_key.encode(), f"{media_id}.{expires}".encode(),
+                      hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def sign_media_url(env: ChannelEnv, media_id: int, expires_at: int) -> str:
+    """The gateway URL serving inline media ``media_id`` until ``expires_at`` (unix seconds)."""
+    expires = str(int(expires_at))
+    sig = _media_signature(env.secret_key, media_id, expires)
+    return f"{env.public_url.rstrip('/')}/media/{media_id}?expires={expires}&sig={sig}"
+
+
+def verify_media_signature(secret_key: str, media_id: int, expires: str, sig: str,
+                           now: float) -> bool:
+    """Whether ``expires``/``sig`` (as received in the query) sign ``media_id`` and have not
+    expired at ``now``. Malformed values are simply invalid."""
+    # isdigit alone accepts non-ASCII digits ("²"); the signer only ever writes 0-9, and
+    # a few thousand digits would make int() raise.
+    if not (expires.isascii() and expires.isdigit() and len(expires) <= 20) or not sig.isascii():
+        return False
+    if int(expires) <= now:
+        return False
+    expected = _media_signature(secret_key, media_id, expires)
+    return hmac.compare_digest(expected.encode("ascii"), sig.encode("ascii"))
+
+
+# --- safe download ------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class FetchedMedia:
+    data: bytes
+    # The media type without parameters ("image/jpeg"), as providers' upload APIs want it.
+    content_type: str
+
+
+class MediaFetchError(Exception):
+    """A media URL that could not be fetched; ``retryable`` says whether trying later may help
+    (DNS failure, timeout, 5xx) or not (forbidden address, 4xx, too large)."""
+
+    def __init__(self, reason: str, retryable: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retryable = retryable
+
+
+def max_bytes_for(kind: str | None) -> int:
+    """The size limit for media of ``kind`` ("image", ...; unknown or None: document)."""
+    try:
+        return MEDIA_MAX_BYTES[MediaKind(kind)]
+    except ValueError:
+        return MEDIA_MAX_BYTES[MediaKind.DOCUMENT]
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for (mapped, 6to4, NAT64), judged instead of it:
+    ``::ffff:127.0.0.1`` reaches localhost, and Python 3.11 flags every mapped address as
+    reserved, public ones included."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in _NAT64_PREFIX:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def is_forbidden_address(address: IPAddress) -> bool:
+    """Whether a fetch must not reach ``address``: anything but a public unicast address."""
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(address)
+        if embedded is not None:
+            return is_forbidden_address(embedded)
+    return (address.is_private or address.is_loopback or address.is_link_local
+            or address.is_multicast or address.is_reserved or address.is_unspecified
+            # is_global also excludes ranges none of the flags above cover (100.64/10 CGNAT).
+            or not address.is_global)
+
+
+async def _resolve(host: str, port: int, allow_private: bool) -> list[IPAddress]:
+    """The addresses to try for ``host``, each vetted; refused if any one is forbidden, since
+    a host answering with a public and a private address can steer us to either."""
+    try:
+        literal = ipaddress.ip_address(host)
+    except ValueError:
+        literal = None
+    if literal is not None:
+        addresses = [literal]
+    else:
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError) as exc:
+            raise MediaFetchError(f"cannot resolve {host!r}: {exc}", retryable=True) from exc
+        addresses = []
+        for _family, _type, _proto, _canonname, sockaddr in infos:
+            address = ipaddress.ip_address(sockaddr[0])
+            if address not in addresses:
+                addresses.append(address)
+        if not addresses:
+            raise MediaFetchError(f"{host!r} has no address", retryable=True)
+    if not allow_private:
+        for address in addresses:
+            if is_forbidden_address(address):
+                raise MediaFetchError(
+                    f"{host!r} resolves to non-public address {address}", retryable=False)
+    return addresses
+
+
+def _check_url(url: httpx.URL) -> None:
+    if url.scheme not in ("http", "https"):
+        raise MediaFetchError(f"media URL scheme {url.scheme!r} is not http(s)",
+                              retryable=False)
+    if not url.raw_host:
+        raise MediaFetchError("media URL has no host", retryable=False)
+
+
+def _pinned_request(client: httpx.AsyncClient, url: httpx.URL, address: IPAddress,
+                    timeout: float) -> httpx.Request:
+    """A GET of ``url`` sent to ``address``.
+
+    Why the URL is rewritten to the IP rather than resolved again by httpx: any second lookup
+    may get a different (private) answer than the one we vetted. The URL's host becomes the
+    vetted address; the ``Host`` header keeps the name so virtual hosting works, and for https
+    httpcore's ``sni_hostname`` extension sends the name in SNI and checks the certificate
+    against it, so TLS is exactly as strict as for the name. This works with any
+    ``AsyncClient`` a connector passes in, unlike a custom transport. Its pool keys
+    connections by address, so a kept-alive connection may carry a later request for another
+    name on the same address; both names were vetted, so that cannot reach a forbidden host.
+    """
+    host = url.raw_host.decode("ascii")
+    is_ipv6_literal = ":" in host
+    netloc_host = f"[{host}]" if is_ipv6_literal else host
+    host_header = netloc_host if url.port is None else f"{netloc_host}:{url.port}"
+    extensions: dict[str, object] = {}
+    if url.scheme == "https" and str(address) != host:
+        # SNI carries names only; for an IP-literal URL httpcore checks the IP as it is.
+        extensions["sni_hostname"] = host
+    try:
+        target = url.copy_with(host=str(address))
+    except httpx.InvalidURL as exc:
+        raise MediaFetchError(f"cannot address {address}: {exc}", retryable=False) from exc
+    request = client.build_request("GET", target, headers={"Host": host_header},
+                                   timeout=timeout)
+    request.extensions.update(extensions)
+    return request
+
+
+def _status_error(response: httpx.Response, url: httpx.URL) -> MediaFetchError:
+    code = response.status_code
+    retryable = code >= 500 or code in _RETRYABLE_CLIENT_STATUSES
+    return MediaFetchError(f"media URL {url} answered HTTP {code}", retryable=retryable)
+
+
+async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
+    declared = response.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise MediaFetchError(f"media of {declared} bytes exceeds {max_bytes} bytes",
+                              retryable=False)
+    # Counted after content decoding: that is what we would forward, and it also caps a
+    # compressed body that inflates far past its Content-Length.
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > max_bytes:
+            raise MediaFetchError(f"media exceeds {max_bytes} bytes", retryable=False)
+    return bytes(body)
+
+
+async def _open(client: httpx.AsyncClient, url: httpx.URL, addresses: list[IPAddress],
+                timeout: float) -> httpx.Response:
+    """Send the GET to the first vetted address that accepts a connection (a host's IPv6
+    address is often unreachable while its IPv4 one works)."""
+    last_error: httpx.ConnectError | None = None
+    for address in addresses:
+        request = _pinned_request(client, url, address, timeout)
+        try:
+            return await client.send(request, stream=True, follow_redirects=False)
+        except httpx.ConnectError as exc:
+            last_error = exc
+    raise MediaFetchError(f"cannot connect to {url.host}: {last_error}", retryable=True)
+
+
+async def _fetch(client: httpx.AsyncClient, url: httpx.URL, max_bytes: int, timeout: float,
+                 allow_private: bool) -> FetchedMedia:
+    for _hop in range(MAX_REDIRECTS + 1):
+        _check_url(url)
+        addresses = await _resolve(url.raw_host.decode("ascii"),
+                                   url.port or (443 if url.scheme == "https" else 80),
+                                   allow_private)
+        response = await _open(client, url, addresses, timeout)
+        try:
+            if response.status_code in _REDIRECT_STATUSES:
+                location = response.headers.get("location")
+                if not location:
+                    raise MediaFetchError(f"redirect from {url} without Location",
+                                          retryable=False)
+                try:
+                    url = url.join(location)
+                except httpx.InvalidURL as exc:
+                    raise MediaFetchError(f"bad redirect Location {location!r}",
+                                          retryable=False) from exc
+                continue
+            if not 200 <= response.status_code < 300:
+                raise _status_error(response, url)
+            data = await _read_capped(response, max_bytes)
+            content_type = response.headers.get("content-type", "")
+            media_type = content_type.split(";", 1)[0].strip().lower()
+            return FetchedMedia(data, media_type or _DEFAULT_CONTENT_TYPE)
+        finally:
+            await response.aclose()
+    raise MediaFetchError(f"more than {MAX_REDIRECTS} redirects", retryable=False)
+
+
+async def fetch_media(url: str, *, max_bytes: int, timeout: float, allow_private: bool,
+                      client: httpx.AsyncClient | None = None) -> FetchedMedia:
+    """Download ``url`` (at most ``max_bytes``, within ``timeout`` seconds in all, redirects
+    included), refusing non-public addresses unless ``allow_private``. Raises
+    ``MediaFetchError``; pass a long-lived ``client`` to reuse its connections."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise MediaFetchError(f"invalid media URL: {exc}", retryable=False) from exc
+    own_client = client is None
+    if client is None:
+        # trust_env off: the address checks vouch for where this host connects; a proxy from
+        # the environment would connect from somewhere else, with other neighbours.
+        client = httpx.AsyncClient(trust_env=False, follow_redirects=False)
+    try:
+        async with asyncio.timeout(timeout):
+            return await _fetch(client, parsed, max_bytes, timeout, allow_private)
+    except TimeoutError as exc:
+        raise MediaFetchError(f"media download exceeded {timeout} s", retryable=True) from exc
+    except httpx.TimeoutException as exc:
+        raise MediaFetchError(f"media download timed out: {exc}", retryable=True) from exc
+    except httpx.DecodingError as exc:
+        raise MediaFetchError(f"media body cannot be decoded: {exc}", retryable=False) from exc
+    except httpx.RequestError as exc:   # connection reset, protocol error: the server's mood
+        raise MediaFetchError(f"media download failed: {exc}", retryable=True) from exc
+    finally:
+        if own_client:
+            await client.aclose()
