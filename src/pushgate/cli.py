@@ -361,7 +361,7 @@ def channel_add(
     """Add a channel to a project. The connector checks its --config before anything is
     stored. Prints the channel's callback URL: give it to the provider (status webhooks,
     receipts, inbound messages)."""
-    from pushgate.channels.base import channel_class, known_kinds
+    from pushgate.channels.base import channel_class, known_kinds, split_config
 
     if kind not in known_kinds():
         _fail(f"unknown channel type {kind!r}; known: {', '.join(known_kinds())}")
@@ -371,7 +371,8 @@ def channel_add(
         config_data = json.loads(config)
         if not isinstance(config_data, dict):
             raise ValueError("--config must be a JSON object")
-        config_data = connector.validate_config(config_data)
+        connector_config, gateway_config = split_config(config_data)
+        config_data = {**connector.validate_config(connector_config), **gateway_config}
     except (ValueError, json.JSONDecodeError) as exc:
         _fail(f"invalid --config for {kind}: {exc}" if "config" not in str(exc) else str(exc))
         return

@@ -71,13 +71,13 @@ class Gateway:
         self.env = channel_env(settings)
         # Connector instances answering provider callbacks, by channel id (rebuilt when the
         # channel's settings change).
-        self._callback_channels: dict[int, Channel] = {}
+        self._callback_channels: dict[int, tuple[ChannelSpec, Channel]] = {}
 
     def callback_channel(self, spec: ChannelSpec) -> Channel:
-        channel = self._callback_channels.get(spec.id)
-        if channel is None or channel.spec != spec:
-            channel = self._callback_channels[spec.id] = channel_for(spec, self.env)
-        return channel
+        cached = self._callback_channels.get(spec.id)
+        if cached is None or cached[0] != spec:
+            cached = self._callback_channels[spec.id] = (spec, channel_for(spec, self.env))
+        return cached[1]
 
     async def start(self) -> None:
         await self.store.open()

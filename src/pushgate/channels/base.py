@@ -12,6 +12,7 @@ and the callback route record what they return.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
@@ -214,7 +215,23 @@ def channel_class(kind: str) -> type[Channel]:
         raise ValueError(f"unknown channel kind {kind!r}; known: {sorted(_KINDS)}") from None
 
 
+#: Channel config keys the gateway itself reads (dispatch caps and warm-up, the accept
+#: path's country allow-list); connectors never see them.
+GATEWAY_CONFIG_KEYS = frozenset({"hourly_cap", "daily_cap", "warmup_first_day",
+                                 "warmup_growth", "warmup_started_at",
+                                 "allowed_country_codes"})
+
+
+def split_config(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the connector's keys, the gateway's keys) of a channel config."""
+    return ({k: v for k, v in config.items() if k not in GATEWAY_CONFIG_KEYS},
+            {k: v for k, v in config.items() if k in GATEWAY_CONFIG_KEYS})
+
+
 def channel_for(spec: ChannelSpec, env: ChannelEnv | None = None) -> Channel:
+    connector_config, _gateway = split_config(spec.config)
+    if len(connector_config) != len(spec.config):
+        spec = dataclasses.replace(spec, config=connector_config)
     return channel_class(spec.kind)(spec, env)
 
 
