@@ -32,3 +32,28 @@ def test_unmigrated_database_gets_a_helpful_error(tmp_path: Path) -> None:
     done = pushgate("project", "list", url=f"sqlite:///{tmp_path / 'empty.db'}")
     assert done.returncode == 1
     assert "pushgate migrate" in done.stderr
+
+
+def test_channel_add_applies_connector_defaults_and_checks_config(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'pushgate.db'}"
+    assert pushgate("migrate", url=url).returncode == 0
+    assert pushgate("project", "create", "shop", url=url).returncode == 0
+    waha = {"base_url": "http://127.0.0.1:3000", "api_key": "k", "hourly_cap": 60,
+            "allowed_country_codes": ["+91"]}
+    done = pushgate("channel", "add", "--project", "shop", "--type", "waha", "--application",
+                    "10", "--config", json.dumps(waha), "--json", url=url)
+    assert done.returncode == 0, done.stderr
+    added = json.loads(done.stdout)
+    assert (added["delay_ms"], added["jitter_ms"]) == (15000, 30000)   # anti-ban pacing
+    assert added["callback_url"].endswith(f"/channels/{added['id']}/callback")
+    for bad, why in [({**waha, "api_key": ""}, "api_key"),
+                     ({**waha, "allowed_country_codes": ["999"]}, "allowed_country_codes"),
+                     ({**waha, "sesion": "typo"}, "sesion")]:
+        done = pushgate("channel", "add", "--project", "shop", "--type", "waha",
+                        "--application", "10", "--config", json.dumps(bad), url=url)
+        assert done.returncode == 1 and why in done.stderr, done.stderr
+    done = pushgate("channel", "add", "--project", "shop", "--type", "whatsapp_cloud",
+                    "--application", "101", "--rate", "5000", "--config", json.dumps({
+                        "phone_number_id": "1", "access_token": "t", "app_secret": "s",
+                        "verify_token": "v"}), url=url)
+    assert done.returncode == 1 and "1000" in done.stderr

@@ -19,6 +19,8 @@ class Settings(BaseSettings):
     secret_key: str = "pushgate-dev-key"
     # Let media URLs point at private, loopback and link-local addresses (tests, labs).
     allow_private_media: bool = False
+    # Where phones running SMS Gateway for Android find their private-server API.
+    mobile_api_prefix: str = "/api/mobile/v1"
 
     # Push API limits.
     max_recipients: int = Field(10_000, ge=1)

@@ -32,7 +32,6 @@ from pushgate.channels.twilio import (
     TwilioChannel,
     TwilioSmsChannel,
     TwilioVoiceChannel,
-    country_allowed,
     twilio_signature,
 )
 from pushgate.core.channels import ChannelSpec, PriceUnit
@@ -439,31 +438,6 @@ async def test_voice_progress_callbacks_change_nothing(make_channel: MakeChannel
         assert (await channel.handle_callback(request)).updates == []
 
 
-# -- country allow-list --------------------------------------------------------------------
-
-def test_country_allowed() -> None:
-    assert country_allowed("919876543210", ["91", "44"])
-    assert country_allowed("+447700900123", ["91", "44"])
-    assert not country_allowed("14155550100", ["91", "44"])
-    # "1" is not a prefix of "971…"; codes never start one another.
-    assert not country_allowed("971501234567", ["1"])
-    assert country_allowed("14155550100", None) and country_allowed("14155550100", [])
-
-
-@pytest.mark.parametrize("kind", ["twilio_sms", "twilio_voice"])
-async def test_send_outside_allowed_countries_fails_permanently(
-        kind: str, fake: FakeTwilio, make_channel: MakeChannel) -> None:
-    channel = await make_channel(kind, allowed_country_codes=["+91", 44])
-    refused = await channel.send(message(number="14155550100"))
-    allowed = await channel.send(message(number="447700900123"))
-
-    assert (refused.ok, refused.retryable, refused.error_code) == (
-        False, False, "country-not-allowed")
-    assert refused.error_message and "+14155550100" in refused.error_message
-    assert "91, 44" in refused.error_message
-    assert allowed.ok and len(fake.requests) == 1
-
-
 # -- config --------------------------------------------------------------------------------
 
 def test_config_defaults_are_filled() -> None:
@@ -475,7 +449,7 @@ def test_config_defaults_are_filled() -> None:
         {"account_sid": ACCOUNT_SID, "auth_token": "t", "from_number": "PushGate"})
 
     assert sms["api_base_url"] == "https://api.twilio.com"
-    assert sms["from_number"] == "+15557654321" and sms["allowed_country_codes"] is None
+    assert sms["from_number"] == "+15557654321"
     assert (voice["voice"], voice["language"]) == ("alice", "en-US")
     assert alpha["from_number"] == "PushGate"
 
@@ -492,10 +466,6 @@ def test_config_defaults_are_filled() -> None:
                     "messaging_service_sid": "SM123"}, "messaging_service_sid"),
     ("twilio_sms", {"account_sid": ACCOUNT_SID, "auth_token": "t", "from_number": SMS_FROM,
                     "api_base_url": "ftp://x"}, "api_base_url"),
-    ("twilio_sms", {"account_sid": ACCOUNT_SID, "auth_token": "t", "from_number": SMS_FROM,
-                    "allowed_country_codes": "91"}, "allowed_country_codes"),
-    ("twilio_sms", {"account_sid": ACCOUNT_SID, "auth_token": "t", "from_number": SMS_FROM,
-                    "allowed_country_codes": ["91", "999"]}, "allowed_country_codes"),
     ("twilio_voice", {"account_sid": ACCOUNT_SID, "auth_token": "t"}, "from_number"),
     ("twilio_voice", {"account_sid": ACCOUNT_SID, "auth_token": "t", "from_number": "PushGate"},
      "from_number"),

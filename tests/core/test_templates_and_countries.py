@@ -7,6 +7,7 @@ import json
 import pytest
 from tests.core.test_push_plan import N1, N2, N3, channel, plan, rows
 
+from pushgate.core.channels import parse_country_codes
 from pushgate.core.errors import ApiError, Code
 
 CLOUD = 101
@@ -88,3 +89,10 @@ def test_country_allow_list_refuses_other_countries() -> None:
     [refusal] = p.refused
     assert (refusal.number, refusal.code) == (N2, Code.COUNTRY_NOT_ALLOWED)
     assert "91, 44" in refusal.message
+
+
+def test_country_codes_are_normalised_and_checked() -> None:
+    assert parse_country_codes(["+91", 44, " 1 "]) == ["91", "44", "1"]
+    for bad in ("91", [], ["999"], ["91", "abc"]):
+        with pytest.raises(ValueError, match="allowed_country_codes"):
+            parse_country_codes(bad)

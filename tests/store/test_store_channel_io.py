@@ -214,3 +214,19 @@ async def test_paused_reason_round_trips(store, make) -> None:
     updated = await store.update_channel(channel.id, paused=True, paused_reason="190: expired")
     assert updated is not None
     assert (updated.paused, updated.paused_reason) == (True, "190: expired")
+
+
+async def test_an_ok_send_can_carry_a_partial_problem(store, make) -> None:
+    project, _, _ = await make.project()
+    channel = await make.channel(project.id)
+    now = time.time()
+    await queue(store, channel, 1, now)
+    mid = await claim_one(store, channel.id, now)
+    await store.record_outcomes("w", [SendResult(
+        mid, ok=True, provider_id="wamid.audio", error_code="text-lost",
+        error_message="the text after the audio was refused (131026)")], now, POLICY)
+    message = await store.get_message(project.id, mid)
+    assert message is not None
+    assert (message["state"], message["error_code"]) == ("submitted", "text-lost")
+    assert message["events"][-1]["detail"] == (
+        "provider id wamid.audio; text-lost: the text after the audio was refused (131026)")

@@ -26,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pushgate import __version__
 from pushgate.api import metrics, openapi
 from pushgate.api.auth import RateLimiter, authenticate, token_from
+from pushgate.api.devices import device_router, resume_stopped_queue
 from pushgate.channels.base import (
     CallbackRejected,
     CallbackRequest,
@@ -252,6 +253,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
                            f"{format_credits(exc.balance_micro)}",
                            credit_total=format_credits(exc.needed_micro),
                            balance=format_credits(exc.balance_micro)) from None
+        if channel.paused:   # Picky: a new push restarts a queue stopped by device-action
+            await resume_stopped_queue(gateway.store, channel)
         if gateway.dispatcher is not None:
             gateway.dispatcher.wake(channel.id)
         metrics.PUSHES.inc()
@@ -390,6 +393,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
         content_type, data = found
         return Response(data, media_type=content_type,
                         headers={"Cache-Control": "private, max-age=3600"})
+
+    app.include_router(device_router(gateway))   # phones: the app's device API, device-*
 
     # --- operations -------------------------------------------------------------------------
     @app.get("/healthz", tags=["Operations"], summary="Liveness and database reachability")

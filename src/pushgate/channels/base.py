@@ -128,6 +128,12 @@ class Channel:
         self.spec = spec
         self.env = env or ChannelEnv()
 
+    @property
+    def in_flight_limit(self) -> int:
+        """Sends a rate-paced channel may have unanswered at once (the dispatcher starts one
+        per token and waits for none): ``concurrency`` unless the connector knows better."""
+        return max(1, self.concurrency)
+
     @classmethod
     def validate_config(cls, config: dict[str, Any]) -> dict[str, Any]:
         """Check a channel's ``config`` (``channel add``), returning it normalised; raise

@@ -36,8 +36,16 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 import msgspec
+import orjson
 
-from pushgate.channels.base import Channel, ChannelConfigError, ChannelEnv, ChannelStatus
+from pushgate.channels.base import (
+    CallbackRejected,
+    CallbackRequest,
+    Channel,
+    ChannelConfigError,
+    ChannelEnv,
+    ChannelStatus,
+)
 from pushgate.core.channels import ChannelSpec, media_kind_from_url
 from pushgate.core.models import OutboundMessage, SendResult
 
@@ -182,6 +190,16 @@ def error_text(response: httpx.Response) -> str:
         if value:
             return str(value)[:300]
     return response.text[:300]
+
+
+def json_event(request: CallbackRequest) -> dict[str, Any] | None:
+    """A bridge webhook's JSON object (None for other JSON); a body that is not JSON is
+    refused 400."""
+    try:
+        event = orjson.loads(request.body)
+    except orjson.JSONDecodeError:
+        raise CallbackRejected(400, "body is not JSON") from None
+    return event if isinstance(event, dict) else None
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -42,7 +42,6 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-import orjson
 
 from pushgate.channels.base import CallbackRejected, CallbackRequest, CallbackResult, register
 from pushgate.channels.bridge import (
@@ -55,6 +54,7 @@ from pushgate.channels.bridge import (
     SendCall,
     SessionState,
     digits,
+    json_event,
     media_file,
     media_kind,
 )
@@ -196,11 +196,8 @@ class EvolutionChannel(BridgeChannel):
 
     async def handle_callback(self, request: CallbackRequest) -> CallbackResult:
         self._verify(request)
-        try:
-            event = orjson.loads(request.body)
-        except orjson.JSONDecodeError:
-            raise CallbackRejected(400, "body is not JSON") from None
-        if not isinstance(event, dict):
+        event = json_event(request)
+        if event is None:
             return CallbackResult()
         # v2 names events "messages.update"; some setups send "MESSAGES_UPDATE".
         name = str(event.get("event") or "").lower().replace("_", ".")

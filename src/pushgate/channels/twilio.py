@@ -13,8 +13,8 @@ Config keys (``channel add --config``):
   ``messaging_service_sid`` (``MG...``); at least one.
 - ``twilio_voice``: ``from_number`` (+E.164), ``voice`` (default ``alice``), ``language``
   (default ``en-US``).
-- ``allowed_country_codes``: optional list of calling codes (``["91", "44"]``); a send to any
-  other country fails permanently (``country_allowed`` is the same test for the accept path).
+- A destination allow-list is the gateway's, for every SMS channel: ``allowed_country_codes``
+  in the channel config refuses other countries at accept (error 210); connectors never see it.
 
 Twilio has no idempotency key for sends, so a send whose answer was lost (timeout after the
 request left) may be repeated by the retry; that is the provider's limit, not hidden here.
@@ -34,7 +34,6 @@ from enum import Enum
 from typing import Any, ClassVar
 
 import httpx
-from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
 
 from pushgate.channels.base import (
     CallbackRejected,
@@ -53,7 +52,6 @@ from pushgate.core.models import OutboundMessage, SendResult, StatusUpdate
 __all__ = [
     "TwilioSmsChannel",
     "TwilioVoiceChannel",
-    "country_allowed",
     "twilio_signature",
 ]
 
@@ -118,16 +116,6 @@ def classify(http_status: int, code: int | None) -> Outcome:
     if http_status in _BY_HTTP_STATUS:
         return _BY_HTTP_STATUS[http_status]
     return Outcome.RETRY if http_status >= 500 else Outcome.PERMANENT
-
-
-def country_allowed(number: str, allowed: list[str] | None) -> bool:
-    """Whether ``number`` (E.164 digits, ``+`` optional) lies in one of the ``allowed`` calling
-    codes. No list (or an empty one) allows every country. Calling codes are a prefix code
-    (no code starts another), so a prefix match is exact."""
-    if not allowed:
-        return True
-    digits = number.lstrip("+")
-    return any(digits.startswith(code) for code in allowed)
 
 
 def twilio_signature(auth_token: str, url: str, params: list[tuple[str, str]]) -> str:
@@ -215,24 +203,8 @@ def _required_text(config: dict[str, Any], key: str) -> str:
     return value.strip()
 
 
-def _country_codes(value: Any) -> list[str] | None:
-    if value is None:
-        return None
-    if not isinstance(value, list) or not value:
-        raise ChannelConfigError(
-            "allowed_country_codes must be a non-empty list of calling codes, e.g. [\"91\"]")
-    codes = []
-    for item in value:
-        code = str(item).strip().lstrip("+")
-        if not code.isdigit() or int(code) not in COUNTRY_CODE_TO_REGION_CODE:
-            raise ChannelConfigError(
-                f"allowed_country_codes: {item!r} is not a country calling code")
-        codes.append(code)
-    return codes
-
-
 _SHARED_CONFIG_KEYS = frozenset(
-    {"account_sid", "auth_token", "api_base_url", "allowed_country_codes"})
+    {"account_sid", "auth_token", "api_base_url"})
 
 
 class TwilioChannel(Channel):
@@ -255,7 +227,6 @@ class TwilioChannel(Channel):
         self.config = self.validate_config(dict(spec.config))
         self.account_sid: str = self.config["account_sid"]
         self._auth_token: str = self.config["auth_token"]
-        self.allowed_country_codes: list[str] | None = self.config["allowed_country_codes"]
         self._http: httpx.AsyncClient | None = None
 
     @classmethod
@@ -275,7 +246,6 @@ class TwilioChannel(Channel):
             "account_sid": account_sid,
             "auth_token": _required_text(config, "auth_token"),
             "api_base_url": api_base_url.rstrip("/"),
-            "allowed_country_codes": _country_codes(config.get("allowed_country_codes")),
         }
 
     @property
@@ -311,12 +281,6 @@ class TwilioChannel(Channel):
         raise NotImplementedError
 
     async def send(self, message: OutboundMessage) -> SendResult:
-        if not country_allowed(message.number, self.allowed_country_codes):
-            codes = ", ".join(self.allowed_country_codes or [])
-            return SendResult(
-                message.id, ok=False, retryable=False, error_code="country-not-allowed",
-                error_message=(f"+{message.number.lstrip('+')} is outside this channel's "
-                               f"allowed calling codes ({codes})"))
         params = self._params(message)
         if isinstance(params, SendResult):
             return params

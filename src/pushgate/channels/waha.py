@@ -44,7 +44,6 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-import orjson
 
 from pushgate.channels.base import (
     CallbackRejected,
@@ -65,6 +64,7 @@ from pushgate.channels.bridge import (
     SessionState,
     digits,
     is_voice,
+    json_event,
     media_file,
     media_kind,
 )
@@ -256,11 +256,8 @@ class WahaChannel(BridgeChannel):
 
     async def handle_callback(self, request: CallbackRequest) -> CallbackResult:
         self._verify(request)
-        try:
-            event = orjson.loads(request.body)
-        except orjson.JSONDecodeError:
-            raise CallbackRejected(400, "body is not JSON") from None
-        if not isinstance(event, dict) or not isinstance(event.get("payload"), dict):
+        event = json_event(request)
+        if event is None or not isinstance(event.get("payload"), dict):
             return CallbackResult()
         payload = event["payload"]
         stamp = event.get("timestamp")

@@ -129,6 +129,24 @@ class ChannelSpec:
     config: dict[str, Any] = field(default_factory=dict)
 
 
+def parse_country_codes(value: Any) -> list[str]:
+    """A channel's ``allowed_country_codes``: a non-empty list of calling codes (``"91"``,
+    ``"+44"``, ``1``), normalised to digits; ``ValueError`` names a bad one. Calling codes are a
+    prefix code (none starts another), so the accept path tests numbers by prefix."""
+    from phonenumbers import COUNTRY_CODE_TO_REGION_CODE
+
+    if not isinstance(value, list) or not value:
+        raise ValueError(
+            'allowed_country_codes must be a non-empty list of calling codes, e.g. ["91"]')
+    codes = []
+    for item in value:
+        code = str(item).strip().lstrip("+")
+        if not code.isdigit() or int(code) not in COUNTRY_CODE_TO_REGION_CODE:
+            raise ValueError(f"allowed_country_codes: {item!r} is not a country calling code")
+        codes.append(code)
+    return codes
+
+
 def caption_kinds_for(application: int) -> frozenset[MediaKind]:
     """Media kinds whose text travels with them in one send (else it is a second send)."""
     if application == APP_CALL:

@@ -28,6 +28,8 @@ class Code(IntEnum):
     UNKNOWN_APPLICATION = 407
     EMPTY_DATA = 408
     TOO_MANY_RECIPIENTS = 409
+    COMMAND_NOT_SUPPORTED = 411
+    CHANNEL_PAUSED = 412
     BODY_TOO_LARGE = 413
     NO_VALID_ENTRIES = 416
     INSUFFICIENT_CREDIT = 420
@@ -80,6 +82,17 @@ _TABLE: tuple[CodeInfo, ...] = (
              "`data` is missing or has no entries."),
     CodeInfo(Code.TOO_MANY_RECIPIENTS, 413, "Too many recipients",
              "`data` has more entries than `PUSHGATE_MAX_RECIPIENTS` (default 10,000)."),
+    CodeInfo(Code.COMMAND_NOT_SUPPORTED, 422, "Command not supported for this channel",
+             "A `device-action` command that does not apply to the channel: the call-queue "
+             "commands are for application 4 (calls) and the message-queue ones for the "
+             "others, `reset` and `restart` for phone channels (SMS Gateway for Android); "
+             "`restart-server`, `disconnect` and `clearlogs` are for Picky's own WhatsApp "
+             "servers."),
+    CodeInfo(Code.CHANNEL_PAUSED, 409, "Channel paused by the operator",
+             "`resume-message-queue` (or `resume-call-queue`) on a channel that was not stopped "
+             "by `device-action` but paused by the operator, or by the gateway when the "
+             "provider refused its credentials; the operator resumes it "
+             "(`pushgate channel pause ID --resume`)."),
     CodeInfo(Code.BODY_TOO_LARGE, 413, "Request body too large",
              "The body is larger than `PUSHGATE_MAX_BODY_BYTES`."),
     CodeInfo(Code.NO_VALID_ENTRIES, 422, "No valid entries",

@@ -25,7 +25,7 @@ class OutboundMessage:
     # True when an earlier attempt's lease expired: the provider may already have it.
     possible_resend: bool = False
     # Channel-specific content decided at accept, e.g. a WhatsApp template:
-    # {"template": {"id", "language", "header", "values": [...]}}. None for plain messages.
+    # {"template": {"name", "language", "header", "values": [...]}}. None for plain messages.
     extra: dict[str, object] | None = None
 
 

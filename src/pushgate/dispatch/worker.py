@@ -105,8 +105,11 @@ class ChannelRunner:
                     worked = False
                     await asyncio.sleep(1)
                 if not worked and not self.stopping:
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+                    # cancellation that arrives with the wake-up.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.wake.wait(), d.idle_poll)
+                        async with asyncio.timeout(d.idle_poll):
+                            await self.wake.wait()
         finally:
             await self.channel.stop()
 
@@ -130,14 +133,7 @@ class ChannelRunner:
             return did
         messages = [self.with_media_link(m, now) for m in messages]
         if self.pacer.limited:
-            results = []
-            for message in messages:
-                if self.stopping:
-                    await store.release_messages(
-                        d.worker_id, [m.id for m in messages[len(results):]])
-                    break
-                await self.pacer.acquire(1)
-                results.extend(await self.channel.send_batch([message]))
+            results = await self.send_paced(messages)
         else:
             results = await self.channel.send_batch(messages)
         await store.record_outcomes(d.worker_id, results, time.time(), d.retry_policy)
@@ -149,6 +145,32 @@ class ChannelRunner:
             return True
         await self.simulate_deliveries()
         return True
+
+    async def send_paced(self, messages: list[OutboundMessage]) -> list[SendResult]:
+        """Send one message per token. With a delay between messages (anti-ban pacing) each
+        send is awaited before the next; under a rate alone, sends start on their tokens
+        without waiting for earlier answers, up to the connector's ``in_flight_limit``, so a
+        slow round trip does not cap the rate. Stopping releases what has not started."""
+        sequential = self.pacer.delay > 0 or self.pacer.jitter > 0
+        slots = asyncio.Semaphore(1 if sequential else self.channel.in_flight_limit)
+        started: list[asyncio.Task[list[SendResult]]] = []
+
+        async def one(message: OutboundMessage) -> list[SendResult]:
+            try:
+                return await self.channel.send_batch([message])
+            finally:
+                slots.release()
+
+        for index, message in enumerate(messages):
+            await slots.acquire()
+            if self.stopping:
+                slots.release()
+                await self.dispatcher.store.release_messages(
+                    self.dispatcher.worker_id, [m.id for m in messages[index:]])
+                break
+            await self.pacer.acquire(1)
+            started.append(asyncio.create_task(one(message)))
+        return [r for batch in await asyncio.gather(*started) for r in batch]
 
     async def cap_allowance(self, now: float) -> int:
         """What the channel's hourly/daily caps still allow; 0 waits a while before counting

@@ -267,6 +267,88 @@ class Store(abc.ABC):
     ) -> None:
         """As ``retry_outbox``: the next try per ``schedule``, or give up."""
 
+    # --- devices ----------------------------------------------------------------------------
+    # Phones of pull channels (``pushgate.api.devices``). A device claims messages as the
+    # worker ``device_worker(device_id)``, so ``record_outcomes`` applies its reports.
+    @abc.abstractmethod
+    async def register_device(self, device: Device, token_hash: str) -> None:
+        """Insert a paired device with the SHA-256 of its bearer token."""
+
+    @abc.abstractmethod
+    async def device_by_token(self, token_hash: str) -> Device | None:
+        """The device with this token hash, revoked or not."""
+
+    @abc.abstractmethod
+    async def get_device(self, device_id: str) -> Device | None: ...
+
+    @abc.abstractmethod
+    async def list_devices(self, channel_id: int | None = None) -> list[Device]:
+        """Devices (of one channel, or all) with ``in_flight`` counted, oldest first."""
+
+    @abc.abstractmethod
+    async def touch_device(
+        self,
+        device_id: str,
+        now: float,
+        *,
+        user_agent: str | None = None,
+        push_token: str | None = None,
+        health: dict[str, Any] | None = None,
+    ) -> None:
+        """Record that the device was seen now; given values replace (``health``: merge
+        into) what is stored, None keeps it."""
+
+    @abc.abstractmethod
+    async def revoke_devices(
+        self, now: float, *, device_id: str | None = None, channel_id: int | None = None
+    ) -> int:
+        """Revoke one device's token, or every device's of a channel; returns how many."""
+
+    @abc.abstractmethod
+    async def claim_for_device(
+        self, device_id: str, quota: DeviceQuota, now: float
+    ) -> DeviceClaim:
+        """In one transaction: the messages the device was handed and has not acknowledged
+        yet, plus new ones of its channel within ``quota`` (none while the channel is
+        paused, the device paused or before its ``ready_at``). New ones are leases whose
+        lease ran out (possible re-sends) first, then queued ones, priority then id, passing
+        over a recipient that another online device wrote to in the last
+        ``quota.sticky_seconds``. Records the hand-outs, the recipients' device, and when
+        the device may next be handed a message."""
+
+    @abc.abstractmethod
+    async def note_device_reports(
+        self,
+        device_id: str,
+        reports: Sequence[tuple[int, str, float]],
+        now: float,
+        lease_seconds: float,
+    ) -> dict[int, ReportedMessage]:
+        """Record the device's reports ``(message_id, app state, at)`` on the messages it was
+        handed (others are ignored) and renew the lease of those it holds and reports as
+        Pending or Processed; returns each known message's state and whether the device
+        holds it."""
+
+    @abc.abstractmethod
+    async def pause_device(self, device_id: str, until: float) -> None:
+        """No new messages for the device before ``until`` (Android's send limit)."""
+
+    @abc.abstractmethod
+    async def request_reconnect(self, channel_id: int, now: float) -> int:
+        """Ask the channel's live devices to reconnect (their event streams close)."""
+
+    @abc.abstractmethod
+    async def cancel_channel_queue(
+        self, channel_id: int, now: float, reason: str, include_in_flight: bool = False
+    ) -> tuple[int, int]:
+        """In one transaction: cancel the channel's queued messages (and, with
+        ``include_in_flight``, those being sent), refund them, record their events and queue
+        their event-webhook reports. Returns (messages, micro-credits refunded)."""
+
+    @abc.abstractmethod
+    async def channel_queue_counts(self, channel_id: int) -> dict[str, int]:
+        """How many of the channel's messages are ``queued`` and ``sending``."""
+
 
 def fair_share(active_channels: int, live_workers: int) -> int:
     """How many channels one worker may lease: an even split, rounded up."""
@@ -295,3 +377,111 @@ __all__ = [
     "StoreUnavailable",
     "store_for_url",
 ]
+
+
+# --- devices ------------------------------------------------------------------------------------
+#: Hand-outs are kept this long: a day for the per-day limit, the rest for late reports.
+DEVICE_HISTORY_SECONDS = 7 * 86_400.0
+
+
+def device_worker(device_id: str) -> str:
+    """The lease holder name of a device's claims (``messages.leased_by``)."""
+    return f"device:{device_id}"
+
+
+@dataclass(slots=True)
+class Device:
+    """A phone paired with a pull channel."""
+
+    id: str
+    channel_id: int
+    project_id: int
+    name: str
+    created_at: float
+    last_seen_at: float | None = None
+    revoked_at: float | None = None
+    push_token: str | None = None
+    user_agent: str = ""
+    # What the device said about itself (SIM cards, battery, network), if anything.
+    health: dict[str, Any] | None = None
+    # No new messages before this time (random delay, or a full limit window).
+    ready_at: float = 0.0
+    # No new messages before this time (Android refused to send more).
+    paused_until: float = 0.0
+    # Event streams opened before this time are closed (``restart``).
+    reconnect_at: float = 0.0
+    # Messages it holds under a live lease (``list_devices`` only).
+    in_flight: int = 0
+
+    def online(self, now: float, offline_after: float) -> bool:
+        return (self.revoked_at is None and self.last_seen_at is not None
+                and self.last_seen_at >= now - offline_after)
+
+
+#: The ``devices`` columns both stores read a ``Device`` from (``health`` as JSON text).
+DEVICE_COLUMNS = ("id, channel_id, project_id, name, created_at, last_seen_at, revoked_at,"
+                  " push_token, user_agent, health, ready_at, paused_until, reconnect_at")
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceQuota:
+    """What one fetch may hand a device."""
+
+    # Messages per rolling minute, hour and day (0: no limit).
+    per_minute: int
+    per_hour: int
+    per_day: int
+    per_fetch: int
+    # A device holding this many messages under a live lease gets no more.
+    max_in_flight: int
+    lease_seconds: float
+    # Devices seen within this many seconds are online (they keep their recipients).
+    offline_after: float
+    sticky_seconds: float
+    # The random pause after each message handed out now, in order (at least ``per_fetch``).
+    delays: tuple[float, ...]
+
+    def windows(self) -> list[tuple[float, int]]:
+        """(seconds, limit) of each limited window."""
+        return [(seconds, limit) for seconds, limit in
+                ((60.0, self.per_minute), (3600.0, self.per_hour), (86_400.0, self.per_day))
+                if limit > 0]
+
+    def allowance(self, in_flight: int, handed: Sequence[int]) -> int:
+        """New messages allowed now, given the live leases held and the hand-outs counted in
+        each of ``windows()``."""
+        room = [self.per_fetch, self.max_in_flight - in_flight]
+        room += [limit - count for (_s, limit), count in zip(self.windows(), handed,
+                                                               strict=True)]
+        return max(0, min(room))
+
+
+@dataclass(slots=True)
+class DeviceMessage:
+    """A message as handed to a device."""
+
+    id: int
+    number: str
+    text: str
+    priority: int
+    created_at: float
+    expires_at: float | None
+    possible_resend: bool = False
+
+
+@dataclass(slots=True)
+class DeviceClaim:
+    # Unacknowledged ones handed before, then new ones; priority then id.
+    messages: list[DeviceMessage]
+    # How many of ``messages`` were handed out by this claim.
+    new: int
+    # No new messages for the device before this time.
+    ready_at: float
+
+
+@dataclass(slots=True)
+class ReportedMessage:
+    # The message's lifecycle state (``State`` value).
+    state: str
+    # The device holds its lease (``record_outcomes`` as ``device_worker(id)`` applies).
+    held: bool

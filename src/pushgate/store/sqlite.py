@@ -45,11 +45,19 @@ from pushgate.core.models import (
 from pushgate.core.push import PushPlan
 from pushgate.core.transitions import resolve_part_updates, walk_status_updates
 from pushgate.store.base import (
+    DEVICE_COLUMNS,
+    DEVICE_HISTORY_SECONDS,
     EARLY_UPDATE_TTL,
+    Device,
+    DeviceClaim,
+    DeviceMessage,
+    DeviceQuota,
     InsufficientCredit,
+    ReportedMessage,
     RetryPolicy,
     Store,
     StoreUnavailable,
+    device_worker,
     fair_share,
 )
 from pushgate.store.migrate import sqlite_path
@@ -659,6 +667,120 @@ class SQLiteStore(Store):
         ).fetchone()
         return {"pending": int(row[0]), "dead": int(row[1])}
 
+    # --- devices ----------------------------------------------------------------------------
+    async def register_device(self, device: Device, token_hash: str) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO devices (id, channel_id, project_id, name, token_hash, push_token,"
+                " user_agent, health, created_at, last_seen_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (device.id, device.channel_id, device.project_id, device.name, token_hash,
+                 device.push_token, device.user_agent, json.dumps(device.health or {}),
+                 device.created_at, device.last_seen_at))
+
+        await self._write(job)
+
+    async def device_by_token(self, token_hash: str) -> Device | None:
+        row = self._read().execute(
+            f"SELECT {DEVICE_COLUMNS} FROM devices WHERE token_hash = ?", (token_hash,)
+        ).fetchone()
+        return _device_from_row(row) if row else None
+
+    async def get_device(self, device_id: str) -> Device | None:
+        row = self._read().execute(
+            f"SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?", (device_id,)).fetchone()
+        return _device_from_row(row) if row else None
+
+    async def list_devices(self, channel_id: int | None = None) -> list[Device]:
+        conn = self._read()
+        where, params = ("WHERE channel_id = ?", (channel_id,)) if channel_id is not None \
+            else ("", ())
+        rows = conn.execute(
+            f"SELECT {DEVICE_COLUMNS} FROM devices {where} ORDER BY created_at, id",
+            params).fetchall()
+        held = dict(conn.execute(
+            "SELECT leased_by, count(*) FROM messages WHERE channel_id IN"
+            " (SELECT value FROM json_each(?)) AND state = 'sending' AND lease_until >= ?"
+            " GROUP BY leased_by", (json.dumps(sorted({r[1] for r in rows})), _now())).fetchall())
+        return [_device_from_row(r, held.get(device_worker(r[0]), 0)) for r in rows]
+
+    async def touch_device(
+        self,
+        device_id: str,
+        now: float,
+        *,
+        user_agent: str | None = None,
+        push_token: str | None = None,
+        health: dict[str, Any] | None = None,
+    ) -> None:
+        patch = json.dumps(health) if health else None
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE devices SET last_seen_at = max(coalesce(last_seen_at, 0), ?),"
+                " user_agent = coalesce(?, user_agent), push_token = coalesce(?, push_token),"
+                " health = CASE WHEN ? IS NULL THEN health ELSE json_patch(health, ?) END"
+                " WHERE id = ?", (now, user_agent, push_token, patch, patch, device_id))
+
+        await self._write(job)
+
+    async def revoke_devices(
+        self, now: float, *, device_id: str | None = None, channel_id: int | None = None
+    ) -> int:
+        def job(conn: sqlite3.Connection) -> int:
+            if device_id is not None:
+                cur = conn.execute("UPDATE devices SET revoked_at = ? WHERE id = ?"
+                                   " AND revoked_at IS NULL", (now, device_id))
+            else:
+                cur = conn.execute("UPDATE devices SET revoked_at = ? WHERE channel_id = ?"
+                                   " AND revoked_at IS NULL", (now, channel_id))
+            return cur.rowcount
+
+        if device_id is None and channel_id is None:
+            raise ValueError("revoke_devices needs a device_id or a channel_id")
+        return await self._write(job)
+
+    async def claim_for_device(
+        self, device_id: str, quota: DeviceQuota, now: float
+    ) -> DeviceClaim:
+        return await self._write(_claim_for_device_job, device_id, quota, now)
+
+    async def note_device_reports(
+        self,
+        device_id: str,
+        reports: Sequence[tuple[int, str, float]],
+        now: float,
+        lease_seconds: float,
+    ) -> dict[int, ReportedMessage]:
+        return await self._write(_note_device_reports_job, device_id, list(reports), now,
+                                 lease_seconds)
+
+    async def pause_device(self, device_id: str, until: float) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE devices SET paused_until = max(paused_until, ?) WHERE id = ?",
+                         (until, device_id))
+
+        await self._write(job)
+
+    async def request_reconnect(self, channel_id: int, now: float) -> int:
+        def job(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "UPDATE devices SET reconnect_at = ? WHERE channel_id = ? AND revoked_at IS NULL",
+                (now, channel_id)).rowcount
+
+        return await self._write(job)
+
+    async def cancel_channel_queue(
+        self, channel_id: int, now: float, reason: str, include_in_flight: bool = False
+    ) -> tuple[int, int]:
+        return await self._write(_cancel_queue_job, channel_id, now, reason, include_in_flight)
+
+    async def channel_queue_counts(self, channel_id: int) -> dict[str, int]:
+        counts = dict(self._read().execute(
+            "SELECT state, count(*) FROM messages WHERE channel_id = ?"
+            " AND state IN ('queued', 'sending') GROUP BY state", (channel_id,)).fetchall())
+        return {"queued": int(counts.get("queued", 0)), "sending": int(counts.get("sending", 0))}
+
 
 # --- write jobs (run on the writer thread, inside the batch transaction) -----------------------
 
@@ -889,9 +1011,11 @@ def _record_outcomes_job(
             continue
         mid, project_id, credit, attempts, channel_id = row
         if res.ok:
-            submitted.append((res.provider_id, now, mid))
+            # An ok send may still report a problem with a part (e.g. an audio's text lost).
+            submitted.append((res.provider_id, res.error_code, res.error_message, now, mid))
             refs += [(channel_id, pid, mid, part) for part, pid in res.provider_refs]
-            events.append((mid, "submitted", now, f"provider id {res.provider_id}"))
+            problem = f"; {res.error_code}: {res.error_message}" if res.error_code else ""
+            events.append((mid, "submitted", now, f"provider id {res.provider_id}{problem}"))
             if project_id in hooks:
                 outbox.append((project_id, mid, "submitted", now, None, None, now))
             continue
@@ -916,8 +1040,9 @@ def _record_outcomes_job(
             outbox.append((project_id, mid, "refunded", now, res.error_code, res.error_message,
                            now))
     conn.executemany(
-        "UPDATE messages SET state = 'submitted', provider_id = ?, lease_until = NULL,"
-        " leased_by = NULL, updated_at = ? WHERE id = ?", submitted)
+        "UPDATE messages SET state = 'submitted', provider_id = ?,"
+        " error_code = coalesce(?, error_code), error_message = coalesce(?, error_message),"
+        " lease_until = NULL, leased_by = NULL, updated_at = ? WHERE id = ?", submitted)
     conn.executemany(
         "UPDATE messages SET provider_id = ? WHERE id = ? AND provider_id IS NULL"
         " AND state IN ('submitted', 'delivered', 'read')", late_provider_ids)
@@ -939,7 +1064,7 @@ def _record_outcomes_job(
     conn.executemany(
         "INSERT INTO provider_refs (channel_id, provider_id, message_id, part, state)"
         " VALUES (?, ?, ?, ?, 'submitted') ON CONFLICT DO NOTHING", refs)
-    _apply_early_updates(conn, [(current[mid][4], pid) for pid, _now, mid in submitted if pid]
+    _apply_early_updates(conn, [(current[s[4]][4], s[0]) for s in submitted if s[0]]
                          + [(c, pid) for c, pid, _m, _p in refs])
 
 
@@ -1100,3 +1225,181 @@ def _claim_outbox_job(
         conn.execute("DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?))",
                      (json.dumps(orphaned),))
     return list(batches.values())
+
+
+# --- devices ------------------------------------------------------------------------------------
+_DEVICE_MESSAGE_RETURNING = "id, number, body, priority, created_at, expires_at, attempts"
+
+
+def _device_from_row(row: Sequence[Any], in_flight: int = 0) -> Device:
+    return Device(id=row[0], channel_id=row[1], project_id=row[2], name=row[3],
+                  created_at=row[4], last_seen_at=row[5], revoked_at=row[6], push_token=row[7],
+                  user_agent=row[8] or "", health=json.loads(row[9] or "{}") or None,
+                  ready_at=row[10], paused_until=row[11], reconnect_at=row[12],
+                  in_flight=in_flight)
+
+
+def _window_free_at(conn: sqlite3.Connection, device_id: str, quota: DeviceQuota,
+                    handed: list[int], now: float) -> float:
+    """When every full limit window has room again (``now`` if none is full)."""
+    free_at = now
+    for (seconds, limit), count in zip(quota.windows(), handed, strict=True):
+        if count >= limit:
+            row = conn.execute(
+                "SELECT handed_at FROM device_messages WHERE device_id = ? AND handed_at >= ?"
+                " ORDER BY handed_at LIMIT 1 OFFSET ?",
+                (device_id, now - seconds, count - limit)).fetchone()
+            if row is not None:
+                free_at = max(free_at, row[0] + seconds)
+    return free_at
+
+
+def _claim_for_device_job(
+    conn: sqlite3.Connection, device_id: str, quota: DeviceQuota, now: float
+) -> DeviceClaim:
+    device = conn.execute(
+        "SELECT channel_id, revoked_at, ready_at, paused_until FROM devices WHERE id = ?",
+        (device_id,)).fetchone()
+    if device is None or device[1] is not None:
+        return DeviceClaim([], 0, now)
+    channel_id, _revoked, ready_at, paused_until = device
+    worker = device_worker(device_id)
+    conn.execute("UPDATE devices SET last_seen_at = ? WHERE id = ?", (now, device_id))
+    conn.execute("DELETE FROM device_messages WHERE device_id = ? AND handed_at < ?",
+                 (device_id, now - DEVICE_HISTORY_SECONDS))
+    # Handed out before and not acknowledged: the app may have missed the answer.
+    pending = [DeviceMessage(*r[:6]) for r in conn.execute(
+        "SELECT m.id, m.number, m.body, m.priority, m.created_at, m.expires_at"
+        " FROM device_messages h JOIN messages m ON m.id = h.message_id"
+        " WHERE h.device_id = ? AND h.reported_state IS NULL AND m.state = 'sending'"
+        " AND m.leased_by = ? AND m.lease_until >= ?", (device_id, worker, now)).fetchall()]
+    claim = DeviceClaim(pending, 0, max(ready_at, paused_until))
+    stopped = conn.execute("SELECT paused FROM channels WHERE id = ?", (channel_id,)).fetchone()
+    if stopped is None or stopped[0] or now < claim.ready_at:
+        return _sorted_claim(claim)
+    in_flight = conn.execute(
+        "SELECT count(*) FROM messages WHERE channel_id = ? AND state = 'sending'"
+        " AND leased_by = ? AND lease_until >= ?", (channel_id, worker, now)).fetchone()[0]
+    handed = [conn.execute(
+        "SELECT count(*) FROM device_messages WHERE device_id = ? AND handed_at >= ?",
+        (device_id, now - seconds)).fetchone()[0] for seconds, _limit in quota.windows()]
+    allowance = quota.allowance(in_flight, handed)
+    if allowance == 0:
+        claim.ready_at = _window_free_at(conn, device_id, quota, handed, now)
+        conn.execute("UPDATE devices SET ready_at = ? WHERE id = ?", (claim.ready_at, device_id))
+        return _sorted_claim(claim)
+
+    until = now + quota.lease_seconds
+    # A lease that ran out past the message's validity goes back to the queue, where the
+    # expiry refunds it: a phone never gets a stale message.
+    stale = conn.execute(
+        "UPDATE messages SET state = 'queued', lease_until = NULL, leased_by = NULL,"
+        " updated_at = ? WHERE channel_id = ? AND state = 'sending' AND lease_until < ?"
+        " AND expires_at < ? RETURNING id", (now, channel_id, now, now)).fetchall()
+    conn.executemany(
+        "INSERT INTO message_events (message_id, state, at, detail) VALUES (?, 'queued', ?, ?)",
+        [(r[0], now, "lease ended after the validity period; left to expire") for r in stale])
+    # A lease that ran out (its phone went silent) may have been sent: hand it on, counted
+    # as a possible re-send, before anything new.
+    expired = conn.execute(
+        "UPDATE messages SET lease_until = ?, leased_by = ?, attempts = attempts + 1,"
+        " resends = resends + 1, updated_at = ? WHERE id IN (SELECT id FROM messages"
+        " WHERE channel_id = ? AND state = 'sending' AND lease_until < ?"
+        f" ORDER BY priority DESC, id LIMIT ?) RETURNING {_DEVICE_MESSAGE_RETURNING}",
+        (until, worker, now, channel_id, now, allowance)).fetchall()
+    fresh: list[Any] = []
+    if len(expired) < allowance:
+        # A recipient another online phone wrote to lately waits a while for that phone, so
+        # one person keeps hearing from one number.
+        fresh = conn.execute(
+            "UPDATE messages SET state = 'sending', lease_until = ?, leased_by = ?,"
+            " attempts = attempts + 1, updated_at = ? WHERE id IN (SELECT m.id FROM messages m"
+            " WHERE m.channel_id = ? AND m.state = 'queued' AND m.next_attempt_at <= ?"
+            " AND (m.expires_at IS NULL OR m.expires_at >= ?)"
+            " AND NOT (m.created_at > ? AND EXISTS (SELECT 1 FROM device_recipients r"
+            " JOIN devices d ON d.id = r.device_id WHERE r.channel_id = m.channel_id"
+            " AND r.number = m.number AND r.device_id <> ? AND d.revoked_at IS NULL"
+            " AND d.last_seen_at >= ? AND d.paused_until <= ?))"
+            f" ORDER BY m.priority DESC, m.id LIMIT ?) RETURNING {_DEVICE_MESSAGE_RETURNING}",
+            (until, worker, now, channel_id, now, now, now - quota.sticky_seconds, device_id,
+             now - quota.offline_after, now, allowance - len(expired))).fetchall()
+    rows = [(r, True) for r in expired] + [(r, False) for r in fresh]
+    conn.executemany(
+        "INSERT INTO message_events (message_id, state, at, detail) VALUES (?, 'sending', ?, ?)",
+        [(r[0], now, f"device {device_id}, attempt {r[6]}"
+          + (": possible re-send, previous lease expired" if resend else ""))
+         for r, resend in rows])
+    conn.executemany(
+        "INSERT INTO device_messages (message_id, device_id, channel_id, handed_at)"
+        " VALUES (?, ?, ?, ?) ON CONFLICT (message_id, device_id) DO UPDATE SET"
+        " handed_at = excluded.handed_at, reported_state = NULL, reported_at = NULL",
+        [(r[0], device_id, channel_id, now) for r, _resend in rows])
+    conn.executemany(
+        "INSERT INTO device_recipients (channel_id, number, device_id, at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (channel_id, number) DO UPDATE SET device_id = excluded.device_id,"
+        " at = excluded.at", [(channel_id, r[1], device_id, now) for r, _resend in rows])
+    if rows:
+        claim.ready_at = now + sum(quota.delays[:len(rows)])
+        conn.execute("UPDATE devices SET ready_at = ? WHERE id = ?", (claim.ready_at, device_id))
+    claim.new = len(rows)
+    claim.messages += [DeviceMessage(*r[:6], possible_resend=resend) for r, resend in rows]
+    return _sorted_claim(claim)
+
+
+def _sorted_claim(claim: DeviceClaim) -> DeviceClaim:
+    claim.messages.sort(key=lambda m: (-m.priority, m.id))
+    return claim
+
+
+def _note_device_reports_job(
+    conn: sqlite3.Connection,
+    device_id: str,
+    reports: list[tuple[int, str, float]],
+    now: float,
+    lease_seconds: float,
+) -> dict[int, ReportedMessage]:
+    worker = device_worker(device_id)
+    known = {r[0]: ReportedMessage(r[1], r[1] == "sending" and r[2] == worker)
+             for r in conn.execute(
+                 "SELECT m.id, m.state, m.leased_by FROM device_messages h"
+                 " JOIN messages m ON m.id = h.message_id WHERE h.device_id = ?"
+                 " AND h.message_id IN (SELECT value FROM json_each(?))",
+                 (device_id, json.dumps(sorted({r[0] for r in reports})))).fetchall()}
+    conn.executemany(
+        "UPDATE device_messages SET reported_state = ?, reported_at = ?"
+        " WHERE message_id = ? AND device_id = ?",
+        [(state, at, mid, device_id) for mid, state, at in reports if mid in known])
+    # The phone has it queued: it keeps the message while it waits out its own delays.
+    conn.executemany(
+        "UPDATE messages SET lease_until = max(lease_until, ?) WHERE id = ?"
+        " AND state = 'sending' AND leased_by = ?",
+        [(now + lease_seconds, mid, worker) for mid, state, _at in reports
+         if state in ("Pending", "Processed") and mid in known and known[mid].held])
+    conn.execute("UPDATE devices SET last_seen_at = max(coalesce(last_seen_at, 0), ?)"
+                 " WHERE id = ?", (now, device_id))
+    return known
+
+
+def _cancel_queue_job(
+    conn: sqlite3.Connection, channel_id: int, now: float, reason: str, include_in_flight: bool
+) -> tuple[int, int]:
+    states = ("queued", "sending") if include_in_flight else ("queued",)
+    rows = conn.execute(
+        "UPDATE messages SET state = 'cancelled', error_message = ?, lease_until = NULL,"
+        " leased_by = NULL, updated_at = ? WHERE channel_id = ?"
+        " AND state IN (SELECT value FROM json_each(?)) RETURNING id, project_id, credit_micro",
+        (reason, now, channel_id, json.dumps(states))).fetchall()
+    if not rows:
+        return 0, 0
+    rows.sort()
+    hooks = _webhook_projects(conn)
+    refunds: dict[int, int] = defaultdict(int)
+    for _mid, project_id, credit in rows:
+        refunds[project_id] += credit
+    conn.executemany(
+        "INSERT INTO message_events (message_id, state, at, detail) VALUES (?, 'cancelled', ?, ?)",
+        [(mid, now, f"{reason}; {credit} micro-credits returned") for mid, _p, credit in rows])
+    _refund(conn, refunds, now, f"refund: {reason}")
+    _add_outbox(conn, [(project_id, mid, "cancelled", now, None, reason, now)
+                       for mid, project_id, _credit in rows if project_id in hooks])
+    return len(rows), sum(refunds.values())

@@ -73,8 +73,10 @@ class WebhookDeliverer:
 
     async def _idle(self) -> None:
         self.wake.clear()
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wake.wait(), self.idle_poll)
+            async with asyncio.timeout(self.idle_poll):
+                await self.wake.wait()
 
     async def deliver_once(self) -> int:
         """Claim what is due, POST it, record the outcome; returns the items handled."""

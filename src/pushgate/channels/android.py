@@ -1,0 +1,159 @@
+"""Android phones running "SMS Gateway for Android" (capcom6/android-sms-gateway) as an SMS
+channel, with pushgate as the app's *private server*.
+
+This is a pull channel: the dispatcher runs no sender for it. Each paired phone fetches its own
+messages through the device API (``pushgate.api.devices``), sends them with Android's SMS
+manager and reports every state back. So a channel of kind ``android`` is a pool of phones:
+messages go to the phones that are online, each phone within its own limits.
+
+Why limits per phone. Android itself lets one app send only 30 SMS per 30 minutes
+(``sms_outgoing_check_max_count`` / ``sms_outgoing_check_interval_ms``); beyond that it asks the
+user to confirm each message, and an unconfirmed send fails with
+``RESULT_ERROR_LIMIT_EXCEEDED``. Carriers also block SIMs that send like a bulk sender. The
+defaults therefore stay inside Android's default window:
+
+==========================  =========  ==================================================
+config key                  default    meaning
+==========================  =========  ==================================================
+``per_minute``              2          messages a phone is handed per rolling minute
+``per_hour``                30         ... per rolling hour: never more than 30 in any 30 min
+``per_day``                 300        ... per rolling day (0 = no limit, for any of the three)
+``min_delay_seconds``       15         random pause between two messages of one phone,
+``max_delay_seconds``       30         drawn uniformly between these two
+``per_fetch``               5          at most this many new messages per fetch
+``max_in_flight``           10         a phone holding this many unreported gets no more
+``lease_seconds``           600        a message unreported this long goes to another phone
+``offline_after_seconds``   120        a phone silent this long is offline (no new work)
+``limit_pause_seconds``     1800       a phone that hit Android's limit rests this long
+``sticky_seconds``          300        how long a recipient's message waits for "its" phone
+``sim_number``              none       SIM slot (1-3) the phones send from; none = app's
+``keepalive_seconds``       15         keep-alive comments on the event stream
+``events_poll_seconds``     1.0        how often an event stream looks for new work
+``private_token``           none       what the app registers with (``pushgate device pair``)
+==========================  =========  ==================================================
+
+A phone whose Android limit was raised (``adb shell settings put global
+sms_outgoing_check_max_count 1000``) can take higher ``per_*`` values. The app is also told
+the delay and the per-minute limit through ``GET /settings`` so it spaces its own sends; the
+gateway does not rely on it: it hands a phone no new message before the random delay after the
+previous one has passed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+from pushgate.channels.base import (
+    Channel,
+    ChannelConfigError,
+    ChannelEnv,
+    ChannelStatus,
+    register,
+)
+from pushgate.core.channels import ChannelSpec
+from pushgate.core.models import OutboundMessage, SendResult
+
+# Android's own error for a send it refused because the app sent too many (see above).
+LIMIT_EXCEEDED = "RESULT_ERROR_LIMIT_EXCEEDED"
+MIN_PRIVATE_TOKEN = 16
+
+_DEFAULTS: dict[str, Any] = {
+    "per_minute": 2,
+    "per_hour": 30,
+    "per_day": 300,
+    "min_delay_seconds": 15.0,
+    "max_delay_seconds": 30.0,
+    "per_fetch": 5,
+    "max_in_flight": 10,
+    "lease_seconds": 600.0,
+    "offline_after_seconds": 120.0,
+    "limit_pause_seconds": 1800.0,
+    "sticky_seconds": 300.0,
+    "keepalive_seconds": 15.0,
+    "events_poll_seconds": 1.0,
+}
+_COUNTS = ("per_minute", "per_hour", "per_day", "per_fetch", "max_in_flight")
+_POSITIVE = ("per_fetch", "max_in_flight", "lease_seconds", "offline_after_seconds",
+             "keepalive_seconds", "events_poll_seconds")
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneSettings:
+    """A phone channel's config, checked and with its defaults filled in."""
+
+    per_minute: int
+    per_hour: int
+    per_day: int
+    min_delay_seconds: float
+    max_delay_seconds: float
+    per_fetch: int
+    max_in_flight: int
+    lease_seconds: float
+    offline_after_seconds: float
+    limit_pause_seconds: float
+    sticky_seconds: float
+    keepalive_seconds: float
+    events_poll_seconds: float
+    sim_number: int | None
+    private_token: str | None
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> PhoneSettings:
+        checked = AndroidChannel.validate_config(config)
+        return cls(**{f.name: checked.get(f.name) for f in fields(cls)})
+
+
+@register
+class AndroidChannel(Channel):
+    kind = "android"
+    pull: ClassVar[bool] = True
+
+    def __init__(self, spec: ChannelSpec, env: ChannelEnv | None = None) -> None:
+        super().__init__(spec, env)
+        self.settings = PhoneSettings.from_config(spec.config)
+
+    @classmethod
+    def validate_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        out = {**_DEFAULTS, **config}
+        for key in _DEFAULTS:
+            value = out[key]
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ChannelConfigError(f"`{key}` must be a number, got {value!r}")
+            if key in _COUNTS:
+                if value != int(value):
+                    raise ChannelConfigError(f"`{key}` must be a whole number, got {value!r}")
+                out[key] = int(value)
+            else:
+                out[key] = float(value)
+            if out[key] < 0 or (key in _POSITIVE and out[key] == 0):
+                bound = "above 0" if key in _POSITIVE else "0 or more"
+                raise ChannelConfigError(f"`{key}` must be {bound}, got {value!r}")
+        if out["min_delay_seconds"] > out["max_delay_seconds"]:
+            raise ChannelConfigError("`min_delay_seconds` is above `max_delay_seconds`")
+        sim = out.get("sim_number")
+        if sim is not None and (isinstance(sim, bool) or sim not in (1, 2, 3)):
+            raise ChannelConfigError(f"`sim_number` must be 1, 2 or 3, got {sim!r}")
+        out["sim_number"] = sim
+        token = out.get("private_token")
+        if token is not None and (not isinstance(token, str) or len(token) < MIN_PRIVATE_TOKEN):
+            raise ChannelConfigError(
+                f"`private_token` must be a string of at least {MIN_PRIVATE_TOKEN} characters")
+        out["private_token"] = token
+        return out
+
+    async def send(self, message: OutboundMessage) -> SendResult:
+        # Phones fetch their messages; a dispatcher that calls this anyway must not spend an
+        # attempt on the message, only give it back.
+        return SendResult(message.id, ok=False, retryable=True, defer=True, retry_after=60.0,
+                          error_code="pull_channel",
+                          error_message="android channels are sent by their phones")
+
+    async def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
+        return [await self.send(m) for m in messages]
+
+    async def status(self) -> ChannelStatus:
+        # Which phones are online is in the store; ``device-status`` computes it from there.
+        return ChannelStatus(connected=False, state="OFFLINE",
+                             detail="phones report through the device API")
