@@ -25,6 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 import accept  # noqa: E402
+import smpp as smpp_bench  # noqa: E402
 import store_driver  # noqa: E402
 
 import dispatch  # noqa: E402
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> None:
                                           "--client", "raw"])
         results["dispatch"] = dispatch.main(["--messages", "200000"])
         results["store_driver"] = store_driver.main(["--rows", "100000", "--repeat", "3"])
+    results["smpp"] = smpp_bench.main(["--messages", "20000" if args.quick else "50000"])
     if args.postgres:
         results["accept_postgres"] = accept.main(["--backend", "postgres", "--seconds", seconds,
                                                   "--sizes", "1000,10000"])
