@@ -28,6 +28,10 @@ lint: install
 bench: install
 	$(BIN)/python bench/run.py
 
+# Warns (never fails) when a fast subset falls well below bench/baseline.json.
+bench-check: install
+	$(BIN)/python bench/check.py
+
 docs: install
 	$(BIN)/pushgate docs error-codes
 
