@@ -131,3 +131,43 @@ async def test_inline_media_is_served_by_signed_link_only(app_client: Any, make:
     assert (await client.get("/" + expired.split("/", 3)[3])).status_code == 403
     other = sign_media_url(gateway.env, media_id + 1, int(time.time()) + 60)
     assert (await client.get("/" + other.split("/", 3)[3])).status_code == 404
+
+
+async def test_a_users_whatsapp_media_reaches_the_incoming_webhook_as_a_working_link(
+        app_client: Any, make: Any, store: Any) -> None:
+    from urllib.parse import urlsplit
+
+    from tests.fakes.graph_api import GraphFake
+    from tests.fakes.server import serve_app
+
+    fake = GraphFake()
+    photo = b"\xff\xd8\xff" + b"x" * 2048
+    media_id = fake.add_media(photo, "image/jpeg")
+    with serve_app(fake.app) as graph_url:
+        client, _ = await app_client(allow_private_media=True, public_url="http://gw.test")
+        project, _, _ = await make.project()
+        await store.set_incoming_webhook(project.id, "http://127.0.0.1:9/in")
+        channel = await make.channel(project.id, application=101, kind="whatsapp_cloud",
+                                     config={"phone_number_id": fake.phone_number_id,
+                                             "access_token": fake.access_token,
+                                             "app_secret": fake.app_secret,
+                                             "verify_token": "v", "graph_base_url": graph_url})
+        delivery = fake.delivery(fake.inbound_payload("919876543210", {
+            "type": "image", "image": {"id": media_id, "mime_type": "image/jpeg",
+                                       "caption": "meter reading"}}))
+        answer = await client.post(f"/channels/{channel.id}/callback", content=delivery.body,
+                                   headers=delivery.headers)
+        assert answer.status_code == 200
+        [forward] = await store.claim_inbound(10, time.time(), 30)
+        assert forward.payload["type"] == 2
+        assert forward.payload["message_in_raw"] == "meter reading"
+        link = urlsplit(forward.payload["media-url"])
+        assert link.netloc == "gw.test"
+        got = await client.get(f"{link.path}?{link.query}")
+        assert (got.status_code, got.headers["content-type"], got.content) == (
+            200, "image/jpeg", photo)
+        forged = await client.get(f"{link.path}?{link.query.replace('sig=', 'sig=x')}")
+        assert forged.status_code == 403
+        del fake.media[media_id]                  # Meta dropped it (after 30 days)
+        gone = await client.get(f"{link.path}?{link.query}")
+        assert gone.status_code == 404

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,13 @@ from pushgate.channels.base import (
     CallbackRequest,
     CallbackResult,
     ChannelConfigError,
+    ChannelEnv,
     channel_class,
+)
+from pushgate.channels.media import (
+    MediaFetchError,
+    inbound_media_subject,
+    verify_media_signature,
 )
 from pushgate.channels.whatsapp_cloud import ERROR_RULES, WhatsAppCloudChannel
 from pushgate.core.channels import ChannelSpec, PriceUnit
@@ -106,7 +113,8 @@ async def make_channel(
         spec = ChannelSpec(id=CHANNEL_ID, project_id=1, kind="whatsapp_cloud", application=101,
                            price_micro=5000, price_unit=PriceUnit.MESSAGE,
                            config=config(servers, **overrides))
-        channel = WhatsAppCloudChannel(spec)
+        # The fake is on loopback, which media downloads refuse unless told otherwise.
+        channel = WhatsAppCloudChannel(spec, ChannelEnv(allow_private_media=True))
         servers.channel = channel
         started.append(channel)
         return channel
@@ -581,9 +589,16 @@ async def test_inbound_messages(channel: WhatsAppCloudChannel, fake: GraphFake) 
                 "X-Hub-Signature-256"]}, {}, delivery.body))
         assert result.status_code == 200 and result.body == b"" and result.updates == []
         parsed.extend(result.inbound)
-    assert [(m.type, m.text, m.media_url) for m in parsed] == [
-        (1, "STOP", None), (2, "my receipt", "media:1479537139650973"), (9, "Yes", None),
-        (9, "Not Sure", None), (7, "Office, 1 Main St", None)]
+    assert [(m.type, m.text, m.media_url is not None) for m in parsed] == [
+        (1, "STOP", False), (2, "my receipt", True), (9, "Yes", False),
+        (9, "Not Sure", False), (7, "Office, 1 Main St", False)]
+    # The image's media id becomes a signed link of the gateway that fetches it when followed.
+    link = urllib.parse.urlsplit(parsed[1].media_url or "")
+    assert link.path == f"/channels/{CHANNEL_ID}/inbound-media/1479537139650973"
+    query = dict(urllib.parse.parse_qsl(link.query))
+    assert verify_media_signature(channel.env.secret_key,
+                                  inbound_media_subject(CHANNEL_ID, "1479537139650973"),
+                                  query["expires"], query["sig"], time.time())
     for m in parsed:
         assert m.channel_id == CHANNEL_ID and m.number == OTHER and m.name == "Ana"
         assert m.at == 1.7e9 and m.provider_id == m.raw["id"]
@@ -713,3 +728,25 @@ def test_config_errors_name_the_key(change: dict[str, Any], key: str) -> None:
     config = {k: v for k, v in config.items() if v is not None}
     with pytest.raises(ChannelConfigError, match=key):
         WhatsAppCloudChannel.validate_config(config)
+
+
+async def test_inbound_media_is_fetched_with_the_channel_token(
+        channel: WhatsAppCloudChannel, fake: GraphFake) -> None:
+    media_id = fake.add_media(b"\xff\xd8\xff" + b"jpeg" * 100, "image/jpeg")
+    content_type, data = await channel.fetch_inbound_media(media_id)
+    assert (content_type, data) == ("image/jpeg", b"\xff\xd8\xff" + b"jpeg" * 100)
+    # Both steps carried the token; an unknown or expired id is "not found".
+    assert all(r.headers.get("authorization") == f"Bearer {fake.access_token}"
+               for r in fake.requests if r.method == "GET")
+    with pytest.raises(LookupError):
+        await channel.fetch_inbound_media("999999")
+
+
+async def test_inbound_media_on_a_private_address_is_refused(
+        make_channel: Callable[..., WhatsAppCloudChannel], fake: GraphFake) -> None:
+    channel = make_channel()
+    channel.env = ChannelEnv(allow_private_media=False)
+    media_id = fake.add_media(b"%PDF-1.4", "application/pdf")
+    with pytest.raises(MediaFetchError) as info:
+        await channel.fetch_inbound_media(media_id)
+    assert not info.value.retryable and "127.0.0.1" in str(info.value)

@@ -179,8 +179,11 @@ class GraphFake:
         self._counter = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self.webhook_responses: list[int] = []
+        # Users' media by media id: (MIME type, bytes), downloadable with the token.
+        self.media: dict[str, tuple[str, bytes]] = {}
         self.app = Starlette(routes=[
             Route("/{version}/{number_id}/messages", self._messages, methods=["POST"]),
+            Route("/media-download/{media_id}", self._media_download, methods=["GET"]),
             Route("/{version}/{number_id}", self._phone_number, methods=["GET"]),
         ])
 
@@ -253,10 +256,35 @@ class GraphFake:
             "type": "GraphMethodException", "code": 100, "error_subcode": 33,
             "fbtrace_id": fbtrace_id()}}, status_code=400)
 
+    def add_media(self, data: bytes, mime_type: str) -> str:
+        """A user's media, as Meta keeps it; returns its media id."""
+        media_id = str(1_479_537_139_650_000 + len(self.media))
+        self.media[media_id] = (mime_type, data)
+        return media_id
+
+    async def _media_download(self, request: Request) -> Response:
+        """The media URL: Meta answers 401 without the token, as the reference says."""
+        recorded = await self._record(request)
+        if refused := self._auth_error(recorded.headers):
+            return refused
+        found = self.media.get(request.path_params["media_id"])
+        if found is None:
+            return Response(status_code=404)
+        return Response(found[1], media_type=found[0])
+
     async def _phone_number(self, request: Request) -> Response:
         recorded = await self._record(request)
         if refused := self._auth_error(recorded.headers):
             return refused
+        media_id = request.path_params["number_id"]
+        if media_id in self.media:
+            # GET /{media-id}: the media object, whose url is fetched with the token.
+            mime_type, data = self.media[media_id]
+            base = str(request.base_url).rstrip("/")
+            return JSONResponse({
+                "messaging_product": "whatsapp", "url": f"{base}/media-download/{media_id}",
+                "mime_type": mime_type, "sha256": hashlib.sha256(data).hexdigest(),
+                "file_size": len(data), "id": media_id})
         if request.path_params["number_id"] != self.phone_number_id:
             return self._unknown_object(request.path_params["number_id"])
         digits = self.display_phone_number

@@ -34,7 +34,11 @@ from pushgate.channels.base import (
     ChannelEnv,
     channel_for,
 )
-from pushgate.channels.media import verify_media_signature
+from pushgate.channels.media import (
+    MediaFetchError,
+    inbound_media_subject,
+    verify_media_signature,
+)
 from pushgate.config import Settings
 from pushgate.core.channels import APPLICATION_CODES, ChannelSpec
 from pushgate.core.errors import ApiError, Code
@@ -377,6 +381,31 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
         metrics.CALLBACKS.labels(kind=spec.kind, outcome="accepted").inc()
         return Response(result.body, status_code=result.status_code,
                         media_type=result.content_type)
+
+    @app.get("/channels/{channel_id}/inbound-media/{ref}", tags=["Providers"],
+             summary="A user's media received on a channel, by signed link")
+    async def inbound_media(channel_id: int, ref: str, request: Request) -> Response:
+        """The ``media-url`` of an incoming-webhook message whose provider keeps the file
+        behind the channel's credentials: fetched from the provider when followed."""
+        parse_int_field("channel_id", channel_id, maximum=2**31 - 1)
+        if not verify_media_signature(settings.secret_key, inbound_media_subject(channel_id, ref),
+                                      request.query_params.get("expires", ""),
+                                      request.query_params.get("sig", ""), time.time()):
+            return Response(b"link expired or not signed", status_code=403,
+                            media_type="text/plain")
+        spec = await gateway.store.get_channel(channel_id)
+        if spec is None:
+            return Response(b"no such channel", status_code=404, media_type="text/plain")
+        try:
+            content_type, data = await gateway.callback_channel(spec).fetch_inbound_media(ref)
+        except LookupError as exc:
+            return Response(str(exc).encode(), status_code=404, media_type="text/plain")
+        except MediaFetchError as exc:
+            log.warning("channel %s: inbound media %s: %s", channel_id, ref, exc)
+            return Response(str(exc).encode(), status_code=503 if exc.retryable else 502,
+                            media_type="text/plain")
+        return Response(data, media_type=content_type,
+                        headers={"Cache-Control": "private, max-age=3600"})
 
     @app.get("/media/{media_id}", tags=["Providers"],
              summary="Inline media of a push, for providers, by signed expiring link")

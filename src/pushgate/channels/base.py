@@ -172,6 +172,12 @@ class Channel:
     async def status(self) -> ChannelStatus:
         return ChannelStatus(connected=True)
 
+    async def fetch_inbound_media(self, ref: str) -> tuple[str, bytes]:
+        """A user's media the provider keeps behind the channel's credentials (WhatsApp
+        Cloud's media ids), as (content type, bytes), for the gateway's signed link; raise
+        ``LookupError`` when there is none, ``MediaFetchError`` when the download fails."""
+        raise LookupError(f"channel kind {self.kind!r} keeps no inbound media")
+
     async def handle_callback(self, request: CallbackRequest) -> CallbackResult:
         """Verify (raise ``CallbackRejected``) and parse a provider callback. Must be
         idempotent: providers repeat callbacks, and the store ignores repeated updates."""

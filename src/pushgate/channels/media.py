@@ -23,6 +23,7 @@ import hmac
 import ipaddress
 import socket
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import httpx
 
@@ -42,10 +43,25 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # --- signed gateway URLs ----------------------------------------------------------------------
 
-def _media_signature(secret_key: str, media_id: int, expires: str) -> str:
-    digest = hmac.new(secret_key.encode(), f"{media_id}.{expires}".encode(),
+def _media_signature(secret_key: str, subject: int | str, expires: str) -> str:
+    digest = hmac.new(secret_key.encode(), f"{subject}.{expires}".encode(),
                       hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def inbound_media_subject(channel_id: int, ref: str) -> str:
+    """What a link to a user's media (received on ``channel_id``, ``ref`` the provider's media
+    id) signs: never equal to an inline media id, so one link cannot stand for the other."""
+    return f"inbound/{channel_id}/{ref}"
+
+
+def sign_inbound_media_url(env: ChannelEnv, channel_id: int, ref: str, expires_at: int) -> str:
+    """The gateway URL serving a user's media, fetched from the provider with the channel's
+    credentials when the link is followed (the provider's own URL needs them)."""
+    expires = str(int(expires_at))
+    sig = _media_signature(env.secret_key, inbound_media_subject(channel_id, ref), expires)
+    return (f"{env.public_url.rstrip('/')}/channels/{channel_id}/inbound-media/"
+            f"{quote(ref, safe='')}?expires={expires}&sig={sig}")
 
 
 def sign_media_url(env: ChannelEnv, media_id: int, expires_at: int) -> str:
@@ -55,10 +71,11 @@ def sign_media_url(env: ChannelEnv, media_id: int, expires_at: int) -> str:
     return f"{env.public_url.rstrip('/')}/media/{media_id}?expires={expires}&sig={sig}"
 
 
-def verify_media_signature(secret_key: str, media_id: int, expires: str, sig: str,
+def verify_media_signature(secret_key: str, media_id: int | str, expires: str, sig: str,
                            now: float) -> bool:
-    """Whether ``expires``/``sig`` (as received in the query) sign ``media_id`` and have not
-    expired at ``now``. Malformed values are simply invalid."""
+    """Whether ``expires``/``sig`` (as received in the query) sign ``media_id`` (an inline
+    media id, or an ``inbound_media_subject``) and have not expired at ``now``. Malformed
+    values are simply invalid."""
     # isdigit alone accepts non-ASCII digits ("²"); the signer only ever writes 0-9, and
     # a few thousand digits would make int() raise.
     if not (expires.isascii() and expires.isdigit() and len(expires) <= 20) or not sig.isascii():

@@ -48,7 +48,8 @@ from pushgate.channels.base import (
     ChannelStatus,
     register,
 )
-from pushgate.core.channels import ChannelSpec, media_kind_from_url
+from pushgate.channels.media import MediaFetchError, fetch_media, sign_inbound_media_url
+from pushgate.core.channels import MEDIA_MAX_BYTES, ChannelSpec, MediaKind, media_kind_from_url
 from pushgate.core.lifecycle import State
 from pushgate.core.models import InboundMessage, OutboundMessage, SendResult, StatusUpdate
 
@@ -57,6 +58,8 @@ log = logging.getLogger(__name__)
 GRAPH_BASE_URL = "https://graph.facebook.com"
 GRAPH_VERSION = "v21.0"
 DEFAULT_PAIR_INTERVAL = 6.0
+# Meta keeps a user's media for 30 days; the gateway's link to it lives as long.
+INBOUND_MEDIA_SECONDS = 30 * 86_400
 DEFAULT_TIMEOUT = 20.0
 
 # WhatsApp takes a caption on these media only; audio (and stickers) take none.
@@ -549,6 +552,38 @@ class WhatsAppCloudChannel(Channel):
                 refund=state is State.FAILED))
         return updates
 
+    def _inbound_media_url(self, kind: str, msg: dict[str, Any]) -> str | None:
+        """A user's media arrives as a media id whose file only the channel's token can
+        download: the project gets a signed gateway link that fetches it when followed
+        (Meta keeps the media for 30 days, the link lives as long)."""
+        media_id = _inbound_media_id(kind, msg)
+        if media_id is None:
+            return None
+        return sign_inbound_media_url(self.env, self.spec.id, media_id,
+                                      int(time.time() + INBOUND_MEDIA_SECONDS))
+
+    async def fetch_inbound_media(self, ref: str) -> tuple[str, bytes]:
+        """Graph's two steps: the media object (its short-lived URL, MIME type), then the
+        file, with the channel's token, through the size-capped, address-checked download."""
+        try:
+            response = await self._http().get(f"/{urllib.parse.quote(ref, safe='')}")
+        except httpx.HTTPError as exc:
+            raise MediaFetchError(f"Graph API unreachable: {_describe(exc)}",
+                                  retryable=True) from exc
+        if response.status_code in (400, 404):
+            raise LookupError(f"no media {ref!r} at Meta (expired after 30 days, or unknown)")
+        if response.status_code != 200:
+            raise MediaFetchError(f"Graph answered HTTP {response.status_code} for media {ref}",
+                                  retryable=response.status_code >= 500)
+        body = response.json()
+        url = body.get("url") if isinstance(body, dict) else None
+        if not isinstance(url, str):
+            raise MediaFetchError(f"Graph's media object {ref} has no url", retryable=False)
+        fetched = await fetch_media(
+            url, max_bytes=MEDIA_MAX_BYTES[MediaKind.DOCUMENT], timeout=self.timeout,
+            allow_private=self.env.allow_private_media, client=self._http())
+        return str(body.get("mime_type") or fetched.content_type), fetched.data
+
     def _inbound_messages(self, value: dict[str, Any]) -> list[InboundMessage]:
         names = {str(c.get("wa_id")): (c.get("profile") or {}).get("name")
                  for c in _dicts(value.get("contacts"))}
@@ -561,7 +596,7 @@ class WhatsAppCloudChannel(Channel):
             inbound.append(InboundMessage(
                 channel_id=self.spec.id, number=sender, text=_inbound_text(kind, msg),
                 provider_id=msg_id, at=_timestamp(msg.get("timestamp")),
-                type=INBOUND_TYPES.get(kind, 1), media_url=_inbound_media(kind, msg),
+                type=INBOUND_TYPES.get(kind, 1), media_url=self._inbound_media_url(kind, msg),
                 name=names.get(sender), raw=msg))
         return inbound
 
@@ -658,12 +693,8 @@ def _inbound_text(kind: str, msg: dict[str, Any]) -> str:
     return ""
 
 
-def _inbound_media(kind: str, msg: dict[str, Any]) -> str | None:
+def _inbound_media_id(kind: str, msg: dict[str, Any]) -> str | None:
     body = msg.get(kind)
-    if kind not in _MEDIA_TYPES or not isinstance(body, dict):
+    if kind not in _MEDIA_TYPES or not isinstance(body, dict) or not body.get("id"):
         return None
-    if body.get("url"):
-        return str(body["url"])
-    # The Cloud API sends a media id; fetching it takes the channel's token, so it is passed on
-    # as "media:<id>" for whoever downloads it.
-    return f"media:{body['id']}" if body.get("id") else None
+    return str(body["id"])
