@@ -221,5 +221,7 @@ async def test_runner_claims_a_paced_batch(
     assert await runner.step() is True
     assert in_flight() == 12
     assert len(clock.sleeps) == 7
+    # The sandbox's simulated deliveries run beside the steps (the runner's simulate loop).
+    assert await runner.simulate_deliveries() is True
     [(delivered,)] = query("SELECT count(*) FROM messages WHERE state = 'delivered'")
     assert delivered == 12

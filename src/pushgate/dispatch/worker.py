@@ -88,11 +88,18 @@ class ChannelRunner:
         self.caps = SendCaps.from_config(spec.config)
         self.capped_until = 0.0
         self.wake = asyncio.Event()
+        # Set when sends were recorded, for the simulated-delivery loop.
+        self.sent_wake = asyncio.Event()
         self.stopping = False
 
     async def run(self) -> None:
         d = self.dispatcher
         await self.channel.start()
+        # Simulated deliveries (sandbox) run beside the claim–send–record loop, on their own
+        # store connection where the store has several: on PostgreSQL the two overlap
+        # instead of taking turns.
+        simulation = (asyncio.create_task(self.simulate_loop(), name=f"simulate-{self.spec.id}")
+                      if self.channel.simulated_delivery_delay is not None else None)
         try:
             while not self.stopping:
                 # Cleared before the step, not after: a wake-up (a push, a stop) that arrives
@@ -111,26 +118,44 @@ class ChannelRunner:
                         async with asyncio.timeout(d.idle_poll):
                             await self.wake.wait()
         finally:
+            if simulation is not None:
+                self.sent_wake.set()
+                with contextlib.suppress(Exception):
+                    await simulation
             await self.channel.stop()
+
+    async def simulate_loop(self) -> None:
+        d = self.dispatcher
+        while not self.stopping:
+            self.sent_wake.clear()
+            try:
+                worked = await self.simulate_deliveries()
+            except StoreUnavailable as exc:
+                log.warning("channel %s: store unavailable (%s); retrying", self.spec.id, exc)
+                worked = False
+                await asyncio.sleep(1)
+            if not worked and not self.stopping:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(d.idle_poll):
+                        await self.sent_wake.wait()
 
     async def step(self) -> bool:
         """One claim–send–record round; False when there was nothing to do."""
         d = self.dispatcher
         store = d.store
-        did = await self.simulate_deliveries()
         now = time.time()
         batch = self.pacer.batch_size(d.claim_batch)
         if self.caps.active:
             allowance = await self.cap_allowance(now)
             if not allowance:
-                return did
+                return False
             batch = min(batch, allowance)
         lease = d.message_lease_seconds
         if self.pacer.rate > 0:
             lease += batch / self.pacer.rate
         messages = await store.claim_messages(self.spec.id, d.worker_id, batch, now, lease)
         if not messages:
-            return did
+            return False
         messages = [self.with_media_link(m, now) for m in messages]
         if self.pacer.limited:
             results = await self.send_paced(messages)
@@ -139,11 +164,10 @@ class ChannelRunner:
         await store.record_outcomes(d.worker_id, results, time.time(), d.retry_policy)
         d.sent += sum(1 for r in results if r.ok)
         d.notify_webhooks()
+        self.sent_wake.set()
         refused = next((r for r in results if r.pause_channel), None)
         if refused is not None:
             await self.pause(refused)
-            return True
-        await self.simulate_deliveries()
         return True
 
     async def send_paced(self, messages: list[OutboundMessage]) -> list[SendResult]:

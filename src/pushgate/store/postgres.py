@@ -653,16 +653,22 @@ class PostgresStore(Store):
         # their submit_sm_resp): this lock and the one in _apply_status make the two wait for
         # each other per channel, so a receipt sees every id recorded here or none of them,
         # and one parked as early is seen by the look-up below.
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock($2, c) FROM (SELECT DISTINCT channel_id AS c"
+        channels = [r[0] for r in await conn.fetch(
+            "SELECT c, pg_advisory_xact_lock($2, c) FROM (SELECT DISTINCT channel_id AS c"
             " FROM messages WHERE id = ANY($1::bigint[]) ORDER BY 1) s",
-            [res.message_id for res in results], RECEIPT_LOCK)
+            [res.message_id for res in results], RECEIPT_LOCK)]
+        # Once the lock is held (a new statement, so a new snapshot under READ COMMITTED):
+        # is any receipt parked for these channels? Nearly never; then the sweep below is
+        # skipped, and a receipt arriving now waits for our commit.
+        early_waiting = await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM early_updates WHERE channel_id = ANY($1::int[]))",
+            channels)
         # Sends that went through (nearly all): one statement marks them submitted, records
         # their events and queues their webhook reports. Its WHERE passes over a message whose
         # lease ran out and that another worker owns now; that worker's outcome counts.
         ok = [(res.message_id, res.provider_id) for res in results if res.ok]
         if ok:
-            await conn.execute(
+            recorded = await conn.fetchval(
                 "WITH s AS (UPDATE messages m SET state = 'submitted',"
                 " provider_id = u.provider_id, lease_until = NULL, leased_by = NULL,"
                 " updated_at = $3 FROM unnest($1::bigint[], $2::text[]) AS u(id, provider_id)"
@@ -670,12 +676,13 @@ class PostgresStore(Store):
                 " RETURNING m.id, m.project_id, u.provider_id),"
                 " e AS (INSERT INTO message_events (message_id, state, at, detail)"
                 " SELECT id, 'submitted', $3, 'provider id ' || coalesce(provider_id, 'None')"
-                " FROM s ORDER BY id)"
-                " INSERT INTO outbox (project_id, message_id, state, at, error_code,"
+                " FROM s ORDER BY id),"
+                " o AS (INSERT INTO outbox (project_id, message_id, state, at, error_code,"
                 " error_message, attempts, next_attempt_at, dead)"
                 " SELECT s.project_id, s.id, 'submitted', $3, NULL, NULL, 0, $3, false FROM s"
                 " JOIN projects p ON p.id = s.project_id WHERE coalesce(p.webhook_url, '') <> ''"
-                " ORDER BY s.id", *_columns(ok, 2), now, worker_id)
+                " ORDER BY s.id)"
+                " SELECT count(*) FROM s", *_columns(ok, 2), now, worker_id)
             # An ok send may still report a problem with a part (e.g. an audio's text lost).
             partial = [(res.message_id, res.error_code, res.error_message or "")
                        for res in results if res.ok and res.error_code]
@@ -688,20 +695,16 @@ class PostgresStore(Store):
                     " UPDATE message_events e SET detail = e.detail || '; ' || u.code || ': '"
                     " || u.msg FROM u WHERE e.message_id = u.id AND e.state = 'submitted'"
                     " AND e.at = $4", *_columns(partial, 3), now)
-            # A provider callback may have moved a message on before this outcome was
-            # recorded; keep its provider id, or later callbacks could not find it.
-            await conn.execute(
-                "UPDATE messages m SET provider_id = u.provider_id"
-                " FROM unnest($1::bigint[], $2::text[]) AS u(id, provider_id)"
-                " WHERE m.id = u.id AND m.provider_id IS NULL AND u.provider_id IS NOT NULL"
-                " AND m.state IN ('submitted', 'delivered', 'read')", *_columns(ok, 2))
+            if recorded < len(ok):
+                # A provider callback may have moved a message on before this outcome was
+                # recorded; keep its provider id, or later callbacks could not find it.
+                await conn.execute(
+                    "UPDATE messages m SET provider_id = u.provider_id"
+                    " FROM unnest($1::bigint[], $2::text[]) AS u(id, provider_id)"
+                    " WHERE m.id = u.id AND m.provider_id IS NULL AND u.provider_id IS NOT NULL"
+                    " AND m.state IN ('submitted', 'delivered', 'read')", *_columns(ok, 2))
             refs = [(res.message_id, pid, part) for res in results if res.ok
                     for part, pid in res.provider_refs]
-            keys = await conn.fetch(
-                "SELECT m.channel_id, u.provider_id FROM unnest($1::bigint[], $2::text[])"
-                " AS u(id, provider_id) JOIN messages m ON m.id = u.id"
-                " WHERE u.provider_id IS NOT NULL",
-                *_columns([(mid, pid) for mid, pid in ok] + [(m, p) for m, p, _ in refs], 2))
             if refs:
                 await conn.execute(
                     "INSERT INTO provider_refs (channel_id, provider_id, message_id, part, state)"
@@ -709,7 +712,13 @@ class PostgresStore(Store):
                     " FROM unnest($1::bigint[], $2::text[], $3::int[]) AS u(id, provider_id,"
                     " part) JOIN messages m ON m.id = u.id ON CONFLICT DO NOTHING",
                     *_columns(refs, 3))
-            await self._apply_early_updates(conn, [(k[0], k[1]) for k in keys])
+            if early_waiting:
+                keys = await conn.fetch(
+                    "SELECT m.channel_id, u.provider_id FROM unnest($1::bigint[], $2::text[])"
+                    " AS u(id, provider_id) JOIN messages m ON m.id = u.id"
+                    " WHERE u.provider_id IS NOT NULL",
+                    *_columns(ok + [(m, p) for m, p, _ in refs], 2))
+                await self._apply_early_updates(conn, [(k[0], k[1]) for k in keys])
         failures = [res for res in results if not res.ok]
         if not failures:
             return
