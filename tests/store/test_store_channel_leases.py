@@ -86,3 +86,20 @@ async def test_paused_channels_are_not_leased(store: Store, make: Any) -> None:
     await store.update_channel(b.id, paused=False)
     # Two live workers, three channels: shares of two; w2 takes b beside a.
     assert await store.acquire_channel_leases("w2", t0 + 1 + TTL + 3, TTL) == [a.id, b.id]
+
+
+async def test_pull_channels_take_no_lease_and_no_share(store: Store, make: Any) -> None:
+    project, _, _ = await make.project()
+    a = await make.channel(project.id, application=1)
+    phones = await make.channel(project.id, application=3, kind="android",
+                                config={"private_token": "t" * 32})
+    b = await make.channel(project.id, application=2)
+    t0 = time.time()
+    # Without skipping, the phones' channel would take w2's whole share.
+    await store.acquire_channel_leases("w1", t0, TTL, ["android"])
+    await store.acquire_channel_leases("w2", t0, TTL, ["android"])
+    first = await store.acquire_channel_leases("w1", t0 + 1, TTL, ["android"])   # hands back
+    second = await store.acquire_channel_leases("w2", t0 + 1, TTL, ["android"])
+    assert sorted(first + second) == [a.id, b.id]
+    assert len(first) == len(second) == 1
+    assert phones.id not in first + second

@@ -19,7 +19,13 @@ import socket
 import time
 import uuid
 
-from pushgate.channels.base import Channel, ChannelEnv, channel_class, channel_for
+from pushgate.channels.base import (
+    Channel,
+    ChannelEnv,
+    channel_class,
+    channel_for,
+    known_kinds,
+)
 from pushgate.channels.media import sign_media_url
 from pushgate.core.channels import ChannelSpec
 from pushgate.core.models import InboundMessage, OutboundMessage, SendResult, StatusUpdate
@@ -42,6 +48,11 @@ def _shareable(spec: ChannelSpec) -> bool:
                 and not SendCaps.from_config(spec.config).active)
     except ValueError:
         return False
+
+
+def pull_kinds() -> list[str]:
+    """Connector kinds nobody sends for (their devices fetch): they take no channel lease."""
+    return [kind for kind in known_kinds() if channel_class(kind).pull]
 
 
 def _pull(spec: ChannelSpec) -> bool:
@@ -332,7 +343,7 @@ class Dispatcher:
         for every other shareable unpaced channel (throughput there grows with workers;
         paced channels keep one sender, so their limits hold exactly)."""
         held = set(await self.store.acquire_channel_leases(
-            self.worker_id, time.time(), self.channel_lease_seconds))
+            self.worker_id, time.time(), self.channel_lease_seconds, pull_kinds()))
         wanted: dict[int, tuple[ChannelSpec, bool]] = {}
         for spec in await self.store.list_channels():
             if spec.paused or _pull(spec):   # phones fetch their own messages

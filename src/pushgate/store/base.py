@@ -168,12 +168,13 @@ class Store(abc.ABC):
     # --- dispatch ---------------------------------------------------------------------------
     @abc.abstractmethod
     async def acquire_channel_leases(
-        self, worker_id: str, now: float, ttl: float
+        self, worker_id: str, now: float, ttl: float, skip_kinds: Sequence[str] = ()
     ) -> list[int]:
         """Record this worker's heartbeat, renew its leases, and take free or expired ones up
         to its fair share (``fair_share`` of the active channels among the workers alive in
         the last ``ttl``), handing back any surplus; returns the channel ids this worker holds
-        until ``now + ttl``."""
+        until ``now + ttl``. Channels of ``skip_kinds`` (pull channels: phones fetch their own
+        messages) are never leased nor counted."""
 
     @abc.abstractmethod
     async def release_channel_leases(self, worker_id: str) -> None: ...

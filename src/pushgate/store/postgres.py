@@ -549,7 +549,10 @@ class PostgresStore(Store):
         return [message_dict(r) for r in rows]
 
     # --- dispatch ---------------------------------------------------------------------------
-    async def acquire_channel_leases(self, worker_id: str, now: float, ttl: float) -> list[int]:
+    async def acquire_channel_leases(self, worker_id: str, now: float, ttl: float,
+                                     skip_kinds: Sequence[str] = ()) -> list[int]:
+        skip = list(skip_kinds)
+
         async def job(conn: asyncpg.Connection) -> list[int]:
             until = now + ttl
             await conn.execute(
@@ -557,16 +560,19 @@ class PostgresStore(Store):
                 " ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
                 worker_id, now)
             await conn.execute("DELETE FROM workers WHERE heartbeat_at < $1", now - ttl)
+            # Paused channels are not sent, and channels of skipped kinds (phones, which fetch
+            # their own messages) have no sender: neither takes a share of the workers.
             await conn.execute(
                 "DELETE FROM channel_leases l USING channels c"
-                " WHERE c.id = l.channel_id AND c.paused")
+                " WHERE c.id = l.channel_id AND (c.paused OR c.kind = ANY($1::text[]))", skip)
             await conn.execute("DELETE FROM channel_leases WHERE lease_until < $1", now)
             await conn.execute(
                 "UPDATE channel_leases SET lease_until = $1 WHERE worker_id = $2",
                 until, worker_id)
             live, active = await conn.fetchrow(
                 "SELECT (SELECT count(*) FROM workers),"
-                " (SELECT count(*) FROM channels WHERE NOT paused)")
+                " (SELECT count(*) FROM channels WHERE NOT paused"
+                " AND NOT kind = ANY($1::text[]))", skip)
             share = fair_share(active, live)
             mine = sorted(r[0] for r in await conn.fetch(
                 "SELECT channel_id FROM channel_leases WHERE worker_id = $1", worker_id))
@@ -581,9 +587,10 @@ class PostgresStore(Store):
                 await conn.execute(
                     "INSERT INTO channel_leases (channel_id, worker_id, lease_until)"
                     " SELECT c.id, $1, $2 FROM channels c WHERE NOT c.paused"
+                    " AND NOT c.kind = ANY($4::text[])"
                     " AND NOT EXISTS (SELECT 1 FROM channel_leases l WHERE l.channel_id = c.id)"
                     " ORDER BY c.id LIMIT $3 ON CONFLICT (channel_id) DO NOTHING",
-                    worker_id, until, share - len(mine))
+                    worker_id, until, share - len(mine), skip)
             rows = await conn.fetch(
                 "SELECT channel_id FROM channel_leases WHERE worker_id = $1 ORDER BY channel_id",
                 worker_id)

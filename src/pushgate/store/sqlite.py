@@ -493,8 +493,9 @@ class SQLiteStore(Store):
         return [message_dict(r) for r in rows]
 
     # --- dispatch ---------------------------------------------------------------------------
-    async def acquire_channel_leases(self, worker_id: str, now: float, ttl: float) -> list[int]:
-        return await self._write(_acquire_leases_job, worker_id, now, ttl)
+    async def acquire_channel_leases(self, worker_id: str, now: float, ttl: float,
+                                     skip_kinds: Sequence[str] = ()) -> list[int]:
+        return await self._write(_acquire_leases_job, worker_id, now, ttl, list(skip_kinds))
 
     async def release_channel_leases(self, worker_id: str) -> None:
         def job(conn: sqlite3.Connection) -> None:
@@ -873,22 +874,26 @@ def _accept_job(
 
 
 def _acquire_leases_job(
-    conn: sqlite3.Connection, worker_id: str, now: float, ttl: float
+    conn: sqlite3.Connection, worker_id: str, now: float, ttl: float, skip_kinds: list[str]
 ) -> list[int]:
     until = now + ttl
+    skip = json.dumps(skip_kinds)
     conn.execute(
         "INSERT INTO workers (worker_id, heartbeat_at, started_at) VALUES (?, ?, ?)"
         " ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
         (worker_id, now, now))
     conn.execute("DELETE FROM workers WHERE heartbeat_at < ?", (now - ttl,))
     conn.execute("DELETE FROM channel_leases WHERE lease_until < ?", (now,))
+    # Paused channels are not sent, and channels of skipped kinds (phones, which fetch their
+    # own messages) have no sender: neither takes a share of the workers.
     conn.execute(
-        "DELETE FROM channel_leases WHERE channel_id IN (SELECT id FROM channels WHERE paused)")
+        "DELETE FROM channel_leases WHERE channel_id IN (SELECT id FROM channels WHERE paused"
+        " OR kind IN (SELECT value FROM json_each(?)))", (skip,))
     conn.execute("UPDATE channel_leases SET lease_until = ? WHERE worker_id = ?",
                  (until, worker_id))
     live, active = conn.execute(
-        "SELECT (SELECT count(*) FROM workers), (SELECT count(*) FROM channels WHERE NOT paused)"
-    ).fetchone()
+        "SELECT (SELECT count(*) FROM workers), (SELECT count(*) FROM channels WHERE NOT paused"
+        " AND kind NOT IN (SELECT value FROM json_each(?)))", (skip,)).fetchone()
     share = fair_share(active, live)
     mine = [r[0] for r in conn.execute(
         "SELECT channel_id FROM channel_leases WHERE worker_id = ? ORDER BY channel_id",
@@ -902,8 +907,9 @@ def _acquire_leases_job(
         conn.execute(
             "INSERT INTO channel_leases (channel_id, worker_id, lease_until)"
             " SELECT id, ?, ? FROM channels WHERE NOT paused"
+            " AND kind NOT IN (SELECT value FROM json_each(?))"
             " AND id NOT IN (SELECT channel_id FROM channel_leases) ORDER BY id LIMIT ?",
-            (worker_id, until, share - len(mine)))
+            (worker_id, until, skip, share - len(mine)))
     rows = conn.execute(
         "SELECT channel_id FROM channel_leases WHERE worker_id = ? ORDER BY channel_id",
         (worker_id,)).fetchall()
