@@ -141,8 +141,9 @@ class ChannelRunner:
             self.sent_wake.clear()
             try:
                 worked = await self.simulate_deliveries()
-            except StoreUnavailable as exc:
-                log.warning("channel %s: store unavailable (%s); retrying", self.spec.id, exc)
+            except Exception as exc:   # nothing restarts this loop: it must not die
+                log.warning("channel %s: simulated deliveries failed (%s); retrying",
+                            self.spec.id, exc, exc_info=not isinstance(exc, StoreUnavailable))
                 worked = False
                 await asyncio.sleep(1)
             if not worked and not self.stopping:
