@@ -8,22 +8,17 @@ from typing import Any
 
 import orjson
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from pushgate.channels.base import (
-    CallbackRejected,
     CallbackRequest,
-    Channel,
     ChannelConfigError,
     channel_class,
 )
 from pushgate.channels.evolution import EvolutionChannel
 from pushgate.core.channels import ChannelSpec, PriceUnit
 from pushgate.core.lifecycle import State
-from pushgate.core.models import InboundMessage, OutboundMessage, StatusUpdate
+from pushgate.core.models import OutboundMessage
+from tests.fakes.callback_route import CallbackRoute
 from tests.fakes.evolution import FakeEvolution
 from tests.fakes.server import free_port, serve_app
 
@@ -34,30 +29,6 @@ NUMBER = "5511999999999"
 CHANNEL_ID = 9
 
 
-class Gateway:
-    """Stands in for pushgate's callback route: hands each POST to ``channel``."""
-
-    def __init__(self) -> None:
-        self.channel: Channel | None = None
-        self.updates: list[StatusUpdate] = []
-        self.inbound: list[InboundMessage] = []
-        self.app = Starlette(routes=[Route("/channels/{cid}/callback", self._callback,
-                                           methods=["POST"])])
-
-    async def _callback(self, request: Request) -> Response:
-        assert self.channel is not None
-        callback = CallbackRequest(request.method, str(request.url), dict(request.headers),
-                                   dict(request.query_params), await request.body())
-        try:
-            result = await self.channel.handle_callback(callback)
-        except CallbackRejected as exc:
-            return Response(exc.reason, status_code=exc.status_code)
-        self.updates += result.updates
-        self.inbound += result.inbound
-        return Response(result.body, status_code=result.status_code,
-                        media_type=result.content_type)
-
-
 @pytest.fixture(scope="module")
 def evolution_server() -> Iterator[tuple[FakeEvolution, str]]:
     fake = FakeEvolution(api_key=KEY, instance=INSTANCE)
@@ -66,8 +37,8 @@ def evolution_server() -> Iterator[tuple[FakeEvolution, str]]:
 
 
 @pytest.fixture(scope="module")
-def gateway_server() -> Iterator[tuple[Gateway, str]]:
-    gateway = Gateway()
+def gateway_server() -> Iterator[tuple[CallbackRoute, str]]:
+    gateway = CallbackRoute()
     with serve_app(gateway.app) as url:
         yield gateway, f"{url}/channels/{CHANNEL_ID}/callback"
 
@@ -79,14 +50,14 @@ def fake(evolution_server: tuple[FakeEvolution, str]) -> FakeEvolution:
 
 
 @pytest.fixture
-def gateway(gateway_server: tuple[Gateway, str]) -> Gateway:
+def gateway(gateway_server: tuple[CallbackRoute, str]) -> CallbackRoute:
     gateway_server[0].updates.clear()
     gateway_server[0].inbound.clear()
     return gateway_server[0]
 
 
 @pytest.fixture
-def hook_url(gateway_server: tuple[Gateway, str]) -> str:
+def hook_url(gateway_server: tuple[CallbackRoute, str]) -> str:
     return gateway_server[1]
 
 
@@ -310,7 +281,7 @@ async def test_status_of_an_unreachable_bridge(make: Any) -> None:
 
 @pytest.mark.parametrize("shape", ["keyId", "key"])
 async def test_updates_map_to_the_lifecycle_whatever_the_order(
-        fake: FakeEvolution, channel: EvolutionChannel, gateway: Gateway, hook_url: str,
+        fake: FakeEvolution, channel: EvolutionChannel, gateway: CallbackRoute, hook_url: str,
         shape: str) -> None:
     gateway.channel = channel
     await channel.send(outbound())
@@ -356,7 +327,7 @@ async def test_numeric_statuses_of_older_versions(fake: FakeEvolution,
     ({}, {}, 401),
 ])
 async def test_webhook_token_is_required_when_configured(
-        fake: FakeEvolution, make: Any, gateway: Gateway, hook_url: str,
+        fake: FakeEvolution, make: Any, gateway: CallbackRoute, hook_url: str,
         query: dict[str, str], headers: dict[str, str], answer: int) -> None:
     gateway.channel = channel = await make(webhook_token=TOKEN)
     await channel.send(outbound())
@@ -370,7 +341,7 @@ async def test_webhook_token_is_required_when_configured(
 
 async def test_webhooks_are_accepted_without_a_token(fake: FakeEvolution,
                                                      channel: EvolutionChannel,
-                                                     gateway: Gateway, hook_url: str) -> None:
+                                                     gateway: CallbackRoute, hook_url: str) -> None:
     gateway.channel = channel
     await channel.send(outbound())
 
@@ -379,7 +350,7 @@ async def test_webhooks_are_accepted_without_a_token(fake: FakeEvolution,
 
 
 async def test_inbound_messages_from_people(fake: FakeEvolution, channel: EvolutionChannel,
-                                            gateway: Gateway, hook_url: str) -> None:
+                                            gateway: CallbackRoute, hook_url: str) -> None:
     gateway.channel = channel
     text = fake.upsert_event("5511988887777", text="oi")
     extended = fake.upsert_event("5511988887777",
@@ -405,7 +376,8 @@ async def test_inbound_messages_from_people(fake: FakeEvolution, channel: Evolut
 
 
 async def test_connection_and_unknown_events_change_nothing(
-        fake: FakeEvolution, channel: EvolutionChannel, gateway: Gateway, hook_url: str) -> None:
+        fake: FakeEvolution, channel: EvolutionChannel, gateway: CallbackRoute,
+        hook_url: str) -> None:
     gateway.channel = channel
     events = [fake.connection_event("close"), fake.envelope("presence.update", {"id": "x"})]
 

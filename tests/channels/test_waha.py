@@ -8,22 +8,18 @@ from typing import Any
 
 import orjson
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from pushgate.channels.base import (
     CallbackRejected,
     CallbackRequest,
-    Channel,
     ChannelConfigError,
     channel_class,
 )
 from pushgate.channels.waha import WahaChannel
 from pushgate.core.channels import ChannelSpec, PriceUnit
 from pushgate.core.lifecycle import State
-from pushgate.core.models import InboundMessage, OutboundMessage, StatusUpdate
+from pushgate.core.models import OutboundMessage
+from tests.fakes.callback_route import CallbackRoute
 from tests.fakes.server import free_port, serve_app
 from tests.fakes.waha import FakeWaha
 
@@ -31,30 +27,6 @@ KEY = "waha-test-key"
 HMAC_KEY = "hook-secret"
 NUMBER = "919876543210"
 CHANNEL_ID = 7
-
-
-class Gateway:
-    """Stands in for pushgate's callback route: hands each POST to ``channel``."""
-
-    def __init__(self) -> None:
-        self.channel: Channel | None = None
-        self.updates: list[StatusUpdate] = []
-        self.inbound: list[InboundMessage] = []
-        self.app = Starlette(routes=[Route("/channels/{cid}/callback", self._callback,
-                                           methods=["POST"])])
-
-    async def _callback(self, request: Request) -> Response:
-        assert self.channel is not None
-        callback = CallbackRequest(request.method, str(request.url), dict(request.headers),
-                                   dict(request.query_params), await request.body())
-        try:
-            result = await self.channel.handle_callback(callback)
-        except CallbackRejected as exc:
-            return Response(exc.reason, status_code=exc.status_code)
-        self.updates += result.updates
-        self.inbound += result.inbound
-        return Response(result.body, status_code=result.status_code,
-                        media_type=result.content_type)
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +37,8 @@ def waha_server() -> Iterator[tuple[FakeWaha, str]]:
 
 
 @pytest.fixture(scope="module")
-def gateway_server() -> Iterator[tuple[Gateway, str]]:
-    gateway = Gateway()
+def gateway_server() -> Iterator[tuple[CallbackRoute, str]]:
+    gateway = CallbackRoute()
     with serve_app(gateway.app) as url:
         yield gateway, f"{url}/channels/{CHANNEL_ID}/callback"
 
@@ -78,14 +50,14 @@ def fake(waha_server: tuple[FakeWaha, str]) -> FakeWaha:
 
 
 @pytest.fixture
-def gateway(gateway_server: tuple[Gateway, str]) -> Gateway:
+def gateway(gateway_server: tuple[CallbackRoute, str]) -> CallbackRoute:
     gateway_server[0].updates.clear()
     gateway_server[0].inbound.clear()
     return gateway_server[0]
 
 
 @pytest.fixture
-def hook_url(gateway_server: tuple[Gateway, str]) -> str:
+def hook_url(gateway_server: tuple[CallbackRoute, str]) -> str:
     return gateway_server[1]
 
 
@@ -397,7 +369,7 @@ def callback_request(event: dict[str, Any], headers: dict[str, str] | None = Non
 
 
 async def test_acks_map_to_the_lifecycle_whatever_the_order(
-        fake: FakeWaha, make: Any, gateway: Gateway, hook_url: str) -> None:
+        fake: FakeWaha, make: Any, gateway: CallbackRoute, hook_url: str) -> None:
     gateway.channel = channel = await make(webhook_hmac_key=HMAC_KEY)
     fake.webhook_hmac_key = HMAC_KEY
     await channel.send(outbound())
@@ -429,7 +401,7 @@ async def test_ack_error_fails_the_message(fake: FakeWaha, channel: WahaChannel)
     (HMAC_KEY, 200), ("not-the-key", 401), (None, 401),
 ])
 async def test_webhook_hmac_is_required_when_configured(
-        fake: FakeWaha, make: Any, gateway: Gateway, hook_url: str, signing_key: str | None,
+        fake: FakeWaha, make: Any, gateway: CallbackRoute, hook_url: str, signing_key: str | None,
         answer: int) -> None:
     gateway.channel = channel = await make(webhook_hmac_key=HMAC_KEY)
     await channel.send(outbound())
@@ -455,7 +427,7 @@ async def test_other_hmac_algorithm_is_refused(fake: FakeWaha, make: Any) -> Non
 
 
 async def test_unsigned_webhooks_are_accepted_without_a_key(
-        fake: FakeWaha, channel: WahaChannel, gateway: Gateway, hook_url: str) -> None:
+        fake: FakeWaha, channel: WahaChannel, gateway: CallbackRoute, hook_url: str) -> None:
     gateway.channel = channel
     await channel.send(outbound())
 
@@ -464,7 +436,7 @@ async def test_unsigned_webhooks_are_accepted_without_a_key(
 
 
 async def test_inbound_messages_from_people(fake: FakeWaha, channel: WahaChannel,
-                                            gateway: Gateway, hook_url: str) -> None:
+                                            gateway: CallbackRoute, hook_url: str) -> None:
     gateway.channel = channel
     text = fake.message_event("919812345678@c.us", "hello")
     photo = fake.message_event("919812345678@c.us", "look",
@@ -486,7 +458,7 @@ async def test_inbound_messages_from_people(fake: FakeWaha, channel: WahaChannel
 
 
 async def test_session_and_unknown_events_change_nothing(
-        fake: FakeWaha, channel: WahaChannel, gateway: Gateway, hook_url: str) -> None:
+        fake: FakeWaha, channel: WahaChannel, gateway: CallbackRoute, hook_url: str) -> None:
     gateway.channel = channel
     events = [fake.session_event("STOPPED"),
               fake.envelope("presence.update", {"id": f"{NUMBER}@c.us", "presences": []})]
