@@ -20,6 +20,12 @@ _ENTRY = {
         "media": {"type": "string", "format": "uri", "description": "Media URL for this number"},
         "reference_number": {"type": ["string", "integer"],
                              "description": "Your value, echoed in reports (≤ 255 chars)"},
+        "template_message": {"type": "array", "items": {"type": ["string", "number"]},
+                             "description": "Template sends: this number's variable values, "
+                             "in the template's order (wins over template_globalmessage)"},
+        "language": {"type": "string", "description": "Template sends: language override"},
+        "template_header": {"type": "string", "maxLength": 60,
+                            "description": "Template sends: header override"},
     },
     "required": ["number"],
 }
@@ -37,6 +43,14 @@ PUSH_REQUEST = {
         "priority": {"type": ["string", "integer"], "enum": [0, 1, "0", "1"],
                      "description": "0 low (default), 1 high; `\"priority \"` also accepted"},
         "data": {"type": "array", "items": _ENTRY, "minItems": 1},
+        "template_id": {"type": ["string", "integer"],
+                        "description": "An approved WhatsApp template (official channels: "
+                        "application 8, 101, 121); the message is that template"},
+        "language": {"type": "string", "description": "The template's language, e.g. en"},
+        "template_globalmessage": {"type": "array", "items": {"type": ["string", "number"]},
+                                   "description": "Variable values for every entry"},
+        "template_header": {"type": "string", "maxLength": 60,
+                            "description": "Header text (or a document's name)"},
     },
     "required": ["application", "data"],
 }
