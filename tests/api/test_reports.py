@@ -203,11 +203,13 @@ async def test_openapi_documents_the_push_body(app_client) -> None:
     schema = push["requestBody"]["content"]["application/json"]["schema"]
     assert schema["type"] == "object"
     for field in ("token", "application", "globalmessage", "globalmedia", "globalmedia_code",
-                  "priority", "data"):
+                  "priority", "data", "template_id", "language", "template_globalmessage",
+                  "template_header"):
         assert field in schema["properties"], field
     assert {"application", "data"} <= set(schema["required"])
     entry = schema["properties"]["data"]["items"]
-    assert {"number", "message", "media", "reference_number"} <= set(entry["properties"])
+    assert {"number", "message", "media", "reference_number", "template_message"} <= set(
+        entry["properties"])
     assert "200" in push["responses"]
     for path in ("/api/v2/delivery-report", "/api/v2/pushes/{push_id}",
                  "/api/v2/messages/{msg_id}", "/api/v2/sandbox/inbox", "/healthz"):
