@@ -925,14 +925,8 @@ def _claim_job(
     lease_seconds: float,
 ) -> list[OutboundMessage]:
     until = now + lease_seconds
-    # A message whose lease ran out while `sending` may have reached the provider: claim it
-    # again (nothing is lost) and count it as a possible re-send (nothing is doubled silently).
-    expired = conn.execute(
-        "UPDATE messages SET lease_until = ?, leased_by = ?, attempts = attempts + 1,"
-        " resends = resends + 1, updated_at = ? WHERE id IN (SELECT id FROM messages"
-        " WHERE channel_id = ? AND state = 'sending' AND lease_until < ?"
-        f" ORDER BY priority DESC, id LIMIT ?) RETURNING {_CLAIM_RETURNING}",
-        (until, worker_id, now, channel_id, now, limit)).fetchall()
+    expired = _reclaim_expired(conn, channel_id, worker_id, now, until, limit,
+                               _CLAIM_RETURNING)
     fresh: list[Any] = []
     if len(expired) < limit:
         fresh = conn.execute(
@@ -956,6 +950,19 @@ def _claim_job(
     ]
     messages.sort(key=lambda m: (-m.priority, m.id))
     return messages
+
+
+def _reclaim_expired(conn: sqlite3.Connection, channel_id: int, worker_id: str, now: float,
+                     until: float, limit: int, returning: str) -> list[Any]:
+    """Claim again the channel's messages whose lease ran out while ``sending``: they may have
+    reached the provider, so nothing is lost and each is counted as a possible re-send
+    (nothing is doubled silently)."""
+    return conn.execute(
+        "UPDATE messages SET lease_until = ?, leased_by = ?, attempts = attempts + 1,"
+        " resends = resends + 1, updated_at = ? WHERE id IN (SELECT id FROM messages"
+        " WHERE channel_id = ? AND state = 'sending' AND lease_until < ?"
+        f" ORDER BY priority DESC, id LIMIT ?) RETURNING {returning}",
+        (until, worker_id, now, channel_id, now, limit)).fetchall()
 
 
 def _webhook_projects(conn: sqlite3.Connection) -> set[int]:
@@ -1305,14 +1312,9 @@ def _claim_for_device_job(
     conn.executemany(
         "INSERT INTO message_events (message_id, state, at, detail) VALUES (?, 'queued', ?, ?)",
         [(r[0], now, "lease ended after the validity period; left to expire") for r in stale])
-    # A lease that ran out (its phone went silent) may have been sent: hand it on, counted
-    # as a possible re-send, before anything new.
-    expired = conn.execute(
-        "UPDATE messages SET lease_until = ?, leased_by = ?, attempts = attempts + 1,"
-        " resends = resends + 1, updated_at = ? WHERE id IN (SELECT id FROM messages"
-        " WHERE channel_id = ? AND state = 'sending' AND lease_until < ?"
-        f" ORDER BY priority DESC, id LIMIT ?) RETURNING {_DEVICE_MESSAGE_RETURNING}",
-        (until, worker, now, channel_id, now, allowance)).fetchall()
+    # A lease that ran out (its phone went silent) is handed on before anything new.
+    expired = _reclaim_expired(conn, channel_id, worker, now, until, allowance,
+                               _DEVICE_MESSAGE_RETURNING)
     fresh: list[Any] = []
     if len(expired) < allowance:
         # A recipient another online phone wrote to lately waits a while for that phone, so
