@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     push_rate_per_minute: int = Field(90, ge=0, description="per token; 0 = unlimited")
     always_http_200: bool = False
     message_validity_seconds: float = Field(72 * 3600, ge=0, description="0 = never expire")
+    # How long the API keeps a token's or a channel's lookup: changes made elsewhere (CLI,
+    # another node) reach the accept path within this time.
+    lookup_cache_seconds: float = Field(1.0, ge=0, description="0 = read the store every time")
 
     # Dispatcher.
     worker_id: str = ""

@@ -5,9 +5,11 @@ from __future__ import annotations
 import ipaddress
 import time
 from functools import lru_cache
+from typing import Protocol
 
 from starlette.requests import Request
 
+from pushgate.core.channels import ChannelSpec
 from pushgate.core.errors import ApiError, Code
 from pushgate.core.models import TokenInfo
 from pushgate.core.tokens import hash_token
@@ -41,7 +43,65 @@ def ip_allowed(client_ip: str | None, allow: list[str]) -> bool:
     return any(address in network for network in _networks(tuple(allow)))
 
 
-async def authenticate(store: Store, request: Request, token: str | None) -> TokenInfo:
+class TokenSource(Protocol):
+    async def authenticate(self, token_hash: str) -> TokenInfo | None: ...
+
+
+class Lookups:
+    """The store's token and channel lookups, each answer kept for ``ttl`` seconds.
+
+    Every push needs both. On SQLite each is a read on the event-loop thread that must win the
+    GIL back from the writer thread after the query: together they were about a third of the
+    loop's time for single-recipient pushes (py-spy, docs/benchmarks.md). The price is that a
+    token revoked, a project deactivated or a channel changed by another process (the CLI,
+    another node) reaches the API within ``ttl`` seconds; this process's own changes call
+    :meth:`forget`. Unknown tokens and channels are not kept, so new ones work at once.
+    ``ttl`` 0 reads the store every time.
+    """
+
+    def __init__(self, store: Store, ttl: float) -> None:
+        self.store = store
+        self.ttl = ttl
+        self._tokens: dict[str, tuple[float, TokenInfo]] = {}
+        self._channels: dict[tuple[int, int], tuple[float, ChannelSpec]] = {}
+
+    async def authenticate(self, token_hash: str) -> TokenInfo | None:
+        now = time.monotonic()
+        kept = self._tokens.get(token_hash)
+        if kept is not None and kept[0] > now:
+            return kept[1]
+        info = await self.store.authenticate(token_hash)
+        if info is not None and self.ttl > 0:
+            self._remember(self._tokens, token_hash, (now + self.ttl, info))
+        return info
+
+    async def find_channel(self, project_id: int, application: int) -> ChannelSpec | None:
+        now = time.monotonic()
+        key = (project_id, application)
+        kept = self._channels.get(key)
+        if kept is not None and kept[0] > now:
+            return kept[1]
+        channel = await self.store.find_channel(project_id, application)
+        if channel is not None and self.ttl > 0:
+            self._remember(self._channels, key, (now + self.ttl, channel))
+        return channel
+
+    def forget(self) -> None:
+        self._tokens.clear()
+        self._channels.clear()
+
+    @staticmethod
+    def _remember(kept: dict, key: object, value: tuple[float, object]) -> None:  # type: ignore[type-arg]
+        # Bounded: a flood of distinct valid tokens cannot grow it without limit.
+        if len(kept) >= LOOKUPS_KEPT:
+            kept.clear()
+        kept[key] = value
+
+
+LOOKUPS_KEPT = 10_000
+
+
+async def authenticate(store: TokenSource, request: Request, token: str | None) -> TokenInfo:
     if not token:
         raise ApiError(Code.AUTH_FAILED, "no token given")
     info = await store.authenticate(hash_token(token))

@@ -222,6 +222,11 @@ async def resume_stopped_queue(store: Store, channel: ChannelSpec) -> bool:
     ``stop-call-queue``) stopped; a channel the operator paused stays paused."""
     if not stopped_by_device_action(channel):
         return False
+    # The caller's spec may be a cached one: decide on the stored state, so an operator's
+    # pause made since is never lifted.
+    current = await store.get_channel(channel.id)
+    if current is None or not stopped_by_device_action(current):
+        return False
     await store.update_channel(channel.id, paused=False, paused_reason="")
     return True
 
@@ -573,10 +578,10 @@ def device_router(gateway: Gateway) -> APIRouter:
 
     async def picky_channel(request: Request) -> tuple[CommandBody, int, ChannelSpec]:
         body = await command_body(request)
-        token = await authenticate(store, request, token_from(request, body.token))
+        token = await authenticate(gateway.lookups, request, token_from(request, body.token))
         if body.application not in (None, ""):
             application = parse_int_field("application", body.application, maximum=2**31 - 1)
-            channel = await store.find_channel(token.project_id, application)
+            channel = await gateway.lookups.find_channel(token.project_id, application)
             if channel is None:
                 raise ApiError(Code.UNKNOWN_APPLICATION,
                                f"the project has no channel for application {application}")
@@ -664,6 +669,7 @@ def device_router(gateway: Gateway) -> APIRouter:
             if not channel.paused:
                 await store.update_channel(channel.id, paused=True,
                                            paused_reason=QUEUE_STOPPED[kind])
+                gateway.lookups.forget()   # the next push must see the stop
             return answer
         if verb == "resume":
             if channel.paused:
@@ -673,6 +679,7 @@ def device_router(gateway: Gateway) -> APIRouter:
                                    f"({channel.paused_reason or 'by the operator'}); "
                                    "the operator resumes it")
                 await store.update_channel(channel.id, paused=False, paused_reason="")
+                gateway.lookups.forget()
                 if gateway.dispatcher is not None:
                     gateway.dispatcher.wake(channel.id)
                 wakeups.notify(channel.id)
