@@ -175,8 +175,18 @@ class _Writer(threading.Thread):
                 conn.execute("ROLLBACK")
             error = StoreUnavailable(f"commit failed: {exc}")
             outcomes = [(False, error)] * len(batch)
+        # One wake-up per event loop, not per job: each call_soon_threadsafe writes to the
+        # loop's self-pipe.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
         for job, (ok, value) in zip(batch, outcomes, strict=True):
-            job.loop.call_soon_threadsafe(_resolve, job.future, ok, value)
+            by_loop.setdefault(job.loop, []).append((job.future, ok, value))
+        for loop, answers in by_loop.items():
+            loop.call_soon_threadsafe(_resolve_all, answers)
+
+
+def _resolve_all(answers: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in answers:
+        _resolve(future, ok, value)
 
 
 class SQLiteStore(Store):
