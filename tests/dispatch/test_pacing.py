@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from pushgate.core.push import Limits, decode_push, plan_push
-from pushgate.dispatch import pacing
+from pushgate.dispatch import pacing, worker
 from pushgate.dispatch.pacing import Pacer
 from pushgate.dispatch.worker import ChannelRunner, Dispatcher
-from pushgate.store.base import Store
+from pushgate.store.base import Store, StoreUnavailable
 
 
 class FakeClock:
@@ -225,3 +225,99 @@ async def test_runner_claims_a_paced_batch(
     assert await runner.simulate_deliveries() is True
     [(delivered,)] = query("SELECT count(*) FROM messages WHERE state = 'delivered'")
     assert delivered == 12
+
+
+async def test_a_priority_message_jumps_into_a_paced_batch(
+    store: Store, make: Any, clock: FakeClock, query: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A priority-1 message queued while a paced batch of priority-0 ones goes out is sent
+    next, within that batch: not after the rest of it, nor at the next claim (a batch is up
+    to a second's worth, far beyond a priority message's latency target)."""
+    monkeypatch.setattr(worker, "PRIORITY_CHECK_SECONDS", 0.0)   # look before every send
+    project, _, _ = await make.project()
+    channel = await make.channel(project.id, rate_per_second=5, config={"delivery_delay": 0})
+
+    def plan(priority: int, count: int, tag: str) -> Any:
+        data = [{"number": f"91987654{i:04d}", "message": f"{tag} {i}"} for i in range(count)]
+        return plan_push(decode_push(json.dumps({"priority": priority, "data": data})),
+                         channel, Limits())
+
+    low = await store.accept_push(project.id, channel, plan(0, 12, "low"), time.time() - 1,
+                                  None)
+    dispatcher = Dispatcher(store, worker_id="w-paced", claim_batch=1000)
+    runner = ChannelRunner(dispatcher, channel)
+    runner.pacer.tokens = 0   # every send waits its 0.2 s on the fake clock
+    sent: list[int] = []
+    urgent: list[int] = []
+    send_batch = runner.channel.send_batch
+
+    async def recording_send(messages: Any) -> Any:
+        sent.extend(m.id for m in messages)
+        return await send_batch(messages)
+
+    async def sleep_then_push(seconds: float) -> None:
+        await clock.sleep(seconds)
+        if len(clock.sleeps) == 2:   # the batch's second send is due: a priority push lands
+            urgent.extend((await store.accept_push(
+                project.id, channel, plan(1, 1, "urgent"), time.time() - 1, None)).message_ids)
+
+    monkeypatch.setattr(runner.channel, "send_batch", recording_send)
+    monkeypatch.setattr(pacing, "asyncio", types.SimpleNamespace(sleep=sleep_then_push))
+    assert await runner.step() is True
+    assert len(urgent) == 1
+    assert sent == low.message_ids[:2] + urgent + low.message_ids[2:5]
+    # Recorded with the batch it joined; the rest of the backlog waits for the next claim.
+    assert query("SELECT state FROM messages WHERE id = ?", urgent[0]) == [("submitted",)]
+    [(waiting,)] = query("SELECT count(*) FROM messages WHERE state = 'queued'")
+    assert waiting == 7
+
+
+async def test_a_failed_look_for_priority_messages_still_records_the_batch(
+    store: Store, make: Any, clock: FakeClock, query: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store failing while the runner looks for priority messages mid-batch only skips
+    the look: the sends already started are recorded (not left to come back as re-sends)."""
+    monkeypatch.setattr(worker, "PRIORITY_CHECK_SECONDS", 0.0)
+    project, _, _ = await make.project()
+    channel = await make.channel(project.id, rate_per_second=5, config={"delivery_delay": 0})
+    data = [{"number": f"91987654{i:04d}", "message": f"m {i}"} for i in range(5)]
+    await store.accept_push(project.id, channel, plan_push(
+        decode_push(json.dumps({"data": data})), channel, Limits()), time.time() - 1, None)
+    runner = ChannelRunner(Dispatcher(store, worker_id="w-flaky", claim_batch=1000), channel)
+
+    async def unavailable(*args: Any, **kwargs: Any) -> bool:
+        raise StoreUnavailable("the database went away for a moment")
+
+    monkeypatch.setattr(store, "has_ready_messages", unavailable)
+    assert await runner.step() is True
+    assert query("SELECT state, count(*) FROM messages GROUP BY state") == [("submitted", 5)]
+
+
+async def test_no_message_jumps_into_a_capped_channels_batch(
+    store: Store, make: Any, clock: FakeClock, query: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A capped channel sends no more than its allowance: priority messages wait for the
+    next claim there."""
+    monkeypatch.setattr(worker, "PRIORITY_CHECK_SECONDS", 0.0)
+    project, _, _ = await make.project()
+    channel = await make.channel(project.id, rate_per_second=5,
+                                 config={"delivery_delay": 0, "hourly_cap": 4})
+    data = [{"number": f"91987654{i:04d}", "message": f"m {i}"} for i in range(6)]
+    await store.accept_push(project.id, channel, plan_push(
+        decode_push(json.dumps({"data": data})), channel, Limits()), time.time() - 1, None)
+    urgent = plan_push(decode_push(json.dumps({"priority": 1, "data": [
+        {"number": "919876549999", "message": "urgent"}]})), channel, Limits())
+    dispatcher = Dispatcher(store, worker_id="w-capped", claim_batch=1000)
+    runner = ChannelRunner(dispatcher, channel)
+    runner.pacer.tokens = 0
+
+    async def sleep_then_push(seconds: float) -> None:
+        await clock.sleep(seconds)
+        if len(clock.sleeps) == 1:
+            await store.accept_push(project.id, channel, urgent, time.time() - 1, None)
+
+    monkeypatch.setattr(pacing, "asyncio", types.SimpleNamespace(sleep=sleep_then_push))
+    assert await runner.step() is True
+    [(sent,)] = query("SELECT count(*) FROM messages WHERE state = 'submitted'")
+    assert sent == 4
+    assert query("SELECT state FROM messages WHERE priority = 1") == [("queued",)]

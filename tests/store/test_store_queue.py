@@ -111,6 +111,30 @@ async def test_claim_only_takes_its_channel_and_ready_messages(store: Store, mak
         b.message_ids)
 
 
+async def test_claim_of_a_minimum_priority_leaves_lower_ones(store: Store, make: Any) -> None:
+    """What a runner uses to let urgent messages jump into a batch it is sending: only
+    messages of at least ``min_priority``, expired leases included, nothing lower."""
+    project, _, _ = await make.project()
+    channel = await make.channel(project.id)
+    t0 = time.time()
+    low = await queue(store, channel, 3, t0, priority=0, tag="low")
+    assert await store.has_ready_messages(channel.id, t0 + 1, min_priority=1) is False
+    assert await store.claim_messages(channel.id, "w1", 10, t0 + 1, LEASE, 1) == []
+    high = await queue(store, channel, 2, t0 + 2, priority=1, tag="high")
+    assert await store.has_ready_messages(channel.id, t0 + 3, min_priority=1) is True
+    claimed = await store.claim_messages(channel.id, "w1", 10, t0 + 3, 5.0, 1)
+    assert [m.id for m in claimed] == high.message_ids
+    assert await states(store, project.id, low.message_ids) == ["queued"] * 3
+    assert await store.has_ready_messages(channel.id, t0 + 3, min_priority=1) is False
+    # Their lease runs out unrecorded: they come back for a priority-1 claim, as re-sends.
+    assert await store.has_ready_messages(channel.id, t0 + 9, min_priority=1) is True
+    again = await store.claim_messages(channel.id, "w2", 10, t0 + 9, LEASE, 1)
+    assert [m.id for m in again] == high.message_ids
+    assert all(m.possible_resend for m in again)
+    rest = await store.claim_messages(channel.id, "w2", 10, t0 + 9, LEASE)
+    assert [m.id for m in rest] == low.message_ids
+
+
 async def test_claim_records_sending_event(store: Store, make: Any) -> None:
     project, _, _ = await make.project()
     channel = await make.channel(project.id)

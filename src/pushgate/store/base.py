@@ -181,11 +181,13 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def claim_messages(
-        self, channel_id: int, worker_id: str, limit: int, now: float, lease_seconds: float
+        self, channel_id: int, worker_id: str, limit: int, now: float, lease_seconds: float,
+        min_priority: int = 0,
     ) -> list[OutboundMessage]:
         """Mark up to ``limit`` ready messages of the channel ``sending`` under a lease and
         return them, priority first, then oldest. Messages whose earlier lease expired in
-        ``sending`` are claimed again with ``possible_resend`` set."""
+        ``sending`` are claimed again with ``possible_resend`` set. ``min_priority``: only
+        messages of at least that priority (a runner letting urgent ones jump its batch)."""
 
     @abc.abstractmethod
     async def record_outcomes(
@@ -219,7 +221,9 @@ class Store(abc.ABC):
         """Expire and refund queued messages past their validity; returns how many."""
 
     @abc.abstractmethod
-    async def has_ready_messages(self, channel_id: int, now: float) -> bool: ...
+    async def has_ready_messages(self, channel_id: int, now: float,
+                                 min_priority: int = 0) -> bool:
+        """Whether ``claim_messages`` would find something (with the same ``min_priority``)."""
 
     async def listen(self, on_channel: Callable[[int], None]) -> None:
         """Call ``on_channel(channel_id)`` whenever any process queues messages for a channel,

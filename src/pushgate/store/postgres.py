@@ -606,7 +606,8 @@ class PostgresStore(Store):
         await self._tx(job)
 
     async def claim_messages(
-        self, channel_id: int, worker_id: str, limit: int, now: float, lease_seconds: float
+        self, channel_id: int, worker_id: str, limit: int, now: float, lease_seconds: float,
+        min_priority: int = 0,
     ) -> list[OutboundMessage]:
         async def job(conn: asyncpg.Connection) -> list[OutboundMessage]:
             # A message whose lease ran out while `sending` may have reached the provider:
@@ -615,10 +616,11 @@ class PostgresStore(Store):
             # worker is claiming right now are passed over, never waited for or taken twice.
             rows = await conn.fetch(
                 "WITH expired AS (SELECT id FROM messages WHERE channel_id = $1"
-                "  AND state = 'sending' AND lease_until < $2"
+                "  AND state = 'sending' AND priority >= $6 AND lease_until < $2"
                 "  ORDER BY priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED),"
                 " fresh AS (SELECT id FROM messages WHERE channel_id = $1"
-                "  AND state = 'queued' AND next_attempt_at <= $2 ORDER BY priority DESC, id"
+                "  AND state = 'queued' AND priority >= $6 AND next_attempt_at <= $2"
+                "  ORDER BY priority DESC, id"
                 "  LIMIT greatest(0, $3 - (SELECT count(*) FROM expired))"
                 "  FOR UPDATE SKIP LOCKED),"
                 " claimed AS (UPDATE messages m SET state = 'sending', lease_until = $4,"
@@ -633,7 +635,7 @@ class PostgresStore(Store):
                 "  || CASE WHEN resend THEN ': possible re-send, previous lease expired'"
                 "  ELSE '' END FROM claimed ORDER BY resend, id)"
                 " SELECT * FROM claimed ORDER BY priority DESC, id",
-                channel_id, now, limit, now + lease_seconds, worker_id)
+                channel_id, now, limit, now + lease_seconds, worker_id, min_priority)
             return [OutboundMessage(
                 id=r[0], push_id=r[1], project_id=r[2], channel_id=r[3], number=r[4],
                 text=r[5], media_url=r[6], media_kind=r[7], parts=r[8], priority=r[9],
@@ -986,12 +988,13 @@ class PostgresStore(Store):
 
         return await self._tx(job)
 
-    async def has_ready_messages(self, channel_id: int, now: float) -> bool:
+    async def has_ready_messages(self, channel_id: int, now: float,
+                                 min_priority: int = 0) -> bool:
         return bool(await self._fetchval(
             "SELECT EXISTS (SELECT 1 FROM messages WHERE channel_id = $1 AND state = 'queued'"
-            " AND next_attempt_at <= $2) OR EXISTS (SELECT 1 FROM messages"
-            " WHERE channel_id = $1 AND state = 'sending' AND lease_until < $2)",
-            channel_id, now))
+            " AND priority >= $3 AND next_attempt_at <= $2) OR EXISTS (SELECT 1 FROM messages"
+            " WHERE channel_id = $1 AND state = 'sending' AND priority >= $3"
+            " AND lease_until < $2)", channel_id, now, min_priority))
 
     async def listen(self, on_channel: Callable[[int], None]) -> None:
         """Until cancelled: a dedicated connection LISTENs on ``pushgate_messages`` and calls

@@ -515,9 +515,11 @@ class SQLiteStore(Store):
         await self._write(job)
 
     async def claim_messages(
-        self, channel_id: int, worker_id: str, limit: int, now: float, lease_seconds: float
+        self, channel_id: int, worker_id: str, limit: int, now: float, lease_seconds: float,
+        min_priority: int = 0,
     ) -> list[OutboundMessage]:
-        return await self._write(_claim_job, channel_id, worker_id, limit, now, lease_seconds)
+        return await self._write(_claim_job, channel_id, worker_id, limit, now, lease_seconds,
+                                 min_priority)
 
     async def record_outcomes(
         self, worker_id: str, results: Sequence[SendResult], now: float, policy: RetryPolicy
@@ -563,15 +565,18 @@ class SQLiteStore(Store):
     async def expire_due(self, now: float, limit: int) -> int:
         return await self._write(_expire_job, now, limit)
 
-    async def has_ready_messages(self, channel_id: int, now: float) -> bool:
+    async def has_ready_messages(self, channel_id: int, now: float,
+                                 min_priority: int = 0) -> bool:
         conn = self._read()
         row = conn.execute(
             "SELECT 1 FROM messages WHERE channel_id = ? AND state = 'queued'"
-            " AND next_attempt_at <= ? LIMIT 1", (channel_id, now)).fetchone()
+            " AND priority >= ? AND next_attempt_at <= ? LIMIT 1",
+            (channel_id, min_priority, now)).fetchone()
         if row is None:
             row = conn.execute(
                 "SELECT 1 FROM messages WHERE channel_id = ? AND state = 'sending'"
-                " AND lease_until < ? LIMIT 1", (channel_id, now)).fetchone()
+                " AND priority >= ? AND lease_until < ? LIMIT 1",
+                (channel_id, min_priority, now)).fetchone()
         return row is not None
 
     # --- webhooks ---------------------------------------------------------------------------
@@ -933,18 +938,21 @@ def _claim_job(
     limit: int,
     now: float,
     lease_seconds: float,
+    min_priority: int = 0,
 ) -> list[OutboundMessage]:
     until = now + lease_seconds
     expired = _reclaim_expired(conn, channel_id, worker_id, now, until, limit,
-                               _CLAIM_RETURNING)
+                               _CLAIM_RETURNING, min_priority)
     fresh: list[Any] = []
     if len(expired) < limit:
         fresh = conn.execute(
             "UPDATE messages SET state = 'sending', lease_until = ?, leased_by = ?,"
             " attempts = attempts + 1, updated_at = ? WHERE id IN (SELECT id FROM messages"
-            " WHERE channel_id = ? AND state = 'queued' AND next_attempt_at <= ?"
+            " WHERE channel_id = ? AND state = 'queued' AND priority >= ?"
+            " AND next_attempt_at <= ?"
             f" ORDER BY priority DESC, id LIMIT ?) RETURNING {_CLAIM_RETURNING}",
-            (until, worker_id, now, channel_id, now, limit - len(expired))).fetchall()
+            (until, worker_id, now, channel_id, min_priority, now,
+             limit - len(expired))).fetchall()
     events = [(r[0], "sending", now, f"worker {worker_id}, attempt {r[10]}") for r in fresh]
     events += [(r[0], "sending", now,
                 f"worker {worker_id}, attempt {r[10]}: possible re-send, previous lease expired")
@@ -963,16 +971,17 @@ def _claim_job(
 
 
 def _reclaim_expired(conn: sqlite3.Connection, channel_id: int, worker_id: str, now: float,
-                     until: float, limit: int, returning: str) -> list[Any]:
+                     until: float, limit: int, returning: str,
+                     min_priority: int = 0) -> list[Any]:
     """Claim again the channel's messages whose lease ran out while ``sending``: they may have
     reached the provider, so nothing is lost and each is counted as a possible re-send
     (nothing is doubled silently)."""
     return conn.execute(
         "UPDATE messages SET lease_until = ?, leased_by = ?, attempts = attempts + 1,"
         " resends = resends + 1, updated_at = ? WHERE id IN (SELECT id FROM messages"
-        " WHERE channel_id = ? AND state = 'sending' AND lease_until < ?"
+        " WHERE channel_id = ? AND state = 'sending' AND priority >= ? AND lease_until < ?"
         f" ORDER BY priority DESC, id LIMIT ?) RETURNING {returning}",
-        (until, worker_id, now, channel_id, now, limit)).fetchall()
+        (until, worker_id, now, channel_id, min_priority, now, limit)).fetchall()
 
 
 def _webhook_projects(conn: sqlite3.Connection) -> set[int]:
