@@ -2,7 +2,8 @@
 
     python bench/run.py             # accept 1/100/1,000/10,000 recipients (10 s each, the
                                     # 1,000 case 3 times; 1 and 100 also with the raw
-                                    # client), dispatch 200,000, store driver, and a
+                                    # client), dispatch 200,000, store driver, SMPP,
+                                    # WhatsApp Cloud through a fake Graph API (50,000), and a
                                     # 1,000,000-message backlog (about 6 min in all)
     python bench/run.py --quick     # a fast subset (well under a minute)
     python bench/run.py --postgres  # also PostgreSQL accept and dispatch with 1, 2, 4 workers
@@ -27,6 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 import accept  # noqa: E402
 import backlog  # noqa: E402
+import http_channel  # noqa: E402
 import smpp as smpp_bench  # noqa: E402
 import store_driver  # noqa: E402
 
@@ -74,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         # 1,000,000 queued: priority latency, memory, report streaming, claim time (~2.5 min).
         results["backlog"] = backlog.main([])
     results["smpp"] = smpp_bench.main(["--messages", "20000" if args.quick else "50000"])
+    results["http_channel"] = http_channel.main(["--quick"] if args.quick else [])
     if args.postgres:
         results["accept_postgres"] = accept.main(["--backend", "postgres", "--seconds", seconds,
                                                   "--sizes", "1000,10000"])

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import pytest
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -164,6 +165,26 @@ async def test_sends_reuse_one_connection(channel: WhatsAppCloudChannel,
     for mid in range(3):
         assert (await channel.send(message(mid, number=f"1555000000{mid}"))).ok
     assert len({r.peer for r in fake.posts}) == 1
+
+
+async def test_sends_do_not_go_through_httpx(channel: WhatsAppCloudChannel, fake: GraphFake,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The send path uses the lean keep-alive pool (channels/http1.py): an httpx request costs
+    15-35 times its CPU, which capped a worker at ~160 messages/s (bench/http_channel.py)."""
+    async def no_httpx(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a send went through httpx")
+
+    monkeypatch.setattr(httpx.AsyncClient, "send", no_httpx)
+    results = [await channel.send(message(mid, number=f"1555000000{mid}")) for mid in range(3)]
+    assert all(r.ok and r.provider_id.startswith("wamid.") for r in results)
+    assert len(fake.posts) == 3 and len({r.peer for r in fake.posts}) == 1
+
+
+async def test_sends_use_httpx_behind_a_proxy(make_channel: Callable[..., WhatsAppCloudChannel],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    channel = make_channel()
+    assert isinstance(channel._sender(), httpx.AsyncClient)   # only httpx honours proxies
 
 
 @pytest.mark.parametrize("kind", ["image", "video", "document"])

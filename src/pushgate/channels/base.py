@@ -152,7 +152,8 @@ class Channel:
     async def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
         """Send several messages; connectors with a bulk endpoint override this. The default
         sends ``concurrency`` at a time. Rate limiting is the dispatcher's job, not this one's."""
-        if self.concurrency <= 1:
+        if self.concurrency <= 1 or len(messages) == 1:
+            # One message (the paced dispatcher's case) needs no semaphore and no gather.
             return [await self._safe_send(m) for m in messages]
         semaphore = asyncio.Semaphore(self.concurrency)
 
