@@ -727,7 +727,7 @@ def test_config_defaults() -> None:
     assert out == {"phone_number_id": "1122334455667", "access_token": "t", "app_secret": "s",
                    "verify_token": "v", "graph_base_url": "https://graph.facebook.com",
                    "graph_version": "v21.0", "pair_interval_seconds": 6.0,
-                   "timeout_seconds": 20.0}
+                   "timeout_seconds": 20.0, "max_in_flight": 64}
 
 
 @pytest.mark.parametrize(("change", "key"), [
@@ -741,6 +741,10 @@ def test_config_defaults() -> None:
     ({"pair_interval_seconds": -1}, "pair_interval_seconds"),
     ({"pair_interval_seconds": "6"}, "pair_interval_seconds"),
     ({"timeout_seconds": 0}, "timeout_seconds"),
+    ({"max_in_flight": 0}, "max_in_flight"),
+    ({"max_in_flight": 1001}, "max_in_flight"),
+    ({"max_in_flight": 2.5}, "max_in_flight"),
+    ({"max_in_flight": True}, "max_in_flight"),
     ({"phone_numberid": "1"}, "phone_numberid"),
 ])
 def test_config_errors_name_the_key(change: dict[str, Any], key: str) -> None:
@@ -771,3 +775,17 @@ async def test_inbound_media_on_a_private_address_is_refused(
     with pytest.raises(MediaFetchError) as info:
         await channel.fetch_inbound_media(media_id)
     assert not info.value.retryable and "127.0.0.1" in str(info.value)
+
+
+async def test_max_in_flight_bounds_the_sends_awaiting_graph(
+        make_channel: Callable[..., WhatsAppCloudChannel], fake: GraphFake) -> None:
+    """An upgraded number (1,000/s) needs more sends awaiting Graph's answer than the default
+    64: at ~200 ms a call, 64 reach only ~300/s."""
+    assert make_channel().in_flight_limit == 64
+    channel = make_channel(max_in_flight=3)
+    assert channel.in_flight_limit == 3
+    results = await channel.send_batch(
+        [message(mid, number=f"1555000{mid:04d}") for mid in range(10)])
+    assert all(r.ok for r in results)
+    # Never more than 3 connections, so never more than 3 sends at once.
+    assert len({r.peer for r in fake.posts}) <= 3

@@ -19,7 +19,9 @@ that every later status webhook names. What is built here and nowhere else:
 Config keys (``pushgate channel add --config``): ``phone_number_id``, ``access_token``,
 ``app_secret`` (signs webhooks), ``verify_token`` (subscription handshake), ``graph_base_url``
 (default the real Graph host), ``graph_version`` (default ``v21.0``), ``pair_interval_seconds``
-(default 6; 0 turns the pair limit off) and ``timeout_seconds`` (default 20).
+(default 6; 0 turns the pair limit off), ``timeout_seconds`` (default 20) and ``max_in_flight``
+(sends awaiting Graph's answer at once, default 64: enough for 80/s at Graph's usual 100–500 ms
+per call; an upgraded number at 1,000/s needs ~200–500).
 """
 
 from __future__ import annotations
@@ -180,7 +182,10 @@ _MEDIA_TYPES = frozenset({"image", "video", "audio", "document", "sticker"})
 _VERSION_RE = re.compile(r"^v\d+\.\d+$")
 _CONFIG_KEYS = frozenset({"phone_number_id", "access_token", "app_secret", "verify_token",
                           "graph_base_url", "graph_version", "pair_interval_seconds",
-                          "timeout_seconds"})
+                          "timeout_seconds", "max_in_flight"})
+DEFAULT_MAX_IN_FLIGHT = 64
+# Each send in flight holds a connection (a file descriptor).
+MAX_IN_FLIGHT = 1000
 
 
 class PairPacer:
@@ -225,8 +230,9 @@ class WhatsAppCloudChannel(Channel):
     # Meta's default is 80 messages/s per number; it upgrades eligible numbers to 1,000.
     default_rate_per_second: ClassVar[float] = 80.0
     max_rate_per_second: ClassVar[float] = 1000.0
-    # Enough sends in flight to reach 80/s at Graph's usual 100-500 ms per call.
-    concurrency = 64
+    # Enough sends in flight to reach 80/s at Graph's usual 100-500 ms per call; the channel's
+    # `max_in_flight` sets it per number.
+    concurrency = DEFAULT_MAX_IN_FLIGHT
     # Longest wait before the one retry of a refused text part (the pair limit waits its
     # interval): the send holds a slot meanwhile.
     text_retry_max_pause: float = 1.0
@@ -241,6 +247,7 @@ class WhatsAppCloudChannel(Channel):
         self.api_url = f"{config['graph_base_url']}/{config['graph_version']}"
         self.pair_interval: float = config["pair_interval_seconds"]
         self.timeout: float = config["timeout_seconds"]
+        self.concurrency = config["max_in_flight"]
         self.pacer = PairPacer(self.pair_interval)
         self._client: httpx.AsyncClient | None = None
         self._pool: Http1Pool | None = None
@@ -273,6 +280,12 @@ class WhatsAppCloudChannel(Channel):
         out["pair_interval_seconds"] = _number(out, "pair_interval_seconds",
                                                DEFAULT_PAIR_INTERVAL, minimum=0.0)
         out["timeout_seconds"] = _number(out, "timeout_seconds", DEFAULT_TIMEOUT, minimum=0.001)
+        in_flight = out.get("max_in_flight", DEFAULT_MAX_IN_FLIGHT)
+        if isinstance(in_flight, bool) or not isinstance(in_flight, int) \
+                or not 1 <= in_flight <= MAX_IN_FLIGHT:
+            raise ChannelConfigError(f"max_in_flight must be a whole number from 1 to "
+                                     f"{MAX_IN_FLIGHT}")
+        out["max_in_flight"] = in_flight
         return out
 
     # --- connection -----------------------------------------------------------------------------
