@@ -614,20 +614,23 @@ class PostgresStore(Store):
             # claim it again (nothing is lost) and count it as a possible re-send (nothing is
             # doubled silently). Then fresh ones up to the limit. SKIP LOCKED: rows another
             # worker is claiming right now are passed over, never waited for or taken twice.
+            # Both candidate lists are limited by the parameter itself and cut by the outer
+            # LIMIT, which pulls (and locks) fresh rows only as far as it needs them. A limit
+            # computed from the expired count made the planner guess a tenth of the table
+            # and join by a sequential scan of all messages (180 ms per claim at 200,000).
             rows = await conn.fetch(
                 "WITH expired AS (SELECT id FROM messages WHERE channel_id = $1"
                 "  AND state = 'sending' AND priority >= $6 AND lease_until < $2"
                 "  ORDER BY priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED),"
                 " fresh AS (SELECT id FROM messages WHERE channel_id = $1"
                 "  AND state = 'queued' AND priority >= $6 AND next_attempt_at <= $2"
-                "  ORDER BY priority DESC, id"
-                "  LIMIT greatest(0, $3 - (SELECT count(*) FROM expired))"
-                "  FOR UPDATE SKIP LOCKED),"
+                "  ORDER BY priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED),"
+                " c AS (SELECT id, true AS resend FROM expired"
+                "  UNION ALL SELECT id, false FROM fresh LIMIT $3),"
                 " claimed AS (UPDATE messages m SET state = 'sending', lease_until = $4,"
                 "  leased_by = $5, attempts = m.attempts + 1,"
                 "  resends = m.resends + CASE WHEN c.resend THEN 1 ELSE 0 END, updated_at = $2"
-                "  FROM (SELECT id, true AS resend FROM expired"
-                "        UNION ALL SELECT id, false FROM fresh) c WHERE m.id = c.id"
+                "  FROM c WHERE m.id = c.id"
                 "  RETURNING m.id, m.push_id, m.project_id, m.channel_id, m.number, m.body,"
                 "  m.media, m.media_kind, m.parts, m.priority, m.attempts, c.resend, m.extra),"
                 " events AS (INSERT INTO message_events (message_id, state, at, detail)"
