@@ -187,3 +187,57 @@ async def test_items_of_a_project_that_dropped_its_webhook_are_discarded(
     await store.set_webhook(project.id, None, None)
     assert await store.claim_outbox("d", 100, t0 + 2, LEASE) == []
     assert await store.outbox_stats() == {"pending": 0, "dead": 0}
+
+
+async def test_a_send_answered_delivered_is_recorded_submitted_then_delivered(
+    store: Store, make: Any
+) -> None:
+    """An outcome that already says delivered (the sandbox without a delay) moves the message
+    to `delivered` in the same write: both events and both reports, in lifecycle order, next
+    to a plain submitted send and with a part's problem kept on the `submitted` event."""
+    project, _, _ = await make.project(webhook_url=HOOK)
+    silent, _, _ = await make.project(webhook_url=None)
+    channel = await make.channel(project.id)
+    quiet = await make.channel(silent.id)
+    t0 = time.time()
+    pushed = await queue(store, channel, 3, t0)
+    muted = await queue(store, quiet, 1, t0)
+    claimed = await store.claim_messages(channel.id, "w", 10, t0 + 1, LEASE)
+    claimed += await store.claim_messages(quiet.id, "w", 10, t0 + 1, LEASE)
+    first, second, third = pushed.message_ids
+    await store.record_outcomes("w", [
+        SendResult(first, ok=True, provider_id="p1", delivered=True),
+        SendResult(second, ok=True, provider_id="p2"),
+        SendResult(third, ok=True, provider_id="p3", delivered=True, error_code="part",
+                   error_message="text lost"),
+        SendResult(muted.message_ids[0], ok=True, provider_id="p4", delivered=True),
+    ], t0 + 2, RetryPolicy())
+
+    async def history(project_id: int, mid: int) -> tuple[str, list[tuple[str, Any]]]:
+        message = await store.get_message(project_id, mid)
+        assert message is not None
+        return message["state"], [(e["state"], e["detail"]) for e in message["events"]]
+
+    state, events = await history(project.id, first)
+    assert state == "delivered"
+    assert [e[0] for e in events] == ["queued", "sending", "submitted", "delivered"]
+    assert events[2][1] == "provider id p1"
+    state, events = await history(project.id, second)
+    assert state == "submitted"
+    assert events[-1] == ("submitted", "provider id p2")
+    state, events = await history(project.id, third)
+    assert state == "delivered"
+    assert events[2] == ("submitted", "provider id p3; part: text lost")
+    assert events[3][0] == "delivered"
+    assert (await history(silent.id, muted.message_ids[0]))[0] == "delivered"
+    message = await store.get_message(project.id, first)
+    assert message is not None and message["provider_id"] == "p1"
+
+    reports = [(p["msg_id"], p["state"]) for p in items(
+        await store.claim_outbox("d", 100, t0 + 3, LEASE))]
+    assert reports == [(str(first), "submitted"), (str(first), "delivered"),
+                       (str(second), "submitted"),
+                       (str(third), "submitted"), (str(third), "delivered")]
+    # A receipt for a message already delivered changes nothing.
+    assert await store.apply_status_updates(
+        [StatusUpdate(State.DELIVERED, t0 + 4, channel_id=channel.id, provider_id="p1")]) == 0

@@ -2,7 +2,9 @@
 
 For demos, tests and Picky's sandbox mode. Config keys (``channel add --config``):
 
-- ``delivery_delay`` (seconds, default 0): time from submission to the delivered report.
+- ``delivery_delay`` (seconds, default 0): time from submission to the delivered report. At 0
+  (and no ``read_ratio``) the send's own outcome says delivered, recorded in the same write as
+  the submission; otherwise a simulated receipt follows, the path a real provider's takes.
 - ``failure_ratio`` (0..1, default 0): share of sends refused permanently (refunded, status 5).
 - ``transient_ratio`` (0..1, default 0): share of sends refused with a retryable error.
 - ``read_ratio`` (0..1, default 0): share of delivered messages also reported read.
@@ -36,6 +38,10 @@ class SandboxChannel(Channel):
         self.transient_ratio = float(config.get("transient_ratio", 0.0))
         self.read_ratio = float(config.get("read_ratio", 0.0))
         self.random = random.Random(config.get("seed"))
+        # Delivered at once: no receipt pass (the runner's simulation loop) is needed.
+        self.delivered_on_send = self.simulated_delivery_delay == 0 and not self.read_ratio
+        if self.delivered_on_send:
+            self.simulated_delivery_delay = None
 
     def _result(self, message: OutboundMessage) -> SendResult:
         roll = self.random.random()
@@ -45,7 +51,8 @@ class SandboxChannel(Channel):
         if roll < self.failure_ratio + self.transient_ratio:
             return SendResult(message.id, ok=False, retryable=True, error_code="sandbox-busy",
                               error_message="sandbox: simulated transient failure")
-        return SendResult(message.id, ok=True, provider_id=f"sandbox-{message.id}")
+        return SendResult(message.id, ok=True, provider_id=f"sandbox-{message.id}",
+                          delivered=self.delivered_on_send)
 
     async def send(self, message: OutboundMessage) -> SendResult:
         return self._result(message)

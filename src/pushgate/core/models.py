@@ -52,6 +52,10 @@ class SendResult:
     # The provider refused the channel's credentials: pause the channel and alert; the
     # message goes back to the queue (``defer``) for when the operator fixes it.
     pause_channel: bool = False
+    # The provider's answer already says delivered (the sandbox without a delivery delay):
+    # recorded as submitted and delivered in the same write, both events and both reports,
+    # instead of a second pass over the message for a receipt that is already known.
+    delivered: bool = False
 
 
 @dataclass(slots=True)

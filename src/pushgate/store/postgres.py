@@ -678,23 +678,31 @@ class PostgresStore(Store):
         # Sends that went through (nearly all): one statement marks them submitted, records
         # their events and queues their webhook reports. Its WHERE passes over a message whose
         # lease ran out and that another worker owns now; that worker's outcome counts.
-        ok = [(res.message_id, res.provider_id) for res in results if res.ok]
+        ok = [(res.message_id, res.provider_id, res.delivered) for res in results if res.ok]
         if ok:
+            # A send whose answer already says delivered gets its `delivered` event and
+            # report right after its `submitted` ones (the second row of `steps`).
             recorded = await conn.fetchval(
-                "WITH s AS (UPDATE messages m SET state = 'submitted',"
+                "WITH s AS (UPDATE messages m SET state = CASE WHEN u.delivered"
+                " THEN 'delivered' ELSE 'submitted' END,"
                 " provider_id = u.provider_id, lease_until = NULL, leased_by = NULL,"
-                " updated_at = $3 FROM unnest($1::bigint[], $2::text[]) AS u(id, provider_id)"
-                " WHERE m.id = u.id AND m.state = 'sending' AND m.leased_by = $4"
-                " RETURNING m.id, m.project_id, u.provider_id),"
+                " updated_at = $4 FROM unnest($1::bigint[], $2::text[], $3::bool[])"
+                " AS u(id, provider_id, delivered)"
+                " WHERE m.id = u.id AND m.state = 'sending' AND m.leased_by = $5"
+                " RETURNING m.id, m.project_id, u.provider_id, u.delivered),"
+                " steps AS (SELECT s.*, k.step FROM s CROSS JOIN LATERAL (VALUES (1), (2))"
+                " AS k(step) WHERE k.step = 1 OR s.delivered),"
                 " e AS (INSERT INTO message_events (message_id, state, at, detail)"
-                " SELECT id, 'submitted', $3, 'provider id ' || coalesce(provider_id, 'None')"
-                " FROM s ORDER BY id),"
+                " SELECT id, CASE step WHEN 1 THEN 'submitted' ELSE 'delivered' END, $4,"
+                " CASE step WHEN 1 THEN 'provider id ' || coalesce(provider_id, 'None') END"
+                " FROM steps ORDER BY id, step),"
                 " o AS (INSERT INTO outbox (project_id, message_id, state, at, error_code,"
                 " error_message, attempts, next_attempt_at, dead)"
-                " SELECT s.project_id, s.id, 'submitted', $3, NULL, NULL, 0, $3, false FROM s"
-                " JOIN projects p ON p.id = s.project_id WHERE coalesce(p.webhook_url, '') <> ''"
-                " ORDER BY s.id)"
-                " SELECT count(*) FROM s", *_columns(ok, 2), now, worker_id)
+                " SELECT steps.project_id, steps.id,"
+                " CASE step WHEN 1 THEN 'submitted' ELSE 'delivered' END, $4, NULL, NULL, 0,"
+                " $4, false FROM steps JOIN projects p ON p.id = steps.project_id"
+                " WHERE coalesce(p.webhook_url, '') <> '' ORDER BY steps.id, step)"
+                " SELECT count(*) FROM s", *_columns(ok, 3), now, worker_id)
             # An ok send may still report a problem with a part (e.g. an audio's text lost).
             partial = [(res.message_id, res.error_code, res.error_message or "")
                        for res in results if res.ok and res.error_code]
@@ -714,7 +722,8 @@ class PostgresStore(Store):
                     "UPDATE messages m SET provider_id = u.provider_id"
                     " FROM unnest($1::bigint[], $2::text[]) AS u(id, provider_id)"
                     " WHERE m.id = u.id AND m.provider_id IS NULL AND u.provider_id IS NOT NULL"
-                    " AND m.state IN ('submitted', 'delivered', 'read')", *_columns(ok, 2))
+                    " AND m.state IN ('submitted', 'delivered', 'read')",
+                    *_columns([(m, p) for m, p, _ in ok], 2))
             refs = [(res.message_id, pid, part) for res in results if res.ok
                     for part, pid in res.provider_refs]
             if refs:
@@ -729,7 +738,7 @@ class PostgresStore(Store):
                     "SELECT m.channel_id, u.provider_id FROM unnest($1::bigint[], $2::text[])"
                     " AS u(id, provider_id) JOIN messages m ON m.id = u.id"
                     " WHERE u.provider_id IS NOT NULL",
-                    *_columns(ok + [(m, p) for m, p, _ in refs], 2))
+                    *_columns([(m, p) for m, p, _ in ok + refs], 2))
                 await self._apply_early_updates(conn, [(k[0], k[1]) for k in keys])
         failures = [res for res in results if not res.ok]
         if not failures:

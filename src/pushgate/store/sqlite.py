@@ -1044,12 +1044,18 @@ def _record_outcomes_job(
         mid, project_id, credit, attempts, channel_id = row
         if res.ok:
             # An ok send may still report a problem with a part (e.g. an audio's text lost).
-            submitted.append((res.provider_id, res.error_code, res.error_message, now, mid))
+            state = "delivered" if res.delivered else "submitted"
+            submitted.append((state, res.provider_id, res.error_code, res.error_message, now,
+                              mid))
             refs += [(channel_id, pid, mid, part) for part, pid in res.provider_refs]
             problem = f"; {res.error_code}: {res.error_message}" if res.error_code else ""
             events.append((mid, "submitted", now, f"provider id {res.provider_id}{problem}"))
+            if res.delivered:
+                events.append((mid, "delivered", now, None))
             if project_id in hooks:
                 outbox.append((project_id, mid, "submitted", now, None, None, now))
+                if res.delivered:
+                    outbox.append((project_id, mid, "delivered", now, None, None, now))
             continue
         detail = f"{res.error_code or 'error'}: {res.error_message or ''}".strip()
         if res.defer:
@@ -1072,7 +1078,7 @@ def _record_outcomes_job(
             outbox.append((project_id, mid, "refunded", now, res.error_code, res.error_message,
                            now))
     conn.executemany(
-        "UPDATE messages SET state = 'submitted', provider_id = ?,"
+        "UPDATE messages SET state = ?, provider_id = ?,"
         " error_code = coalesce(?, error_code), error_message = coalesce(?, error_message),"
         " lease_until = NULL, leased_by = NULL, updated_at = ? WHERE id = ?", submitted)
     conn.executemany(
@@ -1096,7 +1102,7 @@ def _record_outcomes_job(
     conn.executemany(
         "INSERT INTO provider_refs (channel_id, provider_id, message_id, part, state)"
         " VALUES (?, ?, ?, ?, 'submitted') ON CONFLICT DO NOTHING", refs)
-    _apply_early_updates(conn, [(current[s[4]][4], s[0]) for s in submitted if s[0]]
+    _apply_early_updates(conn, [(current[s[5]][4], s[1]) for s in submitted if s[1]]
                          + [(c, pid) for c, pid, _m, _p in refs])
 
 
