@@ -36,7 +36,7 @@ def valid_numbers(count: int) -> list[str]:
 class Gateway:
     """A pushgate installation in a temp folder, on SQLite or on a fresh PostgreSQL database."""
 
-    def __init__(self, backend: str = "sqlite") -> None:
+    def __init__(self, backend: str = "sqlite", delivery_delay: float = 0.0) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="pushgate-bench-"))
         self.backend = backend
         self.pg_database: str | None = None
@@ -63,7 +63,7 @@ class Gateway:
         self.project_id = project["project_id"]
         channel = self.cli_json("channel", "add", "--project", "bench", "--type", "sandbox",
                                 "--application", "1", "--price", "0.001",
-                                "--config", '{"delivery_delay": 0}')
+                                "--config", json.dumps({"delivery_delay": delivery_delay}))
         self.channel_id = channel["id"]
 
     def cli(self, *args: str) -> str:

@@ -2,7 +2,8 @@
 
     python bench/run.py             # accept 1/100/1,000/10,000 recipients (10 s each, the
                                     # 1,000 case 3 times; 1 and 100 also with the raw
-                                    # client), dispatch 200,000, store driver, SMPP,
+                                    # client), dispatch 200,000 (and 100,000 delivered
+                                    # by simulated receipts), store driver, SMPP,
                                     # WhatsApp Cloud through a fake Graph API (50,000), and a
                                     # 1,000,000-message backlog (about 6 min in all)
     python bench/run.py --quick     # a fast subset (well under a minute)
@@ -72,6 +73,9 @@ def main(argv: list[str] | None = None) -> None:
         results["accept"] += accept.main(["--seconds", seconds, "--sizes", "1,100",
                                           "--client", "raw"])
         results["dispatch"] = dispatch.main(["--messages", "200000"])
+        # Delivered by simulated receipts afterwards, the path real providers' receipts take.
+        results["dispatch_receipts"] = dispatch.main(["--messages", "100000",
+                                                      "--delivery-delay", "0.001"])
         results["store_driver"] = store_driver.main(["--rows", "100000", "--repeat", "3"])
         # 1,000,000 queued: priority latency, memory, report streaming, claim time (~2.5 min).
         results["backlog"] = backlog.main([])
@@ -83,6 +87,9 @@ def main(argv: list[str] | None = None) -> None:
         results["dispatch_postgres"] = dispatch.main(
             ["--backend", "postgres", "--messages", "20000" if args.quick else "50000",
              "--workers", "1,2,4"])
+        if not args.quick:
+            results["dispatch_postgres_receipts"] = dispatch.main(
+                ["--backend", "postgres", "--messages", "50000", "--delivery-delay", "0.001"])
     out = Path(__file__).parent / "results" / time.strftime("%Y%m%dT%H%M%SZ.json", time.gmtime())
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=1, default=str))

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     # Dispatcher.
     worker_id: str = ""
     claim_batch: int = Field(1000, ge=1)
+    # Overlapping claim–send–record loops per unpaced shareable channel (sandbox): the store
+    # claims one batch while it records another. Paced channels always keep one.
+    send_lanes: int = Field(2, ge=1, le=16)
     message_lease_seconds: float = Field(60.0, gt=0)
     channel_lease_seconds: float = Field(15.0, gt=0)
     idle_poll_seconds: float = Field(0.2, gt=0)

@@ -97,6 +97,58 @@ async def test_drains_queue_to_delivered(store: Store, make: Any, run_dispatcher
     assert project_after.balance_micro == parse_credits("10") - n * PRICE
 
 
+async def test_overlapping_lanes_send_each_message_once(
+    store: Store, make: Any, run_dispatcher: Any
+) -> None:
+    """Several claim–send–record lanes on one unpaced channel claim disjoint batches: every
+    message is claimed, submitted and delivered exactly once. A paced channel keeps one lane."""
+    project, _, _ = await make.project(credits="100")
+    channel = await make.channel(project.id, config={"delivery_delay": 0})
+    paced = await make.channel(project.id, application=2, rate_per_second=1000.0,
+                               config={"delivery_delay": 0})
+    n = 500
+    ids = await queue(store, channel, n)
+    push_id = await push_id_of(store, project.id, ids[0])
+    dispatcher = run_dispatcher(worker_id="w-lanes", claim_batch=25, send_lanes=3)
+
+    async def all_delivered() -> bool:
+        return await counts(store, project.id, push_id) == {"delivered": n}
+
+    await wait_for(all_delivered, f"{n} messages delivered by three lanes")
+    assert dispatcher.runners[channel.id][0].lanes == 3
+    assert dispatcher.runners[paced.id][0].lanes == 1
+    assert dispatcher.sent == n
+    for mid in ids:
+        message = await store.get_message(project.id, mid)
+        assert message is not None
+        assert message["attempts"] == 1 and message["resends"] == 0, mid
+        assert [e["state"] for e in message["events"]] == [
+            "queued", "sending", "submitted", "delivered"], mid
+
+
+async def test_a_delivery_delay_delivers_through_simulated_receipts(
+    store: Store, make: Any, run_dispatcher: Any
+) -> None:
+    """With a delivery delay the sends are recorded `submitted` and the sandbox's receipts,
+    the path a real provider's take, deliver them afterwards."""
+    project, _, _ = await make.project(credits="10")
+    channel = await make.channel(project.id, config={"delivery_delay": 0.05})
+    n = 50
+    ids = await queue(store, channel, n)
+    push_id = await push_id_of(store, project.id, ids[0])
+    run_dispatcher(worker_id="w-receipts", claim_batch=10)
+
+    async def all_delivered() -> bool:
+        return await counts(store, project.id, push_id) == {"delivered": n}
+
+    await wait_for(all_delivered, f"{n} messages delivered by simulated receipts")
+    message = await store.get_message(project.id, ids[0])
+    assert message is not None
+    submitted, delivered = (e for e in message["events"]
+                            if e["state"] in ("submitted", "delivered"))
+    assert delivered["at"] - submitted["at"] >= 0.05
+
+
 async def test_high_priority_overtakes_a_backlog(
     store: Store, make: Any, run_dispatcher: Any
 ) -> None:

@@ -168,6 +168,7 @@ def build_dispatcher(settings: Settings, store: Store, worker_id: str,
                      webhook_wake: asyncio.Event | None) -> Dispatcher:
     return Dispatcher(
         store, worker_id=worker_id, claim_batch=settings.claim_batch,
+        send_lanes=settings.send_lanes,
         message_lease_seconds=settings.message_lease_seconds,
         channel_lease_seconds=settings.channel_lease_seconds,
         idle_poll=settings.idle_poll_seconds,

@@ -105,13 +105,17 @@ class ChannelRunner:
         self.pacer = Pacer(spec.rate_per_second, spec.delay_ms, spec.jitter_ms)
         self.caps = SendCaps.from_config(spec.config)
         self.capped_until = 0.0
-        self.wake = asyncio.Event()
+        # Claim–send–record loops on this channel. On a shareable unpaced channel several
+        # overlap, so the store works on one batch's claim while another's outcomes are
+        # recorded (SKIP LOCKED keeps their claims apart); a paced channel keeps one, so its
+        # pacing stays exact.
+        self.lanes = dispatcher.send_lanes if _shareable(spec) else 1
+        self.wakes = [asyncio.Event() for _ in range(self.lanes)]
         # Set when sends were recorded, for the simulated-delivery loop.
         self.sent_wake = asyncio.Event()
         self.stopping = False
 
     async def run(self) -> None:
-        d = self.dispatcher
         await self.channel.start()
         # Simulated deliveries (sandbox) run beside the claim–send–record loop, on their own
         # store connection where the store has several: on PostgreSQL the two overlap
@@ -119,28 +123,37 @@ class ChannelRunner:
         simulation = (asyncio.create_task(self.simulate_loop(), name=f"simulate-{self.spec.id}")
                       if self.channel.simulated_delivery_delay is not None else None)
         try:
-            while not self.stopping:
-                # Cleared before the step, not after: a wake-up (a push, a stop) that arrives
-                # while the step runs must not be lost.
-                self.wake.clear()
-                try:
-                    worked = await self.step()
-                except StoreUnavailable as exc:
-                    log.warning("channel %s: store unavailable (%s); retrying", self.spec.id, exc)
-                    worked = False
-                    await asyncio.sleep(1)
-                if not worked and not self.stopping:
-                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
-                    # cancellation that arrives with the wake-up.
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(d.idle_poll):
-                            await self.wake.wait()
+            await asyncio.gather(*(self.lane(wake) for wake in self.wakes))
         finally:
             if simulation is not None:
                 self.sent_wake.set()
                 with contextlib.suppress(Exception):
                     await simulation
             await self.channel.stop()
+
+    def wake_up(self) -> None:
+        """Messages were queued (or the runner is stopping): every lane looks now."""
+        for wake in self.wakes:
+            wake.set()
+
+    async def lane(self, wake: asyncio.Event) -> None:
+        d = self.dispatcher
+        while not self.stopping:
+            # Cleared before the step, not after: a wake-up (a push, a stop) that arrives
+            # while the step runs must not be lost.
+            wake.clear()
+            try:
+                worked = await self.step()
+            except StoreUnavailable as exc:
+                log.warning("channel %s: store unavailable (%s); retrying", self.spec.id, exc)
+                worked = False
+                await asyncio.sleep(1)
+            if not worked and not self.stopping:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+                # cancellation that arrives with the wake-up.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(d.idle_poll):
+                        await wake.wait()
 
     async def simulate_loop(self) -> None:
         d = self.dispatcher
@@ -308,6 +321,7 @@ class Dispatcher:
         store: Store,
         worker_id: str | None = None,
         claim_batch: int = 1000,
+        send_lanes: int = 2,
         message_lease_seconds: float = 60.0,
         channel_lease_seconds: float = 15.0,
         idle_poll: float = 0.2,
@@ -319,6 +333,7 @@ class Dispatcher:
         self.env = env or ChannelEnv()
         self.worker_id = worker_id or new_worker_id()
         self.claim_batch = claim_batch
+        self.send_lanes = send_lanes
         self.message_lease_seconds = message_lease_seconds
         self.channel_lease_seconds = channel_lease_seconds
         self.idle_poll = idle_poll
@@ -335,12 +350,12 @@ class Dispatcher:
         renewal."""
         if channel_id is not None:
             if channel_id in self.runners:
-                self.runners[channel_id][0].wake.set()
+                self.runners[channel_id][0].wake_up()
             else:
                 self._refresh_now.set()
             return
         for runner, _task in self.runners.values():
-            runner.wake.set()
+            runner.wake_up()
 
     def notify_webhooks(self) -> None:
         if self.webhook_wake is not None:
@@ -424,7 +439,7 @@ class Dispatcher:
     async def _stop_runner(self, channel_id: int) -> None:
         runner, task = self.runners.pop(channel_id)
         runner.stopping = True
-        runner.wake.set()
+        runner.wake_up()
         try:
             await asyncio.wait_for(asyncio.shield(task), 30)
         except TimeoutError:
