@@ -3,7 +3,8 @@
     python bench/run.py             # accept 1/100/1,000/10,000 recipients (10 s each, the
                                     # 1,000 case 3 times; 1 and 100 also with the raw
                                     # client), dispatch 200,000 (and 100,000 delivered
-                                    # by simulated receipts), store driver, SMPP,
+                                    # by simulated receipts), store driver, status
+                                    # updates one per call (callbacks), SMPP,
                                     # WhatsApp Cloud through a fake Graph API (50,000), and a
                                     # 1,000,000-message backlog (about 6 min in all)
     python bench/run.py --quick     # a fast subset (well under a minute)
@@ -31,6 +32,7 @@ import accept  # noqa: E402
 import backlog  # noqa: E402
 import http_channel  # noqa: E402
 import smpp as smpp_bench  # noqa: E402
+import status_updates  # noqa: E402
 import store_driver  # noqa: E402
 
 import dispatch  # noqa: E402
@@ -77,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         results["dispatch_receipts"] = dispatch.main(["--messages", "100000",
                                                       "--delivery-delay", "0.001"])
         results["store_driver"] = store_driver.main(["--rows", "100000", "--repeat", "3"])
+        results["status_updates"] = status_updates.main(["--updates", "20000"])
         # 1,000,000 queued: priority latency, memory, report streaming, claim time (~2.5 min).
         results["backlog"] = backlog.main([])
     results["smpp"] = smpp_bench.main(["--messages", "20000" if args.quick else "50000"])
@@ -87,6 +90,8 @@ def main(argv: list[str] | None = None) -> None:
         results["dispatch_postgres"] = dispatch.main(
             ["--backend", "postgres", "--messages", "20000" if args.quick else "50000",
              "--workers", "1,2,4"])
+        results["status_updates_postgres"] = status_updates.main(
+            ["--backend", "postgres", "--updates", "5000" if args.quick else "20000"])
         if not args.quick:
             results["dispatch_postgres_receipts"] = dispatch.main(
                 ["--backend", "postgres", "--messages", "50000", "--delivery-delay", "0.001"])

@@ -322,3 +322,63 @@ async def test_listener_reconnects_after_its_connection_is_killed(
         listener.cancel()
         with pytest.raises(asyncio.CancelledError):
             await listener
+
+
+async def test_concurrent_status_updates_share_transactions_and_a_bad_call_fails_alone(
+    store: Store, make: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Callbacks that arrive while a group is written wait for the next group: far fewer
+    transactions than calls. A call whose updates break the group's write fails alone;
+    every other call of that group is still written and answered."""
+    from pushgate.core.lifecycle import State
+    from pushgate.core.models import SendResult, StatusUpdate
+    from pushgate.store.base import RetryPolicy
+
+    assert isinstance(store, PostgresStore)
+    project, _, _ = await make.project()
+    channel = await make.channel(project.id)
+    now = time.time()
+    count = 200
+    spec = await store.get_channel(channel.id)
+    assert spec is not None
+    await store.accept_push(project.id, spec, _plan(count, 0), now, None)
+    claimed = await store.claim_messages(channel.id, "w", count, now, 60)
+    await store.record_outcomes("w", [SendResult(m.id, ok=True, provider_id=f"p{m.id}")
+                                      for m in claimed], now, RetryPolicy())
+
+    transactions = 0
+    real_tx = store._tx
+    real_apply = store._apply_status
+
+    async def counting_tx(fn: Any, *args: Any) -> Any:
+        nonlocal transactions
+        transactions += 1
+        return await real_tx(fn, *args)
+
+    async def apply(conn: Any, updates: list[StatusUpdate], keep_early: bool = True) -> Any:
+        if any(u.provider_id == "poison" for u in updates):
+            raise ValueError("a malformed update")
+        return await real_apply(conn, updates, keep_early)
+
+    monkeypatch.setattr(store, "_tx", counting_tx)
+    monkeypatch.setattr(store, "_apply_status", apply)
+    def calls(messages: list[Any]) -> list[list[StatusUpdate]]:
+        return [[StatusUpdate(State.DELIVERED, now + 1, channel_id=channel.id,
+                              provider_id=f"p{m.id}")] for m in messages]
+
+    first, rest = claimed[:100], claimed[100:]
+    outcomes = await asyncio.gather(*(store.apply_status_updates(c) for c in calls(first)))
+    assert outcomes == [1] * len(first)
+    # 100 calls at once: a handful of transactions (the first call's, then groups).
+    assert 1 <= transactions <= 5
+
+    poisoned = calls(rest)
+    poisoned.insert(50, [StatusUpdate(State.DELIVERED, now + 1, channel_id=channel.id,
+                                      provider_id="poison")])
+    outcomes = await asyncio.gather(*(store.apply_status_updates(c) for c in poisoned),
+                                    return_exceptions=True)
+    assert isinstance(outcomes.pop(50), ValueError)
+    assert outcomes == [1] * len(rest)
+    for m in claimed:
+        message = await store.get_message(project.id, m.id)
+        assert message is not None and message["state"] == "delivered", m.id

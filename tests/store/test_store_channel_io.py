@@ -4,6 +4,7 @@ their forwarding, template data, send counts. Runs on every backend."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -230,3 +231,37 @@ async def test_an_ok_send_can_carry_a_partial_problem(store, make) -> None:
     assert (message["state"], message["error_code"]) == ("submitted", "text-lost")
     assert message["events"][-1]["detail"] == (
         "provider id wamid.audio; text-lost: the text after the audio was refused (131026)")
+
+
+async def test_concurrent_callbacks_are_each_told_what_their_own_updates_changed(
+        store, make) -> None:
+    """Provider callbacks arrive one small call each and many at once (the PostgreSQL store
+    writes those that arrive together in one transaction). Each call is answered with its own
+    changes; a repeat in another call changes nothing; a receipt for an unsent id is parked."""
+    project, _, _ = await make.project()
+    channel = await make.channel(project.id)
+    now = time.time()
+    count = 120
+    await queue(store, channel, count, now)
+    claimed = await store.claim_messages(channel.id, "w", count, now, LEASE)
+    await store.record_outcomes("w", [SendResult(m.id, ok=True, provider_id=f"wamid.{m.id}")
+                                      for m in claimed], now, POLICY)
+
+    def update(mid: int, state: State) -> list[StatusUpdate]:
+        return [StatusUpdate(state=state, at=now + 1, channel_id=channel.id,
+                             provider_id=f"wamid.{mid}")]
+
+    calls = [update(m.id, State.DELIVERED) for m in claimed]
+    calls += [update(m.id, State.DELIVERED) for m in claimed[:10]]       # repeats
+    calls += [update(m.id, State.READ) for m in claimed[:5]]
+    calls += [[StatusUpdate(state=State.DELIVERED, at=now, channel_id=channel.id,
+                            provider_id="wamid.unknown")]]
+    changed = await asyncio.gather(*(store.apply_status_updates(c) for c in calls))
+    assert changed[:count] == [1] * count
+    assert changed[count:count + 10] == [0] * 10
+    assert changed[count + 10:count + 15] == [1] * 5
+    assert changed[-1] == 0
+    ids = [m.id for m in claimed]
+    assert await states(store, project.id, ids) == ["read"] * 5 + ["delivered"] * (count - 5)
+    assert await event_states(store, project.id, ids[7]) == [
+        "queued", "sending", "submitted", "delivered", "delivered"]

@@ -75,6 +75,9 @@ class StatusUpdate:
     # For FAILED: the provider neither delivered nor billed it, so the credit goes back
     # (the message then moves on to ``refunded``).
     refund: bool = False
+    # Which call of a grouped store write brought it, so each caller is told what its own
+    # updates changed (the store's bookkeeping; connectors leave it at 0).
+    group: int = 0
 
 
 @dataclass(slots=True)

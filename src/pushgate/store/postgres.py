@@ -32,8 +32,9 @@ import json
 import logging
 import random
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import asyncpg
@@ -97,6 +98,9 @@ PING_TIMEOUT = 5.0
 LISTEN_PING_SECONDS = 30.0
 # Transactions the server aborted for a deadlock or a serialisation failure are run again.
 TX_ATTEMPTS = 5
+# Status updates that arrive while a group of them is being written wait for the next group,
+# up to this many updates in one transaction.
+STATUS_GROUP_MAX = 5000
 # Short OLTP statements only: JIT compilation would cost more than it saves.
 SERVER_SETTINGS = {"jit": "off", "application_name": "pushgate"}
 
@@ -156,6 +160,8 @@ class PostgresStore(Store):
         self.min_size = min(self.min_size, self.max_size)
         self._pool: asyncpg.Pool | None = None
         self._message_seq = "messages_id_seq"
+        self._status_waiting: deque[tuple[list[StatusUpdate], asyncio.Future[int]]] = deque()
+        self._status_writer: asyncio.Task[None] | None = None
 
     # --- life -----------------------------------------------------------------------------
     async def open(self) -> None:
@@ -822,9 +828,78 @@ class PostgresStore(Store):
             await self._tx(job)
 
     async def apply_status_updates(self, updates: Sequence[StatusUpdate]) -> int:
+        """Group commit: calls that arrive while a group is being written go together in the
+        next transaction, through one set of statements. Each waits for that commit and is
+        told what its own updates changed.
+
+        Provider callbacks come one small call each. With a transaction per call they queued
+        behind the channel's receipt lock: 340 callbacks/s per channel, p99 288 ms with 64 in
+        flight, where a WhatsApp number at 80 messages/s sends up to 240. Grouped: 5,651/s,
+        p99 19 ms (bench/status_updates.py, docs/benchmarks.md)."""
         if not updates:
             return 0
-        return await self._tx(self._apply_status, list(updates))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        self._status_waiting.append((list(updates), future))
+        writer = self._status_writer
+        if writer is None or writer.done() or writer.get_loop() is not loop:
+            self._status_writer = loop.create_task(self._write_status_groups())
+        return await future
+
+    async def _write_status_groups(self) -> None:
+        waiting = self._status_waiting
+        group: list[tuple[list[StatusUpdate], asyncio.Future[int]]] = []
+        try:
+            while waiting:
+                group = [waiting.popleft()]
+                size = len(group[0][0])
+                while waiting and size + len(waiting[0][0]) <= STATUS_GROUP_MAX:
+                    size += len(waiting[0][0])
+                    group.append(waiting.popleft())
+                await self._write_status_group(group)
+        finally:
+            # Cancelled with the loop: nobody may wait forever (settling is a no-op for the
+            # callers already answered).
+            for _, future in group:
+                _settle(future, StoreUnavailable("the store is closing"))
+            while waiting:
+                _settle(waiting.popleft()[1], StoreUnavailable("the store is closing"))
+
+    async def _write_status_group(
+        self, group: list[tuple[list[StatusUpdate], asyncio.Future[int]]]
+    ) -> None:
+        try:
+            counts = await self._tx(self._apply_status_group, [u for u, _ in group])
+        except StoreUnavailable as exc:
+            for _, future in group:
+                _settle(future, exc)
+            return
+        except Exception as exc:
+            if len(group) == 1:
+                _settle(group[0][1], exc)
+                return
+            # One caller's updates broke the group: each on its own, so the others still land.
+            for updates, future in group:
+                try:
+                    [count] = await self._tx(self._apply_status_group, [updates])
+                except Exception as own:
+                    _settle(future, own)
+                else:
+                    _settle(future, count)
+            return
+        for (_, future), count in zip(group, counts, strict=True):
+            _settle(future, count)
+
+    async def _apply_status_group(
+        self, conn: asyncpg.Connection, calls: list[list[StatusUpdate]]
+    ) -> list[int]:
+        """Several callers' updates applied as one list, in arrival order (the same result as
+        one after the other); returns how many transitions each caller's updates made."""
+        tagged = [replace(u, group=i) for i, updates in enumerate(calls) for u in updates]
+        counts = [0] * len(calls)
+        for _mid, update in await self._apply_status(conn, tagged):
+            counts[update.group] += 1
+        return counts
 
     async def _apply_early_updates(
         self, conn: asyncpg.Connection, keys: list[tuple[int, str]]
@@ -846,7 +921,8 @@ class PostgresStore(Store):
 
     async def _apply_status(
         self, conn: asyncpg.Connection, updates: list[StatusUpdate], keep_early: bool = True
-    ) -> int:
+    ) -> list[tuple[int, StatusUpdate]]:
+        """Returns the moves made: (message id, the update that moved it)."""
         by_provider_channels = sorted({u.channel_id for u in updates if u.message_id is None
                                        and u.provider_id is not None
                                        and u.channel_id is not None})
@@ -953,7 +1029,7 @@ class PostgresStore(Store):
         else:
             await _add_events(conn, events)
         await _add_outbox(conn, outbox)
-        return len(moves)
+        return moves
 
     async def sent_since(self, channel_id: int, since: float) -> int:
         return int(await self._fetchval(
@@ -1297,6 +1373,16 @@ class PostgresStore(Store):
 
 
 # --- helpers (inside a caller's transaction) ---------------------------------------------------
+
+def _settle(future: asyncio.Future[int], outcome: int | BaseException) -> None:
+    """Answer a waiting caller, unless it stopped waiting (cancelled)."""
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
 
 def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
     """Row tuples → one list per column, the arrays that ``unnest`` takes back apart."""
