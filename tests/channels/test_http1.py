@@ -1,18 +1,21 @@
 """The lean HTTP/1.1 keep-alive client of the connectors' send path (``channels/http1.py``)
 against a small scripted server on 127.0.0.1: connection reuse and its bound, servers that close
 connections, chunked / gzip / close-delimited answers, timeouts (a late answer must never reach
-the next request), refused connections, disconnects, oversized answers and header checks."""
+the next request), refused connections, disconnects, oversized answers and header checks, and
+HTTPS (the Graph API's scheme) with a certificate from a CA of the test's own."""
 
 from __future__ import annotations
 
 import asyncio
 import gzip
 import json
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import httpx
 import pytest
+import trustme
 
 from pushgate.channels import http1
 from pushgate.channels.http1 import Http1Pool
@@ -61,9 +64,28 @@ class Server:
 
 
 @pytest.fixture
+def tls_ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
 async def server() -> AsyncIterator[Server]:
+    async for state in _serve(None):
+        yield state
+
+
+@pytest.fixture
+async def tls_server(tls_ca: trustme.CA) -> AsyncIterator[Server]:
+    """The same server behind TLS, its certificate issued for 127.0.0.1 by ``tls_ca``."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls_ca.issue_cert("127.0.0.1").configure_cert(context)
+    async for state in _serve(context):
+        yield state
+
+
+async def _serve(tls: ssl.SSLContext | None) -> AsyncIterator[Server]:
     port = free_port()
-    state = Server(f"http://127.0.0.1:{port}/v1")
+    state = Server(f"{'https' if tls else 'http'}://127.0.0.1:{port}/v1")
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         state.connections += 1
@@ -85,7 +107,7 @@ async def server() -> AsyncIterator[Server]:
         finally:
             writer.close()
 
-    listener = await asyncio.start_server(serve, "127.0.0.1", port)
+    listener = await asyncio.start_server(serve, "127.0.0.1", port, ssl=tls)
     try:
         yield state
     finally:
@@ -313,3 +335,47 @@ def test_proxy_configured_follows_the_environment(monkeypatch: pytest.MonkeyPatc
     assert not http1.proxy_configured()
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     assert http1.proxy_configured()
+
+
+async def test_https_requests_reuse_one_verified_connection(
+    tls_server: Server, tls_ca: trustme.CA
+) -> None:
+    context = ssl.create_default_context()
+    tls_ca.configure_trust(context)
+    pool = Http1Pool(tls_server.url, ssl_context=context)
+    try:
+        for i in range(3):
+            response = await pool.post("/messages", content=f"m{i}".encode())
+            assert (response.status_code, response.json()) == (200, {"got": f"m{i}"})
+    finally:
+        await pool.aclose()
+    assert tls_server.connections == 1 and pool.connections_opened == 1
+    assert tls_server.requests[0].headers["host"] == tls_server.url.split("/")[2]
+
+
+async def test_https_refuses_a_certificate_it_cannot_verify(tls_server: Server) -> None:
+    """Without the test CA (the default context: the system's CAs) the handshake fails: a
+    connect error, and nothing was sent."""
+    pool = Http1Pool(tls_server.url)
+    try:
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            await pool.post("/messages", content=b"secret")
+    finally:
+        await pool.aclose()
+    assert tls_server.requests == []
+
+
+async def test_https_refuses_a_certificate_for_another_host(tls_ca: trustme.CA) -> None:
+    """A certificate the CA issued for another name does not pass for 127.0.0.1."""
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls_ca.issue_cert("graph.example.com").configure_cert(server_context)
+    async for state in _serve(server_context):
+        context = ssl.create_default_context()
+        tls_ca.configure_trust(context)
+        pool = Http1Pool(state.url, ssl_context=context)
+        try:
+            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED|mismatch"):
+                await pool.post("/messages", content=b"secret")
+        finally:
+            await pool.aclose()
+        assert state.requests == []
