@@ -27,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pushgate import __version__
 from pushgate.api import metrics, openapi
 from pushgate.api.auth import Lookups, RateLimiter, authenticate, token_from
+from pushgate.api.body import read_body as read_limited_body
 from pushgate.api.devices import device_router, resume_stopped_queue
 from pushgate.channels.base import (
     CallbackRejected,
@@ -250,17 +251,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
         return error_answer(ApiError(Code.INVALID_FIELD, problems))
 
     async def read_body(request: Request) -> bytes:
-        limit = settings.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise ApiError(Code.BODY_TOO_LARGE, f"{declared} bytes, at most {limit}")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise ApiError(Code.BODY_TOO_LARGE, f"more than {limit} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await read_limited_body(request, settings.max_body_bytes)
 
     async def json_payload(request: Request) -> bytes | str:
         """The JSON of a request: the body, or Picky's "normal POST" ``data`` field (form or

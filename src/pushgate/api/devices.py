@@ -52,6 +52,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from pushgate.api.auth import authenticate, token_from
+from pushgate.api.body import read_body
 from pushgate.channels.android import LIMIT_EXCEEDED, PhoneSettings
 from pushgate.channels.base import channel_class, channel_for
 from pushgate.core.channels import APP_CALL, ChannelSpec
@@ -340,13 +341,7 @@ def device_router(gateway: Gateway) -> APIRouter:
         return channel, PhoneSettings.from_config(channel.config)
 
     async def read_limited(request: Request) -> bytes:
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_DEVICE_BODY:
-                raise ApiError(Code.BODY_TOO_LARGE, f"more than {MAX_DEVICE_BODY} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await read_body(request, MAX_DEVICE_BODY)
 
     # --- the app's device API -----------------------------------------------------------------
     @router.post(prefix + "/device", tags=tags, status_code=201,
