@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import types
@@ -322,3 +323,74 @@ async def test_no_message_jumps_into_a_capped_channels_batch(
     [(sent,)] = query("SELECT count(*) FROM messages WHERE state = 'delivered'")
     assert sent == 4
     assert query("SELECT state FROM messages WHERE priority = 1") == [("queued",)]
+
+
+async def _paced_channel_with_a_spent_bucket(
+    store: Store, make: Any, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> tuple[ChannelRunner, list[int]]:
+    """A channel at 5/s with ten queued: the first step spends the full bucket on five; the
+    five left go out 0.2 s apart on the fake clock, each wait also yielding to the real loop
+    (as a real sleep does), so finished sends can be recorded while the batch goes on."""
+    monkeypatch.setattr(worker, "RECORD_EVERY_SECONDS", 0.0)
+    real_sleep = asyncio.sleep
+
+    async def sleep_and_yield(seconds: float) -> None:
+        await clock.sleep(seconds)
+        await real_sleep(0.001)
+
+    monkeypatch.setattr(pacing, "asyncio", types.SimpleNamespace(sleep=sleep_and_yield))
+    project, _, _ = await make.project()
+    channel = await make.channel(project.id, rate_per_second=5, config={"delivery_delay": 0})
+    data = [{"number": f"91987654{i:04d}", "message": f"m {i}"} for i in range(10)]
+    plan = plan_push(decode_push(json.dumps({"data": data})), channel, Limits())
+    pushed = await store.accept_push(project.id, channel, plan, time.time() - 1, None)
+    runner = ChannelRunner(Dispatcher(store, worker_id="w-paced", claim_batch=1000), channel)
+    assert await runner.step() is True
+    return runner, pushed.message_ids[5:]
+
+
+async def test_a_paced_batch_records_its_sends_as_it_goes(
+    store: Store, make: Any, clock: FakeClock, query: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A message sent is recorded while the rest of its batch still goes out: by the time the
+    batch's last message is sent the first is no longer `sending`, so a worker killed then
+    would not send it again."""
+    runner, batch = await _paced_channel_with_a_spent_bucket(store, make, clock, monkeypatch)
+    real_send = runner.channel.send_batch
+    seen: list[str] = []
+
+    async def watching(messages: Any) -> Any:
+        if messages[0].id == batch[-1]:
+            for _ in range(200):
+                [(state,)] = query("SELECT state FROM messages WHERE id = ?", batch[0])
+                if state != "sending":
+                    break
+                await asyncio.sleep(0.01)
+            seen.append(state)
+        return await real_send(messages)
+
+    monkeypatch.setattr(runner.channel, "send_batch", watching)
+    assert await runner.step() is True
+    assert seen == ["delivered"]
+    assert query("SELECT state, count(*) FROM messages GROUP BY state") == [("delivered", 10)]
+
+
+async def test_a_failed_record_during_a_paced_batch_is_retried_at_its_end(
+    store: Store, make: Any, clock: FakeClock, query: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner, batch = await _paced_channel_with_a_spent_bucket(store, make, clock, monkeypatch)
+    real_record = store.record_outcomes
+    calls: list[int] = []
+
+    async def flaky(worker_id: str, results: Any, now: float, policy: Any) -> None:
+        calls.append(len(results))
+        if len(calls) == 1:
+            raise StoreUnavailable("the database went away for a moment")
+        await real_record(worker_id, results, now, policy)
+
+    monkeypatch.setattr(store, "record_outcomes", flaky)
+    assert await runner.step() is True
+    assert len(calls) >= 2 and sum(calls[1:]) == len(batch)
+    assert query("SELECT state, count(*) FROM messages GROUP BY state") == [("delivered", 10)]
+    [(events,)] = query("SELECT count(*) FROM message_events WHERE state = 'submitted'")
+    assert events == 10

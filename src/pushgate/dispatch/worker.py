@@ -46,6 +46,11 @@ CAP_RECHECK_SECONDS = 30.0
 # batch. bench/backlog.py, 1,000,000 queued at 5,000/s on SQLite: p99 from the push's answer
 # to its claim 163–205 ms before, 39–75 ms after (docs/benchmarks.md).
 PRIORITY_CHECK_SECONDS = 0.02
+# While a paced batch goes out, the outcomes of its finished sends are recorded at least this
+# often (in the background, so the sends keep their pace): a message sent is no longer
+# `sending`, so a worker killed mid-batch leaves only its last moments of sends to come back
+# as possible re-sends, not up to a second's worth, and their reports go out as they happen.
+RECORD_EVERY_SECONDS = 0.05
 
 
 def _shareable(spec: ChannelSpec) -> bool:
@@ -196,21 +201,30 @@ class ChannelRunner:
             results = await self.send_paced(messages, overtake)
         else:
             results = await self.channel.send_batch(messages)
-        await store.record_outcomes(d.worker_id, results, time.time(), d.retry_policy)
-        d.sent += sum(1 for r in results if r.ok)
-        d.notify_webhooks()
-        self.sent_wake.set()
+            await self.record(results)
         refused = next((r for r in results if r.pause_channel), None)
         if refused is not None:
             await self.pause(refused)
         return True
 
+    async def record(self, results: list[SendResult]) -> None:
+        d = self.dispatcher
+        await d.store.record_outcomes(d.worker_id, results, time.time(), d.retry_policy)
+        d.sent += sum(1 for r in results if r.ok)
+        d.notify_webhooks()
+        self.sent_wake.set()
+
     async def send_paced(self, messages: list[OutboundMessage],
                          overtake_limit: int = 0) -> list[SendResult]:
-        """Send one message per token. With a delay between messages (anti-ban pacing) each
-        send is awaited before the next; under a rate alone, sends start on their tokens
-        without waiting for earlier answers, up to the connector's ``in_flight_limit``, so a
-        slow round trip does not cap the rate. Stopping releases what has not started.
+        """Send one message per token and record the outcomes; returns them all. With a delay
+        between messages (anti-ban pacing) each send is awaited before the next; under a rate
+        alone, sends start on their tokens without waiting for earlier answers, up to the
+        connector's ``in_flight_limit``, so a slow round trip does not cap the rate. Stopping
+        releases what has not started.
+
+        Finished sends are recorded every ``RECORD_EVERY_SECONDS`` in the background while
+        the batch goes on; a failed write leaves them for the batch's last write, which
+        records whatever is left when every send is done.
 
         Every ``PRIORITY_CHECK_SECONDS`` the runner looks for ready messages of a higher
         priority than the batch's lowest still unsent, claims them and sends them next (at
@@ -224,15 +238,35 @@ class ChannelRunner:
         pending = deque(messages)
         overtaken = 0
         next_check = time.monotonic() + PRIORITY_CHECK_SECONDS
+        unrecorded: list[SendResult] = []
+        recording: asyncio.Task[None] | None = None
+        next_record = time.monotonic() + RECORD_EVERY_SECONDS
 
         async def one(message: OutboundMessage) -> list[SendResult]:
             try:
-                return await self.channel.send_batch([message])
+                results = await self.channel.send_batch([message])
             finally:
                 slots.release()
+            unrecorded.extend(results)
+            return results
+
+        async def record_now(results: list[SendResult]) -> None:
+            try:
+                await self.record(results)
+            except Exception as exc:
+                log.warning("channel %s: recording outcomes failed (%s); retried at the end "
+                            "of the batch", self.spec.id, exc,
+                            exc_info=not isinstance(exc, StoreUnavailable))
+                unrecorded.extend(results)
 
         while pending:
             await slots.acquire()
+            if (unrecorded and time.monotonic() >= next_record
+                    and (recording is None or recording.done())):
+                finished = unrecorded[:]
+                unrecorded.clear()
+                recording = asyncio.create_task(record_now(finished))
+                next_record = time.monotonic() + RECORD_EVERY_SECONDS
             if self.stopping:
                 slots.release()
                 await d.store.release_messages(d.worker_id, [m.id for m in pending])
@@ -246,7 +280,12 @@ class ChannelRunner:
             message = pending.popleft()
             await self.pacer.acquire(1)
             started.append(asyncio.create_task(one(message)))
-        return [r for batch in await asyncio.gather(*started) for r in batch]
+        results = [r for batch in await asyncio.gather(*started) for r in batch]
+        if recording is not None:
+            await recording
+        if unrecorded:
+            await self.record(unrecorded)
+        return results
 
     async def claim_higher(self, min_priority: int, limit: int,
                            waiting: int) -> list[OutboundMessage]:
