@@ -7,7 +7,9 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import pytest
 from alembic.script import ScriptDirectory
 
 from pushgate.store.migrate import alembic_config
@@ -57,3 +59,25 @@ def test_channel_add_applies_connector_defaults_and_checks_config(tmp_path: Path
                         "phone_number_id": "1", "access_token": "t", "app_secret": "s",
                         "verify_token": "v"}), url=url)
     assert done.returncode == 1 and "1000" in done.stderr
+
+
+def test_serve_keeps_idle_connections_open_as_configured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uvicorn's own 5 s equals httpx's idle limit: a provider's next callback on a kept-alive
+    connection could meet the server closing it and be reset (seen in the Cloud API end-to-end
+    test: up to 205 of ~1,500 status webhooks). `serve` uses PUSHGATE_KEEP_ALIVE_SECONDS."""
+    import uvicorn
+
+    from pushgate import cli
+
+    url = f"sqlite:///{tmp_path / 'pushgate.db'}"
+    assert pushgate("migrate", url=url).returncode == 0
+    monkeypatch.setenv("PUSHGATE_DATABASE_URL", url)
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: seen.update(options))
+    cli.serve(host="127.0.0.1", port=8123, api_only=True)
+    assert seen["timeout_keep_alive"] == 75.0
+    monkeypatch.setenv("PUSHGATE_KEEP_ALIVE_SECONDS", "120")
+    cli.serve(host="127.0.0.1", port=8123, api_only=True)
+    assert seen["timeout_keep_alive"] == 120.0

@@ -170,7 +170,8 @@ def serve(
         return
     # Phones keep event streams open: give them 5 s to close on SIGTERM, not forever.
     uvicorn.run(application, host=host or settings.host, port=port or settings.port,
-                log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+                log_level="warning", access_log=False, timeout_graceful_shutdown=5,
+                timeout_keep_alive=settings.keep_alive_seconds)
 
 
 @app.command()

@@ -22,6 +22,12 @@ class Settings(BaseSettings):
     # Where phones running SMS Gateway for Android find their private-server API.
     mobile_api_prefix: str = "/api/mobile/v1"
 
+    # How long an idle client connection stays open for its next request. Longer than the
+    # clients' own idle limit (httpx: 5 s), so the client drops an idle connection first:
+    # with uvicorn's 5 s a server closing it just as the client sent its next request (a
+    # provider's callback) reset that request. nginx keeps 75 s.
+    keep_alive_seconds: float = Field(75.0, gt=0)
+
     # Push API limits.
     max_recipients: int = Field(10_000, ge=1)
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
