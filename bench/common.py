@@ -33,6 +33,23 @@ def valid_numbers(count: int) -> list[str]:
     return [f"9198{i:08d}" for i in range(count)]
 
 
+async def queue_messages(store: Any, channel: Any, project_id: int, count: int) -> list[int]:
+    """Accept ``count`` distinct bill alerts on ``channel`` through the store, as pushes of 1,000
+    (exactly as the API stores them); returns their message ids."""
+    from pushgate.core.push import Limits, decode_push, plan_push
+
+    numbers = valid_numbers(1000)
+    ids: list[int] = []
+    for start in range(0, count, 1000):
+        size = min(1000, count - start)
+        body = decode_push(json.dumps({"data": [
+            {"number": numbers[i], "message": f"bill {start + i}"} for i in range(size)]}))
+        accepted = await store.accept_push(project_id, channel, plan_push(body, channel, Limits()),
+                                           time.time(), None)
+        ids += accepted.message_ids
+    return ids
+
+
 class Gateway:
     """A pushgate installation in a temp folder, on SQLite or on a fresh PostgreSQL database."""
 

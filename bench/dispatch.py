@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sqlite3
 import sys
 import time
@@ -29,9 +28,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import Gateway, valid_numbers  # noqa: E402
+from common import Gateway, queue_messages  # noqa: E402
 
-from pushgate.core.push import Limits, decode_push, plan_push  # noqa: E402
 from pushgate.store.base import store_for_url  # noqa: E402
 from pushgate.store.migrate import sqlite_path  # noqa: E402
 
@@ -45,13 +43,7 @@ async def _queue(url: str, channel_id: int, project_id: int, count: int) -> None
     try:
         channel = await store.get_channel(channel_id)
         assert channel is not None
-        numbers = valid_numbers(1000)
-        for start in range(0, count, 1000):
-            size = min(1000, count - start)
-            body = decode_push(json.dumps({"data": [
-                {"number": numbers[i], "message": f"bill {start + i}"} for i in range(size)]}))
-            plan = plan_push(body, channel, Limits())
-            await store.accept_push(project_id, channel, plan, time.time(), None)
+        await queue_messages(store, channel, project_id, count)
     finally:
         await store.close()
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import time
@@ -23,11 +22,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import Gateway, valid_numbers  # noqa: E402
+from common import Gateway, queue_messages  # noqa: E402
 
 from pushgate.core.lifecycle import State  # noqa: E402
 from pushgate.core.models import SendResult, StatusUpdate  # noqa: E402
-from pushgate.core.push import Limits, decode_push, plan_push  # noqa: E402
 from pushgate.store.base import RetryPolicy, store_for_url  # noqa: E402
 
 MAX_UPDATES = 200_000
@@ -41,15 +39,7 @@ async def _run(url: str, channel_id: int, project_id: int, count: int,
     try:
         channel = await store.get_channel(channel_id)
         assert channel is not None
-        numbers = valid_numbers(1000)
-        ids: list[int] = []
-        for start in range(0, count, 1000):
-            size = min(1000, count - start)
-            body = decode_push(json.dumps({"data": [
-                {"number": numbers[i], "message": f"bill {start + i}"} for i in range(size)]}))
-            plan = plan_push(body, channel, Limits())
-            accepted = await store.accept_push(project_id, channel, plan, time.time(), None)
-            ids += accepted.message_ids
+        ids = await queue_messages(store, channel, project_id, count)
         while claimed := await store.claim_messages(channel_id, "bench", 1000, time.time(), 600):
             await store.record_outcomes("bench", [
                 SendResult(m.id, ok=True, provider_id=f"wamid.{m.id}") for m in claimed],
