@@ -1,4 +1,4 @@
-"""`make bench`: every benchmark with bounded defaults (about six minutes in all on 2 cores).
+"""`make bench`: every benchmark with bounded defaults (about seven minutes in all on 2 cores).
 
     python bench/run.py             # accept 1/100/1,000/10,000 recipients (10 s each, the
                                     # 1,000 case 3 times; 1 and 100 also with the raw
@@ -6,7 +6,7 @@
                                     # by simulated receipts), store driver, status
                                     # updates one per call (callbacks), SMPP,
                                     # WhatsApp Cloud through a fake Graph API (50,000), and a
-                                    # 1,000,000-message backlog (about 6 min in all)
+                                    # 1,000,000-message backlog (about 7 min in all)
     python bench/run.py --quick     # a fast subset (well under a minute)
     python bench/run.py --postgres  # also PostgreSQL accept and dispatch with 1, 2, 4 workers
 
