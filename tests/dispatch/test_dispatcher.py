@@ -329,3 +329,34 @@ async def test_a_paced_channel_has_one_sender_however_many_workers(
     holders = [d for d in (first, second) if paced.id in d.runners]
     assert len(holders) == 1
     assert holders[0].runners[paced.id][0].primary
+
+
+async def test_a_failing_lane_stops_its_runner_and_every_other_lane(
+    store: Store, make: Any
+) -> None:
+    """An unexpected error in one lane ends the runner (the dispatcher then starts a new one);
+    the other lanes finish the step in hand and stop with it rather than run on unowned."""
+    from pushgate.dispatch.worker import ChannelRunner
+
+    project, _, _ = await make.project()
+    channel = await make.channel(project.id, config={"delivery_delay": 0})
+    runner = ChannelRunner(Dispatcher(store, worker_id="w-fail", send_lanes=3, idle_poll=0.01),
+                           channel)
+    steps = 0
+    failed = False
+
+    async def step() -> bool:
+        nonlocal steps, failed
+        steps += 1
+        await asyncio.sleep(0.01)
+        if steps >= 5 and not failed:
+            failed = True
+            raise RuntimeError("a bug in one lane")
+        return False
+
+    runner.step = step  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="a bug in one lane"):
+        await asyncio.wait_for(runner.run(), 10)
+    after = steps
+    await asyncio.sleep(0.1)
+    assert steps == after   # no lane still stepping

@@ -127,8 +127,16 @@ class ChannelRunner:
         # instead of taking turns.
         simulation = (asyncio.create_task(self.simulate_loop(), name=f"simulate-{self.spec.id}")
                       if self.channel.simulated_delivery_delay is not None else None)
+        lanes = [asyncio.create_task(self.lane(wake)) for wake in self.wakes]
         try:
-            await asyncio.gather(*(self.lane(wake) for wake in self.wakes))
+            await asyncio.gather(*lanes)
+        except BaseException:
+            # One lane failed (or the runner was cancelled): the others finish the step in hand
+            # and stop, so no lane outlives its runner (the dispatcher starts a new one).
+            self.stopping = True
+            self.wake_up()
+            await asyncio.gather(*lanes, return_exceptions=True)
+            raise
         finally:
             if simulation is not None:
                 self.sent_wake.set()
