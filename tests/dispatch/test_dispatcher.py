@@ -85,7 +85,12 @@ async def test_drains_queue_to_delivered(store: Store, make: Any, run_dispatcher
     async def all_delivered() -> bool:
         return await counts(store, project.id, push_id) == {"delivered": n}
 
+    async def all_counted() -> bool:
+        # Sends are counted once their write returns, a moment after the commit.
+        return dispatcher.sent >= n
+
     await wait_for(all_delivered, f"{n} messages delivered")
+    await wait_for(all_counted, f"{n} sends counted")
     assert dispatcher.sent == n
     message = await store.get_message(project.id, ids[-1])
     assert message is not None
@@ -114,7 +119,12 @@ async def test_overlapping_lanes_send_each_message_once(
     async def all_delivered() -> bool:
         return await counts(store, project.id, push_id) == {"delivered": n}
 
+    async def all_counted() -> bool:
+        # A lane counts its sends once its write returns, a moment after the commit.
+        return dispatcher.sent >= n
+
     await wait_for(all_delivered, f"{n} messages delivered by three lanes")
+    await wait_for(all_counted, f"{n} sends counted")
     assert dispatcher.runners[channel.id][0].lanes == 3
     assert dispatcher.runners[paced.id][0].lanes == 1
     assert dispatcher.sent == n
@@ -302,7 +312,11 @@ async def test_two_workers_share_an_unpaced_sandbox_channel_without_doubles(
     async def all_delivered() -> bool:
         return await counts(store, project.id, push_id) == {"delivered": n}
 
+    async def all_counted() -> bool:
+        return first.sent + second.sent >= n
+
     await wait_for(all_delivered, f"{n} messages delivered by two workers")
+    await wait_for(all_counted, f"{n} sends counted")
     assert first.sent + second.sent == n
     for mid in ids:
         message = await store.get_message(project.id, mid)
