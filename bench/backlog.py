@@ -257,12 +257,11 @@ def run_latency(backend: str, messages: int, rate: float, tries: int, interval: 
             marks = ",".join("?" * len(ids))
 
             def claimed_rows() -> list[Any]:
-                # Each message's first claim (`sending`) and first `submitted` record.
+                # Each message's first claim and its submission (columns of the message).
                 return db.all(
-                    "SELECT m.id, m.created_at, min(e.at), min(s.at) FROM messages m"
-                    " JOIN message_events e ON e.message_id = m.id AND e.state = 'sending'"
-                    " JOIN message_events s ON s.message_id = m.id AND s.state = 'submitted'"
-                    f" WHERE m.id IN ({marks}) GROUP BY m.id, m.created_at", tuple(ids))
+                    "SELECT id, created_at, first_claim_at, submitted_at FROM messages"
+                    f" WHERE id IN ({marks}) AND first_claim_at IS NOT NULL"
+                    " AND submitted_at IS NOT NULL", tuple(ids))
 
             wait_until(lambda: len(claimed_rows()) >= len(ids), WAIT_CLAIMED_S, 0.2)
             rows = claimed_rows()

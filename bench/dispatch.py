@@ -88,7 +88,7 @@ def run_case(backend: str, messages: int, workers: int,
                 if done >= messages:
                     break
                 time.sleep(POLL_SECONDS)
-            first_claim = db.one("SELECT min(at) FROM message_events WHERE state = 'sending'")[0]
+            first_claim = db.one("SELECT min(first_claim_at) FROM messages")[0]
             last = db.one("SELECT max(updated_at) FROM messages WHERE state = 'delivered'")[0]
             other = db.one("SELECT count(*) FROM messages WHERE state <> 'delivered'")[0]
         finally:

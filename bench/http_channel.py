@@ -177,14 +177,12 @@ def run_case(messages: int, channels: int, rate: float, latency_ms: float,
                         break                  # e.g. every send failing: report, do not wait
                     time.sleep(0.05)
                 cpu1 = cpu_seconds(worker.pid), cpu_seconds(fake.proc.pid), machine_busy()
-                first = db.execute("SELECT min(at) FROM message_events WHERE state = 'sending'"
-                                   ).fetchone()[0]
-                last = db.execute("SELECT max(at) FROM message_events WHERE state = 'submitted'"
-                                  ).fetchone()[0]
+                first = db.execute("SELECT min(first_claim_at) FROM messages").fetchone()[0]
+                last = db.execute("SELECT max(submitted_at) FROM messages").fetchone()[0]
                 states = dict(db.execute("SELECT state, count(*) FROM messages GROUP BY state"
                                          ).fetchall())
-                resends = db.execute("SELECT count(*) FROM message_events WHERE state = "
-                                     "'sending'").fetchone()[0] - messages
+                resends = db.execute("SELECT coalesce(sum(claims), 0) FROM messages"
+                                     ).fetchone()[0] - messages
             finally:
                 db.close()
         finally:

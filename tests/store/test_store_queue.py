@@ -247,6 +247,53 @@ async def test_ok_outcome_submits_with_provider_id(store: Store, make: Any) -> N
     assert await store.submitted_before(channel.id, t0 + 2, 10) == pushed.message_ids
     assert await store.submitted_before(channel.id, t0 + 1.5, 10) == []
 
+async def test_routine_steps_are_columns_and_exceptions_are_event_rows(
+        store: Store, make: Any, query: Any) -> None:
+    """A message claimed once and submitted cleanly costs no event row; a re-claim, a
+    submission with a problem and a receipt do, and the history reads the same either way."""
+    project, _, _ = await make.project()
+    channel = await make.channel(project.id)
+    t0 = time.time()
+    pushed = await queue(store, channel, 3, t0)
+    routine, retried, partial = pushed.message_ids
+    claimed = await store.claim_messages(channel.id, "w1", 10, t0 + 1, LEASE)
+    await store.record_outcomes("w1", [
+        SendResult(routine, ok=True, provider_id="p-routine", delivered=True),
+        SendResult(retried, ok=False, retryable=True, error_code="503", error_message="busy"),
+        SendResult(partial, ok=True, provider_id="p-partial", error_code="470",
+                   error_message="caption dropped"),
+    ], t0 + 2, RetryPolicy(base_seconds=0.0))
+    assert len(claimed) == 3
+    assert query("SELECT count(*) FROM message_events WHERE message_id = ?", routine) == [(0,)]
+    again = await store.claim_messages(channel.id, "w2", 10, t0 + 3, LEASE)
+    assert [m.id for m in again] == [retried]
+    await store.record_outcomes("w2", [SendResult(retried, ok=True, provider_id="p-retried")],
+                                t0 + 4, RetryPolicy())
+    # The receipt's own clock says it came before the submission was recorded.
+    await store.apply_status_updates(
+        [StatusUpdate(State.DELIVERED, t0 + 3.5, message_id=retried)])
+
+    routine_msg = await store.get_message(project.id, routine)
+    assert routine_msg is not None
+    assert [(e["state"], e["at"], e["detail"]) for e in routine_msg["events"]] == [
+        ("queued", pytest.approx(t0), None),
+        ("sending", pytest.approx(t0 + 1), "worker w1, attempt 1"),
+        ("submitted", pytest.approx(t0 + 2), "provider id p-routine"),
+        ("delivered", pytest.approx(t0 + 2), None)]
+    assert await event_states(store, project.id, retried) == [
+        "queued", "sending", "queued", "sending", "submitted", "delivered"]
+    retried_msg = await store.get_message(project.id, retried)
+    assert retried_msg is not None
+    assert retried_msg["events"][3]["detail"] == "worker w2, attempt 2"
+    partial_msg = await store.get_message(project.id, partial)
+    assert partial_msg is not None
+    assert partial_msg["events"][-1]["state"] == "submitted"
+    assert "470: caption dropped" in partial_msg["events"][-1]["detail"]
+    assert sorted(query("SELECT message_id, state FROM message_events")) == sorted([
+        (retried, "queued"), (retried, "sending"), (partial, "submitted"),
+        (retried, "delivered")])
+
+
 
 async def test_callback_before_outcome_keeps_the_provider_id(store: Store, make: Any) -> None:
     """A fast provider's callback can land before the worker records the send; the message

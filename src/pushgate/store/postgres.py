@@ -40,6 +40,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from pushgate.core.channels import ChannelSpec
+from pushgate.core.history import RoutineSteps, message_history
 from pushgate.core.lifecycle import State, advances
 from pushgate.core.models import (
     AcceptResult,
@@ -525,7 +526,8 @@ class PostgresStore(Store):
         async with self._conn() as conn:
             row = await conn.fetchrow(
                 f"SELECT {_MESSAGE_FIELDS}, push_id, attempts, provider_id, created_at,"
-                " priority, segments, parts FROM messages WHERE id = $1 AND project_id = $2",
+                " priority, segments, parts, first_claim_at, first_claim_by, submitted_at,"
+                " delivered_at FROM messages WHERE id = $1 AND project_id = $2",
                 message_id, project_id)
             if row is None:
                 return None
@@ -535,8 +537,10 @@ class PostgresStore(Store):
         result = message_dict(row)
         result.update(push_id=row[13], attempts=row[14], provider_id=row[15],
                       created_at=row[16], priority=row[17], segments=row[18], parts=row[19])
-        result["events"] = [{"state": "queued", "at": row[16], "detail": None}] + [
-            {"state": e[0], "at": e[1], "detail": e[2]} for e in events]
+        result["events"] = message_history(
+            RoutineSteps(created_at=row[16], first_claim_at=row[20], first_claim_by=row[21],
+                         submitted_at=row[22], provider_id=row[15], delivered_at=row[23]),
+            [tuple(e) for e in events])
         return result
 
     async def get_media(self, media_id: int) -> tuple[str, bytes] | None:
@@ -633,16 +637,25 @@ class PostgresStore(Store):
                 "  ORDER BY priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED),"
                 " c AS (SELECT id, true AS resend FROM expired"
                 "  UNION ALL SELECT id, false FROM fresh LIMIT $3),"
+                # A message's first claim is kept in its columns; only a later one is an
+                # event row (core/history.py). SET sees the row as it was: `m.claims = 0`
+                # is the count before this claim.
                 " claimed AS (UPDATE messages m SET state = 'sending', lease_until = $4,"
                 "  leased_by = $5, attempts = m.attempts + 1,"
-                "  resends = m.resends + CASE WHEN c.resend THEN 1 ELSE 0 END, updated_at = $2"
+                "  resends = m.resends + CASE WHEN c.resend THEN 1 ELSE 0 END, updated_at = $2,"
+                "  claims = m.claims + 1,"
+                "  first_claim_at = CASE WHEN m.claims = 0 AND NOT c.resend THEN $2"
+                "  ELSE m.first_claim_at END,"
+                "  first_claim_by = CASE WHEN m.claims = 0 AND NOT c.resend THEN $5"
+                "  ELSE m.first_claim_by END"
                 "  FROM c WHERE m.id = c.id"
                 "  RETURNING m.id, m.push_id, m.project_id, m.channel_id, m.number, m.body,"
-                "  m.media, m.media_kind, m.parts, m.priority, m.attempts, c.resend, m.extra),"
+                "  m.media, m.media_kind, m.parts, m.priority, m.attempts, c.resend, m.extra,"
+                "  m.claims),"
                 " events AS (INSERT INTO message_events (message_id, state, at, detail)"
                 "  SELECT id, 'sending', $2, 'worker ' || $5 || ', attempt ' || attempts"
                 "  || CASE WHEN resend THEN ': possible re-send, previous lease expired'"
-                "  ELSE '' END FROM claimed ORDER BY resend, id)"
+                "  ELSE '' END FROM claimed WHERE resend OR claims > 1 ORDER BY resend, id)"
                 " SELECT * FROM claimed ORDER BY priority DESC, id",
                 channel_id, now, limit, now + lease_seconds, worker_id, min_priority)
             return [OutboundMessage(
@@ -684,31 +697,38 @@ class PostgresStore(Store):
         # Sends that went through (nearly all): one statement marks them submitted, records
         # their events and queues their webhook reports. Its WHERE passes over a message whose
         # lease ran out and that another worker owns now; that worker's outcome counts.
-        ok = [(res.message_id, res.provider_id, res.delivered) for res in results if res.ok]
+        ok = [(res.message_id, res.provider_id, res.delivered, not res.error_code)
+              for res in results if res.ok]
         if ok:
-            # A send whose answer already says delivered gets its `delivered` event and
-            # report right after its `submitted` ones (the second row of `steps`).
+            # A send whose answer already says delivered gets its `delivered` report right
+            # after its `submitted` one (the second row of `steps`). A clean outcome (the
+            # routine case) keeps its steps in columns; one with a problem to report gets
+            # event rows, completed with the problem below (core/history.py).
+            ids, provider_ids, delivered, clean = _columns(ok, 4)
             recorded = await conn.fetchval(
                 "WITH s AS (UPDATE messages m SET state = CASE WHEN u.delivered"
                 " THEN 'delivered' ELSE 'submitted' END,"
                 " provider_id = u.provider_id, lease_until = NULL, leased_by = NULL,"
-                " updated_at = $4 FROM unnest($1::bigint[], $2::text[], $3::bool[])"
-                " AS u(id, provider_id, delivered)"
+                " submitted_at = CASE WHEN u.clean THEN $4::float8 END,"
+                " delivered_at = CASE WHEN u.clean AND u.delivered THEN $4::float8 END,"
+                " updated_at = $4 FROM unnest($1::bigint[], $2::text[], $3::bool[],"
+                " $6::bool[]) AS u(id, provider_id, delivered, clean)"
                 " WHERE m.id = u.id AND m.state = 'sending' AND m.leased_by = $5"
-                " RETURNING m.id, m.project_id, u.provider_id, u.delivered),"
+                " RETURNING m.id, m.project_id, u.provider_id, u.delivered, u.clean),"
                 " steps AS (SELECT s.*, k.step FROM s CROSS JOIN LATERAL (VALUES (1), (2))"
                 " AS k(step) WHERE k.step = 1 OR s.delivered),"
                 " e AS (INSERT INTO message_events (message_id, state, at, detail)"
                 " SELECT id, CASE step WHEN 1 THEN 'submitted' ELSE 'delivered' END, $4,"
                 " CASE step WHEN 1 THEN 'provider id ' || coalesce(provider_id, 'None') END"
-                " FROM steps ORDER BY id, step),"
+                " FROM steps WHERE NOT clean ORDER BY id, step),"
                 " o AS (INSERT INTO outbox (project_id, message_id, state, at, error_code,"
                 " error_message, attempts, next_attempt_at, dead)"
                 " SELECT steps.project_id, steps.id,"
                 " CASE step WHEN 1 THEN 'submitted' ELSE 'delivered' END, $4, NULL, NULL, 0,"
                 " $4, false FROM steps JOIN projects p ON p.id = steps.project_id"
                 " WHERE coalesce(p.webhook_url, '') <> '' ORDER BY steps.id, step)"
-                " SELECT count(*) FROM s", *_columns(ok, 3), now, worker_id)
+                " SELECT count(*) FROM s", ids, provider_ids, delivered, now, worker_id,
+                clean)
             # An ok send may still report a problem with a part (e.g. an audio's text lost).
             partial = [(res.message_id, res.error_code, res.error_message or "")
                        for res in results if res.ok and res.error_code]
@@ -729,7 +749,7 @@ class PostgresStore(Store):
                     " FROM unnest($1::bigint[], $2::text[]) AS u(id, provider_id)"
                     " WHERE m.id = u.id AND m.provider_id IS NULL AND u.provider_id IS NOT NULL"
                     " AND m.state IN ('submitted', 'delivered', 'read')",
-                    *_columns([(m, p) for m, p, _ in ok], 2))
+                    *_columns([(m, p) for m, p, _d, _c in ok], 2))
             refs = [(res.message_id, pid, part) for res in results if res.ok
                     for part, pid in res.provider_refs]
             if refs:
@@ -744,7 +764,7 @@ class PostgresStore(Store):
                     "SELECT m.channel_id, u.provider_id FROM unnest($1::bigint[], $2::text[])"
                     " AS u(id, provider_id) JOIN messages m ON m.id = u.id"
                     " WHERE u.provider_id IS NOT NULL",
-                    *_columns([(m, p) for m, p, _ in ok + refs], 2))
+                    *_columns([(m, p) for m, p, *_ in ok + refs], 2))
                 await self._apply_early_updates(conn, [(k[0], k[1]) for k in keys])
         failures = [res for res in results if not res.ok]
         if not failures:

@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
 from pushgate.core.channels import ChannelSpec
+from pushgate.core.history import RoutineSteps, message_history
 from pushgate.core.lifecycle import State, advances
 from pushgate.core.models import (
     AcceptResult,
@@ -472,7 +473,8 @@ class SQLiteStore(Store):
         row = conn.execute(
             "SELECT id, number, state, reference, error_code, error_message, updated_at, body,"
             " media, media_kind, credit_micro, channel_id, resends, push_id, attempts,"
-            " provider_id, created_at, priority, segments, parts"
+            " provider_id, created_at, priority, segments, parts, first_claim_at,"
+            " first_claim_by, submitted_at, delivered_at"
             " FROM messages WHERE id = ? AND project_id = ?",
             (message_id, project_id)).fetchone()
         if row is None:
@@ -483,8 +485,10 @@ class SQLiteStore(Store):
         events = conn.execute(
             "SELECT state, at, detail FROM message_events WHERE message_id = ? ORDER BY id",
             (message_id,)).fetchall()
-        result["events"] = [{"state": "queued", "at": row[16], "detail": None}] + [
-            {"state": e[0], "at": e[1], "detail": e[2]} for e in events]
+        result["events"] = message_history(
+            RoutineSteps(created_at=row[16], first_claim_at=row[20], first_claim_by=row[21],
+                         submitted_at=row[22], provider_id=row[15], delivered_at=row[23]),
+            events)
         return result
 
     async def get_media(self, media_id: int) -> tuple[str, bytes] | None:
@@ -945,15 +949,22 @@ def _claim_job(
                                _CLAIM_RETURNING, min_priority)
     fresh: list[Any] = []
     if len(expired) < limit:
+        # A message's first claim is kept in its columns; only a later one is an event row
+        # (core/history.py). SET expressions see the row as it was, so `claims = 0` is the
+        # count before this claim.
         fresh = conn.execute(
             "UPDATE messages SET state = 'sending', lease_until = ?, leased_by = ?,"
-            " attempts = attempts + 1, updated_at = ? WHERE id IN (SELECT id FROM messages"
+            " attempts = attempts + 1, updated_at = ?, claims = claims + 1,"
+            " first_claim_at = CASE WHEN claims = 0 THEN ? ELSE first_claim_at END,"
+            " first_claim_by = CASE WHEN claims = 0 THEN ? ELSE first_claim_by END"
+            " WHERE id IN (SELECT id FROM messages"
             " WHERE channel_id = ? AND state = 'queued' AND priority >= ?"
             " AND next_attempt_at <= ?"
-            f" ORDER BY priority DESC, id LIMIT ?) RETURNING {_CLAIM_RETURNING}",
-            (until, worker_id, now, channel_id, min_priority, now,
+            f" ORDER BY priority DESC, id LIMIT ?) RETURNING {_CLAIM_RETURNING}, claims",
+            (until, worker_id, now, now, worker_id, channel_id, min_priority, now,
              limit - len(expired))).fetchall()
-    events = [(r[0], "sending", now, f"worker {worker_id}, attempt {r[10]}") for r in fresh]
+    events = [(r[0], "sending", now, f"worker {worker_id}, attempt {r[10]}")
+              for r in fresh if r[12] > 1]
     events += [(r[0], "sending", now,
                 f"worker {worker_id}, attempt {r[10]}: possible re-send, previous lease expired")
                for r in expired]
@@ -978,7 +989,8 @@ def _reclaim_expired(conn: sqlite3.Connection, channel_id: int, worker_id: str, 
     (nothing is doubled silently)."""
     return conn.execute(
         "UPDATE messages SET lease_until = ?, leased_by = ?, attempts = attempts + 1,"
-        " resends = resends + 1, updated_at = ? WHERE id IN (SELECT id FROM messages"
+        " resends = resends + 1, claims = claims + 1, updated_at = ?"
+        " WHERE id IN (SELECT id FROM messages"
         " WHERE channel_id = ? AND state = 'sending' AND priority >= ? AND lease_until < ?"
         f" ORDER BY priority DESC, id LIMIT ?) RETURNING {returning}",
         (until, worker_id, now, channel_id, min_priority, now, limit)).fetchall()
@@ -1045,13 +1057,19 @@ def _record_outcomes_job(
         if res.ok:
             # An ok send may still report a problem with a part (e.g. an audio's text lost).
             state = "delivered" if res.delivered else "submitted"
-            submitted.append((state, res.provider_id, res.error_code, res.error_message, now,
-                              mid))
             refs += [(channel_id, pid, mid, part) for part, pid in res.provider_refs]
-            problem = f"; {res.error_code}: {res.error_message}" if res.error_code else ""
-            events.append((mid, "submitted", now, f"provider id {res.provider_id}{problem}"))
-            if res.delivered:
-                events.append((mid, "delivered", now, None))
+            if res.error_code:
+                # A problem to report: the submission keeps its event rows, with the problem.
+                submitted.append((state, res.provider_id, res.error_code, res.error_message,
+                                  None, None, now, mid))
+                events.append((mid, "submitted", now, f"provider id {res.provider_id}; "
+                               f"{res.error_code}: {res.error_message}"))
+                if res.delivered:
+                    events.append((mid, "delivered", now, None))
+            else:
+                # The routine case: the steps are columns, not rows (core/history.py).
+                submitted.append((state, res.provider_id, None, None, now,
+                                  now if res.delivered else None, now, mid))
             if project_id in hooks:
                 outbox.append((project_id, mid, "submitted", now, None, None, now))
                 if res.delivered:
@@ -1080,7 +1098,8 @@ def _record_outcomes_job(
     conn.executemany(
         "UPDATE messages SET state = ?, provider_id = ?,"
         " error_code = coalesce(?, error_code), error_message = coalesce(?, error_message),"
-        " lease_until = NULL, leased_by = NULL, updated_at = ? WHERE id = ?", submitted)
+        " submitted_at = ?, delivered_at = ?, lease_until = NULL, leased_by = NULL,"
+        " updated_at = ? WHERE id = ?", submitted)
     conn.executemany(
         "UPDATE messages SET provider_id = ? WHERE id = ? AND provider_id IS NULL"
         " AND state IN ('submitted', 'delivered', 'read')", late_provider_ids)
@@ -1102,7 +1121,7 @@ def _record_outcomes_job(
     conn.executemany(
         "INSERT INTO provider_refs (channel_id, provider_id, message_id, part, state)"
         " VALUES (?, ?, ?, ?, 'submitted') ON CONFLICT DO NOTHING", refs)
-    _apply_early_updates(conn, [(current[s[5]][4], s[1]) for s in submitted if s[1]]
+    _apply_early_updates(conn, [(current[s[7]][4], s[1]) for s in submitted if s[1]]
                          + [(c, pid) for c, pid, _m, _p in refs])
 
 
