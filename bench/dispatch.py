@@ -11,7 +11,10 @@ take. Prints messages/s two ways:
 * wall: from starting the worker processes to the last message delivered (includes ~1 s of
   process start-up and the first channel lease);
 * drain: from the first claim to the last delivery, from the database's own timestamps
-  (what the dispatcher itself sustains).
+  (what the dispatcher itself sustains);
+* CPU: the whole machine's busy CPU time from starting the workers to the last delivery, per
+  message (workers with their start-up, the database, this script): what a message costs,
+  steadier than the rates when the VM's neighbours change its speed.
 
     python bench/dispatch.py [--messages 200000] [--workers 1] [--backend sqlite|postgres]
                              [--delivery-delay 0]
@@ -28,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import Gateway, queue_messages  # noqa: E402
+from common import Gateway, machine_busy, queue_messages  # noqa: E402
 
 from pushgate.store.base import store_for_url  # noqa: E402
 from pushgate.store.migrate import sqlite_path  # noqa: E402
@@ -79,6 +82,7 @@ def run_case(backend: str, messages: int, workers: int,
         db = _Db(gateway.url)
         try:
             started = time.time()
+            busy0 = machine_busy()[0]
             for _ in range(workers):
                 gateway.start("worker", PUSHGATE_CLAIM_BATCH="1000")
             deadline = time.monotonic() + DRAIN_TIMEOUT
@@ -88,6 +92,7 @@ def run_case(backend: str, messages: int, workers: int,
                 if done >= messages:
                     break
                 time.sleep(POLL_SECONDS)
+            busy = machine_busy()[0] - busy0
             first_claim = db.one("SELECT min(first_claim_at) FROM messages")[0]
             last = db.one("SELECT max(updated_at) FROM messages WHERE state = 'delivered'")[0]
             other = db.one("SELECT count(*) FROM messages WHERE state <> 'delivered'")[0]
@@ -98,6 +103,9 @@ def run_case(backend: str, messages: int, workers: int,
     return {"backend": backend, "workers": workers, "delivery_delay": delivery_delay,
             "messages": done, "not_delivered": other,
             "wall_s": wall, "drain_s": drain, "messages_s": done / wall,
+            # All the machine's CPU (workers, database, this script's polling) per message:
+            # steadier than the rates on a shared VM, whose neighbours change its speed.
+            "cpu_us_per_message": busy / done * 1e6 if done else float("nan"),
             "drain_messages_s": done / drain if drain else float("nan")}
 
 
@@ -121,7 +129,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
               f"{row['messages']:>8} delivered "
               f"({row['not_delivered']} not)  wall {row['wall_s']:5.1f} s "
               f"{row['messages_s']:>7.0f} messages/s  drain {row['drain_s']:5.1f} s "
-              f"{row['drain_messages_s']:>7.0f} messages/s", flush=True)
+              f"{row['drain_messages_s']:>7.0f} messages/s  "
+              f"CPU {row['cpu_us_per_message']:5.1f} µs/message", flush=True)
     return rows
 
 

@@ -49,3 +49,13 @@ def test_a_message_claimed_only_by_a_phone_keeps_its_rows_in_order() -> None:
     stored = [("sending", 11.0, "device d1"), ("submitted", 12.0, "sent by d1")]
     assert [e["state"] for e in message_history(NONE, stored)] == [
         "queued", "sending", "submitted"]
+
+
+def test_a_submission_kept_as_a_row_too_shows_once() -> None:
+    # A send with a problem to report: its column for the caps, its row for the problem.
+    steps = RoutineSteps(created_at=10.0, first_claim_at=11.0, first_claim_by="w",
+                         submitted_at=12.0, provider_id="p", delivered_at=None)
+    events = message_history(steps, [("submitted", 12.0, "provider id p; 470: caption lost")])
+    assert [(e["state"], e["detail"]) for e in events][-1] == (
+        "submitted", "provider id p; 470: caption lost")
+    assert [e["state"] for e in events].count("submitted") == 1

@@ -289,6 +289,9 @@ async def test_routine_steps_are_columns_and_exceptions_are_event_rows(
     assert partial_msg is not None
     assert partial_msg["events"][-1]["state"] == "submitted"
     assert "470: caption dropped" in partial_msg["events"][-1]["detail"]
+    assert [e["state"] for e in partial_msg["events"]].count("submitted") == 1
+    # All three went to the provider, the one with a problem too: the caps count them.
+    assert await store.sent_since(channel.id, t0) == 3
     assert sorted(query("SELECT message_id, state FROM message_events")) == sorted([
         (retried, "queued"), (retried, "sending"), (partial, "submitted"),
         (retried, "delivered")])

@@ -50,7 +50,10 @@ def message_history(
         if row[0] in _DISPATCH_STATES:
             submitted_after = index + 1
     events += rows[:submitted_after]
-    if steps.submitted_at is not None:
+    # A submission with a problem to report (or one recorded before the columns existed) is
+    # also an event row, at the same time: then the row, which says more, stands alone.
+    if steps.submitted_at is not None and not any(
+            row[0] == "submitted" and row[1] == steps.submitted_at for row in stored):
         events.append(_event("submitted", steps.submitted_at,
                              f"provider id {steps.provider_id}"))
     if steps.delivered_at is not None:

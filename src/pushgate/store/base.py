@@ -206,8 +206,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def sent_since(self, channel_id: int, since: float) -> int:
-        """How many of the channel's messages went to the provider since ``since`` (caps).
-        Counts by last change, so it may over-count: caps err on the safe side."""
+        """How many of the channel's messages went to the provider since ``since`` (caps),
+        counted by their ``submitted_at``, whatever happened to them after."""
 
     @abc.abstractmethod
     async def submitted_before(

@@ -702,14 +702,14 @@ class PostgresStore(Store):
         if ok:
             # A send whose answer already says delivered gets its `delivered` report right
             # after its `submitted` one (the second row of `steps`). A clean outcome (the
-            # routine case) keeps its steps in columns; one with a problem to report gets
-            # event rows, completed with the problem below (core/history.py).
+            # routine case) keeps its steps in columns; one with a problem to report also
+            # gets event rows, completed with the problem below (core/history.py).
             ids, provider_ids, delivered, clean = _columns(ok, 4)
             recorded = await conn.fetchval(
                 "WITH s AS (UPDATE messages m SET state = CASE WHEN u.delivered"
                 " THEN 'delivered' ELSE 'submitted' END,"
                 " provider_id = u.provider_id, lease_until = NULL, leased_by = NULL,"
-                " submitted_at = CASE WHEN u.clean THEN $4::float8 END,"
+                " submitted_at = $4::float8,"
                 " delivered_at = CASE WHEN u.clean AND u.delivered THEN $4::float8 END,"
                 " updated_at = $4 FROM unnest($1::bigint[], $2::text[], $3::bool[],"
                 " $6::bool[]) AS u(id, provider_id, delivered, clean)"
@@ -1053,8 +1053,7 @@ class PostgresStore(Store):
 
     async def sent_since(self, channel_id: int, since: float) -> int:
         return int(await self._fetchval(
-            "SELECT count(*) FROM messages WHERE channel_id = $1"
-            " AND state IN ('submitted', 'delivered', 'read', 'failed') AND updated_at >= $2",
+            "SELECT count(*) FROM messages WHERE channel_id = $1 AND submitted_at >= $2",
             channel_id, since))
 
     async def submitted_before(self, channel_id: int, before: float, limit: int) -> list[int]:
@@ -1615,8 +1614,9 @@ async def _cancel_queue(
 ) -> tuple[int, int]:
     states = ["queued", "sending"] if include_in_flight else ["queued"]
     rows = await conn.fetch(
+        # The literal state list lets the planner prove the partial claim index applies.
         "WITH c AS (SELECT id FROM messages WHERE channel_id = $1 AND state = ANY($2::text[])"
-        " ORDER BY id FOR UPDATE)"
+        " AND state IN ('queued', 'sending') ORDER BY id FOR UPDATE)"
         " UPDATE messages m SET state = 'cancelled', error_message = $3, lease_until = NULL,"
         " leased_by = NULL, updated_at = $4 FROM c WHERE m.id = c.id"
         " RETURNING m.id, m.project_id, m.credit_micro", channel_id, states, reason, now)

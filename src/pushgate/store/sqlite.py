@@ -80,6 +80,11 @@ BUSY_TIMEOUT_MS = 10_000
 #: Seconds; see SQLiteStore.open.
 WRITER_SWITCH_INTERVAL = 0.0002
 
+# The live messages (queued, sending): the rows the claim index holds. SQLite uses a partial
+# index only when the query repeats its WHERE terms (migration 0006), so queries of live
+# messages by channel add this one.
+_LIVE = "state IN ('queued', 'sending')"
+
 _CLAIM_RETURNING = "id, push_id, project_id, channel_id, number, body, media, media_kind, " \
     "parts, priority, attempts, extra"
 
@@ -554,8 +559,7 @@ class SQLiteStore(Store):
 
     async def sent_since(self, channel_id: int, since: float) -> int:
         row = self._read().execute(
-            "SELECT count(*) FROM messages WHERE channel_id = ?"
-            " AND state IN ('submitted', 'delivered', 'read', 'failed') AND updated_at >= ?",
+            "SELECT count(*) FROM messages WHERE channel_id = ? AND submitted_at >= ?",
             (channel_id, since)).fetchone()
         return int(row[0])
 
@@ -573,12 +577,12 @@ class SQLiteStore(Store):
                                  min_priority: int = 0) -> bool:
         conn = self._read()
         row = conn.execute(
-            "SELECT 1 FROM messages WHERE channel_id = ? AND state = 'queued'"
+            f"SELECT 1 FROM messages WHERE channel_id = ? AND state = 'queued' AND {_LIVE}"
             " AND priority >= ? AND next_attempt_at <= ? LIMIT 1",
             (channel_id, min_priority, now)).fetchone()
         if row is None:
             row = conn.execute(
-                "SELECT 1 FROM messages WHERE channel_id = ? AND state = 'sending'"
+                f"SELECT 1 FROM messages WHERE channel_id = ? AND state = 'sending' AND {_LIVE}"
                 " AND priority >= ? AND lease_until < ? LIMIT 1",
                 (channel_id, min_priority, now)).fetchone()
         return row is not None
@@ -797,8 +801,8 @@ class SQLiteStore(Store):
 
     async def channel_queue_counts(self, channel_id: int) -> dict[str, int]:
         counts = dict(self._read().execute(
-            "SELECT state, count(*) FROM messages WHERE channel_id = ?"
-            " AND state IN ('queued', 'sending') GROUP BY state", (channel_id,)).fetchall())
+            f"SELECT state, count(*) FROM messages WHERE channel_id = ? AND {_LIVE}"
+            " GROUP BY state", (channel_id,)).fetchall())
         return {"queued": int(counts.get("queued", 0)), "sending": int(counts.get("sending", 0))}
 
 
@@ -958,7 +962,7 @@ def _claim_job(
             " first_claim_at = CASE WHEN claims = 0 THEN ? ELSE first_claim_at END,"
             " first_claim_by = CASE WHEN claims = 0 THEN ? ELSE first_claim_by END"
             " WHERE id IN (SELECT id FROM messages"
-            " WHERE channel_id = ? AND state = 'queued' AND priority >= ?"
+            f" WHERE channel_id = ? AND state = 'queued' AND {_LIVE} AND priority >= ?"
             " AND next_attempt_at <= ?"
             f" ORDER BY priority DESC, id LIMIT ?) RETURNING {_CLAIM_RETURNING}, claims",
             (until, worker_id, now, now, worker_id, channel_id, min_priority, now,
@@ -991,7 +995,8 @@ def _reclaim_expired(conn: sqlite3.Connection, channel_id: int, worker_id: str, 
         "UPDATE messages SET lease_until = ?, leased_by = ?, attempts = attempts + 1,"
         " resends = resends + 1, claims = claims + 1, updated_at = ?"
         " WHERE id IN (SELECT id FROM messages"
-        " WHERE channel_id = ? AND state = 'sending' AND priority >= ? AND lease_until < ?"
+        f" WHERE channel_id = ? AND state = 'sending' AND {_LIVE} AND priority >= ?"
+        " AND lease_until < ?"
         f" ORDER BY priority DESC, id LIMIT ?) RETURNING {returning}",
         (until, worker_id, now, channel_id, min_priority, now, limit)).fetchall()
 
@@ -1059,9 +1064,10 @@ def _record_outcomes_job(
             state = "delivered" if res.delivered else "submitted"
             refs += [(channel_id, pid, mid, part) for part, pid in res.provider_refs]
             if res.error_code:
-                # A problem to report: the submission keeps its event rows, with the problem.
+                # A problem to report: the submission keeps its event rows, with the problem
+                # (its `submitted_at` still counts it for the channel's caps).
                 submitted.append((state, res.provider_id, res.error_code, res.error_message,
-                                  None, None, now, mid))
+                                  now, None, now, mid))
                 events.append((mid, "submitted", now, f"provider id {res.provider_id}; "
                                f"{res.error_code}: {res.error_message}"))
                 if res.delivered:
@@ -1335,7 +1341,7 @@ def _claim_for_device_job(
     if stopped is None or stopped[0] or now < claim.ready_at:
         return _sorted_claim(claim)
     in_flight = conn.execute(
-        "SELECT count(*) FROM messages WHERE channel_id = ? AND state = 'sending'"
+        f"SELECT count(*) FROM messages WHERE channel_id = ? AND state = 'sending' AND {_LIVE}"
         " AND leased_by = ? AND lease_until >= ?", (channel_id, worker, now)).fetchone()[0]
     handed = [conn.execute(
         "SELECT count(*) FROM device_messages WHERE device_id = ? AND handed_at >= ?",
@@ -1351,8 +1357,9 @@ def _claim_for_device_job(
     # expiry refunds it: a phone never gets a stale message.
     stale = conn.execute(
         "UPDATE messages SET state = 'queued', lease_until = NULL, leased_by = NULL,"
-        " updated_at = ? WHERE channel_id = ? AND state = 'sending' AND lease_until < ?"
-        " AND expires_at < ? RETURNING id", (now, channel_id, now, now)).fetchall()
+        f" updated_at = ? WHERE channel_id = ? AND state = 'sending' AND {_LIVE}"
+        " AND lease_until < ? AND expires_at < ? RETURNING id",
+        (now, channel_id, now, now)).fetchall()
     conn.executemany(
         "INSERT INTO message_events (message_id, state, at, detail) VALUES (?, 'queued', ?, ?)",
         [(r[0], now, "lease ended after the validity period; left to expire") for r in stale])
@@ -1366,7 +1373,8 @@ def _claim_for_device_job(
         fresh = conn.execute(
             "UPDATE messages SET state = 'sending', lease_until = ?, leased_by = ?,"
             " attempts = attempts + 1, updated_at = ? WHERE id IN (SELECT m.id FROM messages m"
-            " WHERE m.channel_id = ? AND m.state = 'queued' AND m.next_attempt_at <= ?"
+            f" WHERE m.channel_id = ? AND m.state = 'queued' AND m.{_LIVE}"
+            " AND m.next_attempt_at <= ?"
             " AND (m.expires_at IS NULL OR m.expires_at >= ?)"
             " AND NOT (m.created_at > ? AND EXISTS (SELECT 1 FROM device_recipients r"
             " JOIN devices d ON d.id = r.device_id WHERE r.channel_id = m.channel_id"
@@ -1438,7 +1446,7 @@ def _cancel_queue_job(
     states = ("queued", "sending") if include_in_flight else ("queued",)
     rows = conn.execute(
         "UPDATE messages SET state = 'cancelled', error_message = ?, lease_until = NULL,"
-        " leased_by = NULL, updated_at = ? WHERE channel_id = ?"
+        f" leased_by = NULL, updated_at = ? WHERE channel_id = ? AND {_LIVE}"
         " AND state IN (SELECT value FROM json_each(?)) RETURNING id, project_id, credit_micro",
         (reason, now, channel_id, json.dumps(states))).fetchall()
     if not rows:

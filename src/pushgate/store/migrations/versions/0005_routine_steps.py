@@ -29,7 +29,8 @@ def upgrade() -> None:
                                         server_default="0"))
     op.add_column("messages", sa.Column("first_claim_at", TIME))
     op.add_column("messages", sa.Column("first_claim_by", sa.Text))
-    # Set by an outcome that went through cleanly; one with a problem to report keeps its rows.
+    # When the dispatcher recorded the submission, and a delivery the send itself reported. A
+    # submission with a problem to report also keeps its event rows (core/history.py).
     op.add_column("messages", sa.Column("submitted_at", TIME))
     op.add_column("messages", sa.Column("delivered_at", TIME))
 

@@ -1,0 +1,54 @@
+"""Migrations that change what existing rows mean: upgrading keeps a live database's history
+and caps right, and every step down and up again works. Runs on every backend."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from alembic import command
+
+from pushgate.store.base import store_for_url
+from pushgate.store.migrate import alembic_config, current_revision, upgrade
+
+
+def test_down_to_before_the_routine_steps_and_up_again(db_url: str) -> None:
+    config = alembic_config(db_url)
+    command.downgrade(config, "0004")
+    assert current_revision(db_url) == "0004"
+    upgrade(db_url)
+    assert current_revision(db_url) == "0006"
+
+
+async def test_a_send_recorded_before_0006_still_counts_for_caps_and_shows_once(
+        db_url: str, query: Any) -> None:
+    command.downgrade(alembic_config(db_url), "0005")
+    now = time.time()
+    sent_at = now - 600
+    query("INSERT INTO projects (id, name, balance_micro, created_at) VALUES (1, 'p', 0, ?)",
+          now)
+    # A message submitted ten minutes ago and delivered since, as an earlier release recorded
+    # it: its steps as event rows, its columns empty.
+    query("INSERT INTO messages (id, push_id, project_id, channel_id, number, body, priority,"
+          " state, parts, segments, credit_micro, next_attempt_at, created_at, updated_at,"
+          " provider_id) VALUES (7, 1, 1, 3, '919876543210', 'hi', 0, 'delivered', 1, 1, 5000,"
+          " ?, ?, ?, 'wamid.7')", now - 700, now - 700, now - 60)
+    for state, at, detail in [("sending", now - 650, "worker w, attempt 1"),
+                              ("submitted", sent_at, "provider id wamid.7"),
+                              ("delivered", now - 60, None)]:
+        query("INSERT INTO message_events (message_id, state, at, detail) VALUES (?, ?, ?, ?)",
+              7, state, at, detail)
+    upgrade(db_url)
+    assert query("SELECT submitted_at FROM messages WHERE id = 7") == [(sent_at,)]
+
+    store = store_for_url(db_url)
+    await store.open()
+    try:
+        assert await store.sent_since(3, now - 3600) == 1
+        assert await store.sent_since(3, now - 60) == 0
+        message = await store.get_message(1, 7)
+        assert message is not None
+        assert [e["state"] for e in message["events"]] == [
+            "queued", "sending", "submitted", "delivered"]
+    finally:
+        await store.close()
