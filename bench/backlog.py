@@ -75,7 +75,11 @@ REPORT_ENTRIES = 10_000
 MIB = 1024 * 1024
 
 # The claim's candidate query, as store/sqlite.py and store/postgres.py run it (minus the lock).
+# SQLite uses the partial claim index only when the query repeats its predicate (LIVE);
+# without it, it scans the expiry index instead (378 ms at 1,000,000 queued).
+LIVE = "state IN ('queued', 'sending')"
 CLAIM_SELECT = ("SELECT id FROM messages WHERE channel_id = {p1} AND state = 'queued'"
+                f" AND {LIVE}"
                 " AND priority >= 0 AND next_attempt_at <= {p2}"
                 " ORDER BY priority DESC, id LIMIT 1000")
 
@@ -222,7 +226,8 @@ def run_latency(backend: str, messages: int, rate: float, tries: int, interval: 
                 raise RuntimeError("the backlog did not start draining within 30 s")
             time.sleep(1.0)   # past the first batches: measure the steady drain
             queued_before = db.one("SELECT count(*) FROM messages WHERE channel_id = ?"
-                                   " AND state = 'queued'", (channel_id,))[0]
+                                   " AND state = 'queued'"
+                                   f" AND {LIVE}", (channel_id,))[0]
             tries_started = time.monotonic()
             busy0, total0 = machine_busy()
             ours0 = sum(cpu_seconds(pid) for pid in pids.values()) + time.process_time()
@@ -251,7 +256,8 @@ def run_latency(backend: str, messages: int, rate: float, tries: int, interval: 
             other_share = max(0.0, (busy1 - busy0) - (ours1 - ours0)) / max(total1 - total0,
                                                                             1e-9)
             backlog_left = db.one("SELECT count(*) FROM messages WHERE channel_id = ?"
-                                  " AND state = 'queued' AND priority = 0", (channel_id,))[0]
+                                  " AND state = 'queued' AND priority = 0"
+                                  f" AND {LIVE}", (channel_id,))[0]
             paced_rate = (queued_before - backlog_left) / tries_s
             ids = sorted(answered)
             marks = ",".join("?" * len(ids))
@@ -268,13 +274,16 @@ def run_latency(backend: str, messages: int, rate: float, tries: int, interval: 
             # Memory: now drain unpaced (the dispatcher restarts the runner with the new rate
             # at its next lease renewal, within channel_lease_seconds / 3).
             drained_from = db.one("SELECT count(*) FROM messages WHERE channel_id = ?"
-                                  " AND state = 'queued'", (channel_id,))[0]
+                                  " AND state = 'queued'"
+                                  f" AND {LIVE}", (channel_id,))[0]
             asyncio.run(_set_rate(gateway.url, channel_id, 0))
             wait_until(lambda: db.one("SELECT count(*) FROM messages WHERE channel_id = ?"
-                                      " AND state = 'queued'", (channel_id,))[0] == 0,
+                                      " AND state = 'queued'"
+                                      f" AND {LIVE}", (channel_id,))[0] == 0,
                        drain_seconds, 0.5)
             queued_end = db.one("SELECT count(*) FROM messages WHERE channel_id = ?"
-                                " AND state = 'queued'", (channel_id,))[0]
+                                " AND state = 'queued'"
+                                f" AND {LIVE}", (channel_id,))[0]
             peak = sampler.stop()
             final_rss = {name: rss_bytes(pid) for name, pid in pids.items()}
         finally:

@@ -1,0 +1,88 @@
+"""SQLite's query plans on the dispatch path: no statement reads the whole `messages` table.
+
+The indexes of `messages` are partial (migration 0006) and SQLite uses a partial index only
+when a query repeats its predicate; a query that forgets it still works, but scans — at a
+million queued messages a claim took 378 ms instead of 12 (docs/benchmarks.md). This test
+records every statement the store runs while a message goes through its life and asks SQLite
+for each one's plan. SQLite plans without statistics here (the store never runs ANALYZE), so
+a small table gets the plans a large one would."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from tests.conftest import Fixture
+
+from pushgate.core.lifecycle import State
+from pushgate.core.models import SendResult, StatusUpdate
+from pushgate.core.push import Limits, decode_push, plan_push
+from pushgate.store import sqlite as sqlite_store
+from pushgate.store.base import RetryPolicy, store_for_url
+
+
+@pytest.fixture
+def statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    seen: list[str] = []
+    connect = sqlite_store._connect
+
+    def traced(path: str) -> sqlite3.Connection:
+        conn = connect(path)
+        conn.set_trace_callback(seen.append)
+        return conn
+
+    monkeypatch.setattr(sqlite_store, "_connect", traced)
+    return seen
+
+
+@pytest.mark.sqlite_only
+async def test_the_dispatch_path_never_scans_messages(
+        db_url: str, statements: list[str]) -> None:
+    store = store_for_url(db_url)
+    await store.open()
+    try:
+        fixture = Fixture(store)
+        project, _token, _secret = await fixture.project()
+        channel = await fixture.channel(project.id)
+        now = time.time()
+        body = decode_push(json.dumps({"priority": 0, "globalmessage": "", "data": [
+            {"number": f"91987654{i:04d}", "message": f"m {i}"} for i in range(3)]}))
+        plan = plan_push(body, channel, Limits())
+        pushed = await store.accept_push(project.id, channel, plan, now, now + 3600)
+        assert await store.has_ready_messages(channel.id, now + 1)
+        claimed = await store.claim_messages(channel.id, "w", 10, now + 1, 30.0)
+        await store.record_outcomes("w", [
+            SendResult(claimed[0].id, ok=True, provider_id="p0"),
+            SendResult(claimed[1].id, ok=False, retryable=True, error_code="503"),
+            SendResult(claimed[2].id, ok=True, provider_id="p2", delivered=True),
+        ], now + 2, RetryPolicy())
+        await store.apply_status_updates([
+            StatusUpdate(State.DELIVERED, now + 3, channel_id=channel.id, provider_id="p0")])
+        await store.sent_since(channel.id, now - 3600)
+        await store.submitted_before(channel.id, now + 10, 10)
+        await store.channel_queue_counts(channel.id)
+        await store.expire_due(now + 5, 100)
+        await store.cancel_channel_queue(channel.id, now + 6, "test", True)
+        assert pushed.message_ids
+    finally:
+        await store.close()
+
+    path = Path(db_url.split(":///", 1)[1])
+    conn = sqlite3.connect(path)
+    scans = {}
+    checked = 0
+    for sql in statements:
+        if "messages" not in sql or not sql.lstrip().upper().startswith(
+                ("SELECT", "UPDATE", "DELETE", "WITH")):
+            continue
+        plan = " | ".join(r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
+        checked += 1
+        if "SCAN messages" in plan or "SCAN m " in plan or plan.endswith("SCAN m"):
+            scans[sql] = plan
+    conn.close()
+    assert checked >= 10
+    assert scans == {}
+
