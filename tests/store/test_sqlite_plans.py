@@ -21,7 +21,7 @@ from pushgate.core.lifecycle import State
 from pushgate.core.models import SendResult, StatusUpdate
 from pushgate.core.push import Limits, decode_push, plan_push
 from pushgate.store import sqlite as sqlite_store
-from pushgate.store.base import RetryPolicy, store_for_url
+from pushgate.store.base import Device, DeviceQuota, RetryPolicy, store_for_url
 
 
 @pytest.fixture
@@ -65,6 +65,21 @@ async def test_the_dispatch_path_never_scans_messages(
         await store.submitted_before(channel.id, now + 10, 10)
         await store.channel_queue_counts(channel.id)
         await store.expire_due(now + 5, 100)
+        # The phone path: a pull channel's device takes its messages and reports them.
+        phones = await fixture.channel(project.id, kind="android")
+        await store.accept_push(project.id, phones, plan_push(body, phones, Limits()), now,
+                                now + 3600)
+        await store.register_device(Device(id="phone-1", channel_id=phones.id,
+                                           project_id=project.id, name="p", created_at=now,
+                                           last_seen_at=now), "hash-1")
+        quota = DeviceQuota(per_minute=0, per_hour=0, per_day=0, per_fetch=10,
+                            max_in_flight=10, lease_seconds=30.0, offline_after=60.0,
+                            sticky_seconds=0.0, delays=(0.0,) * 10)
+        handed = await store.claim_for_device("phone-1", quota, now + 1)
+        assert handed.messages
+        await store.note_device_reports(
+            "phone-1", [(m.id, "Processed", now + 2) for m in handed.messages], now + 2, 30.0)
+        await store.claim_for_device("phone-1", quota, now + 100)
         await store.cancel_channel_queue(channel.id, now + 6, "test", True)
         assert pushed.message_ids
     finally:
@@ -83,6 +98,6 @@ async def test_the_dispatch_path_never_scans_messages(
         if "SCAN messages" in plan or "SCAN m " in plan or plan.endswith("SCAN m"):
             scans[sql] = plan
     conn.close()
-    assert checked >= 10
+    assert checked >= 15
     assert scans == {}
 
