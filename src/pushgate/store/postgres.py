@@ -40,7 +40,6 @@ from typing import Any, TypeVar
 import asyncpg
 
 from pushgate.core.channels import ChannelSpec
-from pushgate.core.history import RoutineSteps, message_history
 from pushgate.core.lifecycle import State, advances
 from pushgate.core.models import (
     AcceptResult,
@@ -75,9 +74,11 @@ from pushgate.store.base import (
 from pushgate.store.migrate import split_pool_options
 from pushgate.store.rows import (
     CHANNEL_COLUMNS,
+    MESSAGE_DETAIL_COLUMNS,
     PROJECT_COLUMNS,
     channel_from_row,
     inbound_payload,
+    message_detail,
     message_dict,
     project_from_row,
     report_payload,
@@ -533,23 +534,14 @@ class PostgresStore(Store):
     async def get_message(self, project_id: int, message_id: int) -> dict[str, Any] | None:
         async with self._conn() as conn:
             row = await conn.fetchrow(
-                f"SELECT {_MESSAGE_FIELDS}, push_id, attempts, provider_id, created_at,"
-                " priority, segments, parts, first_claim_at, first_claim_by, submitted_at,"
-                " delivered_at FROM messages WHERE id = $1 AND project_id = $2",
-                message_id, project_id)
+                f"SELECT {MESSAGE_DETAIL_COLUMNS} FROM messages"
+                " WHERE id = $1 AND project_id = $2", message_id, project_id)
             if row is None:
                 return None
             events = await conn.fetch(
                 "SELECT state, at, detail FROM message_events WHERE message_id = $1"
                 " ORDER BY id", message_id)
-        result = message_dict(row)
-        result.update(push_id=row[13], attempts=row[14], provider_id=row[15],
-                      created_at=row[16], priority=row[17], segments=row[18], parts=row[19])
-        result["events"] = message_history(
-            RoutineSteps(created_at=row[16], first_claim_at=row[20], first_claim_by=row[21],
-                         submitted_at=row[22], provider_id=row[15], delivered_at=row[23]),
-            [tuple(e) for e in events])
-        return result
+        return message_detail(row, [tuple(e) for e in events])
 
     async def get_media(self, media_id: int) -> tuple[str, bytes] | None:
         row = await self._fetchrow(

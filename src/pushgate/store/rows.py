@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import quote_plus
 
 from pushgate.core.channels import ChannelSpec, MediaKind, PriceUnit, caption_kinds_for
+from pushgate.core.history import RoutineSteps, message_history
 from pushgate.core.lifecycle import PICKY_STATUS, State
 from pushgate.core.models import Project
 
@@ -63,6 +64,30 @@ def message_dict(row: Sequence[Any]) -> dict[str, Any]:
         "media_kind": row[9], "credit_micro": row[10], "channel_id": row[11],
         "resends": row[12],
     }
+
+
+# What GET /api/v2/messages/{id} reads of a message: message_dict's columns, the report's
+# details, and the routine steps its history is rebuilt from (core/history.py).
+MESSAGE_DETAIL_COLUMNS = (
+    "id, number, state, reference, error_code, error_message, updated_at, body, media,"
+    " media_kind, credit_micro, channel_id, resends, push_id, attempts, provider_id,"
+    " created_at, priority, segments, parts, first_claim_at, first_claim_by, submitted_at,"
+    " delivered_at"
+)
+
+
+def message_detail(row: Sequence[Any],
+                   events: Sequence[tuple[str, float, str | None]]) -> dict[str, Any]:
+    """One message with its history, from a row of ``MESSAGE_DETAIL_COLUMNS`` and its event
+    rows ``(state, at, detail)`` in the order they were written."""
+    result = message_dict(row)
+    result.update(push_id=row[13], attempts=row[14], provider_id=row[15],
+                  created_at=row[16], priority=row[17], segments=row[18], parts=row[19])
+    result["events"] = message_history(
+        RoutineSteps(created_at=row[16], first_claim_at=row[20], first_claim_by=row[21],
+                     submitted_at=row[22], provider_id=row[15], delivered_at=row[23]),
+        events)
+    return result
 
 
 def message_type(media_kind: str | None) -> str:

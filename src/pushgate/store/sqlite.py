@@ -29,7 +29,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
 from pushgate.core.channels import ChannelSpec
-from pushgate.core.history import RoutineSteps, message_history
 from pushgate.core.lifecycle import State, advances
 from pushgate.core.models import (
     AcceptResult,
@@ -64,9 +63,11 @@ from pushgate.store.base import (
 from pushgate.store.migrate import sqlite_path
 from pushgate.store.rows import (
     CHANNEL_COLUMNS,
+    MESSAGE_DETAIL_COLUMNS,
     PROJECT_COLUMNS,
     channel_from_row,
     inbound_payload,
+    message_detail,
     message_dict,
     project_from_row,
     report_payload,
@@ -476,25 +477,14 @@ class SQLiteStore(Store):
     async def get_message(self, project_id: int, message_id: int) -> dict[str, Any] | None:
         conn = self._read()
         row = conn.execute(
-            "SELECT id, number, state, reference, error_code, error_message, updated_at, body,"
-            " media, media_kind, credit_micro, channel_id, resends, push_id, attempts,"
-            " provider_id, created_at, priority, segments, parts, first_claim_at,"
-            " first_claim_by, submitted_at, delivered_at"
-            " FROM messages WHERE id = ? AND project_id = ?",
+            f"SELECT {MESSAGE_DETAIL_COLUMNS} FROM messages WHERE id = ? AND project_id = ?",
             (message_id, project_id)).fetchone()
         if row is None:
             return None
-        result = message_dict(row)
-        result.update(push_id=row[13], attempts=row[14], provider_id=row[15],
-                      created_at=row[16], priority=row[17], segments=row[18], parts=row[19])
         events = conn.execute(
             "SELECT state, at, detail FROM message_events WHERE message_id = ? ORDER BY id",
             (message_id,)).fetchall()
-        result["events"] = message_history(
-            RoutineSteps(created_at=row[16], first_claim_at=row[20], first_claim_by=row[21],
-                         submitted_at=row[22], provider_id=row[15], delivered_at=row[23]),
-            events)
-        return result
+        return message_detail(row, events)
 
     async def get_media(self, media_id: int) -> tuple[str, bytes] | None:
         row = self._read().execute(
