@@ -129,6 +129,7 @@ _CHANNEL_CHANGES: dict[str, Callable[[Any], Any]] = {
     "paused": bool, "name": str, "config": str, "paused_reason": str,
 }
 
+
 def _has_webhook(rows: str) -> str:
     """SQL: whether the project of ``rows`` (an alias) has a webhook. The projects with one
     are read once per statement (ARRAY(…) is evaluated once), not probed per message by a
@@ -136,6 +137,7 @@ def _has_webhook(rows: str) -> str:
     ANALYZE of the outcome write)."""
     return (f"{rows}.project_id = ANY (ARRAY(SELECT id FROM projects"
             " WHERE coalesce(webhook_url, '') <> ''))")
+
 
 _MESSAGE_FIELDS = (
     "id, number, state, reference, error_code, error_message, updated_at, body, media,"
