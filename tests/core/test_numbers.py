@@ -276,6 +276,7 @@ def test_reasons() -> None:
 
 
 def test_tables_are_built_lazily_and_cached(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(numbers, "_VALID", {})
     monkeypatch.setitem(numbers._TABLES, "91", numbers._Lazy("91", 91))
     number_problem("919876543210")
     table = numbers._TABLES["91"]
@@ -307,3 +308,39 @@ def test_fallback_agrees_too() -> None:
             fallback = numbers._Fallback(cc, "XX").classify(candidate[size:])
             table = numbers._TABLES[str(cc)].classify(candidate[size:])
             assert (fallback[0], fallback[1] is None) == (table[0], table[1] is None), candidate
+
+
+def test_valid_numbers_are_remembered_and_answer_the_same(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(numbers, "_VALID", {})
+    calls: list[str] = []
+    classify = numbers._classify
+
+    def counting(number: str) -> tuple[str | None, str | None]:
+        calls.append(number)
+        return classify(number)
+
+    monkeypatch.setattr(numbers, "_classify", counting)
+    for _ in range(3):
+        assert number_problem("919876543210") is None
+        assert region_of("919876543210") == "IN"
+        assert region_of("14165550123") == "CA"
+        assert number_problem("9198765") == "wrong length for IN"
+        assert number_problem("44020794600001") is not None
+    # Valid numbers are validated once; refused ones every time (never remembered).
+    assert calls.count("919876543210") == 1
+    assert calls.count("14165550123") == 1
+    assert calls.count("9198765") == 3
+    assert calls.count("44020794600001") == 3
+    assert numbers._VALID == {"919876543210": "IN", "14165550123": "CA"}
+
+
+def test_remembered_numbers_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(numbers, "_VALID", {})
+    monkeypatch.setattr(numbers, "VALID_CACHE_SIZE", 50)
+    valid = [n for n in (f"9198765{i:05d}" for i in range(200)) if number_problem(n) is None]
+    assert len(valid) > 100
+    assert 0 < len(numbers._VALID) <= 50
+    # Starting over forgets nothing that matters: every answer is still right.
+    assert all(number_problem(n) is None for n in valid)
+    assert len(numbers._VALID) <= 50
