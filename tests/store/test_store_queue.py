@@ -75,6 +75,31 @@ async def test_priority_first_then_fifo(store: Store, make: Any) -> None:
     assert all(m.channel_id == channel.id and m.project_id == project.id for m in claimed)
 
 
+async def test_message_ids_name_the_accepted_entries_in_order(store: Store, make: Any) -> None:
+    """Refused entries (a bad number, a duplicate) take no id and shift none: every id the
+    push answers with holds the entry it is listed for, across the store's 500-row chunks."""
+    project, _, _ = await make.project()
+    channel = await make.channel(project.id)
+    data: list[dict[str, Any]] = [
+        {"number": f"91987654{i:04d}", "message": f"m {i}"} for i in range(1203)]
+    data[7] = {"number": "12", "message": "too short"}
+    data[600] = dict(data[599])   # a duplicate
+    body = decode_push(json.dumps({"globalmessage": "", "data": data}))
+    plan = plan_push(body, channel, Limits())
+    assert len(plan.refused) == 2
+    first = await queue(store, channel, 3, time.time(), tag="before")
+    result = await store.accept_push(project.id, channel, plan, time.time(), None)
+    assert len(result.message_ids) == len(plan.accepted) == 1201
+    assert result.message_ids == sorted(result.message_ids)
+    assert min(result.message_ids) > max(first.message_ids)
+    for mid, row in zip(result.message_ids, plan.accepted, strict=True):
+        if mid % 97 and row[0] not in (6, 8, 499, 500, 501, 599, 601, 1202):
+            continue   # a sample, and the edges of the refusals and of the chunks
+        message = await store.get_message(project.id, mid)
+        assert message is not None
+        assert (message["number"], message["message"]) == (row[1], row[2])
+
+
 async def test_claim_limit_and_no_double_claim(store: Store, make: Any) -> None:
     project, _, _ = await make.project()
     channel = await make.channel(project.id)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import json
 import queue
 import sqlite3
@@ -439,7 +440,11 @@ class SQLiteStore(Store):
         now: float,
         expires_at: float | None,
     ) -> AcceptResult:
-        return await self._write(_accept_job, project_id, channel, plan, now, expires_at)
+        rows = _message_rows(plan)
+        push_id, first_id, balance = await self._write(_accept_job, project_id, channel, plan,
+                                                       rows, now, expires_at)
+        return AcceptResult(push_id=push_id, balance_micro=balance,
+                            message_ids=list(range(first_id, first_id + len(plan.accepted))))
 
     # --- reports ----------------------------------------------------------------------------
     async def get_push(self, project_id: int, push_id: int) -> dict[str, Any] | None:
@@ -517,8 +522,9 @@ class SQLiteStore(Store):
         self, channel_id: int, worker_id: str, limit: int, now: float, lease_seconds: float,
         min_priority: int = 0,
     ) -> list[OutboundMessage]:
-        return await self._write(_claim_job, channel_id, worker_id, limit, now, lease_seconds,
-                                 min_priority)
+        expired, fresh = await self._write(_claim_job, channel_id, worker_id, limit, now,
+                                           lease_seconds, min_priority)
+        return _outbound_messages(expired, fresh)
 
     async def record_outcomes(
         self, worker_id: str, results: Sequence[SendResult], now: float, policy: RetryPolicy
@@ -806,11 +812,22 @@ _INSERT_CHUNK = 500
 _INSERT_MESSAGE_WIDTH = 9   # parameters per row; the push-wide ones come first, once
 
 
+def _message_rows(plan: PushPlan) -> list[Any]:
+    """The accepted rows as ``_insert_messages_sql`` binds them, flat: each row's offset in
+    the push (its id is the push's first id plus that), then the plan's columns. Built on
+    the caller's thread: the writer thread is the accept path's bottleneck for large pushes,
+    and this loop was ~0.5 µs a message of its time (docs/benchmarks.md)."""
+    if not plan.refused:   # every entry accepted: an entry's index is its offset
+        return list(itertools.chain.from_iterable(plan.accepted))
+    return [value for offset, row in enumerate(plan.accepted) for value in (offset, *row[1:])]
+
+
 @functools.lru_cache(maxsize=8)
 def _insert_messages_sql(rows: int) -> str:
-    # ?1..?6 are the same for every row of a push (push_id, project_id, channel_id, priority,
-    # now, expires_at) and are bound once per statement; the anonymous ? of the VALUES rows
-    # are numbered from 7 on (SQLite numbers a bare ? one past the largest so far). Binding
+    # ?1..?7 are the same for every row of a push (push_id, project_id, channel_id, priority,
+    # now, expires_at, first id) and are bound once per statement; the anonymous ? of the
+    # VALUES rows are numbered from 8 on (SQLite numbers a bare ? one past the largest so
+    # far). Binding
     # runs under the GIL on the writer thread: 9 instead of 17 parameters per row inserts
     # 181k → 215k rows/s (bench/store_driver.py, median of 3); end to end on 1,000-recipient
     # pushes the gain is within run-to-run noise (three A/Bs: +9 %, -8 %, -9 %;
@@ -819,7 +836,7 @@ def _insert_messages_sql(rows: int) -> str:
     return ("INSERT INTO messages (id, push_id, project_id, channel_id, number, body, media,"
             " media_kind, reference, priority, state, parts, segments, credit_micro, attempts,"
             " resends, next_attempt_at, created_at, updated_at, expires_at)"
-            " SELECT column1, ?1, ?2, ?3, column2, column3, column4, column5, column6, ?4,"
+            " SELECT ?7 + column1, ?1, ?2, ?3, column2, column3, column4, column5, column6, ?4,"
             " 'queued', column7, column8, column9, 0, 0, ?5, ?5, ?5, ?6 FROM (VALUES "
             + ", ".join([one] * rows) + ")")
 
@@ -829,9 +846,12 @@ def _accept_job(
     project_id: int,
     channel: ChannelSpec,
     plan: PushPlan,
+    rows: list[Any],
     now: float,
     expires_at: float | None,
-) -> AcceptResult:
+) -> tuple[int, int, int]:
+    """Charge, record the push and insert its messages: (push id, first message id, balance
+    after). ``rows`` is ``_message_rows(plan)``."""
     total = plan.credit_total
     row = conn.execute(
         "UPDATE projects SET balance_micro = balance_micro - ? WHERE id = ?"
@@ -861,29 +881,27 @@ def _accept_job(
 
     # Ids are handed out here, under the write lock, so the answer can list them in order
     # without reading them back.
-    base = conn.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()[0]
-    inline_ref = f"media:{media_id}" if media_id is not None else None
-    ids = list(range(base + 1, base + 1 + len(plan.accepted)))
-    values: list[Any] = []
-    for mid, (_index, number, body, media_ref, kind, reference, parts, segments, credit) in zip(
-            ids, plan.accepted, strict=True):
-        if media_ref == "inline:":
-            media_ref = inline_ref
-        values += (mid, number, body, media_ref, kind, reference, parts, segments, credit)
-    push_wide = [push_id, project_id, channel.id, plan.priority, now, expires_at]
+    first_id = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM messages").fetchone()[0]
+    width = _INSERT_MESSAGE_WIDTH
+    if media_id is not None:
+        # The messages of a push with inline media point at its one stored copy.
+        rows = rows.copy()
+        rows[3::width] = [f"media:{media_id}" if media_ref == "inline:" else media_ref
+                          for media_ref in rows[3::width]]
+    push_wide = [push_id, project_id, channel.id, plan.priority, now, expires_at, first_id]
     # Multi-row INSERTs of up to 500 rows: ~30 % faster than executemany of one-row
     # statements for 1,000-recipient pushes (docs/benchmarks.md).
-    width = _INSERT_MESSAGE_WIDTH
-    for start in range(0, len(ids), _INSERT_CHUNK):
-        count = min(_INSERT_CHUNK, len(ids) - start)
-        conn.execute(_insert_messages_sql(count),
-                     push_wide + values[start * width:(start + count) * width])
+    count = len(plan.accepted)
+    for start in range(0, count, _INSERT_CHUNK):
+        size = min(_INSERT_CHUNK, count - start)
+        conn.execute(_insert_messages_sql(size),
+                     push_wide + rows[start * width:(start + size) * width])
     if plan.extras is not None:
         # Only template pushes carry channel data: the plain hot path binds nothing more.
         conn.executemany("UPDATE messages SET extra = ? WHERE id = ?",
-                         [(extra, mid) for mid, extra in zip(ids, plan.extras, strict=True)
-                          if extra is not None])
-    return AcceptResult(push_id=push_id, message_ids=ids, balance_micro=balance_after)
+                         [(extra, first_id + offset)
+                          for offset, extra in enumerate(plan.extras) if extra is not None])
+    return push_id, first_id, balance_after
 
 
 def _acquire_leases_job(
@@ -937,7 +955,9 @@ def _claim_job(
     now: float,
     lease_seconds: float,
     min_priority: int = 0,
-) -> list[OutboundMessage]:
+) -> tuple[list[Any], list[Any]]:
+    """Claim up to ``limit`` of the channel's due messages: (re-claimed, fresh) rows, each
+    ``_CLAIM_RETURNING`` (fresh ones with ``claims`` after it)."""
     until = now + lease_seconds
     expired = _reclaim_expired(conn, channel_id, worker_id, now, until, limit,
                                _CLAIM_RETURNING, min_priority)
@@ -964,6 +984,14 @@ def _claim_job(
                for r in expired]
     conn.executemany(
         "INSERT INTO message_events (message_id, state, at, detail) VALUES (?, ?, ?, ?)", events)
+    return expired, fresh
+
+
+def _outbound_messages(expired: list[Any], fresh: list[Any]) -> list[OutboundMessage]:
+    """The claimed rows as messages to send, highest priority first. Built on the caller's
+    thread, not the writer's: the writer is the dispatch path's bottleneck (~80 % busy
+    through the sandbox), and these objects were ~12 % of its time (py-spy,
+    docs/benchmarks.md)."""
     messages = [
         OutboundMessage(id=r[0], push_id=r[1], project_id=r[2], channel_id=r[3], number=r[4],
                         text=r[5], media_url=r[6], media_kind=r[7], parts=r[8], priority=r[9],
