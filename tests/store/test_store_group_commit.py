@@ -125,3 +125,44 @@ async def test_failing_job_in_one_writer_batch_keeps_the_others(
     [(messages,)] = query("SELECT count(*) FROM messages")
     [(debits,)] = query("SELECT count(*) FROM credit_ledger WHERE delta_micro < 0")
     assert (pushes, messages, debits) == (5, 50, 5)
+
+
+@pytest.mark.sqlite_only
+async def test_sqlite_writers_of_several_processes_take_turns_on_the_lock_file(
+    store: Store, make: Any, db_url: str, tmp_path: Any
+) -> None:
+    """Another process's writer holds the lock for its transaction: this store's writes wait
+    for it (and are then done, none lost); two stores on one file interleave cleanly."""
+    import fcntl
+    import os
+
+    from pushgate.store.sqlite import WRITE_LOCK_SUFFIX, SQLiteStore
+
+    project, _, _ = await make.project(credits="100")
+    channel = await make.channel(project.id)
+    assert isinstance(store, SQLiteStore)
+    lock_fd = os.open(store.path + WRITE_LOCK_SUFFIX, os.O_RDWR)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)   # as another process's writer would
+        waiting = asyncio.ensure_future(
+            store.accept_push(project.id, channel, make_plan(3, tag="held"), time.time(), None))
+        done, _ = await asyncio.wait([waiting], timeout=0.3)
+        assert not done, "the write went ahead while another writer held the lock"
+        fcntl.flock(lock_fd, fcntl.LOCK_UN)
+        held = await asyncio.wait_for(waiting, 10)
+    finally:
+        os.close(lock_fd)
+    assert len(held.message_ids) == 3
+
+    other = SQLiteStore(db_url)   # a second writer on the same file
+    await other.open()
+    try:
+        results = await asyncio.gather(*(
+            (store if n % 2 else other).accept_push(
+                project.id, channel, make_plan(10, tag=f"p{n}"), time.time(), None)
+            for n in range(40)))
+    finally:
+        await other.close()
+    ids = [mid for r in results for mid in r.message_ids] + held.message_ids
+    assert len(set(ids)) == 403
+    assert await balance(store, project.id) == parse_credits("100") - 403 * PRICE

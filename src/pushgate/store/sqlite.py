@@ -5,7 +5,8 @@ one writer thread, which takes all jobs waiting at that moment into one transact
 savepoint of its own, so one job's error does not undo the others), commits once, and only then
 resolves each job's future. Under load this is group commit: many small pushes share an fsync;
 when idle a job commits alone with no added wait. Reads use a separate connection on the
-caller's thread; WAL lets them run beside the writer.
+caller's thread; WAL lets them run beside the writer. Several processes may share the file
+(API processes on one port, a worker): their writers take turns on a lock file beside it.
 
 The SQL is written against the DB-API directly rather than through SQLAlchemy Core: the accept
 and claim paths move hundreds of thousands of rows a second, and ``bench/store_driver.py``
@@ -17,9 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import functools
 import itertools
 import json
+import os
 import queue
 import sqlite3
 import sys
@@ -79,6 +82,9 @@ T = TypeVar("T")
 # How many jobs at most share one transaction; bounds the latency a job can add to others.
 GROUP_COMMIT_MAX_JOBS = 256
 BUSY_TIMEOUT_MS = 10_000
+#: Beside the database file (like its -wal and -shm): the lock every process's writer holds
+#: for the length of one transaction.
+WRITE_LOCK_SUFFIX = "-writelock"
 #: Seconds; see SQLiteStore.open.
 WRITER_SWITCH_INTERVAL = 0.0002
 
@@ -127,6 +133,7 @@ class _Writer(threading.Thread):
     def __init__(self, path: str) -> None:
         super().__init__(name="pushgate-sqlite-writer", daemon=True)
         self.path = path
+        self.lock_fd = -1   # WRITE_LOCK_SUFFIX's file, opened by run()
         self.jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self.ready = threading.Event()
         self.error: BaseException | None = None
@@ -134,6 +141,7 @@ class _Writer(threading.Thread):
     def run(self) -> None:
         try:
             conn = _connect(self.path)
+            self.lock_fd = os.open(self.path + WRITE_LOCK_SUFFIX, os.O_RDWR | os.O_CREAT, 0o600)
         except BaseException as exc:  # reported by open()
             self.error = exc
             self.ready.set()
@@ -154,8 +162,17 @@ class _Writer(threading.Thread):
                     stopping = True
                     break
                 batch.append(job)
-            self._run_batch(conn, batch)
+            # Processes sharing the file (several `serve --api-only --reuse-port`, a
+            # `worker`) take turns here: a blocked flock wakes the moment the holder is done,
+            # where SQLite's own busy handler sleeps and polls (p99 in seconds with two API
+            # processes, docs/benchmarks.md). The flock call releases the GIL while it waits.
+            fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
+            try:
+                self._run_batch(conn, batch)
+            finally:
+                fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
         conn.close()
+        os.close(self.lock_fd)
 
     @staticmethod
     def _run_batch(conn: sqlite3.Connection, batch: list[_Job]) -> None:
