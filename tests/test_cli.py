@@ -76,8 +76,8 @@ def test_serve_keeps_idle_connections_open_as_configured(
     monkeypatch.setenv("PUSHGATE_DATABASE_URL", url)
     seen: dict[str, Any] = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **options: seen.update(options))
-    cli.serve(host="127.0.0.1", port=8123, api_only=True)
+    cli.serve(host="127.0.0.1", port=8123, api_only=True, reuse_port=False)
     assert seen["timeout_keep_alive"] == 75.0
     monkeypatch.setenv("PUSHGATE_KEEP_ALIVE_SECONDS", "120")
-    cli.serve(host="127.0.0.1", port=8123, api_only=True)
+    cli.serve(host="127.0.0.1", port=8123, api_only=True, reuse_port=False)
     assert seen["timeout_keep_alive"] == 120.0

@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import signal
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -155,6 +156,11 @@ def serve(
     port: int = typer.Option(None, help="Port (PUSHGATE_PORT)."),
     api_only: bool = typer.Option(False, "--api-only",
                                   help="Serve the API only; run `pushgate worker` elsewhere."),
+    reuse_port: bool = typer.Option(
+        False, "--reuse-port",
+        help="Share the port with other `pushgate serve --reuse-port` processes (SO_REUSEPORT):"
+             " the kernel spreads connections among them. One process accepts only as fast"
+             " as one core runs Python; add `--api-only` ones to use more cores."),
 ) -> None:
     """Run the HTTP API, and (unless --api-only) the dispatcher and webhook deliverer."""
     import uvicorn
@@ -163,15 +169,42 @@ def serve(
 
     settings = Settings()
     _logging()
+    host = host or settings.host
+    port = port or settings.port
+    sock = None
+    if reuse_port:
+        try:
+            sock = _reuse_port_socket(host, port)
+        except OSError as exc:
+            _fail(f"cannot listen on {host}:{port} with --reuse-port: {exc}")
+            return
     try:
         application = create_app(settings, run_workers=not api_only)
     except StoreUnavailable as exc:
         _fail(str(exc))
         return
     # Phones keep event streams open: give them 5 s to close on SIGTERM, not forever.
-    uvicorn.run(application, host=host or settings.host, port=port or settings.port,
-                log_level="warning", access_log=False, timeout_graceful_shutdown=5,
-                timeout_keep_alive=settings.keep_alive_seconds)
+    options: dict[str, Any] = {
+        "log_level": "warning", "access_log": False, "timeout_graceful_shutdown": 5,
+        "timeout_keep_alive": settings.keep_alive_seconds}
+    if sock is None:
+        uvicorn.run(application, host=host, port=port, **options)
+    else:
+        uvicorn.Server(uvicorn.Config(application, host=host, port=port, **options)).run(
+            sockets=[sock])
+
+
+def _reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port that other processes may bind too (SO_REUSEPORT)."""
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise OSError("this system has no SO_REUSEPORT")
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(address)
+    return sock
 
 
 @app.command()

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
@@ -498,6 +499,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
         return Response(orjson.dumps({
             "status": "ok", "database": "ok", "version": __version__,
             "dispatcher": gateway.dispatcher is not None,
+            # Which process answered, when several share a port (`serve --reuse-port`).
+            "pid": os.getpid(),
         }), media_type=JSON)
 
     @app.get("/metrics", tags=["Operations"], summary="Prometheus metrics")
