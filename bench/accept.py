@@ -5,7 +5,9 @@ measured alone) on a free 127.0.0.1 port with a fresh SQLite database (migrated,
 plenty of credit and a sandbox channel made with the CLI's `--json`; the per-token rate limit
 off, up to 10,000 recipients a push). Client processes, each an httpx AsyncClient with
 keep-alive connections, send pre-built dynamic pushes (distinct valid numbers, a different text
-per entry; several bodies with disjoint numbers, sent in turn) in a closed loop: a warm-up, then
+per entry; several bodies with disjoint numbers, sent in turn: ~20,000 numbers in all, a
+customer base the server remembers as valid after their first push; `--numbers 150000` for
+numbers it must validate every time) in a closed loop: a warm-up, then
 a bounded measured window. Every answer must be HTTP 200 with status 100 and every entry
 accepted; anything else counts as an error.
 
@@ -16,7 +18,8 @@ gives the median and the spread (min–max) of the runs.
 
     python bench/accept.py [--seconds 10] [--sizes 1,100,1000,10000] [--repeat 3]
                            [--processes P --connections C] [--client httpx|raw]
-                           [--wait-quiet 60] [--backend sqlite|postgres]
+                           [--wait-quiet 60] [--backend sqlite|postgres] [--numbers 20000]
+                           [--servers 2]
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import (  # noqa: E402
     Gateway,
     cpu_seconds,
+    free_port,
     machine_busy,
     median_spread,
     percentile,
@@ -62,10 +66,16 @@ def build_body(token: str, size: int, offset: int = 0) -> bytes:
     })
 
 
-def build_bodies(token: str, size: int) -> list[bytes]:
-    """Several bodies with disjoint numbers and texts (about 20,000 entries in all), sent in
-    turn, so nothing the server might cache per number or per text flatters the figures."""
-    count = max(2, min(1000, 20_000 // size))
+#: Distinct numbers the pushes of a run go to, by default: a business's customer base, which
+#: the server's memory of valid numbers holds (``core.numbers.VALID_CACHE_SIZE``, 100,000), so
+#: each is validated once. ``--numbers 150000`` exceeds it: every number is validated again.
+KNOWN_NUMBERS = 20_000
+
+
+def build_bodies(token: str, size: int, numbers: int = KNOWN_NUMBERS) -> list[bytes]:
+    """Several bodies with disjoint numbers and texts (about ``numbers`` entries in all), sent
+    in turn: no two entries of a body, nor two bodies, share a number or a text."""
+    count = max(2, min(1000, numbers // size))
     return [build_body(token, size, k * size) for k in range(count)]
 
 
@@ -172,9 +182,9 @@ def _client(base: str, bodies: list[bytes], size: int, connections: int, measure
     out.put(asyncio.run(run()))
 
 
-def run_once(base: str, server_pid: int, bodies: list[bytes], size: int, processes: int,
-             connections: int, seconds: float, warmup: float, kind: str = "httpx"
-             ) -> dict[str, Any]:
+def run_once(base: str, server_pids: list[int], bodies: list[bytes], size: int,
+             processes: int, connections: int, seconds: float, warmup: float,
+             kind: str = "httpx") -> dict[str, Any]:
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     # Client processes take ~1 s to start; the warm-up begins once they all can have.
@@ -187,9 +197,9 @@ def run_once(base: str, server_pid: int, bodies: list[bytes], size: int, process
     for worker in workers:
         worker.start()
     time.sleep(max(0.0, measure_from - time.monotonic()))
-    server_cpu0, (busy0, total0) = cpu_seconds(server_pid), machine_busy()
+    server_cpu0, (busy0, total0) = sum(map(cpu_seconds, server_pids)), machine_busy()
     time.sleep(max(0.0, end - time.monotonic()))
-    server_cpu1, (busy1, total1) = cpu_seconds(server_pid), machine_busy()
+    server_cpu1, (busy1, total1) = sum(map(cpu_seconds, server_pids)), machine_busy()
     results = [out.get(timeout=seconds + warmup + 120) for _ in workers]
     for worker in workers:
         worker.join()
@@ -217,15 +227,17 @@ def run_once(base: str, server_pid: int, bodies: list[bytes], size: int, process
 def _line(label: str, row: dict[str, Any]) -> str:
     return (f"{label} {row['size']:>6} recipients/push {row['clients']:>3} clients "
             f"({row['processes']} {row['client']})  {row['pushes_s']:>8.1f} pushes/s "
-            f"{row['messages_s']:>9.0f} messages/s  p50 {row['p50_ms']:6.1f} ms  "
+            f"{row['messages_s']:>9.0f} messages/s ({row['numbers']} numbers, "
+            f"{row['servers']} server{'s' if row['servers'] > 1 else ''})  "
+            f"p50 {row['p50_ms']:6.1f} ms  "
             f"p99 {row['p99_ms']:6.1f} ms  errors {row['errors']}  CPU server "
             f"{row['server_cpu']:3.0f} % clients {row['client_cpu']:3.0f} % "
             f"other {row['other_cpu']:3.0f} % (of {row['cores'] * 100} %)")
 
 
 def run_case(backend: str, size: int, processes: int, connections: int, seconds: float,
-             warmup: float, repeat: int, quiet: float = 0.0, kind: str = "httpx"
-             ) -> dict[str, Any]:
+             warmup: float, repeat: int, quiet: float = 0.0, kind: str = "httpx",
+             numbers: int = KNOWN_NUMBERS, servers: int = 1) -> dict[str, Any]:
     """`repeat` runs, each on a fresh gateway and database; the median of each figure. With
     `quiet` > 0, each run first waits up to that many seconds for an idle machine."""
     runs = []
@@ -233,17 +245,24 @@ def run_case(backend: str, size: int, processes: int, connections: int, seconds:
         if quiet > 0:
             wait_quiet(quiet)
         with Gateway(backend) as gateway:
-            base = gateway.serve("--api-only")
-            assert gateway.server is not None
-            bodies = build_bodies(gateway.token, size)   # built before the clock starts
-            row = run_once(base, gateway.server.pid, bodies, size, processes, connections,
-                           seconds, warmup, kind)
+            if servers == 1:
+                base = gateway.serve("--api-only")
+            else:   # several API processes on one port (`serve --reuse-port`)
+                port = free_port()
+                for _ in range(servers):
+                    base = gateway.serve("--api-only", "--reuse-port", port=port)
+            bodies = build_bodies(gateway.token, size, numbers)   # before the clock starts
+            row = run_once(base, [p.pid for p in gateway.servers], bodies, size, processes,
+                           connections, seconds, warmup, kind)
+        row["numbers"] = numbers
+        row["servers"] = servers
         runs.append(row)
         # On PostgreSQL "other" includes the database server itself.
         disturbed = backend == "sqlite" and row["other_cpu"] > 15
         print(_line(f"accept {backend:6s}", row)
               + ("  DISTURBED: other load" if disturbed else ""), flush=True)
     summary: dict[str, Any] = {"size": size, "client": kind, "processes": processes,
+                               "numbers": numbers, "servers": servers,
                                "clients": processes * connections, "runs": runs,
                                "errors": sum(r["errors"] for r in runs),
                                "cores": runs[0]["cores"]}
@@ -270,6 +289,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--connections", type=int, help="connections per client process")
     parser.add_argument("--client", default="httpx", choices=("httpx", "raw"),
                         help="httpx.AsyncClient, or a minimal asyncio HTTP/1.1 client")
+    parser.add_argument("--numbers", type=int, default=KNOWN_NUMBERS,
+                        help="distinct numbers the pushes go to (default: a customer base the "
+                             "server remembers as valid; 150000: validated every time)")
+    parser.add_argument("--servers", type=int, default=1,
+                        help="API processes sharing the port (`serve --api-only --reuse-port`)")
     parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
                         help="before each run, wait up to this long for an idle machine")
     args = parser.parse_args(argv)
@@ -281,7 +305,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             size, (1, 8))
         rows.append(run_case(args.backend, size, args.processes or processes,
                              args.connections or connections, args.seconds, args.warmup,
-                             args.repeat, args.wait_quiet, args.client))
+                             args.repeat, args.wait_quiet, args.client, args.numbers,
+                             args.servers))
     return rows
 
 

@@ -73,7 +73,8 @@ class Gateway:
                     "PUSHGATE_MAX_RECIPIENTS": "10000",
                     "PUSHGATE_IDLE_POLL_SECONDS": "0.05"}
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.server: subprocess.Popen[bytes] | None = None
+        self.server: subprocess.Popen[bytes] | None = None   # the last one started
+        self.servers: list[subprocess.Popen[bytes]] = []
         self.cli("migrate")
         project = self.cli_json("project", "create", "bench", "--credits", "100000000")
         self.token = project["token"]
@@ -100,18 +101,24 @@ class Gateway:
         self.procs.append(proc)
         return proc
 
-    def serve(self, *args: str) -> str:
-        port = free_port()
+    def serve(self, *args: str, port: int | None = None) -> str:
+        """Start `pushgate serve ARGS` (on ``port``, shared with `--reuse-port`, or a free
+        one) and wait until this very process answers its health check."""
+        port = port or free_port()
         self.server = self.start("serve", "--port", str(port), *args)
+        self.servers.append(self.server)
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                # A fresh connection each time: the kernel may hand it to any process sharing
+                # the port.
+                answer = httpx.get(f"{base}/healthz", timeout=1)
+                if answer.status_code == 200 and answer.json().get("pid") == self.server.pid:
                     return base
             except httpx.HTTPError:
                 pass
-            time.sleep(0.1)
+            time.sleep(0.05)
         raise RuntimeError("the gateway did not become healthy within 30 s")
 
     def close(self) -> None:

@@ -2,8 +2,10 @@
 
     python bench/run.py             # accept 1/100/1,000/10,000 recipients (10 s each, the
                                     # 1,000 case 3 times; 1 and 100 also with the raw
-                                    # client), dispatch 200,000 (and 100,000 delivered
-                                    # by simulated receipts), store driver, status
+                                    # client; 1,000 and 10,000 again to numbers the
+                                    # server does not remember), dispatch 200,000
+                                    # (and 100,000 delivered by simulated
+                                    # receipts), store driver, status
                                     # updates one per call (callbacks), SMPP,
                                     # WhatsApp Cloud through a fake Graph API (50,000), and a
                                     # 1,000,000-message backlog (about 7 min in all)
@@ -71,6 +73,9 @@ def main(argv: list[str] | None = None) -> None:
         results["accept"] = accept.main(["--seconds", seconds, "--sizes", "1,100,10000"])
         results["accept"] += accept.main(["--seconds", seconds, "--sizes", "1000",
                                           "--repeat", "3"])
+        # Numbers the server has not seen lately: every one validated (the worst case).
+        results["accept"] += accept.main(["--seconds", seconds, "--sizes", "1000,10000",
+                                          "--numbers", "150000"])
         # The small pushes again with a client light enough to measure the server.
         results["accept"] += accept.main(["--seconds", seconds, "--sizes", "1,100",
                                           "--client", "raw"])
