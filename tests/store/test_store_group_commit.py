@@ -166,3 +166,43 @@ async def test_sqlite_writers_of_several_processes_take_turns_on_the_lock_file(
     ids = [mid for r in results for mid in r.message_ids] + held.message_ids
     assert len(set(ids)) == 403
     assert await balance(store, project.id) == parse_credits("100") - 403 * PRICE
+
+
+@pytest.mark.sqlite_only
+async def test_sqlite_listen_names_the_channels_of_pushes_other_processes_queued(
+    store: Store, make: Any, db_url: str
+) -> None:
+    """SQLite has no NOTIFY: ``listen`` notices another connection's commits and names the
+    channel of every push recorded since its last look, once per look."""
+    from pushgate.store.sqlite import SQLiteStore
+
+    project, _, _ = await make.project(credits="100")
+    first = await make.channel(project.id)
+    second = await make.channel(project.id, application=2)
+    await store.accept_push(project.id, first, make_plan(2, tag="before"), time.time(), None)
+    heard: list[int] = []
+    woke = asyncio.Event()
+
+    def on_channel(channel_id: int) -> None:
+        heard.append(channel_id)
+        woke.set()
+
+    listener = asyncio.ensure_future(store.listen(on_channel))
+    other = SQLiteStore(db_url)   # another process's store on the same file
+    await other.open()
+    try:
+        await asyncio.sleep(0.1)
+        assert heard == []   # pushes before it started are not news
+        for n in range(3):
+            await other.accept_push(project.id, second, make_plan(5, tag=f"s{n}"),
+                                    time.time(), None)
+        await asyncio.wait_for(woke.wait(), 10)
+        await asyncio.sleep(0.1)
+        assert set(heard) == {second.id}
+        woke.clear()
+        await other.accept_push(project.id, first, make_plan(5, tag="f"), time.time(), None)
+        await asyncio.wait_for(woke.wait(), 10)
+        assert heard[-1] == first.id
+    finally:
+        listener.cancel()
+        await other.close()

@@ -85,6 +85,8 @@ BUSY_TIMEOUT_MS = 10_000
 #: Beside the database file (like its -wal and -shm): the lock every process's writer holds
 #: for the length of one transaction.
 WRITE_LOCK_SUFFIX = "-writelock"
+#: Seconds between two looks for pushes other processes queued (SQLiteStore.listen).
+LISTEN_POLL_SECONDS = 0.02
 #: Seconds; see SQLiteStore.open.
 WRITER_SWITCH_INTERVAL = 0.0002
 
@@ -599,6 +601,32 @@ class SQLiteStore(Store):
                 " AND priority >= ? AND lease_until < ? LIMIT 1",
                 (channel_id, min_priority, now)).fetchone()
         return row is not None
+
+    async def listen(self, on_channel: Callable[[int], None]) -> None:
+        """Until cancelled: every ``LISTEN_POLL_SECONDS``, ask SQLite whether another
+        connection committed (``PRAGMA data_version``: a read of shared memory, microseconds),
+        and if so call ``on_channel`` for the channel of each push recorded since the last
+        look (push ids only grow, so that is a range of the primary key, one row a push).
+        Pushes taken by another process on this file (``serve --api-only``, ``--reuse-port``)
+        then wake this process's dispatcher within milliseconds, not at its next poll."""
+        conn = _connect(self.path)
+        try:
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            last_push = conn.execute("SELECT coalesce(max(id), 0) FROM pushes").fetchone()[0]
+            while True:
+                await asyncio.sleep(LISTEN_POLL_SECONDS)
+                now_version = conn.execute("PRAGMA data_version").fetchone()[0]
+                if now_version == version:
+                    continue
+                version = now_version
+                rows = conn.execute("SELECT id, channel_id FROM pushes WHERE id > ? ORDER BY id",
+                                    (last_push,)).fetchall()
+                if rows:
+                    last_push = rows[-1][0]
+                    for channel_id in {channel_id for _id, channel_id in rows}:
+                        on_channel(channel_id)
+        finally:
+            conn.close()
 
     # --- webhooks ---------------------------------------------------------------------------
     async def claim_outbox(
