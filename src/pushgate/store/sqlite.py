@@ -867,7 +867,7 @@ def _message_rows(plan: PushPlan) -> list[Any]:
     """The accepted rows as ``_insert_messages_sql`` binds them, flat: each row's offset in
     the push (its id is the push's first id plus that), then the plan's columns. Built on
     the caller's thread: the writer thread is the accept path's bottleneck for large pushes,
-    and this loop was ~0.5 µs a message of its time (docs/benchmarks.md)."""
+    and building them there cost it ~0.2–0.3 µs a message (docs/benchmarks.md)."""
     if not plan.refused:   # every entry accepted: an entry's index is its offset
         return list(itertools.chain.from_iterable(plan.accepted))
     return [value for offset, row in enumerate(plan.accepted) for value in (offset, *row[1:])]
@@ -878,11 +878,10 @@ def _insert_messages_sql(rows: int) -> str:
     # ?1..?7 are the same for every row of a push (push_id, project_id, channel_id, priority,
     # now, expires_at, first id) and are bound once per statement; the anonymous ? of the
     # VALUES rows are numbered from 8 on (SQLite numbers a bare ? one past the largest so
-    # far). Binding
-    # runs under the GIL on the writer thread: 9 instead of 17 parameters per row inserts
-    # 181k → 215k rows/s (bench/store_driver.py, median of 3); end to end on 1,000-recipient
-    # pushes the gain is within run-to-run noise (three A/Bs: +9 %, -8 %, -9 %;
-    # docs/benchmarks.md).
+    # far). Binding runs under the GIL on the writer thread: 9 instead of 17 parameters per
+    # row inserts 181k → 215k rows/s (bench/store_driver.py, median of 3); end to end on
+    # 1,000-recipient pushes the gain is within run-to-run noise (three A/Bs: +9 %, -8 %,
+    # -9 %; docs/benchmarks.md).
     one = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
     return ("INSERT INTO messages (id, push_id, project_id, channel_id, number, body, media,"
             " media_kind, reference, priority, state, parts, segments, credit_micro, attempts,"
@@ -1042,9 +1041,9 @@ def _claim_job(
 
 def _outbound_messages(expired: list[Any], fresh: list[Any]) -> list[OutboundMessage]:
     """The claimed rows as messages to send, highest priority first. Built on the caller's
-    thread, not the writer's: the writer is the dispatch path's bottleneck (~80 % busy
-    through the sandbox), and these objects were ~12 % of its time (py-spy,
-    docs/benchmarks.md)."""
+    thread, not the writer's: the writer is the dispatch path's busiest thread (~80 % busy
+    through the sandbox), and these objects were ~12 % of its time (py-spy; the end-to-end
+    A/B was within noise, docs/benchmarks.md)."""
     messages = [
         OutboundMessage(id=r[0], push_id=r[1], project_id=r[2], channel_id=r[3], number=r[4],
                         text=r[5], media_url=r[6], media_kind=r[7], parts=r[8], priority=r[9],
