@@ -372,7 +372,10 @@ async def test_messages_past_their_validity_are_never_handed_out(
     held = await _push(client, token, NUMBERS[:1])
     assert [i["id"] for i in await _fetch(client, silent)] == held
     fresh = await _push(client, token, NUMBERS[1:2])
-    query("UPDATE messages SET expires_at = ?", time.time() - 1)
+    # Their validity ends now: each message's, and its push's due sweep (migration 0007).
+    past = time.time() - 1
+    query("UPDATE messages SET expires_at = ?", past)
+    query("UPDATE pushes SET expiry_due = ?", past)
     await asyncio.sleep(0.3)
     assert await _fetch(client, other) == []
     assert _states(query, held + fresh) == {held[0]: "queued", fresh[0]: "queued"}

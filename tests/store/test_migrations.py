@@ -53,3 +53,34 @@ async def test_a_send_recorded_before_0006_still_counts_for_caps_and_shows_once(
             "queued", "sending", "submitted", "delivered"]
     finally:
         await store.close()
+
+
+async def test_messages_queued_before_0007_still_expire(db_url: str, query: Any) -> None:
+    command.downgrade(alembic_config(db_url), "0006")
+    now = time.time()
+    query("INSERT INTO projects (id, name, balance_micro, created_at) VALUES (1, 'p', 0, ?)",
+          now)
+    # Push 1: one message queued, one delivered, both past their validity. Push 2: sent in
+    # full, so it has nothing left to expire.
+    query("INSERT INTO pushes (id, project_id, channel_id, priority, entries, accepted,"
+          " credit_micro, created_at) VALUES (1, 1, 3, 0, 2, 2, 10000, ?),"
+          " (2, 1, 3, 0, 1, 1, 5000, ?)", now - 700, now - 700)
+    for message_id, push_id, state in [(7, 1, "queued"), (8, 1, "delivered"),
+                                       (9, 2, "submitted")]:
+        query("INSERT INTO messages (id, push_id, project_id, channel_id, number, body,"
+              " priority, state, parts, segments, credit_micro, next_attempt_at, created_at,"
+              " updated_at, expires_at) VALUES (?, ?, 1, 3, '919876543210', 'hi', 0, ?, 1, 1,"
+              " 5000, ?, ?, ?, ?)", message_id, push_id, state, now - 700, now - 700,
+              now - 700, now - 100)
+    upgrade(db_url)
+    assert query("SELECT id, expiry_due FROM pushes ORDER BY id") == [(1, now - 100),
+                                                                      (2, None)]
+    store = store_for_url(db_url)
+    await store.open()
+    try:
+        assert await store.expire_due(now, 10) == 1
+    finally:
+        await store.close()
+    assert query("SELECT id, state FROM messages ORDER BY id") == [
+        (7, "expired"), (8, "delivered"), (9, "submitted")]
+    assert query("SELECT balance_micro FROM projects") == [(5000,)]

@@ -591,6 +591,34 @@ async def test_expire_due(store: Store, make: Any) -> None:
     assert {m.id for m in remaining} == set(later.message_ids + never.message_ids)
 
 
+async def test_a_message_in_flight_at_expiry_expires_when_it_comes_back(
+        store: Store, make: Any, query: Any) -> None:
+    """Validity is swept push by push (migration 0007): a push stays due while any of its
+    messages is live, so one being sent at its expiry and retried later still expires; a
+    push with nothing live left leaves the sweep."""
+    project, _, _ = await make.project()
+    channel = await make.channel(project.id)
+    t0 = time.time()
+    pushed = await queue(store, channel, 2, t0, expires_at=t0 + 100)
+    done = await queue(store, channel, 1, t0, priority=1, expires_at=t0 + 100)
+    claimed = await store.claim_messages(channel.id, "w", 2, t0 + 1, LEASE)
+    assert [m.id for m in claimed] == [done.message_ids[0], pushed.message_ids[0]]
+    await store.record_outcomes("w", [SendResult(done.message_ids[0], ok=True,
+                                                 provider_id="p-done")], t0 + 2, RetryPolicy())
+
+    assert await store.expire_due(t0 + 200, 100) == 1   # the queued one; one is in flight
+    assert await states(store, project.id, pushed.message_ids) == ["sending", "expired"]
+    await store.record_outcomes("w", [SendResult(pushed.message_ids[0], ok=False,
+                                                 retryable=True, error_code="503")],
+                                t0 + 250, RetryPolicy())
+    assert await states(store, project.id, pushed.message_ids) == ["queued", "expired"]
+    assert await store.expire_due(t0 + 300, 100) == 1
+    assert await states(store, project.id, pushed.message_ids) == ["expired", "expired"]
+    assert await states(store, project.id, done.message_ids) == ["submitted"]
+    assert query("SELECT count(*) FROM pushes WHERE expiry_due IS NOT NULL") == [(0,)]
+    assert await store.expire_due(t0 + 400, 100) == 0
+
+
 async def test_expire_due_respects_limit(store: Store, make: Any) -> None:
     project, _, _ = await make.project()
     channel = await make.channel(project.id)

@@ -451,12 +451,12 @@ class PostgresStore(Store):
         count = len(plan.accepted)
         row = await conn.fetchrow(
             "WITH p AS (INSERT INTO pushes (project_id, channel_id, priority, entries, accepted,"
-            " credit_micro, media_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-            " RETURNING id)"
+            " credit_micro, media_id, created_at, expiry_due)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10) RETURNING id)"
             " SELECT (SELECT id FROM p),"
             " array(SELECT nextval($9::regclass) FROM generate_series(1, $5))",
             project_id, channel.id, plan.priority, plan.total_entries, count, total, media_id,
-            now, self._message_seq)
+            now, self._message_seq, expires_at)
         push_id = int(row[0])
         # Drawn from the sequence in one statement; sorted, they follow the request's order,
         # which is also the queue's FIFO order within a priority.
@@ -1067,14 +1067,31 @@ class PostgresStore(Store):
         async def job(conn: asyncpg.Connection) -> int:
             await conn.execute("DELETE FROM early_updates WHERE received_at < $1",
                                now - EARLY_UPDATE_TTL)
-            rows = await conn.fetch(
-                "WITH due AS (SELECT id FROM messages WHERE state = 'queued'"
-                " AND expires_at IS NOT NULL AND expires_at < $1 LIMIT $2"
-                " FOR UPDATE SKIP LOCKED)"
-                " UPDATE messages m SET state = 'expired',"
-                " error_message = 'validity period ended', updated_at = $1"
-                " FROM due WHERE m.id = due.id RETURNING m.id, m.project_id, m.credit_micro",
-                now, limit)
+            # Push by push (migration 0007): a due push's queued messages past their
+            # validity expire; once none of its messages is live the push is done, else
+            # (some are still being sent, and may come back queued) it stays due. Pushes
+            # another worker is sweeping are skipped.
+            rows: list[Any] = []
+            due = await conn.fetch(
+                "SELECT id FROM pushes WHERE expiry_due IS NOT NULL AND expiry_due < $1"
+                " ORDER BY expiry_due LIMIT $2 FOR UPDATE SKIP LOCKED", now, limit)
+            for (push_id,) in due:
+                left = limit - len(rows)
+                expired = await conn.fetch(
+                    "WITH due AS (SELECT id FROM messages WHERE push_id = $2"
+                    " AND state = 'queued' AND expires_at < $1 LIMIT $3"
+                    " FOR UPDATE SKIP LOCKED)"
+                    " UPDATE messages m SET state = 'expired',"
+                    " error_message = 'validity period ended', updated_at = $1"
+                    " FROM due WHERE m.id = due.id RETURNING m.id, m.project_id,"
+                    " m.credit_micro", now, push_id, left)
+                rows += expired
+                if len(expired) == left:
+                    break   # the limit: the rest of this push next time
+                await conn.execute(
+                    "UPDATE pushes SET expiry_due = (SELECT min(expires_at) FROM messages"
+                    " WHERE push_id = $1 AND state IN ('queued', 'sending')) WHERE id = $1",
+                    push_id)
             if not rows:
                 return 0
             refunds: dict[int, int] = defaultdict(int)

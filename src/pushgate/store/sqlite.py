@@ -921,9 +921,9 @@ def _accept_job(
             (project_id, str(media.kind), media.content_type, media.data, now)).lastrowid
     push_id = int(conn.execute(
         "INSERT INTO pushes (project_id, channel_id, priority, entries, accepted, credit_micro,"
-        " media_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        " media_id, created_at, expiry_due) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (project_id, channel.id, plan.priority, plan.total_entries, len(plan.accepted), total,
-         media_id, now)).lastrowid or 0)
+         media_id, now, expires_at)).lastrowid or 0)
     if total:
         conn.execute(
             "INSERT INTO credit_ledger (project_id, delta_micro, reason, push_id, at)"
@@ -1304,11 +1304,25 @@ def _apply_status_job(conn: sqlite3.Connection, updates: list[StatusUpdate],
 
 def _expire_job(conn: sqlite3.Connection, now: float, limit: int) -> int:
     conn.execute("DELETE FROM early_updates WHERE received_at < ?", (now - EARLY_UPDATE_TTL,))
-    rows = conn.execute(
-        "UPDATE messages SET state = 'expired', error_message = 'validity period ended',"
-        " updated_at = ? WHERE id IN (SELECT id FROM messages WHERE state = 'queued'"
-        " AND expires_at IS NOT NULL AND expires_at < ? LIMIT ?)"
-        " RETURNING id, project_id, credit_micro", (now, now, limit)).fetchall()
+    # Push by push (migration 0007): a due push's queued messages past their validity expire;
+    # once none of its messages is live the push is done, else (some are still being sent,
+    # and may come back queued) it stays due and is looked at again next time.
+    rows: list[Any] = []
+    due = conn.execute("SELECT id FROM pushes WHERE expiry_due IS NOT NULL AND expiry_due < ?"
+                       " ORDER BY expiry_due LIMIT ?", (now, limit)).fetchall()
+    for (push_id,) in due:
+        left = limit - len(rows)
+        expired = conn.execute(
+            "UPDATE messages SET state = 'expired', error_message = 'validity period ended',"
+            " updated_at = ? WHERE id IN (SELECT id FROM messages WHERE push_id = ?"
+            " AND state = 'queued' AND expires_at < ? LIMIT ?)"
+            " RETURNING id, project_id, credit_micro", (now, push_id, now, left)).fetchall()
+        rows += expired
+        if len(expired) == left:
+            break   # the limit: the rest of this push next time
+        conn.execute(
+            "UPDATE pushes SET expiry_due = (SELECT min(expires_at) FROM messages"
+            f" WHERE push_id = ? AND {_LIVE}) WHERE id = ?", (push_id, push_id))
     if not rows:
         return 0
     hooks = _webhook_projects(conn)
