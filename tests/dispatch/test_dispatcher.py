@@ -374,3 +374,29 @@ async def test_a_failing_lane_stops_its_runner_and_every_other_lane(
     after = steps
     await asyncio.sleep(0.1)
     assert steps == after   # no lane still stepping
+
+
+async def test_one_sweep_expires_a_backlog_past_its_validity(
+        store: Store, make: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sweep calls the store again while a call comes back full: 2,500 due messages in
+    batches of 1,000 are expired by one sweep, not one batch per dispatcher cycle."""
+    from pushgate.dispatch import worker
+
+    project, _, _ = await make.project(credits="100")
+    channel = await make.channel(project.id)
+    data = [{"number": f"9198765{i:05d}", "message": f"m {i}"} for i in range(2500)]
+    plan = plan_push(decode_push(json.dumps({"data": data})), channel, Limits())
+    now = time.time()
+    accepted = await store.accept_push(project.id, channel, plan, now - 20, now - 10)
+    calls: list[int] = []
+    expire_due = store.expire_due
+
+    async def counted(at: float, limit: int) -> int:
+        calls.append(limit)
+        return await expire_due(at, limit)
+
+    monkeypatch.setattr(store, "expire_due", counted)
+    dispatcher = Dispatcher(store, worker_id="w")
+    assert await dispatcher.expire_due() == 2500
+    assert calls == [worker.EXPIRE_BATCH] * 3
+    assert await counts(store, project.id, accepted.push_id) == {"expired": 2500}

@@ -619,6 +619,22 @@ async def test_a_message_in_flight_at_expiry_expires_when_it_comes_back(
     assert await store.expire_due(t0 + 400, 100) == 0
 
 
+async def test_a_queued_message_past_its_validity_is_never_claimed(
+        store: Store, make: Any) -> None:
+    project, _, _ = await make.project()
+    channel = await make.channel(project.id)
+    t0 = time.time()
+    stale = await queue(store, channel, 2, t0, tag="stale", expires_at=t0 + 10)
+    fresh = await queue(store, channel, 1, t0, tag="fresh", expires_at=t0 + 1000)
+    assert await store.has_ready_messages(channel.id, t0 + 5)
+    claimed = await store.claim_messages(channel.id, "w", 10, t0 + 20, LEASE)
+    assert [m.id for m in claimed] == fresh.message_ids
+    assert not await store.has_ready_messages(channel.id, t0 + 20)
+    assert await states(store, project.id, stale.message_ids) == ["queued"] * 2
+    assert await store.expire_due(t0 + 20, 100) == 2
+    assert await states(store, project.id, stale.message_ids) == ["expired"] * 2
+
+
 async def test_expire_due_respects_limit(store: Store, make: Any) -> None:
     project, _, _ = await make.project()
     channel = await make.channel(project.id)

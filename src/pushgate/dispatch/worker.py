@@ -51,6 +51,11 @@ PRIORITY_CHECK_SECONDS = 0.02
 # `sending`, so a worker killed mid-batch leaves only its last moments of sends to come back
 # as possible re-sends, not up to a second's worth, and their reports go out as they happen.
 RECORD_EVERY_SECONDS = 0.05
+# Messages past their validity expired per store call; a sweep keeps calling while the calls
+# come back full (a backlog past its validity), for at most EXPIRE_BUDGET_SECONDS: a message
+# past its validity is never claimed, so until the sweep reaches it every claim passes over it.
+EXPIRE_BATCH = 1000
+EXPIRE_BUDGET_SECONDS = 1.0
 
 
 def _shareable(spec: ChannelSpec) -> bool:
@@ -404,6 +409,17 @@ class Dispatcher:
         for runner, _task in self.runners.values():
             runner.wake_up()
 
+    async def expire_due(self) -> int:
+        """Expire and refund what is past its validity: batches of EXPIRE_BATCH while they
+        come back full, for at most EXPIRE_BUDGET_SECONDS; how many."""
+        deadline = time.monotonic() + EXPIRE_BUDGET_SECONDS
+        total = 0
+        while True:
+            expired = await self.store.expire_due(time.time(), EXPIRE_BATCH)
+            total += expired
+            if expired < EXPIRE_BATCH or time.monotonic() >= deadline:
+                return total
+
     def notify_webhooks(self) -> None:
         if self.webhook_wake is not None:
             self.webhook_wake.set()
@@ -417,7 +433,7 @@ class Dispatcher:
             while not self._stopping.is_set():
                 try:
                     await self.refresh()
-                    await self.store.expire_due(time.time(), 1000)
+                    await self.expire_due()
                 except StoreUnavailable as exc:
                     log.warning("dispatcher: store unavailable (%s)", exc)
                 self._refresh_now.clear()

@@ -634,8 +634,11 @@ class PostgresStore(Store):
                 "WITH expired AS (SELECT id FROM messages WHERE channel_id = $1"
                 "  AND state = 'sending' AND priority >= $6 AND lease_until < $2"
                 "  ORDER BY priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED),"
+                # A queued message past its validity is never claimed: the sweep
+                # (expire_due) expires and refunds it, as a phone never gets one.
                 " fresh AS (SELECT id FROM messages WHERE channel_id = $1"
                 "  AND state = 'queued' AND priority >= $6 AND next_attempt_at <= $2"
+                "  AND (expires_at IS NULL OR expires_at >= $2)"
                 "  ORDER BY priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED),"
                 " c AS (SELECT id, true AS resend FROM expired"
                 "  UNION ALL SELECT id, false FROM fresh LIMIT $3),"
@@ -1116,7 +1119,8 @@ class PostgresStore(Store):
                                  min_priority: int = 0) -> bool:
         return bool(await self._fetchval(
             "SELECT EXISTS (SELECT 1 FROM messages WHERE channel_id = $1 AND state = 'queued'"
-            " AND priority >= $3 AND next_attempt_at <= $2) OR EXISTS (SELECT 1 FROM messages"
+            " AND priority >= $3 AND next_attempt_at <= $2"
+            " AND (expires_at IS NULL OR expires_at >= $2)) OR EXISTS (SELECT 1 FROM messages"
             " WHERE channel_id = $1 AND state = 'sending' AND priority >= $3"
             " AND lease_until < $2)", channel_id, now, min_priority))
 

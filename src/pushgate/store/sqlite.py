@@ -95,6 +95,10 @@ WRITER_SWITCH_INTERVAL = 0.0002
 # messages by channel add this one.
 _LIVE = "state IN ('queued', 'sending')"
 
+# A queued message past its validity is never claimed: it waits for the sweep (expire_due) to
+# expire and refund it, as a phone never gets one (claim_for_device). Bound to `now`.
+_VALID = "(expires_at IS NULL OR expires_at >= ?)"
+
 _CLAIM_RETURNING = "id, push_id, project_id, channel_id, number, body, media, media_kind, " \
     "parts, priority, attempts, extra"
 
@@ -593,8 +597,8 @@ class SQLiteStore(Store):
         conn = self._read()
         row = conn.execute(
             f"SELECT 1 FROM messages WHERE channel_id = ? AND state = 'queued' AND {_LIVE}"
-            " AND priority >= ? AND next_attempt_at <= ? LIMIT 1",
-            (channel_id, min_priority, now)).fetchone()
+            f" AND priority >= ? AND next_attempt_at <= ? AND {_VALID} LIMIT 1",
+            (channel_id, min_priority, now, now)).fetchone()
         if row is None:
             row = conn.execute(
                 f"SELECT 1 FROM messages WHERE channel_id = ? AND state = 'sending' AND {_LIVE}"
@@ -1025,9 +1029,9 @@ def _claim_job(
             " first_claim_by = CASE WHEN claims = 0 THEN ? ELSE first_claim_by END"
             " WHERE id IN (SELECT id FROM messages"
             f" WHERE channel_id = ? AND state = 'queued' AND {_LIVE} AND priority >= ?"
-            " AND next_attempt_at <= ?"
+            f" AND next_attempt_at <= ? AND {_VALID}"
             f" ORDER BY priority DESC, id LIMIT ?) RETURNING {_CLAIM_RETURNING}, claims",
-            (until, worker_id, now, now, worker_id, channel_id, min_priority, now,
+            (until, worker_id, now, now, worker_id, channel_id, min_priority, now, now,
              limit - len(expired))).fetchall()
     events = [(r[0], "sending", now, f"worker {worker_id}, attempt {r[10]}")
               for r in fresh if r[12] > 1]
