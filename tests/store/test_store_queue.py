@@ -619,6 +619,24 @@ async def test_a_message_in_flight_at_expiry_expires_when_it_comes_back(
     assert await store.expire_due(t0 + 400, 100) == 0
 
 
+async def test_a_push_still_in_flight_at_expiry_does_not_hold_up_the_sweep(
+        store: Store, make: Any) -> None:
+    """A due push whose only live message is being sent is looked at again only
+    EXPIRY_RECHECK_SECONDS later: a sweep of one push at a time reaches the next due push
+    instead of reading the stuck one over and over."""
+    project, _, _ = await make.project()
+    channel = await make.channel(project.id)
+    t0 = time.time()
+    stuck = await queue(store, channel, 1, t0, tag="stuck", priority=1, expires_at=t0 + 10)
+    behind = await queue(store, channel, 1, t0, tag="behind", expires_at=t0 + 20)
+    [claimed] = await store.claim_messages(channel.id, "w", 1, t0 + 1, LEASE)
+    assert claimed.id == stuck.message_ids[0]
+    assert await store.expire_due(t0 + 30, 1) == 0   # the stuck push, nothing to expire
+    assert await store.expire_due(t0 + 31, 1) == 1   # then the one behind it
+    assert await states(store, project.id, behind.message_ids) == ["expired"]
+    assert await states(store, project.id, stuck.message_ids) == ["sending"]
+
+
 async def test_a_queued_message_past_its_validity_is_never_claimed(
         store: Store, make: Any) -> None:
     project, _, _ = await make.project()

@@ -28,6 +28,11 @@ from pushgate.core.push import InlineMedia, PushPlan
 
 #: Seconds a status update for an unknown provider id is kept waiting for its id.
 EARLY_UPDATE_TTL = 86_400.0
+#: Seconds before the validity sweep looks again at a push whose messages past their validity
+#: are still being sent (one may come back queued). Until then the push goes to the back of
+#: the sweep's order, so pushes stuck in flight cannot hold up the others; a message that
+#: comes back queued meanwhile is never claimed, only expired later.
+EXPIRY_RECHECK_SECONDS = 60.0
 
 
 class InsufficientCredit(Exception):

@@ -59,6 +59,7 @@ from pushgate.store.base import (
     DEVICE_COLUMNS,
     DEVICE_HISTORY_SECONDS,
     EARLY_UPDATE_TTL,
+    EXPIRY_RECHECK_SECONDS,
     Device,
     DeviceClaim,
     DeviceMessage,
@@ -1072,8 +1073,8 @@ class PostgresStore(Store):
                                now - EARLY_UPDATE_TTL)
             # Push by push (migration 0007): a due push's queued messages past their
             # validity expire; once none of its messages is live the push is done, else
-            # (some are still being sent, and may come back queued) it stays due. Pushes
-            # another worker is sweeping are skipped.
+            # (some are still being sent, and may come back queued) it is looked at again
+            # EXPIRY_RECHECK_SECONDS later. Pushes another worker is sweeping are skipped.
             rows: list[Any] = []
             due = await conn.fetch(
                 "SELECT id FROM pushes WHERE expiry_due IS NOT NULL AND expiry_due < $1"
@@ -1092,9 +1093,10 @@ class PostgresStore(Store):
                 if len(expired) == left:
                     break   # the limit: the rest of this push next time
                 await conn.execute(
-                    "UPDATE pushes SET expiry_due = (SELECT min(expires_at) FROM messages"
+                    "UPDATE pushes SET expiry_due = (SELECT CASE WHEN min(expires_at) IS NULL"
+                    " THEN NULL ELSE greatest(min(expires_at), $2) END FROM messages"
                     " WHERE push_id = $1 AND state IN ('queued', 'sending')) WHERE id = $1",
-                    push_id)
+                    push_id, now + EXPIRY_RECHECK_SECONDS)
             if not rows:
                 return 0
             refunds: dict[int, int] = defaultdict(int)

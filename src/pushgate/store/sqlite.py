@@ -52,6 +52,7 @@ from pushgate.store.base import (
     DEVICE_COLUMNS,
     DEVICE_HISTORY_SECONDS,
     EARLY_UPDATE_TTL,
+    EXPIRY_RECHECK_SECONDS,
     Device,
     DeviceClaim,
     DeviceMessage,
@@ -1310,7 +1311,7 @@ def _expire_job(conn: sqlite3.Connection, now: float, limit: int) -> int:
     conn.execute("DELETE FROM early_updates WHERE received_at < ?", (now - EARLY_UPDATE_TTL,))
     # Push by push (migration 0007): a due push's queued messages past their validity expire;
     # once none of its messages is live the push is done, else (some are still being sent,
-    # and may come back queued) it stays due and is looked at again next time.
+    # and may come back queued) it is looked at again EXPIRY_RECHECK_SECONDS later.
     rows: list[Any] = []
     due = conn.execute("SELECT id FROM pushes WHERE expiry_due IS NOT NULL AND expiry_due < ?"
                        " ORDER BY expiry_due LIMIT ?", (now, limit)).fetchall()
@@ -1325,8 +1326,9 @@ def _expire_job(conn: sqlite3.Connection, now: float, limit: int) -> int:
         if len(expired) == left:
             break   # the limit: the rest of this push next time
         conn.execute(
-            "UPDATE pushes SET expiry_due = (SELECT min(expires_at) FROM messages"
-            f" WHERE push_id = ? AND {_LIVE}) WHERE id = ?", (push_id, push_id))
+            "UPDATE pushes SET expiry_due = (SELECT max(min(expires_at), ?) FROM messages"
+            f" WHERE push_id = ? AND {_LIVE}) WHERE id = ?",
+            (now + EXPIRY_RECHECK_SECONDS, push_id, push_id))
     if not rows:
         return 0
     hooks = _webhook_projects(conn)
