@@ -5,6 +5,7 @@ so they also prove that a failing job does not undo the others of its batch."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from typing import Any
@@ -166,6 +167,59 @@ async def test_sqlite_writers_of_several_processes_take_turns_on_the_lock_file(
     ids = [mid for r in results for mid in r.message_ids] + held.message_ids
     assert len(set(ids)) == 403
     assert await balance(store, project.id) == parse_credits("100") - 403 * PRICE
+
+
+@pytest.mark.sqlite_only
+async def test_a_sqlite_writer_waiting_for_the_lock_goes_before_its_holder_comes_back(
+    store: Store, make: Any
+) -> None:
+    """flock alone is not fair: a writer that unlocks and at once locks again can beat the one
+    it has just woken, time after time. A waiting writer holds the turn, so another process's
+    writer coming back for the lock queues behind it."""
+    import fcntl
+    import os
+    import sqlite3
+
+    from pushgate.store.sqlite import WRITE_LOCK_SUFFIX, WRITE_TURN_SUFFIX, SQLiteStore
+
+    project, _, _ = await make.project(credits="100")
+    channel = await make.channel(project.id)
+    assert isinstance(store, SQLiteStore)
+    # Another process's writer, in its transaction.
+    lock_fd = os.open(store.path + WRITE_LOCK_SUFFIX, os.O_RDWR)
+    turn_fd = os.open(store.path + WRITE_TURN_SUFFIX, os.O_RDWR)
+    fcntl.flock(lock_fd, fcntl.LOCK_EX)
+    try:
+        waiting = asyncio.ensure_future(
+            store.accept_push(project.id, channel, make_plan(3, tag="waiting"), time.time(),
+                              None))
+        deadline = time.monotonic() + 10
+        while True:   # until this store's writer waits for the lock holding the turn
+            try:
+                fcntl.flock(turn_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                break
+            fcntl.flock(turn_fd, fcntl.LOCK_UN)
+            assert time.monotonic() < deadline, "the waiting writer never took the turn"
+            await asyncio.sleep(0.01)
+
+        def finish_and_lock_again() -> int:
+            fcntl.flock(lock_fd, fcntl.LOCK_UN)
+            fcntl.flock(turn_fd, fcntl.LOCK_EX)
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            fcntl.flock(turn_fd, fcntl.LOCK_UN)
+            with contextlib.closing(sqlite3.connect(store.path)) as conn:
+                [(count,)] = conn.execute(
+                    "SELECT count(*) FROM messages WHERE body LIKE 'waiting %'").fetchall()
+            return int(count)
+
+        committed_before_the_holder_came_back = await asyncio.to_thread(finish_and_lock_again)
+    finally:
+        fcntl.flock(lock_fd, fcntl.LOCK_UN)
+        os.close(lock_fd)
+        os.close(turn_fd)
+    assert committed_before_the_holder_came_back == 3
+    assert len((await asyncio.wait_for(waiting, 10)).message_ids) == 3
 
 
 @pytest.mark.sqlite_only

@@ -86,6 +86,8 @@ BUSY_TIMEOUT_MS = 10_000
 #: Beside the database file (like its -wal and -shm): the lock every process's writer holds
 #: for the length of one transaction.
 WRITE_LOCK_SUFFIX = "-writelock"
+#: Beside it, the turn a writer holds while it waits for that lock (see _Writer.run).
+WRITE_TURN_SUFFIX = "-writeturn"
 #: Seconds between two looks for pushes other processes queued (SQLiteStore.listen).
 LISTEN_POLL_SECONDS = 0.02
 #: Seconds; see SQLiteStore.open.
@@ -141,6 +143,7 @@ class _Writer(threading.Thread):
         super().__init__(name="pushgate-sqlite-writer", daemon=True)
         self.path = path
         self.lock_fd = -1   # WRITE_LOCK_SUFFIX's file, opened by run()
+        self.turn_fd = -1   # WRITE_TURN_SUFFIX's file, likewise
         self.jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self.ready = threading.Event()
         self.error: BaseException | None = None
@@ -149,6 +152,7 @@ class _Writer(threading.Thread):
         try:
             conn = _connect(self.path)
             self.lock_fd = os.open(self.path + WRITE_LOCK_SUFFIX, os.O_RDWR | os.O_CREAT, 0o600)
+            self.turn_fd = os.open(self.path + WRITE_TURN_SUFFIX, os.O_RDWR | os.O_CREAT, 0o600)
         except BaseException as exc:  # reported by open()
             self.error = exc
             self.ready.set()
@@ -172,48 +176,66 @@ class _Writer(threading.Thread):
             # Processes sharing the file (several `serve --api-only --reuse-port`, a
             # `worker`) take turns here: a blocked flock wakes the moment the holder is done,
             # where SQLite's own busy handler sleeps and polls (p99 in seconds with two API
-            # processes, docs/benchmarks.md). The flock call releases the GIL while it waits.
-            fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
+            # processes, docs/benchmarks.md). The flock calls release the GIL while they wait.
+            # flock is not fair: a busy holder that unlocks and locks again at once wins over
+            # the waiter it has just woken, which then waited up to 300 ms. So a writer holds
+            # the turn while it waits for the lock; the holder, back for more, queues behind.
+            fcntl.flock(self.turn_fd, fcntl.LOCK_EX)
             try:
-                self._run_batch(conn, batch)
+                fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
+            finally:
+                fcntl.flock(self.turn_fd, fcntl.LOCK_UN)
+            try:
+                answers = self._run_batch(conn, batch)
             finally:
                 fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
+            # Answered once the lock is free for the next writer.
+            for loop, resolved in answers.items():
+                loop.call_soon_threadsafe(_resolve_all, resolved)
         conn.close()
         os.close(self.lock_fd)
+        os.close(self.turn_fd)
 
     @staticmethod
-    def _run_batch(conn: sqlite3.Connection, batch: list[_Job]) -> None:
-        outcomes: list[tuple[bool, Any]] = []
+    def _run_batch(conn: sqlite3.Connection, batch: list[_Job]) -> dict[
+            asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]]:
+        """One transaction for the batch: each job's outcome, by the event loop to answer."""
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             error = StoreUnavailable(f"cannot start a write transaction: {exc}")
-            for job in batch:
-                job.loop.call_soon_threadsafe(_resolve, job.future, False, error)
-            return
-        for job in batch:
-            conn.execute("SAVEPOINT job")
-            try:
-                outcomes.append((True, job.fn(conn, *job.args)))
-                conn.execute("RELEASE job")
-            except BaseException as exc:  # the job's own error goes back to its caller
-                conn.execute("ROLLBACK TO job")
-                conn.execute("RELEASE job")
-                outcomes.append((False, exc))
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            error = StoreUnavailable(f"commit failed: {exc}")
             outcomes = [(False, error)] * len(batch)
+        else:
+            outcomes = _run_jobs(conn, batch)
         # One wake-up per event loop, not per job: each call_soon_threadsafe writes to the
         # loop's self-pipe.
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
         for job, (ok, value) in zip(batch, outcomes, strict=True):
             by_loop.setdefault(job.loop, []).append((job.future, ok, value))
-        for loop, answers in by_loop.items():
-            loop.call_soon_threadsafe(_resolve_all, answers)
+        return by_loop
+
+
+def _run_jobs(conn: sqlite3.Connection, batch: list[_Job]) -> list[tuple[bool, Any]]:
+    """The jobs of an open transaction, each in a savepoint, then the commit: their outcomes
+    (all failed if the commit did)."""
+    outcomes: list[tuple[bool, Any]] = []
+    for job in batch:
+        conn.execute("SAVEPOINT job")
+        try:
+            outcomes.append((True, job.fn(conn, *job.args)))
+            conn.execute("RELEASE job")
+        except BaseException as exc:  # the job's own error goes back to its caller
+            conn.execute("ROLLBACK TO job")
+            conn.execute("RELEASE job")
+            outcomes.append((False, exc))
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        error = StoreUnavailable(f"commit failed: {exc}")
+        outcomes = [(False, error)] * len(batch)
+    return outcomes
 
 
 def _resolve_all(answers: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
