@@ -381,7 +381,10 @@ async def test_messages_past_their_validity_are_never_handed_out(
     query("UPDATE messages SET expires_at = ?", past)
     query("UPDATE pushes SET expiry_due = ?", past)
     await asyncio.sleep(0.3)
-    assert await _fetch(client, other) == []
-    assert _states(query, held + fresh) == {held[0]: "queued", fresh[0]: "queued"}
+    assert await _fetch(client, other) == []   # neither the silent phone's nor the new one
+    assert _states(query, held + fresh) == {held[0]: "sending", fresh[0]: "queued"}
     assert await store.expire_due(time.time(), 10) == 2
     assert set(_states(query, held + fresh).values()) == {"expired"}
+    assert query("SELECT id, error_message FROM messages ORDER BY id") == [
+        (int(held[0]), "validity period ended before its last send was confirmed"),
+        (int(fresh[0]), "validity period ended")]

@@ -569,8 +569,8 @@ async def test_expire_due(store: Store, make: Any) -> None:
     never = await queue(store, channel, 1, t0, tag="never", expires_at=None)
     sending = await queue(store, channel, 1, t0, tag="sending", priority=1,
                           expires_at=t0 + 100)
-    # A message already sending does not expire (the channel may have it).
-    [claimed] = await store.claim_messages(channel.id, "w", 1, t0 + 1, LEASE)
+    # A message already sending, its lease live, does not expire (the channel may have it).
+    [claimed] = await store.claim_messages(channel.id, "w", 1, t0 + 1, 1000.0)
     assert claimed.id == sending.message_ids[0]
     assert await balance(store, project.id) == parse_credits("1") - 7 * PRICE
 
@@ -601,7 +601,7 @@ async def test_a_message_in_flight_at_expiry_expires_when_it_comes_back(
     t0 = time.time()
     pushed = await queue(store, channel, 2, t0, expires_at=t0 + 100)
     done = await queue(store, channel, 1, t0, priority=1, expires_at=t0 + 100)
-    claimed = await store.claim_messages(channel.id, "w", 2, t0 + 1, LEASE)
+    claimed = await store.claim_messages(channel.id, "w", 2, t0 + 1, 1000.0)
     assert [m.id for m in claimed] == [done.message_ids[0], pushed.message_ids[0]]
     await store.record_outcomes("w", [SendResult(done.message_ids[0], ok=True,
                                                  provider_id="p-done")], t0 + 2, RetryPolicy())
@@ -629,7 +629,7 @@ async def test_a_push_still_in_flight_at_expiry_does_not_hold_up_the_sweep(
     t0 = time.time()
     stuck = await queue(store, channel, 1, t0, tag="stuck", priority=1, expires_at=t0 + 10)
     behind = await queue(store, channel, 1, t0, tag="behind", expires_at=t0 + 20)
-    [claimed] = await store.claim_messages(channel.id, "w", 1, t0 + 1, LEASE)
+    [claimed] = await store.claim_messages(channel.id, "w", 1, t0 + 1, 1000.0)
     assert claimed.id == stuck.message_ids[0]
     assert await store.expire_due(t0 + 30, 1) == 0   # the stuck push, nothing to expire
     assert await store.expire_due(t0 + 31, 1) == 1   # then the one behind it
@@ -651,6 +651,42 @@ async def test_a_queued_message_past_its_validity_is_never_claimed(
     assert await states(store, project.id, stale.message_ids) == ["queued"] * 2
     assert await store.expire_due(t0 + 20, 100) == 2
     assert await states(store, project.id, stale.message_ids) == ["expired"] * 2
+
+
+async def test_a_lease_that_ran_out_past_validity_is_expired_never_sent_again(
+        store: Store, make: Any) -> None:
+    """A worker stopped while sending: past the message's validity its lease running out
+    does not make it a possible re-send; the sweep expires and refunds it, saying why."""
+    project, _, _ = await make.project(credits="1", webhook_url="http://127.0.0.1:9/hook")
+    channel = await make.channel(project.id)
+    t0 = time.time()
+    stale = await queue(store, channel, 2, t0, tag="stale", expires_at=t0 + 10)
+    valid = await queue(store, channel, 1, t0, tag="valid", expires_at=t0 + 1000)
+    assert len(await store.claim_messages(channel.id, "dead", 10, t0 + 1, 5.0)) == 3
+    paid = await balance(store, project.id)
+
+    # The lease ends at t0 + 6; at t0 + 20 only the one still valid goes out again.
+    assert await store.has_ready_messages(channel.id, t0 + 20)
+    again = await store.claim_messages(channel.id, "w", 10, t0 + 20, 5.0)
+    assert [(m.id, m.possible_resend) for m in again] == [(valid.message_ids[0], True)]
+    assert not await store.has_ready_messages(channel.id, t0 + 21)
+    assert await store.claim_messages(channel.id, "w", 10, t0 + 21, 5.0) == []
+    assert await states(store, project.id, stale.message_ids) == ["sending"] * 2
+
+    assert await store.expire_due(t0 + 21, 100) == 2
+    assert await states(store, project.id, stale.message_ids) == ["expired"] * 2
+    assert await balance(store, project.id) == paid + 2 * PRICE
+    message = await store.get_message(project.id, stale.message_ids[0])
+    assert message is not None
+    assert message["events"][-1]["detail"] == (
+        "validity period ended before its last send was confirmed; credit returned")
+    reports = {item.payload["msg_id"]: item.payload
+               for batch in await store.claim_outbox("d", 100, t0 + 22, 30.0)
+               for item in batch.items if item.payload["state"] == "expired"}
+    assert set(reports) == {str(mid) for mid in stale.message_ids}
+    assert {r["error_message"] for r in reports.values()} == {
+        "validity period ended before its last send was confirmed"}
+    assert await store.claim_messages(channel.id, "w", 10, t0 + 22, 5.0) == []
 
 
 async def test_expire_due_respects_limit(store: Store, make: Any) -> None:

@@ -59,6 +59,7 @@ from pushgate.store.base import (
     DEVICE_COLUMNS,
     DEVICE_HISTORY_SECONDS,
     EARLY_UPDATE_TTL,
+    EXPIRED_UNCONFIRMED,
     EXPIRY_RECHECK_SECONDS,
     Device,
     DeviceClaim,
@@ -632,11 +633,12 @@ class PostgresStore(Store):
             # computed from the expired count made the planner guess a tenth of the table
             # and join by a sequential scan of all messages (180 ms per claim at 200,000).
             rows = await conn.fetch(
+                # A message past its validity is never claimed, neither queued nor whose
+                # lease ran out: the sweep (expire_due) expires and refunds it.
                 "WITH expired AS (SELECT id FROM messages WHERE channel_id = $1"
                 "  AND state = 'sending' AND priority >= $6 AND lease_until < $2"
+                "  AND (expires_at IS NULL OR expires_at >= $2)"
                 "  ORDER BY priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED),"
-                # A queued message past its validity is never claimed: the sweep
-                # (expire_due) expires and refunds it, as a phone never gets one.
                 " fresh AS (SELECT id FROM messages WHERE channel_id = $1"
                 "  AND state = 'queued' AND priority >= $6 AND next_attempt_at <= $2"
                 "  AND (expires_at IS NULL OR expires_at >= $2)"
@@ -1071,10 +1073,11 @@ class PostgresStore(Store):
         async def job(conn: asyncpg.Connection) -> int:
             await conn.execute("DELETE FROM early_updates WHERE received_at < $1",
                                now - EARLY_UPDATE_TTL)
-            # Push by push (migration 0007): a due push's queued messages past their
-            # validity expire; once none of its messages is live the push is done, else
-            # (some are still being sent, and may come back queued) it is looked at again
-            # EXPIRY_RECHECK_SECONDS later. Pushes another worker is sweeping are skipped.
+            # Push by push (migration 0007): a due push's messages past their validity
+            # expire, queued ones and those whose lease ran out (never sent again); once none
+            # of its messages is live the push is done, else (some are still being sent, and
+            # may come back queued) it is looked at again EXPIRY_RECHECK_SECONDS later.
+            # Pushes another worker is sweeping are skipped.
             rows: list[Any] = []
             due = await conn.fetch(
                 "SELECT id FROM pushes WHERE expiry_due IS NOT NULL AND expiry_due < $1"
@@ -1083,12 +1086,13 @@ class PostgresStore(Store):
                 left = limit - len(rows)
                 expired = await conn.fetch(
                     "WITH due AS (SELECT id FROM messages WHERE push_id = $2"
-                    " AND state = 'queued' AND expires_at < $1 LIMIT $3"
-                    " FOR UPDATE SKIP LOCKED)"
-                    " UPDATE messages m SET state = 'expired',"
-                    " error_message = 'validity period ended', updated_at = $1"
+                    " AND expires_at < $1"
+                    " AND (state = 'queued' OR (state = 'sending' AND lease_until < $1))"
+                    " LIMIT $3 FOR UPDATE SKIP LOCKED)"
+                    " UPDATE messages m SET state = 'expired', updated_at = $1, error_message ="
+                    " CASE m.state WHEN 'queued' THEN 'validity period ended' ELSE $4 END"
                     " FROM due WHERE m.id = due.id RETURNING m.id, m.project_id,"
-                    " m.credit_micro", now, push_id, left)
+                    " m.credit_micro, m.error_message", now, push_id, left, EXPIRED_UNCONFIRMED)
                 rows += expired
                 if len(expired) == left:
                     break   # the limit: the rest of this push next time
@@ -1100,18 +1104,19 @@ class PostgresStore(Store):
             if not rows:
                 return 0
             refunds: dict[int, int] = defaultdict(int)
-            for _mid, project_id, credit in rows:
+            for _mid, project_id, credit, _why in rows:
                 refunds[project_id] += credit
             hooks = {r[0] for r in await conn.fetch(
                 "SELECT id FROM projects WHERE id = ANY($1::int[])"
                 " AND coalesce(webhook_url, '') <> ''", list(refunds))}
             await conn.execute(
                 "INSERT INTO message_events (message_id, state, at, detail)"
-                " SELECT id, 'expired', $2, 'validity period ended; credit returned'"
-                " FROM unnest($1::bigint[]) AS id", [r[0] for r in rows], now)
+                " SELECT id, 'expired', $2, why || '; credit returned'"
+                " FROM unnest($1::bigint[], $3::text[]) AS e(id, why)",
+                [r[0] for r in rows], now, [r[3] for r in rows])
             await _refund(conn, refunds, now, "refund: expired")
             await _add_outbox(conn, [
-                (r[1], r[0], "expired", now, None, "validity period ended", now)
+                (r[1], r[0], "expired", now, None, r[3], now)
                 for r in rows if r[1] in hooks])
             return len(rows)
 
@@ -1124,7 +1129,8 @@ class PostgresStore(Store):
             " AND priority >= $3 AND next_attempt_at <= $2"
             " AND (expires_at IS NULL OR expires_at >= $2)) OR EXISTS (SELECT 1 FROM messages"
             " WHERE channel_id = $1 AND state = 'sending' AND priority >= $3"
-            " AND lease_until < $2)", channel_id, now, min_priority))
+            " AND lease_until < $2 AND (expires_at IS NULL OR expires_at >= $2))",
+            channel_id, now, min_priority))
 
     async def listen(self, on_channel: Callable[[int], None]) -> None:
         """Until cancelled: a dedicated connection LISTENs on ``pushgate_messages`` and calls
@@ -1530,22 +1536,14 @@ async def _claim_for_device(
                            claim.ready_at)
         return _sorted_claim(claim)
 
-    # A lease that ran out past the message's validity goes back to the queue, where the
-    # expiry refunds it: a phone never gets a stale message.
-    await conn.execute(
-        "WITH s AS (UPDATE messages SET state = 'queued', lease_until = NULL, leased_by = NULL,"
-        " updated_at = $2 WHERE id IN (SELECT id FROM messages WHERE channel_id = $1"
-        " AND state = 'sending' AND lease_until < $2 AND expires_at < $2"
-        " ORDER BY id FOR UPDATE SKIP LOCKED) RETURNING id)"
-        " INSERT INTO message_events (message_id, state, at, detail)"
-        " SELECT id, 'queued', $2, 'lease ended after the validity period; left to expire'"
-        " FROM s ORDER BY id", channel_id, now)
     # Leases that ran out first (their phone went silent; possible re-sends), then queued
     # messages, passing over a recipient another online phone wrote to lately, so one person
     # keeps hearing from one number. SKIP LOCKED: another device's claim is never waited for.
+    # Neither past its validity: the sweep expires those, a phone never gets a stale one.
     rows = await conn.fetch(
         "WITH expired AS (SELECT id FROM messages WHERE channel_id = $1"
         "  AND state = 'sending' AND lease_until < $2"
+        "  AND (expires_at IS NULL OR expires_at >= $2)"
         "  ORDER BY priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED),"
         " fresh AS (SELECT m.id FROM messages m WHERE m.channel_id = $1"
         "  AND m.state = 'queued' AND m.next_attempt_at <= $2"

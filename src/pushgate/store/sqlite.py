@@ -52,6 +52,7 @@ from pushgate.store.base import (
     DEVICE_COLUMNS,
     DEVICE_HISTORY_SECONDS,
     EARLY_UPDATE_TTL,
+    EXPIRED_UNCONFIRMED,
     EXPIRY_RECHECK_SECONDS,
     Device,
     DeviceClaim,
@@ -98,8 +99,8 @@ WRITER_SWITCH_INTERVAL = 0.0002
 # messages by channel add this one.
 _LIVE = "state IN ('queued', 'sending')"
 
-# A queued message past its validity is never claimed: it waits for the sweep (expire_due) to
-# expire and refund it, as a phone never gets one (claim_for_device). Bound to `now`.
+# A message past its validity is never claimed, neither queued nor whose lease ran out: it
+# waits for the sweep (expire_due) to expire and refund it. Bound to `now`.
 _VALID = "(expires_at IS NULL OR expires_at >= ?)"
 
 _CLAIM_RETURNING = "id, push_id, project_id, channel_id, number, body, media, media_kind, " \
@@ -625,8 +626,8 @@ class SQLiteStore(Store):
         if row is None:
             row = conn.execute(
                 f"SELECT 1 FROM messages WHERE channel_id = ? AND state = 'sending' AND {_LIVE}"
-                " AND priority >= ? AND lease_until < ? LIMIT 1",
-                (channel_id, min_priority, now)).fetchone()
+                f" AND priority >= ? AND lease_until < ? AND {_VALID} LIMIT 1",
+                (channel_id, min_priority, now, now)).fetchone()
         return row is not None
 
     async def listen(self, on_channel: Callable[[int], None]) -> None:
@@ -1087,15 +1088,15 @@ def _reclaim_expired(conn: sqlite3.Connection, channel_id: int, worker_id: str, 
                      min_priority: int = 0) -> list[Any]:
     """Claim again the channel's messages whose lease ran out while ``sending``: they may have
     reached the provider, so nothing is lost and each is counted as a possible re-send
-    (nothing is doubled silently)."""
+    (nothing is doubled silently). Not past their validity: those the sweep expires."""
     return conn.execute(
         "UPDATE messages SET lease_until = ?, leased_by = ?, attempts = attempts + 1,"
         " resends = resends + 1, claims = claims + 1, updated_at = ?"
         " WHERE id IN (SELECT id FROM messages"
         f" WHERE channel_id = ? AND state = 'sending' AND {_LIVE} AND priority >= ?"
-        " AND lease_until < ?"
+        f" AND lease_until < ? AND {_VALID}"
         f" ORDER BY priority DESC, id LIMIT ?) RETURNING {returning}",
-        (until, worker_id, now, channel_id, min_priority, now, limit)).fetchall()
+        (until, worker_id, now, channel_id, min_priority, now, now, limit)).fetchall()
 
 
 def _webhook_projects(conn: sqlite3.Connection) -> set[int]:
@@ -1331,19 +1332,22 @@ def _apply_status_job(conn: sqlite3.Connection, updates: list[StatusUpdate],
 
 def _expire_job(conn: sqlite3.Connection, now: float, limit: int) -> int:
     conn.execute("DELETE FROM early_updates WHERE received_at < ?", (now - EARLY_UPDATE_TTL,))
-    # Push by push (migration 0007): a due push's queued messages past their validity expire;
-    # once none of its messages is live the push is done, else (some are still being sent,
-    # and may come back queued) it is looked at again EXPIRY_RECHECK_SECONDS later.
+    # Push by push (migration 0007): a due push's messages past their validity expire, queued
+    # ones and those whose lease ran out (never sent again); once none of its messages is
+    # live the push is done, else (some are still being sent, and may come back queued) it is
+    # looked at again EXPIRY_RECHECK_SECONDS later.
     rows: list[Any] = []
     due = conn.execute("SELECT id FROM pushes WHERE expiry_due IS NOT NULL AND expiry_due < ?"
                        " ORDER BY expiry_due LIMIT ?", (now, limit)).fetchall()
     for (push_id,) in due:
         left = limit - len(rows)
         expired = conn.execute(
-            "UPDATE messages SET state = 'expired', error_message = 'validity period ended',"
-            " updated_at = ? WHERE id IN (SELECT id FROM messages WHERE push_id = ?"
-            " AND state = 'queued' AND expires_at < ? LIMIT ?)"
-            " RETURNING id, project_id, credit_micro", (now, push_id, now, left)).fetchall()
+            "UPDATE messages SET state = 'expired', updated_at = ?, error_message ="
+            " CASE state WHEN 'queued' THEN 'validity period ended' ELSE ? END"
+            " WHERE id IN (SELECT id FROM messages WHERE push_id = ? AND expires_at < ?"
+            " AND (state = 'queued' OR (state = 'sending' AND lease_until < ?)) LIMIT ?)"
+            " RETURNING id, project_id, credit_micro, error_message",
+            (now, EXPIRED_UNCONFIRMED, push_id, now, now, left)).fetchall()
         rows += expired
         if len(expired) == left:
             break   # the limit: the rest of this push next time
@@ -1355,13 +1359,13 @@ def _expire_job(conn: sqlite3.Connection, now: float, limit: int) -> int:
         return 0
     hooks = _webhook_projects(conn)
     refunds: dict[int, int] = defaultdict(int)
-    for _mid, project_id, credit in rows:
+    for _mid, project_id, credit, _why in rows:
         refunds[project_id] += credit
     conn.executemany(
-        "INSERT INTO message_events (message_id, state, at, detail) VALUES (?, 'expired', ?,"
-        " 'validity period ended; credit returned')", [(r[0], now) for r in rows])
+        "INSERT INTO message_events (message_id, state, at, detail) VALUES (?, 'expired', ?, ?)",
+        [(r[0], now, f"{r[3]}; credit returned") for r in rows])
     _refund(conn, refunds, now, "refund: expired")
-    _add_outbox(conn, [(r[1], r[0], "expired", now, None, "validity period ended", now)
+    _add_outbox(conn, [(r[1], r[0], "expired", now, None, r[3], now)
                        for r in rows if r[1] in hooks])
     return len(rows)
 
@@ -1465,17 +1469,8 @@ def _claim_for_device_job(
         return _sorted_claim(claim)
 
     until = now + quota.lease_seconds
-    # A lease that ran out past the message's validity goes back to the queue, where the
-    # expiry refunds it: a phone never gets a stale message.
-    stale = conn.execute(
-        "UPDATE messages SET state = 'queued', lease_until = NULL, leased_by = NULL,"
-        f" updated_at = ? WHERE channel_id = ? AND state = 'sending' AND {_LIVE}"
-        " AND lease_until < ? AND expires_at < ? RETURNING id",
-        (now, channel_id, now, now)).fetchall()
-    conn.executemany(
-        "INSERT INTO message_events (message_id, state, at, detail) VALUES (?, 'queued', ?, ?)",
-        [(r[0], now, "lease ended after the validity period; left to expire") for r in stale])
-    # A lease that ran out (its phone went silent) is handed on before anything new.
+    # A lease that ran out (its phone went silent) is handed on before anything new; past
+    # its validity it is left to the sweep, which expires it: a phone never gets a stale one.
     expired = _reclaim_expired(conn, channel_id, worker, now, until, allowance,
                                _DEVICE_MESSAGE_RETURNING)
     fresh: list[Any] = []
