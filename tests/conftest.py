@@ -225,6 +225,9 @@ AppFactory = Callable[..., Awaitable[tuple[httpx.AsyncClient, Any]]]
 async def app_client(db_url: str) -> AsyncIterator[AppFactory]:
     """``await app_client(**settings)`` → (httpx client, gateway) over an in-process app.
 
+    Private media and webhook targets are allowed unless a test says otherwise (the fakes
+    listen on 127.0.0.1).
+
     The dispatcher does not run unless ``run_workers=True``: API tests see messages stay
     queued.
     """
@@ -232,7 +235,9 @@ async def app_client(db_url: str) -> AsyncIterator[AppFactory]:
     clients: list[httpx.AsyncClient] = []
 
     async def factory(run_workers: bool = False, **overrides: Any) -> tuple[httpx.AsyncClient, Any]:
-        settings = Settings(database_url=db_url, **overrides)
+        # Fakes and receivers listen on 127.0.0.1; tests of the address checks pass False.
+        local = {"allow_private_media": True, "allow_private_webhooks": True}
+        settings = Settings(database_url=db_url, **{**local, **overrides})
         app = create_app(settings, run_workers=run_workers)
         context = app.router.lifespan_context(app)
         await context.__aenter__()

@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pushgate.config import Settings
+from pushgate.core.addresses import UrlError
 from pushgate.core.channels import (
     APPLICATION_CODES,
     ChannelSpec,
@@ -31,6 +32,7 @@ from pushgate.core.channels import (
 )
 from pushgate.core.pricing import format_credits, parse_credits
 from pushgate.core.tokens import hash_token, new_token, new_webhook_secret
+from pushgate.outbound import AddressRefused, vet_url
 from pushgate.store.base import Store, StoreUnavailable, store_for_url
 
 T = TypeVar("T")
@@ -251,6 +253,25 @@ def _run_fast(main: Coroutine[Any, Any, None]) -> None:
 
 
 # --- projects -----------------------------------------------------------------------------------
+async def _vetted_webhook(url: str | None) -> str | None:
+    """``url`` stripped, or exit: webhook URLs are http(s), and point at public addresses
+    unless PUSHGATE_ALLOW_PRIVATE_WEBHOOKS (the deliverer checks again at every send)."""
+    if not url:
+        return url
+    url = url.strip()
+    try:
+        await vet_url(url, Settings().allow_private_webhooks)
+    except UrlError as exc:
+        _fail(f"webhook URL {url!r} refused: {exc.reason}")
+    except AddressRefused as exc:
+        if exc.retryable:   # not resolvable now: the deliverer will check when it is
+            err_console.print(f"[yellow]warning:[/yellow] webhook URL {url!r}: {exc.reason}")
+        else:
+            _fail(f"webhook URL {url!r} refused: {exc.reason}; a receiver on this host or a "
+                  f"private network needs PUSHGATE_ALLOW_PRIVATE_WEBHOOKS=true")
+    return url
+
+
 @project_app.command("create")
 def project_create(
     name: str,
@@ -268,12 +289,13 @@ def project_create(
     async def run(store: Store) -> dict[str, Any]:
         if await store.find_project(name) is not None:
             _fail(f"a project named {name!r} exists already")
+        url = await _vetted_webhook(webhook)
         secret = new_webhook_secret()
-        project = await store.create_project(name, balance, webhook, secret)
+        project = await store.create_project(name, balance, url, secret)
         token = new_token()
         token_id = await store.create_token(project.id, hash_token(token), "first", [])
         return {"project_id": project.id, "name": name, "balance": format_credits(balance),
-                "token_id": token_id, "token": token, "webhook_url": webhook,
+                "token_id": token_id, "token": token, "webhook_url": url,
                 "webhook_secret": secret}
 
     _print(_with_store(run), as_json, "project created — keep the token and secret now")
@@ -315,17 +337,18 @@ def project_webhook(
 
     async def run(store: Store) -> dict[str, Any]:
         project_id = await _project_id(store, project)
+        vetted = await _vetted_webhook(url)
         secret = new_webhook_secret() if rotate_secret else None
         if incoming:
-            await store.set_incoming_webhook(project_id, url)
+            await store.set_incoming_webhook(project_id, vetted)
             if secret:
                 current = await store.get_project(project_id)
                 await store.set_webhook(project_id, current.webhook_url if current else None,
                                         secret)
-            result: dict[str, Any] = {"project_id": project_id, "incoming_webhook_url": url}
+            result: dict[str, Any] = {"project_id": project_id, "incoming_webhook_url": vetted}
         else:
-            await store.set_webhook(project_id, url, secret)
-            result = {"project_id": project_id, "webhook_url": url}
+            await store.set_webhook(project_id, vetted, secret)
+            result = {"project_id": project_id, "webhook_url": vetted}
         if secret:
             result["webhook_secret"] = secret
         return result

@@ -17,8 +17,11 @@ class Settings(BaseSettings):
     # Signs media links; set it to a long random string in production (and the same on
     # every node).
     secret_key: str = "pushgate-dev-key"
-    # Let media URLs point at private, loopback and link-local addresses (tests, labs).
+    # Let media URLs point at private, loopback and link-local addresses (tests, labs): both
+    # the push API's check of customers' media URLs and the gateway's own media downloads.
     allow_private_media: bool = False
+    # Let event and incoming webhook URLs point at such addresses (a receiver on this host).
+    allow_private_webhooks: bool = False
     # Where phones running SMS Gateway for Android find their private-server API.
     mobile_api_prefix: str = "/api/mobile/v1"
 

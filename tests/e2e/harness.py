@@ -114,7 +114,11 @@ class Harness:
         self.cli_log: list[str] = []
 
     def env(self, **extra: str) -> dict[str, str]:
-        return clean_env(PUSHGATE_DATABASE_URL=self.database_url, **extra)
+        """The processes' environment: the test's database, and (unless ``extra`` says
+        otherwise) private media and webhook targets allowed, since every fake and receiver
+        listens on 127.0.0.1."""
+        local = {"PUSHGATE_ALLOW_PRIVATE_MEDIA": "true", "PUSHGATE_ALLOW_PRIVATE_WEBHOOKS": "true"}
+        return clean_env(PUSHGATE_DATABASE_URL=self.database_url, **{**local, **extra})
 
     # --- one-shot commands ----------------------------------------------------------------
     def cli(self, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None,

@@ -30,6 +30,7 @@ from pushgate.api import metrics, openapi
 from pushgate.api.auth import Lookups, RateLimiter, authenticate, token_from
 from pushgate.api.body import read_body as read_limited_body
 from pushgate.api.devices import device_router, resume_stopped_queue
+from pushgate.api.media_hosts import plan_with_media_hosts
 from pushgate.channels.base import (
     CallbackRejected,
     CallbackRequest,
@@ -52,9 +53,9 @@ from pushgate.core.push import (
     decode_push,
     decode_token_body,
     parse_int_field,
-    plan_push,
 )
 from pushgate.dispatch.worker import Dispatcher, new_worker_id
+from pushgate.outbound import NameVerdicts
 from pushgate.store.base import InsufficientCredit, RetryPolicy, Store, StoreUnavailable
 from pushgate.webhooks.deliverer import WebhookDeliverer
 
@@ -121,6 +122,8 @@ class Gateway:
         self.limits = Limits(max_recipients=settings.max_recipients)
         self.rate_limiter = RateLimiter(settings.push_rate_per_minute)
         self.lookups = Lookups(store, settings.lookup_cache_seconds)
+        # Whether media URL hosts resolve to public addresses only, kept a few seconds.
+        self.media_names = NameVerdicts()
         self.webhook_wake = asyncio.Event()
         self.dispatcher: Dispatcher | None = None
         self.deliverer: WebhookDeliverer | None = None
@@ -184,7 +187,8 @@ def build_deliverer(settings: Settings, store: Store, worker_id: str,
     return WebhookDeliverer(
         store, worker_id, timeout=settings.webhook_timeout_seconds,
         schedule=settings.webhook_schedule(), batch_size=settings.webhook_batch,
-        idle_poll=settings.idle_poll_seconds, wake=wake)
+        idle_poll=settings.idle_poll_seconds, wake=wake,
+        allow_private=settings.allow_private_webhooks)
 
 
 def create_app(settings: Settings | None = None, store: Store | None = None,
@@ -301,7 +305,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
             hint = f" ({name})" if name else ""
             raise ApiError(Code.UNKNOWN_APPLICATION,
                            f"the project has no channel for application {application}{hint}")
-        plan = plan_push(body, channel, gateway.limits)
+        plan = await plan_with_media_hosts(body, channel, gateway.limits,
+                                           settings.allow_private_media, gateway.media_names)
         if not plan.accepted:
             error = plan.refusal_only_error()
             error.extra["data"] = _entries(plan, [])

@@ -9,7 +9,8 @@ Connectors that need the bytes behind a customer's URL (to upload them to a prov
 ``fetch_media``. The URL comes from an API caller, so fetching it naively would let anyone make
 the gateway read its own network (cloud metadata at 169.254.169.254, admin ports on localhost):
 every host is resolved once, refused if any address is not public, and the request goes to the
-vetted address itself so a second DNS answer cannot swap it (DNS rebinding). Redirects are
+vetted address itself so a second DNS answer cannot swap it (DNS rebinding; the resolving and
+pinning live in ``pushgate.outbound``, shared with the webhook deliverer). Redirects are
 followed by hand and re-checked, the body is capped while streaming, and one deadline covers
 the whole download.
 """
@@ -20,25 +21,22 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import ipaddress
-import socket
 from dataclasses import dataclass
 from urllib.parse import quote
 
 import httpx
 
 from pushgate.channels.base import ChannelEnv
+from pushgate.core.addresses import IPAddress
+from pushgate.core.addresses import is_forbidden_address as is_forbidden_address  # re-exported
 from pushgate.core.channels import MEDIA_MAX_BYTES, MediaKind
+from pushgate.outbound import AddressRefused, default_port, resolve_public, send_pinned
 
 MAX_REDIRECTS = 3
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # Client errors that say "later", not "never".
 _RETRYABLE_CLIENT_STATUSES = frozenset({408, 425, 429})
-# RFC 6052 well-known NAT64 prefix: DNS64 resolvers map IPv4 hosts into it.
-_NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
 _DEFAULT_CONTENT_TYPE = "application/octet-stream"
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 # --- signed gateway URLs ----------------------------------------------------------------------
@@ -113,59 +111,11 @@ def max_bytes_for(kind: str | None) -> int:
         return MEDIA_MAX_BYTES[MediaKind.DOCUMENT]
 
 
-def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 address stands for (mapped, 6to4, NAT64), judged instead of it:
-    ``::ffff:127.0.0.1`` reaches localhost, and Python 3.11 flags every mapped address as
-    reserved, public ones included."""
-    if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    if address.sixtofour is not None:
-        return address.sixtofour
-    if address in _NAT64_PREFIX:
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    return None
-
-
-def is_forbidden_address(address: IPAddress) -> bool:
-    """Whether a fetch must not reach ``address``: anything but a public unicast address."""
-    if isinstance(address, ipaddress.IPv6Address):
-        embedded = _embedded_ipv4(address)
-        if embedded is not None:
-            return is_forbidden_address(embedded)
-    return (address.is_private or address.is_loopback or address.is_link_local
-            or address.is_multicast or address.is_reserved or address.is_unspecified
-            # is_global also excludes ranges none of the flags above cover (100.64/10 CGNAT).
-            or not address.is_global)
-
-
 async def _resolve(host: str, port: int, allow_private: bool) -> list[IPAddress]:
-    """The addresses to try for ``host``, each vetted; refused if any one is forbidden, since
-    a host answering with a public and a private address can steer us to either."""
     try:
-        literal = ipaddress.ip_address(host)
-    except ValueError:
-        literal = None
-    if literal is not None:
-        addresses = [literal]
-    else:
-        loop = asyncio.get_running_loop()
-        try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError) as exc:
-            raise MediaFetchError(f"cannot resolve {host!r}: {exc}", retryable=True) from exc
-        addresses = []
-        for _family, _type, _proto, _canonname, sockaddr in infos:
-            address = ipaddress.ip_address(sockaddr[0])
-            if address not in addresses:
-                addresses.append(address)
-        if not addresses:
-            raise MediaFetchError(f"{host!r} has no address", retryable=True)
-    if not allow_private:
-        for address in addresses:
-            if is_forbidden_address(address):
-                raise MediaFetchError(
-                    f"{host!r} resolves to non-public address {address}", retryable=False)
-    return addresses
+        return await resolve_public(host, port, allow_private)
+    except AddressRefused as exc:
+        raise MediaFetchError(exc.reason, exc.retryable) from exc
 
 
 def _check_url(url: httpx.URL) -> None:
@@ -174,37 +124,6 @@ def _check_url(url: httpx.URL) -> None:
                               retryable=False)
     if not url.raw_host:
         raise MediaFetchError("media URL has no host", retryable=False)
-
-
-def _pinned_request(client: httpx.AsyncClient, url: httpx.URL, address: IPAddress,
-                    timeout: float) -> httpx.Request:
-    """A GET of ``url`` sent to ``address``.
-
-    Why the URL is rewritten to the IP rather than resolved again by httpx: any second lookup
-    may get a different (private) answer than the one we vetted. The URL's host becomes the
-    vetted address; the ``Host`` header keeps the name so virtual hosting works, and for https
-    httpcore's ``sni_hostname`` extension sends the name in SNI and checks the certificate
-    against it, so TLS is exactly as strict as for the name. This works with any
-    ``AsyncClient`` a connector passes in, unlike a custom transport. Its pool keys
-    connections by address, so a kept-alive connection may carry a later request for another
-    name on the same address; both names were vetted, so that cannot reach a forbidden host.
-    """
-    host = url.raw_host.decode("ascii")
-    is_ipv6_literal = ":" in host
-    netloc_host = f"[{host}]" if is_ipv6_literal else host
-    host_header = netloc_host if url.port is None else f"{netloc_host}:{url.port}"
-    extensions: dict[str, object] = {}
-    if url.scheme == "https" and str(address) != host:
-        # SNI carries names only; for an IP-literal URL httpcore checks the IP as it is.
-        extensions["sni_hostname"] = host
-    try:
-        target = url.copy_with(host=str(address))
-    except httpx.InvalidURL as exc:
-        raise MediaFetchError(f"cannot address {address}: {exc}", retryable=False) from exc
-    request = client.build_request("GET", target, headers={"Host": host_header},
-                                   timeout=timeout)
-    request.extensions.update(extensions)
-    return request
 
 
 def _status_error(response: httpx.Response, url: httpx.URL) -> MediaFetchError:
@@ -230,24 +149,19 @@ async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
 
 async def _open(client: httpx.AsyncClient, url: httpx.URL, addresses: list[IPAddress],
                 timeout: float) -> httpx.Response:
-    """Send the GET to the first vetted address that accepts a connection (a host's IPv6
-    address is often unreachable while its IPv4 one works)."""
-    last_error: httpx.ConnectError | None = None
-    for address in addresses:
-        request = _pinned_request(client, url, address, timeout)
-        try:
-            return await client.send(request, stream=True, follow_redirects=False)
-        except httpx.ConnectError as exc:
-            last_error = exc
-    raise MediaFetchError(f"cannot connect to {url.host}: {last_error}", retryable=True)
+    try:
+        return await send_pinned(client, "GET", url, addresses, timeout, stream=True)
+    except AddressRefused as exc:
+        raise MediaFetchError(exc.reason, exc.retryable) from exc
+    except httpx.ConnectError as exc:
+        raise MediaFetchError(f"cannot connect to {url.host}: {exc}", retryable=True) from exc
 
 
 async def _fetch(client: httpx.AsyncClient, url: httpx.URL, max_bytes: int, timeout: float,
                  allow_private: bool) -> FetchedMedia:
     for _hop in range(MAX_REDIRECTS + 1):
         _check_url(url)
-        addresses = await _resolve(url.raw_host.decode("ascii"),
-                                   url.port or (443 if url.scheme == "https" else 80),
+        addresses = await _resolve(url.raw_host.decode("ascii"), default_port(url),
                                    allow_private)
         response = await _open(client, url, addresses, timeout)
         try:

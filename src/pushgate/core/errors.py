@@ -48,6 +48,7 @@ class Code(IntEnum):
     INVALID_TEXT = 209
     COUNTRY_NOT_ALLOWED = 210
     INVALID_TEMPLATE = 211
+    MEDIA_ADDRESS_NOT_ALLOWED = 212
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +121,8 @@ _TABLE: tuple[CodeInfo, ...] = (
              "Inline media (`globalmedia_code`) exceeds the limit for its type: image 5 MB, "
              "video 16 MB, audio 16 MB, document 100 MB."),
     CodeInfo(Code.INVALID_MEDIA, 422, "Invalid media",
-             "The media URL is not an http(s) URL, or `globalmedia_code` is not valid base64."),
+             "The media URL is not an http(s) URL (or its host or port is malformed), or "
+             "`globalmedia_code` is not valid base64."),
     CodeInfo(Code.DUPLICATE, 200, "Duplicate entry",
              "The same number and text appear earlier in the push; it is sent once. "
              "`duplicate_of` names the msg_id that carries it."),
@@ -134,6 +136,17 @@ _TABLE: tuple[CodeInfo, ...] = (
     CodeInfo(Code.INVALID_TEMPLATE, 422, "Invalid template values",
              "A template push entry's `template_message` (or `template_globalmessage`) is not a "
              "list of strings and numbers, or `language` is missing."),
+    CodeInfo(Code.MEDIA_ADDRESS_NOT_ALLOWED, 422, "Media URL address not allowed",
+             "The entry's media URL (its own `media`, or `globalmedia`) names a host that is, or "
+             "resolves to, a non-public address: loopback (127.0.0.0/8, ::1, `localhost`), "
+             "private (10/8, 172.16/12, 192.168/16, fc00::/7), link-local (169.254/16 with cloud "
+             "metadata at 169.254.169.254, fe80::/10), unspecified (0.0.0.0, ::), CGNAT, "
+             "multicast, reserved or documentation ranges, in any spelling (`127.1`, "
+             "`2130706433`, `0x7f.0.0.1`, `[::ffff:127.0.0.1]`, a trailing dot); or a host "
+             "that does not resolve; or a host part that clients read differently (a "
+             "backslash, a space or control character, extra slashes after `http://`). "
+             "Nothing is charged or sent for the entry. Allowed for local development with "
+             "`PUSHGATE_ALLOW_PRIVATE_MEDIA=true`."),
 )
 
 CODES: dict[Code, CodeInfo] = {info.code: info for info in _TABLE}

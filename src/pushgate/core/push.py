@@ -12,10 +12,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import msgspec
 
+from pushgate.core.addresses import UrlError, literal_problem, url_host
 from pushgate.core.channels import (
     APP_WHATSAPP_CLOUD,
     APP_WHATSAPP_MANAGED,
@@ -172,12 +174,58 @@ class PushPlan:
     # Channel data per accepted row (same order as ``accepted``) as JSON text, e.g. a
     # WhatsApp template; None when no entry has any (the common case costs nothing).
     extras: list[str | None] | None = None
+    # Media host names with no verdict in ``MediaHosts.verdicts``: their entries were let
+    # through provisionally. Resolve them and plan again before accepting (None: none).
+    media_hosts_to_resolve: set[str] | None = None
 
     def refusal_only_error(self) -> ApiError:
         """The error for a push none of whose entries was accepted."""
         codes = {r.code for r in self.refused if r.code is not Code.DUPLICATE}
         code = codes.pop() if len(codes) == 1 else Code.NO_VALID_ENTRIES
         return ApiError(code, "no entry of the push can be sent")
+
+
+@dataclass(frozen=True, slots=True)
+class MediaHosts:
+    """What ``plan_push`` knows about the hosts of media URLs, to refuse entries whose media
+    would make a client (a bridge, a provider, pushgate itself) connect to a non-public address.
+
+    IP literals and ``localhost`` are judged here; DNS names by ``verdicts`` (name → the reason
+    it is refused, or None when all its addresses are public), which the caller fills by
+    resolving ``PushPlan.media_hosts_to_resolve``. ``allow_private`` lets every host through
+    (local development, tests).
+    """
+
+    allow_private: bool = False
+    verdicts: Mapping[str, str | None] = field(default_factory=dict)
+
+
+_NO_VERDICT = "\x00no verdict"
+
+
+def _media_url_problem(url: str, hosts: MediaHosts,
+                       unresolved: set[str]) -> tuple[Code, str] | None:
+    """Why an entry with media ``url`` (an http(s) URL) is refused, or None. A DNS name with
+    no verdict yet is added to ``unresolved`` and passes for now."""
+    try:
+        host = url_host(url)
+    except UrlError as exc:
+        code = Code.MEDIA_ADDRESS_NOT_ALLOWED if exc.ambiguous else Code.INVALID_MEDIA
+        return code, f"media URL: {exc.reason}"
+    if hosts.allow_private:
+        return None
+    problem = literal_problem(host)
+    if problem is not None:
+        return Code.MEDIA_ADDRESS_NOT_ALLOWED, f"media URL host {problem}"
+    if host.name is None:
+        return None
+    verdict = hosts.verdicts.get(host.name, _NO_VERDICT)
+    if verdict is None:
+        return None
+    if verdict is _NO_VERDICT:
+        unresolved.add(host.name)
+        return None
+    return Code.MEDIA_ADDRESS_NOT_ALLOWED, f"media URL host {verdict}"
 
 
 def _decode_inline_media(code: str) -> InlineMedia:
@@ -237,13 +285,20 @@ def _template_extra(body: PushBody, entry: PushEntry, template_id: str) -> str:
                       ensure_ascii=False, separators=(",", ":"))
 
 
-def plan_push(body: PushBody, channel: ChannelSpec, limits: Limits) -> PushPlan:
+def plan_push(body: PushBody, channel: ChannelSpec, limits: Limits,
+              media_hosts: MediaHosts | None = None) -> PushPlan:
     """Validate and price every entry of ``body`` for ``channel``.
 
     Raises ``ApiError`` for request-level problems (empty data, too many recipients, a bad
     global field). Per-entry problems become ``EntryRefusal``s in the plan; the caller decides
-    what a plan without accepted entries means.
+    what a plan without accepted entries means. Media URLs are judged by ``media_hosts`` (by
+    default: no private address allowed, no DNS name known); when the plan lists
+    ``media_hosts_to_resolve``, it is provisional.
     """
+    hosts = media_hosts or MediaHosts()
+    unresolved: set[str] = set()
+    # One verdict per distinct media URL of the push (entries often share theirs).
+    url_problems: dict[str, tuple[Code, str] | None] = {}
     entries = body.data
     if not entries:
         raise ApiError(Code.EMPTY_DATA, "`data` must list at least one recipient")
@@ -269,6 +324,8 @@ def plan_push(body: PushBody, channel: ChannelSpec, limits: Limits) -> PushPlan:
     )
     # Inline media is stored once per push; its messages point at it with this marker.
     global_media_ref = "inline:" if inline else global_media
+    global_media_problem = (_media_url_problem(global_media, hosts, unresolved)
+                            if global_media and not inline else None)
 
     template_id = _text(body.template_id).strip() or None
     if template_id is not None and channel.application not in TEMPLATE_APPLICATIONS:
@@ -314,6 +371,7 @@ def plan_push(body: PushBody, channel: ChannelSpec, limits: Limits) -> PushPlan:
         text = _text(entry.message) or global_text
         media = global_media_ref
         kind = global_kind
+        media_problem = global_media_problem
         if entry.media:
             if not channel.media_allowed:
                 refused.append(EntryRefusal(index, number, Code.MEDIA_NOT_ALLOWED,
@@ -325,6 +383,14 @@ def plan_push(body: PushBody, channel: ChannelSpec, limits: Limits) -> PushPlan:
                                             "`media` must be an http(s) URL"))
                 continue
             kind = media_kind_from_url(media)
+            if media in url_problems:
+                media_problem = url_problems[media]
+            else:
+                media_problem = url_problems[media] = _media_url_problem(media, hosts,
+                                                                         unresolved)
+        if media_problem is not None:
+            refused.append(EntryRefusal(index, number, *media_problem))
+            continue
 
         if not text and media is None and extra is None:
             refused.append(EntryRefusal(index, number, Code.EMPTY_MESSAGE,
@@ -386,4 +452,5 @@ def plan_push(body: PushBody, channel: ChannelSpec, limits: Limits) -> PushPlan:
         inline_media=inline,
         total_entries=len(entries),
         extras=extras,
+        media_hosts_to_resolve=unresolved or None,
     )

@@ -8,6 +8,15 @@ dies mid-POST (the receiver may then see a report twice — reports are idempote
 Inbound user messages go the same way to the project's incoming webhook (Picky's global
 webhook): one signed POST per message, in Picky's shape, with the same retry schedule
 (``unique-id`` makes a repeat recognisable).
+
+Webhook URLs are checked when set (``pushgate project webhook``), and again at every send: the
+host is resolved, refused if any address is not public (unless ``allow_private``,
+``PUSHGATE_ALLOW_PRIVATE_WEBHOOKS``), and the POST goes to the vetted address itself
+(``pushgate.outbound``), so a DNS answer changed since cannot turn a webhook into a request to
+the gateway's own network. A refused target is a failed attempt like any other: logged with
+its reason and retried on the schedule (the operator may fix the URL or its DNS meanwhile).
+Redirects are not followed, and proxies from the environment are not used (they would
+connect from elsewhere than the addresses vouched for).
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import httpx
 import orjson
 
 from pushgate.core.models import InboundForward, OutboxBatch
+from pushgate.outbound import AddressRefused, default_port, resolve_public, send_pinned
 from pushgate.store.base import Store
 from pushgate.webhooks.signing import HEADER, sign
 
@@ -47,6 +57,7 @@ class WebhookDeliverer:
         batch_size: int = 500,
         idle_poll: float = 0.2,
         wake: asyncio.Event | None = None,
+        allow_private: bool = False,
     ) -> None:
         self.store = store
         self.worker_id = worker_id
@@ -55,8 +66,9 @@ class WebhookDeliverer:
         self.batch_size = batch_size
         self.idle_poll = idle_poll
         self.wake = wake or asyncio.Event()
+        self.allow_private = allow_private
         self._stopping = asyncio.Event()
-        self.client = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+        self.client = httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False)
 
     async def run(self) -> None:
         try:
@@ -107,7 +119,19 @@ class WebhookDeliverer:
         headers = {"Content-Type": "application/json", HEADER: sign(secret, body),
                    "User-Agent": "pushgate-webhook/1"}
         try:
-            response = await self.client.post(url, content=body, headers=headers)
+            target = httpx.URL(url)
+        except (httpx.InvalidURL, TypeError) as exc:
+            return False, f"invalid webhook URL: {exc}"
+        if target.scheme not in ("http", "https") or not target.raw_host:
+            return False, f"webhook URL {url!r} is not an http(s) URL"
+        try:
+            addresses = await resolve_public(target.raw_host.decode("ascii"),
+                                             default_port(target), self.allow_private)
+            response = await send_pinned(self.client, "POST", target, addresses, self.timeout,
+                                         headers=headers, content=body)
+        except AddressRefused as exc:
+            hint = "" if exc.retryable else " (PUSHGATE_ALLOW_PRIVATE_WEBHOOKS=true allows it)"
+            return False, f"target refused: {exc.reason}{hint}"
         except httpx.HTTPError as exc:
             return False, f"{type(exc).__name__}: {exc}"
         return 200 <= response.status_code < 300, f"HTTP {response.status_code}"
