@@ -166,8 +166,13 @@ def serve(
     import uvicorn
 
     from pushgate.api.app import create_app
+    from pushgate.api.server import uvicorn_options
 
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValueError as exc:   # e.g. PUSHGATE_TRUSTED_PROXIES holding a host name
+        _fail(f"invalid setting: {exc}")
+        return
     _logging()
     host = host or settings.host
     port = port or settings.port
@@ -183,10 +188,7 @@ def serve(
     except StoreUnavailable as exc:
         _fail(str(exc))
         return
-    # Phones keep event streams open: give them 5 s to close on SIGTERM, not forever.
-    options: dict[str, Any] = {
-        "log_level": "warning", "access_log": False, "timeout_graceful_shutdown": 5,
-        "timeout_keep_alive": settings.keep_alive_seconds}
+    options = uvicorn_options(settings)
     if sock is None:
         uvicorn.run(application, host=host, port=port, **options)
     else:
