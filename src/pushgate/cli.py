@@ -416,7 +416,8 @@ def channel_add(
     """Add a channel to a project. The connector checks its --config before anything is
     stored. Prints the channel's callback URL: give it to the provider (status webhooks,
     receipts, inbound messages). A WhatsApp bridge channel given no callback secret gets a new
-    one, printed once with the setting to make on the bridge."""
+    one, printed with the setting to make on the bridge (`channel callback-secret` shows
+    it again)."""
     from pushgate.channels.base import channel_class, known_kinds, split_config
 
     if kind not in known_kinds():
