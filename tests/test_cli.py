@@ -81,3 +81,86 @@ def test_serve_keeps_idle_connections_open_as_configured(
     monkeypatch.setenv("PUSHGATE_KEEP_ALIVE_SECONDS", "120")
     cli.serve(host="127.0.0.1", port=8123, api_only=True, reuse_port=False)
     assert seen["timeout_keep_alive"] == 120.0
+
+
+def _stored_config(url: str, channel_id: int) -> dict[str, Any]:
+    import sqlite3
+
+    path = url.split(":///", 1)[1]
+    with sqlite3.connect(path) as conn:
+        (raw,) = conn.execute("SELECT config FROM channels WHERE id = ?", (channel_id,)).fetchone()
+    return dict(json.loads(raw))
+
+
+def test_bridge_channels_get_a_callback_secret_printed_with_the_bridge_setting(
+        tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'pushgate.db'}"
+    assert pushgate("migrate", url=url).returncode == 0
+    assert pushgate("project", "create", "shop", url=url).returncode == 0
+    waha = {"base_url": "http://127.0.0.1:3000", "api_key": "k"}
+    done = pushgate("channel", "add", "--project", "shop", "--type", "waha", "--application",
+                    "10", "--config", json.dumps(waha), "--json", url=url)
+    assert done.returncode == 0, done.stderr
+    added = json.loads(done.stdout)
+    key = added["webhook_hmac_key"]
+    assert len(key) >= 40 and _stored_config(url, added["id"])["webhook_hmac_key"] == key
+    assert f'"hmac":{{"key":"{key}"}}' in added["callback_setup"]
+    assert added["callback_url"] in added["callback_setup"]
+
+    # The human output shows the secret and the setting too.
+    evolution = {"base_url": "http://127.0.0.1:8080", "api_key": "k", "instance": "shop"}
+    done = pushgate("channel", "add", "--project", "shop", "--type", "evolution",
+                    "--application", "1", "--config", json.dumps(evolution), url=url)
+    assert done.returncode == 0, done.stderr
+    token = _stored_config(url, added["id"] + 1)["webhook_token"]
+    assert token in done.stdout and f"/callback?token={token}" in done.stdout
+    assert "/webhook/set/shop" in done.stdout
+
+    # A secret given is kept; an explicit opt-out gets none, and a warning.
+    done = pushgate("channel", "add", "--project", "shop", "--type", "waha", "--application",
+                    "2", "--config", json.dumps({**waha, "webhook_hmac_key": "mine"}), "--json",
+                    url=url)
+    assert "webhook_hmac_key" not in json.loads(done.stdout)
+    assert _stored_config(url, added["id"] + 2)["webhook_hmac_key"] == "mine"
+    done = pushgate("channel", "add", "--project", "shop", "--type", "waha", "--application",
+                    "1", "--config", json.dumps({**waha, "insecure_callbacks": True}), url=url)
+    assert done.returncode == 0 and "insecure_callbacks is on" in done.stderr
+    assert _stored_config(url, added["id"] + 3).get("webhook_hmac_key") is None
+
+
+def test_callback_secret_fixes_a_channel_stored_without_one(tmp_path: Path) -> None:
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 'pushgate.db'}"
+    assert pushgate("migrate", url=url).returncode == 0
+    assert pushgate("project", "create", "shop", url=url).returncode == 0
+    done = pushgate("channel", "add", "--project", "shop", "--type", "waha", "--application",
+                    "10", "--config", json.dumps({"base_url": "http://127.0.0.1:3000",
+                                                  "api_key": "k"}), "--json", url=url)
+    channel_id = json.loads(done.stdout)["id"]
+    # As a channel added before callback secrets were generated.
+    old = {k: v for k, v in _stored_config(url, channel_id).items() if k != "webhook_hmac_key"}
+    with sqlite3.connect(url.split(":///", 1)[1]) as conn:
+        conn.execute("UPDATE channels SET config = ? WHERE id = ?", (json.dumps(old), channel_id))
+
+    done = pushgate("channel", "callback-secret", str(channel_id), "--json", url=url)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    key = _stored_config(url, channel_id)["webhook_hmac_key"]
+    assert answer["webhook_hmac_key"] == key and len(key) >= 40
+    assert f"WHATSAPP_HOOK_HMAC_KEY={key}" in answer["callback_setup"]
+    # Asked again: the same secret; --rotate: a new one; --insecure: none, opted out.
+    again = json.loads(pushgate("channel", "callback-secret", str(channel_id), "--json",
+                                url=url).stdout)
+    assert again["webhook_hmac_key"] == key
+    rotated = json.loads(pushgate("channel", "callback-secret", str(channel_id), "--rotate",
+                                  "--json", url=url).stdout)
+    assert rotated["webhook_hmac_key"] not in (None, key)
+    opened = pushgate("channel", "callback-secret", str(channel_id), "--insecure", url=url)
+    assert opened.returncode == 0 and "insecure_callbacks is on" in opened.stderr
+    stored = _stored_config(url, channel_id)
+    assert stored["insecure_callbacks"] is True and "webhook_hmac_key" not in stored
+    done = pushgate("channel", "add", "--project", "shop", "--type", "sandbox", "--json", url=url)
+    sandbox = json.loads(done.stdout)["id"]
+    refused = pushgate("channel", "callback-secret", str(sandbox), url=url)
+    assert refused.returncode == 1 and "no separate callback secret" in refused.stderr

@@ -168,8 +168,13 @@ def serve(
     import uvicorn
 
     from pushgate.api.app import create_app
+    from pushgate.api.server import uvicorn_options
 
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValueError as exc:   # e.g. PUSHGATE_TRUSTED_PROXIES holding a host name
+        _fail(f"invalid setting: {exc}")
+        return
     _logging()
     host = host or settings.host
     port = port or settings.port
@@ -185,10 +190,7 @@ def serve(
     except StoreUnavailable as exc:
         _fail(str(exc))
         return
-    # Phones keep event streams open: give them 5 s to close on SIGTERM, not forever.
-    options: dict[str, Any] = {
-        "log_level": "warning", "access_log": False, "timeout_graceful_shutdown": 5,
-        "timeout_keep_alive": settings.keep_alive_seconds}
+    options = uvicorn_options(settings)
     if sock is None:
         uvicorn.run(application, host=host, port=port, **options)
     else:
@@ -436,7 +438,9 @@ def channel_add(
 ) -> None:
     """Add a channel to a project. The connector checks its --config before anything is
     stored. Prints the channel's callback URL: give it to the provider (status webhooks,
-    receipts, inbound messages)."""
+    receipts, inbound messages). A WhatsApp bridge channel given no callback secret gets a new
+    one, printed with the setting to make on the bridge (`channel callback-secret` shows
+    it again)."""
     from pushgate.channels.base import channel_class, known_kinds, split_config
 
     if kind not in known_kinds():
@@ -448,6 +452,7 @@ def channel_add(
         if not isinstance(config_data, dict):
             raise ValueError("--config must be a JSON object")
         connector_config, gateway_config = split_config(config_data)
+        connector_config, generated_secret = connector.with_callback_secret(connector_config)
         if "allowed_country_codes" in gateway_config:
             gateway_config["allowed_country_codes"] = parse_country_codes(
                 gateway_config["allowed_country_codes"])
@@ -482,7 +487,37 @@ def channel_add(
         added["callback_url"] = f"{Settings().gateway_url()}/channels/{channel.id}/callback"
         return added
 
-    _print(_with_store(run), as_json, "channel added")
+    added = _with_store(run)
+    setup = connector.callback_setup(config_data, added["callback_url"])
+    if generated_secret:
+        added[connector.callback_secret_key] = generated_secret
+    if setup:
+        added["callback_setup"] = "\n".join(setup)
+    if as_json:
+        _print(added, as_json)
+        return
+    shown_below = {"callback_setup", connector.callback_secret_key}
+    _print({k: v for k, v in added.items() if k not in shown_below}, as_json, "channel added")
+    _print_callback_setup(connector.callback_secret_key, generated_secret, config_data, setup)
+
+
+def _print_callback_setup(secret_key: str, generated: str | None, config: dict[str, Any],
+                          setup: list[str]) -> None:
+    if generated:
+        console.print(f"\nA new callback secret ({secret_key}) was made for this channel:")
+        console.print(f"  [bold]{generated}[/bold]")
+    if config.get("insecure_callbacks"):
+        err_console.print("[red]warning:[/red] insecure_callbacks is on: this channel accepts "
+                          "callbacks without a secret, from anyone who reaches the gateway. "
+                          "Use it for local development only.")
+    if setup:
+        console.print()
+        for line in setup:
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+        if not Settings().public_url:
+            console.print("[yellow]note:[/yellow] the callback URL is built on this machine's "
+                          "listen address; set PUSHGATE_PUBLIC_URL to the address the bridge "
+                          "reaches.")
 
 
 @channel_app.command("list")
@@ -523,6 +558,71 @@ def channel_pause(channel_id: int, resume: bool = typer.Option(False, "--resume"
         _fail(f"no channel {channel_id}")
         return
     _print(_channel_dict(channel), as_json)
+
+
+@channel_app.command("callback-secret")
+def channel_callback_secret(
+    channel_id: int,
+    secret: str = typer.Option(None, "--secret", help="Use this secret instead of a new one."),
+    rotate: bool = typer.Option(False, "--rotate", help="Replace the channel's secret (the "
+                                "bridge must be given the new one; until then its callbacks "
+                                "are refused)."),
+    insecure: bool = typer.Option(False, "--insecure", help="Remove the secret and accept "
+                                  "callbacks without one, from anyone (local development)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Give a channel a callback secret (created now if it has none, e.g. a channel added
+    before secrets were generated) and print the setting to make on the provider's side."""
+    from pushgate.channels.base import GATEWAY_CONFIG_KEYS, channel_class
+
+    async def run(store: Store) -> tuple[ChannelSpec, str | None]:
+        channel = await store.get_channel(channel_id)
+        if channel is None:
+            _fail(f"no channel {channel_id}")
+        assert channel is not None
+        connector = channel_class(channel.kind)
+        key = connector.callback_secret_key
+        if not key:
+            _fail(f"channel {channel_id} is a {channel.kind} channel, whose callbacks are "
+                  "checked with its own credentials; it takes no separate callback secret")
+        config = dict(channel.config)
+        made = None
+        if insecure:
+            config.pop(key, None)
+            config["insecure_callbacks"] = True
+        else:
+            config.pop("insecure_callbacks", None)
+            if secret or rotate:
+                config.pop(key, None)
+            if secret:
+                config[key] = secret
+            else:
+                config, made = connector.with_callback_secret(config)
+        if config != channel.config:
+            try:
+                connector.validate_config({k: v for k, v in config.items()
+                                           if k not in GATEWAY_CONFIG_KEYS})
+            except ValueError as exc:
+                _fail(str(exc))
+            channel = await store.update_channel(channel_id, config=config) or channel
+        return channel, made
+
+    channel, made = _with_store(run)
+    connector = channel_class(channel.kind)
+    key = connector.callback_secret_key
+    callback_url = f"{Settings().gateway_url()}/channels/{channel.id}/callback"
+    setup = connector.callback_setup(channel.config, callback_url)
+    if as_json:
+        typer.echo(json.dumps({"channel_id": channel.id, "callback_url": callback_url,
+                               key: channel.config.get(key),
+                               "insecure_callbacks": bool(channel.config.get(
+                                   "insecure_callbacks")),
+                               "callback_setup": "\n".join(setup)}))
+        return
+    if not made and channel.config.get(key):
+        console.print(f"Channel {channel.id}'s callback secret ({key}):")
+        console.print(f"  [bold]{channel.config[key]}[/bold]")
+    _print_callback_setup(key, made, channel.config, setup)
 
 
 def _channel_dict(channel: ChannelSpec) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+import ipaddress
+
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,6 +32,19 @@ class Settings(BaseSettings):
     # with uvicorn's 5 s a server closing it just as the client sent its next request (a
     # provider's callback) reset that request. nginx keeps 75 s.
     keep_alive_seconds: float = Field(75.0, gt=0)
+    # A connection that sends nothing, or trickles a request's headers, is closed when the
+    # headers are not complete this long after the connection opened (first request) or the
+    # request's first byte (later ones); a body has as long plus a second per 64 KiB received.
+    read_timeout_seconds: float = Field(30.0, gt=0)
+    # Reverse proxies (IPs or CIDR networks, comma-separated) whose X-Forwarded-For and
+    # X-Forwarded-Proto are believed. Empty: none, so the client address every check sees (a
+    # token's IP allow-list, guess throttling) is the TCP peer's, whatever headers it sends.
+    trusted_proxies: str = ""
+
+    # Guessing: after this many wrong API tokens, or wrong phone private tokens, from one
+    # address within the window, that address is answered 429 until the window frees up.
+    auth_failure_limit: int = Field(10, ge=0, description="0 = no throttling")
+    auth_failure_window_seconds: float = Field(600.0, gt=0)
 
     # Push API limits.
     max_recipients: int = Field(10_000, ge=1)
@@ -59,6 +74,24 @@ class Settings(BaseSettings):
     webhook_retry_schedule: str = Field("60,900,7200,21600",
                                         description="seconds after each failed try")
     webhook_batch: int = Field(500, ge=1)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_addresses(cls, value: str) -> str:
+        for entry in (e.strip() for e in value.split(",")):
+            if not entry:
+                continue
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR network") from None
+        return value
+
+    def trusted_proxy_list(self) -> list[str]:
+        """The trusted proxies as networks (``10.0.0.0/8``, ``127.0.0.1/32``): uvicorn would
+        take ``10.0.0.1/8`` for a name and silently trust nothing."""
+        return [str(ipaddress.ip_network(e.strip(), strict=False))
+                for e in self.trusted_proxies.split(",") if e.strip()]
 
     def gateway_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")

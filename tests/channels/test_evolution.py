@@ -57,8 +57,14 @@ def gateway(gateway_server: tuple[CallbackRoute, str]) -> CallbackRoute:
 
 
 @pytest.fixture
-def hook_url(gateway_server: tuple[CallbackRoute, str]) -> str:
+def bare_hook_url(gateway_server: tuple[CallbackRoute, str]) -> str:
     return gateway_server[1]
+
+
+@pytest.fixture
+def hook_url(bare_hook_url: str) -> str:
+    """The callback URL as registered on Evolution, with the channels' default token."""
+    return f"{bare_hook_url}?token={TOKEN}"
 
 
 @pytest.fixture
@@ -67,7 +73,7 @@ async def make(evolution_server: tuple[FakeEvolution, str]) -> AsyncIterator[Any
 
     async def make_channel(**config: Any) -> EvolutionChannel:
         base = {"base_url": evolution_server[1], "api_key": KEY, "instance": INSTANCE,
-                "session_cache_seconds": 0}
+                "session_cache_seconds": 0, "webhook_token": TOKEN}
         spec = ChannelSpec(id=CHANNEL_ID, project_id=1, kind="evolution", application=1,
                            price_micro=1000, price_unit=PriceUnit.MESSAGE,
                            config={**base, **config})
@@ -96,8 +102,9 @@ def outbound(message_id: int = 1, text: str = "Hi", media_url: str | None = None
 
 def callback_request(event: dict[str, Any], query: dict[str, str] | None = None,
                      headers: dict[str, str] | None = None) -> CallbackRequest:
-    return CallbackRequest("POST", "http://gw/channels/9/callback", headers or {}, query or {},
-                           orjson.dumps(event))
+    """A callback as the route hands it over, with ``TOKEN`` unless ``query`` is given."""
+    return CallbackRequest("POST", "http://gw/channels/9/callback", headers or {},
+                           {"token": TOKEN} if query is None else query, orjson.dumps(event))
 
 
 # -- sending ---------------------------------------------------------------------------------
@@ -327,11 +334,11 @@ async def test_numeric_statuses_of_older_versions(fake: FakeEvolution,
     ({}, {}, 401),
 ])
 async def test_webhook_token_is_required_when_configured(
-        fake: FakeEvolution, make: Any, gateway: CallbackRoute, hook_url: str,
+        fake: FakeEvolution, make: Any, gateway: CallbackRoute, bare_hook_url: str,
         query: dict[str, str], headers: dict[str, str], answer: int) -> None:
     gateway.channel = channel = await make(webhook_token=TOKEN)
     await channel.send(outbound())
-    url = f"{hook_url}?token={query['token']}" if query else hook_url
+    url = f"{bare_hook_url}?token={query['token']}" if query else bare_hook_url
 
     answers = await fake.emit(url, [fake.update_event(fake.sent[0], "READ")], headers=headers)
 
@@ -339,13 +346,31 @@ async def test_webhook_token_is_required_when_configured(
     assert len(gateway.updates) == (1 if answer == 200 else 0)
 
 
-async def test_webhooks_are_accepted_without_a_token(fake: FakeEvolution,
-                                                     channel: EvolutionChannel,
-                                                     gateway: CallbackRoute, hook_url: str) -> None:
-    gateway.channel = channel
+async def test_a_channel_without_a_token_refuses_every_webhook(
+        fake: FakeEvolution, make: Any, gateway: CallbackRoute, bare_hook_url: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    gateway.channel = channel = await make(webhook_token=None)
+    assert "has no webhook_token: its callbacks are refused" in caplog.text
+    await channel.send(outbound())
+    update = fake.update_event(fake.sent[0], "DELIVERY_ACK")
+
+    answers = [*await fake.emit(bare_hook_url, [update]),
+               *await fake.emit(f"{bare_hook_url}?token=anything", [update]),
+               *await fake.emit(bare_hook_url, [update], headers={"X-Webhook-Token": "x"})]
+
+    assert answers == [403, 403, 403]
+    assert gateway.updates == []
+
+
+async def test_insecure_callbacks_accepts_webhooks_without_a_token_and_says_so(
+        fake: FakeEvolution, make: Any, gateway: CallbackRoute, bare_hook_url: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    gateway.channel = channel = await make(webhook_token=None, insecure_callbacks=True)
+    assert "insecure_callbacks is on" in caplog.text
     await channel.send(outbound())
 
-    assert await fake.emit(hook_url, [fake.update_event(fake.sent[0], "DELIVERY_ACK")]) == [200]
+    update = fake.update_event(fake.sent[0], "DELIVERY_ACK")
+    assert await fake.emit(bare_hook_url, [update]) == [200]
     assert [u.state for u in gateway.updates] == [State.DELIVERED]
 
 
@@ -394,7 +419,8 @@ def test_config_defaults_are_filled() -> None:
 
     assert config == {"base_url": "https://evo.example", "api_key": "k",
                       "timeout_seconds": 30.0, "session_cache_seconds": 2.0,
-                      "session_retry_seconds": 5.0, "link_preview": False, "instance": "shop",
+                      "session_retry_seconds": 5.0, "link_preview": False,
+                      "insecure_callbacks": False, "instance": "shop",
                       "webhook_token": None, "typing_delay_ms": 0}
 
 
@@ -405,6 +431,8 @@ def test_config_defaults_are_filled() -> None:
     ({"base_url": "http://host", "api_key": "k", "instance": "x", "typing_delay_ms": -1},
      "typing_delay_ms"),
     ({"base_url": "http://host", "api_key": "k", "instance": "x", "session": "x"}, "session"),
+    ({"base_url": "http://host", "api_key": "k", "instance": "x", "webhook_token": "t",
+      "insecure_callbacks": True}, "insecure_callbacks"),
 ])
 def test_bad_config_names_the_key(config: dict[str, Any], named: str) -> None:
     with pytest.raises(ChannelConfigError, match=named):
@@ -413,3 +441,30 @@ def test_bad_config_names_the_key(config: dict[str, Any], named: str) -> None:
 
 def test_kind_is_registered() -> None:
     assert channel_class("evolution") is EvolutionChannel
+
+
+def test_a_new_channel_gets_a_random_token_unless_given_or_opted_out() -> None:
+    base = {"base_url": "http://127.0.0.1:8080", "api_key": "k", "instance": "shop"}
+
+    config, made = EvolutionChannel.with_callback_secret(base)
+
+    assert made and len(made) >= 40 and config == {**base, "webhook_token": made}
+    assert made != EvolutionChannel.with_callback_secret(base)[1]
+    assert EvolutionChannel.with_callback_secret({**base, "webhook_token": "mine"})[1] is None
+    assert EvolutionChannel.with_callback_secret({**base, "insecure_callbacks": True})[1] is None
+
+
+async def test_the_printed_webhook_url_is_what_the_channel_checks(
+        fake: FakeEvolution, make: Any, gateway: CallbackRoute, bare_hook_url: str) -> None:
+    config, token = EvolutionChannel.with_callback_secret({"instance": INSTANCE})
+    setup = EvolutionChannel.callback_setup(config, bare_hook_url)
+    assert f"/webhook/set/{INSTANCE}" in setup[0]
+    webhook = orjson.loads(setup[1])
+    assert webhook["webhookByEvents"] is False and webhook["enabled"] is True
+    assert set(webhook["events"]) == {"MESSAGES_UPSERT", "MESSAGES_UPDATE", "CONNECTION_UPDATE"}
+    assert webhook["url"] == f"{bare_hook_url}?token={token}"
+
+    gateway.channel = channel = await make(webhook_token=token)
+    await channel.send(outbound())
+    assert await fake.emit(webhook["url"], [fake.update_event(fake.sent[0], "READ")]) == [200]
+    assert [u.state for u in gateway.updates] == [State.READ]

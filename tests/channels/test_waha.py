@@ -3,6 +3,8 @@ device states, signed ack webhooks and inbound messages."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -46,6 +48,7 @@ def gateway_server() -> Iterator[tuple[CallbackRoute, str]]:
 @pytest.fixture
 def fake(waha_server: tuple[FakeWaha, str]) -> FakeWaha:
     waha_server[0].reset()
+    waha_server[0].webhook_hmac_key = HMAC_KEY   # signs as the channels' default key
     return waha_server[0]
 
 
@@ -66,7 +69,8 @@ async def make(waha_server: tuple[FakeWaha, str]) -> AsyncIterator[Any]:
     channels: list[WahaChannel] = []
 
     async def make_channel(**config: Any) -> WahaChannel:
-        base = {"base_url": waha_server[1], "api_key": KEY, "session_cache_seconds": 0}
+        base = {"base_url": waha_server[1], "api_key": KEY, "session_cache_seconds": 0,
+                "webhook_hmac_key": HMAC_KEY}
         spec = ChannelSpec(id=CHANNEL_ID, project_id=1, kind="waha", application=10,
                            price_micro=1000, price_unit=PriceUnit.MESSAGE,
                            config={**base, **config})
@@ -364,8 +368,13 @@ async def test_status_names_bad_key_and_unknown_session(fake: FakeWaha, make: An
 
 def callback_request(event: dict[str, Any], headers: dict[str, str] | None = None,
                      body: bytes | None = None) -> CallbackRequest:
-    return CallbackRequest("POST", "http://gw/channels/7/callback", headers or {}, {},
-                           orjson.dumps(event) if body is None else body)
+    """A callback as the route hands it over, signed with ``HMAC_KEY`` unless ``headers``
+    are given."""
+    raw = orjson.dumps(event) if body is None else body
+    if headers is None:
+        headers = {"x-webhook-hmac": hmac.new(HMAC_KEY.encode(), raw, hashlib.sha512).hexdigest(),
+                   "x-webhook-hmac-algorithm": "sha512"}
+    return CallbackRequest("POST", "http://gw/channels/7/callback", headers, {}, raw)
 
 
 async def test_acks_map_to_the_lifecycle_whatever_the_order(
@@ -426,10 +435,33 @@ async def test_other_hmac_algorithm_is_refused(fake: FakeWaha, make: Any) -> Non
     assert refused.value.status_code == 401
 
 
-async def test_unsigned_webhooks_are_accepted_without_a_key(
-        fake: FakeWaha, channel: WahaChannel, gateway: CallbackRoute, hook_url: str) -> None:
-    gateway.channel = channel
+async def test_a_channel_without_a_key_refuses_every_webhook(
+        fake: FakeWaha, make: Any, gateway: CallbackRoute, hook_url: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    gateway.channel = channel = await make(webhook_hmac_key=None)
+    assert "has no webhook_hmac_key: its callbacks are refused" in caplog.text
     await channel.send(outbound())
+    ack = fake.ack_event(fake.sent[0], 1)
+
+    fake.webhook_hmac_key = None
+    unsigned = await fake.emit(hook_url, [ack])
+    fake.webhook_hmac_key = "whatever-an-attacker-picks"
+    signed = await fake.emit(hook_url, [ack])
+
+    assert unsigned == signed == [403]
+    assert gateway.updates == []
+    with pytest.raises(CallbackRejected) as refused:
+        await channel.handle_callback(callback_request(ack, headers={}))
+    assert "pushgate channel callback-secret 7" in refused.value.reason
+
+
+async def test_insecure_callbacks_accepts_unsigned_webhooks_and_says_so(
+        fake: FakeWaha, make: Any, gateway: CallbackRoute, hook_url: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    gateway.channel = channel = await make(webhook_hmac_key=None, insecure_callbacks=True)
+    assert "insecure_callbacks is on" in caplog.text
+    await channel.send(outbound())
+    fake.webhook_hmac_key = None
 
     assert await fake.emit(hook_url, [fake.ack_event(fake.sent[0], 1)]) == [200]
     assert [u.state for u in gateway.updates] == [State.SUBMITTED]
@@ -483,7 +515,8 @@ def test_config_defaults_are_filled() -> None:
     assert config == {"base_url": "http://127.0.0.1:3000", "api_key": "k",
                       "timeout_seconds": 30.0, "session_cache_seconds": 2.0,
                       "session_retry_seconds": 5.0, "link_preview": False,
-                      "session": "default", "webhook_hmac_key": None, "check_numbers": True}
+                      "insecure_callbacks": False, "session": "default",
+                      "webhook_hmac_key": None, "check_numbers": True}
 
 
 @pytest.mark.parametrize(("config", "named"), [
@@ -494,6 +527,8 @@ def test_config_defaults_are_filled() -> None:
     ({"base_url": "http://host", "api_key": "k", "session": ""}, "session"),
     ({"base_url": "http://host", "api_key": "k", "timeout_seconds": "soon"}, "timeout_seconds"),
     ({"base_url": "http://host", "apikey": "k", "api_key": "k"}, "apikey"),
+    ({"base_url": "http://host", "api_key": "k", "webhook_hmac_key": "s",
+      "insecure_callbacks": True}, "insecure_callbacks"),
 ])
 def test_bad_config_names_the_key(config: dict[str, Any], named: str) -> None:
     with pytest.raises(ChannelConfigError, match=named):
@@ -511,3 +546,33 @@ async def test_secrets_stay_out_of_the_config_repr(make: Any) -> None:
     channel = await make(webhook_hmac_key=HMAC_KEY)
 
     assert KEY not in repr(channel.config) and HMAC_KEY not in repr(channel.config)
+
+
+def test_a_new_channel_gets_a_random_key_unless_given_or_opted_out() -> None:
+    base = {"base_url": "http://127.0.0.1:3000", "api_key": "k"}
+
+    config, made = WahaChannel.with_callback_secret(base)
+    again, made_again = WahaChannel.with_callback_secret(base)
+
+    assert made and made_again and made != made_again and len(made) >= 40
+    assert config == {**base, "webhook_hmac_key": made}
+    assert WahaChannel.with_callback_secret({**base, "webhook_hmac_key": "mine"})[1] is None
+    assert WahaChannel.with_callback_secret({**base, "insecure_callbacks": True}) == (
+        {**base, "insecure_callbacks": True}, None)
+
+
+async def test_the_printed_setting_is_what_the_channel_checks(
+        fake: FakeWaha, make: Any, gateway: CallbackRoute, hook_url: str) -> None:
+    config, key = WahaChannel.with_callback_secret({"session": "shop"})
+    setup = "\n".join(WahaChannel.callback_setup(config, hook_url))
+    # The session config line, as WAHA takes it, and the environment variables.
+    webhooks = orjson.loads(setup.split('"webhooks": ', 1)[1].split("\n", 1)[0])
+    assert webhooks == [{"url": hook_url, "events": ["message", "message.ack", "session.status"],
+                         "hmac": {"key": key}}]
+    assert f"WHATSAPP_HOOK_HMAC_KEY={key}" in setup and f"WHATSAPP_HOOK_URL={hook_url}" in setup
+
+    gateway.channel = channel = await make(webhook_hmac_key=key)
+    await channel.send(outbound())
+    fake.webhook_hmac_key = webhooks[0]["hmac"]["key"]
+    assert await fake.emit(hook_url, [fake.ack_event(fake.sent[0], 2)]) == [200]
+    assert [u.state for u in gateway.updates] == [State.DELIVERED]

@@ -27,7 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pushgate import __version__
 from pushgate.api import metrics, openapi
-from pushgate.api.auth import Lookups, RateLimiter, authenticate, token_from
+from pushgate.api.auth import FailureThrottle, Lookups, RateLimiter, authenticate, token_from
 from pushgate.api.body import read_body as read_limited_body
 from pushgate.api.devices import device_router, resume_stopped_queue
 from pushgate.api.media_hosts import plan_with_media_hosts
@@ -121,7 +121,8 @@ class Gateway:
         self.run_workers = run_workers
         self.limits = Limits(max_recipients=settings.max_recipients)
         self.rate_limiter = RateLimiter(settings.push_rate_per_minute)
-        self.lookups = Lookups(store, settings.lookup_cache_seconds)
+        self.lookups = Lookups(store, settings.lookup_cache_seconds, FailureThrottle(
+            settings.auth_failure_limit, settings.auth_failure_window_seconds))
         # Whether media URL hosts resolve to public addresses only, kept a few seconds.
         self.media_names = NameVerdicts()
         self.webhook_wake = asyncio.Event()

@@ -1,9 +1,12 @@
-"""Who is calling: token lookup, IP allow-lists, per-token push rate limits."""
+"""Who is calling: token lookup, IP allow-lists, per-token push rate limits, and the throttle
+on guessing tokens (per client address)."""
 
 from __future__ import annotations
 
 import ipaddress
+import math
 import time
+from collections import OrderedDict, deque
 from functools import lru_cache
 from typing import Protocol
 
@@ -43,6 +46,75 @@ def ip_allowed(client_ip: str | None, allow: list[str]) -> bool:
     return any(address in network for network in _networks(tuple(allow)))
 
 
+class FailureThrottle:
+    """Failed authentications per client address, in a sliding window: once an address has
+    ``limit`` failures within ``window`` seconds it is refused, before any token is looked at,
+    until the oldest of them leaves the window. Successes are not counted and other addresses
+    are not affected, so honest clients never wait behind a guesser.
+
+    In memory and per process (each API process counts its own). IPv6 clients are counted per
+    /64, the block one subscriber gets, so rotating addresses within it does not help. At most
+    ``max_addresses`` addresses are remembered, the one that failed least recently forgotten
+    first, each with at most ``limit`` times: a flood of addresses costs bounded memory.
+    """
+
+    def __init__(self, limit: int, window: float, max_addresses: int = 10_000) -> None:
+        self.limit = limit
+        self.window = window
+        self.max_addresses = max_addresses
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+
+    @staticmethod
+    def source(client_ip: str | None) -> str:
+        """The key an address is counted under."""
+        if not client_ip:
+            return "?"
+        if ":" in client_ip:
+            try:
+                address = ipaddress.IPv6Address(client_ip)
+            except ValueError:
+                return client_ip
+            mapped = address.ipv4_mapped
+            if mapped is not None:
+                return str(mapped)
+            return str(ipaddress.IPv6Network((address, 64), strict=False))
+        return client_ip
+
+    def retry_after(self, client_ip: str | None, now: float | None = None) -> float | None:
+        """Seconds until ``client_ip`` may try again, or None when it may now."""
+        if self.limit <= 0:
+            return None
+        times = self._failures.get(self.source(client_ip))
+        if times is None or len(times) < self.limit:
+            return None
+        now = time.monotonic() if now is None else now
+        wait = times[0] + self.window - now
+        return wait if wait > 0 else None
+
+    def check(self, client_ip: str | None, now: float | None = None) -> None:
+        """Raise ``ApiError`` 429 (with ``Retry-After``) when ``client_ip`` must wait."""
+        wait = self.retry_after(client_ip, now)
+        if wait is not None:
+            raise ApiError(Code.RATE_LIMITED, "too many wrong tokens from this address",
+                           retry_after=max(1, math.ceil(wait)))
+
+    def failed(self, client_ip: str | None, now: float | None = None) -> None:
+        if self.limit <= 0:
+            return
+        now = time.monotonic() if now is None else now
+        key = self.source(client_ip)
+        times = self._failures.get(key)
+        if times is None:
+            times = self._failures[key] = deque(maxlen=self.limit)
+            while len(self._failures) > self.max_addresses:
+                self._failures.popitem(last=False)
+        else:
+            self._failures.move_to_end(key)
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        times.append(now)
+
+
 class TokenSource(Protocol):
     async def authenticate(self, token_hash: str) -> TokenInfo | None: ...
 
@@ -59,9 +131,11 @@ class Lookups:
     ``ttl`` 0 reads the store every time.
     """
 
-    def __init__(self, store: Store, ttl: float) -> None:
+    def __init__(self, store: Store, ttl: float, failures: FailureThrottle | None = None) -> None:
         self.store = store
         self.ttl = ttl
+        # Wrong tokens per client address (``authenticate`` counts and checks them).
+        self.failures = failures
         self._tokens: dict[str, tuple[float, TokenInfo]] = {}
         self._channels: dict[tuple[int, int], tuple[float, ChannelSpec]] = {}
 
@@ -102,16 +176,22 @@ LOOKUPS_KEPT = 10_000
 
 
 async def authenticate(store: TokenSource, request: Request, token: str | None) -> TokenInfo:
+    client_ip = request.client.host if request.client else None
+    # An address that sent too many unknown tokens waits, whatever it sends now.
+    failures = store.failures if isinstance(store, Lookups) else None
+    if failures is not None:
+        failures.check(client_ip)
     if not token:
         raise ApiError(Code.AUTH_FAILED, "no token given")
     info = await store.authenticate(hash_token(token))
     if info is None:
+        if failures is not None:
+            failures.failed(client_ip)
         raise ApiError(Code.AUTH_FAILED, "unknown token")
     if info.revoked:
         raise ApiError(Code.TOKEN_REVOKED)
     if not info.project_active:
         raise ApiError(Code.API_NOT_ACTIVE)
-    client_ip = request.client.host if request.client else None
     if not ip_allowed(client_ip, info.ip_allow):
         raise ApiError(Code.IP_NOT_ALLOWED, f"{client_ip} is not on the token's allow-list")
     return info

@@ -36,11 +36,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import math
 import random
 import re
 import secrets
 import time
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -51,7 +52,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
-from pushgate.api.auth import authenticate, token_from
+from pushgate.api.auth import FailureThrottle, authenticate, token_from
 from pushgate.api.body import read_body
 from pushgate.channels.android import LIMIT_EXCEEDED, PhoneSettings
 from pushgate.channels.base import channel_class, channel_for
@@ -84,10 +85,6 @@ QUEUE_STOPPED = {"message": "stopped by device-action stop-message-queue",
                  "call": "stopped by device-action stop-call-queue"}
 # Commands Picky documents for WhatsApp Web Automation servers, which pushgate does not run.
 BRIDGE_COMMANDS = frozenset({"restart-server", "disconnect", "clearlogs"})
-# A failed registration attempt per client address is remembered this long; this many within
-# it answer 429.
-REGISTER_WINDOW_SECONDS = 600.0
-REGISTER_MAX_FAILURES = 10
 # Device writes of "last seen" are spaced at least this much (every request reads the token).
 TOUCH_EVERY_SECONDS = 5.0
 # A connector's status() may take this long before device-status answers TIMEOUT.
@@ -232,8 +229,9 @@ async def resume_stopped_queue(store: Store, channel: ChannelSpec) -> bool:
     return True
 
 
-def _message(status: int, text: str) -> Response:
-    return Response(orjson.dumps({"message": text}), status_code=status, media_type=JSON)
+def _message(status: int, text: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps({"message": text}), status_code=status, media_type=JSON,
+                    headers=headers)
 
 
 def _json(payload: Any) -> Response:
@@ -272,31 +270,6 @@ class _Wakeups:
             event.set()
 
 
-class _FailedRegistrations:
-    """Failed ``POST /device`` attempts per client address (guessing private tokens)."""
-
-    def __init__(self) -> None:
-        self.failures: dict[str, deque[float]] = defaultdict(deque)
-
-    def blocked(self, client: str, now: float) -> bool:
-        recent = self.failures.get(client)
-        if recent is None:
-            return False
-        while recent and recent[0] < now - REGISTER_WINDOW_SECONDS:
-            recent.popleft()
-        if not recent:
-            del self.failures[client]
-            return False
-        return len(recent) >= REGISTER_MAX_FAILURES
-
-    def failed(self, client: str, now: float) -> None:
-        if len(self.failures) > 10_000:   # many addresses: forget those that went quiet
-            for quiet in [c for c, t in self.failures.items()
-                          if not t or t[-1] < now - REGISTER_WINDOW_SECONDS]:
-                del self.failures[quiet]
-        self.failures[client].append(now)
-
-
 # --- the router ---------------------------------------------------------------------------------
 def device_router(gateway: Gateway) -> APIRouter:
     """The device API under the configured prefix, and Picky's device routes."""
@@ -306,7 +279,9 @@ def device_router(gateway: Gateway) -> APIRouter:
     retry_policy = RetryPolicy(settings.retry_max_attempts, settings.retry_base_seconds,
                                settings.retry_cap_seconds)
     wakeups = _Wakeups()
-    registrations = _FailedRegistrations()
+    # Wrong private tokens on ``POST /device`` per client address (guessing them).
+    registrations = FailureThrottle(settings.auth_failure_limit,
+                                    settings.auth_failure_window_seconds)
     touched: dict[str, float] = {}
     router = APIRouter()
     tags: list[str] = ["Phones (SMS Gateway for Android)"]
@@ -348,9 +323,11 @@ def device_router(gateway: Gateway) -> APIRouter:
                  summary="Register a phone with a channel's private token")
     async def register(request: Request) -> Response:
         now = time.time()
-        client = request.client.host if request.client else "?"
-        if registrations.blocked(client, now):
-            return _message(429, "too many failed registrations; try again later")
+        client = request.client.host if request.client else None
+        wait = registrations.retry_after(client)
+        if wait is not None:
+            return _message(429, "too many failed registrations; try again later",
+                            headers={"Retry-After": str(max(1, math.ceil(wait)))})
         token = bearer(request) or ""
         phones = [c for c in await store.list_channels() if _is_phone(c)]
         # Every channel is compared, in constant time each: no early exit tells which matched.
@@ -358,7 +335,7 @@ def device_router(gateway: Gateway) -> APIRouter:
             (c.config.get("private_token") or "").encode(), token.encode())
             and c.config.get("private_token")]
         if not token or not matches:
-            registrations.failed(client, now)
+            registrations.failed(client)
             return _message(401, "invalid private token")
         channel = matches[0]
         try:

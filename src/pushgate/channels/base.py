@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
@@ -123,6 +124,10 @@ class Channel:
     pull: ClassVar[bool] = False
     # Set by the dispatcher before ``start()``.
     sink: ChannelSink | None = None
+    # The config key of the shared secret that authenticates the provider's callbacks, for
+    # connectors whose provider can be given one (WAHA's HMAC key, Evolution's webhook token):
+    # ``channel add`` generates it when the operator gives none (``with_callback_secret``).
+    callback_secret_key: ClassVar[str] = ""
 
     def __init__(self, spec: ChannelSpec, env: ChannelEnv | None = None) -> None:
         self.spec = spec
@@ -139,6 +144,23 @@ class Channel:
         """Check a channel's ``config`` (``channel add``), returning it normalised; raise
         ``ChannelConfigError`` saying which key is wrong."""
         return config
+
+    @classmethod
+    def with_callback_secret(cls, config: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+        """``config`` with a new random callback secret when this connector takes one, none
+        is given and the operator did not open callbacks on purpose (``insecure_callbacks``);
+        and the secret made (None when nothing was added)."""
+        key = cls.callback_secret_key
+        if not key or config.get(key) or config.get("insecure_callbacks"):
+            return config, None
+        secret = secrets.token_urlsafe(32)
+        return {**config, key: secret}, secret
+
+    @classmethod
+    def callback_setup(cls, config: dict[str, Any], callback_url: str) -> list[str]:
+        """What the operator sets on the provider's side so that its callbacks reach
+        ``callback_url`` and pass the connector's check (lines for ``channel add``)."""
+        return []
 
     async def start(self) -> None:
         """Open connections (called when a worker takes the channel)."""

@@ -18,6 +18,13 @@ API, so both connectors follow the same plan, implemented here once:
 - **Device state** for Picky's ``device-status``: CONNECTED, TIMEOUT (starting), UNPAIRED (needs a
   QR scan), OFFLINE (stopped, failed, unreachable) with the reason.
 
+- **Callbacks are authenticated by default.** A channel takes a shared secret (WAHA's webhook
+  HMAC key, Evolution's webhook token) that ``channel add`` generates when none is given; a
+  channel without one refuses every callback (403) unless its config says
+  ``"insecure_callbacks": true`` (local development), which is logged as a warning whenever the
+  channel is loaded. Channels stored before secrets were generated have none: their callbacks are
+  refused, with a log line naming ``pushgate channel callback-secret``.
+
 WhatsApp bans numbers that send fast, so both kinds default to 15 s between messages plus up to
 30 s of random jitter (``default_delay_ms`` / ``default_jitter_ms``, applied by ``channel add``;
 the dispatcher paces).
@@ -26,6 +33,7 @@ the dispatcher paces).
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import mimetypes
 import time
@@ -77,6 +85,8 @@ _RETRYABLE_STATUS = frozenset({408, 425, 429})
 # How many half-sent messages (first part out, second pending) are remembered at most.
 _PARTIAL_LIMIT = 10_000
 
+log = logging.getLogger("pushgate.channels.bridge")
+
 
 class BridgeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Settings shared by both bridges (``channel add --config``)."""
@@ -89,6 +99,8 @@ class BridgeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # How long a message waits when the session is not connected.
     session_retry_seconds: float = 5.0
     link_preview: bool = False
+    # Accept callbacks that carry no secret, from anyone (local development only).
+    insecure_callbacks: bool = False
 
     def __post_init__(self) -> None:
         scheme = urlsplit(self.base_url).scheme
@@ -227,6 +239,15 @@ class BridgeChannel(Channel):
     def __init__(self, spec: ChannelSpec, env: ChannelEnv | None = None) -> None:
         super().__init__(spec, env)
         self.config = parse_config(self.config_type, spec.config)
+        if not self.callback_secret() and self.config.insecure_callbacks:
+            log.warning("channel %s (%s): insecure_callbacks is on: callbacks are accepted "
+                        "UNSIGNED, from anyone who can reach the gateway; use it for local "
+                        "development only (`pushgate channel callback-secret %s` sets a "
+                        "secret)", spec.id, self.kind, spec.id)
+        elif not self.callback_secret():
+            log.warning("channel %s (%s) has no %s: its callbacks are refused (403); run "
+                        "`pushgate channel callback-secret %s` and set what it prints on the "
+                        "bridge", spec.id, self.kind, self.callback_secret_key, spec.id)
         self._client: httpx.AsyncClient | None = None
         self._session: SessionState | None = None
         self._session_read_at = -math.inf
@@ -236,7 +257,34 @@ class BridgeChannel(Channel):
 
     @classmethod
     def validate_config(cls, config: dict[str, Any]) -> dict[str, Any]:
-        return msgspec.structs.asdict(parse_config(cls.config_type, config))
+        parsed = parse_config(cls.config_type, config)
+        if parsed.insecure_callbacks and getattr(parsed, cls.callback_secret_key, None):
+            raise ChannelConfigError(f"insecure_callbacks cannot be true with a "
+                                     f"{cls.callback_secret_key}: give one or the other")
+        return msgspec.structs.asdict(parsed)
+
+    # -- callbacks -----------------------------------------------------------------------------
+
+    def callback_secret(self) -> str | None:
+        secret = getattr(self.config, self.callback_secret_key, None)
+        return secret if isinstance(secret, str) and secret else None
+
+    def verify_callback(self, request: CallbackRequest) -> None:
+        """Refuse (``CallbackRejected``) a callback that does not carry the channel's secret;
+        with no secret configured, refuse every callback unless ``insecure_callbacks``."""
+        secret = self.callback_secret()
+        if secret:
+            self.check_secret(request, secret)
+        elif not self.config.insecure_callbacks:
+            raise CallbackRejected(
+                403, f"channel {self.spec.id} has no {self.callback_secret_key}, so it takes no "
+                f"callbacks; run `pushgate channel callback-secret {self.spec.id}` (or set "
+                f"\"insecure_callbacks\": true for local development)")
+
+    def check_secret(self, request: CallbackRequest, secret: str) -> None:
+        """Raise ``CallbackRejected`` (401) unless ``request`` carries ``secret`` the way the
+        bridge sends it."""
+        raise NotImplementedError
 
     # -- subclass hooks ------------------------------------------------------------------------
 

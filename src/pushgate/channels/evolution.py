@@ -6,12 +6,14 @@ Config (``channel add --kind evolution --config '{...}'``):
 - ``base_url`` (required): the Evolution API server, e.g. ``http://127.0.0.1:8080``.
 - ``api_key`` (required): the global key or the instance token, sent as ``apikey``.
 - ``instance`` (required): the instance name.
-- ``webhook_token``: Evolution does not sign webhooks. When set, every callback must carry this
-  token, as the query parameter ``token`` (register the webhook as
+- ``webhook_token``: Evolution does not sign webhooks, so every callback must carry this token,
+  as the query parameter ``token`` (register the webhook as
   ``{public_url}/channels/{id}/callback?token=<webhook_token>`` with ``webhook_by_events`` off,
   since Evolution appends the event name to the path otherwise) or as the header
   ``X-Webhook-Token`` (a custom webhook header); a missing or wrong token is refused 401.
-  Without it every callback is accepted.
+  ``channel add`` generates one when none is given and prints the webhook URL to register.
+- ``insecure_callbacks`` (default false): without a ``webhook_token`` every callback is refused
+  403; true accepts callbacks without a token from anyone (local development; logged).
 - ``typing_delay_ms`` (default 0): sent as ``delay`` on texts, so Evolution shows "typing…" for
   that long before sending (looks human; the HTTP call lasts as long).
 - ``link_preview`` (default false), ``timeout_seconds`` (30), ``session_cache_seconds`` (2),
@@ -39,9 +41,10 @@ import hmac
 import time
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
+import orjson
 
 from pushgate.channels.base import CallbackRejected, CallbackRequest, CallbackResult, register
 from pushgate.channels.bridge import (
@@ -71,6 +74,10 @@ _MEDIA_MESSAGES = ("imageMessage", "videoMessage", "audioMessage", "documentMess
                    "documentWithCaptionMessage", "stickerMessage")
 _CONTACT_MESSAGES = ("locationMessage", "liveLocationMessage", "contactMessage",
                      "contactsArrayMessage")
+
+
+# The events a channel's webhook must subscribe to.
+WEBHOOK_EVENTS = ("MESSAGES_UPSERT", "MESSAGES_UPDATE", "CONNECTION_UPDATE")
 
 
 class EvolutionConfig(BridgeConfig, kw_only=True):
@@ -119,6 +126,7 @@ class EvolutionChannel(BridgeChannel):
     kind = "evolution"
     config_type = EvolutionConfig
     session_noun = "Evolution instance"
+    callback_secret_key = "webhook_token"
     config: EvolutionConfig
 
     def auth_headers(self) -> dict[str, str]:
@@ -184,10 +192,18 @@ class EvolutionChannel(BridgeChannel):
 
     # -- callbacks -----------------------------------------------------------------------------
 
-    def _verify(self, request: CallbackRequest) -> None:
-        expected = self.config.webhook_token
-        if not expected:
-            return
+    @classmethod
+    def callback_setup(cls, config: dict[str, Any], callback_url: str) -> list[str]:
+        token = config.get("webhook_token")
+        url = f"{callback_url}?{urlencode({'token': token})}" if token else callback_url
+        instance = config.get("instance", "<instance>")
+        webhook = {"enabled": True, "url": url, "webhookByEvents": False,
+                   "webhookBase64": False, "events": list(WEBHOOK_EVENTS)}
+        return [f"In Evolution API, set the webhook of instance {instance!r} "
+                f"(POST /webhook/set/{quote(str(instance), safe='')}), by events off:",
+                f"  {orjson.dumps(webhook).decode()}"]
+
+    def check_secret(self, request: CallbackRequest, expected: str) -> None:
         given = request.query.get("token") or request.headers.get("x-webhook-token") or ""
         if not given:
             raise CallbackRejected(401, "missing webhook token")
@@ -195,7 +211,7 @@ class EvolutionChannel(BridgeChannel):
             raise CallbackRejected(401, "wrong webhook token")
 
     async def handle_callback(self, request: CallbackRequest) -> CallbackResult:
-        self._verify(request)
+        self.verify_callback(request)
         event = json_event(request)
         if event is None:
             return CallbackResult()

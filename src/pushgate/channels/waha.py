@@ -6,8 +6,11 @@ Config (``channel add --kind waha --config '{...}'``):
 - ``base_url`` (required): the WAHA server, e.g. ``http://127.0.0.1:3000``.
 - ``api_key`` (required): sent as ``X-Api-Key``.
 - ``session`` (default ``"default"``; WAHA Core runs only that one).
-- ``webhook_hmac_key``: the ``hmac.key`` of the session's webhook; when set, every callback must
-  carry a matching ``X-Webhook-Hmac`` (hex HMAC-SHA512 of the raw body), else it is refused 401.
+- ``webhook_hmac_key``: the ``hmac.key`` of the session's webhook: every callback must carry a
+  matching ``X-Webhook-Hmac`` (hex HMAC-SHA512 of the raw body), else it is refused 401.
+  ``channel add`` generates one when none is given and prints the session's webhook setting.
+- ``insecure_callbacks`` (default false): without a ``webhook_hmac_key`` every callback is
+  refused 403; true accepts unsigned callbacks from anyone (local development; logged).
 - ``check_numbers`` (default true): ask ``GET /api/contacts/check-exists`` before the first send
   to a number (cached for an hour). A number not on WhatsApp then fails permanently before any
   send (WAHA's own answer to such a send is an engine error, not a clear 4xx, and sending to
@@ -28,10 +31,11 @@ Some WAHA builds answer a send with an empty body: the send is still a success, 
 provider id, so its acks cannot be matched and the message stays ``submitted``.
 
 Callbacks (point the session's webhook at ``{public_url}/channels/{id}/callback`` with events
-``message``, ``message.ack``, ``session.status``): ``message.ack`` levels −1 ERROR → failed,
-0 PENDING → nothing, 1 SERVER → submitted, 2 DEVICE → delivered, 3 READ and 4 PLAYED → read;
-inbound ``message`` events from people (not ``fromMe``) → inbound messages; anything else is
-answered 200 with nothing recorded.
+``message``, ``message.ack``, ``session.status`` and ``hmac.key`` = ``webhook_hmac_key``;
+``channel add`` prints it as session config and as environment): ``message.ack`` levels
+−1 ERROR → failed, 0 PENDING → nothing, 1 SERVER → submitted, 2 DEVICE → delivered, 3 READ
+and 4 PLAYED → read; inbound ``message`` events from people (not ``fromMe``) → inbound messages;
+anything else is answered 200 with nothing recorded.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import orjson
 
 from pushgate.channels.base import (
     CallbackRejected,
@@ -90,6 +95,10 @@ _ACK_LEVELS = {"ERROR": -1, "PENDING": 0, "SERVER": 1, "DEVICE": 2, "READ": 3, "
 _PERSON_SUFFIXES = ("@c.us", "@s.whatsapp.net")
 _NUMBER_CACHE_SECONDS = 3600.0
 _NUMBER_CACHE_LIMIT = 10_000
+
+
+# The events a channel's webhook must subscribe to.
+WEBHOOK_EVENTS = ("message", "message.ack", "session.status")
 
 
 class WahaConfig(BridgeConfig, kw_only=True):
@@ -142,6 +151,7 @@ class WahaChannel(BridgeChannel):
     kind = "waha"
     config_type = WahaConfig
     session_noun = "WAHA session"
+    callback_secret_key = "webhook_hmac_key"
     config: WahaConfig
 
     def __init__(self, spec: ChannelSpec, env: ChannelEnv | None = None) -> None:
@@ -240,10 +250,24 @@ class WahaChannel(BridgeChannel):
 
     # -- callbacks -----------------------------------------------------------------------------
 
-    def _verify(self, request: CallbackRequest) -> None:
-        key = self.config.webhook_hmac_key
-        if not key:
-            return
+    @classmethod
+    def callback_setup(cls, config: dict[str, Any], callback_url: str) -> list[str]:
+        key = config.get("webhook_hmac_key")
+        session = config.get("session") or "default"
+        webhook: dict[str, Any] = {"url": callback_url, "events": list(WEBHOOK_EVENTS)}
+        if key:
+            webhook["hmac"] = {"key": key}
+        env = [f"WHATSAPP_HOOK_URL={callback_url}",
+               f"WHATSAPP_HOOK_EVENTS={','.join(WEBHOOK_EVENTS)}"]
+        if key:
+            env.append(f"WHATSAPP_HOOK_HMAC_KEY={key}")
+        return [f"In WAHA, give session {session!r} this webhook (its \"config\" when the "
+                "session is created with POST /api/sessions, or its settings in the dashboard):",
+                f'  "webhooks": [{orjson.dumps(webhook).decode()}]',
+                "or, for every session of that WAHA server, set in its environment:",
+                *(f"  {line}" for line in env)]
+
+    def check_secret(self, request: CallbackRequest, key: str) -> None:
         signature = request.headers.get("x-webhook-hmac", "").strip().lower()
         if not signature:
             raise CallbackRejected(401, "missing X-Webhook-Hmac")
@@ -251,11 +275,12 @@ class WahaChannel(BridgeChannel):
         if algorithm != "sha512":
             raise CallbackRejected(401, f"unsupported X-Webhook-Hmac-Algorithm {algorithm!r}")
         expected = hmac.new(key.encode(), request.body, hashlib.sha512).hexdigest()
-        if not hmac.compare_digest(expected, signature):
+        # Bytes: a header may hold any character, and compare_digest takes only ASCII str.
+        if not hmac.compare_digest(expected.encode(), signature.encode()):
             raise CallbackRejected(401, "X-Webhook-Hmac does not match the body")
 
     async def handle_callback(self, request: CallbackRequest) -> CallbackResult:
-        self._verify(request)
+        self.verify_callback(request)
         event = json_event(request)
         if event is None or not isinstance(event.get("payload"), dict):
             return CallbackResult()

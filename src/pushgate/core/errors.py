@@ -104,7 +104,10 @@ _TABLE: tuple[CodeInfo, ...] = (
              "refused and nothing is charged."),
     CodeInfo(Code.RATE_LIMITED, 429, "Rate limit exceeded",
              "The token sent more pushes per minute than `PUSHGATE_PUSH_RATE_PER_MINUTE` "
-             "(default 90). Nothing was queued; retry after the `Retry-After` seconds."),
+             "(default 90), or the caller's address sent `PUSHGATE_AUTH_FAILURE_LIMIT` unknown "
+             "tokens (default 10) within `PUSHGATE_AUTH_FAILURE_WINDOW_SECONDS` (default 600): "
+             "then any token from it is refused unread. Nothing was queued; retry after the "
+             "`Retry-After` seconds."),
     CodeInfo(Code.UNAVAILABLE, 503, "Service unavailable",
              "The store cannot be reached or is overloaded. Nothing was queued; retry later."),
     CodeInfo(Code.INVALID_NUMBER, 422, "Invalid number",
