@@ -27,7 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pushgate import __version__
 from pushgate.api import metrics, openapi
-from pushgate.api.auth import Lookups, RateLimiter, authenticate, token_from
+from pushgate.api.auth import Lookups, RateLimiter, authenticate, resolve_channel, token_from
 from pushgate.api.body import read_body as read_limited_body
 from pushgate.api.devices import device_router, resume_stopped_queue
 from pushgate.channels.base import (
@@ -43,7 +43,7 @@ from pushgate.channels.media import (
     verify_media_signature,
 )
 from pushgate.config import Settings
-from pushgate.core.channels import APPLICATION_CODES, ChannelSpec
+from pushgate.core.channels import ChannelSpec
 from pushgate.core.errors import ApiError, Code
 from pushgate.core.pricing import format_credits
 from pushgate.core.push import (
@@ -293,14 +293,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
         body = decode_push(await json_payload(request))
         token = await authenticate(gateway.lookups, request, token_from(request, body.token))
         gateway.rate_limiter.check(token.token_id)
-        # Application codes and channel ids are 32-bit columns.
-        application = parse_int_field("application", body.application, maximum=2**31 - 1)
-        channel = await gateway.lookups.find_channel(token.project_id, application)
-        if channel is None:
-            name = APPLICATION_CODES.get(application)
-            hint = f" ({name})" if name else ""
-            raise ApiError(Code.UNKNOWN_APPLICATION,
-                           f"the project has no channel for application {application}{hint}")
+        channel = await resolve_channel(gateway.lookups, token.project_id, body.application,
+                                        body.channel_id)
         plan = plan_push(body, channel, gateway.limits)
         if not plan.accepted:
             error = plan.refusal_only_error()

@@ -51,7 +51,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
-from pushgate.api.auth import authenticate, token_from
+from pushgate.api.auth import authenticate, resolve_channel, token_from
 from pushgate.api.body import read_body
 from pushgate.channels.android import LIMIT_EXCEEDED, PhoneSettings
 from pushgate.channels.base import channel_class, channel_for
@@ -60,7 +60,6 @@ from pushgate.core.errors import ApiError, Code
 from pushgate.core.lifecycle import State
 from pushgate.core.models import SendResult, StatusUpdate
 from pushgate.core.pricing import format_credits
-from pushgate.core.push import parse_int_field
 from pushgate.core.tokens import hash_token
 from pushgate.store.base import (
     Device,
@@ -126,6 +125,7 @@ class DevicePatch(msgspec.Struct):
 class CommandBody(msgspec.Struct):
     token: str | None = None
     application: str | int | None = None
+    channel_id: str | int | None = None
     command: str | None = None
 
 
@@ -574,12 +574,9 @@ def device_router(gateway: Gateway) -> APIRouter:
     async def picky_channel(request: Request) -> tuple[CommandBody, int, ChannelSpec]:
         body = await command_body(request)
         token = await authenticate(gateway.lookups, request, token_from(request, body.token))
-        if body.application not in (None, ""):
-            application = parse_int_field("application", body.application, maximum=2**31 - 1)
-            channel = await gateway.lookups.find_channel(token.project_id, application)
-            if channel is None:
-                raise ApiError(Code.UNKNOWN_APPLICATION,
-                               f"the project has no channel for application {application}")
+        if body.application not in (None, "") or body.channel_id not in (None, ""):
+            channel = await resolve_channel(gateway.lookups, token.project_id, body.application,
+                                            body.channel_id)
             return body, token.project_id, channel
         channels = await store.list_channels(token.project_id)
         phones = [c for c in channels if _is_phone(c)]

@@ -410,10 +410,6 @@ class PostgresStore(Store):
             row = await conn.fetchrow(
                 f"SELECT {CHANNEL_COLUMNS} FROM channels WHERE project_id = $1"
                 " AND application = $2 ORDER BY paused, id LIMIT 1", project_id, application)
-            if row is None:
-                row = await conn.fetchrow(
-                    f"SELECT {CHANNEL_COLUMNS} FROM channels WHERE project_id = $1"
-                    " AND id = $2", project_id, application)
         return channel_from_row(row) if row else None
 
     async def accept_push(

@@ -469,14 +469,9 @@ class SQLiteStore(Store):
                          project_active=bool(row[4]))
 
     async def find_channel(self, project_id: int, application: int) -> ChannelSpec | None:
-        conn = self._read()
-        row = conn.execute(
+        row = self._read().execute(
             f"SELECT {CHANNEL_COLUMNS} FROM channels WHERE project_id = ? AND application = ?"
             " ORDER BY paused, id LIMIT 1", (project_id, application)).fetchone()
-        if row is None:
-            row = conn.execute(
-                f"SELECT {CHANNEL_COLUMNS} FROM channels WHERE project_id = ? AND id = ?",
-                (project_id, application)).fetchone()
         return channel_from_row(row) if row else None
 
     async def accept_push(
