@@ -45,6 +45,7 @@ from pushgate.channels.media import (
 from pushgate.config import Settings
 from pushgate.core.channels import ChannelSpec
 from pushgate.core.errors import ApiError, Code
+from pushgate.core.lifecycle import ERROR_STATES, State
 from pushgate.core.pricing import format_credits
 from pushgate.core.push import (
     Limits,
@@ -535,14 +536,16 @@ def _entries(plan: PushPlan, message_ids: list[int]) -> list[dict[str, Any]]:
 
 
 def _report_item(row: dict[str, Any]) -> dict[str, Any]:
+    # Errors only for a failed or refunded message: a retried one's are in its history.
+    failed = State(row["state"]) in ERROR_STATES
     return {
         "msg_id": str(row["msg_id"]),
         "number": row["number"],
         "status": row["status"],
         "state": row["state"],
         "reference_number": row["reference_number"],
-        "error_code": row["error_code"],
-        "error_message": row["error_message"] or "",
+        "error_code": row["error_code"] if failed else None,
+        "error_message": (row["error_message"] or "") if failed else "",
         "credit": format_credits(row["credit_micro"]),
         "updated_at": row["updated_at"],
     }
