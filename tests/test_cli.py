@@ -61,6 +61,27 @@ def test_channel_add_applies_connector_defaults_and_checks_config(tmp_path: Path
     assert done.returncode == 1 and "1000" in done.stderr
 
 
+def test_channel_add_warns_when_the_application_already_has_a_channel(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'pushgate.db'}"
+    assert pushgate("migrate", url=url).returncode == 0
+    assert pushgate("project", "create", "shop", url=url).returncode == 0
+
+    def add(application: str) -> tuple[dict[str, Any], str]:
+        done = pushgate("channel", "add", "--project", "shop", "--application", application,
+                        "--json", url=url)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout), " ".join(done.stderr.split())
+
+    first, quiet = add("1")
+    assert quiet == ""
+    _sms, quiet = add("3")
+    assert quiet == ""
+    second, warned = add("1")
+    assert "warning" in warned
+    assert f"channels {first['id']}, {second['id']} all serve application 1" in warned
+    assert f"lowest id (now channel {first['id']})" in warned and "channel_id" in warned
+
+
 def test_serve_keeps_idle_connections_open_as_configured(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

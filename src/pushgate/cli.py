@@ -482,7 +482,10 @@ def channel_add(
         spec = ChannelSpec(id=0, project_id=project_id, kind=kind, application=application,
                            price_micro=price_micro, rate_per_second=rate, delay_ms=delay_ms,
                            jitter_ms=jitter_ms, name=name, config=config_data, **rules)
+        same = [c for c in await store.list_channels(project_id) if c.application == application]
         channel = await store.add_channel(spec)
+        if same:
+            _warn_shared_application(application, same + [channel])
         added = _channel_dict(channel)
         added["callback_url"] = f"{Settings().gateway_url()}/channels/{channel.id}/callback"
         return added
@@ -518,6 +521,17 @@ def _print_callback_setup(secret_key: str, generated: str | None, config: dict[s
             console.print("[yellow]note:[/yellow] the callback URL is built on this machine's "
                           "listen address; set PUSHGATE_PUBLIC_URL to the address the bridge "
                           "reaches.")
+
+
+def _warn_shared_application(application: int, channels: list[ChannelSpec]) -> None:
+    """Several channels of one project serve one application code: say which one a push with
+    only `application` reaches (store.find_channel's rule), on stderr so --json stays clean."""
+    chosen = min(channels, key=lambda c: (c.paused, c.id))
+    ids = ", ".join(str(c.id) for c in channels)
+    err_console.print(
+        f"[yellow]warning:[/yellow] the project's channels {ids} all serve application "
+        f"{application}; a push with only `application` {application} goes to the unpaused "
+        f"one with the lowest id (now channel {chosen.id}). Send `channel_id` to pick another.")
 
 
 @channel_app.command("list")

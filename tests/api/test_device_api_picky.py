@@ -145,6 +145,34 @@ async def test_status_of_other_channels_comes_from_their_connector(app_client, m
     assert missing.json()["status"] == 407
 
 
+async def test_device_routes_read_application_as_a_code_and_channel_id_as_an_id(
+        app_client, make, store) -> None:
+    project, token = await _project(make)
+    bridge = await make.channel(project.id, application=10, kind="test-status-probe")
+    phone = await _phone_channel(make, project.id)
+    assert (bridge.id, phone.id) == (1, 2)
+    client, _gw = await app_client()
+
+    # No channel serves application 2: refused, though channel 2 exists (and nothing stops).
+    status = await client.post("/api/v2/device-status", json={"token": token,
+                                                              "application": "2"})
+    assert status.json()["status"] == 407
+    action = await _action(client, token, "stop-message-queue", application=2)
+    assert action["status"] == 407
+    assert not (await store.get_channel(phone.id)).paused
+
+    by_id = await _status(client, token, channel_id=phone.id)
+    assert by_id["channel_id"] == phone.id and by_id["application"] == 3
+    assert (await _status(client, token, channel_id=bridge.id, application=10))[
+        "status"] == "CONNECTED"
+    mismatch = await client.post("/api/v2/device-status", json={
+        "token": token, "channel_id": bridge.id, "application": 3})
+    assert mismatch.json()["status"] == 422
+    foreign = await client.post("/api/v2/device-status", json={"token": token,
+                                                               "channel_id": 99})
+    assert foreign.json()["status"] == 421
+
+
 async def test_stop_resume_and_the_next_push(app_client, make) -> None:
     project, token = await _project(make)
     spec = await _phone_channel(make, project.id)

@@ -9,8 +9,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from tests.fakes.android_phone import LIMIT_EXCEEDED as LIMIT
+from tests.fakes.android_phone import app_error
 
 from pushgate.core.pricing import parse_credits
+
+GENERIC = "RESULT_ERROR_GENERIC_FAILURE"
 
 API = "/api/mobile/v1"
 PRIVATE_TOKEN = "private-token-for-tests-0123456789"
@@ -168,7 +172,7 @@ async def test_state_reports_move_the_messages(app_client, make, store, query) -
     await _report(client, device, ids[0], "Sent", at=epoch_ms)
     await _report(client, device, ids[0], "Delivered", at=delivered_at)
     await _report(client, device, ids[1], "Sent")
-    await _report(client, device, ids[2], "Failed", error="RESULT_ERROR_NO_SERVICE")
+    await _report(client, device, ids[2], "Failed", error=app_error(GENERIC))
     await _report(client, device, ids[3], "Processed")
 
     assert _states(query, ids) == {ids[0]: "delivered", ids[1]: "submitted",
@@ -177,7 +181,7 @@ async def test_state_reports_move_the_messages(app_client, make, store, query) -
                       int(ids[0]), "delivered")
     assert delivered == [(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC).timestamp(),)]
     failed = query("SELECT error_code, error_message FROM messages WHERE id = ?", int(ids[2]))
-    assert failed[0][0] == "RESULT_ERROR_NO_SERVICE" and "Pixel 7" in failed[0][1]
+    assert failed[0][0] == GENERIC and failed[0][1] == f"phone Pixel 7: {app_error(GENERIC)}"
     # One message's credit came back: 1 - 4 × 0.01 + 0.01.
     balance = (await store.get_project(project.id)).balance_micro
     assert balance == parse_credits("1") - 3 * parse_credits("0.01")
@@ -193,14 +197,18 @@ async def test_state_reports_move_the_messages(app_client, make, store, query) -
                  " AND detail NOT LIKE '%ignored%'", int(ids[1]), "submitted") == [(0,)]
 
 
+# The app's words: "Send result: RESULT_ERROR_LIMIT_EXCEEDED (Failed because we reached the
+# sending queue limit)"; older clients send the bare code.
+@pytest.mark.parametrize("error", [app_error(LIMIT), LIMIT])
 async def test_android_limit_requeues_without_an_attempt_and_rests_the_phone(
-        app_client, make, query, store) -> None:
-    client, _gw, _project, token, _spec = await _setup(app_client, make,
-                                                       limit_pause_seconds=600)
+        app_client, make, query, store, error) -> None:
+    client, _gw, project, token, _spec = await _setup(app_client, make,
+                                                      limit_pause_seconds=600)
     phone, other = await _register(client, "A"), await _register(client, "B")
     ids = await _push(client, token, NUMBERS[:2])
     await _fetch(client, phone)
-    await _report(client, phone, ids[0], "Failed", error="RESULT_ERROR_LIMIT_EXCEEDED")
+    await _report(client, phone, ids[0], "Failed", error=error)
+    assert (await store.get_project(project.id)).balance_micro == parse_credits("9.98")
 
     row = query("SELECT state, attempts, error_code FROM messages WHERE id = ?", int(ids[0]))
     assert row == [("queued", 0, "RESULT_ERROR_LIMIT_EXCEEDED")]
@@ -211,6 +219,46 @@ async def test_android_limit_requeues_without_an_attempt_and_rests_the_phone(
     assert [i["id"] for i in await _fetch(client, phone)] == [ids[1]]
     taken = await _fetch(client, other)
     assert [i["id"] for i in taken] == [ids[0]]
+
+
+async def test_a_phone_that_cannot_send_rests_and_its_message_waits_for_another(
+        app_client, make, query, store) -> None:
+    client, _gw, project, token, _spec = await _setup(app_client, make,
+                                                      trouble_pause_seconds=120)
+    phone, other = await _register(client, "A"), await _register(client, "B")
+    ids = await _push(client, token, NUMBERS[:1])
+    await _fetch(client, phone)
+    before = time.time()
+    await _report(client, phone, ids[0], "Failed", error=app_error("RESULT_ERROR_NO_SERVICE"))
+
+    row = query("SELECT state, attempts, error_code FROM messages WHERE id = ?", int(ids[0]))
+    assert row == [("queued", 0, "RESULT_ERROR_NO_SERVICE")]
+    rested = await store.get_device(phone["id"])
+    assert rested is not None and before + 120 <= rested.paused_until < before + 600
+    assert (await store.get_project(project.id)).balance_micro == parse_credits("9.99")
+    await asyncio.sleep(0.1)
+    assert await _fetch(client, phone) == []
+    assert [i["id"] for i in await _fetch(client, other)] == [ids[0]]
+
+
+async def test_a_passing_fault_is_retried_later_as_an_attempt(app_client, make, query,
+                                                               store) -> None:
+    client, _gw, project, token, _spec = await _setup(app_client, make)
+    phone = await _register(client, "A")
+    ids = await _push(client, token, NUMBERS[:1])
+    await _fetch(client, phone)
+    before = time.time()
+    await _report(client, phone, ids[0], "Failed",
+                  error=app_error("RESULT_RIL_SMS_SEND_FAIL_RETRY"))
+
+    [(state, attempts, code, next_at)] = query(
+        "SELECT state, attempts, error_code, next_attempt_at FROM messages WHERE id = ?",
+        int(ids[0]))
+    assert (state, attempts, code) == ("queued", 1, "RESULT_RIL_SMS_SEND_FAIL_RETRY")
+    assert next_at > before   # the usual back-off
+    rested = await store.get_device(phone["id"])
+    assert rested is not None and rested.paused_until <= before
+    assert (await store.get_project(project.id)).balance_micro == parse_credits("9.99")
 
 
 async def test_reports_for_messages_not_handed_to_the_phone_are_ignored(

@@ -213,6 +213,47 @@ async def test_channel_id_of_another_project_is_407(app_client, make, store, que
     await _assert_nothing_queued(store, query, other, "10")
 
 
+@pytest.mark.parametrize("application", [2, 5])
+async def test_an_application_code_is_never_read_as_a_channel_id(
+        app_client, make, store, query, application) -> None:
+    """Application 2 (WhatsApp Business) or 5 (Messenger), which no channel serves, once
+    reached whichever channel had id 2 or 5, and was charged there."""
+    client, gateway, project, token, _ = await _setup(app_client, make)
+    sms = await make.channel(project.id, application=3, price="0.02")
+    while sms.id < application:
+        sms = await make.channel(project.id, application=3, price="0.02")
+    assert sms.id == application
+    response = await client.post("/api/v2/push",
+                                 json=_push(token, NUMBER_A, application=str(application)))
+    body = _assert_refused(response, Code.UNKNOWN_APPLICATION)
+    assert f"application {application}" in body["message"]
+    await _assert_nothing_queued(store, query, project, "10")
+
+
+async def test_channel_id_of_another_project_is_421(app_client, make, store, query) -> None:
+    client, gateway, project, token, _ = await _setup(app_client, make)
+    other, _, _ = await make.project(credits="10", name="other")
+    foreign = await make.channel(other.id, application=1)
+    for fields in ({"channel_id": foreign.id}, {"channel_id": str(foreign.id), "application": 1},
+                   {"channel_id": 999999, "application": None}):
+        response = await client.post("/api/v2/push", json=_push(token, NUMBER_A, **fields))
+        body = _assert_refused(response, Code.UNKNOWN_CHANNEL)
+        assert str(fields["channel_id"]) in body["message"]
+    await _assert_nothing_queued(store, query, project, "10")
+    await _assert_nothing_queued(store, query, other, "10")
+
+
+async def test_channel_id_and_another_application_is_422(app_client, make, store,
+                                                         query) -> None:
+    client, gateway, project, token, whatsapp = await _setup(app_client, make)
+    await make.channel(project.id, application=3)
+    response = await client.post("/api/v2/push", json=_push(
+        token, NUMBER_A, application="3", channel_id=whatsapp.id))
+    body = _assert_refused(response, Code.CHANNEL_APPLICATION_MISMATCH)
+    assert f"channel {whatsapp.id} serves application 1, not 3" in body["message"]
+    await _assert_nothing_queued(store, query, project, "10")
+
+
 @pytest.mark.parametrize("data", [[], None, "absent"])
 async def test_empty_or_missing_data_is_408(app_client, make, store, query, data) -> None:
     client, gateway, project, token, _ = await _setup(app_client, make)

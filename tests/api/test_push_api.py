@@ -443,18 +443,41 @@ async def test_reference_number_is_echoed_by_delivery_report(app_client, make) -
         (answer["data"][2]["msg_id"], NUMBER_C, "99")]
 
 
-async def test_application_by_channel_id(app_client, make, query) -> None:
+async def test_channel_id_picks_one_channel_explicitly(app_client, make, query) -> None:
     client, gateway, project, token, whatsapp = await _setup(app_client, make, price="0.005")
-    sms = await make.channel(project.id, application=3, price="0.02")
-    assert sms.id not in (1, 3) and whatsapp.id != sms.id
-    answer = await _ok(client, {"token": token, "application": str(sms.id),
-                                "globalmessage": "hi", "data": [{"number": NUMBER_A}]})
-    assert answer["data"][0]["credit"] == "0.02"
-    by_code = await _ok(client, {"token": token, "application": 1, "globalmessage": "hi",
-                                 "data": [{"number": NUMBER_A}]})
-    assert by_code["data"][0]["credit"] == "0.005"
+    second = await make.channel(project.id, application=1, price="0.02")
+    sms = await make.channel(project.id, application=3, price="0.01")
+    hi = {"token": token, "globalmessage": "hi", "data": [{"number": NUMBER_A}]}
+    # `channel_id` alone, or with the channel's own application code, picks that channel.
+    assert (await _ok(client, {**hi, "channel_id": str(second.id)}))["data"][0]["credit"] \
+        == "0.02"
+    assert (await _ok(client, {**hi, "channel_id": sms.id, "application": "3"}))["data"][0][
+        "credit"] == "0.01"
+    # `application` alone: the lowest id of the two channels serving it.
+    assert (await _ok(client, {**hi, "application": 1}))["data"][0]["credit"] == "0.005"
     assert query("SELECT channel_id FROM messages WHERE project_id = ? ORDER BY id",
-                 project.id) == [(sms.id,), (whatsapp.id,)]
+                 project.id) == [(second.id,), (sms.id,), (whatsapp.id,)]
+
+
+async def test_of_two_channels_on_one_application_the_unpaused_lowest_id_wins(
+        app_client, make, store, query) -> None:
+    client, gateway, project, token, first = await _setup(app_client, make, price="0.005")
+    second = await make.channel(project.id, application=1, price="0.02")
+    third = await make.channel(project.id, application=1, price="0.03")
+    assert first.id < second.id < third.id
+    hi = {"token": token, "application": "1", "globalmessage": "hi",
+          "data": [{"number": NUMBER_A}]}
+    assert (await _ok(client, hi))["data"][0]["credit"] == "0.005"
+    await store.update_channel(first.id, paused=True)
+    gateway.lookups.forget()
+    assert (await _ok(client, hi))["data"][0]["credit"] == "0.02"
+    for channel in (second, third):
+        await store.update_channel(channel.id, paused=True)
+    gateway.lookups.forget()
+    # All paused: still the lowest id (its queue waits; the operator resumes it).
+    assert (await _ok(client, hi))["data"][0]["credit"] == "0.005"
+    assert [r[0] for r in query("SELECT channel_id FROM messages ORDER BY id")] == [
+        first.id, second.id, first.id]
 
 
 async def test_sms_charges_per_segment(app_client, make, query) -> None:

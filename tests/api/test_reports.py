@@ -204,9 +204,11 @@ async def test_openapi_documents_the_push_body(app_client) -> None:
     assert schema["type"] == "object"
     for field in ("token", "application", "globalmessage", "globalmedia", "globalmedia_code",
                   "priority", "data", "template_id", "language", "template_globalmessage",
-                  "template_header"):
+                  "template_header", "channel_id"):
         assert field in schema["properties"], field
-    assert {"application", "data"} <= set(schema["required"])
+    # `application` (Picky's) or `channel_id` (pushgate's) names the channel.
+    assert "data" in schema["required"]
+    assert schema["anyOf"] == [{"required": ["application"]}, {"required": ["channel_id"]}]
     entry = schema["properties"]["data"]["items"]
     assert {"number", "message", "media", "reference_number", "template_message"} <= set(
         entry["properties"])
@@ -227,3 +229,30 @@ def test_error_codes_doc_is_generated_from_the_table() -> None:
     for code in Code:
         info = CODES[code]
         assert f"| {int(code)} | {info.http_status} | {info.message} |" in text, code
+
+
+async def test_reports_show_errors_only_for_failed_messages(app_client, make, store) -> None:
+    """A message waiting for its retry, or sent with a problem to report, is not failed: the
+    delivery report and the event webhook show no error for it (its history has it)."""
+    from pushgate.core.models import SendResult
+    from pushgate.store.base import RetryPolicy
+
+    client, gateway, project, token, channel = await _setup(app_client, make)
+    accepted = await _push(client, token)
+    waiting, partial, failing = (int(e["msg_id"]) for e in accepted["data"])
+    now = time.time()
+    await store.claim_messages(channel.id, "w", 10, now, 30.0)
+    await store.record_outcomes("w", [
+        SendResult(waiting, ok=False, retryable=True, error_code="130429",
+                   error_message="Rate limit hit"),
+        SendResult(partial, ok=True, provider_id="p", error_code="470",
+                   error_message="caption dropped"),
+        SendResult(failing, ok=False, retryable=False, error_code="131026",
+                   error_message="undeliverable"),
+    ], now, RetryPolicy())
+    report = (await client.post("/api/v2/delivery-report", json={
+        "token": token, "push_id": accepted["push_id"]})).json()
+    assert [(i["status"], i["error_code"], i["error_message"]) for i in report["data"]] == [
+        (0, None, ""), (4, None, ""), (5, "131026", "undeliverable")]
+    detail = (await client.get(f"/api/v2/messages/{waiting}", headers=_bearer(token))).json()
+    assert detail["data"]["error_code"] == "130429"   # why it waits, in the detail view

@@ -21,7 +21,12 @@ from pushgate.api.app import create_app
 from pushgate.config import Settings
 from pushgate.core.pricing import parse_credits
 from tests.e2e.harness import Harness, WebhookReceiver, free_port, indian_mobiles
-from tests.fakes.android_phone import FakeAndroidPhone, PhoneBehaviour
+from tests.fakes.android_phone import (
+    LIMIT_EXCEEDED,
+    FakeAndroidPhone,
+    PhoneBehaviour,
+    app_error,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -230,6 +235,44 @@ async def test_a_phone_dying_mid_batch_leaves_its_messages_to_the_other(
     assert survivor_sent & {s.message_id for s in dying.sent} <= resent
     states = {d["name"]: d["status"] for d in status["devices"]}
     assert states == {"dying": "OFFLINE", "survivor": "CONNECTED"}
+
+
+async def test_a_phone_at_androids_limit_rests_and_its_message_goes_later_not_refunded(
+        db_url: str, make, query, store, receiver: WebhookReceiver) -> None:
+    """The app reports Android's limit as "Send result: RESULT_ERROR_LIMIT_EXCEEDED (Failed
+    because we reached the sending queue limit)": the phone rests, the message goes back to
+    the queue without counting an attempt and is sent later (here by a second phone); nothing
+    is refunded."""
+    project, token, _spec = await set_up(make, receiver, limit_pause_seconds=600)
+    numbers = indian_mobiles(3)
+    with gateway_server(db_url) as base:
+        limited = FakeAndroidPhone(base + PREFIX, PRIVATE_TOKEN, "limited",
+                                   PhoneBehaviour(android_limit=2))
+        await limited.start()
+        other = FakeAndroidPhone(base + PREFIX, PRIVATE_TOKEN, "other")
+        try:
+            ids = await push(base, token, [{"number": n, "message": f"code {i}"}
+                                           for i, n in enumerate(numbers)])
+            await wait_for(lambda: len(limited.sent) == 3, 30, "the phone to hit its limit")
+            refused = limited.sent[-1]
+            assert refused.outcome == app_error(LIMIT_EXCEEDED)
+            await other.start()
+            await wait_for(lambda: finished(receiver) >= set(ids), 30, "every message delivered",
+                           lambda: str(query("SELECT id, state FROM messages")))
+            rested = await store.get_device(limited.device_id)
+        finally:
+            await limited.die()
+            await other.die()
+
+    seen = reports_by_message(receiver)
+    assert all(sorted(seen[mid]) == [(1, "delivered"), (4, "submitted")] for mid in ids), seen
+    assert [s.message_id for s in other.sent] == [refused.message_id]
+    assert rested is not None and rested.paused_until > time.time() + 500
+    [(state, attempts, code)] = query("SELECT state, attempts, error_code FROM messages"
+                                      " WHERE id = ?", int(refused.message_id))
+    assert (state, attempts, code) == ("delivered", 1, None)
+    balance = (await store.get_project(project.id)).balance_micro
+    assert balance == parse_credits("100") - 3 * parse_credits(PRICE)
 
 
 async def test_stop_resume_and_delete_the_queue(db_url: str, make, query, store,

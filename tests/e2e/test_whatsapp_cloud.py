@@ -118,3 +118,56 @@ async def test_cloud_api_push_template_pacing_and_statuses(
         assert response.status_code in (401, 403)
         assert e2e.state_counts() == {"read": len(ids) - 1, "refunded": 1}
         assert project_balance(e2e, "utility") == Decimal("20") - PRICE * (len(ids) - 1)
+
+
+async def test_a_message_read_after_a_130429_reports_no_stale_error(
+        e2e: Harness, receiver: WebhookReceiver) -> None:
+    """Errors belong to the attempt that had them: Meta's 130429 on the first try, then the
+    send goes through and the message is read. The report says read (3) with no error; the
+    message's history still shows the throttled attempt."""
+    port = free_port()
+    callback = f"http://127.0.0.1:{port}/channels/1/callback"
+    fake = GraphFake(pair_interval=None, webhook_url=callback,
+                     auto_statuses=("sent", "delivered", "read"))
+    fake.throttle(1)
+    with serve_app(fake.app) as graph_url:
+        e2e.cli("migrate")
+        project = e2e.cli_json("project", "create", "utility", "--credits", "1",
+                               "--webhook", receiver.url)
+        receiver.secret = project["webhook_secret"]
+        e2e.cli_json("channel", "add", "--project", "utility", "--type", "whatsapp_cloud",
+                     "--application", "101", "--price", str(PRICE), "--config", json.dumps({
+                         "phone_number_id": fake.phone_number_id,
+                         "access_token": fake.access_token, "app_secret": fake.app_secret,
+                         "verify_token": VERIFY_TOKEN, "graph_base_url": graph_url,
+                         "graph_version": "v21.0"}))
+        server = e2e.serve(port=port, env=e2e.env(
+            PUSHGATE_PUBLIC_URL=f"http://127.0.0.1:{port}", PUSHGATE_IDLE_POLL_SECONDS="0.1",
+            PUSHGATE_RETRY_BASE_SECONDS="0.2"))
+        answer = httpx.post(f"{server.base_url}/api/v2/push", timeout=30, json={
+            "token": project["token"], "application": "101",
+            "data": [{"number": indian_mobiles(1)[0], "message": "Your bill is due"}]}).json()
+        assert answer["status"] == 100, answer
+        push_id, mid = answer["push_id"], answer["data"][0]["msg_id"]
+        e2e.wait_until(lambda: last_status(receiver).get(mid) == 3, 30,
+                       "the message read at the event webhook",
+                       describe=lambda: str(e2e.state_counts()))
+        assert len(fake.sent) == 1
+
+        report = httpx.post(f"{server.base_url}/api/v2/delivery-report", timeout=30, json={
+            "token": project["token"], "push_id": push_id}).json()
+        [item] = report["data"]
+        assert (item["status"], item["error_code"], item["error_message"]) == (3, None, "")
+        hooks = [r for r in receiver.accepted_reports() if r["msg_id"] == mid]
+        assert sorted(r["status"] for r in hooks) == [1, 3, 4]
+        assert all((r["error_code"], r["error_message"]) == (None, "") for r in hooks)
+
+        detail = httpx.get(f"{server.base_url}/api/v2/messages/{mid}", timeout=30,
+                           headers={"Authorization": f"Bearer {project['token']}"}).json()
+        message = detail["data"]
+        assert (message["state"], message["error_code"], message["error_message"]) == (
+            "read", None, None)
+        retries = [e for e in message["events"]
+                   if e["state"] == "queued" and "130429" in (e["detail"] or "")]
+        assert len(retries) == 1, message["events"]
+        assert [e["state"] for e in message["events"]][-3:] == ["submitted", "delivered", "read"]

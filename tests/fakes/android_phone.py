@@ -12,8 +12,9 @@ as the app does (channel-wire-formats.md §4.2):
 4. Keeps each fetched message once (by id: the server hands unacknowledged ones out again),
    sends them one by one with the send interval between sends, and reports every state by
    ``PATCH {api}/message``: Processed → Sent → Delivered, or Failed with the Android error on
-   the recipient; ``states`` holds every state's time, as RFC 3339 strings or, like older
-   builds, epoch milliseconds.
+   the recipient, in the app's words ("Send result: RESULT_ERROR_LIMIT_EXCEEDED (Failed
+   because we reached the sending queue limit)"); ``states`` holds every state's time, as RFC
+   3339 strings or, like older builds, epoch milliseconds.
 
 Configurable misbehaviour for tests: a per-number failure, Android's own send limit
 (``RESULT_ERROR_LIMIT_EXCEEDED`` after N sends), late, duplicated or out-of-order reports,
@@ -34,6 +35,136 @@ from typing import Any
 import httpx
 
 LIMIT_EXCEEDED = "RESULT_ERROR_LIMIT_EXCEEDED"
+# What the app writes on a recipient whose send Android refused: "Send result: " and, per
+# SmsManager result code, the text of its MessagesService.resultToErrorMessage (v1.x). Any code
+# not listed becomes "Unknown error code: <number>.".
+APP_RESULT_TEXTS: dict[str, str] = {
+    "MMS_ERROR_UNSPECIFIED": "MMS_ERROR_UNSPECIFIED (Generic MMS transport failure)",
+    "MMS_ERROR_INVALID_APN": "MMS_ERROR_INVALID_APN (APN configuration is invalid for MMS)",
+    "MMS_ERROR_UNABLE_CONNECT_MMS": "MMS_ERROR_UNABLE_CONNECT_MMS (Unable to connect to MMSC)",
+    "MMS_ERROR_HTTP_FAILURE": "MMS_ERROR_HTTP_FAILURE (HTTP error while sending MMS)",
+    "MMS_ERROR_IO_ERROR": "MMS_ERROR_IO_ERROR (I/O error while sending MMS)",
+    "MMS_ERROR_RETRY": "MMS_ERROR_RETRY (MMS send should be retried)",
+    "RESULT_ERROR_NONE": "RESULT_ERROR_NONE (No error)",
+    "RESULT_ERROR_GENERIC_FAILURE": "RESULT_ERROR_GENERIC_FAILURE (Generic failure cause)",
+    "RESULT_ERROR_RADIO_OFF": (
+        "RESULT_ERROR_RADIO_OFF (Failed because radio was explicitly turned off)"),
+    "RESULT_ERROR_NULL_PDU": "RESULT_ERROR_NULL_PDU (Failed because no PDU provided)",
+    "RESULT_ERROR_NO_SERVICE": (
+        "RESULT_ERROR_NO_SERVICE (Failed because service is currently unavailable)"),
+    "RESULT_ERROR_LIMIT_EXCEEDED": (
+        "RESULT_ERROR_LIMIT_EXCEEDED (Failed because we reached the sending queue limit)"),
+    "RESULT_ERROR_FDN_CHECK_FAILURE": (
+        "RESULT_ERROR_FDN_CHECK_FAILURE (Failed because FDN is enabled)"),
+    "RESULT_ERROR_SHORT_CODE_NOT_ALLOWED": (
+        "RESULT_ERROR_SHORT_CODE_NOT_ALLOWED (Failed because user denied the sending of this "
+        "short code)"),
+    "RESULT_ERROR_SHORT_CODE_NEVER_ALLOWED": (
+        "RESULT_ERROR_SHORT_CODE_NEVER_ALLOWED (Failed because the user has denied this app "
+        "ever send premium short codes)"),
+    "RESULT_RADIO_NOT_AVAILABLE": (
+        "RESULT_RADIO_NOT_AVAILABLE (Failed because the radio was not available)"),
+    "RESULT_NETWORK_REJECT": "RESULT_NETWORK_REJECT (Failed because of network rejection)",
+    "RESULT_INVALID_ARGUMENTS": "RESULT_INVALID_ARGUMENTS (Failed because of invalid arguments)",
+    "RESULT_INVALID_STATE": "RESULT_INVALID_STATE (Failed because of an invalid state)",
+    "RESULT_NO_MEMORY": "RESULT_NO_MEMORY (Failed because there is no memory)",
+    "RESULT_INVALID_SMS_FORMAT": (
+        "RESULT_INVALID_SMS_FORMAT (Failed because the SMS format is not valid)"),
+    "RESULT_SYSTEM_ERROR": "RESULT_SYSTEM_ERROR (Failed because of a system error)",
+    "RESULT_MODEM_ERROR": "RESULT_MODEM_ERROR (Failed because of a modem error)",
+    "RESULT_NETWORK_ERROR": "RESULT_NETWORK_ERROR (Failed because of a network error)",
+    "RESULT_ENCODING_ERROR": "RESULT_ENCODING_ERROR (Failed because of an encoding error)",
+    "RESULT_INVALID_SMSC_ADDRESS": (
+        "RESULT_INVALID_SMSC_ADDRESS (Failed because of an invalid SMSC address)"),
+    "RESULT_OPERATION_NOT_ALLOWED": (
+        "RESULT_OPERATION_NOT_ALLOWED (Failed because the operation is not allowed)"),
+    "RESULT_INTERNAL_ERROR": "RESULT_INTERNAL_ERROR (Failed because of an internal error)",
+    "RESULT_NO_RESOURCES": "RESULT_NO_RESOURCES (Failed because there are no resources)",
+    "RESULT_CANCELLED": "RESULT_CANCELLED (Failed because the operation was cancelled)",
+    "RESULT_REQUEST_NOT_SUPPORTED": (
+        "RESULT_REQUEST_NOT_SUPPORTED (Failed because the request is not supported)"),
+    "RESULT_NO_BLUETOOTH_SERVICE": (
+        "RESULT_NO_BLUETOOTH_SERVICE (Failed sending via Bluetooth because the Bluetooth "
+        "service is not available)"),
+    "RESULT_INVALID_BLUETOOTH_ADDRESS": (
+        "RESULT_INVALID_BLUETOOTH_ADDRESS (Failed sending via Bluetooth because the Bluetooth "
+        "device address is invalid)"),
+    "RESULT_BLUETOOTH_DISCONNECTED": (
+        "RESULT_BLUETOOTH_DISCONNECTED (Failed sending via Bluetooth because Bluetooth "
+        "disconnected)"),
+    "RESULT_UNEXPECTED_EVENT_STOP_SENDING": (
+        "RESULT_UNEXPECTED_EVENT_STOP_SENDING (Failed because the user denied or canceled the "
+        "dialog displayed for a premium shortcode SMS or rate-limited SMS)"),
+    "RESULT_SMS_BLOCKED_DURING_EMERGENCY": (
+        "RESULT_SMS_BLOCKED_DURING_EMERGENCY (Failed sending during an emergency call)"),
+    "RESULT_SMS_SEND_RETRY_FAILED": "RESULT_SMS_SEND_RETRY_FAILED (Failed to send an SMS retry)",
+    "RESULT_REMOTE_EXCEPTION": (
+        "RESULT_REMOTE_EXCEPTION (Set by BroadcastReceiver to indicate a remote exception while "
+        "handling a message)"),
+    "RESULT_NO_DEFAULT_SMS_APP": (
+        "RESULT_NO_DEFAULT_SMS_APP (Set by BroadcastReceiver to indicate there's no default SMS "
+        "app)"),
+    "RESULT_RIL_RADIO_NOT_AVAILABLE": (
+        "RESULT_RIL_RADIO_NOT_AVAILABLE (The radio did not start or is resetting)"),
+    "RESULT_RIL_SMS_SEND_FAIL_RETRY": (
+        "RESULT_RIL_SMS_SEND_FAIL_RETRY (The radio failed to send the SMS and needs to retry)"),
+    "RESULT_RIL_NETWORK_REJECT": (
+        "RESULT_RIL_NETWORK_REJECT (The SMS request was rejected by the network)"),
+    "RESULT_RIL_INVALID_STATE": (
+        "RESULT_RIL_INVALID_STATE (The radio returned an unexpected request for the current "
+        "state)"),
+    "RESULT_RIL_INVALID_ARGUMENTS": (
+        "RESULT_RIL_INVALID_ARGUMENTS (The radio received invalid arguments in the request)"),
+    "RESULT_RIL_NO_MEMORY": (
+        "RESULT_RIL_NO_MEMORY (The radio didn't have sufficient memory to process the request)"),
+    "RESULT_RIL_REQUEST_RATE_LIMITED": (
+        "RESULT_RIL_REQUEST_RATE_LIMITED (The radio denied the operation due to overly-frequent "
+        "requests)"),
+    "RESULT_RIL_INVALID_SMS_FORMAT": (
+        "RESULT_RIL_INVALID_SMS_FORMAT (The radio returned an error indicating invalid SMS "
+        "format)"),
+    "RESULT_RIL_SYSTEM_ERR": (
+        "RESULT_RIL_SYSTEM_ERR (The radio encountered a platform or system error)"),
+    "RESULT_RIL_ENCODING_ERR": "RESULT_RIL_ENCODING_ERR (The SMS message was not encoded properly)",
+    "RESULT_RIL_INVALID_SMSC_ADDRESS": (
+        "RESULT_RIL_INVALID_SMSC_ADDRESS (The specified SMSC address was invalid)"),
+    "RESULT_RIL_MODEM_ERR": (
+        "RESULT_RIL_MODEM_ERR (The vendor RIL received an unexpected or incorrect response)"),
+    "RESULT_RIL_NETWORK_ERR": (
+        "RESULT_RIL_NETWORK_ERR (The radio received an error from the network)"),
+    "RESULT_RIL_INTERNAL_ERR": (
+        "RESULT_RIL_INTERNAL_ERR (The modem encountered an unexpected error scenario while "
+        "handling the request)"),
+    "RESULT_RIL_REQUEST_NOT_SUPPORTED": (
+        "RESULT_RIL_REQUEST_NOT_SUPPORTED (The request was not supported by the radio)"),
+    "RESULT_RIL_INVALID_MODEM_STATE": (
+        "RESULT_RIL_INVALID_MODEM_STATE (The radio cannot process the request in the current "
+        "modem state)"),
+    "RESULT_RIL_NETWORK_NOT_READY": (
+        "RESULT_RIL_NETWORK_NOT_READY (The network is not ready to perform the request)"),
+    "RESULT_RIL_OPERATION_NOT_ALLOWED": (
+        "RESULT_RIL_OPERATION_NOT_ALLOWED (The radio reports the request is not allowed)"),
+    "RESULT_RIL_NO_RESOURCES": (
+        "RESULT_RIL_NO_RESOURCES (There are insufficient resources to process the request)"),
+    "RESULT_RIL_CANCELLED": "RESULT_RIL_CANCELLED (The request has been cancelled)",
+    "RESULT_RIL_SIM_ABSENT": (
+        "RESULT_RIL_SIM_ABSENT (The radio failed to set the location where the CDMA "
+        "subscription can be retrieved because the SIM or RUIM is absent)"),
+    "RESULT_RIL_SIMULTANEOUS_SMS_AND_CALL_NOT_ALLOWED": (
+        "RESULT_RIL_SIMULTANEOUS_SMS_AND_CALL_NOT_ALLOWED (1X voice and SMS are not allowed "
+        "simultaneously)"),
+    "RESULT_RIL_ACCESS_BARRED": "RESULT_RIL_ACCESS_BARRED (Access is barred)",
+    "RESULT_RIL_BLOCKED_DUE_TO_CALL": (
+        "RESULT_RIL_BLOCKED_DUE_TO_CALL (SMS is blocked due to call control, e.g., resource "
+        "unavailable in the SMR entity)"),
+    "RESULT_RIL_GENERIC_ERROR": (
+        "RESULT_RIL_GENERIC_ERROR (A RIL error occurred during the SMS send)"),
+}
+
+
+def app_error(code: str) -> str:
+    """The recipient's ``error`` the app reports for a send Android refused with ``code``."""
+    return "Send result: " + APP_RESULT_TEXTS[code]
 
 
 @dataclass
@@ -42,12 +173,13 @@ class SentSms:
     number: str
     text: str
     at: float
-    outcome: str            # "Sent" or the Android error
+    outcome: str            # "Sent" or the error as reported
 
 
 @dataclass
 class PhoneBehaviour:
-    # Number → Android error to fail with (None: sent).
+    # Number → Android result code to fail with, reported in the app's words (``app_error``),
+    # or any other text the app writes, reported as it is (None: sent).
     fail: Callable[[str], str | None] = lambda number: None
     # Android refuses every send after this many (RESULT_ERROR_LIMIT_EXCEEDED).
     android_limit: int | None = None
@@ -219,6 +351,8 @@ class FakeAndroidPhone:
         done = sum(1 for s in self.sent if s.outcome == "Sent")
         if self.behaviour.android_limit is not None and done >= self.behaviour.android_limit:
             error = LIMIT_EXCEEDED
+        if error in APP_RESULT_TEXTS:
+            error = app_error(error)   # as the app words it; other texts go as they are
         now = time.time()
         text = item.get("textMessage", {}).get("text") or item.get("message") or ""
         self.sent.append(SentSms(message_id, number, text, now, error or "Sent"))

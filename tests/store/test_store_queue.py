@@ -698,3 +698,51 @@ async def test_expire_due_respects_limit(store: Store, make: Any) -> None:
     assert await store.expire_due(t0 + 2, 10) == 3
     assert await states(store, project.id, pushed.message_ids) == ["expired"] * 5
     assert await balance(store, project.id) == parse_credits("100")
+
+
+async def test_an_earlier_attempts_error_is_cleared_when_the_message_moves_on(
+        store, make) -> None:
+    """Errors belong to the attempt that had them: a retried message that then goes through,
+    or a send with a problem that is then delivered, keeps the error in its history only. A
+    failure keeps its error (refunded after failed brings none of its own)."""
+    project, _, _ = await make.project()
+    channel = await make.channel(project.id)
+    t0 = time.time()
+    retried, partial, failing = (await queue(store, channel, 3, t0)).message_ids
+    await store.claim_messages(channel.id, "w", 10, t0 + 1, LEASE)
+    await store.record_outcomes("w", [
+        SendResult(retried, ok=False, retryable=True, error_code="130429",
+                   error_message="Rate limit hit"),
+        SendResult(partial, ok=True, provider_id="p-partial", error_code="470",
+                   error_message="caption dropped"),
+        SendResult(failing, ok=True, provider_id="p-failing"),
+    ], t0 + 2, RetryPolicy(base_seconds=0.0))
+    waiting = await store.get_message(project.id, retried)
+    assert waiting is not None and (waiting["state"], waiting["error_code"]) == (
+        "queued", "130429")
+    assert [m.id for m in await store.claim_messages(channel.id, "w", 10, t0 + 3, LEASE)] == [
+        retried]
+    await store.record_outcomes("w", [SendResult(retried, ok=True, provider_id="p-retried")],
+                                t0 + 4, RetryPolicy())
+    sent = await store.get_message(project.id, retried)
+    assert sent is not None
+    assert (sent["state"], sent["error_code"], sent["error_message"]) == ("submitted", None, None)
+
+    await store.apply_status_updates([
+        StatusUpdate(State.READ, t0 + 5, message_id=retried),
+        StatusUpdate(State.DELIVERED, t0 + 5, message_id=partial),
+        StatusUpdate(State.FAILED, t0 + 5, message_id=failing, error_code="131026",
+                     error_message="undeliverable", refund=True),
+    ])
+    read = await store.get_message(project.id, retried)
+    assert read is not None
+    assert (read["state"], read["error_code"], read["error_message"]) == ("read", None, None)
+    assert any(e["state"] == "queued" and "130429" in (e["detail"] or "")
+               for e in read["events"])
+    delivered = await store.get_message(project.id, partial)
+    assert delivered is not None
+    assert (delivered["state"], delivered["error_code"]) == ("delivered", None)
+    assert any("470: caption dropped" in (e["detail"] or "") for e in delivered["events"])
+    refunded = await store.get_message(project.id, failing)
+    assert refunded is not None
+    assert (refunded["state"], refunded["error_code"]) == ("refunded", "131026")

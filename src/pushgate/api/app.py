@@ -27,7 +27,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pushgate import __version__
 from pushgate.api import metrics, openapi
-from pushgate.api.auth import FailureThrottle, Lookups, RateLimiter, authenticate, token_from
+from pushgate.api.auth import (
+    FailureThrottle,
+    Lookups,
+    RateLimiter,
+    authenticate,
+    resolve_channel,
+    token_from,
+)
 from pushgate.api.body import read_body as read_limited_body
 from pushgate.api.devices import device_router, resume_stopped_queue
 from pushgate.api.media_hosts import plan_with_media_hosts
@@ -44,8 +51,9 @@ from pushgate.channels.media import (
     verify_media_signature,
 )
 from pushgate.config import Settings
-from pushgate.core.channels import APPLICATION_CODES, ChannelSpec
+from pushgate.core.channels import ChannelSpec
 from pushgate.core.errors import ApiError, Code
+from pushgate.core.lifecycle import ERROR_STATES, State
 from pushgate.core.pricing import format_credits
 from pushgate.core.push import (
     Limits,
@@ -298,14 +306,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
         body = decode_push(await json_payload(request))
         token = await authenticate(gateway.lookups, request, token_from(request, body.token))
         gateway.rate_limiter.check(token.token_id)
-        # Application codes and channel ids are 32-bit columns.
-        application = parse_int_field("application", body.application, maximum=2**31 - 1)
-        channel = await gateway.lookups.find_channel(token.project_id, application)
-        if channel is None:
-            name = APPLICATION_CODES.get(application)
-            hint = f" ({name})" if name else ""
-            raise ApiError(Code.UNKNOWN_APPLICATION,
-                           f"the project has no channel for application {application}{hint}")
+        channel = await resolve_channel(gateway.lookups, token.project_id, body.application,
+                                        body.channel_id)
         plan = await plan_with_media_hosts(body, channel, gateway.limits,
                                            settings.allow_private_media, gateway.media_names)
         if not plan.accepted:
@@ -547,14 +549,16 @@ def _entries(plan: PushPlan, message_ids: list[int]) -> list[dict[str, Any]]:
 
 
 def _report_item(row: dict[str, Any]) -> dict[str, Any]:
+    # Errors only for a failed or refunded message: a retried one's are in its history.
+    failed = State(row["state"]) in ERROR_STATES
     return {
         "msg_id": str(row["msg_id"]),
         "number": row["number"],
         "status": row["status"],
         "state": row["state"],
         "reference_number": row["reference_number"],
-        "error_code": row["error_code"],
-        "error_message": row["error_message"] or "",
+        "error_code": row["error_code"] if failed else None,
+        "error_message": (row["error_message"] or "") if failed else "",
         "credit": format_credits(row["credit_micro"]),
         "updated_at": row["updated_at"],
     }

@@ -12,9 +12,10 @@ from typing import Protocol
 
 from starlette.requests import Request
 
-from pushgate.core.channels import ChannelSpec
+from pushgate.core.channels import APPLICATION_CODES, ChannelSpec
 from pushgate.core.errors import ApiError, Code
 from pushgate.core.models import TokenInfo
+from pushgate.core.push import parse_int_field
 from pushgate.core.tokens import hash_token
 from pushgate.store.base import Store
 
@@ -138,6 +139,7 @@ class Lookups:
         self.failures = failures
         self._tokens: dict[str, tuple[float, TokenInfo]] = {}
         self._channels: dict[tuple[int, int], tuple[float, ChannelSpec]] = {}
+        self._channels_by_id: dict[tuple[int, int], tuple[float, ChannelSpec]] = {}
 
     async def authenticate(self, token_hash: str) -> TokenInfo | None:
         now = time.monotonic()
@@ -160,9 +162,24 @@ class Lookups:
             self._remember(self._channels, key, (now + self.ttl, channel))
         return channel
 
+    async def project_channel(self, project_id: int, channel_id: int) -> ChannelSpec | None:
+        """The channel with this id, if it is the project's."""
+        now = time.monotonic()
+        key = (project_id, channel_id)
+        kept = self._channels_by_id.get(key)
+        if kept is not None and kept[0] > now:
+            return kept[1]
+        channel = await self.store.get_channel(channel_id)
+        if channel is None or channel.project_id != project_id:
+            return None
+        if self.ttl > 0:
+            self._remember(self._channels_by_id, key, (now + self.ttl, channel))
+        return channel
+
     def forget(self) -> None:
         self._tokens.clear()
         self._channels.clear()
+        self._channels_by_id.clear()
 
     @staticmethod
     def _remember(kept: dict, key: object, value: tuple[float, object]) -> None:  # type: ignore[type-arg]
@@ -173,6 +190,40 @@ class Lookups:
 
 
 LOOKUPS_KEPT = 10_000
+#: Application codes and channel ids are 32-bit columns.
+MAX_CHANNEL_FIELD = 2**31 - 1
+
+
+def _given(value: str | int | None) -> bool:
+    return value is not None and not (isinstance(value, str) and not value.strip())
+
+
+async def resolve_channel(lookups: Lookups, project_id: int, application: str | int | None,
+                          channel_id: str | int | None) -> ChannelSpec:
+    """The channel a request names. ``channel_id`` (pushgate's own field) picks one channel of
+    the project by id; ``application`` alone (Picky's field) picks the project's channel for
+    that application code: of several, the unpaused one with the lowest id. The two are never
+    confused: a code no channel serves is refused (407), even if a channel has that id."""
+    if _given(channel_id):
+        wanted = parse_int_field("channel_id", channel_id, maximum=MAX_CHANNEL_FIELD)
+        channel = await lookups.project_channel(project_id, wanted)
+        if channel is None:
+            raise ApiError(Code.UNKNOWN_CHANNEL, f"the project has no channel {wanted}")
+        if _given(application):
+            code = parse_int_field("application", application, maximum=MAX_CHANNEL_FIELD)
+            if code != channel.application:
+                raise ApiError(Code.CHANNEL_APPLICATION_MISMATCH,
+                               f"channel {channel.id} serves application {channel.application}"
+                               f", not {code}")
+        return channel
+    code = parse_int_field("application", application, maximum=MAX_CHANNEL_FIELD)
+    channel = await lookups.find_channel(project_id, code)
+    if channel is None:
+        name = APPLICATION_CODES.get(code)
+        hint = f" ({name})" if name else ""
+        raise ApiError(Code.UNKNOWN_APPLICATION,
+                       f"the project has no channel for application {code}{hint}")
+    return channel
 
 
 async def authenticate(store: TokenSource, request: Request, token: str | None) -> TokenInfo:

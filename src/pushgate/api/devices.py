@@ -18,10 +18,13 @@ The app is pointed at ``{public URL}{prefix}`` (prefix ``/api/mobile/v1`` unless
   first, then oldest. A message is leased to the phone; if the phone falls silent it goes to
   another phone when the lease ends, counted as a possible re-send.
 - ``PATCH /message`` takes the phone's state reports: Sent → submitted, Delivered →
-  delivered, Failed → failed and refunded, except ``RESULT_ERROR_LIMIT_EXCEEDED``, which
-  rests the phone (``limit_pause_seconds``) and re-queues the message without counting an
-  attempt; Pending and Processed only renew the lease. Ids the phone was never handed are
-  ignored, as the original server does.
+  delivered, Failed → read from the result code inside the app's text ("Send result:
+  RESULT_ERROR_LIMIT_EXCEEDED (…)"): Android's limit rests the phone
+  (``limit_pause_seconds``) and a phone that cannot send (no service, radio off, …) rests
+  ``trouble_pause_seconds``, both re-queueing the message without counting an attempt; a
+  passing fault is retried with back-off; anything else is failed and refunded
+  (``channels/android.py``). Pending and Processed only renew the lease. Ids the phone was
+  never handed are ignored, as the original server does.
 - ``GET /settings`` tells the app its send interval and per-minute limit; ``GET /webhooks``
   is empty (reports come through ``PATCH /message``); ``GET``/``PATCH /device`` as the app
   expects. ``PATCH /device`` may also carry ``battery`` and ``network`` objects (a pushgate
@@ -52,16 +55,15 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
-from pushgate.api.auth import FailureThrottle, authenticate, token_from
+from pushgate.api.auth import FailureThrottle, authenticate, resolve_channel, token_from
 from pushgate.api.body import read_body
-from pushgate.channels.android import LIMIT_EXCEEDED, PhoneSettings
+from pushgate.channels.android import PhoneFault, PhoneSettings, read_app_error
 from pushgate.channels.base import channel_class, channel_for
 from pushgate.core.channels import APP_CALL, ChannelSpec
 from pushgate.core.errors import ApiError, Code
 from pushgate.core.lifecycle import State
 from pushgate.core.models import SendResult, StatusUpdate
 from pushgate.core.pricing import format_credits
-from pushgate.core.push import parse_int_field
 from pushgate.core.tokens import hash_token
 from pushgate.store.base import (
     Device,
@@ -123,6 +125,7 @@ class DevicePatch(msgspec.Struct):
 class CommandBody(msgspec.Struct):
     token: str | None = None
     application: str | int | None = None
+    channel_id: str | int | None = None
     command: str | None = None
 
 
@@ -436,9 +439,11 @@ def device_router(gateway: Gateway) -> APIRouter:
         known = await store.note_device_reports(
             device.id, [(mid, state, at) for mid, state, at, _e in parsed], now,
             phone.lease_seconds)
-        results, updates, limit_hit = outcomes_of(device, parsed, known)
-        if limit_hit:
-            await store.pause_device(device.id, now + phone.limit_pause_seconds)
+        results, updates, faults = outcomes_of(device, parsed, known)
+        rest = max((phone.limit_pause_seconds if f is PhoneFault.LIMIT
+                    else phone.trouble_pause_seconds for f in faults), default=None)
+        if rest is not None:
+            await store.pause_device(device.id, now + rest)
         await store.record_outcomes(device_worker(device.id), results, now, retry_policy)
         await store.apply_status_updates(updates)
         if results or updates:
@@ -551,12 +556,9 @@ def device_router(gateway: Gateway) -> APIRouter:
     async def picky_channel(request: Request) -> tuple[CommandBody, int, ChannelSpec]:
         body = await command_body(request)
         token = await authenticate(gateway.lookups, request, token_from(request, body.token))
-        if body.application not in (None, ""):
-            application = parse_int_field("application", body.application, maximum=2**31 - 1)
-            channel = await gateway.lookups.find_channel(token.project_id, application)
-            if channel is None:
-                raise ApiError(Code.UNKNOWN_APPLICATION,
-                               f"the project has no channel for application {application}")
+        if body.application not in (None, "") or body.channel_id not in (None, ""):
+            channel = await resolve_channel(gateway.lookups, token.project_id, body.application,
+                                            body.channel_id)
             return body, token.project_id, channel
         channels = await store.list_channels(token.project_id)
         phones = [c for c in channels if _is_phone(c)]
@@ -725,14 +727,16 @@ def outcomes_of(
     device: Device,
     reports: list[tuple[int, str, float, str | None]],
     known: dict[int, Any],
-) -> tuple[list[SendResult], list[StatusUpdate], bool]:
+) -> tuple[list[SendResult], list[StatusUpdate], set[PhoneFault]]:
     """Turn a phone's reports into send results (for messages it holds) and status updates
-    (for messages that moved on since it was handed them); True if Android refused to send
-    more. ``known`` (message id → ``ReportedMessage``) is updated as reports apply, so a
-    message reported twice in one batch counts once."""
+    (for messages that moved on since it was handed them), and the faults that mean the phone
+    must rest (Android's limit, or a phone that cannot send: ``PhoneFault.LIMIT`` / ``PHONE``).
+    ``known`` (message id → ``ReportedMessage``) is updated as reports apply, so a message
+    reported twice in one batch counts once. A failure is read from the app's text, e.g.
+    "Send result: RESULT_ERROR_LIMIT_EXCEEDED (…)" (``channels.android.read_app_error``)."""
     results: list[SendResult] = []
     updates: list[StatusUpdate] = []
-    limit_hit = False
+    rests: set[PhoneFault] = set()
     label = device.name or device.id
     for mid, state, at, error in reports:
         info = known.get(mid)
@@ -746,28 +750,38 @@ def outcomes_of(
                 updates.append(StatusUpdate(State.SUBMITTED, at, message_id=mid))
             if state == "Delivered":
                 updates.append(StatusUpdate(State.DELIVERED, at, message_id=mid))
-        elif state == "Failed" and error == LIMIT_EXCEEDED:
-            limit_hit = True
-            if info.held:
+        elif state == "Failed":
+            failure = read_app_error(error)
+            code = failure.code or failure.text or "failed"
+            reason = f"phone {label}: {failure.text or 'failed'}"
+            if failure.fault in (PhoneFault.LIMIT, PhoneFault.PHONE):
+                rests.add(failure.fault)
+            if not info.held:
+                if info.state == State.SUBMITTED.value:
+                    # Failed after it was sent (the SMS centre's delivery report).
+                    updates.append(StatusUpdate(State.FAILED, at, message_id=mid,
+                                                error_code=code, error_message=reason,
+                                                refund=True))
+                continue
+            if failure.fault in (PhoneFault.LIMIT, PhoneFault.PHONE):
                 # Not the message's fault and not an attempt: back to the queue for a phone
                 # that may still send.
+                why = ("reached Android's SMS limit" if failure.fault is PhoneFault.LIMIT
+                       else "cannot send now")
                 results.append(SendResult(
-                    mid, ok=False, retryable=True, defer=True, retry_after=0.0,
-                    error_code=LIMIT_EXCEEDED,
-                    error_message=f"phone {label} reached Android's SMS limit; re-queued"))
+                    mid, ok=False, retryable=True, defer=True, retry_after=0.0, error_code=code,
+                    error_message=f"phone {label} {why} ({failure.text}); re-queued"))
                 info.held, info.state = False, State.QUEUED.value
-        elif state == "Failed":
-            reason = f"phone {label}: {error or 'failed'}"
-            if info.held:
-                results.append(SendResult(mid, ok=False, retryable=False,
-                                          error_code=error or "failed", error_message=reason))
+            elif failure.fault is PhoneFault.TRANSIENT:
+                results.append(SendResult(mid, ok=False, retryable=True, error_code=code,
+                                          error_message=reason))
+                info.held, info.state = False, State.QUEUED.value
+            else:
+                results.append(SendResult(mid, ok=False, retryable=False, error_code=code,
+                                          error_message=reason))
                 info.held, info.state = False, State.REFUNDED.value
-            elif info.state == State.SUBMITTED.value:
-                updates.append(StatusUpdate(State.FAILED, at, message_id=mid,
-                                            error_code=error or "failed", error_message=reason,
-                                            refund=True))
         elif state == "Cancelled" and info.held:
             results.append(SendResult(mid, ok=False, retryable=False, error_code="Cancelled",
                                       error_message=f"phone {label} cancelled it"))
             info.held, info.state = False, State.REFUNDED.value
-    return results, updates, limit_hit
+    return results, updates, rests

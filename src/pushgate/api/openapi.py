@@ -35,8 +35,13 @@ PUSH_REQUEST = {
     "properties": {
         "token": {"type": "string", "description": "Project API token (or Bearer header)"},
         "application": {"type": ["string", "integer"],
-                        "description": "Picky application code (1, 2, 3, 4, 8, 10, 101, 121) "
-                        "or a channel id", "example": "1"},
+                        "description": "Picky application code (1, 2, 3, 4, 5, 8, 10, 101, "
+                        "121): the project's channel for it (of several, the unpaused one with "
+                        "the lowest id). Never a channel id", "example": "1"},
+        "channel_id": {"type": ["string", "integer"],
+                       "description": "pushgate extension: this channel of the project, by "
+                       "id (`pushgate channel list`). With `application` too, the two must "
+                       "agree (else 422)"},
         "globalmessage": {"type": "string", "description": "Text for entries without message"},
         "globalmedia": {"type": "string", "format": "uri"},
         "globalmedia_code": {"type": "string", "description": "Media as base64"},
@@ -52,7 +57,8 @@ PUSH_REQUEST = {
         "template_header": {"type": "string", "maxLength": 60,
                             "description": "Header text (or a document's name)"},
     },
-    "required": ["application", "data"],
+    "required": ["data"],
+    "anyOf": [{"required": ["application"]}, {"required": ["channel_id"]}],
 }
 
 PUSH_RESPONSE = {

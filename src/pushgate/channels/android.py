@@ -25,12 +25,32 @@ config key                  default    meaning
 ``lease_seconds``           600        a message unreported this long goes to another phone
 ``offline_after_seconds``   120        a phone silent this long is offline (no new work)
 ``limit_pause_seconds``     1800       a phone that hit Android's limit rests this long
+``trouble_pause_seconds``   300        a phone that cannot send (no service, radio off,
+                                       no SIM, ...) rests this long
 ``sticky_seconds``          300        how long a recipient's message waits for "its" phone
 ``sim_number``              none       SIM slot (1-3) the phones send from; none = app's
 ``keepalive_seconds``       15         keep-alive comments on the event stream
 ``events_poll_seconds``     1.0        how often an event stream looks for new work
 ``private_token``           none       what the app registers with (``pushgate device pair``)
 ==========================  =========  ==================================================
+
+How a failed send is read. The app reports a send Android refused as text, e.g. ``"Send
+result: RESULT_ERROR_LIMIT_EXCEEDED (Failed because we reached the sending queue limit)"``
+(``MessagesService.resultToErrorMessage``; an MMS's codes start ``MMS_ERROR_``). The gateway
+takes the result code out of that text (``read_app_error``) and acts on whose problem it is:
+
+- the phone's limit (``RESULT_ERROR_LIMIT_EXCEEDED``, ``RESULT_RIL_REQUEST_RATE_LIMITED``, and
+  ``RESULT_UNEXPECTED_EVENT_STOP_SENDING``, Android's limit dialog unanswered): the phone rests
+  ``limit_pause_seconds``; the message goes back to the queue, not counted as an attempt;
+- the phone cannot send (``PHONE_TROUBLE``: radio off, no service, no SIM, barred, FDN, no
+  default SMS app, the SIM's SMSC address...): the phone rests ``trouble_pause_seconds``; the
+  message goes back to the queue, not counted as an attempt, for another phone or later;
+- a passing fault (``TRANSIENT``: network, modem, system or memory errors, "retry" codes): the
+  message is retried with the usual back-off, counted as an attempt, and refunded once
+  ``PUSHGATE_RETRY_MAX_ATTEMPTS`` run out;
+- anything else (``RESULT_ERROR_GENERIC_FAILURE``, which is mostly the carrier refusing the
+  message, invalid number or text, short codes refused, a text with no code at all): failed
+  and refunded at once, as before.
 
 A phone whose Android limit was raised (``adb shell settings put global
 sms_outgoing_check_max_count 1000``) can take higher ``per_*`` values. The app is also told
@@ -41,8 +61,10 @@ previous one has passed.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from pushgate.channels.base import (
@@ -59,6 +81,86 @@ from pushgate.core.models import OutboundMessage, SendResult
 LIMIT_EXCEEDED = "RESULT_ERROR_LIMIT_EXCEEDED"
 MIN_PRIVATE_TOKEN = 16
 
+
+class PhoneFault(StrEnum):
+    """What a failed send says about whose problem it is (see the module docstring)."""
+
+    LIMIT = "limit"           # the phone's sending limit: rest it, re-queue the message
+    PHONE = "phone"           # the phone cannot send now: rest it, re-queue the message
+    TRANSIENT = "transient"   # a passing fault: retry the message later (an attempt)
+    PERMANENT = "permanent"   # the message cannot go: failed and refunded
+
+
+# SmsManager's result codes, by what they mean for the message (the app's texts name them).
+LIMIT_CODES = frozenset({
+    LIMIT_EXCEEDED, "RESULT_RIL_REQUEST_RATE_LIMITED", "RESULT_UNEXPECTED_EVENT_STOP_SENDING",
+})
+PHONE_TROUBLE = frozenset({
+    "RESULT_ERROR_RADIO_OFF", "RESULT_ERROR_NO_SERVICE", "RESULT_ERROR_FDN_CHECK_FAILURE",
+    "RESULT_RADIO_NOT_AVAILABLE", "RESULT_RIL_RADIO_NOT_AVAILABLE", "RESULT_RIL_SIM_ABSENT",
+    "RESULT_RIL_NETWORK_NOT_READY", "RESULT_RIL_ACCESS_BARRED", "RESULT_RIL_INVALID_MODEM_STATE",
+    "RESULT_NO_DEFAULT_SMS_APP", "RESULT_INVALID_SMSC_ADDRESS",
+    "RESULT_RIL_INVALID_SMSC_ADDRESS", "RESULT_SMS_BLOCKED_DURING_EMERGENCY",
+    "RESULT_RIL_BLOCKED_DUE_TO_CALL", "RESULT_RIL_SIMULTANEOUS_SMS_AND_CALL_NOT_ALLOWED",
+    "MMS_ERROR_INVALID_APN",
+})
+TRANSIENT = frozenset({
+    "RESULT_RIL_SMS_SEND_FAIL_RETRY", "RESULT_SMS_SEND_RETRY_FAILED", "RESULT_NETWORK_ERROR",
+    "RESULT_RIL_NETWORK_ERR", "RESULT_MODEM_ERROR", "RESULT_RIL_MODEM_ERR",
+    "RESULT_SYSTEM_ERROR", "RESULT_RIL_SYSTEM_ERR", "RESULT_INTERNAL_ERROR",
+    "RESULT_RIL_INTERNAL_ERR", "RESULT_NO_MEMORY", "RESULT_RIL_NO_MEMORY",
+    "RESULT_NO_RESOURCES", "RESULT_RIL_NO_RESOURCES", "RESULT_RIL_GENERIC_ERROR",
+    "RESULT_INVALID_STATE", "RESULT_RIL_INVALID_STATE", "RESULT_REMOTE_EXCEPTION",
+    "RESULT_CANCELLED", "RESULT_RIL_CANCELLED", "RESULT_ERROR_NULL_PDU",
+    "MMS_ERROR_UNSPECIFIED", "MMS_ERROR_UNABLE_CONNECT_MMS", "MMS_ERROR_HTTP_FAILURE",
+    "MMS_ERROR_IO_ERROR", "MMS_ERROR_RETRY",
+})
+# Named so every code the app can report is classified on purpose; a code in no set (a new
+# Android one) is read as permanent too.
+PERMANENT = frozenset({
+    "RESULT_ERROR_GENERIC_FAILURE", "RESULT_ERROR_NONE", "RESULT_ERROR_SHORT_CODE_NOT_ALLOWED",
+    "RESULT_ERROR_SHORT_CODE_NEVER_ALLOWED", "RESULT_NETWORK_REJECT", "RESULT_RIL_NETWORK_REJECT",
+    "RESULT_INVALID_ARGUMENTS", "RESULT_RIL_INVALID_ARGUMENTS", "RESULT_INVALID_SMS_FORMAT",
+    "RESULT_RIL_INVALID_SMS_FORMAT", "RESULT_ENCODING_ERROR", "RESULT_RIL_ENCODING_ERR",
+    "RESULT_OPERATION_NOT_ALLOWED", "RESULT_RIL_OPERATION_NOT_ALLOWED",
+    "RESULT_REQUEST_NOT_SUPPORTED", "RESULT_RIL_REQUEST_NOT_SUPPORTED",
+    "RESULT_NO_BLUETOOTH_SERVICE", "RESULT_INVALID_BLUETOOTH_ADDRESS",
+    "RESULT_BLUETOOTH_DISCONNECTED",
+})
+# A result code inside the app's text ("Send result: RESULT_… (why)"), or alone (older
+# builds and other clients send the bare code).
+_RESULT_CODE = re.compile(r"\b((?:RESULT|MMS_ERROR)_[A-Z0-9_]+)\b")
+# The app's own refusals before Android is asked, when the phone has no SIM to send from
+# ("Can't send message: No SIMs found", "... SIM 2 not found", "SIM selection requires ...").
+_NO_SIM = re.compile(r"No SIMs found|SIM \d+ not found|SIM selection (?:requires|available)")
+
+
+@dataclass(frozen=True, slots=True)
+class AppError:
+    """A phone's report of a failed send, read: the result code in it (None if it names
+    none), what that means, and the app's whole text."""
+
+    code: str | None
+    fault: PhoneFault
+    text: str
+
+
+def read_app_error(error: str | None) -> AppError:
+    text = (error or "").strip()
+    found = _RESULT_CODE.search(text)
+    code = found.group(1) if found else None
+    if code in LIMIT_CODES:
+        fault = PhoneFault.LIMIT
+    elif code in PHONE_TROUBLE:
+        fault = PhoneFault.PHONE
+    elif code in TRANSIENT:
+        fault = PhoneFault.TRANSIENT
+    elif code is None and _NO_SIM.search(text):
+        fault = PhoneFault.PHONE
+    else:
+        fault = PhoneFault.PERMANENT
+    return AppError(code, fault, text)
+
 _DEFAULTS: dict[str, Any] = {
     "per_minute": 2,
     "per_hour": 30,
@@ -70,6 +172,7 @@ _DEFAULTS: dict[str, Any] = {
     "lease_seconds": 600.0,
     "offline_after_seconds": 120.0,
     "limit_pause_seconds": 1800.0,
+    "trouble_pause_seconds": 300.0,
     "sticky_seconds": 300.0,
     "keepalive_seconds": 15.0,
     "events_poll_seconds": 1.0,
@@ -93,6 +196,7 @@ class PhoneSettings:
     lease_seconds: float
     offline_after_seconds: float
     limit_pause_seconds: float
+    trouble_pause_seconds: float
     sticky_seconds: float
     keepalive_seconds: float
     events_poll_seconds: float

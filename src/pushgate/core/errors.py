@@ -33,6 +33,8 @@ class Code(IntEnum):
     BODY_TOO_LARGE = 413
     NO_VALID_ENTRIES = 416
     INSUFFICIENT_CREDIT = 420
+    UNKNOWN_CHANNEL = 421
+    CHANNEL_APPLICATION_MISMATCH = 422
     RATE_LIMITED = 429
     UNAVAILABLE = 503
 
@@ -77,8 +79,9 @@ _TABLE: tuple[CodeInfo, ...] = (
     CodeInfo(Code.INVALID_FIELD, 422, "Invalid field",
              "A field has a value of the wrong type or out of range (the message names it)."),
     CodeInfo(Code.UNKNOWN_APPLICATION, 422, "Unknown application",
-             "`application` is neither a Picky application code nor a channel id of a channel "
-             "the project has."),
+             "The project has no channel serving this `application` code (Picky's codes: 1, "
+             "2, 3, 4, 5, 8, 10, 101, 121). Nothing is queued or charged. A channel's id is "
+             "not an application code: to pick a channel by id, send `channel_id`."),
     CodeInfo(Code.EMPTY_DATA, 422, "Empty data",
              "`data` is missing or has no entries."),
     CodeInfo(Code.TOO_MANY_RECIPIENTS, 413, "Too many recipients",
@@ -102,6 +105,11 @@ _TABLE: tuple[CodeInfo, ...] = (
     CodeInfo(Code.INSUFFICIENT_CREDIT, 402, "Insufficient credit",
              "The project's balance does not cover every accepted entry. The whole push is "
              "refused and nothing is charged."),
+    CodeInfo(Code.UNKNOWN_CHANNEL, 422, "Unknown channel",
+             "`channel_id` (a pushgate extension) names no channel of the token's project."),
+    CodeInfo(Code.CHANNEL_APPLICATION_MISMATCH, 422, "Channel serves another application",
+             "Both `channel_id` and `application` were given, and the channel serves another "
+             "application code. Send the channel's own code, or only `channel_id`."),
     CodeInfo(Code.RATE_LIMITED, 429, "Rate limit exceeded",
              "The token sent more pushes per minute than `PUSHGATE_PUSH_RATE_PER_MINUTE` "
              "(default 90), or the caller's address sent `PUSHGATE_AUTH_FAILURE_LIMIT` unknown "

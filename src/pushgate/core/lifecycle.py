@@ -41,6 +41,10 @@ FINAL_STATES: frozenset[State] = frozenset(
 )
 # States in which a message's credit has been given back.
 REFUNDED_STATES: frozenset[State] = frozenset({State.REFUNDED, State.EXPIRED, State.CANCELLED})
+# States whose error fields are the message's outcome (Picky status 2 and 5). In any other
+# state an error belongs to an earlier attempt (a retry, a wait): the message's history keeps
+# it, its reports do not show it, and a later success clears the message's error columns.
+ERROR_STATES: frozenset[State] = frozenset({State.FAILED}) | REFUNDED_STATES
 
 _RANK: dict[State, int] = {
     State.QUEUED: 0,

@@ -55,6 +55,8 @@ class PushBody(msgspec.Struct, omit_defaults=True, gc=False):
 
     token: str | None = None
     application: str | int | None = None
+    # pushgate's own: one channel of the project by id (Picky's `application` is a code).
+    channel_id: str | int | None = None
     globalmessage: str | int | None = None
     globalmedia: str | None = None
     globalmedia_code: str | None = None

@@ -137,7 +137,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def find_channel(self, project_id: int, application: int) -> ChannelSpec | None:
-        """The project's channel for a Picky application code, else its channel with that id."""
+        """The project's channel for a Picky application code: of several, the unpaused one
+        with the lowest id (a paused one only when all are). Application codes and channel ids
+        are different namespaces: a code no channel serves finds nothing, whatever channel
+        happens to have that id (a push picks a channel by id with its own ``channel_id``)."""
 
     @abc.abstractmethod
     async def accept_push(

@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from pushgate.core.channels import ChannelSpec
-from pushgate.core.lifecycle import State, advances
+from pushgate.core.lifecycle import ERROR_STATES, State, advances
 from pushgate.core.models import (
     AcceptResult,
     InboundForward,
@@ -410,10 +410,6 @@ class PostgresStore(Store):
             row = await conn.fetchrow(
                 f"SELECT {CHANNEL_COLUMNS} FROM channels WHERE project_id = $1"
                 " AND application = $2 ORDER BY paused, id LIMIT 1", project_id, application)
-            if row is None:
-                row = await conn.fetchrow(
-                    f"SELECT {CHANNEL_COLUMNS} FROM channels WHERE project_id = $1"
-                    " AND id = $2", project_id, application)
         return channel_from_row(row) if row else None
 
     async def accept_push(
@@ -717,7 +713,9 @@ class PostgresStore(Store):
                 "WITH s AS (UPDATE messages m SET state = CASE WHEN u.delivered"
                 " THEN 'delivered' ELSE 'submitted' END,"
                 " provider_id = u.provider_id, lease_until = NULL, leased_by = NULL,"
-                " submitted_at = $4::float8,"
+                # This attempt's problem, if any, is set below: an earlier attempt's error
+                # (a retry's 130429) stays in the history only.
+                " error_code = NULL, error_message = NULL, submitted_at = $4::float8,"
                 " delivered_at = CASE WHEN u.clean AND u.delivered THEN $4::float8 END,"
                 " updated_at = $4 FROM unnest($1::bigint[], $2::text[], $3::bool[],"
                 " $6::bool[]) AS u(id, provider_id, delivered, clean)"
@@ -1029,12 +1027,19 @@ class PostgresStore(Store):
         changes: dict[int, list[Any]] = {}
         outbox: list[tuple[Any, ...]] = []
         for mid, u in moves:
-            net = changes.setdefault(mid, [None, None, None, None])
+            # [state, code, message, at, keep the stored error when none is given]
+            net = changes.setdefault(mid, [None, None, None, None, True])
             net[0] = u.state.value
-            if u.error_code is not None:
-                net[1] = u.error_code
-            if u.error_message is not None:
-                net[2] = u.error_message
+            if u.state in ERROR_STATES:
+                # A failure keeps the error it was reported with if it brings none
+                # (refunded after failed).
+                if u.error_code is not None:
+                    net[1] = u.error_code
+                if u.error_message is not None:
+                    net[2] = u.error_message
+            else:
+                # A message moving on (delivered, read) sheds an earlier attempt's error.
+                net[1], net[2], net[4] = u.error_code, u.error_message, False
             net[3] = u.at
             if rows[mid][3]:
                 outbox.append((rows[mid][1], mid, u.state.value, u.at, u.error_code,
@@ -1043,14 +1048,14 @@ class PostgresStore(Store):
             # The state changes and their events in one statement.
             await conn.execute(
                 "WITH e AS (INSERT INTO message_events (message_id, state, at, detail)"
-                " SELECT * FROM unnest($6::bigint[], $7::text[], $8::float8[], $9::text[]))"
+                " SELECT * FROM unnest($7::bigint[], $8::text[], $9::float8[], $10::text[]))"
                 " UPDATE messages m SET state = u.state,"
-                " error_code = coalesce(u.code, m.error_code),"
-                " error_message = coalesce(u.msg, m.error_message), updated_at = u.at,"
-                " lease_until = NULL, leased_by = NULL"
-                " FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::float8[])"
-                " AS u(id, state, code, msg, at) WHERE m.id = u.id",
-                *_columns([(mid, *net) for mid, net in changes.items()], 5),
+                " error_code = coalesce(u.code, CASE WHEN u.keep THEN m.error_code END),"
+                " error_message = coalesce(u.msg, CASE WHEN u.keep THEN m.error_message END),"
+                " updated_at = u.at, lease_until = NULL, leased_by = NULL"
+                " FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::float8[],"
+                " $6::bool[]) AS u(id, state, code, msg, at, keep) WHERE m.id = u.id",
+                *_columns([(mid, *net) for mid, net in changes.items()], 6),
                 *_columns(events, 4))
         else:
             await _add_events(conn, events)

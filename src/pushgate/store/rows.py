@@ -9,7 +9,7 @@ from urllib.parse import quote_plus
 
 from pushgate.core.channels import ChannelSpec, MediaKind, PriceUnit, caption_kinds_for
 from pushgate.core.history import RoutineSteps, message_history
-from pushgate.core.lifecycle import PICKY_STATUS, State
+from pushgate.core.lifecycle import ERROR_STATES, PICKY_STATUS, State
 from pushgate.core.models import Project
 
 CHANNEL_COLUMNS = (
@@ -102,6 +102,7 @@ def report_payload(row: Sequence[Any]) -> dict[str, Any]:
     project_id, attempts, state, at, error_code, error_message, push_id, msg_id, number,
     reference, body, media, media_kind, channel_id, …)."""
     state = State(row[3])
+    failed = state in ERROR_STATES   # a report of another state carries no error
     return {
         "push_id": str(row[7]),
         "msg_id": str(row[8]),
@@ -109,8 +110,8 @@ def report_payload(row: Sequence[Any]) -> dict[str, Any]:
         "status": PICKY_STATUS[state],
         "state": state.value,
         "reference_number": row[10],
-        "error_code": row[5],
-        "error_message": row[6] or "",
+        "error_code": row[5] if failed else None,
+        "error_message": (row[6] or "") if failed else "",
         "message": row[11],
         "message_type": message_type(row[13]),
         "media": row[12],

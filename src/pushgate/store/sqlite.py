@@ -33,7 +33,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
 from pushgate.core.channels import ChannelSpec
-from pushgate.core.lifecycle import State, advances
+from pushgate.core.lifecycle import ERROR_STATES, State, advances
 from pushgate.core.models import (
     AcceptResult,
     InboundForward,
@@ -469,14 +469,9 @@ class SQLiteStore(Store):
                          project_active=bool(row[4]))
 
     async def find_channel(self, project_id: int, application: int) -> ChannelSpec | None:
-        conn = self._read()
-        row = conn.execute(
+        row = self._read().execute(
             f"SELECT {CHANNEL_COLUMNS} FROM channels WHERE project_id = ? AND application = ?"
             " ORDER BY paused, id LIMIT 1", (project_id, application)).fetchone()
-        if row is None:
-            row = conn.execute(
-                f"SELECT {CHANNEL_COLUMNS} FROM channels WHERE project_id = ? AND id = ?",
-                (project_id, application)).fetchone()
         return channel_from_row(row) if row else None
 
     async def accept_push(
@@ -1199,9 +1194,10 @@ def _record_outcomes_job(
         if project_id in hooks:
             outbox.append((project_id, mid, "refunded", now, res.error_code, res.error_message,
                            now))
+    # A send that went through has this attempt's problem, if any: an earlier attempt's
+    # error (a retry's 130429) stays in the history only.
     conn.executemany(
-        "UPDATE messages SET state = ?, provider_id = ?,"
-        " error_code = coalesce(?, error_code), error_message = coalesce(?, error_message),"
+        "UPDATE messages SET state = ?, provider_id = ?, error_code = ?, error_message = ?,"
         " submitted_at = ?, delivered_at = ?, lease_until = NULL, leased_by = NULL,"
         " updated_at = ? WHERE id = ?", submitted)
     conn.executemany(
@@ -1312,7 +1308,10 @@ def _apply_status_job(conn: sqlite3.Connection, updates: list[StatusUpdate],
     changes, outbox = [], []
     refunds: dict[int, int] = defaultdict(int)
     for mid, u in moves:
-        changes.append((u.state.value, u.error_code, u.error_message, u.at, mid))
+        # A failure keeps the error it was reported with if it brings none (refunded after
+        # failed); a message moving on (delivered, read) sheds an earlier attempt's error.
+        keep = u.state in ERROR_STATES
+        changes.append((u.state.value, u.error_code, keep, u.error_message, keep, u.at, mid))
         project_id = rows[mid][1]
         if u.state is State.REFUNDED:
             refunds[project_id] += rows[mid][5]
@@ -1321,9 +1320,9 @@ def _apply_status_job(conn: sqlite3.Connection, updates: list[StatusUpdate],
                            u.at))
     _refund(conn, refunds, _now(), "refund: provider reported failure")
     conn.executemany(
-        "UPDATE messages SET state = ?, error_code = coalesce(?, error_code),"
-        " error_message = coalesce(?, error_message), updated_at = ?, lease_until = NULL,"
-        " leased_by = NULL WHERE id = ?", changes)
+        "UPDATE messages SET state = ?, error_code = coalesce(?, CASE WHEN ? THEN error_code"
+        " END), error_message = coalesce(?, CASE WHEN ? THEN error_message END),"
+        " updated_at = ?, lease_until = NULL, leased_by = NULL WHERE id = ?", changes)
     conn.executemany(
         "INSERT INTO message_events (message_id, state, at, detail) VALUES (?, ?, ?, ?)", events)
     _add_outbox(conn, outbox)
