@@ -7,6 +7,11 @@ every other worker also runs a helper runner, whose claims never overlap the pri
 claims a batch (priority first, then oldest), sends it, and records every outcome in one write.
 Anything a killed worker held comes back when its leases expire: channels to other workers,
 messages to the next claim, counted as possible re-sends.
+
+Every loop rides out a database outage (``store/outage.py``): it backs off and goes on, the
+outage and the recovery are logged once for the process, and outcomes of sends that could not
+be written are kept and written before the runner claims again, so a message whose outcome is
+known is not sent twice because the database was away.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from pushgate.channels.media import sign_media_url
 from pushgate.core.channels import ChannelSpec
 from pushgate.core.models import InboundMessage, OutboundMessage, SendResult, StatusUpdate
 from pushgate.dispatch.pacing import Pacer, SendCaps
-from pushgate.store.base import RetryPolicy, Store, StoreUnavailable
+from pushgate.store.base import RetryPolicy, Store
+from pushgate.store.outage import is_unavailable, keep_going, outage_of
 
 log = logging.getLogger("pushgate.dispatch")
 
@@ -124,6 +130,14 @@ class ChannelRunner:
         # Set when sends were recorded, for the simulated-delivery loop.
         self.sent_wake = asyncio.Event()
         self.stopping = False
+        # Outcomes of sends made but not written yet: finished sends of a paced batch, and any
+        # whose write failed (the database away). Written before the next claim; lost only
+        # with the process, and then their messages come back by their leases.
+        self.unrecorded: list[SendResult] = []
+        # Held while kept outcomes are written: another lane waits for that write before it
+        # claims, so it cannot claim (and send again) a message whose outcome is being
+        # written after its lease ran out in an outage.
+        self.flushing = asyncio.Lock()
 
     async def run(self) -> None:
         await self.channel.start()
@@ -148,6 +162,17 @@ class ChannelRunner:
                 with contextlib.suppress(Exception):
                     await simulation
             await self.channel.stop()
+        # Outcomes still kept (the database was away until now): one last try; if it fails
+        # too, their messages come back by their leases.
+        began = time.monotonic()
+        try:
+            await self.flush()
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            self.dispatcher.outage.failed(exc, began)
+            log.warning("channel %s: %d outcomes not recorded at stop; their messages come"
+                        " back when their leases end", self.spec.id, len(self.unrecorded))
 
     def wake_up(self) -> None:
         """Messages were queued (or the runner is stopping): every lane looks now."""
@@ -155,44 +180,49 @@ class ChannelRunner:
             wake.set()
 
     async def lane(self, wake: asyncio.Event) -> None:
+        """Claim–send–record until the runner stops, riding out database outages (a bug
+        ends the runner: the dispatcher starts a new one)."""
         d = self.dispatcher
-        while not self.stopping:
+
+        async def step() -> bool:
             # Cleared before the step, not after: a wake-up (a push, a stop) that arrives
             # while the step runs must not be lost.
             wake.clear()
-            try:
-                worked = await self.step()
-            except StoreUnavailable as exc:
-                log.warning("channel %s: store unavailable (%s); retrying", self.spec.id, exc)
-                worked = False
-                await asyncio.sleep(1)
-            if not worked and not self.stopping:
-                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
-                # cancellation that arrives with the wake-up.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(d.idle_poll):
-                        await wake.wait()
+            return await self.step()
+
+        async def idle() -> None:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # arrives with the wake-up.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(d.idle_poll):
+                    await wake.wait()
+
+        await keep_going(f"channel {self.spec.id}", step, idle, lambda: self.stopping,
+                         d.outage, logger=log)
 
     async def simulate_loop(self) -> None:
         d = self.dispatcher
-        while not self.stopping:
+
+        async def step() -> bool:
             self.sent_wake.clear()
-            try:
-                worked = await self.simulate_deliveries()
-            except Exception as exc:   # nothing restarts this loop: it must not die
-                log.warning("channel %s: simulated deliveries failed (%s); retrying",
-                            self.spec.id, exc, exc_info=not isinstance(exc, StoreUnavailable))
-                worked = False
-                await asyncio.sleep(1)
-            if not worked and not self.stopping:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(d.idle_poll):
-                        await self.sent_wake.wait()
+            return await self.simulate_deliveries()
+
+        async def idle() -> None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(d.idle_poll):
+                    await self.sent_wake.wait()
+
+        # Nothing restarts this loop: it must not die, not even of a bug.
+        await keep_going(f"channel {self.spec.id}: simulated deliveries", step, idle,
+                         lambda: self.stopping, d.outage, survive_bugs=True, logger=log)
 
     async def step(self) -> bool:
         """One claim–send–record round; False when there was nothing to do."""
         d = self.dispatcher
         store = d.store
+        # Outcomes kept from before (the database was away) are written before anything new
+        # is claimed; if that fails, the step fails and the lane backs off.
+        await self.flush()
         now = time.time()
         batch = self.pacer.batch_size(d.claim_batch)
         if self.caps.active:
@@ -221,11 +251,27 @@ class ChannelRunner:
         return True
 
     async def record(self, results: list[SendResult]) -> None:
+        """Write ``results``; if that fails they are kept in ``unrecorded`` (written before
+        the next claim) and the error is raised. Writing outcomes twice is harmless: a write
+        changes only messages still ``sending`` under this worker's lease."""
         d = self.dispatcher
-        await d.store.record_outcomes(d.worker_id, results, time.time(), d.retry_policy)
+        try:
+            await d.store.record_outcomes(d.worker_id, results, time.time(), d.retry_policy)
+        except BaseException:
+            self.unrecorded.extend(results)
+            raise
         d.sent += sum(1 for r in results if r.ok)
         d.notify_webhooks()
         self.sent_wake.set()
+
+    async def flush(self) -> None:
+        """Write the outcomes in ``unrecorded`` (after any such write in progress)."""
+        if not self.unrecorded and not self.flushing.locked():
+            return
+        async with self.flushing:
+            if self.unrecorded:
+                results, self.unrecorded = self.unrecorded, []
+                await self.record(results)
 
     async def send_paced(self, messages: list[OutboundMessage],
                          overtake_limit: int = 0) -> list[SendResult]:
@@ -236,8 +282,9 @@ class ChannelRunner:
         releases what has not started.
 
         Finished sends are recorded every ``RECORD_EVERY_SECONDS`` in the background while
-        the batch goes on; a failed write leaves them for the batch's last write, which
-        records whatever is left when every send is done.
+        the batch goes on; a failed write leaves them (and the rest of the batch's) for the
+        batch's last write, which records whatever is left when every send is done — or, if
+        the database is still away, keeps it for the runner's next step.
 
         Every ``PRIORITY_CHECK_SECONDS`` the runner looks for ready messages of a higher
         priority than the batch's lowest still unsent, claims them and sends them next (at
@@ -251,7 +298,9 @@ class ChannelRunner:
         pending = deque(messages)
         overtaken = 0
         next_check = time.monotonic() + PRIORITY_CHECK_SECONDS
-        unrecorded: list[SendResult] = []
+        # After a failed write (or look) the database is away: no more tries in this batch,
+        # its sends go on and its last write tries again.
+        store_failed = False
         recording: asyncio.Task[None] | None = None
         next_record = time.monotonic() + RECORD_EVERY_SECONDS
 
@@ -260,33 +309,41 @@ class ChannelRunner:
                 results = await self.channel.send_batch([message])
             finally:
                 slots.release()
-            unrecorded.extend(results)
+            self.unrecorded.extend(results)
             return results
 
-        async def record_now(results: list[SendResult]) -> None:
+        async def record_now() -> None:
+            nonlocal store_failed
+            began = time.monotonic()
             try:
-                await self.record(results)
+                await self.flush()      # kept in `unrecorded` if it fails
             except Exception as exc:
-                log.warning("channel %s: recording outcomes failed (%s); retried at the end "
-                            "of the batch", self.spec.id, exc,
-                            exc_info=not isinstance(exc, StoreUnavailable))
-                unrecorded.extend(results)
+                store_failed = True
+                if is_unavailable(exc):
+                    d.outage.failed(exc, began)
+                else:
+                    log.exception("channel %s: recording outcomes failed; retried at the end"
+                                  " of the batch", self.spec.id)
 
         while pending:
             await slots.acquire()
-            if (unrecorded and time.monotonic() >= next_record
+            if (self.unrecorded and not store_failed and time.monotonic() >= next_record
                     and (recording is None or recording.done())):
-                finished = unrecorded[:]
-                unrecorded.clear()
-                recording = asyncio.create_task(record_now(finished))
+                recording = asyncio.create_task(record_now())
                 next_record = time.monotonic() + RECORD_EVERY_SECONDS
             if self.stopping:
                 slots.release()
-                await d.store.release_messages(d.worker_id, [m.id for m in pending])
+                await self.release(list(pending))
                 break
-            if overtaken < overtake_limit and time.monotonic() >= next_check:
-                urgent = await self.claim_higher(pending[-1].priority + 1,
+            if (overtaken < overtake_limit and not store_failed
+                    and time.monotonic() >= next_check):
+                looked = await self.claim_higher(pending[-1].priority + 1,
                                                  overtake_limit - overtaken, len(pending))
+                if looked is None:
+                    store_failed = True
+                    urgent = []
+                else:
+                    urgent = looked
                 pending.extendleft(reversed(urgent))
                 overtaken += len(urgent)
                 next_check = time.monotonic() + PRIORITY_CHECK_SECONDS
@@ -296,18 +353,30 @@ class ChannelRunner:
         results = [r for batch in await asyncio.gather(*started) for r in batch]
         if recording is not None:
             await recording
-        if unrecorded:
-            await self.record(unrecorded)
+        await self.flush()
         return results
 
+    async def release(self, messages: list[OutboundMessage]) -> None:
+        """Hand back claimed messages not sent (the runner is stopping). If the database is
+        away they come back by their leases instead."""
+        d = self.dispatcher
+        began = time.monotonic()
+        try:
+            await d.store.release_messages(d.worker_id, [m.id for m in messages])
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            d.outage.failed(exc, began)
+
     async def claim_higher(self, min_priority: int, limit: int,
-                           waiting: int) -> list[OutboundMessage]:
+                           waiting: int) -> list[OutboundMessage] | None:
         """Claim up to ``limit`` ready messages of at least ``min_priority`` (after a cheap
         read says there are some), leased until this batch's ``waiting`` sends are done.
-        A failure only skips this look: the batch's sends already started must still be
-        recorded, or they would come back as possible re-sends."""
+        A failure only skips this look (None): the batch's sends already started must still
+        be recorded, or they would come back as possible re-sends."""
         d = self.dispatcher
         now = time.time()
+        began = time.monotonic()
         try:
             if not await d.store.has_ready_messages(self.spec.id, now, min_priority):
                 return []
@@ -317,9 +386,11 @@ class ChannelRunner:
             claimed = await d.store.claim_messages(self.spec.id, d.worker_id, limit, now,
                                                    lease, min_priority)
         except Exception as exc:
-            log.warning("channel %s: looking for priority messages failed (%s)", self.spec.id,
-                        exc, exc_info=not isinstance(exc, StoreUnavailable))
-            return []
+            if is_unavailable(exc):
+                d.outage.failed(exc, began)
+            else:
+                log.exception("channel %s: looking for priority messages failed", self.spec.id)
+            return None
         return [self.with_media_link(m, now) for m in claimed]
 
     async def cap_allowance(self, now: float) -> int:
@@ -395,6 +466,11 @@ class Dispatcher:
         self._stopping = asyncio.Event()
         self._refresh_now = asyncio.Event()
         self.sent = 0
+        # Shared with the webhook deliverer of this process (same store): one log line when
+        # the database goes away, one when it is back.
+        self.outage = outage_of(store)
+        # Pushes queued while the database was away were never notified: every runner looks.
+        self.outage.on_recovery(self.wake)
 
     def wake(self, channel_id: int | None = None) -> None:
         """Tell runners that new messages are queued. A channel this worker runs no runner for
@@ -426,19 +502,25 @@ class Dispatcher:
 
     async def run(self) -> None:
         """Until ``stop()``: keep leases, keep one runner per held channel, expire old
-        messages."""
+        messages. A database outage (or a bug) is ridden out with back-off: nothing would
+        restart this loop, and the runners go on meanwhile."""
         renew_every = self.channel_lease_seconds / 3
         listener = asyncio.create_task(self._listen(), name="dispatcher-listen")
+
+        async def renew() -> bool:
+            # Cleared before, not after: a new channel seen meanwhile refreshes again at once.
+            self._refresh_now.clear()
+            await self.refresh()
+            await self.expire_due()
+            return False
+
+        async def idle() -> None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wait_stop_or_refresh(), renew_every)
+
         try:
-            while not self._stopping.is_set():
-                try:
-                    await self.refresh()
-                    await self.expire_due()
-                except StoreUnavailable as exc:
-                    log.warning("dispatcher: store unavailable (%s)", exc)
-                self._refresh_now.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wait_stop_or_refresh(), renew_every)
+            await keep_going("dispatcher", renew, idle, self._stopping.is_set, self.outage,
+                             survive_bugs=True, logger=log)
         finally:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -462,7 +544,9 @@ class Dispatcher:
                 self.wake(channel_id)
 
         try:
-            await self.store.listen(on_channel)
+            # Reconnects by itself after an outage, reporting it to the shared `Outage`;
+            # meanwhile (and always) the runners also poll, so no push waits for long.
+            await self.store.listen(on_channel, self.outage)
         except Exception:
             log.exception("dispatcher: store notifications failed; polling only")
 
@@ -516,5 +600,10 @@ class Dispatcher:
     async def _shutdown(self) -> None:
         for channel_id in list(self.runners):
             await self._stop_runner(channel_id)
-        with contextlib.suppress(StoreUnavailable):
+        try:
             await self.store.release_channel_leases(self.worker_id)
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            # The leases run out by themselves; another worker takes the channels then.
+            log.info("channel leases not handed back (%s): they expire by themselves", exc)

@@ -10,7 +10,7 @@ import abc
 import random
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pushgate.core.channels import ChannelSpec
 from pushgate.core.models import (
@@ -25,6 +25,9 @@ from pushgate.core.models import (
     TokenInfo,
 )
 from pushgate.core.push import InlineMedia, PushPlan
+
+if TYPE_CHECKING:
+    from pushgate.store.outage import Outage
 
 #: Seconds a status update for an unknown provider id is kept waiting for its id.
 EARLY_UPDATE_TTL = 86_400.0
@@ -236,9 +239,12 @@ class Store(abc.ABC):
                                  min_priority: int = 0) -> bool:
         """Whether ``claim_messages`` would find something (with the same ``min_priority``)."""
 
-    async def listen(self, on_channel: Callable[[int], None]) -> None:
+    async def listen(self, on_channel: Callable[[int], None],
+                     outage: Outage | None = None) -> None:
         """Call ``on_channel(channel_id)`` whenever any process queues messages for a channel,
-        until cancelled, so idle dispatchers wake at once instead of at their next poll.
+        until cancelled, so idle dispatchers wake at once instead of at their next poll. A
+        lost connection is made again with back-off; the failure and the reconnection are
+        reported to ``outage`` (``store/outage.py``) when given, else logged.
 
         The default returns at once (no notifications: dispatchers poll, and pushes in the same
         process wake them directly). PostgreSQL implements it with LISTEN/NOTIFY."""

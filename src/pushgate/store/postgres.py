@@ -74,6 +74,7 @@ from pushgate.store.base import (
     fair_share,
 )
 from pushgate.store.migrate import split_pool_options
+from pushgate.store.outage import Backoff, Outage, describe
 from pushgate.store.rows import (
     CHANNEL_COLUMNS,
     MESSAGE_DETAIL_COLUMNS,
@@ -123,6 +124,22 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.InvalidAuthorizationSpecificationError,    # wrong user or password
 )
 _RETRY_TX = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+
+
+class _QuietPoolFloor(logging.Filter):
+    """asyncpg's pool logs a traceback each time it fails to reconnect its idle connections
+    (1 s, 2 s, 4 s … apart) while the server is away. That is the outage the worker already
+    logs once (``store/outage.py``), not a bug: those records are dropped. Any other error
+    of the pool's still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (record.getMessage().startswith("Failed to restore the pool connection")
+                    and isinstance(exc, _UNAVAILABLE))
+
+
+_POOL_FILTER = _QuietPoolFloor()
+logging.getLogger("asyncpg.pool").addFilter(_POOL_FILTER)
 
 # Columns update_channel may change, with the Python type each is stored as.
 _CHANNEL_CHANGES: dict[str, Callable[[Any], Any]] = {
@@ -223,7 +240,9 @@ class PostgresStore(Store):
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"PostgreSQL: {exc or type(exc).__name__}") from exc
         except asyncpg.InterfaceError as exc:
-            if self._pool is None or "pool" in str(exc):   # closing or closed pool
+            # A closing or closed pool, or a connection lost under a statement or a
+            # transaction ("… the underlying connection is closed").
+            if self._pool is None or "pool" in str(exc) or "closed" in str(exc):
                 raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
             raise
 
@@ -1137,10 +1156,13 @@ class PostgresStore(Store):
             " AND lease_until < $2 AND (expires_at IS NULL OR expires_at >= $2))",
             channel_id, now, min_priority))
 
-    async def listen(self, on_channel: Callable[[int], None]) -> None:
+    async def listen(self, on_channel: Callable[[int], None],
+                     outage: Outage | None = None) -> None:
         """Until cancelled: a dedicated connection LISTENs on ``pushgate_messages`` and calls
-        ``on_channel`` with each channel id a push NOTIFYs; reconnects if the connection
-        drops (meanwhile dispatchers fall back to their poll)."""
+        ``on_channel`` with each channel id a push NOTIFYs; reconnects with back-off if the
+        connection drops (meanwhile dispatchers fall back to their poll). The loss and the
+        reconnection are reported to ``outage`` when given (once per outage for the whole
+        process), else logged."""
 
         def handler(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
             try:
@@ -1149,24 +1171,34 @@ class PostgresStore(Store):
                 return
             on_channel(channel_id)
 
-        delay = 0.5
+        def failed(exc: BaseException, began: float) -> None:
+            if outage is not None:
+                outage.failed(exc, began)
+            else:
+                log.warning("LISTEN connection lost (%s); reconnecting", describe(exc))
+
+        backoff = Backoff()
         while True:
             conn: asyncpg.Connection | None = None
+            began = time.monotonic()
             try:
                 conn = await asyncpg.connect(self.dsn, timeout=CONNECT_TIMEOUT,
                                              server_settings=SERVER_SETTINGS)
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(NOTIFY_CHANNEL, handler)
-                delay = 0.5
+                if outage is not None:
+                    outage.reached(began)
+                backoff.reset()
                 while not lost.is_set():
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(lost.wait(), LISTEN_PING_SECONDS)
                     if not lost.is_set():
+                        began = time.monotonic()
                         await conn.fetchval("SELECT 1", timeout=PING_TIMEOUT)
-                log.warning("LISTEN connection closed; reconnecting")
+                failed(StoreUnavailable("the LISTEN connection was closed"), time.monotonic())
             except (*_UNAVAILABLE, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("LISTEN connection failed (%s); reconnecting in %.1fs", exc, delay)
+                failed(exc, began)
             finally:
                 if conn is not None and not conn.is_closed():
                     try:
@@ -1174,8 +1206,7 @@ class PostgresStore(Store):
                     except BaseException:
                         conn.terminate()
                         raise
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
+            await asyncio.sleep(backoff.next())
 
     # --- webhooks ---------------------------------------------------------------------------
     async def claim_outbox(

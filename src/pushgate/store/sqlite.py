@@ -22,6 +22,7 @@ import fcntl
 import functools
 import itertools
 import json
+import logging
 import os
 import queue
 import sqlite3
@@ -67,6 +68,7 @@ from pushgate.store.base import (
     fair_share,
 )
 from pushgate.store.migrate import sqlite_path
+from pushgate.store.outage import Backoff, Outage, describe, is_unavailable
 from pushgate.store.rows import (
     CHANNEL_COLUMNS,
     MESSAGE_DETAIL_COLUMNS,
@@ -91,6 +93,8 @@ WRITE_LOCK_SUFFIX = "-writelock"
 WRITE_TURN_SUFFIX = "-writeturn"
 #: Seconds between two looks for pushes other processes queued (SQLiteStore.listen).
 LISTEN_POLL_SECONDS = 0.02
+
+log = logging.getLogger("pushgate.store")
 #: Seconds; see SQLiteStore.open.
 WRITER_SWITCH_INTERVAL = 0.0002
 
@@ -625,31 +629,52 @@ class SQLiteStore(Store):
                 (channel_id, min_priority, now, now)).fetchone()
         return row is not None
 
-    async def listen(self, on_channel: Callable[[int], None]) -> None:
+    async def listen(self, on_channel: Callable[[int], None],
+                     outage: Outage | None = None) -> None:
         """Until cancelled: every ``LISTEN_POLL_SECONDS``, ask SQLite whether another
         connection committed (``PRAGMA data_version``: a read of shared memory, microseconds),
         and if so call ``on_channel`` for the channel of each push recorded since the last
         look (push ids only grow, so that is a range of the primary key, one row a push).
         Pushes taken by another process on this file (``serve --api-only``, ``--reuse-port``)
-        then wake this process's dispatcher within milliseconds, not at its next poll."""
-        conn = _connect(self.path)
-        try:
-            version = conn.execute("PRAGMA data_version").fetchone()[0]
-            last_push = conn.execute("SELECT coalesce(max(id), 0) FROM pushes").fetchone()[0]
-            while True:
-                await asyncio.sleep(LISTEN_POLL_SECONDS)
-                now_version = conn.execute("PRAGMA data_version").fetchone()[0]
-                if now_version == version:
-                    continue
-                version = now_version
-                rows = conn.execute("SELECT id, channel_id FROM pushes WHERE id > ? ORDER BY id",
-                                    (last_push,)).fetchall()
-                if rows:
-                    last_push = rows[-1][0]
-                    for channel_id in {channel_id for _id, channel_id in rows}:
-                        on_channel(channel_id)
-        finally:
-            conn.close()
+        then wake this process's dispatcher within milliseconds, not at its next poll.
+        A read that fails (the file locked for long, a disk error) is reported and the
+        connection opened again with back-off."""
+        backoff = Backoff()
+        while True:
+            began = time.monotonic()
+            conn: sqlite3.Connection | None = None
+            try:
+                conn = _connect(self.path)
+                version = conn.execute("PRAGMA data_version").fetchone()[0]
+                last_push = conn.execute(
+                    "SELECT coalesce(max(id), 0) FROM pushes").fetchone()[0]
+                if outage is not None:
+                    outage.reached(began)
+                backoff.reset()
+                while True:
+                    await asyncio.sleep(LISTEN_POLL_SECONDS)
+                    began = time.monotonic()
+                    now_version = conn.execute("PRAGMA data_version").fetchone()[0]
+                    if now_version == version:
+                        continue
+                    version = now_version
+                    rows = conn.execute(
+                        "SELECT id, channel_id FROM pushes WHERE id > ? ORDER BY id",
+                        (last_push,)).fetchall()
+                    if rows:
+                        last_push = rows[-1][0]
+                        for channel_id in {channel_id for _id, channel_id in rows}:
+                            on_channel(channel_id)
+            except sqlite3.Error as exc:
+                if outage is not None and is_unavailable(exc):
+                    outage.failed(exc, began)
+                else:
+                    log.warning("watching %s for pushes failed (%s); trying again",
+                                self.path, describe(exc))
+            finally:
+                if conn is not None:
+                    conn.close()
+            await asyncio.sleep(backoff.next())
 
     # --- webhooks ---------------------------------------------------------------------------
     async def claim_outbox(

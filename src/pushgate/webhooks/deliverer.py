@@ -17,6 +17,11 @@ the gateway's own network. A refused target is a failed attempt like any other: 
 its reason and retried on the schedule (the operator may fix the URL or its DNS meanwhile).
 Redirects are not followed, and proxies from the environment are not used (they would
 connect from elsewhere than the addresses vouched for).
+
+A database outage is ridden out (``store/outage.py``): the loop backs off and goes on, and
+the outcome of a POST that could not be written (delivered, or to be retried) is kept and
+written before anything new is claimed, so a report the receiver took is not POSTed again
+because the database was away.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import orjson
 from pushgate.core.models import InboundForward, OutboxBatch
 from pushgate.outbound import AddressRefused, default_port, resolve_public, send_pinned
 from pushgate.store.base import Store
+from pushgate.store.outage import keep_going, outage_of
 from pushgate.webhooks.signing import HEADER, sign
 
 log = logging.getLogger("pushgate.webhooks")
@@ -69,13 +75,21 @@ class WebhookDeliverer:
         self.allow_private = allow_private
         self._stopping = asyncio.Event()
         self.client = httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False)
+        # Shared with the dispatcher of this process (same store).
+        self.outage = outage_of(store)
+        # Outcomes of POSTs not written yet (the database was away), oldest first: which
+        # store call, the ids, and when the POST was answered.
+        self.unsettled: list[tuple[str, list[int], float]] = []
 
     async def run(self) -> None:
+        """Until ``stop()``. Nothing restarts this loop: a database outage is ridden out with
+        back-off, and a bug is logged with its traceback and retried likewise."""
+        async def step() -> bool:
+            return bool(await self.deliver_once())
+
         try:
-            while not self._stopping.is_set():
-                delivered = await self.deliver_once()
-                if not delivered:
-                    await self._idle()
+            await keep_going("webhook deliverer", step, self._idle, self._stopping.is_set,
+                             self.outage, survive_bugs=True, logger=log)
         finally:
             await self.client.aclose()
 
@@ -91,29 +105,64 @@ class WebhookDeliverer:
                 await self.wake.wait()
 
     async def deliver_once(self) -> int:
-        """Claim what is due, POST it, record the outcome; returns the items handled."""
+        """Claim what is due, POST it, record the outcome; returns the items handled.
+        Outcomes kept from earlier POSTs are written first; if that fails nothing is claimed
+        (a kept outcome's rows would come back to the claim when their lease ends)."""
+        await self.settle()
         now = time.time()
         batches = await self.store.claim_outbox(
             self.worker_id, self.batch_size, now, lease_seconds=self.timeout + 30)
-        inbound = await self.store.claim_inbound(self.batch_size, now, self.timeout + 30)
+        missed: Exception | None = None
+        try:
+            inbound = await self.store.claim_inbound(self.batch_size, now, self.timeout + 30)
+        except Exception as exc:
+            # The reports just claimed still go out now, not when their lease ends.
+            if not batches:
+                raise
+            missed, inbound = exc, []
         if not batches and not inbound:
             return 0
         await asyncio.gather(*(self._post(batch) for batch in batches),
                              *(self._forward(item) for item in inbound))
+        await self.settle()
+        if missed is not None:
+            raise missed
         return sum(len(b.items) for b in batches) + len(inbound)
+
+    def _done(self, call: str, ids: list[int]) -> None:
+        """Note a POST's outcome, to be written by ``settle``."""
+        self.unsettled.append((call, ids, time.time()))
+
+    async def settle(self) -> None:
+        """Write the noted outcomes, oldest first, the same calls merged into one. Whatever
+        could not be written stays noted (and the error is raised). Writing a completion
+        twice is harmless; a retry written twice counts one attempt more."""
+        while self.unsettled:
+            call, _ids, at = self.unsettled[0]
+            same = [entry for entry in self.unsettled if entry[0] == call]
+            ids = [i for entry in same for i in entry[1]]
+            if call == "complete_outbox":
+                await self.store.complete_outbox(ids)
+            elif call == "complete_inbound":
+                await self.store.complete_inbound(ids)
+            elif call == "retry_outbox":
+                await self.store.retry_outbox(ids, at, self.schedule)
+            else:
+                await self.store.retry_inbound(ids, at, self.schedule)
+            self.unsettled = [entry for entry in self.unsettled if entry[0] != call]
 
     async def _forward(self, item: InboundForward) -> None:
         if not item.url:   # the project removed its incoming webhook since
-            await self.store.complete_inbound([item.id])
+            self._done("complete_inbound", [item.id])
             return
         body = orjson.dumps(item.payload)
         ok, reason = await self._send(item.url, item.secret, body)
         if ok:
-            await self.store.complete_inbound([item.id])
+            self._done("complete_inbound", [item.id])
         else:
             log.warning("incoming webhook of project %s failed (%s); will retry",
                         item.project_id, reason)
-            await self.store.retry_inbound([item.id], time.time(), self.schedule)
+            self._done("retry_inbound", [item.id])
 
     async def _send(self, url: str, secret: str, body: bytes) -> tuple[bool, str]:
         headers = {"Content-Type": "application/json", HEADER: sign(secret, body),
@@ -141,8 +190,8 @@ class WebhookDeliverer:
         ids = [item.id for item in batch.items]
         ok, reason = await self._send(batch.url, batch.secret, body)
         if ok:
-            await self.store.complete_outbox(ids)
+            self._done("complete_outbox", ids)
         else:
             log.warning("webhook to project %s failed (%s); %d reports will be retried",
                         batch.project_id, reason, len(ids))
-            await self.store.retry_outbox(ids, time.time(), self.schedule)
+            self._done("retry_outbox", ids)
