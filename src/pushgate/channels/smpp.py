@@ -44,14 +44,15 @@ Receipts and inbound SMS
     Repeats: the same text from the same number is a new message, each forwarded. The only
     deliver_sm dropped is the SMSC's re-delivery of one we stored but whose deliver_sm_resp it
     may not have had: the SMSC has surely read our answer once it answers a request we wrote
-    after it (TCP keeps order); a session that ends before that leaves the answer in doubt,
+    after it (TCP keeps order; an enquire_link goes out ``MO_CONFIRM_SECONDS`` after an answer
+    when no other request does); a session that ends before that leaves the answer in doubt,
     and for ``MO_REDELIVERY_SECONDS`` an identical deliver_sm (same sender, destination,
     esm_class, data_coding, octets and TLVs — the sequence number differs on a new session)
     is taken as that re-delivery: a whole message is recorded under the first one's id (the
     store keeps one), a part already stored is acknowledged and dropped. Limits: the doubt is
     kept in memory, so a re-delivery after this process died between storing and answering is
     forwarded again; a user who sends the very same text again within those minutes, after a
-    session dropped in the instant between our answer and the SMSC's next word, is heard once.
+    session dropped in the second between our answer and its confirmation, is heard once.
 
 Why the PDU layer is our own (``smpp_pdu``, ``struct``): of the Python SMPP libraries, smpp34
 1.5 (asyncio, Rust core) acknowledges each deliver_sm inside its core before Python reads it (the
