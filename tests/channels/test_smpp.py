@@ -25,7 +25,13 @@ from pushgate.channels.smpp import (
 )
 from pushgate.core.channels import ChannelSpec, PriceUnit
 from pushgate.core.lifecycle import State
-from pushgate.core.models import InboundMessage, OutboundMessage, SendResult, StatusUpdate
+from pushgate.core.models import (
+    InboundMessage,
+    InboundPart,
+    OutboundMessage,
+    SendResult,
+    StatusUpdate,
+)
 from pushgate.core.push import Limits, decode_push, plan_push
 from pushgate.core.segments import GSM_BASIC, GSM_EXTENSION, count_segments, split_segments
 from pushgate.dispatch.worker import Dispatcher
@@ -47,6 +53,7 @@ class RecordingSink:
         self.failures = 0
         self.calls = 0
         self.on_update: Callable[[StatusUpdate], None] | None = None
+        self.parts: dict[tuple[int, str, str, int, int, int], InboundPart] = {}
 
     async def _enter(self) -> None:
         self.calls += 1
@@ -66,6 +73,25 @@ class RecordingSink:
     async def inbound(self, messages: list[InboundMessage]) -> None:
         await self._enter()
         self.inbound_seen.extend(messages)
+
+    async def inbound_parts(self, parts: list[InboundPart]) -> list[InboundPart]:
+        await self._enter()
+        for part in parts:
+            self.parts.setdefault((*part.key, part.seq), part)
+        keys = {p.key for p in parts}
+        return [p for p in self.parts.values() if p.key in keys]
+
+    async def due_inbound_parts(self, channel_id: int, before: float,
+                                limit: int) -> list[InboundPart]:
+        first: dict[tuple[int, str, str, int, int], float] = {}
+        for part in self.parts.values():
+            first[part.key] = min(part.at, first.get(part.key, part.at))
+        due = [key for key, at in sorted(first.items(), key=lambda i: i[1]) if at < before]
+        return [p for p in self.parts.values() if p.key in due[:limit]]
+
+    async def drop_inbound_parts(self, parts: list[InboundPart]) -> None:
+        for part in parts:
+            self.parts.pop((*part.key, part.seq), None)
 
 
 def config_for(smsc: FakeSmsc, **overrides: Any) -> dict[str, Any]:
@@ -330,18 +356,46 @@ async def test_receipts_on_another_bind_are_reported() -> None:
 
 
 @pytest.mark.parametrize("status", [0x58, 0x14])
-async def test_throttle_is_retryable_and_slows_the_bind_down(smsc: FakeSmsc,
-                                                             status: int) -> None:
+async def test_throttle_waits_without_an_attempt_and_slows_the_bind_down(
+        smsc: FakeSmsc, status: int) -> None:
     smsc.next_statuses = [status]
     async with running(make_channel(smsc, throttle_backoff_seconds=0.2)) as channel:
         throttled = await channel.send(message("one"))
         retried = await channel.send(message("one"))
-    assert (throttled.ok, throttled.retryable, throttled.defer) == (False, True, False)
+        assert list(channel.binds[0].pauses) == [0.2]
+    # The SMSC asking to slow down is not a failed attempt: the message waits out the pause.
+    assert (throttled.ok, throttled.retryable, throttled.defer) == (False, True, True)
     assert throttled.error_code == f"0x{status:08X}" and throttled.retry_after == 0.2
     assert retried.ok
     first, second = smsc.submits
     assert first.answered_at is not None
     assert second.received_at - first.answered_at >= 0.2 * 0.9  # monotonic clock granularity
+
+
+def test_one_throttled_burst_gives_one_pause_on_uvloop() -> None:
+    """On uvloop (what ``pushgate serve`` runs), whose clock is cached per loop iteration:
+    40 messages through an SMSC taking 12 a second. Every burst past 12/s is answered 0x58
+    for all the submits in flight; each burst pauses the bind once, for the base pause (a
+    success came in between), instead of doubling once per answer of the burst."""
+    import uvloop
+
+    async def run() -> list[float]:
+        async with FakeSmsc(tps=12) as smsc:
+            channel = make_channel(smsc, throttle_backoff_seconds=0.5)
+            async with running(channel):
+                waiting = [message(f"code {i}", f"9198000{i:05d}") for i in range(40)]
+                async with asyncio.timeout(30):
+                    while waiting:
+                        results = await channel.send_batch(waiting)
+                        assert all(r.ok or r.defer for r in results), results
+                        waiting = [m for m, r in zip(waiting, results, strict=True)
+                                   if not r.ok]
+                assert len(smsc.accepted()) == 40
+                return list(channel.binds[0].pauses)
+
+    pauses = asyncio.Runner(loop_factory=uvloop.new_event_loop).run(run())
+    assert pauses and max(pauses) <= 1.0, pauses  # at most one doubling (0.5 s, then a 1 s)
+    assert len(pauses) <= 8, pauses
 
 
 async def test_throttled_later_part_is_retried_in_place(smsc: FakeSmsc) -> None:
@@ -471,13 +525,142 @@ async def test_mobile_originated_sms_is_reported_then_acknowledged(smsc: FakeSms
     async with running(channel):
         assert await smsc.send_mo("919800000005", "STOP") == 0
         assert await smsc.send_mo("919800000005", "Стоп €") == 0
-        assert await smsc.send_mo("919800000005", "STOP") == 0  # the SMSC delivering it again
-    first, second, again = sink.inbound_seen
+    first, second = sink.inbound_seen
     assert (first.number, first.text, first.type, first.channel_id) == (
         "919800000005", "STOP", 1, CHANNEL_ID)
     assert second.text == "Стоп €"
     assert first.provider_id.startswith("mo:919800000005:")
-    assert again.provider_id == first.provider_id != second.provider_id
+    assert first.provider_id != second.provider_id
+
+
+async def test_a_users_repeated_reply_is_heard_each_time(smsc: FakeSmsc) -> None:
+    """The same text from the same number, answered each time, is a new message each time
+    (a user answering YES twice), not a repeat to drop."""
+    channel = make_channel(smsc)
+    sink = sink_of(channel)
+    async with running(channel):
+        assert await smsc.send_mo("919800000005", "YES") == 0
+        assert await smsc.send_mo("919800000005", "YES") == 0
+        assert await smsc.send_mo("919800000005", "YES") == 0
+    assert [m.text for m in sink.inbound_seen] == ["YES"] * 3
+    assert len({m.provider_id for m in sink.inbound_seen}) == 3
+
+
+async def test_redelivery_after_a_lost_answer_is_recorded_once(smsc: FakeSmsc) -> None:
+    """The SMSC never got our deliver_sm_resp (the link died with it) and delivers the same
+    deliver_sm again on the next bind: recorded under the first one's id (the store keeps
+    one); a later YES, once the SMSC has shown it read our answer, is new."""
+    channel = make_channel(smsc)
+    sink = sink_of(channel)
+    async with running(channel):
+        assert await smsc.send_mo("919800000005", "YES", lose_ack=True) == 0
+        # Our answer to the re-delivery is confirmed by the enquire_link that follows it.
+        await eventually(lambda: smsc.enquire_links >= 1, "an enquire_link to confirm")
+        await eventually(lambda: not channel.binds[0]._answered, "the answer confirmed")
+        assert await smsc.send_mo("919800000005", "YES") == 0
+        await eventually(lambda: not channel.binds[0]._answered, "that answer confirmed")
+        smsc.drop()   # the session ends, but the SMSC surely had our answers
+        await eventually(lambda: len(smsc.bind_attempts) == 3 and bool(smsc.bound_sessions),
+                         "bound again")
+        assert await smsc.send_mo("919800000005", "YES") == 0
+    first, again, later, last = sink.inbound_seen
+    assert first.provider_id == again.provider_id
+    assert len({again.provider_id, later.provider_id, last.provider_id}) == 3
+    assert [s for _, s in smsc.bind_attempts] == [0, 0, 0]
+
+
+# -- users' messages in parts ----------------------------------------------------------------
+
+LONG_GSM = ("Yes, please deliver the parcel to the back door; the front gate is locked "
+            "until six. Call me at 98765 43210 if anything is unclear. Thanks {a lot}!")
+LONG_UCS2 = "Да, доставьте посылку к задней двери 😀, ворота закрыты до шести. Спасибо!"
+
+
+@pytest.mark.parametrize("scheme", ["udh8", "udh16", "sar"])
+@pytest.mark.parametrize("text", [LONG_GSM, LONG_UCS2], ids=["gsm7", "ucs2"])
+async def test_multipart_mo_is_reassembled_before_it_is_forwarded(
+        smsc: FakeSmsc, scheme: str, text: str) -> None:
+    channel = make_channel(smsc)
+    sink = sink_of(channel)
+    async with running(channel):
+        # Out of order, one part twice (the SMSC delivering it again), cut so that the
+        # parts split a GSM escape / a UTF-16 surrogate pair only when joined as octets.
+        assert await smsc.send_mo_parts("919800000005", text, 3, scheme, reference=0x1A2,
+                                        order=[2, 1, 2, 3]) == [0, 0, 0, 0]
+        assert await smsc.send_mo("919800000005", "and one more") == 0
+    [message, other] = sink.inbound_seen
+    assert (message.number, message.text, message.type) == ("919800000005", text, 1)
+    assert "incomplete" not in message.raw and message.raw["parts_total"] == 3
+    assert other.text == "and one more"
+    assert sink.parts == {}
+
+
+async def test_a_part_is_acknowledged_only_once_stored(smsc: FakeSmsc) -> None:
+    channel = make_channel(smsc)
+    sink = sink_of(channel)
+    sink.gate = asyncio.Event()
+    async with running(channel):
+        sending = asyncio.create_task(smsc.send_mo_parts("919800000005", LONG_GSM, 2,
+                                                         order=[1]))
+        await eventually(lambda: sink.calls == 1, "the part handed to the sink")
+        await asyncio.sleep(0.05)
+        assert not sending.done() and smsc.mo_acks == []
+        sink.gate.set()
+        assert await sending == [0]
+        assert len(sink.parts) == 1 and sink.inbound_seen == []
+
+
+async def test_incomplete_message_is_forwarded_after_its_wait(smsc: FakeSmsc) -> None:
+    channel = make_channel(smsc, concat_timeout_seconds=0.2)
+    sink = sink_of(channel)
+    async with running(channel):
+        assert await smsc.send_mo_parts("919800000005", LONG_GSM, 3, "udh8",
+                                        order=[1, 3]) == [0, 0]
+        await eventually(lambda: bool(sink.inbound_seen), "the incomplete message forwarded")
+    [message] = sink.inbound_seen
+    assert message.raw["incomplete"] is True
+    assert (message.raw["parts_received"], message.raw["parts_total"]) == ([1, 3], 3)
+    octets = smpp_pdu.encode_gsm7(LONG_GSM)
+    third = -(-len(octets) // 3)  # the fake's cut
+    assert message.text == smpp_pdu.decode_gsm7(octets[:third] + octets[2 * third:])
+    assert message.text.startswith(LONG_GSM[:40]) and message.text.endswith("{a lot}!")
+    assert sink.parts == {}
+
+
+async def test_parts_join_across_a_restart_and_incomplete_ones_say_so(
+        store: Store, make: Any, query: Any) -> None:
+    """Part 1 reaches one process, part 2 the next (after a restart): they join in the
+    store into one message; a message still missing parts after its wait reaches the
+    incoming webhook marked incomplete."""
+    project, _, _ = await make.project()
+    await store.set_incoming_webhook(project.id, "http://127.0.0.1:9/in")
+    async with FakeSmsc() as smsc:
+        spec = await make.channel(project.id, application=3, kind="smpp", price="0.01",
+                                  config=config_for(smsc, concat_timeout_seconds=30))
+        for order in ([1], [2]):
+            async with dispatching(store) as d:
+                await eventually(lambda d=d: spec.id in d.runners
+                                 and bool(smsc.bound_sessions), "bound")
+                assert await smsc.send_mo_parts("919800000007", LONG_UCS2, 2,
+                                                order=order) == [0]
+            await eventually(lambda: not smsc.bound_sessions, "unbound")
+        assert query("SELECT number, body FROM inbound_messages") == [
+            ("919800000007", LONG_UCS2)]
+        assert query("SELECT count(*) FROM inbound_parts") == [(0,)]
+        async with dispatching(store) as d:
+            await eventually(lambda: spec.id in d.runners and bool(smsc.bound_sessions),
+                             "bound")
+            assert await smsc.send_mo_parts("919800000008", LONG_GSM, 3, reference=9,
+                                            order=[2]) == [0]
+            channel = smpp_channel_of(d, spec.id)
+            assert await channel.sweep_parts(time.time() + 60) == 1
+    assert query("SELECT count(*) FROM inbound_parts") == [(0,)]
+    items = {i.payload["number"]: i.payload for i in await store.claim_inbound(
+        10, time.time(), 30)}
+    assert "incomplete" not in items["919800000007"]
+    assert items["919800000007"]["message_in_raw"] == LONG_UCS2
+    late = items["919800000008"]
+    assert (late["incomplete"], late["parts_received"], late["parts_total"]) == (True, [2], 3)
 
 
 # -- end to end ------------------------------------------------------------------------------
@@ -592,3 +775,117 @@ def test_config_defaults() -> None:
             config["dest_npi"], config["source_ton"], config["source_npi"],
             config["registered_delivery"], config["enquire_link_seconds"]) == (
         2775, 1, 10, 1, 1, 1, 1, 1, 30.0)
+
+
+# -- pacing, throttling and results as they come, through the dispatcher ---------------------
+
+
+async def queue_texts(store: Store, make: Any, texts: list[tuple[str, str]],
+                      **channel: Any) -> tuple[int, int]:
+    """(project id, channel id) of a new SMPP channel with ``texts`` (number, text) queued."""
+    project, _, _ = await make.project(credits="100")
+    spec = await make.channel(project.id, application=3, kind="smpp", price="0.01", **channel)
+    await queue_more(store, spec, project.id, texts)
+    return project.id, spec.id
+
+
+async def queue_more(store: Store, spec: ChannelSpec, project_id: int,
+                     texts: list[tuple[str, str]]) -> None:
+    plan = plan_push(decode_push(json.dumps({"data": [
+        {"number": n, "message": t} for n, t in texts]})), spec, Limits())
+    await store.accept_push(project_id, spec, plan, time.time(), None)
+
+
+@contextlib.asynccontextmanager
+async def dispatching(store: Store, **options: Any) -> AsyncIterator[Dispatcher]:
+    options = {"retry_policy": RetryPolicy(base_seconds=0.01), **options}
+    dispatcher = Dispatcher(store, idle_poll=0.02, **options)
+    task = asyncio.create_task(dispatcher.run())
+    try:
+        yield dispatcher
+    finally:
+        dispatcher.stop()
+        await asyncio.wait_for(task, 10)
+
+
+def smpp_channel_of(dispatcher: Dispatcher, channel_id: int) -> SmppChannel:
+    channel = dispatcher.runners[channel_id][0].channel
+    assert isinstance(channel, SmppChannel)
+    return channel
+
+
+async def test_throttled_burst_pauses_once_and_costs_no_attempt(store: Store, make: Any,
+                                                              query: Any) -> None:
+    """40 messages through an SMSC that takes 12 a second and answers 0x58 beyond: one burst
+    answered with 0x58 gives one pause (the answers to submits already in flight do not double
+    it), the pause after a success starts again from the base, and throttling is not an
+    attempt: with a single attempt allowed, nothing is refunded."""
+    numbers = [f"9198000{i:05d}" for i in range(40)]
+    async with FakeSmsc(tps=12) as smsc:
+        _, channel_id = await queue_texts(
+            store, make, [(n, f"code {i}") for i, n in enumerate(numbers)],
+            config=config_for(smsc, throttle_backoff_seconds=1.0))
+        once = RetryPolicy(max_attempts=1, base_seconds=0.01)
+        async with dispatching(store, retry_policy=once) as d:
+            await eventually(lambda: channel_id in d.runners, "the runner started")
+            channel = smpp_channel_of(d, channel_id)
+            await eventually(lambda: query("SELECT count(*) FROM messages WHERE state NOT IN"
+                                           " ('queued', 'sending')")[0][0] == 40,
+                             "every message settled", limit=30)
+            pauses = list(channel.binds[0].pauses)
+        states = dict(query("SELECT state, count(*) FROM messages GROUP BY state"))
+        assert states.get("refunded", 0) == 0, states
+        assert sorted({s.destination_addr for s in smsc.accepted()}) == numbers
+        assert any(s.status == 0x58 for s in smsc.submits)
+        # Each burst past 12/s paused the bind once, for the base pause: 40 messages need at
+        # most 3 such pauses after the first 12.
+        assert pauses and set(pauses) == {1.0}, pauses
+        assert len(pauses) <= 4, pauses
+
+
+async def test_submits_never_exceed_the_channel_rate_in_any_second(store: Store, make: Any,
+                                                                  query: Any) -> None:
+    """A channel paced at 10/s: at the SMSC, no window of one second holds more than 10
+    submit_sm, counting every part of multi-part texts, in the first second and in the first
+    second after an idle spell."""
+    first = [(f"9198100{i:05d}", f"Hello {i}" if i % 3 else "Bill " * 40) for i in range(24)]
+    later = [(f"9198200{i:05d}", f"Again {i}") for i in range(12)]
+    async with FakeSmsc() as smsc:
+        project_id, channel_id = await queue_texts(store, make, first,
+                                                   config=config_for(smsc), rate_per_second=10)
+        spec = next(s for s in await store.list_channels() if s.id == channel_id)
+        parts = sum(count_segments(t).segments for _, t in first)
+        async with dispatching(store):
+            await eventually(lambda: smsc.accepted_count == parts, "the first texts sent",
+                             limit=30)
+            await asyncio.sleep(1.5)   # idle: a naive bucket would have refilled a burst
+            await queue_more(store, spec, project_id, later)
+            await eventually(lambda: smsc.accepted_count == parts + len(later),
+                             "the later texts sent", limit=30)
+        assert smsc.most_submits_in_a_window(1.0) <= 10
+        assert all(s.status == 0 for s in smsc.submits)
+
+
+async def test_send_outcomes_are_recorded_as_the_smsc_answers(store: Store, make: Any,
+                                                             query: Any) -> None:
+    """An unpaced batch of 30 behind an SMSC that answers slowly: the messages it has
+    answered are `submitted` in the store while the rest of the batch still waits."""
+    answered = "SELECT count(*) FROM messages WHERE state IN ('submitted', 'delivered')"
+    async with FakeSmsc() as smsc:
+        smsc.hold_responses = True
+        _, channel_id = await queue_texts(
+            store, make, [(f"9198300{i:05d}", f"note {i}") for i in range(30)],
+            config=config_for(smsc, window=10))
+        async with dispatching(store):
+            await eventually(lambda: smsc.outstanding == 10, "a window of submits")
+            smsc.release()
+            await eventually(lambda: smsc.outstanding == 10 and smsc.accepted_count == 20,
+                             "the next window")
+            try:
+                await eventually(lambda: query(answered)[0][0] >= 10,
+                                 "the answered submits recorded", limit=3)
+                assert query("SELECT count(*) FROM messages WHERE state = 'sending'")[0][0] > 0
+            finally:
+                smsc.hold_responses = False
+                smsc.release()
+            await eventually(lambda: query(answered)[0][0] == 30, "all recorded")

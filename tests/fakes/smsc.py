@@ -12,7 +12,11 @@ unknown commands.
 Knobs for tests: receipt delay, UNDELIV for chosen numbers, the receipt id in the other base,
 receipts without TLVs or with upper-case keys, a receipt sent (and acknowledged) before the
 submit_sm_resp, receipts on another bind, responses held back or delayed, 0x58 every N submits,
-statuses queued for the next submits or per number, dropped connections, MO messages.
+a TPS limit (0x58 to a submit beyond ``tps`` accepted in the last second, as SMSCs enforce an
+account's rate), statuses queued for the next submits or per number, dropped connections, MO
+messages (whole, or in parts with an 8-bit or 16-bit UDH reference or SAR TLVs) and an MO whose
+deliver_sm_resp is lost (the connection drops as it arrives; the same deliver_sm comes again on
+the next bind).
 Everything it received is recorded (``submits``, with UDH and decoded text) so tests can check
 reassembly and count duplicates.
 
@@ -31,10 +35,10 @@ import contextlib
 import struct
 import sys
 import time
-from collections import Counter
-from collections.abc import Iterable
+from collections import Counter, deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import smpp34
 
@@ -58,6 +62,9 @@ TLV_SC_INTERFACE_VERSION = 0x0210
 TLV_RECEIPTED_MESSAGE_ID = 0x001E
 TLV_MESSAGE_STATE = 0x0427
 TLV_NETWORK_ERROR_CODE = 0x0423
+TLV_SAR_MSG_REF_NUM = 0x020C
+TLV_SAR_TOTAL_SEGMENTS = 0x020E
+TLV_SAR_SEGMENT_SEQNUM = 0x020F
 MESSAGE_STATE = {"DELIVRD": 2, "EXPIRED": 3, "DELETED": 4, "UNDELIV": 5, "ACCEPTD": 6,
                  "UNKNOWN": 7, "REJECTD": 8, "ENROUTE": 1}
 
@@ -177,8 +184,8 @@ class _SmscSession(asyncio.Protocol):
     # -- plumbing -----------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are stream transports without subclassing asyncio.Transport.
+        self.transport = cast(asyncio.Transport, transport)
         self.smsc.sessions.append(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -240,7 +247,7 @@ class FakeSmsc:
                  receipt_tlvs: bool = True, receipt_upper_keys: bool = False,
                  receipt_before_resp: bool = False, receipt_other_bind: bool = False,
                  resp_delay: float = 0.0, window: int = 100, throttle_every: int = 0,
-                 record: bool = True) -> None:
+                 tps: int = 0, record: bool = True) -> None:
         self.system_id = system_id
         self.password = password
         self.smsc_system_id = smsc_system_id
@@ -258,6 +265,9 @@ class FakeSmsc:
         self.resp_delay = resp_delay
         self.window = window
         self.throttle_every = throttle_every
+        # At most this many submits accepted in any second (0: no limit); the next is 0x58.
+        self.tps = tps
+        self._accepted_at: deque[float] = deque()
         self.record = record
         # Forced outcomes: a bind status for every bind, statuses for the next submits (in
         # order), a status per destination number.
@@ -344,16 +354,73 @@ class FakeSmsc:
     def outstanding(self) -> int:
         return sum(s.outstanding for s in self.sessions)
 
-    async def send_mo(self, source: str, text: str, destination: str = "PUSHGATE") -> int:
-        """A mobile-originated SMS to the first bound ESME; returns its deliver_sm_resp status."""
-        session = self.bound_sessions[0]
+    async def send_mo(self, source: str, text: str, destination: str = "PUSHGATE",
+                      lose_ack: bool = False) -> int:
+        """A mobile-originated SMS to the first bound ESME; returns its deliver_sm_resp status.
+        ``lose_ack``: the ESME's answer is lost (the connection drops as it arrives) and the
+        same deliver_sm comes again on the next bind; returns the status of that delivery."""
         gsm = gsm_encode(text)
         data, coding = (gsm, 0) if gsm is not None else (text.encode("utf-16-be"), 8)
+        return await self.send_mo_pdu(source, data, coding, destination, lose_ack=lose_ack)
+
+    async def send_mo_parts(self, source: str, text: str, parts: int, scheme: str = "udh8",
+                            reference: int = 0x2A, destination: str = "PUSHGATE",
+                            order: Sequence[int] | None = None) -> list[int]:
+        """``text`` as a concatenated MO of ``parts`` parts, as a handset sends it: a UDH with
+        an 8-bit (``udh8``) or 16-bit (``udh16``) reference, or SAR TLVs (``sar``). ``order``:
+        the part numbers (1-based) to send, in that order (default all, in order); returns
+        each deliver_sm_resp status."""
+        gsm = gsm_encode(text)
+        data, coding = (gsm, 0) if gsm is not None else (text.encode("utf-16-be"), 8)
+        size = -(-len(data) // parts)
+        if coding == 8 and size % 2:
+            size += 1  # UCS-2 parts hold whole characters
+        chunks = [data[i * size:(i + 1) * size] for i in range(parts)]
+        statuses = []
+        for seq in order or range(1, parts + 1):
+            chunk = chunks[seq - 1]
+            if scheme == "sar":
+                tlvs = [(TLV_SAR_MSG_REF_NUM, struct.pack(">H", reference)),
+                        (TLV_SAR_TOTAL_SEGMENTS, bytes((parts,))),
+                        (TLV_SAR_SEGMENT_SEQNUM, bytes((seq,)))]
+                statuses.append(await self.send_mo_pdu(source, chunk, coding, destination,
+                                                       tlvs=tlvs))
+                continue
+            if scheme == "udh8":
+                udh = bytes((5, 0x00, 3, reference & 0xFF, parts, seq))
+            else:
+                udh = bytes((6, 0x08, 4, reference >> 8, reference & 0xFF, parts, seq))
+            statuses.append(await self.send_mo_pdu(source, udh + chunk, coding, destination,
+                                                   esm_class=0x40))
+        return statuses
+
+    async def send_mo_pdu(self, source: str, short_message: bytes, data_coding: int,
+                          destination: str = "PUSHGATE", esm_class: int = 0,
+                          tlvs: Sequence[tuple[int, bytes]] = (), lose_ack: bool = False) -> int:
+        """One MO deliver_sm to the first bound ESME; its deliver_sm_resp status."""
+        def encode(sequence: int) -> bytes:
+            return smpp34.DeliverSm(
+                source, destination, short_message, source_addr_ton=1, source_addr_npi=1,
+                esm_class=esm_class, data_coding=data_coding,
+                tlvs=[smpp34.Tlv(tag, value) for tag, value in tlvs],
+                sequence_number=sequence).encode()
+
+        session = self.bound_sessions[0]
         sequence = session.next_sequence()
-        pdu = smpp34.DeliverSm(source, destination, data, source_addr_ton=1, source_addr_npi=1,
-                               esm_class=0, data_coding=coding,
-                               sequence_number=sequence).encode()
-        status = await session.request(pdu, sequence)
+        status = await session.request(encode(sequence), sequence)
+        if lose_ack:
+            # The answer never reached us: the link dies, and the SMSC, which keeps what it
+            # could not hand over, delivers the same message again once bound anew.
+            if session.transport is not None:
+                session.transport.abort()
+            deadline = time.monotonic() + 5
+            while not [s for s in self.bound_sessions if s is not session]:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the ESME did not bind again")
+                await asyncio.sleep(0.005)
+            session = [s for s in self.bound_sessions if s is not session][0]
+            sequence = session.next_sequence()
+            status = await session.request(encode(sequence), sequence)
         self.mo_acks.append(status)
         return status
 
@@ -385,6 +452,17 @@ class FakeSmsc:
                 texts.append("".join(parts[i] for i in range(1, total + 1)))
                 del partial[(ref, total)]
         return texts
+
+    def most_submits_in_a_window(self, seconds: float = 1.0) -> int:
+        """The most submit_sm received (accepted or not) in any window of ``seconds``, as the
+        SMSC counts an account's rate: every window, not only whole seconds."""
+        times = sorted(s.received_at for s in self.submits)
+        most, first = 0, 0
+        for last, at in enumerate(times):
+            while at - times[first] >= seconds:
+                first += 1
+            most = max(most, last - first + 1)
+        return most
 
     def duplicate_parts(self) -> int:
         """Accepted submits that repeat one already accepted (same number, UDH and content)."""
@@ -483,13 +561,16 @@ class FakeSmsc:
         elif self.next_statuses:
             submit.status = self.next_statuses.pop(0)
         elif (self.throttle_every and self.submit_count % self.throttle_every == 0
-              or session.outstanding > self.window):  # a real SMSC's window is enforced so
+              or session.outstanding > self.window  # a real SMSC's window is enforced so
+              or self._over_tps(submit.received_at)):
             submit.status = ESME_RTHROTTLED
         if submit.status != ESME_ROK:
             self._answer_submit(session, submit)  # an error answer carries no body
             return
         submit.message_id = self._new_id()
         self.accepted_count += 1
+        if self.tps:
+            self._accepted_at.append(submit.received_at)
         if self.receipt_before_resp:
             self._spawn(self._receipt_then_answer(session, submit))
         elif self.hold_responses:
@@ -499,6 +580,14 @@ class FakeSmsc:
                                                   session, submit)
         else:
             self._answer_submit(session, submit)
+
+    def _over_tps(self, now: float) -> bool:
+        """Whether ``tps`` submits were accepted in the second before ``now``."""
+        if not self.tps:
+            return False
+        while self._accepted_at and now - self._accepted_at[0] >= 1.0:
+            self._accepted_at.popleft()
+        return len(self._accepted_at) >= self.tps
 
     def _new_id(self) -> str:
         value = self._next_id

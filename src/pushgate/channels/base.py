@@ -14,12 +14,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from pushgate.core.channels import ChannelSpec
-from pushgate.core.models import InboundMessage, OutboundMessage, SendResult, StatusUpdate
+from pushgate.core.models import (
+    InboundMessage,
+    InboundPart,
+    OutboundMessage,
+    SendResult,
+    StatusUpdate,
+)
 
 
 @dataclass(slots=True)
@@ -100,6 +106,20 @@ class ChannelSink(Protocol):
     async def updates(self, updates: list[StatusUpdate]) -> None: ...
 
     async def inbound(self, messages: list[InboundMessage]) -> None: ...
+
+    async def inbound_parts(self, parts: list[InboundPart]) -> list[InboundPart]:
+        """Store parts of users' multi-part messages (a part stored already changes nothing);
+        returns every part stored so far of the messages they belong to."""
+        ...
+
+    async def due_inbound_parts(self, channel_id: int, before: float,
+                                limit: int) -> list[InboundPart]:
+        """Every part of up to ``limit`` messages whose first part arrived before ``before``."""
+        ...
+
+    async def drop_inbound_parts(self, parts: list[InboundPart]) -> None:
+        """Forget parts whose message was forwarded."""
+        ...
 
 
 class Channel:
@@ -184,6 +204,16 @@ class Channel:
                 return await self._safe_send(message)
 
         return list(await asyncio.gather(*(one(m) for m in messages)))
+
+    async def send_each(self, messages: Sequence[OutboundMessage],
+                        report: Callable[[SendResult], None]) -> None:
+        """Send like ``send_batch``, handing each outcome to ``report`` as soon as it is known,
+        so the dispatcher records the first answers while the rest of the batch is still out
+        (it groups the writes of outcomes that come close together). The default reports
+        them all when ``send_batch`` returns; connectors whose sends of one batch finish at
+        different times (SMPP windows) override it."""
+        for result in await self.send_batch(messages):
+            report(result)
 
     async def _safe_send(self, message: OutboundMessage) -> SendResult:
         try:

@@ -8,7 +8,9 @@ Sending
     ``05 00 03 ref total seq`` with esm_class 0x40. The parts of one message go one after another;
     messages go concurrently, each bind keeping up to ``window`` submit_sm unanswered. Every
     part's message_id, with its other-base spelling (receipts may name either), is returned in
-    ``provider_refs``.
+    ``provider_refs``. A channel paced at ``--rate`` R (``rate_per_second``) sends at most R
+    submit_sm — parts, as the SMSC counts — in any window of one second, idle or not
+    (``SubmitRate``); the dispatcher's own pacing counts messages.
 
 Sessions
     ``binds`` bind_transceiver sessions are opened in ``start()``; an enquire_link goes out after
@@ -16,13 +18,41 @@ Sessions
     enquire_link goes unanswered, is bound again with exponential back-off; ``stop()`` unbinds.
     While no bind is up, sends wait up to ``bind_wait_seconds`` and then defer. While the SMSC
     refuses the credentials (0x0D/0x0E/0x0F), sends ask the dispatcher to pause the channel.
-    ESME_RTHROTTLED / ESME_RMSGQFUL pause the bind that got them (doubling while they persist).
+    ESME_RTHROTTLED / ESME_RMSGQFUL pause the bind that got them. One burst gives one pause:
+    answers to submits sent before the current pause began say nothing new; a throttle to a
+    submit sent after it began doubles it (up to ``throttle_backoff_max_seconds``), and a
+    success after it began ends the doubling. Each submit carries the number of pauses begun
+    when it went out, so the rule does not depend on a clock (uvloop's is cached per loop
+    iteration, which made every answer of one burst look "later" and doubled the pause five
+    times in one millisecond). A throttled message is not a failed attempt: it goes back to
+    the queue for the pause (``defer``), never counted against the retry limit.
 
 Receipts and inbound SMS
     A deliver_sm on any bind becomes a ``StatusUpdate`` (receipt) or an ``InboundMessage``
     (mobile-originated), is handed to ``self.sink`` — in batches: one store write covers all that
     arrived meanwhile — and is acknowledged (deliver_sm_resp) only once the sink has made it
     durable. If the sink fails, the SMSC is answered ESME_RX_T_APPN and delivers it again later.
+
+    A user's SMS in parts (a UDH with an 8-bit or 16-bit concatenation reference, or the SAR
+    TLVs) is stored part by part through the sink (acknowledged once its part is durable) and
+    forwarded once, whole, when its last part is in; parts stored by an earlier process join
+    too. Its text is the parts' octets joined, then decoded by their data_coding (so a UCS-2
+    character or a GSM escape split between parts survives). A message still missing parts
+    ``concat_timeout_seconds`` after its first arrived is forwarded with what arrived, marked
+    incomplete (``raw``: ``incomplete``, ``parts_received``, ``parts_total``).
+
+    Repeats: the same text from the same number is a new message, each forwarded. The only
+    deliver_sm dropped is the SMSC's re-delivery of one we stored but whose deliver_sm_resp it
+    may not have had: the SMSC has surely read our answer once it answers a request we wrote
+    after it (TCP keeps order; an enquire_link goes out ``MO_CONFIRM_SECONDS`` after an answer
+    when no other request does); a session that ends before that leaves the answer in doubt,
+    and for ``MO_REDELIVERY_SECONDS`` an identical deliver_sm (same sender, destination,
+    esm_class, data_coding, octets and TLVs — the sequence number differs on a new session)
+    is taken as that re-delivery: a whole message is recorded under the first one's id (the
+    store keeps one), a part already stored is acknowledged and dropped. Limits: the doubt is
+    kept in memory, so a re-delivery after this process died between storing and answering is
+    forwarded again; a user who sends the very same text again within those minutes, after a
+    session dropped in the second between our answer and its confirmation, is heard once.
 
 Why the PDU layer is our own (``smpp_pdu``, ``struct``): of the Python SMPP libraries, smpp34
 1.5 (asyncio, Rust core) acknowledges each deliver_sm inside its core before Python reads it (the
@@ -38,7 +68,8 @@ SMSC choose), ``source_ton``/``source_npi`` (5/0 for an alphanumeric sender, 1/1
 ``dest_ton``/``dest_npi`` (1/1), ``binds`` (1), ``window`` (10), ``enquire_link_seconds`` (30),
 ``response_timeout_seconds`` (10), ``registered_delivery`` (1: receipt on final outcome),
 ``bind_wait_seconds`` (10), ``rebind_min_seconds``/``rebind_max_seconds`` (1/60),
-``throttle_backoff_seconds``/``throttle_backoff_max_seconds`` (1/30).
+``throttle_backoff_seconds``/``throttle_backoff_max_seconds`` (1/30),
+``concat_timeout_seconds`` (300: how long a user's multi-part SMS waits for its missing parts).
 """
 
 from __future__ import annotations
@@ -50,7 +81,9 @@ import logging
 import random
 import re
 import time
-from collections.abc import Sequence
+import uuid
+from collections import defaultdict, deque
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, cast
 
@@ -64,7 +97,13 @@ from pushgate.channels.base import (
 )
 from pushgate.core.channels import ChannelSpec
 from pushgate.core.lifecycle import State
-from pushgate.core.models import InboundMessage, OutboundMessage, SendResult, StatusUpdate
+from pushgate.core.models import (
+    InboundMessage,
+    InboundPart,
+    OutboundMessage,
+    SendResult,
+    StatusUpdate,
+)
 from pushgate.core.segments import is_gsm7, split_segments
 
 log = logging.getLogger("pushgate.channels.smpp")
@@ -88,9 +127,22 @@ _RECEIPT_FIELD = re.compile(r"\b(id|stat|err)\s*:\s*(\S+)", re.IGNORECASE)
 _HEX_ID = re.compile(r"[0-9A-Fa-f]{1,32}")
 _HEX_LETTER = re.compile(r"[A-Fa-f]")
 
-# Repeats of one inbound SMS (the SMSC delivering it again after a failed acknowledgement) are
-# recognised by content within this many seconds; the same text sent again later is a new one.
-MO_REPEAT_WINDOW = 3600
+# How long a mobile-originated deliver_sm whose acknowledgement is in doubt (its session ended
+# before the SMSC showed it had read our answer) may come again as a re-delivery: SMSCs deliver
+# again on the next bind or on their retry schedule, within minutes. An identical deliver_sm
+# after that is a new message.
+MO_REDELIVERY_SECONDS = 600.0
+# In-doubt deliver_sm remembered at most (the oldest are forgotten first).
+MO_DOUBT_LIMIT = 10_000
+# An answer to a user's deliver_sm is confirmed by the SMSC answering a request written after
+# it; when no request follows within this many seconds, an enquire_link is sent to get one, so
+# an answer stays in doubt only for about this long (plus a round trip).
+MO_CONFIRM_SECONDS = 1.0
+# Added to each second of the submit rate: a submit is stamped when it is granted, and the SMSC
+# counts it when it reads it, a little later and not always equally late.
+SUBMIT_RATE_GUARD_SECONDS = 0.02
+# Pauses a bind remembers (``Bind.pauses``, for status and tests).
+PAUSE_LOG = 100
 # Receipts and inbound messages handed to the sink in one call at most.
 SINK_BATCH = 1000
 UDH_CONCAT_8BIT = b"\x05\x00\x03"
@@ -119,6 +171,7 @@ class SmppConfig:
     rebind_max_seconds: float
     throttle_backoff_seconds: float
     throttle_backoff_max_seconds: float
+    concat_timeout_seconds: float
 
     @classmethod
     def parse(cls, config: dict[str, Any]) -> SmppConfig:
@@ -163,6 +216,8 @@ class SmppConfig:
             throttle_backoff_seconds=throttle_min,
             throttle_backoff_max_seconds=_number(config, "throttle_backoff_max_seconds",
                                                  max(30.0, throttle_min), throttle_min, 3600),
+            concat_timeout_seconds=_number(config, "concat_timeout_seconds", 300.0, 0.01,
+                                           86_400),
         )
 
 
@@ -261,22 +316,84 @@ def receipt_update(receipt: Receipt, channel_id: int, at: float) -> StatusUpdate
     return None
 
 
-def inbound_message(deliver: pdu.DeliverSm, channel_id: int, at: float) -> InboundMessage:
-    """A mobile-originated SMS. Its provider id is derived from its content (and the hour), so
-    the SMSC delivering it again, on another session or bind, is recognised as a repeat."""
+def mo_digest(deliver: pdu.DeliverSm) -> bytes:
+    """What a re-delivery of a mobile-originated deliver_sm repeats: every field the connector
+    reads and every TLV (the sequence number is the session's, so not part of it)."""
+    fields = [deliver.source_addr.encode(), deliver.destination_addr.encode(),
+              bytes((deliver.esm_class, deliver.data_coding)), deliver.short_message]
+    for tag in sorted(deliver.tlvs):
+        fields += [tag.to_bytes(2, "big"), deliver.tlvs[tag]]
+    return hashlib.blake2b(b"\0".join(len(f).to_bytes(4, "big") + f for f in fields),
+                           digest_size=16).digest()
+
+
+def new_mo_id(number: str) -> str:
+    """A fresh provider id for a user's message: every message is new unless it is a
+    re-delivery (``SmppChannel`` reuses the first one's id for those)."""
+    return f"mo:{number}:{uuid.uuid4().hex}"
+
+
+def inbound_message(deliver: pdu.DeliverSm, channel_id: int, at: float,
+                    provider_id: str) -> InboundMessage:
+    """A mobile-originated SMS in one deliver_sm."""
     data = deliver.short_message or deliver.tlvs.get(pdu.TLV_MESSAGE_PAYLOAD, b"")
     if deliver.esm_class & pdu.ESM_UDHI:
         data = pdu.strip_udh(data)
-    number = deliver.source_addr.lstrip("+")
-    digest = hashlib.blake2b(
-        b"\0".join((deliver.destination_addr.encode(), bytes((deliver.data_coding,)),
-                    deliver.short_message, deliver.tlvs.get(pdu.TLV_MESSAGE_PAYLOAD, b""))),
-        digest_size=10).hexdigest()
     return InboundMessage(
-        channel_id=channel_id, number=number,
+        channel_id=channel_id, number=deliver.source_addr.lstrip("+"),
         text=pdu.decode_short_message(data, deliver.data_coding),
-        provider_id=f"mo:{number}:{int(at // MO_REPEAT_WINDOW)}:{digest}", at=at, type=1,
+        provider_id=provider_id, at=at, type=1,
         raw={"destination_addr": deliver.destination_addr, "data_coding": deliver.data_coding})
+
+
+def inbound_part(deliver: pdu.DeliverSm, concat: pdu.Concat, channel_id: int,
+                 at: float) -> InboundPart:
+    return InboundPart(channel_id=channel_id, number=deliver.source_addr.lstrip("+"),
+                       destination=deliver.destination_addr, reference=concat.reference,
+                       total=concat.total, seq=concat.seq, data_coding=deliver.data_coding,
+                       data=concat.data, at=at)
+
+
+def parts_by_message(parts: Sequence[InboundPart]) -> dict[tuple[int, str, str, int, int],
+                                                          list[InboundPart]]:
+    """Parts grouped by the message they belong to, each group in part order, one per number."""
+    groups: dict[tuple[int, str, str, int, int], dict[int, InboundPart]] = defaultdict(dict)
+    for part in parts:
+        groups[part.key].setdefault(part.seq, part)
+    return {key: [group[seq] for seq in sorted(group)] for key, group in groups.items()}
+
+
+def is_whole(parts: Sequence[InboundPart]) -> bool:
+    return bool(parts) and [p.seq for p in parts] == list(range(1, parts[0].total + 1))
+
+
+def assembled(parts: Sequence[InboundPart]) -> InboundMessage:
+    """One user message from its parts (one group, in part order): the octets of consecutive
+    parts of one data_coding joined, then decoded; marked incomplete when parts are missing.
+    Its provider id is derived from the parts, so forwarding the same parts again (a crash
+    before they were dropped) is recorded once."""
+    first = parts[0]
+    runs: list[tuple[int, int, bytearray]] = []  # (data_coding, last seq, octets)
+    for part in parts:
+        if runs and runs[-1][0] == part.data_coding and runs[-1][1] == part.seq - 1:
+            coding, _, octets = runs[-1]
+            octets += part.data
+            runs[-1] = (coding, part.seq, octets)
+        else:
+            runs.append((part.data_coding, part.seq, bytearray(part.data)))
+    text = "".join(pdu.decode_short_message(bytes(octets), coding) for coding, _, octets in runs)
+    seqs = [p.seq for p in parts]
+    identity = repr((first.key, min(p.at for p in parts), seqs)).encode()
+    raw: dict[str, object] = {"destination_addr": first.destination,
+                              "data_coding": first.data_coding, "parts_total": first.total}
+    if not is_whole(parts):
+        raw["incomplete"] = True
+        raw["parts_received"] = seqs
+    return InboundMessage(
+        channel_id=first.channel_id, number=first.number, text=text,
+        provider_id=f"mo:{first.number}:parts:"
+                    f"{hashlib.blake2b(identity, digest_size=12).hexdigest()}",
+        at=max(p.at for p in parts), type=1, raw=raw)
 
 
 class BindLost(Exception):
@@ -296,6 +413,8 @@ class _Failure:
     retry_after: float | None = None
     defer: bool = False
     pause_channel: bool = False
+    # The SMSC asked us to slow down (0x58 / 0x14): not an attempt.
+    throttled: bool = False
 
     def result(self, message_id: int, note: str = "") -> SendResult:
         return SendResult(message_id, ok=False, retryable=self.retryable,
@@ -308,6 +427,10 @@ class _Failure:
 def status_failure(status: int, retry_after: float | None = None) -> _Failure:
     """A submit_sm_resp error as a send outcome."""
     text = f"submit_sm refused: {pdu.status_text(status)}"
+    if status in THROTTLE_STATUSES:
+        # The SMSC asking to slow down, not a failed attempt: back to the queue for the pause.
+        return _Failure(True, pdu.status_code(status), text, retry_after, defer=True,
+                        throttled=True)
     if status in RETRYABLE_STATUSES:
         return _Failure(True, pdu.status_code(status), text, retry_after)
     return _Failure(False, pdu.status_code(status), text)
@@ -322,6 +445,55 @@ class _Incoming:
     sequence: int
     update: StatusUpdate | None = None
     inbound: InboundMessage | None = None
+    part: InboundPart | None = None
+    # A user's deliver_sm, followed until the SMSC has surely read our answer.
+    seen: _MoSeen | None = None
+
+
+@dataclass(slots=True, eq=False)
+class _MoSeen:
+    """A user's deliver_sm, kept from its arrival until the SMSC has surely read our answer
+    (or, when its session ended before that, as a possible re-delivery for a while)."""
+
+    digest: bytes
+    # The id a whole message was recorded under ("" for a part).
+    provider_id: str
+    stored: bool = False
+    # The bind's write count at our deliver_sm_resp (see ``Bind.write``).
+    answered: int = 0
+    doubt_until: float = 0.0
+
+
+class SubmitRate:
+    """At most ``limit`` submit_sm in any window of ``period`` seconds, over all the channel's
+    binds: a log of the last ``limit`` sends, a new one waiting until the oldest is ``period``
+    old. It holds in every window, the first second and the one after an idle spell included
+    (a token bucket lets a refilled burst through there), and counts submit_sm, so each part
+    of a long text counts as the SMSC counts it."""
+
+    def __init__(self, limit: int, period: float) -> None:
+        self.limit = limit
+        self.period = period
+        self.sent: deque[float] = deque(maxlen=limit)
+
+    @classmethod
+    def for_rate(cls, rate_per_second: float) -> SubmitRate | None:
+        """The limiter for a channel's ``rate_per_second`` (None when unpaced): ⌊R⌋ a second,
+        or one every 1/R seconds below 1/s."""
+        if rate_per_second <= 0:
+            return None
+        if rate_per_second >= 1:
+            return cls(int(rate_per_second), 1.0 + SUBMIT_RATE_GUARD_SECONDS)
+        return cls(1, 1.0 / rate_per_second + SUBMIT_RATE_GUARD_SECONDS)
+
+    async def acquire(self) -> None:
+        """Wait until one more submit_sm may go, and count it."""
+        while len(self.sent) == self.limit:
+            wait = self.sent[0] + self.period - time.monotonic()
+            if wait <= 0:
+                break
+            await asyncio.sleep(wait)
+        self.sent.append(time.monotonic())
 
 
 class _Session(asyncio.Protocol):
@@ -370,12 +542,27 @@ class Bind:
         self.last_error = "not bound yet"
         # The status of a bind refused for its credentials, until a bind succeeds.
         self.refused_status: int | None = None
+        # Throttle pauses, on the time.monotonic() clock. ``_pause_epoch`` counts the pauses
+        # begun; a submit remembers it when it goes out, so an answer tells whether its submit
+        # went out before or after the current pause began.
         self.throttled_until = 0.0
         self._throttle_delay = 0.0
-        self._throttle_set_at = 0.0
+        self._pause_epoch = 0
+        # The pauses begun, in seconds, latest last.
+        self.pauses: deque[float] = deque(maxlen=PAUSE_LOG)
         self._sequence = 0
         self._out: list[bytes] = []
         self._flush_handle: asyncio.Handle | None = None
+        # PDUs written on the current session, and how many of them the SMSC has surely read:
+        # all those written before a request it answered. ``_request_writes`` is each pending
+        # request's place in that count; ``_answered`` the users' deliver_sm answered on this
+        # session and not yet surely read, in order.
+        self._writes = 0
+        self._read_by_smsc = 0
+        self._request_writes: dict[int, int] = {}
+        self._answered: deque[_MoSeen] = deque()
+        self._confirm_handle: asyncio.Handle | None = None
+        self._confirming: set[asyncio.Task[Any]] = set()
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -383,12 +570,15 @@ class Bind:
         self._sequence = self._sequence % 0x7FFFFFFF + 1
         return self._sequence
 
-    def write(self, data: bytes) -> None:
-        # The PDUs written in one loop iteration (a window of submits, a batch of
-        # deliver_sm_resps) leave in one send() instead of one system call each.
+    def write(self, data: bytes) -> int:
+        """Queue a PDU for the current session; returns its place among the session's writes.
+        The PDUs written in one loop iteration (a window of submits, a batch of
+        deliver_sm_resps) leave in one send() instead of one system call each."""
         self._out.append(data)
         if self._flush_handle is None and self.loop is not None:
             self._flush_handle = self.loop.call_soon(self._flush)
+        self._writes += 1
+        return self._writes
 
     def _flush(self) -> None:
         self._flush_handle = None
@@ -398,10 +588,45 @@ class Bind:
             session.transport.write(b"".join(out))
 
     def respond(self, session: _Session, command_id: int, status: int, sequence: int,
-                body: bytes = b"") -> None:
-        """Answer a request of ``session``, if it is still the current connection."""
+                body: bytes = b"") -> int | None:
+        """Answer a request of ``session``, if it is still the current connection: the
+        answer's place among the session's writes, else None."""
         if session is self.session:
-            self.write(pdu.pdu(command_id, status, sequence, body))
+            return self.write(pdu.pdu(command_id, status, sequence, body))
+        return None
+
+    def answered_mo(self, seen: _MoSeen, written: int) -> None:
+        """A user's deliver_sm was answered (the ``written``-th PDU of this session): followed
+        until the SMSC has surely read the answer."""
+        seen.answered = written
+        self._answered.append(seen)
+        if self._confirm_handle is None and self.loop is not None:
+            self._confirm_handle = self.loop.call_later(MO_CONFIRM_SECONDS, self._confirm)
+
+    def _confirm(self) -> None:
+        """Ask for a word from the SMSC (an enquire_link) when answers wait for one."""
+        self._confirm_handle = None
+        if not self._answered or not self.bound or self.loop is None:
+            return
+        last = self._answered[-1].answered
+        if any(written > last for written in self._request_writes.values()):
+            return  # a request written since then confirms them when answered
+        task = self.loop.create_task(self._enquire_quietly())
+        self._confirming.add(task)
+        task.add_done_callback(self._confirming.discard)
+
+    async def _enquire_quietly(self) -> None:
+        with contextlib.suppress(TimeoutError, BindLost):
+            await self.request(pdu.ENQUIRE_LINK)
+
+    def _smsc_read_up_to(self, written: int) -> None:
+        """The SMSC answered our ``written``-th PDU, so it read every PDU before it: the users'
+        deliver_sm answered before that are settled."""
+        if written <= self._read_by_smsc:
+            return
+        self._read_by_smsc = written
+        while self._answered and self._answered[0].answered < written:
+            self._answered.popleft()
 
     async def request(self, command_id: int, body: bytes = b"",
                       timeout: float | None = None) -> tuple[int, bytes]:
@@ -414,12 +639,13 @@ class Bind:
         assert self.loop is not None
         future: asyncio.Future[tuple[int, bytes]] = self.loop.create_future()
         self.pending[sequence] = future
-        self.write(data)
+        self._request_writes[sequence] = self.write(data)
         try:
             async with asyncio.timeout(timeout or self.config.response_timeout_seconds):
                 return await future
         finally:
             self.pending.pop(sequence, None)
+            self._request_writes.pop(sequence, None)
 
     # -- submitting ---------------------------------------------------------------------------
 
@@ -431,11 +657,10 @@ class Bind:
         self.load += 1
         try:
             async with self.window:
-                while (wait := self.throttled_until - self.loop.time()) > 0:
-                    await asyncio.sleep(wait)
+                await self._wait_turn()
                 if not self.bound:
                     raise BindLost(written=False)
-                sent_at = self.loop.time()
+                epoch = self._pause_epoch
                 sequence = self.next_sequence()
                 data = self.channel.template.encode(sequence, destination, esm_class,
                                                     data_coding, short_message)
@@ -443,29 +668,47 @@ class Bind:
         finally:
             self.load -= 1
         if status == pdu.ESME_ROK:
-            if self._throttle_delay and sent_at >= self.throttled_until:
+            if self._throttle_delay and epoch == self._pause_epoch:
+                # Sent after the current pause (sends wait it out) and accepted: the SMSC is
+                # content again, so its next throttle starts from the base pause.
                 self._throttle_delay = 0.0
             return status, pdu.c_octets_value(body), None
         if status in THROTTLE_STATUSES:
-            return status, "", self.note_throttle(sent_at)
+            return status, "", self.note_throttle(epoch)
         if status == pdu.ESME_RINVBNDSTS:  # the SMSC no longer counts us as bound
             self.drop("submit_sm answered ESME_RINVBNDSTS")
         return status, "", None
 
-    def note_throttle(self, sent_at: float) -> float:
-        """Pause this bind after ESME_RTHROTTLED / ESME_RMSGQFUL; the pause doubles when a
-        submit sent after the last pause began is throttled too (the answers to submits already
-        in flight when it began say nothing new). Returns the pause."""
-        assert self.loop is not None
+    async def _wait_turn(self) -> None:
+        """Wait out this bind's throttle pause and the channel's submit rate."""
+        rate = self.channel.submit_rate
+        while True:
+            while (wait := self.throttled_until - time.monotonic()) > 0:
+                await asyncio.sleep(wait)
+            if rate is None:
+                return
+            await rate.acquire()
+            if self.throttled_until <= time.monotonic():
+                return
+            # A pause began while this submit waited for the rate: the turn taken is spent
+            # (the rate then counts one submit too many, never one too few).
+
+    def note_throttle(self, epoch: int) -> float:
+        """Pause this bind after ESME_RTHROTTLED / ESME_RMSGQFUL to a submit that went out
+        when ``epoch`` pauses had begun. Only a submit sent after the current pause began (or
+        with none yet) starts a pause, doubled while no success came between; the answers to
+        submits already in flight when it began say nothing new. Returns how long to wait."""
         cfg = self.config
-        now = self.loop.time()
-        if not self._throttle_delay or sent_at >= self._throttle_set_at:
+        now = time.monotonic()
+        if epoch == self._pause_epoch:
             self._throttle_delay = min(self._throttle_delay * 2 or cfg.throttle_backoff_seconds,
                                        cfg.throttle_backoff_max_seconds)
-            self._throttle_set_at = now
+            self._pause_epoch += 1
             self.throttled_until = now + self._throttle_delay
+            self.pauses.append(self._throttle_delay)
             log.info("%s: throttled by the SMSC; pausing %.2f s", self.name, self._throttle_delay)
-        return self._throttle_delay
+            return self._throttle_delay
+        return max(self.throttled_until - now, 0.0) or cfg.throttle_backoff_seconds
 
     # -- the session ----------------------------------------------------------------------------
 
@@ -502,6 +745,8 @@ class Bind:
             return False
         self.session = session
         self._out.clear()
+        self._writes = self._read_by_smsc = 0
+        self._request_writes.clear()
         self.last_rx = self.loop.time()
         try:
             try:
@@ -564,6 +809,13 @@ class Bind:
         self.bound = False
         self.session = None
         self._out.clear()
+        # Users' deliver_sm answered on this session that the SMSC may not have read the
+        # answer of: it may deliver them again.
+        self.channel.mo_in_doubt(self._answered)
+        self._answered = deque()
+        if self._confirm_handle is not None:
+            self._confirm_handle.cancel()
+            self._confirm_handle = None
         if session.transport is not None and not session.transport.is_closing():
             session.transport.abort()
         pending, self.pending = self.pending, {}
@@ -593,6 +845,9 @@ class Bind:
             return
         for command_id, status, sequence, body in pdus:
             if command_id & pdu.RESPONSE_BIT:  # includes generic_nack
+                written = self._request_writes.pop(sequence, None)
+                if written is not None:
+                    self._smsc_read_up_to(written)
                 future = self.pending.get(sequence)
                 if future is not None and not future.done():
                     future.set_result((status, body))
@@ -654,6 +909,11 @@ class SmppChannel(Channel):
         self._incoming_idle = asyncio.Event()
         self._incoming_idle.set()
         self._incoming_task: asyncio.Task[None] | None = None
+        self._sweep_task: asyncio.Task[None] | None = None
+        # The channel's submit_sm rate (its ``rate_per_second``), over all binds.
+        self.submit_rate = SubmitRate.for_rate(spec.rate_per_second)
+        # Users' deliver_sm whose answer may not have reached the SMSC, by ``mo_digest``.
+        self._in_doubt: dict[bytes, deque[_MoSeen]] = {}
 
     @classmethod
     def validate_config(cls, config: dict[str, Any]) -> dict[str, Any]:
@@ -669,6 +929,8 @@ class SmppChannel(Channel):
             bind.task = loop.create_task(bind.run(), name=bind.name)
         self._incoming_task = loop.create_task(self._deliver_incoming(),
                                                name=f"smpp channel {self.spec.id} receipts")
+        self._sweep_task = loop.create_task(self._sweep_parts(),
+                                            name=f"smpp channel {self.spec.id} parts")
         # Wait (bounded) for each bind's first attempt, so the first sends find a bind up, or
         # the reason there is none (refused credentials pause the channel at once).
         with contextlib.suppress(TimeoutError):
@@ -682,11 +944,12 @@ class SmppChannel(Channel):
             async with asyncio.timeout(self.config.response_timeout_seconds):
                 await self._incoming_idle.wait()
         await asyncio.gather(*(bind.close() for bind in self.binds))
-        if self._incoming_task is not None:
-            self._incoming_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._incoming_task
-            self._incoming_task = None
+        for task in (self._incoming_task, self._sweep_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._incoming_task = self._sweep_task = None
 
     async def status(self) -> ChannelStatus:
         up = sum(1 for bind in self.binds if bind.bound)
@@ -714,6 +977,15 @@ class SmppChannel(Channel):
         # All at once: every part waits for a window slot on a bind, so the binds' windows, not
         # a fixed concurrency, bound the submits in flight.
         return list(await asyncio.gather(*(self._safe_send(m) for m in messages)))
+
+    async def send_each(self, messages: Sequence[OutboundMessage],
+                        report: Callable[[SendResult], None]) -> None:
+        # Each outcome is reported as its last submit_sm_resp arrives, so the dispatcher
+        # records the SMSC's answers while the rest of the batch still waits for a window.
+        async def one(message: OutboundMessage) -> None:
+            report(await self._safe_send(message))
+
+        await asyncio.gather(*(one(m) for m in messages))
 
     async def send(self, message: OutboundMessage) -> SendResult:
         number = message.number
@@ -766,8 +1038,9 @@ class SmppChannel(Channel):
         # The whole message is tried again later, so the accepted parts go out a second time
         # (under a new UDH reference; the first, incomplete copy is at worst shown as a
         # fragment). _submit_part has retried this part in place for bind_wait_seconds to
-        # avoid exactly that. Parts went out, so this is an attempt even when the bind is gone.
-        failure.defer = failure.pause_channel
+        # avoid exactly that. Parts went out, so this is an attempt even when the bind is gone
+        # — unless the SMSC only asked us to slow down.
+        failure.defer = failure.pause_channel or failure.throttled
         return failure.result(message_id, f"; parts 1-{done} of {total} were accepted ({ids}) "
                               "and will be sent again with the whole message")
 
@@ -814,15 +1087,16 @@ class SmppChannel(Channel):
         None at once while the SMSC refuses our credentials."""
         loop = asyncio.get_running_loop()
         while True:
-            now = loop.time()
+            paused_before = time.monotonic()  # the clock of ``throttled_until``
             best: Bind | None = None
             for bind in self.binds:
-                if bind.bound and (best is None or (bind.throttled_until > now, bind.load)
-                                   < (best.throttled_until > now, best.load)):
+                if bind.bound and (best is None or (bind.throttled_until > paused_before,
+                                                    bind.load)
+                                   < (best.throttled_until > paused_before, best.load)):
                     best = bind
             if best is not None:
                 return best
-            remaining = give_up - now
+            remaining = give_up - loop.time()
             if remaining <= 0 or self._refused_status() is not None:
                 return None
             with contextlib.suppress(TimeoutError):
@@ -875,15 +1149,75 @@ class SmppChannel(Channel):
                 return
             item = _Incoming(bind, session, sequence, update=update)
         else:
-            item = _Incoming(bind, session, sequence,
-                             inbound=inbound_message(deliver, self.spec.id, at))
+            item = self._user_message(bind, session, sequence, deliver, at)
+            if item is None:
+                return
         self._incoming.append(item)
         self._incoming_idle.clear()
         self._incoming_ready.set()
 
+    def _user_message(self, bind: Bind, session: _Session, sequence: int,
+                      deliver: pdu.DeliverSm, at: float) -> _Incoming | None:
+        """A user's deliver_sm as the whole message or the part it is; None when it is the
+        re-delivery of a part already stored (then answered at once)."""
+        digest = mo_digest(deliver)
+        earlier = self._redelivery_of(digest)
+        concat = pdu.concat_of(deliver)
+        if concat is None:
+            number = deliver.source_addr.lstrip("+")
+            provider_id = earlier.provider_id if earlier else new_mo_id(number)
+            seen = _MoSeen(digest, provider_id)
+            return _Incoming(bind, session, sequence, seen=seen,
+                             inbound=inbound_message(deliver, self.spec.id, at, provider_id))
+        seen = _MoSeen(digest, "")
+        if earlier is not None and earlier.stored:
+            log.info("%s: part %d/%d from %s delivered again after an answer in doubt; "
+                     "already stored", bind.name, concat.seq, concat.total, deliver.source_addr)
+            seen.stored = True
+            self._answered(bind, session, sequence, seen, pdu.ESME_ROK)
+            return None
+        return _Incoming(bind, session, sequence, seen=seen,
+                         part=inbound_part(deliver, concat, self.spec.id, at))
+
+    def _answered(self, bind: Bind, session: _Session, sequence: int, seen: _MoSeen | None,
+                  status: int) -> None:
+        written = bind.respond(session, pdu.DELIVER_SM_RESP, status, sequence, b"\0")
+        if seen is None or not seen.stored:
+            return  # nothing stored: a re-delivery is simply a new delivery
+        if written is None:  # the session ended before the answer could go
+            self.mo_in_doubt([seen])
+        else:
+            bind.answered_mo(seen, written)
+
+    def mo_in_doubt(self, seen: Sequence[_MoSeen]) -> None:
+        """Users' deliver_sm stored and answered on a session that ended before the SMSC
+        showed it had read the answer: for ``MO_REDELIVERY_SECONDS`` an identical one is their
+        re-delivery."""
+        if not seen:
+            return
+        now = time.monotonic()
+        for item in seen:
+            item.doubt_until = now + MO_REDELIVERY_SECONDS
+            self._in_doubt.setdefault(item.digest, deque()).append(item)
+        while len(self._in_doubt) > MO_DOUBT_LIMIT:  # the oldest first (insertion order)
+            del self._in_doubt[next(iter(self._in_doubt))]
+
+    def _redelivery_of(self, digest: bytes) -> _MoSeen | None:
+        """The in-doubt deliver_sm this one repeats, if any (each stands for one re-delivery)."""
+        waiting = self._in_doubt.get(digest)
+        if waiting is None:
+            return None
+        now = time.monotonic()
+        while waiting and waiting[0].doubt_until <= now:
+            waiting.popleft()
+        earlier = waiting.popleft() if waiting else None
+        if not waiting:
+            del self._in_doubt[digest]
+        return earlier
+
     async def _deliver_incoming(self) -> None:
-        """Hand waiting receipts and inbound messages to the sink in batches, then answer
-        their deliver_sm: a receipt is never acknowledged before it is durable."""
+        """Hand waiting receipts, inbound messages and parts to the sink in batches, then
+        answer their deliver_sm: nothing is acknowledged before it is durable."""
         while True:
             await self._incoming_ready.wait()
             self._incoming_ready.clear()
@@ -892,20 +1226,63 @@ class SmppChannel(Channel):
                 del self._incoming[:SINK_BATCH]
                 status = pdu.ESME_ROK
                 try:
-                    if self.sink is None:
-                        raise RuntimeError("the channel has no sink")
-                    updates = [i.update for i in batch if i.update is not None]
-                    inbound = [i.inbound for i in batch if i.inbound is not None]
-                    if updates:
-                        await self.sink.updates(updates)
-                    if inbound:
-                        await self.sink.inbound(inbound)
+                    await self._record(batch)
                 except Exception as exc:  # e.g. the store is down: the SMSC will retry
                     log.warning("smpp channel %s: could not record %d receipts/messages (%s); "
                                 "asking the SMSC to deliver them again", self.spec.id,
                                 len(batch), exc)
                     status = pdu.ESME_RX_T_APPN
                 for item in batch:
-                    item.bind.respond(item.session, pdu.DELIVER_SM_RESP, status, item.sequence,
-                                      b"\0")
+                    if item.seen is not None and status == pdu.ESME_ROK:
+                        item.seen.stored = True
+                    self._answered(item.bind, item.session, item.sequence, item.seen, status)
             self._incoming_idle.set()
+
+    async def _record(self, batch: Sequence[_Incoming]) -> None:
+        """Make a batch durable: receipts, whole messages, and parts — a message whose last
+        part this is goes to the sink whole, then its parts are dropped."""
+        if self.sink is None:
+            raise RuntimeError("the channel has no sink")
+        updates = [i.update for i in batch if i.update is not None]
+        inbound = [i.inbound for i in batch if i.inbound is not None]
+        parts = [i.part for i in batch if i.part is not None]
+        if updates:
+            await self.sink.updates(updates)
+        whole: list[InboundPart] = []
+        if parts:
+            stored = await self.sink.inbound_parts(parts)
+            for group in parts_by_message(stored).values():
+                if is_whole(group):
+                    inbound.append(assembled(group))
+                    whole.extend(group)
+        if inbound:
+            await self.sink.inbound(inbound)
+        if whole:
+            await self.sink.drop_inbound_parts(whole)
+
+    async def _sweep_parts(self) -> None:
+        """Forward the users' messages whose parts stopped coming (see ``sweep_parts``)."""
+        timeout = self.config.concat_timeout_seconds
+        every = min(max(timeout / 4, 0.05), 30.0)
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.sweep_parts(time.time())
+            except Exception as exc:  # the store is down: the parts wait for the next sweep
+                log.warning("smpp channel %s: forwarding overdue message parts failed (%s)",
+                            self.spec.id, exc)
+
+    async def sweep_parts(self, now: float) -> int:
+        """Forward, with what arrived and marked incomplete, every message whose first part
+        came ``concat_timeout_seconds`` before ``now`` (a whole one left by a crash goes
+        whole), then drop its parts; how many messages."""
+        if self.sink is None:
+            return 0
+        due = await self.sink.due_inbound_parts(
+            self.spec.id, now - self.config.concat_timeout_seconds, SINK_BATCH)
+        if not due:
+            return 0
+        messages = [assembled(group) for group in parts_by_message(due).values()]
+        await self.sink.inbound(messages)
+        await self.sink.drop_inbound_parts(due)
+        return len(messages)

@@ -68,6 +68,9 @@ STATUS_NAMES: dict[int, str] = {
 
 # Optional parameter (TLV) tags.
 TLV_RECEIPTED_MESSAGE_ID = 0x001E
+TLV_SAR_MSG_REF_NUM = 0x020C
+TLV_SAR_TOTAL_SEGMENTS = 0x020E
+TLV_SAR_SEGMENT_SEQNUM = 0x020F
 TLV_NETWORK_ERROR_CODE = 0x0423
 TLV_MESSAGE_PAYLOAD = 0x0424
 TLV_MESSAGE_STATE = 0x0427
@@ -304,6 +307,52 @@ def decode_short_message(data: bytes, data_coding: int) -> str:
     if data_coding == DATA_CODING_DEFAULT or data_coding & 0xF4 == 0xF0:  # 0xF0-0xF3: GSM class
         return decode_gsm7(data)
     return data.decode("latin-1")  # 8-bit data or an unknown scheme: show the octets
+
+
+@dataclass(frozen=True, slots=True)
+class Concat:
+    """Where a deliver_sm sits in a concatenated message: its reference, the number of parts,
+    its own number (1-based), and its user data without the header."""
+
+    reference: int
+    total: int
+    seq: int
+    data: bytes
+
+
+# Concatenation information elements of a UDH: IEI -> length of its value.
+_IEI_CONCAT_8BIT = 0x00
+_IEI_CONCAT_16BIT = 0x08
+
+
+def concat_of(deliver: DeliverSm) -> Concat | None:
+    """The concatenation of a mobile-originated deliver_sm, from its UDH (8-bit reference,
+    IEI 0x00, or 16-bit, IEI 0x08) or its SAR TLVs (sar_msg_ref_num, sar_total_segments,
+    sar_segment_seqnum); None for a whole message, or for numbers that make no sense
+    (0 parts, a part number beyond the total), which is then taken as a whole message."""
+    data = deliver.short_message or deliver.tlvs.get(TLV_MESSAGE_PAYLOAD, b"")
+    found: tuple[int, int, int] | None = None
+    if deliver.esm_class & ESM_UDHI and data:
+        header = data[1:1 + data[0]]
+        pos = 0
+        while pos + 2 <= len(header):
+            iei, size = header[pos], header[pos + 1]
+            value = header[pos + 2:pos + 2 + size]
+            if len(value) == size == 3 and iei == _IEI_CONCAT_8BIT:
+                found = (value[0], value[1], value[2])
+            elif len(value) == size == 4 and iei == _IEI_CONCAT_16BIT:
+                found = ((value[0] << 8) | value[1], value[2], value[3])
+            pos += 2 + size
+        data = strip_udh(data)
+    else:
+        ref = deliver.tlvs.get(TLV_SAR_MSG_REF_NUM)
+        total = deliver.tlvs.get(TLV_SAR_TOTAL_SEGMENTS)
+        seq = deliver.tlvs.get(TLV_SAR_SEGMENT_SEQNUM)
+        if ref and len(ref) == 2 and total and seq:
+            found = (int.from_bytes(ref, "big"), total[0], seq[0])
+    if found is None or found[1] < 2 or not 1 <= found[2] <= found[1]:
+        return None
+    return Concat(found[0], found[1], found[2], data)
 
 
 def strip_udh(short_message: bytes) -> bytes:

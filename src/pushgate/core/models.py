@@ -98,6 +98,28 @@ class InboundMessage:
 
 
 @dataclass(slots=True)
+class InboundPart:
+    """One part of a user's concatenated SMS (SMPP), kept durably until every part is in or
+    its wait is over. A part is identified by its channel, sender, destination, concatenation
+    reference, number of parts and its own number: the store keeps one row per identity."""
+
+    channel_id: int
+    number: str
+    destination: str
+    reference: int
+    total: int
+    seq: int
+    data_coding: int
+    data: bytes
+    at: float
+
+    @property
+    def key(self) -> tuple[int, str, str, int, int]:
+        """The message this part belongs to."""
+        return (self.channel_id, self.number, self.destination, self.reference, self.total)
+
+
+@dataclass(slots=True)
 class Project:
     id: int
     name: str

@@ -34,7 +34,13 @@ from pushgate.channels.base import (
 )
 from pushgate.channels.media import sign_media_url
 from pushgate.core.channels import ChannelSpec
-from pushgate.core.models import InboundMessage, OutboundMessage, SendResult, StatusUpdate
+from pushgate.core.models import (
+    InboundMessage,
+    InboundPart,
+    OutboundMessage,
+    SendResult,
+    StatusUpdate,
+)
 from pushgate.dispatch.pacing import Pacer, SendCaps
 from pushgate.store.base import RetryPolicy, Store
 from pushgate.store.outage import is_unavailable, keep_going, outage_of
@@ -101,6 +107,79 @@ class StoreSink:
         if messages:
             await self.dispatcher.store.record_inbound(messages, time.time())
             self.dispatcher.notify_webhooks()
+
+    async def inbound_parts(self, parts: list[InboundPart]) -> list[InboundPart]:
+        return await self.dispatcher.store.add_inbound_parts(parts) if parts else []
+
+    async def due_inbound_parts(self, channel_id: int, before: float,
+                                limit: int) -> list[InboundPart]:
+        return await self.dispatcher.store.due_inbound_parts(channel_id, before, limit)
+
+    async def drop_inbound_parts(self, parts: list[InboundPart]) -> None:
+        if parts:
+            await self.dispatcher.store.drop_inbound_parts(parts)
+
+
+class OutcomeRecorder:
+    """Records a batch's send outcomes as the connector reports them (``Channel.send_each``):
+    the outcomes that arrive within ``RECORD_EVERY_SECONDS`` of each other go in one write,
+    one write at a time, so a batch behind a slow provider shows its answers as they come
+    while a fast one still costs a write or two. A failed write leaves its outcomes for
+    ``close``, which records whatever is left (with anything earlier writes could not
+    record) and returns every outcome."""
+
+    def __init__(self, runner: ChannelRunner) -> None:
+        self.runner = runner
+        self.results: list[SendResult] = []
+        self._waiting: list[SendResult] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._next_write = time.monotonic() + RECORD_EVERY_SECONDS
+        self._closing = asyncio.Event()
+
+    def report(self, result: SendResult) -> None:
+        self.results.append(result)
+        self._waiting.append(result)
+        if self._writer is None and not self._closing.is_set():
+            self._writer = asyncio.create_task(self._write_while_waiting())
+
+    async def _write_while_waiting(self) -> None:
+        try:
+            while self._waiting and not self._closing.is_set():
+                wait = self._next_write - time.monotonic()
+                if wait > 0:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(wait):
+                            await self._closing.wait()
+                    if self._closing.is_set():
+                        return  # ``close`` writes what is waiting
+                batch, self._waiting = self._waiting, []
+                self._next_write = time.monotonic() + RECORD_EVERY_SECONDS
+                began = time.monotonic()
+                try:
+                    await self.runner.record(batch)
+                except Exception as exc:
+                    # ``record`` kept the batch in the runner's ``unrecorded``: ``close`` (or
+                    # the runner's next step) writes it. No more tries in this batch.
+                    if is_unavailable(exc):
+                        self.runner.dispatcher.outage.failed(exc, began)
+                    else:
+                        log.exception("channel %s: recording outcomes failed; retried at the "
+                                      "end of the batch", self.runner.spec.id)
+                    return
+        finally:
+            self._writer = None
+
+    async def close(self) -> list[SendResult]:
+        """Wait for the write in progress, record the rest; every outcome reported."""
+        self._closing.set()
+        if self._writer is not None:
+            await self._writer
+        # What is waiting joins what earlier writes could not record; if this write fails
+        # too, all of it stays with the runner for its next step.
+        self.runner.unrecorded.extend(self._waiting)
+        self._waiting = []
+        await self.runner.flush()
+        return self.results
 
 
 def new_worker_id() -> str:
@@ -243,8 +322,13 @@ class ChannelRunner:
             overtake = 0 if self.caps.active or batch <= 1 else batch
             results = await self.send_paced(messages, overtake)
         else:
-            results = await self.channel.send_batch(messages)
-            await self.record(results)
+            # Outcomes are recorded as they come (a connector with a window of sends
+            # answered one by one reports each), not when the whole batch is done.
+            recorder = OutcomeRecorder(self)
+            try:
+                await self.channel.send_each(messages, recorder.report)
+            finally:
+                results = await recorder.close()
         refused = next((r for r in results if r.pause_channel), None)
         if refused is not None:
             await self.pause(refused)

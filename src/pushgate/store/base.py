@@ -17,6 +17,7 @@ from pushgate.core.models import (
     AcceptResult,
     InboundForward,
     InboundMessage,
+    InboundPart,
     OutboundMessage,
     OutboxBatch,
     Project,
@@ -274,6 +275,21 @@ class Store(abc.ABC):
     async def record_inbound(self, messages: Sequence[InboundMessage], now: float) -> int:
         """Store user messages once each (by channel and provider id) and queue them for the
         project's incoming webhook; returns how many were new."""
+
+    @abc.abstractmethod
+    async def add_inbound_parts(self, parts: Sequence[InboundPart]) -> list[InboundPart]:
+        """Store parts of users' multi-part SMS, once each (a part already stored keeps its
+        first copy); returns every stored part of the messages they belong to, as stored."""
+
+    @abc.abstractmethod
+    async def due_inbound_parts(self, channel_id: int, before: float,
+                                limit: int) -> list[InboundPart]:
+        """Every part of up to ``limit`` of the channel's messages whose first part arrived
+        before ``before`` (their wait for the rest is over)."""
+
+    @abc.abstractmethod
+    async def drop_inbound_parts(self, parts: Sequence[InboundPart]) -> None:
+        """Delete these parts (their message was forwarded)."""
 
     @abc.abstractmethod
     async def claim_inbound(

@@ -45,6 +45,7 @@ from pushgate.core.models import (
     AcceptResult,
     InboundForward,
     InboundMessage,
+    InboundPart,
     OutboundMessage,
     OutboxBatch,
     OutboxItem,
@@ -94,6 +95,8 @@ log = logging.getLogger("pushgate.store")
 NOTIFY_CHANNEL = "pushgate_messages"
 # First key of the per-channel advisory lock between recorded sends and their receipts.
 RECEIPT_LOCK = 0x70677263
+# First key of the per-channel advisory lock of users' multi-part SMS being put together.
+PARTS_LOCK = 0x70677270
 DEFAULT_POOL_MIN = 2
 DEFAULT_POOL_MAX = 10
 CONNECT_TIMEOUT = 10.0
@@ -1288,6 +1291,59 @@ class PostgresStore(Store):
 
         return await self._tx(job) if messages else 0
 
+    async def add_inbound_parts(self, parts: Sequence[InboundPart]) -> list[InboundPart]:
+        async def job(conn: asyncpg.Connection) -> list[InboundPart]:
+            # Parts of one message arriving at once (two binds, a channel changing hands)
+            # wait for each other, so one of them sees the message whole.
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock($1, c) FROM unnest($2::int[]) c ORDER BY c",
+                PARTS_LOCK, sorted({p.channel_id for p in parts}))
+            await conn.execute(
+                "INSERT INTO inbound_parts (channel_id, number, destination, reference, total,"
+                " seq, data_coding, data, at) SELECT * FROM unnest($1::int[], $2::text[],"
+                " $3::text[], $4::int[], $5::int[], $6::int[], $7::int[], $8::bytea[],"
+                " $9::float8[]) ON CONFLICT DO NOTHING",
+                *_columns([(p.channel_id, p.number, p.destination, p.reference, p.total, p.seq,
+                            p.data_coding, p.data, p.at) for p in parts], 9))
+            keys = list(dict.fromkeys(p.key for p in parts))
+            rows = await conn.fetch(
+                "SELECT p.channel_id, p.number, p.destination, p.reference, p.total, p.seq,"
+                " p.data_coding, p.data, p.at FROM inbound_parts p JOIN unnest($1::int[],"
+                " $2::text[], $3::text[], $4::int[], $5::int[])"
+                " AS k(channel_id, number, destination, reference, total)"
+                " USING (channel_id, number, destination, reference, total)"
+                " ORDER BY p.channel_id, p.number, p.destination, p.reference, p.total, p.seq",
+                *_columns(keys, 5))
+            return [_inbound_part(r) for r in rows]
+
+        return await self._tx(job) if parts else []
+
+    async def due_inbound_parts(self, channel_id: int, before: float,
+                                limit: int) -> list[InboundPart]:
+        rows = await self._fetch(
+            "SELECT p.channel_id, p.number, p.destination, p.reference, p.total, p.seq,"
+            " p.data_coding, p.data, p.at FROM inbound_parts p JOIN"
+            " (SELECT number, destination, reference, total FROM inbound_parts"
+            "  WHERE channel_id = $1 GROUP BY number, destination, reference, total"
+            "  HAVING min(at) < $2 ORDER BY min(at) LIMIT $3) d"
+            " USING (number, destination, reference, total)"
+            " WHERE p.channel_id = $1 ORDER BY p.number, p.destination, p.reference,"
+            " p.total, p.seq", channel_id, before, limit)
+        return [_inbound_part(r) for r in rows]
+
+    async def drop_inbound_parts(self, parts: Sequence[InboundPart]) -> None:
+        async def job(conn: asyncpg.Connection) -> None:
+            await conn.execute(
+                "DELETE FROM inbound_parts p USING unnest($1::int[], $2::text[], $3::text[],"
+                " $4::int[], $5::int[], $6::int[])"
+                " AS k(channel_id, number, destination, reference, total, seq)"
+                " WHERE (p.channel_id, p.number, p.destination, p.reference, p.total, p.seq)"
+                " = (k.channel_id, k.number, k.destination, k.reference, k.total, k.seq)",
+                *_columns([(*p.key, p.seq) for p in parts], 6))
+
+        if parts:
+            await self._tx(job)
+
     async def claim_inbound(
         self, limit: int, now: float, lease_seconds: float
     ) -> list[InboundForward]:
@@ -1298,7 +1354,7 @@ class PostgresStore(Store):
                 " ORDER BY forward_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING *)"
                 " SELECT i.id, i.project_id, i.channel_id, i.number, i.body, i.type,"
                 " i.provider_id, i.media_url, i.name, ch.application, p.incoming_webhook_url,"
-                " p.webhook_secret, i.forward_attempts FROM c i"
+                " p.webhook_secret, i.forward_attempts, i.raw FROM c i"
                 " JOIN channels ch ON ch.id = i.channel_id JOIN projects p ON p.id = i.project_id"
                 " ORDER BY i.id", now + lease_seconds, now, limit)
             return [InboundForward(r[0], r[1], r[10] or "", r[11] or "", r[12],
@@ -1692,3 +1748,8 @@ async def _cancel_queue(
     await _add_outbox(conn, [(project_id, mid, "cancelled", now, None, reason, now)
                              for mid, project_id, _credit in rows if project_id in hooks])
     return len(rows), sum(refunds.values())
+
+
+def _inbound_part(row: Sequence[Any]) -> InboundPart:
+    return InboundPart(row[0], row[1], row[2], row[3], row[4], row[5], row[6], bytes(row[7]),
+                       row[8])

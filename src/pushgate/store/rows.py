@@ -35,7 +35,7 @@ def project_from_row(row: Sequence[Any]) -> Project:
 
 def inbound_payload(row: Sequence[Any]) -> dict[str, Any]:
     """Picky's global (incoming) webhook body for an inbound message row: (id, project_id,
-    channel_id, number, body, type, provider_id, media_url, name, application)."""
+    channel_id, number, body, type, provider_id, media_url, name, application, …, raw at 13)."""
     payload: dict[str, Any] = {
         "number": row[3],
         "message-in": quote_plus(row[4]),
@@ -50,6 +50,12 @@ def inbound_payload(row: Sequence[Any]) -> dict[str, Any]:
     }
     if row[8]:
         payload["name"] = row[8]
+    # A user's multi-part SMS forwarded without all its parts (SMPP, after its wait): said so.
+    raw = json.loads(row[13]) if len(row) > 13 and row[13] else {}
+    if isinstance(raw, dict) and raw.get("incomplete"):
+        payload["incomplete"] = True
+        payload["parts_received"] = raw.get("parts_received", [])
+        payload["parts_total"] = raw.get("parts_total")
     return payload
 
 

@@ -39,6 +39,7 @@ from pushgate.core.models import (
     AcceptResult,
     InboundForward,
     InboundMessage,
+    InboundPart,
     OutboundMessage,
     OutboxBatch,
     OutboxItem,
@@ -730,6 +731,48 @@ class SQLiteStore(Store):
 
         return await self._write(job) if messages else 0
 
+    async def add_inbound_parts(self, parts: Sequence[InboundPart]) -> list[InboundPart]:
+        def job(conn: sqlite3.Connection) -> list[InboundPart]:
+            conn.executemany(
+                "INSERT INTO inbound_parts (channel_id, number, destination, reference, total,"
+                " seq, data_coding, data, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                [(p.channel_id, p.number, p.destination, p.reference, p.total, p.seq,
+                  p.data_coding, p.data, p.at) for p in parts])
+            stored: list[InboundPart] = []
+            for key in dict.fromkeys(p.key for p in parts):
+                stored += [_inbound_part(r) for r in conn.execute(
+                    "SELECT channel_id, number, destination, reference, total, seq,"
+                    " data_coding, data, at FROM inbound_parts WHERE channel_id = ?"
+                    " AND number = ? AND destination = ? AND reference = ? AND total = ?"
+                    " ORDER BY seq", key)]
+            return stored
+
+        return await self._write(job) if parts else []
+
+    async def due_inbound_parts(self, channel_id: int, before: float,
+                                limit: int) -> list[InboundPart]:
+        return [_inbound_part(r) for r in self._read().execute(
+            "SELECT p.channel_id, p.number, p.destination, p.reference, p.total, p.seq,"
+            " p.data_coding, p.data, p.at FROM inbound_parts p JOIN"
+            " (SELECT number, destination, reference, total FROM inbound_parts"
+            "  WHERE channel_id = ? GROUP BY number, destination, reference, total"
+            "  HAVING min(at) < ? ORDER BY min(at) LIMIT ?) d"
+            " ON d.number = p.number AND d.destination = p.destination"
+            " AND d.reference = p.reference AND d.total = p.total"
+            " WHERE p.channel_id = ? ORDER BY p.number, p.destination, p.reference,"
+            " p.total, p.seq", (channel_id, before, limit, channel_id))]
+
+    async def drop_inbound_parts(self, parts: Sequence[InboundPart]) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "DELETE FROM inbound_parts WHERE channel_id = ? AND number = ?"
+                " AND destination = ? AND reference = ? AND total = ? AND seq = ?",
+                [(*p.key, p.seq) for p in parts])
+
+        if parts:
+            await self._write(job)
+
     async def claim_inbound(
         self, limit: int, now: float, lease_seconds: float
     ) -> list[InboundForward]:
@@ -744,7 +787,7 @@ class SQLiteStore(Store):
                                    inbound_payload(r)) for r in conn.execute(
                 "SELECT i.id, i.project_id, i.channel_id, i.number, i.body, i.type,"
                 " i.provider_id, i.media_url, i.name, c.application, p.incoming_webhook_url,"
-                " p.webhook_secret, i.forward_attempts FROM inbound_messages i"
+                " p.webhook_secret, i.forward_attempts, i.raw FROM inbound_messages i"
                 " JOIN channels c ON c.id = i.channel_id JOIN projects p ON p.id = i.project_id"
                 " WHERE i.id IN (SELECT value FROM json_each(?)) ORDER BY i.id",
                 (json.dumps([r[0] for r in rows]),)).fetchall()]
@@ -1594,3 +1637,8 @@ def _cancel_queue_job(
     _add_outbox(conn, [(project_id, mid, "cancelled", now, None, reason, now)
                        for mid, project_id, _credit in rows if project_id in hooks])
     return len(rows), sum(refunds.values())
+
+
+def _inbound_part(row: Sequence[Any]) -> InboundPart:
+    return InboundPart(row[0], row[1], row[2], row[3], row[4], row[5], row[6], bytes(row[7]),
+                       row[8])
