@@ -91,6 +91,12 @@ class CallbackRequest:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class RequestLimiter(Protocol):
+    """The channel's rate limiter (``pushgate.dispatch.pacing.Pacer``) as connectors see it."""
+
+    async def permit(self, n: int = 1) -> None: ...
+
+
 class ChannelSink(Protocol):
     """Where a connector reports what arrives on its own connection rather than through the
     callback route (SMPP receipts and inbound SMS on a bind). Each call returns once the
@@ -123,6 +129,14 @@ class Channel:
     pull: ClassVar[bool] = False
     # Set by the dispatcher before ``start()``.
     sink: ChannelSink | None = None
+    # Whether the connector takes the channel's rate permits itself, one per provider request
+    # at the moment it goes out (``request_permit`` / ``permit_extensions``), rather than the
+    # dispatcher one per message before the send starts: a message of several requests (a
+    # media then its text) pays for each, and a connection still being opened does not make
+    # the requests behind it reach the provider bunched together.
+    paces_requests: ClassVar[bool] = False
+    # Set by the dispatcher before ``start()`` on a rate-paced channel that ``paces_requests``.
+    limiter: RequestLimiter | None = None
 
     def __init__(self, spec: ChannelSpec, env: ChannelEnv | None = None) -> None:
         self.spec = spec
@@ -133,6 +147,26 @@ class Channel:
         """Sends a rate-paced channel may have unanswered at once (the dispatcher starts one
         per token and waits for none): ``concurrency`` unless the connector knows better."""
         return max(1, self.concurrency)
+
+    async def request_permit(self) -> None:
+        """Wait until one more request may reach the provider (call it with the connection in
+        hand, right before writing the request)."""
+        if self.limiter is not None:
+            await self.limiter.permit()
+
+    def permit_extensions(self) -> dict[str, Any]:
+        """httpx request ``extensions`` that take the permit when the request's headers are
+        about to be written, after any wait for a pooled connection or a new one's connect
+        and TLS handshake (httpcore's ``trace`` hook, awaited on its way)."""
+        if self.limiter is None:
+            return {}
+        limiter = self.limiter
+
+        async def trace(event: str, info: dict[str, Any]) -> None:
+            if event.endswith("send_request_headers.started"):
+                await limiter.permit()
+
+        return {"trace": trace}
 
     @classmethod
     def validate_config(cls, config: dict[str, Any]) -> dict[str, Any]:

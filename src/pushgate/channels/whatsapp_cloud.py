@@ -233,6 +233,9 @@ class WhatsAppCloudChannel(Channel):
     # Enough sends in flight to reach 80/s at Graph's usual 100-500 ms per call; the channel's
     # `max_in_flight` sets it per number.
     concurrency = DEFAULT_MAX_IN_FLIGHT
+    # Each Graph send takes the channel's rate permit as it goes out (a media and its text
+    # are two of Meta's messages), with its connection ready (``_post``).
+    paces_requests = True
     # Longest wait before the one retry of a refused text part (the pair limit waits its
     # interval): the send holds a slot meanwhile.
     text_retry_max_pause: float = 1.0
@@ -433,10 +436,17 @@ class WhatsAppCloudChannel(Channel):
 
     async def _post(self, payload: dict[str, Any]) -> str | GraphError:
         """One Graph send: the wamid, or what went wrong."""
+        sender = self._sender()
+        path = f"/{self.phone_number_id}/messages"
+        body = orjson.dumps(payload)
+        headers = {"Content-Type": "application/json"}
         try:
-            response = await self._sender().post(
-                f"/{self.phone_number_id}/messages", content=orjson.dumps(payload),
-                headers={"Content-Type": "application/json"})
+            if isinstance(sender, Http1Pool):
+                response: Http1Response | httpx.Response = await sender.post(
+                    path, content=body, headers=headers, before_send=self.request_permit)
+            else:
+                response = await sender.post(path, content=body, headers=headers,
+                                             extensions=self.permit_extensions())
         except httpx.TimeoutException as exc:
             return GraphError(None, f"Graph API timed out: {_describe(exc)}", local_code="timeout")
         except httpx.HTTPError as exc:
