@@ -501,3 +501,75 @@ async def test_a_failed_record_during_a_paced_batch_is_retried_at_its_end(
     # Each recorded once: its submission in its columns, no submission event rows besides.
     assert query("SELECT count(*) FROM messages WHERE submitted_at IS NOT NULL") == [(10,)]
     assert query("SELECT count(*) FROM message_events WHERE state = 'submitted'") == [(0,)]
+
+
+async def _queue(store: Store, channel: Any, count: int) -> None:
+    data = [{"number": f"91987654{i:04d}", "message": f"m {i}"} for i in range(count)]
+    plan = plan_push(decode_push(json.dumps({"data": data})), channel, Limits())
+    await store.accept_push(channel.project_id, channel, plan, time.time() - 1, None)
+
+
+async def test_a_new_lease_holder_waits_a_window_after_recent_sends(
+    store: Store, make: Any, clock: FakeClock
+) -> None:
+    """A worker taking over a channel that another one sent on within the last window (a
+    graceful hand-over: the previous holder recorded its sends before letting go) sends its
+    first message a window later; a channel quiet for longer starts at once."""
+    project, _, _ = await make.project()
+    quiet = await make.channel(project.id, rate_per_second=5, config={"delivery_delay": 0})
+    busy = await make.channel(project.id, rate_per_second=5, config={"delivery_delay": 0})
+    await _queue(store, busy, 5)
+    before = ChannelRunner(Dispatcher(store, worker_id="w-before"), busy)
+    assert await before.step() is True   # five sent and recorded just now
+    clock.sleeps.clear()
+
+    fresh = ChannelRunner(Dispatcher(store, worker_id="w-quiet"), quiet)
+    await fresh.allow_for_previous_holder()
+    await fresh.provider_limiter.acquire()
+    assert clock.sleeps == []
+
+    after = ChannelRunner(Dispatcher(store, worker_id="w-after"), busy)
+    await after.allow_for_previous_holder()
+    await after.provider_limiter.acquire()
+    assert clock.sleeps == [pytest.approx(after.provider_limiter.window)]
+
+
+async def test_a_restarted_runner_counts_its_predecessors_sends(
+    store: Store, make: Any, clock: FakeClock
+) -> None:
+    """The dispatcher restarts a channel's runner when the operator edits the channel: the
+    new runner's limiter takes over the old one's recent permits (no burst at the restart),
+    and needs no look at the store."""
+    project, _, _ = await make.project()
+    channel = await make.channel(project.id, rate_per_second=5, config={"delivery_delay": 0})
+    await _queue(store, channel, 5)
+    dispatcher = Dispatcher(store, worker_id="w-restart")
+    old = ChannelRunner(dispatcher, channel)
+    assert await old.step() is True
+    sent = list(old.pacer._log)
+    new = ChannelRunner(dispatcher, channel, previous=old)
+    assert new.knows_recent_sends
+    for _ in range(5):
+        await new.provider_limiter.acquire()
+        sent.append(clock.now)
+    assert len(sent) == 10
+    assert most_in_any_window(sent, 1.0) == 5
+
+
+async def test_refresh_hands_an_edited_channels_runner_its_predecessor(
+    store: Store, make: Any
+) -> None:
+    project, _, _ = await make.project()
+    channel = await make.channel(project.id, rate_per_second=5, config={"delivery_delay": 0})
+    dispatcher = Dispatcher(store, worker_id="w-edit", idle_poll=0.02)
+    try:
+        await dispatcher.refresh()
+        first = dispatcher.runners[channel.id][0]
+        assert not first.knows_recent_sends
+        await store.update_channel(channel.id, rate_per_second=4)
+        await dispatcher.refresh()
+        second = dispatcher.runners[channel.id][0]
+        assert second is not first and second.spec.rate_per_second == 4
+        assert second.knows_recent_sends
+    finally:
+        await dispatcher._shutdown()

@@ -15,14 +15,17 @@ import json
 import time
 from typing import Any
 
-from pushgate.core.channels import ChannelSpec
-from pushgate.core.push import Limits, decode_push, plan_push
-from pushgate.store.base import Store
-from tests.dispatch.test_dispatcher import run_dispatcher, wait_for  # noqa: F401 - a fixture
+from tests.dispatch.test_dispatcher import run_dispatcher, wait_for
 from tests.dispatch.test_pacing import most_in_any_window
 from tests.fakes.graph_api import GraphFake
 from tests.fakes.server import serve_app
 from tests.fakes.twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio
+
+from pushgate.core.channels import ChannelSpec
+from pushgate.core.push import Limits, decode_push, plan_push
+from pushgate.store.base import Store
+
+__all__ = ["run_dispatcher"]   # the fixture, imported for pytest
 
 # Low, so three bursts' worth take a few seconds.
 RATE = 20
