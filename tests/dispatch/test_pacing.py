@@ -192,9 +192,13 @@ async def test_acquire_many_at_once(clock: FakeClock) -> None:
     # The window holds ten: the next five wait until the five oldest leave it.
     await pacer.acquire(5)
     assert clock.sleeps == [pytest.approx(pacer.window)]
-    # More than a window's worth can never go together.
-    with pytest.raises(ValueError):
-        await pacer.acquire(11)
+    # More than a window's worth never fits one: it goes when the window is empty, and the
+    # next permit waits for the window after it.
+    clock.sleeps.clear()
+    await pacer.acquire(11)
+    assert clock.sleeps == [pytest.approx(pacer.window)]
+    await pacer.acquire()
+    assert clock.sleeps[-1] == pytest.approx(pacer.window)
 
 
 async def test_concurrent_waiters_share_one_window(

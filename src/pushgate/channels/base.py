@@ -145,7 +145,7 @@ class Channel:
     @property
     def in_flight_limit(self) -> int:
         """Sends a rate-paced channel may have unanswered at once (the dispatcher starts one
-        per token and waits for none): ``concurrency`` unless the connector knows better."""
+        per permit and waits for none): ``concurrency`` unless the connector knows better."""
         return max(1, self.concurrency)
 
     async def request_permit(self) -> None:
@@ -185,7 +185,8 @@ class Channel:
 
     async def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
         """Send several messages; connectors with a bulk endpoint override this. The default
-        sends ``concurrency`` at a time. Rate limiting is the dispatcher's job, not this one's."""
+        sends ``concurrency`` at a time. Rate limiting is not this one's job: the dispatcher's,
+        or ``limiter``'s permits per request (``paces_requests``)."""
         if self.concurrency <= 1 or len(messages) == 1:
             # One message (the paced dispatcher's case) needs no semaphore and no gather.
             return [await self._safe_send(m) for m in messages]

@@ -12,7 +12,7 @@ that every later status webhook names. What is built here and nowhere else:
 - the error table (``ERROR_RULES``): Graph error ``code`` → retry, wait, fail or pause the
   channel. Meta asks to branch on the code, never on the HTTP status or the text;
 - the per-recipient pair limit (about one message per 6 s to the same user, error 131056),
-  which the channel-wide token bucket of the dispatcher cannot express;
+  which the channel-wide rate limiter cannot express;
 - the webhook: the GET subscription handshake and signed POSTs (``X-Hub-Signature-256``)
   carrying message statuses and the users' own messages.
 

@@ -75,7 +75,7 @@ class Pacer:
         # caller finding nobody queued and a permit free takes it without the lock.
         self._turn = Lock()
         self._queued = 0
-        # Permits granted so far (tests and the benchmark read it).
+        # Permits granted so far (for tests and diagnostics).
         self.granted = 0
 
     @property
@@ -93,8 +93,7 @@ class Pacer:
 
     async def acquire(self, n: int = 1) -> None:
         """Wait until ``n`` requests may go now: the pause since the previous call (delay and
-        jitter), then ``n`` permits of the rate at once (at most ``limit``: more could never
-        go together within a window)."""
+        jitter), then ``n`` permits of the rate at once (see ``permit``)."""
         await self.pause()
         await self.permit(n)
 
@@ -110,11 +109,13 @@ class Pacer:
         self._last_send = time.monotonic()
 
     async def permit(self, n: int = 1) -> None:
-        """Wait until ``n`` requests may reach the provider now, and count them as sent."""
-        if self.rate <= 0:
+        """Wait until ``n`` requests may reach the provider now, and count them as sent.
+
+        More than ``limit`` at once can never fit a window: they go when the window is empty
+        and fill it, so the next permit waits a whole window; a caller that wants the rule to
+        hold takes one permit per request."""
+        if self.rate <= 0 or n <= 0:
             return
-        if not 1 <= n <= self.limit:
-            raise ValueError(f"{n} permits at once: between 1 and {self.limit} at {self.rate}/s")
         now = time.monotonic()
         if not self._queued and self._wait(n, now) <= _EPSILON:
             self._grant(n, now)
@@ -136,9 +137,10 @@ class Pacer:
         """Seconds until ``n`` permits may be granted together (<= 0: now)."""
         # Even spacing: the first of them due, less the burst allowance.
         wait = self._due - (self.burst - 1) * self.interval - now
-        over = len(self._log) + n - self.limit
+        over = min(len(self._log), len(self._log) + n - self.limit)
         if over > 0:
-            # The ``over`` oldest grants must have left the window.
+            # The ``over`` oldest grants must have left the window (all of them for more
+            # than a window's worth).
             wait = max(wait, self._log[over - 1] + self.window - now)
         return wait
 

@@ -269,9 +269,9 @@ class ChannelRunner:
 
     async def send_paced(self, messages: list[OutboundMessage],
                          overtake_limit: int = 0) -> list[SendResult]:
-        """Send one message per token and record the outcomes; returns them all. With a delay
+        """Send one message per permit and record the outcomes; returns them all. With a delay
         between messages (anti-ban pacing) each send is awaited before the next; under a rate
-        alone, sends start on their tokens without waiting for earlier answers, up to the
+        alone, sends start on their permits without waiting for earlier answers, up to the
         connector's ``in_flight_limit``, so a slow round trip does not cap the rate. Stopping
         releases what has not started.
 
