@@ -5,6 +5,7 @@ first byte is written. Checked on the order of events, never on durations."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -147,3 +148,29 @@ async def test_a_bridge_takes_a_permit_per_part_not_for_its_session_look_up() ->
     assert len(recorder.seen) == 2
     # Each permit came before its own part reached the bridge, after the one before it.
     assert [len([p for p in seen if "/send" in p]) for seen in recorder.seen] == [0, 1]
+
+
+async def test_the_pair_interval_runs_from_the_send_not_from_the_booking(
+        graph: tuple[GraphFake, str]) -> None:
+    """``send`` books the recipient's pair slot before the request waits for its permit; the
+    interval must then start again when the request goes out, or two messages to one user
+    could reach Meta closer than the interval (131056)."""
+    fake, url = graph
+    channel = WhatsAppCloudChannel(spec("whatsapp_cloud", {
+        "phone_number_id": fake.phone_number_id, "access_token": fake.access_token,
+        "app_secret": fake.app_secret, "verify_token": "v", "graph_base_url": url,
+        "pair_interval_seconds": 6}), ChannelEnv())
+    outgoing = message(9)
+    booked: list[float] = []
+    recorder = Recorder(lambda: (booked.append(channel.pacer._free_at[outgoing.number]),
+                                 time.monotonic())[1])
+    channel.limiter = recorder
+    await channel.start()
+    try:
+        result = await channel.send(outgoing)
+    finally:
+        await channel.stop()
+    assert result.ok
+    [permitted_at] = recorder.seen
+    assert channel.pacer._free_at[outgoing.number] >= permitted_at + 6
+    assert channel.pacer._free_at[outgoing.number] > booked[0]

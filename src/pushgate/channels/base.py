@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -154,17 +154,22 @@ class Channel:
         if self.limiter is not None:
             await self.limiter.permit()
 
-    def permit_extensions(self) -> dict[str, Any]:
+    def permit_extensions(self, going_out: Callable[[], None] | None = None
+                          ) -> dict[str, Any]:
         """httpx request ``extensions`` that take the permit when the request's headers are
         about to be written, after any wait for a pooled connection or a new one's connect
-        and TLS handshake (httpcore's ``trace`` hook, awaited on its way)."""
-        if self.limiter is None:
+        and TLS handshake (httpcore's ``trace`` hook, awaited on its way); ``going_out`` is
+        called right after the permit."""
+        if self.limiter is None and going_out is None:
             return {}
         limiter = self.limiter
 
         async def trace(event: str, info: dict[str, Any]) -> None:
             if event.endswith("send_request_headers.started"):
-                await limiter.permit()
+                if limiter is not None:
+                    await limiter.permit()
+                if going_out is not None:
+                    going_out()
 
         return {"trace": trace}
 

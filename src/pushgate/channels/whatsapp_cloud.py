@@ -366,7 +366,7 @@ class WhatsAppCloudChannel(Channel):
                 error_code="pair-limit",
                 error_message=f"waiting {wait:.1f}s: one message per {self.pair_interval:g}s "
                               "to the same WhatsApp user")
-        first = await self._post(payloads[0])
+        first = await self._post(payloads[0], message.number)
         if isinstance(first, GraphError) and first.local_code == "no-wamid":
             # Meta accepted it: sending again would double it, so it counts as sent.
             return SendResult(message.id, ok=True, error_code=first.error_code,
@@ -390,7 +390,7 @@ class WhatsAppCloudChannel(Channel):
         the message is reported sent with the media's id alone (its delivery then follows the
         media) and the error says honestly that the text part was lost.
         """
-        second = await self._post(payload)
+        second = await self._post(payload, message.number)
         if isinstance(second, GraphError):
             rule = error_rule(second.code, second.http_status)
             if rule.action in (Action.RETRY, Action.WAIT) and not self._may_have_arrived(second):
@@ -400,7 +400,7 @@ class WhatsAppCloudChannel(Channel):
                     pause = min(second.retry_after or rule.retry_after or 1.0,
                                 self.text_retry_max_pause)
                 await asyncio.sleep(pause)
-                second = await self._post(payload)
+                second = await self._post(payload, message.number)
         if isinstance(second, GraphError):
             log.warning("whatsapp_cloud channel %s: message %s: media sent as %s, its text was "
                         "not: %s", self.spec.id, message.id, media_id, second.message)
@@ -434,8 +434,19 @@ class WhatsAppCloudChannel(Channel):
                           error_code=error.error_code, error_message=error.message,
                           retry_after=error.retry_after or rule.retry_after)
 
-    async def _post(self, payload: dict[str, Any]) -> str | GraphError:
-        """One Graph send: the wamid, or what went wrong."""
+    async def _post(self, payload: dict[str, Any], recipient: str) -> str | GraphError:
+        """One Graph send: the wamid, or what went wrong. It takes the channel's rate permit
+        as it goes out, and the recipient's pair interval runs from then: a send that waited
+        for its permit after ``send`` booked the pair slot must not shorten the interval."""
+
+        def going_out() -> None:
+            if self.pair_interval > 0:
+                self.pacer.hold(recipient, time.monotonic(), self.pair_interval)
+
+        async def before_send() -> None:
+            await self.request_permit()
+            going_out()
+
         sender = self._sender()
         path = f"/{self.phone_number_id}/messages"
         body = orjson.dumps(payload)
@@ -443,10 +454,10 @@ class WhatsAppCloudChannel(Channel):
         try:
             if isinstance(sender, Http1Pool):
                 response: Http1Response | httpx.Response = await sender.post(
-                    path, content=body, headers=headers, before_send=self.request_permit)
+                    path, content=body, headers=headers, before_send=before_send)
             else:
                 response = await sender.post(path, content=body, headers=headers,
-                                             extensions=self.permit_extensions())
+                                             extensions=self.permit_extensions(going_out))
         except httpx.TimeoutException as exc:
             return GraphError(None, f"Graph API timed out: {_describe(exc)}", local_code="timeout")
         except httpx.HTTPError as exc:
