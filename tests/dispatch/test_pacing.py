@@ -87,26 +87,31 @@ def test_most_in_any_window() -> None:
 
 
 async def test_rate_spaces_sends_from_the_first(clock: FakeClock) -> None:
-    """At 10/s: one send at once, then one every 1.05 s / 10 (the window's margin included),
-    never ten at once from a full bucket."""
+    """At 10/s: a burst of half a window's worth at once, then one every 1.05 s / 10 (the
+    window's margin included), never ten at once from a full bucket."""
     pacer = Pacer(10)
     assert pacer.limited
-    assert (pacer.limit, pacer.burst) == (10, 1)
+    assert (pacer.limit, pacer.burst) == (10, 5)
     assert pacer.window == pytest.approx(1.0 + pacing.WINDOW_MARGIN_SECONDS)
-    await pacer.acquire()
+    for _ in range(5):
+        await pacer.acquire()
     assert clock.sleeps == []
     await pacer.acquire()
     await pacer.acquire()
     assert clock.sleeps == [pytest.approx(pacer.window / 10)] * 2
+    smooth = Pacer(10, burst=1)
+    await smooth.acquire()
+    await smooth.acquire()
+    assert clock.sleeps[2:] == [pytest.approx(smooth.window / 10)]
 
 
 async def test_the_first_second_after_an_idle_spell_holds_the_rate(clock: FakeClock) -> None:
     """The issue's case: WhatsApp Cloud's 80/s after an idle spell. A token bucket of 80 that
     starts full lets 80 go at once and 80 more before the second is over (Meta: 130429);
-    here a burst of 8 goes at once and the rest at the even spacing, and no second holds more
-    than 80, however long the channel was idle before."""
+    here a burst of 40 goes at once and the rest at the even spacing, and no second holds
+    more than 80, however long or short the idle spell before."""
     pacer = Pacer(80)
-    assert pacer.burst == 8
+    assert pacer.burst == 40
     sent: list[float] = []
     for idle in (0.0, 3600.0, 0.5, 1.0, 30.0):
         clock.advance(idle)
@@ -116,8 +121,9 @@ async def test_the_first_second_after_an_idle_spell_holds_the_rate(clock: FakeCl
             sent.append(clock.now)
         first_second = [t for t in sent if start <= t < start + 1.0]
         assert len(first_second) <= 80
-        assert sent[-200:][:8] == [start] * 8   # the burst, then spaced
-        assert sent[-200:][8] > start
+        if idle not in (0.5, 1.0):   # idle past the window: the whole burst, then spaced
+            assert sent[-200:][:40] == [start] * 40
+            assert sent[-200:][40] > start
     assert most_in_any_window(sent, 1.0) == 80
 
 
@@ -308,8 +314,9 @@ def test_batch_size(rate: float, delay: int, jitter: int, limit: int, size: int)
 async def test_runner_claims_a_paced_batch(
     store: Store, make: Any, clock: FakeClock, query: Any
 ) -> None:
-    """A channel limited to 5/s claims 5 at a time out of a larger backlog, and its sends go
-    one per 1.05 s / 5 on the (fake) pacing clock, from the first batch on."""
+    """A channel limited to 5/s claims 5 at a time out of a larger backlog; on the (fake)
+    pacing clock its sends go three at once (the burst, half a window's worth) and then one
+    per 1.05 s / 5, and no second holds more than five, from the first batch on."""
     project, _, _ = await make.project()
     channel = await make.channel(project.id, rate_per_second=5, config={"delivery_delay": 0})
     data = [{"number": f"91987654{i:04d}", "message": f"m {i}"} for i in range(12)]
@@ -318,20 +325,31 @@ async def test_runner_claims_a_paced_batch(
     dispatcher = Dispatcher(store, worker_id="w-paced", claim_batch=1000)
     runner = ChannelRunner(dispatcher, channel)
 
+    sent_at: list[float] = []
+    send_batch = runner.channel.send_batch
+
+    async def timed_send(messages: Any) -> Any:
+        sent_at.extend(clock.now for _ in messages)
+        return await send_batch(messages)
+
+    runner.channel.send_batch = timed_send  # type: ignore[method-assign]
+
     def in_flight() -> int:
         [(n,)] = query("SELECT count(*) FROM messages WHERE state <> 'queued'")
         return n
 
-    spacing = pytest.approx(runner.pacer.window / 5)
+    spacing = runner.pacer.window / 5
     assert await runner.step() is True
     assert in_flight() == 5
-    assert clock.sleeps == [spacing] * 4   # the first at once, no burst of a full bucket
+    start = sent_at[0]
+    assert sent_at == pytest.approx([start] * 3 + [start + spacing, start + 2 * spacing])
     assert await runner.step() is True
     assert in_flight() == 10
-    assert clock.sleeps == [spacing] * 9
     assert await runner.step() is True
     assert in_flight() == 12
-    assert clock.sleeps == [spacing] * 11
+    assert len(sent_at) == 12
+    assert most_in_any_window(sent_at, 1.0) == 5
+    assert sent_at[-1] == pytest.approx(start + 2 * runner.pacer.window)
     # Without a delivery delay the sandbox's sends come back delivered, recorded with the
     # batch: no receipt pass is left for the simulate loop.
     [(delivered,)] = query("SELECT count(*) FROM messages WHERE state = 'delivered'")
@@ -358,6 +376,7 @@ async def test_a_priority_message_jumps_into_a_paced_batch(
                                   None)
     dispatcher = Dispatcher(store, worker_id="w-paced", claim_batch=1000)
     runner = ChannelRunner(dispatcher, channel)
+    runner.pacer = Pacer(5, burst=1)
     runner.pacer.assume_window_full()   # every send waits on the fake clock
     sent: list[int] = []
     urgent: list[int] = []
