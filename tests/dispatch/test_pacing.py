@@ -8,6 +8,7 @@ import math
 import random
 import time
 import types
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -167,6 +168,25 @@ async def test_no_one_second_window_holds_more_than_the_rate(
     assert most_in_any_window(sent, pacer.window - 1e-6) <= limit
 
 
+@pytest.mark.parametrize("rate", [20, 80, 1000])
+async def test_a_sender_always_ready_is_paced_evenly_not_in_bursts_and_pauses(
+        clock: FakeClock, rate: float) -> None:
+    """A backlog that is always ready: after the first window (a burst, then spacing, then
+    one wait for the window), one permit per spacing, with no pause longer than that again;
+    a pause would hold a priority message back (it is looked for between sends)."""
+    pacer = Pacer(rate)
+    sent: list[float] = []
+    for _ in range(4 * pacer.limit):
+        await pacer.acquire()
+        sent.append(clock.now)
+    gaps = [b - a for a, b in pairwise(sent)]
+    pauses = [gap for gap in gaps if gap > pacer.interval * (1 + 1e-6)]
+    assert len(pauses) == 1
+    later = sent.index(next(t for t in sent if t >= sent[0] + pacer.window))
+    assert max(gaps[later:]) == pytest.approx(pacer.interval)
+    assert most_in_any_window(sent, 1.0) == pacer.limit
+
+
 @pytest.mark.parametrize("rate", [0.5, 0.2])
 async def test_a_rate_below_one_sends_one_per_period(clock: FakeClock, rate: float) -> None:
     pacer = Pacer(rate)
@@ -199,12 +219,12 @@ async def test_acquire_many_at_once(clock: FakeClock) -> None:
     await pacer.acquire(5)
     assert clock.sleeps == [pytest.approx(pacer.window)]
     # More than a window's worth never fits one: it goes when the window is empty, and the
-    # next permit waits for the window after it.
+    # next permit waits as long as the eleven take at the even spacing.
     clock.sleeps.clear()
     await pacer.acquire(11)
     assert clock.sleeps == [pytest.approx(pacer.window)]
     await pacer.acquire()
-    assert clock.sleeps[-1] == pytest.approx(pacer.window)
+    assert clock.sleeps[-1] == pytest.approx(11 * pacer.interval)
 
 
 async def test_concurrent_waiters_share_one_window(
@@ -315,8 +335,9 @@ async def test_runner_claims_a_paced_batch(
     store: Store, make: Any, clock: FakeClock, query: Any
 ) -> None:
     """A channel limited to 5/s claims 5 at a time out of a larger backlog; on the (fake)
-    pacing clock its sends go three at once (the burst, half a window's worth) and then one
-    per 1.05 s / 5, and no second holds more than five, from the first batch on."""
+    pacing clock its sends go three at once (the burst, half a window's worth), then one per
+    1.05 s / 5, and once the window has made it wait, evenly spaced (no burst and pause
+    again); no second holds more than five, from the first batch on."""
     project, _, _ = await make.project()
     channel = await make.channel(project.id, rate_per_second=5, config={"delivery_delay": 0})
     data = [{"number": f"91987654{i:04d}", "message": f"m {i}"} for i in range(12)]
@@ -349,7 +370,8 @@ async def test_runner_claims_a_paced_batch(
     assert in_flight() == 12
     assert len(sent_at) == 12
     assert most_in_any_window(sent_at, 1.0) == 5
-    assert sent_at[-1] == pytest.approx(start + 2 * runner.pacer.window)
+    assert sent_at[5] == pytest.approx(start + runner.pacer.window)
+    assert all(b - a == pytest.approx(spacing) for a, b in pairwise(sent_at[5:]))
     # Without a delivery delay the sandbox's sends come back delivered, recorded with the
     # batch: no receipt pass is left for the simulate loop.
     [(delivered,)] = query("SELECT count(*) FROM messages WHERE state = 'delivered'")

@@ -120,35 +120,45 @@ class Pacer:
         if self.rate <= 0 or n <= 0:
             return
         now = time.monotonic()
-        if not self._queued and self._wait(n, now) <= _EPSILON:
-            self._grant(n, now)
+        if not self._queued and max(self._waits(n, now)) <= _EPSILON:
+            self._grant(n, now, window_bound=False)
             return
         self._queued += 1
+        window_bound = False
         try:
             async with self._turn:
                 while True:
                     now = time.monotonic()
-                    wait = self._wait(n, now)
-                    if wait <= _EPSILON:
-                        self._grant(n, now)
+                    spacing, window = self._waits(n, now)
+                    if max(spacing, window) <= _EPSILON:
+                        self._grant(n, now, window_bound)
                         return
-                    await asyncio.sleep(wait)
+                    window_bound = window_bound or window > spacing
+                    await asyncio.sleep(max(spacing, window))
         finally:
             self._queued -= 1
 
-    def _wait(self, n: int, now: float) -> float:
-        """Seconds until ``n`` permits may be granted together (<= 0: now)."""
+    def _waits(self, n: int, now: float) -> tuple[float, float]:
+        """Seconds until ``n`` permits may be granted together (<= 0: now): by the even
+        spacing, and by the window."""
         # Even spacing: the first of them due, less the burst allowance.
-        wait = self._due - (self.burst - 1) * self.interval - now
+        spacing = self._due - (self.burst - 1) * self.interval - now
+        window = -math.inf
         over = min(len(self._log), len(self._log) + n - self.limit)
         if over > 0:
             # The ``over`` oldest grants must have left the window (all of them for more
             # than a window's worth).
-            wait = max(wait, self._log[over - 1] + self.window - now)
-        return wait
+            window = self._log[over - 1] + self.window - now
+        return spacing, window
 
-    def _grant(self, n: int, now: float) -> None:
+    def _grant(self, n: int, now: float, window_bound: bool) -> None:
         self._log.extend([now] * n)
+        if window_bound:
+            # A sender that waited for the window, not one that fell behind: no burst credit
+            # (a pause the window imposed must not let a burst through at its end, which the
+            # window would stop again: sends would come in bursts and pauses, and a priority
+            # message would wait out the pauses); the next permit is a spacing later.
+            self._due = max(self._due, now + (self.burst - 1) * self.interval)
         self._due = max(self._due, now) + n * self.interval
         self.granted += n
 
