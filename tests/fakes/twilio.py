@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import itertools
 import secrets
+import time
 import urllib.parse
 import uuid
 import xml.etree.ElementTree as ET
@@ -106,6 +107,8 @@ class Recorded:
     auth: tuple[str, str] | None
     # The client's source port: equal ports mean the connection was reused.
     client_port: int
+    # When the request arrived (``time.monotonic()``): rate tests count them per window.
+    at: float = 0.0
 
     def value(self, name: str) -> str | None:
         return next((v for n, v in self.form if n == name), None)
@@ -171,6 +174,7 @@ class FakeTwilio:
     # -- REST API --------------------------------------------------------------------------
 
     async def _record(self, request: Request) -> Recorded:
+        at = time.monotonic()
         form = (await request.form()).multi_items() if request.method == "POST" else []
         auth = None
         scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
@@ -179,7 +183,7 @@ class FakeTwilio:
             auth = (user, password)
         client_port = request.client.port if request.client else 0
         recorded = Recorded(request.method, request.url.path,
-                            [(n, str(v)) for n, v in form], auth, client_port)
+                            [(n, str(v)) for n, v in form], auth, client_port, at)
         self.requests.append(recorded)
         return recorded
 

@@ -98,6 +98,12 @@ class CallbackRequest:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class RequestLimiter(Protocol):
+    """The channel's rate limiter (``pushgate.dispatch.pacing.Pacer``) as connectors see it."""
+
+    async def permit(self, n: int = 1) -> None: ...
+
+
 class ChannelSink(Protocol):
     """Where a connector reports what arrives on its own connection rather than through the
     callback route (SMPP receipts and inbound SMS on a bind). Each call returns once the
@@ -148,6 +154,14 @@ class Channel:
     # connectors whose provider can be given one (WAHA's HMAC key, Evolution's webhook token):
     # ``channel add`` generates it when the operator gives none (``with_callback_secret``).
     callback_secret_key: ClassVar[str] = ""
+    # Whether the connector takes the channel's rate permits itself, one per provider request
+    # at the moment it goes out (``request_permit`` / ``permit_extensions``), rather than the
+    # dispatcher one per message before the send starts: a message of several requests (a
+    # media then its text) pays for each, and a connection still being opened does not make
+    # the requests behind it reach the provider bunched together.
+    paces_requests: ClassVar[bool] = False
+    # Set by the dispatcher before ``start()`` on a rate-paced channel that ``paces_requests``.
+    limiter: RequestLimiter | None = None
 
     def __init__(self, spec: ChannelSpec, env: ChannelEnv | None = None) -> None:
         self.spec = spec
@@ -156,8 +170,33 @@ class Channel:
     @property
     def in_flight_limit(self) -> int:
         """Sends a rate-paced channel may have unanswered at once (the dispatcher starts one
-        per token and waits for none): ``concurrency`` unless the connector knows better."""
+        per permit and waits for none): ``concurrency`` unless the connector knows better."""
         return max(1, self.concurrency)
+
+    async def request_permit(self) -> None:
+        """Wait until one more request may reach the provider (call it with the connection in
+        hand, right before writing the request)."""
+        if self.limiter is not None:
+            await self.limiter.permit()
+
+    def permit_extensions(self, going_out: Callable[[], None] | None = None
+                          ) -> dict[str, Any]:
+        """httpx request ``extensions`` that take the permit when the request's headers are
+        about to be written, after any wait for a pooled connection or a new one's connect
+        and TLS handshake (httpcore's ``trace`` hook, awaited on its way); ``going_out`` is
+        called right after the permit."""
+        if self.limiter is None and going_out is None:
+            return {}
+        limiter = self.limiter
+
+        async def trace(event: str, info: dict[str, Any]) -> None:
+            if event.endswith("send_request_headers.started"):
+                if limiter is not None:
+                    await limiter.permit()
+                if going_out is not None:
+                    going_out()
+
+        return {"trace": trace}
 
     @classmethod
     def validate_config(cls, config: dict[str, Any]) -> dict[str, Any]:
@@ -193,7 +232,8 @@ class Channel:
 
     async def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
         """Send several messages; connectors with a bulk endpoint override this. The default
-        sends ``concurrency`` at a time. Rate limiting is the dispatcher's job, not this one's."""
+        sends ``concurrency`` at a time. Rate limiting is not this one's job: the dispatcher's,
+        or ``limiter``'s permits per request (``paces_requests``)."""
         if self.concurrency <= 1 or len(messages) == 1:
             # One message (the paced dispatcher's case) needs no semaphore and no gather.
             return [await self._safe_send(m) for m in messages]

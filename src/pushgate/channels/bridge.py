@@ -230,6 +230,9 @@ class BridgeChannel(Channel):
     """Base of the WhatsApp Web bridge connectors; subclasses speak their bridge's dialect."""
 
     concurrency = 1
+    # A message of two parts is two WhatsApp messages: with a rate set, each part takes a
+    # permit as it goes out (the delay and jitter stay between messages, in the dispatcher).
+    paces_requests: ClassVar[bool] = True
     default_delay_ms: ClassVar[int] = 15_000
     default_jitter_ms: ClassVar[int] = 30_000
     config_type: ClassVar[type[BridgeConfig]] = BridgeConfig
@@ -397,7 +400,9 @@ class BridgeChannel(Channel):
         for call in planned:
             if call.part in done:
                 continue
-            answer = await self.request(message.id, "POST", call.path, json=call.body)
+            # Each part is a WhatsApp message: each takes the channel's rate permit.
+            answer = await self.request(message.id, "POST", call.path, json=call.body,
+                                        extensions=self.permit_extensions())
             if isinstance(answer, SendResult):
                 if done:
                     self._remember_partial(message.id, done)

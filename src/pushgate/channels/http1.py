@@ -33,6 +33,7 @@ import time
 import urllib.parse
 import urllib.request
 import zlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httptools
@@ -258,12 +259,18 @@ class Http1Pool:
         self._header_cache: dict[tuple[tuple[str, str], ...], bytes] = {}
 
     async def post(self, path: str, *, content: bytes = b"",
-                   headers: dict[str, str] | None = None) -> Http1Response:
+                   headers: dict[str, str] | None = None,
+                   before_send: Callable[[], Awaitable[None]] | None = None) -> Http1Response:
         """``httpx.AsyncClient.post``'s shape, for a path under the base URL."""
-        return await self.request("POST", path, content, headers)
+        return await self.request("POST", path, content, headers, before_send)
 
     async def request(self, method: str, path: str, body: bytes = b"",
-                      headers: dict[str, str] | None = None) -> Http1Response:
+                      headers: dict[str, str] | None = None,
+                      before_send: Callable[[], Awaitable[None]] | None = None
+                      ) -> Http1Response:
+        """One request. ``before_send`` is awaited with the connection in hand, right before
+        the request is written (a rate limiter's permit: a connection still being opened must
+        not delay a request past its permit); its wait does not count against ``timeout``."""
         target = self.base_path + path
         if target[:1] != "/" or _UNSAFE_IN_TARGET.search(target):
             raise httpx.InvalidURL(f"not a request path: {target!r}")
@@ -279,6 +286,13 @@ class Http1Pool:
         connection: _Connection | None = None
         try:
             connection = self._idle_connection() or await self._connect(loop, deadline)
+            if before_send is not None:
+                waiting_since = loop.time()
+                await before_send()
+                deadline += loop.time() - waiting_since
+                if connection.closed:   # the server let it go meanwhile: another one
+                    self._all.discard(connection)
+                    connection = self._idle_connection() or await self._connect(loop, deadline)
             try:
                 status, raw_headers, content = await connection.exchange(data, loop, deadline)
             except httpx.ReadTimeout:

@@ -215,6 +215,8 @@ class TwilioChannel(Channel):
     # flight keep the API round trip from being the limit.
     concurrency: ClassVar[int] = 8
     shareable: ClassVar[bool] = True
+    # A send takes the channel's rate permit as its request is written, after any connect.
+    paces_requests: ClassVar[bool] = True
     # Where Twilio posts this kind's status callbacks (sub-path of the channel's callback URL).
     callback_sub_path: ClassVar[str] = ""
     # Config keys besides the shared ones; any other key is refused (a typo must not pass).
@@ -288,7 +290,8 @@ class TwilioChannel(Channel):
             # Encoded here: httpx's ``data=`` takes a dict, and a form may repeat a name.
             response = await self.http.post(
                 self._account_path(self.api_resource), content=urllib.parse.urlencode(params),
-                headers={"Content-Type": "application/x-www-form-urlencoded"})
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+                extensions=self.permit_extensions())
         except httpx.HTTPError as exc:
             return SendResult(message.id, ok=False, retryable=True, error_code="network",
                               error_message=f"Twilio unreachable: {type(exc).__name__}: {exc}")

@@ -12,7 +12,7 @@ that every later status webhook names. What is built here and nowhere else:
 - the error table (``ERROR_RULES``): Graph error ``code`` → retry, wait, fail or pause the
   channel. Meta asks to branch on the code, never on the HTTP status or the text;
 - the per-recipient pair limit (about one message per 6 s to the same user, error 131056),
-  which the channel-wide token bucket of the dispatcher cannot express;
+  which the channel-wide rate limiter cannot express;
 - the webhook: the GET subscription handshake and signed POSTs (``X-Hub-Signature-256``)
   carrying message statuses and the users' own messages.
 
@@ -233,6 +233,9 @@ class WhatsAppCloudChannel(Channel):
     # Enough sends in flight to reach 80/s at Graph's usual 100-500 ms per call; the channel's
     # `max_in_flight` sets it per number.
     concurrency = DEFAULT_MAX_IN_FLIGHT
+    # Each Graph send takes the channel's rate permit as it goes out (a media and its text
+    # are two of Meta's messages), with its connection ready (``_post``).
+    paces_requests = True
     # Longest wait before the one retry of a refused text part (the pair limit waits its
     # interval): the send holds a slot meanwhile.
     text_retry_max_pause: float = 1.0
@@ -363,7 +366,7 @@ class WhatsAppCloudChannel(Channel):
                 error_code="pair-limit",
                 error_message=f"waiting {wait:.1f}s: one message per {self.pair_interval:g}s "
                               "to the same WhatsApp user")
-        first = await self._post(payloads[0])
+        first = await self._post(payloads[0], message.number)
         if isinstance(first, GraphError) and first.local_code == "no-wamid":
             # Meta accepted it: sending again would double it, so it counts as sent.
             return SendResult(message.id, ok=True, error_code=first.error_code,
@@ -387,7 +390,7 @@ class WhatsAppCloudChannel(Channel):
         the message is reported sent with the media's id alone (its delivery then follows the
         media) and the error says honestly that the text part was lost.
         """
-        second = await self._post(payload)
+        second = await self._post(payload, message.number)
         if isinstance(second, GraphError):
             rule = error_rule(second.code, second.http_status)
             if rule.action in (Action.RETRY, Action.WAIT) and not self._may_have_arrived(second):
@@ -397,7 +400,7 @@ class WhatsAppCloudChannel(Channel):
                     pause = min(second.retry_after or rule.retry_after or 1.0,
                                 self.text_retry_max_pause)
                 await asyncio.sleep(pause)
-                second = await self._post(payload)
+                second = await self._post(payload, message.number)
         if isinstance(second, GraphError):
             log.warning("whatsapp_cloud channel %s: message %s: media sent as %s, its text was "
                         "not: %s", self.spec.id, message.id, media_id, second.message)
@@ -431,12 +434,30 @@ class WhatsAppCloudChannel(Channel):
                           error_code=error.error_code, error_message=error.message,
                           retry_after=error.retry_after or rule.retry_after)
 
-    async def _post(self, payload: dict[str, Any]) -> str | GraphError:
-        """One Graph send: the wamid, or what went wrong."""
+    async def _post(self, payload: dict[str, Any], recipient: str) -> str | GraphError:
+        """One Graph send: the wamid, or what went wrong. It takes the channel's rate permit
+        as it goes out, and the recipient's pair interval runs from then: a send that waited
+        for its permit after ``send`` booked the pair slot must not shorten the interval."""
+
+        def going_out() -> None:
+            if self.pair_interval > 0:
+                self.pacer.hold(recipient, time.monotonic(), self.pair_interval)
+
+        async def before_send() -> None:
+            await self.request_permit()
+            going_out()
+
+        sender = self._sender()
+        path = f"/{self.phone_number_id}/messages"
+        body = orjson.dumps(payload)
+        headers = {"Content-Type": "application/json"}
         try:
-            response = await self._sender().post(
-                f"/{self.phone_number_id}/messages", content=orjson.dumps(payload),
-                headers={"Content-Type": "application/json"})
+            if isinstance(sender, Http1Pool):
+                response: Http1Response | httpx.Response = await sender.post(
+                    path, content=body, headers=headers, before_send=before_send)
+            else:
+                response = await sender.post(path, content=body, headers=headers,
+                                             extensions=self.permit_extensions(going_out))
         except httpx.TimeoutException as exc:
             return GraphError(None, f"Graph API timed out: {_describe(exc)}", local_code="timeout")
         except httpx.HTTPError as exc:

@@ -68,6 +68,9 @@ RECORD_EVERY_SECONDS = 0.05
 # past its validity is never claimed, so until the sweep reaches it every claim passes over it.
 EXPIRE_BATCH = 1000
 EXPIRE_BUDGET_SECONDS = 1.0
+# How far two workers' clocks may disagree when a new lease holder asks the store what the
+# previous one sent in the last window (``ChannelRunner.allow_for_previous_holder``).
+HANDOVER_CLOCK_SKEW_SECONDS = 1.0
 
 
 def _shareable(spec: ChannelSpec) -> bool:
@@ -191,13 +194,28 @@ class ChannelRunner:
     paces the channel and simulates delivery; helpers (other workers, on shareable unpaced
     channels) only claim, send and record."""
 
-    def __init__(self, dispatcher: Dispatcher, spec: ChannelSpec, primary: bool = True) -> None:
+    def __init__(self, dispatcher: Dispatcher, spec: ChannelSpec, primary: bool = True,
+                 previous: ChannelRunner | None = None) -> None:
         self.dispatcher = dispatcher
         self.spec = spec
         self.primary = primary
         self.channel: Channel = channel_for(spec, dispatcher.env)
         self.channel.sink = StoreSink(dispatcher)
+        # Paces the starts of sends: delay + jitter between messages, and the rate.
         self.pacer = Pacer(spec.rate_per_second, spec.delay_ms, spec.jitter_ms)
+        # What the provider's rate is held by: on a connector that ``paces_requests``, a second
+        # limiter of the same rate whose permits the connector takes as each request goes out
+        # (the starts above, spaced the same, keep its queue short); else the pacer itself.
+        if self.channel.paces_requests and spec.rate_per_second > 0:
+            self.channel.limiter = Pacer(spec.rate_per_second)
+        self.provider_limiter: Pacer = (self.channel.limiter
+                                        if isinstance(self.channel.limiter, Pacer)
+                                        else self.pacer)
+        if previous is not None:
+            # The same channel's runner until now in this worker (restarted after an edit or a
+            # failure): its recent sends still count in the provider's window.
+            self.provider_limiter.take_over(previous.provider_limiter)
+        self.knows_recent_sends = previous is not None
         self.caps = SendCaps.from_config(spec.config)
         self.capped_until = 0.0
         # Claim–send–record loops on this channel. On a shareable unpaced channel several
@@ -220,6 +238,8 @@ class ChannelRunner:
 
     async def run(self) -> None:
         await self.channel.start()
+        if self.primary and not self.knows_recent_sends:
+            await self.allow_for_previous_holder()
         # Simulated deliveries (sandbox) run beside the claim–send–record loop, on their own
         # store connection where the store has several: on PostgreSQL the two overlap
         # instead of taking turns.
@@ -252,6 +272,26 @@ class ChannelRunner:
             self.dispatcher.outage.failed(exc, began)
             log.warning("channel %s: %d outcomes not recorded at stop; their messages come"
                         " back when their leases end", self.spec.id, len(self.unrecorded))
+
+    async def allow_for_previous_holder(self) -> None:
+        """A new lease holder's limiter knows nothing of what the channel's previous holder
+        sent. A holder lets go of a channel only after its sends are answered and recorded
+        (a stop), or by dying, when the lease runs out ``channel_lease_seconds`` later, long
+        past any window. So if the store recorded sends in the last window (give or take the
+        hosts' clocks), this holder assumes the provider's window is full and sends its first
+        message a window later; otherwise it starts at once."""
+        limiter = self.provider_limiter
+        if limiter.rate <= 0:
+            return
+        since = time.time() - limiter.window - HANDOVER_CLOCK_SKEW_SECONDS
+        try:
+            recent = await self.dispatcher.store.sent_since(self.spec.id, since)
+        except Exception as exc:   # cannot tell: the safe side
+            log.warning("channel %s: could not read its recent sends (%s); waiting a window",
+                        self.spec.id, exc, exc_info=not isinstance(exc, StoreUnavailable))
+            recent = 1
+        if recent:
+            limiter.assume_window_full()
 
     def wake_up(self) -> None:
         """Messages were queued (or the runner is stopping): every lane looks now."""
@@ -359,9 +399,9 @@ class ChannelRunner:
 
     async def send_paced(self, messages: list[OutboundMessage],
                          overtake_limit: int = 0) -> list[SendResult]:
-        """Send one message per token and record the outcomes; returns them all. With a delay
+        """Send one message per permit and record the outcomes; returns them all. With a delay
         between messages (anti-ban pacing) each send is awaited before the next; under a rate
-        alone, sends start on their tokens without waiting for earlier answers, up to the
+        alone, sends start on their permits without waiting for earlier answers, up to the
         connector's ``in_flight_limit``, so a slow round trip does not cap the rate. Stopping
         releases what has not started.
 
@@ -648,19 +688,22 @@ class Dispatcher:
                 wanted[spec.id] = (spec, True)
             elif _shareable(spec):
                 wanted[spec.id] = (spec, False)
+        restarted: dict[int, ChannelRunner] = {}
         for channel_id in list(self.runners):
             runner, task = self.runners[channel_id]
             want = wanted.get(channel_id)
             # A changed channel (the operator edited it) restarts with the new settings.
             if want is None or task.done() or want[0] != runner.spec:
                 await self._stop_runner(channel_id)
+                if want is not None and want[1] and runner.primary:
+                    restarted[channel_id] = runner   # its sends count for the next one
         for channel_id, (spec, primary) in wanted.items():
             current = self.runners.get(channel_id)
             if current is not None:
                 current[0].primary = primary
                 continue
             try:
-                runner = ChannelRunner(self, spec, primary)
+                runner = ChannelRunner(self, spec, primary, restarted.get(channel_id))
             except ValueError as exc:
                 log.error("channel %s cannot run: %s", channel_id, exc)
                 continue
