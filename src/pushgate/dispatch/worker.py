@@ -288,7 +288,7 @@ class ChannelRunner:
             recent = await self.dispatcher.store.sent_since(self.spec.id, since)
         except Exception as exc:   # cannot tell: the safe side
             log.warning("channel %s: could not read its recent sends (%s); waiting a window",
-                        self.spec.id, exc, exc_info=not isinstance(exc, StoreUnavailable))
+                        self.spec.id, exc, exc_info=not is_unavailable(exc))
             recent = 1
         if recent:
             limiter.assume_window_full()
