@@ -256,6 +256,18 @@ def nested_deeper(value: Any, limit: int) -> bool:
     return any(nested_deeper(child, limit - 1) for child in children)
 
 
+def holds_nul(value: Any) -> bool:
+    """Whether decoded JSON ``value`` has a NUL character in a string or key: PostgreSQL's
+    text and jsonb columns refuse it, so it must not reach the store."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(holds_nul(k) or holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(holds_nul(item) for item in value)
+    return False
+
+
 def _json(payload: Any) -> Response:
     return Response(orjson.dumps(payload), media_type=JSON)
 
@@ -388,6 +400,8 @@ def device_router(gateway: Gateway) -> APIRouter:
         if nested_deeper(body.simCards, MAX_HEALTH_DEPTH):
             return _message(400, f"invalid request: `simCards` nested deeper than "
                                  f"{MAX_HEALTH_DEPTH} levels")
+        if holds_nul([body.name, body.pushToken, body.simCards]):
+            return _message(400, "invalid request: a NUL (U+0000) character")
         device_token = secrets.token_urlsafe(16)
         device = Device(id=new_device_id(), channel_id=channel.id, project_id=channel.project_id,
                         name=(body.name or "")[:128], created_at=now, last_seen_at=now,
@@ -426,6 +440,8 @@ def device_router(gateway: Gateway) -> APIRouter:
                 or nested_deeper(body.network, MAX_HEALTH_DEPTH):
             return _message(400, f"invalid request: `battery` or `network` nested deeper "
                                  f"than {MAX_HEALTH_DEPTH} levels")
+        if holds_nul([body.id, body.pushToken, body.battery, body.network]):
+            return _message(400, "invalid request: a NUL (U+0000) character")
         if body.id is not None and body.id != device.id:
             return _message(403, "the id is not this token's device")
         health = {k: v for k, v in (("battery", body.battery), ("network", body.network))
@@ -477,6 +493,8 @@ def device_router(gateway: Gateway) -> APIRouter:
             text = str(report.id).strip()
             if text.isascii() and text.isdigit() and len(text) < 19:
                 error = next((r.error for r in report.recipients if r.error), None)
+                if error is not None:   # PostgreSQL's text columns refuse NUL
+                    error = error.replace("\x00", "")
                 parsed.append((int(text), report.state, at, error))
             # Anything else is not an id pushgate hands out: ignored like unknown ids.
         found = await phone_channel(device)

@@ -248,6 +248,9 @@ def _template_extra(body: PushBody, entry: PushEntry, template_id: str) -> str:
     header = entry.template_header if entry.template_header is not None else body.template_header
     if header is not None and len(header) > MAX_TEMPLATE_HEADER:
         raise ValueError(f"`template_header` is longer than {MAX_TEMPLATE_HEADER} characters")
+    # The message's channel data is a text column: PostgreSQL refuses NUL there.
+    if "\x00" in language or (header is not None and "\x00" in header):
+        raise ValueError("`language` or `template_header` holds a NUL character")
     if entry.template_message is not None:
         values = _template_values(entry.template_message, "template_message")
     else:
@@ -291,6 +294,8 @@ def plan_push(body: PushBody, channel: ChannelSpec, limits: Limits) -> PushPlan:
     global_media_ref = "inline:" if inline else global_media
 
     template_id = _text(body.template_id).strip() or None
+    if template_id is not None and "\x00" in template_id:
+        raise ApiError(Code.INVALID_FIELD, "`template_id` holds a NUL (U+0000) character")
     if template_id is not None and channel.application not in TEMPLATE_APPLICATIONS:
         raise ApiError(Code.INVALID_FIELD,
                        f"`template_id` needs an official WhatsApp channel (application 8, 101 "
