@@ -118,8 +118,8 @@ def migrate(as_json: bool = JsonOption) -> None:
         return
     except SQLAlchemyError as exc:   # e.g. a file SQLite cannot write, a server that refuses
         cause = getattr(exc, "orig", None) or exc
-        _fail(f"cannot migrate {_redact(settings.database_url)}: "
-              f"{str(cause).strip().splitlines()[0]}")
+        first_line = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        _fail(f"cannot migrate {_redact(settings.database_url)}: {first_line}")
         return
     if as_json:
         typer.echo(json.dumps({"database": _redact(settings.database_url),
