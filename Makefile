@@ -25,7 +25,7 @@ test: install
 # The fuzz test of `make test` with many more (random) requests: minutes, not seconds.
 # PUSHGATE_FUZZ_EXAMPLES=N to choose how many; PUSHGATE_TEST_PG_DSN adds PostgreSQL.
 fuzz: install
-	PUSHGATE_FUZZ_PROFILE=fuzz $(BIN)/python -m pytest -q -p no:logging tests/api/test_fuzz.py
+	PUSHGATE_FUZZ_PROFILE=fuzz $(BIN)/python -m pytest -q tests/api/test_fuzz.py
 
 lint: install
 	$(BIN)/ruff check src tests bench
