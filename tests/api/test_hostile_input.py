@@ -83,18 +83,24 @@ async def test_phone_health_nested_past_its_bound_is_400(app_client, make) -> No
     assert "nested deeper" in response.json()["message"]
 
 
-@pytest.mark.parametrize(("method", "body"), [
-    ("POST", {"name": "a\u0000b"}), ("POST", {"simCards": [{"number": "\u0000"}]}),
-    ("PATCH", {"battery": {"level": "\u0000"}}), ("PATCH", {"pushToken": "\u0000"}),
+@pytest.mark.parametrize(("method", "body", "problem"), [
+    ("POST", {"name": "a\u0000b"}, "NUL"), ("POST", {"simCards": [{"number": "\u0000"}]}, "NUL"),
+    ("PATCH", {"battery": {"level": "\u0000"}}, "NUL"), ("PATCH", {"pushToken": "\u0000"}, "NUL"),
+    ("PATCH", {"battery": {"level": 2**70}}, "64-bit"),
+    ("POST", {"simCards": [{"slot": -(2**70)}]}, "64-bit"),
 ])
-async def test_phone_text_with_nul_is_400_on_both_stores(
-        app_client, make, method: str, body: dict[str, Any]) -> None:
-    # PostgreSQL's text and jsonb columns refuse NUL: it was a 500 there.
-    client, _, device_auth = await _world(app_client, make)
+async def test_phone_facts_that_cannot_be_stored_are_400(
+        app_client, make, method: str, body: dict[str, Any], problem: str) -> None:
+    # PostgreSQL's text and jsonb columns refuse NUL (a 500 there); device-status's JSON
+    # encoder refused an integer past 64 bits (a 500 on both stores once stored).
+    client, token, device_auth = await _world(app_client, make)
     auth = {"Authorization": f"Bearer {PRIVATE_TOKEN}"} if method == "POST" else device_auth
     response = await client.request(method, f"{MOBILE}/device", json=body, headers=auth)
     assert response.status_code == 400, response.text
-    assert "NUL" in response.json()["message"]
+    assert problem in response.json()["message"]
+    status = await client.post("/api/v2/device-status", json={"token": token,
+                                                              "application": "3"})
+    assert status.status_code == 200, status.text
 
 
 async def test_phone_report_error_text_with_nul_is_recorded(app_client, make, query) -> None:

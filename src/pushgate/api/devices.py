@@ -256,16 +256,20 @@ def nested_deeper(value: Any, limit: int) -> bool:
     return any(nested_deeper(child, limit - 1) for child in children)
 
 
-def holds_nul(value: Any) -> bool:
-    """Whether decoded JSON ``value`` has a NUL character in a string or key: PostgreSQL's
-    text and jsonb columns refuse it, so it must not reach the store."""
+def unstorable(value: Any) -> str | None:
+    """What in decoded JSON ``value`` cannot be stored and shown again, or None: a NUL
+    character (PostgreSQL's text and jsonb columns refuse it) or an integer past 64 bits
+    (device-status's JSON encoder refuses it)."""
     if isinstance(value, str):
-        return "\x00" in value
+        return "a NUL (U+0000) character" if "\x00" in value else None
+    if isinstance(value, int) and not -(2**63) <= value < 2**64:
+        return "an integer out of the 64-bit range"
     if isinstance(value, dict):
-        return any(holds_nul(k) or holds_nul(v) for k, v in value.items())
+        return next((p for k, v in value.items() if (p := unstorable(k) or unstorable(v))),
+                    None)
     if isinstance(value, list):
-        return any(holds_nul(item) for item in value)
-    return False
+        return next((p for item in value if (p := unstorable(item))), None)
+    return None
 
 
 def _json(payload: Any) -> Response:
@@ -400,8 +404,9 @@ def device_router(gateway: Gateway) -> APIRouter:
         if nested_deeper(body.simCards, MAX_HEALTH_DEPTH):
             return _message(400, f"invalid request: `simCards` nested deeper than "
                                  f"{MAX_HEALTH_DEPTH} levels")
-        if holds_nul([body.name, body.pushToken, body.simCards]):
-            return _message(400, "invalid request: a NUL (U+0000) character")
+        problem = unstorable([body.name, body.pushToken, body.simCards])
+        if problem is not None:
+            return _message(400, f"invalid request: {problem}")
         device_token = secrets.token_urlsafe(16)
         device = Device(id=new_device_id(), channel_id=channel.id, project_id=channel.project_id,
                         name=(body.name or "")[:128], created_at=now, last_seen_at=now,
@@ -440,8 +445,9 @@ def device_router(gateway: Gateway) -> APIRouter:
                 or nested_deeper(body.network, MAX_HEALTH_DEPTH):
             return _message(400, f"invalid request: `battery` or `network` nested deeper "
                                  f"than {MAX_HEALTH_DEPTH} levels")
-        if holds_nul([body.id, body.pushToken, body.battery, body.network]):
-            return _message(400, "invalid request: a NUL (U+0000) character")
+        problem = unstorable([body.id, body.pushToken, body.battery, body.network])
+        if problem is not None:
+            return _message(400, f"invalid request: {problem}")
         if body.id is not None and body.id != device.id:
             return _message(403, "the id is not this token's device")
         health = {k: v for k, v in (("battery", body.battery), ("network", body.network))
