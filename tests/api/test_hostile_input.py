@@ -169,3 +169,27 @@ async def test_content_length_of_thousands_of_digits_is_body_too_large(app_clien
     response = await client.post("/api/v2/push", content=b"{}",
                                  headers={"content-length": PAST_INT_LIMIT})
     _assert_refused(response, Code.BODY_TOO_LARGE)
+
+
+async def test_signed_callback_with_nul_in_a_users_text_is_recorded(
+        app_client, make, store, query) -> None:
+    # A 500 here had Meta retry the webhook forever (PostgreSQL refuses NUL in text).
+    import hashlib
+    import hmac
+    import json
+
+    client, _ = await app_client()
+    project, _, _ = await make.project()
+    channel = await make.channel(project.id, application=101, kind="whatsapp_cloud", config={
+        "phone_number_id": "1", "access_token": "t", "app_secret": "s", "verify_token": "v",
+        "graph_base_url": "http://127.0.0.1:9"})
+    body = json.dumps({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [
+        {"field": "messages", "value": {"metadata": {"phone_number_id": "1"}, "messages": [
+            {"from": "919876543210", "id": "wamid.1", "timestamp": "1700000000",
+             "type": "text", "text": {"body": "hi\u0000there"}}]}}]}]}).encode()
+    signature = "sha256=" + hmac.new(b"s", body, hashlib.sha256).hexdigest()
+    response = await client.post(f"/channels/{channel.id}/callback", content=body,
+                                 headers={"x-hub-signature-256": signature,
+                                          "content-type": "application/json"})
+    assert response.status_code == 200, response.text
+    assert query("SELECT body FROM inbound_messages") == [("hithere",)]

@@ -450,8 +450,10 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
                             media_type="text/plain")
         for update in result.updates:
             update.channel_id = spec.id   # a connector answers for its own channel only
+            _drop_nul(update)
         for message in result.inbound:
             message.channel_id = spec.id
+            _drop_nul(message)
         await gateway.store.apply_status_updates(result.updates)
         await gateway.store.record_inbound(result.inbound, time.time())
         if result.updates or result.inbound:
@@ -555,6 +557,19 @@ def _entries(plan: PushPlan, message_ids: list[int]) -> list[dict[str, Any]]:
             item["duplicate_of"] = str(id_of[refusal.duplicate_of])
         items[refusal.index] = item
     return [item for item in items if item is not None]
+
+
+_TEXT_FIELDS = ("number", "text", "provider_id", "media_url", "name", "error_code",
+                "error_message")
+
+
+def _drop_nul(record: Any) -> None:
+    """Take NUL characters out of a callback record's text: PostgreSQL's text columns refuse
+    them, and a user's message may hold one (a 500 would have the provider retry forever)."""
+    for name in _TEXT_FIELDS:
+        value = getattr(record, name, None)
+        if isinstance(value, str) and "\x00" in value:
+            setattr(record, name, value.replace("\x00", ""))
 
 
 def _report_item(row: dict[str, Any]) -> dict[str, Any]:
