@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint bench bench-check docs clean
+.PHONY: install run test fuzz lint bench bench-check docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,6 +21,11 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# The fuzz test of `make test` with many more (random) requests: minutes, not seconds.
+# PUSHGATE_FUZZ_EXAMPLES=N to choose how many; PUSHGATE_TEST_PG_DSN adds PostgreSQL.
+fuzz: install
+	PUSHGATE_FUZZ_PROFILE=fuzz $(BIN)/python -m pytest -q tests/api/test_fuzz.py
 
 lint: install
 	$(BIN)/ruff check src tests bench

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pushgate.config import Settings
@@ -57,7 +58,8 @@ JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON.")
 
 
 def _fail(message: str, code: int = 1) -> None:
-    err_console.print(f"[red]error:[/red] {message}")
+    # soft_wrap: one line however narrow the terminal, so logs and scripts see it whole.
+    err_console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -105,11 +107,22 @@ async def _project_id(store: Store, project: str) -> int:
 def migrate(as_json: bool = JsonOption) -> None:
     """Create or upgrade the database schema (safe to run repeatedly, and from several nodes
     at once on PostgreSQL)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from pushgate.store.migrate import current_revision, upgrade
 
     settings = Settings()
-    upgrade(settings.database_url)
-    revision = current_revision(settings.database_url)
+    try:
+        upgrade(settings.database_url)
+        revision = current_revision(settings.database_url)
+    except StoreUnavailable as exc:
+        _fail(str(exc))
+        return
+    except SQLAlchemyError as exc:   # e.g. a file SQLite cannot write, a server that refuses
+        cause = getattr(exc, "orig", None) or exc
+        first_line = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        _fail(f"cannot migrate {_redact(settings.database_url)}: {first_line}")
+        return
     if as_json:
         typer.echo(json.dumps({"database": _redact(settings.database_url),
                                "revision": revision}))
@@ -186,6 +199,9 @@ def serve(
             _fail(f"cannot listen on {host}:{port} with --reuse-port: {exc}")
             return
     try:
+        # Opened once here so a database that cannot be used is one line and exit 1, not
+        # uvicorn's traceback of a failed startup.
+        asyncio.run(_check_store(settings.database_url))
         application = create_app(settings, run_workers=not api_only)
     except StoreUnavailable as exc:
         _fail(str(exc))
@@ -196,6 +212,12 @@ def serve(
     else:
         uvicorn.Server(uvicorn.Config(application, host=host, port=port, **options)).run(
             sockets=[sock])
+
+
+async def _check_store(url: str) -> None:
+    store = store_for_url(url)
+    await store.open()
+    await store.close()
 
 
 def _reuse_port_socket(host: str, port: int) -> socket.socket:

@@ -20,10 +20,12 @@ from urllib.parse import parse_qs
 
 import orjson
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pushgate import __version__
 from pushgate.api import metrics, openapi
@@ -258,6 +260,21 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
         assert answered is not None
         return answered
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # The router's own refusals (no such path, a method the path does not take) in
+        # pushgate's shape too, rather than Starlette's {"detail": ...}.
+        if exc.status_code == 404:
+            error = ApiError(Code.NOT_FOUND, "no such route")
+        elif exc.status_code == 405:
+            error = ApiError(Code.METHOD_NOT_ALLOWED, f"{request.method} is not one of "
+                             f"{(exc.headers or {}).get('Allow', 'the methods of this route')}")
+        else:
+            return await http_exception_handler(request, exc)
+        response = error_answer(error)
+        response.headers.update(exc.headers or {})
+        return response
+
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
         # Path and query parameters FastAPI checks itself: answer in pushgate's shape too.
@@ -441,8 +458,10 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
                             media_type="text/plain")
         for update in result.updates:
             update.channel_id = spec.id   # a connector answers for its own channel only
+            _drop_nul(update)
         for message in result.inbound:
             message.channel_id = spec.id
+            _drop_nul(message)
         await gateway.store.apply_status_updates(result.updates)
         await gateway.store.record_inbound(result.inbound, time.time())
         if result.updates or result.inbound:
@@ -548,6 +567,19 @@ def _entries(plan: PushPlan, message_ids: list[int]) -> list[dict[str, Any]]:
     return [item for item in items if item is not None]
 
 
+_TEXT_FIELDS = ("number", "text", "provider_id", "media_url", "name", "error_code",
+                "error_message")
+
+
+def _drop_nul(record: Any) -> None:
+    """Take NUL characters out of a callback record's text: PostgreSQL's text columns refuse
+    them, and a user's message may hold one (a 500 would have the provider retry forever)."""
+    for name in _TEXT_FIELDS:
+        value = getattr(record, name, None)
+        if isinstance(value, str) and "\x00" in value:
+            setattr(record, name, value.replace("\x00", ""))
+
+
 def _report_item(row: dict[str, Any]) -> dict[str, Any]:
     # Errors only for a failed or refunded message: a retried one's are in its history.
     failed = State(row["state"]) in ERROR_STATES
@@ -565,12 +597,25 @@ def _report_item(row: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _multipart(request: Request, body: bytes) -> dict[str, Any]:
-    """Parse a multipart form from an already-read body."""
+    """Parse a multipart form from an already-read body; a form that cannot be parsed (no
+    boundary, more than 1,000 fields or files, a broken part) is ``MALFORMED_BODY``."""
+    from starlette.exceptions import HTTPException
+    from starlette.formparsers import MultiPartException
     from starlette.requests import Request as StarletteRequest
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": body, "more_body": False}
 
     replay = StarletteRequest(request.scope, receive)
-    form = await replay.form()
-    return dict(form)
+    try:
+        # The body is already within PUSHGATE_MAX_BODY_BYTES: a `data` field may take all of
+        # it (Starlette's own default stops fields at 1 MB).
+        form = await replay.form(max_part_size=max(len(body), 1))
+    except MultiPartException as exc:
+        raise ApiError(Code.MALFORMED_BODY, f"multipart form: {exc.message}") from None
+    except HTTPException as exc:   # Starlette's wrapping of the same, inside an app
+        raise ApiError(Code.MALFORMED_BODY, f"multipart form: {exc.detail}") from None
+    try:
+        return {key: value for key, value in form.items() if isinstance(value, str)}
+    finally:
+        await form.close()   # file parts spool to temporary files

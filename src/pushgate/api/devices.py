@@ -64,6 +64,7 @@ from pushgate.core.errors import ApiError, Code
 from pushgate.core.lifecycle import State
 from pushgate.core.models import SendResult, StatusUpdate
 from pushgate.core.pricing import format_credits
+from pushgate.core.push import decode_body
 from pushgate.core.tokens import hash_token
 from pushgate.store.base import (
     Device,
@@ -92,6 +93,9 @@ TOUCH_EVERY_SECONDS = 5.0
 # A connector's status() may take this long before device-status answers TIMEOUT.
 STATUS_TIMEOUT_SECONDS = 10.0
 MAX_DEVICE_BODY = 1024 * 1024
+# The app's battery, network and SIM card facts are a level or two deep; they are stored and
+# shown again in device-status, whose JSON encoder stops at 255 levels.
+MAX_HEALTH_DEPTH = 16
 _ID_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_-"
 _VERSION = re.compile(r"(?:sms|gateway)[\w.\- ]*/v?(\d+(?:\.\d+)+)", re.IGNORECASE)
 
@@ -237,6 +241,39 @@ def _message(status: int, text: str, headers: dict[str, str] | None = None) -> R
                     headers=headers)
 
 
+def _invalid(exc: Exception) -> str:
+    """The app's 400 message for a body that does not decode."""
+    if isinstance(exc, RecursionError):   # msgspec recurses once per level of nesting
+        return "invalid request: JSON nested too deeply"
+    return f"invalid request: {exc}"
+
+
+def nested_deeper(value: Any, limit: int) -> bool:
+    """Whether decoded JSON ``value`` has lists or objects nested more than ``limit`` deep."""
+    if not isinstance(value, (dict, list)):
+        return False
+    if limit <= 0:
+        return True
+    children = value.values() if isinstance(value, dict) else value
+    return any(nested_deeper(child, limit - 1) for child in children)
+
+
+def unstorable(value: Any) -> str | None:
+    """What in decoded JSON ``value`` cannot be stored and shown again, or None: a NUL
+    character (PostgreSQL's text and jsonb columns refuse it) or an integer past 64 bits
+    (device-status's JSON encoder refuses it)."""
+    if isinstance(value, str):
+        return "a NUL (U+0000) character" if "\x00" in value else None
+    if isinstance(value, int) and not -(2**63) <= value < 2**64:
+        return "an integer out of the 64-bit range"
+    if isinstance(value, dict):
+        return next((p for k, v in value.items() if (p := unstorable(k) or unstorable(v))),
+                    None)
+    if isinstance(value, list):
+        return next((p for item in value if (p := unstorable(item))), None)
+    return None
+
+
 def _json(payload: Any) -> Response:
     return Response(orjson.dumps(payload), media_type=JSON)
 
@@ -343,8 +380,14 @@ def device_router(gateway: Gateway) -> APIRouter:
         channel = matches[0]
         try:
             body = _register_decoder.decode(await read_limited(request) or b"{}")
-        except msgspec.MsgspecError as exc:
-            return _message(400, f"invalid request: {exc}")
+        except (msgspec.MsgspecError, RecursionError) as exc:
+            return _message(400, _invalid(exc))
+        if nested_deeper(body.simCards, MAX_HEALTH_DEPTH):
+            return _message(400, f"invalid request: `simCards` nested deeper than "
+                                 f"{MAX_HEALTH_DEPTH} levels")
+        problem = unstorable([body.name, body.pushToken, body.simCards])
+        if problem is not None:
+            return _message(400, f"invalid request: {problem}")
         device_token = secrets.token_urlsafe(16)
         device = Device(id=new_device_id(), channel_id=channel.id, project_id=channel.project_id,
                         name=(body.name or "")[:128], created_at=now, last_seen_at=now,
@@ -377,8 +420,15 @@ def device_router(gateway: Gateway) -> APIRouter:
             return _message(401, "invalid device token")
         try:
             body = _patch_decoder.decode(await read_limited(request) or b"{}")
-        except msgspec.MsgspecError as exc:
-            return _message(400, f"invalid request: {exc}")
+        except (msgspec.MsgspecError, RecursionError) as exc:
+            return _message(400, _invalid(exc))
+        if nested_deeper(body.battery, MAX_HEALTH_DEPTH) \
+                or nested_deeper(body.network, MAX_HEALTH_DEPTH):
+            return _message(400, f"invalid request: `battery` or `network` nested deeper "
+                                 f"than {MAX_HEALTH_DEPTH} levels")
+        problem = unstorable([body.id, body.pushToken, body.battery, body.network])
+        if problem is not None:
+            return _message(400, f"invalid request: {problem}")
         if body.id is not None and body.id != device.id:
             return _message(403, "the id is not this token's device")
         health = {k: v for k, v in (("battery", body.battery), ("network", body.network))
@@ -414,8 +464,8 @@ def device_router(gateway: Gateway) -> APIRouter:
             return _message(401, "invalid device token")
         try:
             reports = _reports_decoder.decode(await read_limited(request))
-        except msgspec.MsgspecError as exc:
-            return _message(400, f"invalid request: {exc}")
+        except (msgspec.MsgspecError, RecursionError) as exc:
+            return _message(400, _invalid(exc))
         now = time.time()
         parsed: list[tuple[int, str, float, str | None]] = []
         for report in reports:
@@ -430,6 +480,8 @@ def device_router(gateway: Gateway) -> APIRouter:
             text = str(report.id).strip()
             if text.isascii() and text.isdigit() and len(text) < 19:
                 error = next((r.error for r in report.recipients if r.error), None)
+                if error is not None:   # PostgreSQL's text columns refuse NUL
+                    error = error.replace("\x00", "")
                 parsed.append((int(text), report.state, at, error))
             # Anything else is not an id pushgate hands out: ignored like unknown ids.
         found = await phone_channel(device)
@@ -546,12 +598,7 @@ def device_router(gateway: Gateway) -> APIRouter:
             raw = request.query_params.get("data", "")
             if not raw:
                 raise ApiError(Code.MALFORMED_BODY, "empty body")
-        try:
-            return _command_decoder.decode(raw)
-        except msgspec.ValidationError as exc:
-            raise ApiError(Code.INVALID_FIELD, str(exc)) from None
-        except msgspec.DecodeError as exc:
-            raise ApiError(Code.MALFORMED_BODY, f"invalid JSON ({exc})") from None
+        return decode_body(_command_decoder, raw)
 
     async def picky_channel(request: Request) -> tuple[CommandBody, int, ChannelSpec]:
         body = await command_body(request)

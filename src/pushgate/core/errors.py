@@ -31,6 +31,7 @@ class Code(IntEnum):
     COMMAND_NOT_SUPPORTED = 411
     CHANNEL_PAUSED = 412
     BODY_TOO_LARGE = 413
+    METHOD_NOT_ALLOWED = 414
     NO_VALID_ENTRIES = 416
     INSUFFICIENT_CREDIT = 420
     UNKNOWN_CHANNEL = 421
@@ -65,7 +66,10 @@ _TABLE: tuple[CodeInfo, ...] = (
     CodeInfo(Code.SUCCESS, 200, "Success",
              "The push was accepted and queued. It does not mean delivered: follow the reports."),
     CodeInfo(Code.MALFORMED_BODY, 400, "Malformed request body",
-             "The body is not JSON, not a JSON object, or the `data` form field is not JSON."),
+             "The body is not JSON, not a JSON object, or the `data` form field is not JSON; "
+             "or the JSON is nested too deeply (about 1,000 levels, even inside an unknown "
+             "key); or a `multipart/form-data` body has no boundary, more than 1,000 fields "
+             "or files, or a part that cannot be parsed."),
     CodeInfo(Code.AUTH_FAILED, 401, "Authentication Failed",
              "No token was given, or it is not a token of any project."),
     CodeInfo(Code.TOKEN_REVOKED, 401, "Token revoked",
@@ -73,11 +77,14 @@ _TABLE: tuple[CodeInfo, ...] = (
     CodeInfo(Code.IP_NOT_ALLOWED, 403, "IP address not allowed for this token",
              "The token has an IP allow-list and the caller's address is not on it."),
     CodeInfo(Code.NOT_FOUND, 404, "Not found",
-             "The push or message asked for does not exist in the token's project."),
+             "The push or message asked for does not exist in the token's project, or no "
+             "route has the requested path."),
     CodeInfo(Code.API_NOT_ACTIVE, 403, "API Is Not Active For This Project",
              "The project is disabled."),
     CodeInfo(Code.INVALID_FIELD, 422, "Invalid field",
-             "A field has a value of the wrong type or out of range (the message names it)."),
+             "A field has a value of the wrong type or out of range (the message names it): "
+             "e.g. `application`, `priority` or `push_id` with more digits than a 64-bit id "
+             "(or a 32-bit application code) has."),
     CodeInfo(Code.UNKNOWN_APPLICATION, 422, "Unknown application",
              "The project has no channel serving this `application` code (Picky's codes: 1, "
              "2, 3, 4, 5, 8, 10, 101, 121). Nothing is queued or charged. A channel's id is "
@@ -99,6 +106,9 @@ _TABLE: tuple[CodeInfo, ...] = (
              "(`pushgate channel pause ID --resume`)."),
     CodeInfo(Code.BODY_TOO_LARGE, 413, "Request body too large",
              "The body is larger than `PUSHGATE_MAX_BODY_BYTES`."),
+    CodeInfo(Code.METHOD_NOT_ALLOWED, 405, "Method not allowed",
+             "The path exists but does not take this HTTP method (e.g. `GET /api/v2/push`); "
+             "the `Allow` header lists the ones it takes."),
     CodeInfo(Code.NO_VALID_ENTRIES, 422, "No valid entries",
              "Every entry was refused, for different reasons; see `data[]`. (When all share one "
              "reason, the push answers with that entry code instead.)"),

@@ -83,7 +83,8 @@ _push_decoder = msgspec.json.Decoder(PushBody)
 _token_decoder = msgspec.json.Decoder(TokenBody)
 
 
-def _decode(decoder: msgspec.json.Decoder, raw: bytes | str):  # type: ignore[no-untyped-def]
+def decode_body(decoder: msgspec.json.Decoder, raw: bytes | str):  # type: ignore[no-untyped-def]
+    """``raw`` decoded by ``decoder``; anything wrong with it is an ``ApiError``."""
     try:
         return decoder.decode(raw)
     except msgspec.ValidationError as exc:
@@ -93,14 +94,21 @@ def _decode(decoder: msgspec.json.Decoder, raw: bytes | str):  # type: ignore[no
         raise ApiError(Code.INVALID_FIELD, text) from None
     except msgspec.DecodeError as exc:
         raise ApiError(Code.MALFORMED_BODY, f"invalid JSON ({exc})") from None
+    except RecursionError:
+        # msgspec recurses once per level of nesting, even inside a key it skips; Python's
+        # recursion limit (~1,000 levels) ends it cleanly with this error.
+        raise ApiError(Code.MALFORMED_BODY, "JSON nested too deeply") from None
+    except UnicodeEncodeError:
+        # Text (a form field, the `data` query parameter) holding a lone surrogate.
+        raise ApiError(Code.MALFORMED_BODY, "the JSON text is not valid Unicode") from None
 
 
 def decode_push(raw: bytes | str) -> PushBody:
-    return _decode(_push_decoder, raw)
+    return decode_body(_push_decoder, raw)
 
 
 def decode_token_body(raw: bytes | str) -> TokenBody:
-    return _decode(_token_decoder, raw)
+    return decode_body(_token_decoder, raw)
 
 
 #: Ids are signed 64-bit in both databases; a larger value would fail inside the driver.
@@ -119,11 +127,23 @@ def parse_int_field(name: str, value: str | int | None, default: int | None = No
         text = value.strip()
         # isascii: str.isdigit() also accepts digits such as "²" that int() refuses.
         if not (text.isascii() and text.isdigit()):
-            raise ApiError(Code.INVALID_FIELD, f"`{name}` must be a whole number, got {value!r}")
-        number = int(text)
+            raise ApiError(Code.INVALID_FIELD,
+                           f"`{name}` must be a whole number, got {_shown(value)}")
+        # More digits than the maximum has cannot be in range; int() would refuse past
+        # 4,300 digits (leading zeros count) with a ValueError.
+        digits = text.lstrip("0") or "0"
+        if len(digits) > len(str(maximum)):
+            raise ApiError(Code.INVALID_FIELD, f"`{name}` is out of range, got {_shown(value)}")
+        number = int(digits)
     if not -maximum <= number <= maximum:
-        raise ApiError(Code.INVALID_FIELD, f"`{name}` is out of range, got {value!r}")
+        raise ApiError(Code.INVALID_FIELD, f"`{name}` is out of range, got {_shown(value)}")
     return number
+
+
+def _shown(value: object, limit: int = 40) -> str:
+    """``value`` as an error message quotes it: cut short, as a body may hold megabytes."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
 def parse_priority(body: PushBody) -> int:
@@ -278,6 +298,9 @@ def _template_extra(body: PushBody, entry: PushEntry, template_id: str) -> str:
     header = entry.template_header if entry.template_header is not None else body.template_header
     if header is not None and len(header) > MAX_TEMPLATE_HEADER:
         raise ValueError(f"`template_header` is longer than {MAX_TEMPLATE_HEADER} characters")
+    # The message's channel data is a text column: PostgreSQL refuses NUL there.
+    if "\x00" in language or (header is not None and "\x00" in header):
+        raise ValueError("`language` or `template_header` holds a NUL character")
     if entry.template_message is not None:
         values = _template_values(entry.template_message, "template_message")
     else:
@@ -330,6 +353,8 @@ def plan_push(body: PushBody, channel: ChannelSpec, limits: Limits,
                             if global_media and not inline else None)
 
     template_id = _text(body.template_id).strip() or None
+    if template_id is not None and "\x00" in template_id:
+        raise ApiError(Code.INVALID_FIELD, "`template_id` holds a NUL (U+0000) character")
     if template_id is not None and channel.application not in TEMPLATE_APPLICATIONS:
         raise ApiError(Code.INVALID_FIELD,
                        f"`template_id` needs an official WhatsApp channel (application 8, 101 "

@@ -68,7 +68,7 @@ from pushgate.store.base import (
     device_worker,
     fair_share,
 )
-from pushgate.store.migrate import sqlite_path
+from pushgate.store.migrate import sqlite_location_problem, sqlite_path
 from pushgate.store.outage import Backoff, Outage, describe, is_unavailable
 from pushgate.store.rows import (
     CHANNEL_COLUMNS,
@@ -260,13 +260,21 @@ class SQLiteStore(Store):
 
     # --- life -----------------------------------------------------------------------------
     async def open(self) -> None:
+        # Said plainly before SQLite tries: its own words ("unable to open database file")
+        # name neither the path's problem nor the fix.
+        problem = sqlite_location_problem(self.path)
+        if problem is not None:
+            raise StoreUnavailable(problem)
         try:
             reader = _connect(self.path)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open the database {self.path}: {exc}") from None
+        try:
             reader.execute("SELECT 1 FROM projects LIMIT 1").fetchall()
-        except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(
-                f"cannot use {self.path}: {exc} (run `pushgate migrate` first?)"
-            ) from None
+        except sqlite3.Error as exc:
+            reader.close()
+            hint = ": run `pushgate migrate` first" if "no such table" in str(exc) else ""
+            raise StoreUnavailable(f"cannot use the database {self.path}: {exc}{hint}") from None
         self._reader = reader
         # The writer releases the GIL for every SQLite call and must win it back from the
         # event loop thread, which (CPU-bound on decoding and validating pushes) yields it
