@@ -266,8 +266,8 @@ def worker() -> None:
 
 def _run_fast(main: Coroutine[Any, Any, None]) -> None:
     """Run the worker on uvloop where installed (``uvicorn[standard]`` brings it, as it does
-    for ``serve``): 183-208 instead of 221-258 µs of CPU per WhatsApp Cloud send
-    (bench/http_channel.py)."""
+    for ``serve``): less CPU per connector send than asyncio's own loop (bench/http_channel.py,
+    docs/benchmarks.md)."""
     try:
         import uvloop
     except ImportError:   # e.g. Windows, where uvicorn[standard] installs no uvloop

@@ -366,8 +366,8 @@ def _classify(number: str) -> _Result:
 VALID_CACHE_SIZE = 100_000
 
 # Valid numbers seen lately and their regions. Businesses push to the same customers again and
-# again (a school's parents, a utility's account holders), and a dict lookup costs ~0.1 µs
-# where validating costs ~1.9 µs: the largest share of the accept path's per-message work
+# again (a school's parents, a utility's account holders), and a dict lookup costs a small
+# fraction of a validation, the largest share of the accept path's per-message work
 # (docs/benchmarks.md). Only valid numbers are kept, so a push of junk cannot fill it with
 # long strings; when full it starts over, which costs one validation per number, not more.
 _VALID: dict[str, str] = {}

@@ -37,7 +37,7 @@ MAX_REFERENCE_LENGTH = 255
 
 
 # gc=False: these structs hold only strings and numbers, never cycles, and untracked objects
-# spare the collector thousands of allocations per push (decode 0.19 → 0.12 ms per 1,000).
+# spare the collector thousands of allocations per push (faster decoding, docs/benchmarks.md).
 class PushEntry(msgspec.Struct, omit_defaults=True, gc=False):
     number: str | int | None = None
     message: str | int | None = None

@@ -49,8 +49,8 @@ class Pacer:
     back to back (default half a window's worth, at least 1; never more than a window's worth:
     they count in it). Half, because a paced batch ends with a pause while its last answers
     come back and its outcomes are recorded, and the next batch must catch up on it or the
-    channel falls short of its rate (bench/http_channel.py, 80/s, Graph answering in 300 ms:
-    64/s with a tenth, 77/s with half)."""
+    channel falls short of its rate (bench/http_channel.py with a slow Graph fake: a tenth fell
+    well short, half keeps up; docs/benchmarks.md)."""
 
     def __init__(self, rate_per_second: float, delay_ms: int = 0, jitter_ms: int = 0,
                  burst: float | None = None, *,

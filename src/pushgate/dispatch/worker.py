@@ -55,8 +55,7 @@ CAP_RECHECK_SECONDS = 30.0
 # While a paced batch goes out (up to a second's worth), how often the runner looks for
 # messages of a higher priority queued since its claim (one read of the claim index) and
 # sends them next: a priority-1 message waits about this long instead of the rest of the
-# batch. bench/backlog.py, 1,000,000 queued at 5,000/s on SQLite: p99 from the push's answer
-# to its claim 163–205 ms before, 39–75 ms after (docs/benchmarks.md).
+# batch (bench/backlog.py: a priority-1 message behind a paced backlog; docs/benchmarks.md).
 PRIORITY_CHECK_SECONDS = 0.02
 # While a paced batch goes out, the outcomes of its finished sends are recorded at least this
 # often (in the background, so the sends keep their pace): a message sent is no longer

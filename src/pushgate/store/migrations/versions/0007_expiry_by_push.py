@@ -2,8 +2,8 @@
 
 Every message of a push gets the same `expires_at` (the push's accept time plus the validity),
 so an index of the pushes that can still expire finds the same messages as an index of the
-queued messages did, with one entry a push instead of one a message. That entry was ~11 % of a
-message row's insert cost on SQLite (bench/store_driver.py, docs/benchmarks.md), and every
+queued messages did, with one entry a push instead of one a message. That entry was a
+measurable share of a message row's insert cost on SQLite (docs/benchmarks.md), and every
 claim paid a b-tree delete to take the message out of it. The sweep (`expire_due`) reads a due
 push's messages through `messages_push`, and clears `expiry_due` once none of them is live.
 
