@@ -3,15 +3,12 @@ connector's tuning constants."""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, fields
 from typing import Any
 
 from pushgate.channels.base import (
     ChannelConfigError,
 )
-
-log = logging.getLogger("pushgate.channels.smpp")
 
 # How long a mobile-originated deliver_sm whose acknowledgement is in doubt (its session ended
 # before the SMSC showed it had read our answer) may come again as a re-delivery: SMSCs deliver

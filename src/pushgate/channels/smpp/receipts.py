@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
 import uuid
 from collections import defaultdict
@@ -18,8 +17,6 @@ from pushgate.core.models import (
     InboundPart,
     StatusUpdate,
 )
-
-log = logging.getLogger("pushgate.channels.smpp")
 
 # Receipt ``stat`` values (message_state TLV numbers in MESSAGE_STATES).
 MESSAGE_STATES = {1: "ENROUTE", 2: "DELIVRD", 3: "EXPIRED", 4: "DELETED", 5: "UNDELIV",
