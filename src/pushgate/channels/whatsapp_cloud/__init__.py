@@ -2,7 +2,7 @@
 applications 8, 101 and 121.
 
 One channel is one business phone number. Sends go to ``POST /{version}/{phone_number_id}/
-messages`` over reused keep-alive connections (``channels/http1.py``; httpx when a proxy is
+messages`` over reused keep-alive connections (``channels/transport.py``: httpx when a proxy is
 configured; status and media calls always use httpx); the returned ``wamid`` is the provider id
 that every later status webhook names. What is built here and nowhere else:
 

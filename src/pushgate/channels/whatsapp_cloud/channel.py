@@ -17,8 +17,8 @@ from pushgate.channels.base import (
     ChannelStatus,
     register,
 )
-from pushgate.channels.http1 import Http1Pool, Http1Response, proxy_configured
 from pushgate.channels.media import MediaFetchError, fetch_media
+from pushgate.channels.transport import Transport, open_transport
 from pushgate.channels.whatsapp_cloud.callbacks import WebhookHandling
 from pushgate.channels.whatsapp_cloud.config import DEFAULT_MAX_IN_FLIGHT, validate_config
 from pushgate.channels.whatsapp_cloud.errors import (
@@ -105,7 +105,7 @@ class WhatsAppCloudChannel(WebhookHandling):
         self.concurrency = config["max_in_flight"]
         self.pacer = PairPacer(self.pair_interval)
         self._client: httpx.AsyncClient | None = None
-        self._pool: Http1Pool | None = None
+        self._transport: Transport | None = None
 
     # --- config
     @classmethod
@@ -120,9 +120,9 @@ class WhatsAppCloudChannel(WebhookHandling):
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await pool.aclose()
+        if self._transport is not None:
+            transport, self._transport = self._transport, None
+            await transport.aclose()
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -135,18 +135,17 @@ class WhatsAppCloudChannel(WebhookHandling):
             )
         return self._client
 
-    def _sender(self) -> Http1Pool | httpx.AsyncClient:
-        """What sends go through: the lean keep-alive pool of ``channels/http1.py`` (an httpx
-        request costs 15–35 times its CPU: through httpx a worker sent ~160 messages/s), or
-        httpx when the environment names a proxy, which only httpx honours."""
-        if self._pool is None:
-            if proxy_configured():
-                return self._http()
-            self._pool = Http1Pool(
+    def _sender(self) -> Transport:
+        """What sends go through: ``open_transport``'s lean keep-alive pool, whose CPU cost per
+        request is a small fraction of httpx's (with httpx a worker's CPU, not the channels'
+        rates, capped its sends), or httpx when the environment names a proxy, which only
+        httpx honours; that case shares the client of the status and media calls."""
+        if self._transport is None:
+            self._transport = open_transport(
                 self.api_url, headers={"Authorization": f"Bearer {self._access_token}"},
                 timeout=self.timeout, connect_timeout=min(self.timeout, 5.0),
-                max_connections=self.concurrency)
-        return self._pool
+                max_connections=self.concurrency, httpx_client=self._http)
+        return self._transport
 
     async def status(self) -> ChannelStatus:
         try:
@@ -273,12 +272,8 @@ class WhatsAppCloudChannel(WebhookHandling):
         body = orjson.dumps(payload)
         headers = {"Content-Type": "application/json"}
         try:
-            if isinstance(sender, Http1Pool):
-                response: Http1Response | httpx.Response = await sender.post(
-                    path, content=body, headers=headers, before_send=before_send)
-            else:
-                response = await sender.post(path, content=body, headers=headers,
-                                             extensions=self.permit_extensions(going_out))
+            response = await sender.post(path, content=body, headers=headers,
+                                         before_send=before_send)
         except httpx.TimeoutException as exc:
             return GraphError(None, f"Graph API timed out: {describe(exc)}", local_code="timeout")
         except httpx.HTTPError as exc:

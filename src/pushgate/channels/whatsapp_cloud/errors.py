@@ -6,9 +6,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-import httpx
-
-from pushgate.channels.http1 import Http1Response
+from pushgate.channels.transport import TransportResponse
 
 
 class Action(enum.Enum):
@@ -102,7 +100,7 @@ class Unsendable(Exception):
     """A message this channel cannot turn into a Graph request (fails it permanently)."""
 
 
-def graph_error(response: httpx.Response | Http1Response) -> GraphError:
+def graph_error(response: TransportResponse) -> GraphError:
     retry_after = None
     header = response.headers.get("retry-after")
     if header and header.replace(".", "", 1).isdigit():
