@@ -10,8 +10,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
-from typing import Any
+from typing import cast
 
 from pushgate.channels.base import (
     Channel,
@@ -64,10 +63,11 @@ log = logging.getLogger("pushgate.channels.smpp")
 @register
 class SmppChannel(Channel):
     kind = "smpp"
+    config_model = SmppConfig
 
     def __init__(self, spec: ChannelSpec, env: ChannelEnv | None = None) -> None:
         super().__init__(spec, env)
-        self.config = cfg = SmppConfig.parse(spec.config)
+        self.config = cfg = cast(SmppConfig, self.stored_config())
         self.template = pdu.SubmitSmTemplate(
             service_type=cfg.service_type, source_ton=cfg.source_ton, source_npi=cfg.source_npi,
             source_addr=cfg.source_addr, dest_ton=cfg.dest_ton, dest_npi=cfg.dest_npi,
@@ -88,10 +88,6 @@ class SmppChannel(Channel):
         self.submit_rate = SubmitRate.for_rate(spec.rate_per_second)
         # Users' deliver_sm whose answer may not have reached the SMSC, by ``mo_digest``.
         self._in_doubt: dict[bytes, deque[MoSeen]] = {}
-
-    @classmethod
-    def validate_config(cls, config: dict[str, Any]) -> dict[str, Any]:
-        return asdict(SmppConfig.parse(config))
 
     # -- lifecycle ------------------------------------------------------------------------------
 

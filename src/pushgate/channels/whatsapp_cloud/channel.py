@@ -20,7 +20,7 @@ from pushgate.channels.base import (
 from pushgate.channels.media import MediaFetchError, fetch_media
 from pushgate.channels.transport import Transport, open_transport
 from pushgate.channels.whatsapp_cloud.callbacks import WebhookHandling
-from pushgate.channels.whatsapp_cloud.config import DEFAULT_MAX_IN_FLIGHT, validate_config
+from pushgate.channels.whatsapp_cloud.config import DEFAULT_MAX_IN_FLIGHT, WhatsAppCloudConfig
 from pushgate.channels.whatsapp_cloud.errors import (
     Action,
     GraphError,
@@ -79,6 +79,7 @@ class PairPacer:
 @register
 class WhatsAppCloudChannel(WebhookHandling):
     kind = "whatsapp_cloud"
+    config_model = WhatsAppCloudConfig
     # Meta's default is 80 messages/s per number; it upgrades eligible numbers to 1,000.
     default_rate_per_second: ClassVar[float] = 80.0
     max_rate_per_second: ClassVar[float] = 1000.0
@@ -94,23 +95,19 @@ class WhatsAppCloudChannel(WebhookHandling):
 
     def __init__(self, spec: ChannelSpec, env: ChannelEnv | None = None) -> None:
         super().__init__(spec, env)
-        config = self.validate_config(dict(spec.config))
-        self.phone_number_id: str = config["phone_number_id"]
-        self._access_token: str = config["access_token"]
-        self._app_secret: bytes = config["app_secret"].encode()
-        self._verify_token: str = config["verify_token"]
-        self.api_url = f"{config['graph_base_url']}/{config['graph_version']}"
-        self.pair_interval: float = config["pair_interval_seconds"]
-        self.timeout: float = config["timeout_seconds"]
-        self.concurrency = config["max_in_flight"]
+        config = self.stored_config()
+        assert isinstance(config, WhatsAppCloudConfig)
+        self.phone_number_id: str = config.phone_number_id
+        self._access_token: str = config.access_token
+        self._app_secret: bytes = config.app_secret.encode()
+        self._verify_token: str = config.verify_token
+        self.api_url = f"{config.graph_base_url}/{config.graph_version}"
+        self.pair_interval: float = config.pair_interval_seconds
+        self.timeout: float = config.timeout_seconds
+        self.concurrency = config.max_in_flight
         self.pacer = PairPacer(self.pair_interval)
         self._client: httpx.AsyncClient | None = None
         self._transport: Transport | None = None
-
-    # --- config
-    @classmethod
-    def validate_config(cls, config: dict[str, Any]) -> dict[str, Any]:
-        return validate_config(config)
 
     # --- connection -----------------------------------------------------------------------------
     async def start(self) -> None:

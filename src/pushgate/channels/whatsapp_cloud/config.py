@@ -1,4 +1,5 @@
-"""The WhatsApp Cloud channel's config: its keys, defaults and limits, and their validation."""
+"""The WhatsApp Cloud channel's config model (``WhatsAppCloudConfig``): its keys, defaults,
+limits and rules."""
 
 from __future__ import annotations
 
@@ -6,27 +7,43 @@ import re
 import urllib.parse
 from typing import Any
 
-from pushgate.channels.base import (
-    ChannelConfigError,
-)
+from pushgate.channels.base import ChannelConfigError
+from pushgate.channels.config import ChannelConfig
 
 GRAPH_BASE_URL = "https://graph.facebook.com"
 GRAPH_VERSION = "v21.0"
 DEFAULT_PAIR_INTERVAL = 6.0
 DEFAULT_TIMEOUT = 20.0
 _VERSION_RE = re.compile(r"^v\d+\.\d+$")
-_CONFIG_KEYS = frozenset({"phone_number_id", "access_token", "app_secret", "verify_token",
-                          "graph_base_url", "graph_version", "pair_interval_seconds",
-                          "timeout_seconds", "max_in_flight"})
 DEFAULT_MAX_IN_FLIGHT = 64
 # Each send in flight holds a connection (a file descriptor).
 MAX_IN_FLIGHT = 1000
 
 
-def validate_config(config: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(config) - _CONFIG_KEYS)
-    if unknown:
-        raise ChannelConfigError(f"unknown config key {unknown[0]!r}")
+class WhatsAppCloudConfig(ChannelConfig, kw_only=True):
+    """One business phone number's Graph credentials and the send path's limits."""
+
+    phone_number_id: str
+    access_token: str
+    app_secret: str
+    verify_token: str
+    graph_base_url: str = GRAPH_BASE_URL
+    graph_version: str = GRAPH_VERSION
+    pair_interval_seconds: float = DEFAULT_PAIR_INTERVAL
+    timeout_seconds: float = DEFAULT_TIMEOUT
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+
+    def __repr__(self) -> str:
+        # Configs end up in tracebacks and logs: never show the secrets.
+        return f"WhatsAppCloudConfig(phone_number_id={self.phone_number_id!r}, secrets redacted)"
+
+    @classmethod
+    def normalise(cls, config: dict[str, Any]) -> dict[str, Any]:
+        return normalise(config)
+
+
+def normalise(config: dict[str, Any]) -> dict[str, Any]:
+    """The Cloud API's rules, each error naming its key."""
     out = dict(config)
     if isinstance(out.get("phone_number_id"), int):   # a JSON number on the command line
         out["phone_number_id"] = str(out["phone_number_id"])
