@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from pushgate.channels.base import KIND_NAMES
 from pushgate.config import Settings
 from pushgate.core.addresses import UrlError
 from pushgate.core.channels import (
@@ -440,7 +441,8 @@ def token_list(project: str = typer.Option(..., "--project"), as_json: bool = Js
 @channel_app.command("add")
 def channel_add(
     project: str = typer.Option(..., "--project", help="Project id or name."),
-    kind: str = typer.Option("sandbox", "--type", help="Connector kind."),
+    kind: str = typer.Option("sandbox", "--type", help="Connector kind: "
+                             f"{', '.join(KIND_NAMES)} (fields: `pushgate channel kinds`)."),
     application: int = typer.Option(1, "--application",
                                     help="Picky application code this channel serves."),
     price: str = typer.Option("0", "--price", help="Credits per unit, e.g. 0.005."),
@@ -554,6 +556,20 @@ def _warn_shared_application(application: int, channels: list[ChannelSpec]) -> N
         f"[yellow]warning:[/yellow] the project's channels {ids} all serve application "
         f"{application}; a push with only `application` {application} goes to the unpaused "
         f"one with the lowest id (now channel {chosen.id}). Send `channel_id` to pick another.")
+
+
+@channel_app.command("kinds")
+def channel_kinds(as_json: bool = JsonOption) -> None:
+    """The channel kinds and the --config keys each takes (docs/channels.md)."""
+    from pushgate.channels.config import kinds_description
+
+    kinds = kinds_description()
+    if as_json:
+        typer.echo(json.dumps(kinds, indent=2))
+        return
+    for entry in kinds:
+        keys = ", ".join(f["name"] + ("" if f["required"] else "?") for f in entry["fields"])
+        console.print(f"[bold]{entry['kind']}[/bold]: {entry['summary']}\n  keys: {keys}")
 
 
 @channel_app.command("list")
@@ -764,6 +780,24 @@ def docs_error_codes(
     if check:
         if not output.exists() or output.read_text() != text:
             _fail(f"{output} is out of date; run `pushgate docs error-codes`")
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text)
+    console.print(f"wrote {output}")
+
+
+@docs_app.command("channels")
+def docs_channels(
+    output: Path = typer.Option(Path("docs/channels.md"), "--output"),
+    check: bool = typer.Option(False, "--check", help="Fail if the file is out of date."),
+) -> None:
+    """Write docs/channels.md from the channel config models."""
+    from pushgate.channels.config import render_channels_doc
+
+    text = render_channels_doc()
+    if check:
+        if not output.exists() or output.read_text() != text:
+            _fail(f"{output} is out of date; run `pushgate docs channels`")
         return
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from pushgate.channels.base import ChannelEnv, channel_class
+from pushgate.channels.http1 import Http1Pool
 from pushgate.channels.whatsapp_cloud import WhatsAppCloudChannel
 from pushgate.core.channels import ChannelSpec, PriceUnit
 from pushgate.core.models import OutboundMessage
@@ -68,8 +69,8 @@ async def test_whatsapp_cloud_takes_a_permit_per_graph_send_with_its_connection_
         "pair_interval_seconds": 0}), ChannelEnv())
     assert channel.paces_requests
     await channel.start()
-    pool = channel._pool
-    assert pool is not None
+    pool = channel._transport
+    assert isinstance(pool, Http1Pool)
     posts_before = len(fake.posts)
     # At each permit: the connections opened so far, and the requests the fake has had.
     recorder = Recorder(lambda: (pool.connections_opened, len(fake.posts) - posts_before))

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from pushgate.channels import smpp_pdu
 from pushgate.channels.base import ChannelConfigError
 from pushgate.channels.smpp import (
     SmppChannel,
@@ -23,6 +22,7 @@ from pushgate.channels.smpp import (
     read_receipt,
     receipt_update,
 )
+from pushgate.channels.smpp import pdu as smpp_pdu
 from pushgate.core.channels import ChannelSpec, PriceUnit
 from pushgate.core.lifecycle import State
 from pushgate.core.models import (

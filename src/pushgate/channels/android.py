@@ -74,6 +74,7 @@ from pushgate.channels.base import (
     ChannelStatus,
     register,
 )
+from pushgate.channels.config import ChannelConfig, parse_model
 from pushgate.core.channels import ChannelSpec
 from pushgate.core.models import OutboundMessage, SendResult
 
@@ -182,44 +183,32 @@ _POSITIVE = ("per_fetch", "max_in_flight", "lease_seconds", "offline_after_secon
              "keepalive_seconds", "events_poll_seconds")
 
 
-@dataclass(frozen=True, slots=True)
-class PhoneSettings:
-    """A phone channel's config, checked and with its defaults filled in."""
+class AndroidConfig(ChannelConfig, kw_only=True):
+    """A phone channel's pacing, claim and health settings (module docstring)."""
 
-    per_minute: int
-    per_hour: int
-    per_day: int
-    min_delay_seconds: float
-    max_delay_seconds: float
-    per_fetch: int
-    max_in_flight: int
-    lease_seconds: float
-    offline_after_seconds: float
-    limit_pause_seconds: float
-    trouble_pause_seconds: float
-    sticky_seconds: float
-    keepalive_seconds: float
-    events_poll_seconds: float
-    sim_number: int | None
-    private_token: str | None
+    per_minute: int = _DEFAULTS["per_minute"]
+    per_hour: int = _DEFAULTS["per_hour"]
+    per_day: int = _DEFAULTS["per_day"]
+    min_delay_seconds: float = _DEFAULTS["min_delay_seconds"]
+    max_delay_seconds: float = _DEFAULTS["max_delay_seconds"]
+    per_fetch: int = _DEFAULTS["per_fetch"]
+    max_in_flight: int = _DEFAULTS["max_in_flight"]
+    lease_seconds: float = _DEFAULTS["lease_seconds"]
+    offline_after_seconds: float = _DEFAULTS["offline_after_seconds"]
+    limit_pause_seconds: float = _DEFAULTS["limit_pause_seconds"]
+    trouble_pause_seconds: float = _DEFAULTS["trouble_pause_seconds"]
+    sticky_seconds: float = _DEFAULTS["sticky_seconds"]
+    keepalive_seconds: float = _DEFAULTS["keepalive_seconds"]
+    events_poll_seconds: float = _DEFAULTS["events_poll_seconds"]
+    sim_number: int | None = None
+    private_token: str | None = None
 
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> PhoneSettings:
-        checked = AndroidChannel.validate_config(config)
-        return cls(**{f.name: checked.get(f.name) for f in fields(cls)})
-
-
-@register
-class AndroidChannel(Channel):
-    kind = "android"
-    pull: ClassVar[bool] = True
-
-    def __init__(self, spec: ChannelSpec, env: ChannelEnv | None = None) -> None:
-        super().__init__(spec, env)
-        self.settings = PhoneSettings.from_config(spec.config)
+    def __repr__(self) -> str:
+        # Configs end up in tracebacks and logs: never show the token.
+        return "AndroidConfig(private_token redacted)"
 
     @classmethod
-    def validate_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+    def normalise(cls, config: dict[str, Any]) -> dict[str, Any]:
         out = {**_DEFAULTS, **config}
         for key in _DEFAULTS:
             value = out[key]
@@ -246,6 +235,46 @@ class AndroidChannel(Channel):
                 f"`private_token` must be a string of at least {MIN_PRIVATE_TOKEN} characters")
         out["private_token"] = token
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneSettings:
+    """A phone channel's config, checked and with its defaults filled in."""
+
+    per_minute: int
+    per_hour: int
+    per_day: int
+    min_delay_seconds: float
+    max_delay_seconds: float
+    per_fetch: int
+    max_in_flight: int
+    lease_seconds: float
+    offline_after_seconds: float
+    limit_pause_seconds: float
+    trouble_pause_seconds: float
+    sticky_seconds: float
+    keepalive_seconds: float
+    events_poll_seconds: float
+    sim_number: int | None
+    private_token: str | None
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> PhoneSettings:
+        """From a stored config (unknown keys ignored, logged)."""
+        checked = parse_model(AndroidConfig, config, kind=AndroidChannel.kind, stored=True)
+        return cls(**{f.name: getattr(checked, f.name) for f in fields(cls)})
+
+
+@register
+class AndroidChannel(Channel):
+    kind = "android"
+    config_model = AndroidConfig
+    pull: ClassVar[bool] = True
+
+    def __init__(self, spec: ChannelSpec, env: ChannelEnv | None = None) -> None:
+        super().__init__(spec, env)
+        self.settings = PhoneSettings.from_config(spec.config)
+
 
     async def send(self, message: OutboundMessage) -> SendResult:
         # Phones fetch their messages; a dispatcher that calls this anyway must not spend an

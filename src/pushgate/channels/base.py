@@ -16,7 +16,7 @@ import dataclasses
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pushgate.core.channels import ChannelSpec
 from pushgate.core.models import (
@@ -26,6 +26,9 @@ from pushgate.core.models import (
     SendResult,
     StatusUpdate,
 )
+
+if TYPE_CHECKING:
+    from pushgate.channels.config import ChannelConfig
 
 
 @dataclass(slots=True)
@@ -132,6 +135,8 @@ class Channel:
     """Base class of connectors. Subclasses set ``kind`` and implement ``send``."""
 
     kind: ClassVar[str] = ""
+    # The kind's config model (``channels/config.py``): its keys, types, defaults and rules.
+    config_model: ClassVar[type[ChannelConfig]]
     # How many sends of this channel may be in flight at once (HTTP channels: >1).
     concurrency: ClassVar[int] = 1
     # Whether several workers may send for an unpaced channel at once (claims never overlap).
@@ -200,9 +205,18 @@ class Channel:
 
     @classmethod
     def validate_config(cls, config: dict[str, Any]) -> dict[str, Any]:
-        """Check a channel's ``config`` (``channel add``), returning it normalised; raise
-        ``ChannelConfigError`` saying which key is wrong."""
-        return config
+        """Check a new ``config`` (``channel add``) against ``config_model``, returning it
+        normalised as it is stored; raise ``ChannelConfigError`` saying which key is wrong."""
+        from pushgate.channels.config import parse_model, stored_form
+
+        return stored_form(parse_model(cls.config_model, config, kind=cls.kind), config)
+
+    def stored_config(self) -> ChannelConfig:
+        """This channel's stored config through its model (unknown keys ignored, logged)."""
+        from pushgate.channels.config import parse_model
+
+        return parse_model(self.config_model, dict(self.spec.config), kind=self.kind,
+                           stored=True)
 
     @classmethod
     def with_callback_secret(cls, config: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
@@ -299,6 +313,12 @@ CONNECTOR_MODULES = (
     "pushgate.channels.twilio",
     "pushgate.channels.android",
 )
+
+
+#: The kinds those modules register, spelled out so help texts can list them without importing
+#: every connector (a test keeps it equal to the registry).
+KIND_NAMES = ("android", "evolution", "sandbox", "smpp", "twilio_sms", "twilio_voice", "waha",
+              "whatsapp_cloud")
 
 
 def _import_connectors() -> None:

@@ -54,6 +54,7 @@ from pushgate.channels.base import (
     ChannelEnv,
     ChannelStatus,
 )
+from pushgate.channels.config import ChannelConfig, parse_model
 from pushgate.core.channels import ChannelSpec, media_kind_from_url
 from pushgate.core.models import OutboundMessage, SendResult
 
@@ -88,7 +89,7 @@ _PARTIAL_LIMIT = 10_000
 log = logging.getLogger("pushgate.channels.bridge")
 
 
-class BridgeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class BridgeConfig(ChannelConfig, kw_only=True):
     """Settings shared by both bridges (``channel add --config``)."""
 
     base_url: str
@@ -117,13 +118,6 @@ class BridgeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     def __repr__(self) -> str:
         # Configs end up in tracebacks and logs: never show the secrets.
         return f"{type(self).__name__}(base_url={self.base_url!r}, secrets redacted)"
-
-
-def parse_config(config_type: type[BridgeConfig], config: dict[str, Any]) -> BridgeConfig:
-    try:
-        return msgspec.convert(config, config_type)
-    except msgspec.ValidationError as exc:
-        raise ChannelConfigError(str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,12 +230,15 @@ class BridgeChannel(Channel):
     default_delay_ms: ClassVar[int] = 15_000
     default_jitter_ms: ClassVar[int] = 30_000
     config_type: ClassVar[type[BridgeConfig]] = BridgeConfig
+    config_model = BridgeConfig
     # "WAHA session", "Evolution instance": used in messages.
     session_noun: ClassVar[str] = "session"
 
     def __init__(self, spec: ChannelSpec, env: ChannelEnv | None = None) -> None:
         super().__init__(spec, env)
-        self.config = parse_config(self.config_type, spec.config)
+        config = self.stored_config()
+        assert isinstance(config, self.config_type)
+        self.config = config
         if not self.callback_secret() and self.config.insecure_callbacks:
             log.warning("channel %s (%s): insecure_callbacks is on: callbacks are accepted "
                         "UNSIGNED, from anyone who can reach the gateway; use it for local "
@@ -260,7 +257,7 @@ class BridgeChannel(Channel):
 
     @classmethod
     def validate_config(cls, config: dict[str, Any]) -> dict[str, Any]:
-        parsed = parse_config(cls.config_type, config)
+        parsed = parse_model(cls.config_type, config, kind=cls.kind)
         if parsed.insecure_callbacks and getattr(parsed, cls.callback_secret_key, None):
             raise ChannelConfigError(f"insecure_callbacks cannot be true with a "
                                      f"{cls.callback_secret_key}: give one or the other")

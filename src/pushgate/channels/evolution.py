@@ -124,7 +124,7 @@ def _items(data: Any) -> list[dict[str, Any]]:
 @register
 class EvolutionChannel(BridgeChannel):
     kind = "evolution"
-    config_type = EvolutionConfig
+    config_type = config_model = EvolutionConfig
     session_noun = "Evolution instance"
     callback_secret_key = "webhook_token"
     config: EvolutionConfig

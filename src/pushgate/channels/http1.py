@@ -1,11 +1,11 @@
 """A lean HTTP/1.1 keep-alive client for a connector's hot send path (one host, many requests).
 
-Why not httpx there: on the 2-core VM of docs/benchmarks.md one ``httpx.AsyncClient`` POST
-to a local server costs 1.7–5.5 ms of CPU (1 to 64 at once; httpcore's pool polls every pooled
-socket on each request, and with ``sniffio`` not installed — anyio 4.11+ no longer brings it —
-it retries a failing import several times per request); this client costs 0.09–0.16 ms in
-the same test (a bare asyncio client: ~0.07 ms). Through httpx one ``pushgate worker`` sent
-~160 WhatsApp messages/s whatever the channels' rates (bench/http_channel.py).
+Why not httpx there: an ``httpx.AsyncClient`` request costs many times the CPU of this client's
+(httpcore's pool polls every pooled socket on each request, and with ``sniffio`` not installed
+— anyio 4.11+ no longer brings it — it retries a failing import several times per request), so
+with httpx a worker's CPU, not the channels' rates, capped how many messages it sent; this
+client comes close to a bare asyncio one (figures: docs/benchmarks.md, bench/http_channel.py).
+Connectors reach it through ``channels/transport.py``, which picks it or httpx.
 
 It is a pool of persistent connections, each an asyncio protocol with httptools' response
 parser (installed with ``uvicorn[standard]``); a connection the server closes while idle learns

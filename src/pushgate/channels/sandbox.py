@@ -18,26 +18,43 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from typing import ClassVar
 
 from pushgate.channels.base import Channel, ChannelEnv, register
+from pushgate.channels.config import ChannelConfig
 from pushgate.core.channels import ChannelSpec
 from pushgate.core.lifecycle import State
 from pushgate.core.models import OutboundMessage, SendResult, StatusUpdate
 
 
+class SandboxConfig(ChannelConfig, kw_only=True):
+    """The sandbox's knobs (module docstring); numbers given as strings are taken, as always."""
+
+    lax: ClassVar[bool] = True
+    delivery_delay: float = 0.0
+    failure_ratio: float = 0.0
+    transient_ratio: float = 0.0
+    read_ratio: float = 0.0
+    seed: int | str | None = None
+
+
 @register
 class SandboxChannel(Channel):
+    """Accepts everything, "delivers" after a delay, fails on purpose (demos, tests)."""
+
     kind = "sandbox"
+    config_model = SandboxConfig
     shareable = True
 
     def __init__(self, spec: ChannelSpec, env: ChannelEnv | None = None) -> None:
         super().__init__(spec, env)
-        config = spec.config
-        self.simulated_delivery_delay = float(config.get("delivery_delay", 0.0))
-        self.failure_ratio = float(config.get("failure_ratio", 0.0))
-        self.transient_ratio = float(config.get("transient_ratio", 0.0))
-        self.read_ratio = float(config.get("read_ratio", 0.0))
-        self.random = random.Random(config.get("seed"))
+        config = self.stored_config()
+        assert isinstance(config, SandboxConfig)
+        self.simulated_delivery_delay = config.delivery_delay
+        self.failure_ratio = config.failure_ratio
+        self.transient_ratio = config.transient_ratio
+        self.read_ratio = config.read_ratio
+        self.random = random.Random(config.seed)
         # Delivered at once: no receipt pass (the runner's simulation loop) is needed.
         self.delivered_on_send = self.simulated_delivery_delay == 0 and not self.read_ratio
         if self.delivered_on_send:

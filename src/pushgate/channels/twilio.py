@@ -34,6 +34,7 @@ from enum import Enum
 from typing import Any, ClassVar
 
 import httpx
+import msgspec
 
 from pushgate.channels.base import (
     CallbackRejected,
@@ -45,6 +46,7 @@ from pushgate.channels.base import (
     ChannelStatus,
     register,
 )
+from pushgate.channels.config import ChannelConfig
 from pushgate.core.channels import ChannelSpec, MediaKind, media_kind_from_url
 from pushgate.core.lifecycle import State
 from pushgate.core.models import OutboundMessage, SendResult, StatusUpdate
@@ -203,8 +205,72 @@ def _required_text(config: dict[str, Any], key: str) -> str:
     return value.strip()
 
 
-_SHARED_CONFIG_KEYS = frozenset(
-    {"account_sid", "auth_token", "api_base_url"})
+class TwilioConfig(ChannelConfig, kw_only=True):
+    """The account both Twilio kinds send through."""
+
+    account_sid: str
+    auth_token: str
+    api_base_url: str = DEFAULT_API_BASE_URL
+
+    def __repr__(self) -> str:
+        # Configs end up in tracebacks and logs: never show the token.
+        return f"{type(self).__name__}(account_sid={self.account_sid!r}, token redacted)"
+
+    @classmethod
+    def normalise(cls, config: dict[str, Any]) -> dict[str, Any]:
+        account_sid = _required_text(config, "account_sid")
+        if not _ACCOUNT_SID.fullmatch(account_sid):
+            raise ChannelConfigError("account_sid must be 'AC' followed by 32 hex digits")
+        api_base_url = config.get("api_base_url", DEFAULT_API_BASE_URL)
+        if not isinstance(api_base_url, str) or urllib.parse.urlsplit(
+                api_base_url).scheme not in ("http", "https"):
+            raise ChannelConfigError("api_base_url must be an http(s) URL")
+        return {
+            **config,
+            "account_sid": account_sid,
+            "auth_token": _required_text(config, "auth_token"),
+            "api_base_url": api_base_url.rstrip("/"),
+        }
+
+
+class TwilioSmsConfig(TwilioConfig, kw_only=True):
+    """A sender: a number (or alphanumeric id) or a Messaging Service, or both."""
+
+    from_number: str | None = None
+    messaging_service_sid: str | None = None
+
+    @classmethod
+    def normalise(cls, config: dict[str, Any]) -> dict[str, Any]:
+        config = super().normalise(config)
+        sender, service = config.get("from_number"), config.get("messaging_service_sid")
+        if sender is None and service is None:
+            raise ChannelConfigError("from_number or messaging_service_sid is required")
+        if sender is not None:
+            is_alpha = isinstance(sender, str) and _ALPHA_SENDER.fullmatch(sender.strip())
+            config["from_number"] = sender.strip() if is_alpha else _phone(sender, "from_number")
+        if service is not None and not (
+                isinstance(service, str) and _SERVICE_SID.fullmatch(service)):
+            raise ChannelConfigError("messaging_service_sid must be 'MG' followed by 32 hex digits")
+        return config
+
+
+class TwilioVoiceConfig(TwilioConfig, kw_only=True):
+    """The calling number and the voice that says the text."""
+
+    from_number: str
+    voice: str = "alice"
+    language: str = "en-US"
+
+    @classmethod
+    def normalise(cls, config: dict[str, Any]) -> dict[str, Any]:
+        config = super().normalise(config)
+        config["from_number"] = _phone(config.get("from_number"), "from_number")
+        for key, default in (("voice", "alice"), ("language", "en-US")):
+            value = config.get(key, default)
+            if not isinstance(value, str) or not value.strip():
+                raise ChannelConfigError(f"{key} must be a non-empty string")
+            config[key] = value.strip()
+        return config
 
 
 class TwilioChannel(Channel):
@@ -219,36 +285,15 @@ class TwilioChannel(Channel):
     paces_requests: ClassVar[bool] = True
     # Where Twilio posts this kind's status callbacks (sub-path of the channel's callback URL).
     callback_sub_path: ClassVar[str] = ""
-    # Config keys besides the shared ones; any other key is refused (a typo must not pass).
-    kind_config_keys: ClassVar[frozenset[str]] = frozenset()
     # The account's resource a send creates (``/Messages`` or ``/Calls``).
     api_resource: ClassVar[str] = ""
 
     def __init__(self, spec: ChannelSpec, env: ChannelEnv | None = None) -> None:
         super().__init__(spec, env)
-        self.config = self.validate_config(dict(spec.config))
+        self.config = msgspec.structs.asdict(self.stored_config())
         self.account_sid: str = self.config["account_sid"]
         self._auth_token: str = self.config["auth_token"]
         self._http: httpx.AsyncClient | None = None
-
-    @classmethod
-    def validate_config(cls, config: dict[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(config) - _SHARED_CONFIG_KEYS - cls.kind_config_keys)
-        if unknown:
-            raise ChannelConfigError(f"unknown config key {unknown[0]!r} for {cls.kind}")
-        account_sid = _required_text(config, "account_sid")
-        if not _ACCOUNT_SID.fullmatch(account_sid):
-            raise ChannelConfigError("account_sid must be 'AC' followed by 32 hex digits")
-        api_base_url = config.get("api_base_url", DEFAULT_API_BASE_URL)
-        if not isinstance(api_base_url, str) or urllib.parse.urlsplit(
-                api_base_url).scheme not in ("http", "https"):
-            raise ChannelConfigError("api_base_url must be an http(s) URL")
-        return {
-            **config,
-            "account_sid": account_sid,
-            "auth_token": _required_text(config, "auth_token"),
-            "api_base_url": api_base_url.rstrip("/"),
-        }
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -375,21 +420,7 @@ class TwilioSmsChannel(TwilioChannel):
     # Unpaced by default: Twilio queues what exceeds the sender's rate (1 MPS for a US long
     # code, far more for short codes and Messaging Services). For big pushes through a slow
     # sender set --rate to its MPS, or messages queued over 4 h fail with 30001.
-    kind_config_keys = frozenset({"from_number", "messaging_service_sid"})
-
-    @classmethod
-    def validate_config(cls, config: dict[str, Any]) -> dict[str, Any]:
-        config = super().validate_config(config)
-        sender, service = config.get("from_number"), config.get("messaging_service_sid")
-        if sender is None and service is None:
-            raise ChannelConfigError("from_number or messaging_service_sid is required")
-        if sender is not None:
-            is_alpha = isinstance(sender, str) and _ALPHA_SENDER.fullmatch(sender.strip())
-            config["from_number"] = sender.strip() if is_alpha else _phone(sender, "from_number")
-        if service is not None and not (
-                isinstance(service, str) and _SERVICE_SID.fullmatch(service)):
-            raise ChannelConfigError("messaging_service_sid must be 'MG' followed by 32 hex digits")
-        return config
+    config_model = TwilioSmsConfig
 
     def _params(self, message: OutboundMessage) -> list[tuple[str, str]] | SendResult:
         if not message.text and not message.media_url:
@@ -455,21 +486,10 @@ class TwilioVoiceChannel(TwilioChannel):
     kind = "twilio_voice"
     callback_sub_path = "voice"
     api_resource = "/Calls"
-    kind_config_keys = frozenset({"from_number", "voice", "language"})
+    config_model = TwilioVoiceConfig
     # Twilio's default limit is 1 call per second per account (excess calls wait in its
     # queue); accounts with a raised limit set --rate.
     default_rate_per_second: ClassVar[float] = 1.0
-
-    @classmethod
-    def validate_config(cls, config: dict[str, Any]) -> dict[str, Any]:
-        config = super().validate_config(config)
-        config["from_number"] = _phone(config.get("from_number"), "from_number")
-        for key, default in (("voice", "alice"), ("language", "en-US")):
-            value = config.get(key, default)
-            if not isinstance(value, str) or not value.strip():
-                raise ChannelConfigError(f"{key} must be a non-empty string")
-            config[key] = value.strip()
-        return config
 
     def _params(self, message: OutboundMessage) -> list[tuple[str, str]] | SendResult:
         audio_url = None

@@ -149,7 +149,7 @@ def _chat_id(jid: str) -> str:
 @register
 class WahaChannel(BridgeChannel):
     kind = "waha"
-    config_type = WahaConfig
+    config_type = config_model = WahaConfig
     session_noun = "WAHA session"
     callback_secret_key = "webhook_hmac_key"
     config: WahaConfig

@@ -3,7 +3,7 @@
 Only what an ESME transceiver needs: building bind_transceiver, submit_sm, enquire_link,
 unbind and the responses it owes the SMSC; splitting a byte stream into PDUs; reading
 deliver_sm (receipts and mobile-originated messages) with its optional TLVs. Why the connector
-carries its own codec instead of a library's is said in ``pushgate.channels.smpp``.
+carries its own codec instead of a library's: the docstring of ``pushgate.channels.smpp``.
 
 GSM-7 goes over SMPP unpacked, one octet per septet, extension characters as ESC (0x1B) + code
 (the SMSC packs). The table below is GSM 03.38's; smpplib's has a backtick at 0x5F where ``§``
