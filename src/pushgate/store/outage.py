@@ -104,7 +104,7 @@ class Outage:
         while the database was away were never heard)."""
         # A bound method is held weakly: a dispatcher that is gone is not kept alive by it.
         if hasattr(callback, "__self__"):
-            self._on_recovery.append(weakref.WeakMethod(callback))  # type: ignore[arg-type]
+            self._on_recovery.append(weakref.WeakMethod(callback))
         else:
             self._on_recovery.append(lambda: callback)
 
