@@ -76,7 +76,7 @@ class Backoff:
 
     def next(self) -> float:
         """Seconds to wait after one more failure."""
-        delay = min(self.cap, self.first * 2 ** min(self.failures, 30))
+        delay: float = min(self.cap, self.first * 2 ** min(self.failures, 30))
         self.failures += 1
         return delay / 2 + random.uniform(0, delay / 2)
 
