@@ -27,8 +27,10 @@ test: install
 fuzz: install
 	PUSHGATE_FUZZ_PROFILE=fuzz $(BIN)/python -m pytest -q tests/api/test_fuzz.py
 
+# .ci/run runs this before `make test`, so a type error in src/ fails CI.
 lint: install
 	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
 
 bench: install
 	$(BIN)/python bench/run.py
@@ -41,4 +43,4 @@ docs: install
 	$(BIN)/pushgate docs error-codes
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -251,8 +251,13 @@ def worker() -> None:
         dispatcher = build_dispatcher(settings, store, worker_id, wake)
         deliverer = build_deliverer(settings, store, worker_id, wake)
         loop = asyncio.get_running_loop()
+
+        def stop_both() -> None:
+            dispatcher.stop()
+            deliverer.stop()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, lambda: (dispatcher.stop(), deliverer.stop()))
+            loop.add_signal_handler(sig, stop_both)
         logging.getLogger("pushgate").info("worker %s started", worker_id)
         try:
             await asyncio.gather(dispatcher.run(), deliverer.run())

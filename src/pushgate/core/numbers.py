@@ -46,11 +46,8 @@ import re
 from collections.abc import Callable
 
 import phonenumbers
-from phonenumbers import PhoneMetadata
-from phonenumbers.phonenumberutil import (
-    COUNTRY_CODE_TO_REGION_CODE,
-    REGION_CODE_FOR_NON_GEO_ENTITY,
-)
+from phonenumbers import REGION_CODE_FOR_NON_GEO_ENTITY, PhoneMetadata
+from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
 
 __all__ = ["number_problem", "region_of"]
 
@@ -209,6 +206,8 @@ class _CallingCode:
             if rule is not None and prefix_re.groups == 0:
                 raise _Unsupported("transform rule without groups")  # phonenumbers would crash
             general = main.general_desc
+            if general is None:
+                raise _Unsupported("no general desc")
             possible = tuple(general.possible_length)
             if not possible:
                 raise _Unsupported("general desc without possible lengths")

@@ -14,6 +14,7 @@ import binascii
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import msgspec
 
@@ -83,7 +84,10 @@ _push_decoder = msgspec.json.Decoder(PushBody)
 _token_decoder = msgspec.json.Decoder(TokenBody)
 
 
-def decode_body(decoder: msgspec.json.Decoder, raw: bytes | str):  # type: ignore[no-untyped-def]
+_Decoded = TypeVar("_Decoded")
+
+
+def decode_body(decoder: msgspec.json.Decoder[_Decoded], raw: bytes | str) -> _Decoded:
     """``raw`` decoded by ``decoder``; anything wrong with it is an ``ApiError``."""
     try:
         return decoder.decode(raw)

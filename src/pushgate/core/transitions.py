@@ -93,6 +93,7 @@ def resolve_part_updates(
         if advances(current, u.state):
             parts[part] = u.state
             part_changes.append((mid, part, u.state))
+        whole: State
         if u.state is State.FAILED:
             whole = u.state
         else:

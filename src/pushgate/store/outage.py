@@ -76,7 +76,7 @@ class Backoff:
 
     def next(self) -> float:
         """Seconds to wait after one more failure."""
-        delay = min(self.cap, self.first * 2 ** min(self.failures, 30))
+        delay: float = min(self.cap, self.first * 2 ** min(self.failures, 30))
         self.failures += 1
         return delay / 2 + random.uniform(0, delay / 2)
 
@@ -104,7 +104,7 @@ class Outage:
         while the database was away were never heard)."""
         # A bound method is held weakly: a dispatcher that is gone is not kept alive by it.
         if hasattr(callback, "__self__"):
-            self._on_recovery.append(weakref.WeakMethod(callback))  # type: ignore[arg-type]
+            self._on_recovery.append(weakref.WeakMethod(callback))
         else:
             self._on_recovery.append(lambda: callback)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from sqlalchemy import MetaData, create_engine, func, select, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from pushgate.store.migrate import sqlalchemy_url, upgrade
 
@@ -76,7 +76,7 @@ def copy_database(source_url: str, target_url: str, progress: Progress | None = 
         target.dispose()
 
 
-def _reset_sequences(conn, tables: list[str]) -> None:  # type: ignore[no-untyped-def]
+def _reset_sequences(conn: Connection, tables: list[str]) -> None:
     """Copied ids were given explicitly; move each id sequence past them."""
     for name in tables:
         sequence = conn.execute(

@@ -8,7 +8,10 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool, text
 
-url = context.config.get_main_option("sqlalchemy.url")
+_configured_url = context.config.get_main_option("sqlalchemy.url")
+if _configured_url is None:
+    raise RuntimeError("no sqlalchemy.url in the Alembic config: run `pushgate migrate`")
+url: str = _configured_url
 
 # Serialises `pushgate migrate` run from several nodes at once on PostgreSQL: the lock is taken
 # inside the migration transaction, before Alembic reads the current revision, and released by

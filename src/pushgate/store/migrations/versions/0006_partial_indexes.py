@@ -30,7 +30,7 @@ depends_on = None
 LIVE = "state IN ('queued', 'sending')"
 
 
-def _partial(name: str, columns: list, where: str) -> None:
+def _partial(name: str, columns: list[str | sa.TextClause], where: str) -> None:
     op.create_index(name, "messages", columns, sqlite_where=sa.text(where),
                     postgresql_where=sa.text(where))
 
