@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 from tests.store.test_postgres_specific import _plan
 
-from pushgate.store.base import Store, StoreUnavailable, store_for_url
+from pushgate.store.base import Store
+from pushgate.store.errors import StoreUnavailable
+from pushgate.store.factory import store_for_url
 from pushgate.store.outage import (
     BACKOFF_CAP_SECONDS,
     Backoff,

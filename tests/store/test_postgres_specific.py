@@ -25,7 +25,9 @@ import pytest
 from pushgate.core.channels import ChannelSpec
 from pushgate.core.push import PushPlan
 from pushgate.dispatch.worker import Dispatcher
-from pushgate.store.base import InsufficientCredit, Store, StoreUnavailable, store_for_url
+from pushgate.store.base import Store
+from pushgate.store.errors import InsufficientCredit, StoreUnavailable
+from pushgate.store.factory import store_for_url
 from pushgate.store.postgres import PostgresStore
 
 pytestmark = pytest.mark.postgres_only
@@ -332,7 +334,7 @@ async def test_concurrent_status_updates_share_transactions_and_a_bad_call_fails
     every other call of that group is still written and answered."""
     from pushgate.core.lifecycle import State
     from pushgate.core.models import SendResult, StatusUpdate
-    from pushgate.store.base import RetryPolicy
+    from pushgate.core.policy import RetryPolicy
 
     assert isinstance(store, PostgresStore)
     project, _, _ = await make.project()

@@ -15,7 +15,8 @@ import pytest
 from pushgate.core.channels import ChannelSpec
 from pushgate.core.pricing import parse_credits
 from pushgate.core.push import PushPlan
-from pushgate.store.base import InsufficientCredit, Store
+from pushgate.store.base import Store
+from pushgate.store.errors import InsufficientCredit
 
 PRICE = parse_credits("0.005")
 
@@ -137,7 +138,8 @@ async def test_sqlite_writers_of_several_processes_take_turns_on_the_lock_file(
     import fcntl
     import os
 
-    from pushgate.store.sqlite import WRITE_LOCK_SUFFIX, SQLiteStore
+    from pushgate.store.sqlite import SQLiteStore
+    from pushgate.store.sqlite.connection import WRITE_LOCK_SUFFIX
 
     project, _, _ = await make.project(credits="100")
     channel = await make.channel(project.id)
@@ -180,7 +182,8 @@ async def test_a_sqlite_writer_waiting_for_the_lock_goes_before_its_holder_comes
     import os
     import sqlite3
 
-    from pushgate.store.sqlite import WRITE_LOCK_SUFFIX, WRITE_TURN_SUFFIX, SQLiteStore
+    from pushgate.store.sqlite import SQLiteStore
+    from pushgate.store.sqlite.connection import WRITE_LOCK_SUFFIX, WRITE_TURN_SUFFIX
 
     project, _, _ = await make.project(credits="100")
     channel = await make.channel(project.id)
