@@ -14,9 +14,6 @@ EARLY_UPDATE_TTL = 86_400.0
 #: the sweep's order, so pushes stuck in flight cannot hold up the others; a message that
 #: comes back queued meanwhile is never claimed, only expired later.
 EXPIRY_RECHECK_SECONDS = 60.0
-#: Why a message expired whose lease ran out past its validity: its last send (a worker that
-#: stopped, a phone that went silent) may have reached the provider, but is never repeated.
-EXPIRED_UNCONFIRMED = "validity period ended before its last send was confirmed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,6 @@ cancelling a channel's queue.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,9 +13,21 @@ import asyncpg
 from pushgate.core.models import (
     SendResult,
 )
+from pushgate.core.outcomes import (
+    EXPIRED_UNCONFIRMED,
+    VALIDITY_ENDED,
+    HeldMessage,
+    OutcomePlan,
+    Settled,
+    SettlePlan,
+    Submission,
+    plan_cancellation,
+    plan_expiry,
+    plan_outcomes,
+    plan_submission,
+)
 from pushgate.core.policy import (
     EARLY_UPDATE_TTL,
-    EXPIRED_UNCONFIRMED,
     EXPIRY_RECHECK_SECONDS,
     RetryPolicy,
 )
@@ -65,53 +76,10 @@ class PostgresOutcomes(PostgresBase):
         # Sends that went through (nearly all): one statement marks them submitted, records
         # their events and queues their webhook reports. Its WHERE passes over a message whose
         # lease ran out and that another worker owns now; that worker's outcome counts.
-        ok = [(res.message_id, res.provider_id, res.delivered, not res.error_code)
-              for res in results if res.ok]
-        if ok:
-            # A send whose answer already says delivered gets its `delivered` report right
-            # after its `submitted` one (the second row of `steps`). A clean outcome (the
-            # routine case) keeps its steps in columns; one with a problem to report also
-            # gets event rows, completed with the problem below (core/history.py).
-            ids, provider_ids, delivered, clean = _columns(ok, 4)
-            recorded = await conn.fetchval(
-                "WITH s AS (UPDATE messages m SET state = CASE WHEN u.delivered"
-                " THEN 'delivered' ELSE 'submitted' END,"
-                " provider_id = u.provider_id, lease_until = NULL, leased_by = NULL,"
-                # This attempt's problem, if any, is set below: an earlier attempt's error
-                # (a retry's 130429) stays in the history only.
-                " error_code = NULL, error_message = NULL, submitted_at = $4::float8,"
-                " delivered_at = CASE WHEN u.clean AND u.delivered THEN $4::float8 END,"
-                " updated_at = $4 FROM unnest($1::bigint[], $2::text[], $3::bool[],"
-                " $6::bool[]) AS u(id, provider_id, delivered, clean)"
-                " WHERE m.id = u.id AND m.state = 'sending' AND m.leased_by = $5"
-                " RETURNING m.id, m.project_id, u.provider_id, u.delivered, u.clean),"
-                " steps AS (SELECT s.*, k.step FROM s CROSS JOIN LATERAL (VALUES (1), (2))"
-                " AS k(step) WHERE k.step = 1 OR s.delivered),"
-                " e AS (INSERT INTO message_events (message_id, state, at, detail)"
-                " SELECT id, CASE step WHEN 1 THEN 'submitted' ELSE 'delivered' END, $4,"
-                " CASE step WHEN 1 THEN 'provider id ' || coalesce(provider_id, 'None') END"
-                " FROM steps WHERE NOT clean ORDER BY id, step),"
-                " o AS (INSERT INTO outbox (project_id, message_id, state, at, error_code,"
-                " error_message, attempts, next_attempt_at, dead)"
-                " SELECT steps.project_id, steps.id,"
-                " CASE step WHEN 1 THEN 'submitted' ELSE 'delivered' END, $4, NULL, NULL, 0,"
-                " $4, false FROM steps"
-                f" WHERE {_has_webhook('steps')} ORDER BY steps.id, step)"
-                " SELECT count(*) FROM s", ids, provider_ids, delivered, now, worker_id,
-                clean)
-            # An ok send may still report a problem with a part (e.g. an audio's text lost).
-            partial = [(res.message_id, res.error_code, res.error_message or "")
-                       for res in results if res.ok and res.error_code]
-            if partial:
-                await conn.execute(
-                    "WITH u AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[])"
-                    " AS u(id, code, msg)),"
-                    " m AS (UPDATE messages m SET error_code = u.code, error_message = u.msg"
-                    " FROM u WHERE m.id = u.id AND m.leased_by IS NULL RETURNING m.id)"
-                    " UPDATE message_events e SET detail = e.detail || '; ' || u.code || ': '"
-                    " || u.msg FROM u WHERE e.message_id = u.id AND e.state = 'submitted'"
-                    " AND e.at = $4", *_columns(partial, 3), now)
-            if recorded < len(ok):
+        submitted = [plan_submission(res, now) for res in results if res.ok]
+        if submitted:
+            recorded = await _record_submissions(conn, worker_id, submitted, now)
+            if recorded < len(submitted):
                 # A provider callback may have moved a message on before this outcome was
                 # recorded; keep its provider id, or later callbacks could not find it.
                 await conn.execute(
@@ -119,7 +87,7 @@ class PostgresOutcomes(PostgresBase):
                     " FROM unnest($1::bigint[], $2::text[]) AS u(id, provider_id)"
                     " WHERE m.id = u.id AND m.provider_id IS NULL AND u.provider_id IS NOT NULL"
                     " AND m.state IN ('submitted', 'delivered', 'read')",
-                    *_columns([(m, p) for m, p, _d, _c in ok], 2))
+                    [sub.message_id for sub in submitted], [sub.provider_id for sub in submitted])
             refs = [(res.message_id, pid, part) for res in results if res.ok
                     for part, pid in res.provider_refs]
             if refs:
@@ -134,7 +102,8 @@ class PostgresOutcomes(PostgresBase):
                     "SELECT m.channel_id, u.provider_id FROM unnest($1::bigint[], $2::text[])"
                     " AS u(id, provider_id) JOIN messages m ON m.id = u.id"
                     " WHERE u.provider_id IS NOT NULL",
-                    *_columns([(m, p) for m, p, *_ in ok + refs], 2))
+                    *_columns([(sub.message_id, sub.provider_id) for sub in submitted]
+                              + [(m, p) for m, p, _part in refs], 2))
                 await self._apply_early_updates(conn, [(k[0], k[1]) for k in keys])
         failures = [res for res in results if not res.ok]
         if not failures:
@@ -145,39 +114,14 @@ class PostgresOutcomes(PostgresBase):
             " WHERE m.id = ANY($1::bigint[]) AND m.state = 'sending' AND m.leased_by = $2"
             " ORDER BY m.id FOR UPDATE OF m",
             [res.message_id for res in failures], worker_id)}
-        retried: list[tuple[int, float, str | None, str | None]] = []
-        deferred: list[tuple[int, float, str | None, str | None]] = []
-        failed: list[tuple[int, str | None, str | None]] = []
-        events: list[tuple[int, str, float, str | None]] = []
-        outbox: list[tuple[Any, ...]] = []
-        refunds: dict[int, int] = defaultdict(int)
-        for res in failures:
-            row = current.get(res.message_id)
-            if row is None:
-                # Our lease ran out and another worker owns the message now; its outcome counts.
-                continue
-            mid, project_id, credit, attempts, hook = row
-            detail = f"{res.error_code or 'error'}: {res.error_message or ''}".strip()
-            if res.defer:
-                wait = max(res.retry_after or 0.0, 0.05)
-                deferred.append((mid, now + wait, res.error_code, res.error_message))
-                events.append((mid, "queued", now,
-                               f"waiting {wait:.1f}s (not an attempt): {detail}"))
-                continue
-            if res.retryable and attempts < policy.max_attempts:
-                delay = policy.delay(attempts, res.retry_after)
-                retried.append((mid, now + delay, res.error_code, res.error_message))
-                events.append((mid, "queued", now, f"retry in {delay:.1f}s after {detail}"))
-                continue
-            if res.retryable:
-                detail = f"gave up after {attempts} attempts; last {detail}"
-            failed.append((mid, res.error_code, res.error_message))
-            events.append((mid, "failed", now, detail))
-            events.append((mid, "refunded", now, f"{credit} micro-credits returned"))
-            refunds[project_id] += credit
-            if hook:
-                outbox.append((project_id, mid, "refunded", now, res.error_code,
-                               res.error_message, now))
+        plan = plan_outcomes(failures, {
+            mid: HeldMessage(mid, project_id, credit, attempts, hook)
+            for mid, project_id, credit, attempts, hook in current.values()}, now, policy)
+        retried = [(r.message_id, r.next_attempt_at, r.error_code, r.error_message)
+                   for r in plan.retried]
+        deferred = [(r.message_id, r.next_attempt_at, r.error_code, r.error_message)
+                    for r in plan.deferred]
+        failed = [(f.message_id, f.error_code, f.error_message) for f in plan.failed]
         if retried:
             await conn.execute(
                 "UPDATE messages m SET state = 'queued', next_attempt_at = u.next_at,"
@@ -198,9 +142,7 @@ class PostgresOutcomes(PostgresBase):
                 " error_message = u.msg, lease_until = NULL, leased_by = NULL, updated_at = $4"
                 " FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(id, code, msg)"
                 " WHERE m.id = u.id", *_columns(failed, 3), now)
-        await _add_events(conn, events)
-        await _refund(conn, refunds, now, "refund: send failed")
-        await _add_outbox(conn, outbox)
+        await _settle(conn, plan, now)
 
     async def expire_due(self, now: float, limit: int) -> int:
         async def job(conn: asyncpg.Connection) -> int:
@@ -223,9 +165,10 @@ class PostgresOutcomes(PostgresBase):
                     " AND (state = 'queued' OR (state = 'sending' AND lease_until < $1))"
                     " LIMIT $3 FOR UPDATE SKIP LOCKED)"
                     " UPDATE messages m SET state = 'expired', updated_at = $1, error_message ="
-                    " CASE m.state WHEN 'queued' THEN 'validity period ended' ELSE $4 END"
+                    " CASE m.state WHEN 'queued' THEN $5 ELSE $4 END"
                     " FROM due WHERE m.id = due.id RETURNING m.id, m.project_id,"
-                    " m.credit_micro, m.error_message", now, push_id, left, EXPIRED_UNCONFIRMED)
+                    " m.credit_micro, m.error_message", now, push_id, left, EXPIRED_UNCONFIRMED,
+                    VALIDITY_ENDED)
                 rows += expired
                 if len(expired) == left:
                     break   # the limit: the rest of this push next time
@@ -236,21 +179,12 @@ class PostgresOutcomes(PostgresBase):
                     push_id, now + EXPIRY_RECHECK_SECONDS)
             if not rows:
                 return 0
-            refunds: dict[int, int] = defaultdict(int)
-            for _mid, project_id, credit, _why in rows:
-                refunds[project_id] += credit
             hooks = {r[0] for r in await conn.fetch(
                 "SELECT id FROM projects WHERE id = ANY($1::int[])"
-                " AND coalesce(webhook_url, '') <> ''", list(refunds))}
-            await conn.execute(
-                "INSERT INTO message_events (message_id, state, at, detail)"
-                " SELECT id, 'expired', $2, why || '; credit returned'"
-                " FROM unnest($1::bigint[], $3::text[]) AS e(id, why)",
-                [r[0] for r in rows], now, [r[3] for r in rows])
-            await _refund(conn, refunds, now, "refund: expired")
-            await _add_outbox(conn, [
-                (r[1], r[0], "expired", now, None, r[3], now)
-                for r in rows if r[1] in hooks])
+                " AND coalesce(webhook_url, '') <> ''", sorted({r[1] for r in rows}))}
+            await _settle(conn, plan_expiry([
+                Settled(mid, project_id, credit, why, project_id in hooks)
+                for mid, project_id, credit, why in rows], now), now)
             return len(rows)
 
         return await self._tx(job)
@@ -274,16 +208,46 @@ async def _cancel_queue(
         " RETURNING m.id, m.project_id, m.credit_micro", channel_id, states, reason, now)
     if not rows:
         return 0, 0
-    rows = sorted(rows)
-    refunds: dict[int, int] = defaultdict(int)
-    for _mid, project_id, credit in rows:
-        refunds[project_id] += credit
     hooks = {r[0] for r in await conn.fetch(
         "SELECT id FROM projects WHERE id = ANY($1::int[]) AND coalesce(webhook_url, '') <> ''",
-        sorted(refunds))}
-    await _add_events(conn, [(mid, "cancelled", now, f"{reason}; {credit} micro-credits returned")
-                             for mid, _project, credit in rows])
-    await _refund(conn, refunds, now, f"refund: {reason}")
-    await _add_outbox(conn, [(project_id, mid, "cancelled", now, None, reason, now)
-                             for mid, project_id, _credit in rows if project_id in hooks])
-    return len(rows), sum(refunds.values())
+        sorted({r[1] for r in rows}))}
+    plan = plan_cancellation([Settled(mid, project_id, credit, reason, project_id in hooks)
+                              for mid, project_id, credit in rows], now, reason)
+    await _settle(conn, plan, now)
+    return len(rows), sum(plan.refunds.values())
+
+
+async def _settle(conn: asyncpg.Connection, plan: OutcomePlan | SettlePlan, now: float) -> None:
+    """The events, refunds and webhook reports of a plan."""
+    await _add_events(conn, [(e.message_id, e.state, e.at, e.detail) for e in plan.events])
+    await _refund(conn, plan.refunds, now, plan.refund_reason)
+    await _add_outbox(conn, [report.row() for report in plan.reports])
+
+
+async def _record_submissions(conn: asyncpg.Connection, worker_id: str,
+                              submitted: list[Submission], now: float) -> int:
+    """Write the sends that went through, of the messages ``worker_id`` still holds (its
+    lease may have run out and another worker own the message now: that one's outcome
+    counts), with their event rows and webhook reports; returns how many were held."""
+    events = [(e.message_id, e.state, e.detail) for sub in submitted for e in sub.events]
+    reports = [(sub.message_id, state) for sub in submitted for state in sub.report_states]
+    return await conn.fetchval(
+        "WITH s AS (UPDATE messages m SET state = u.state, provider_id = u.provider_id,"
+        " lease_until = NULL, leased_by = NULL, error_code = u.code, error_message = u.msg,"
+        " submitted_at = $7::float8, delivered_at = u.delivered_at, updated_at = $7"
+        " FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],"
+        " $6::float8[]) AS u(id, state, provider_id, code, msg, delivered_at)"
+        " WHERE m.id = u.id AND m.state = 'sending' AND m.leased_by = $8"
+        " RETURNING m.id, m.project_id),"
+        " e AS (INSERT INTO message_events (message_id, state, at, detail)"
+        " SELECT v.id, v.state, $7, v.detail FROM unnest($9::bigint[], $10::text[], $11::text[])"
+        " WITH ORDINALITY AS v(id, state, detail, n) JOIN s ON s.id = v.id ORDER BY v.id, v.n),"
+        " o AS (INSERT INTO outbox (project_id, message_id, state, at, error_code,"
+        " error_message, attempts, next_attempt_at, dead)"
+        " SELECT s.project_id, r.id, r.state, $7, NULL, NULL, 0, $7, false"
+        " FROM unnest($12::bigint[], $13::text[]) WITH ORDINALITY AS r(id, state, n)"
+        f" JOIN s ON s.id = r.id WHERE {_has_webhook('s')} ORDER BY r.id, r.n)"
+        " SELECT count(*) FROM s",
+        *_columns([(sub.message_id, sub.state, sub.provider_id, sub.error_code,
+                    sub.error_message, sub.delivered_at) for sub in submitted], 6),
+        now, worker_id, *_columns(events, 3), *_columns(reports, 2))

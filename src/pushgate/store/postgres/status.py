@@ -17,6 +17,7 @@ from pushgate.core.lifecycle import ERROR_STATES, State, advances
 from pushgate.core.models import (
     StatusUpdate,
 )
+from pushgate.core.outcomes import REFUND_PROVIDER_FAILURE
 from pushgate.core.transitions import resolve_part_updates, walk_status_updates
 from pushgate.store.errors import StoreUnavailable
 from pushgate.store.postgres.common import (
@@ -207,7 +208,7 @@ class PostgresStatus(PostgresBase):
         for mid, u in moves:
             if u.state is State.REFUNDED:
                 refunds[rows[mid][1]] += rows[mid][4]
-        await _refund(conn, refunds, _now(), "refund: provider reported failure")
+        await _refund(conn, refunds, _now(), REFUND_PROVIDER_FAILURE)
         # Per message, the net effect of its moves in order (the SQLite store applies them
         # one after the other; one UPDATE … FROM must see each message once).
         changes: dict[int, list[Any]] = {}

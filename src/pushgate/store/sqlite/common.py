@@ -1,12 +1,15 @@
 """SQL fragments and writes shared by the SQLite store's areas: live and valid messages,
-refunds, webhook outbox rows.
+event rows, refunds, webhook outbox rows.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Sequence
 from typing import Any
+
+from pushgate.core.outcomes import Event
 
 # The live messages (queued, sending): the rows the claim index holds. SQLite uses a partial
 # index only when the query repeats its WHERE terms (migration 0006), so queries of live
@@ -46,3 +49,9 @@ def _add_outbox(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
         conn.executemany(
             "INSERT INTO outbox (project_id, message_id, state, at, error_code, error_message,"
             " attempts, next_attempt_at, dead) VALUES (?, ?, ?, ?, ?, ?, 0, ?, 0)", rows)
+
+
+def _add_events(conn: sqlite3.Connection, events: Sequence[Event]) -> None:
+    conn.executemany(
+        "INSERT INTO message_events (message_id, state, at, detail) VALUES (?, ?, ?, ?)",
+        [(e.message_id, e.state, e.at, e.detail) for e in events])

@@ -6,20 +6,34 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
 from pushgate.core.models import (
     SendResult,
 )
+from pushgate.core.outcomes import (
+    EXPIRED_UNCONFIRMED,
+    VALIDITY_ENDED,
+    HeldMessage,
+    Settled,
+    SettlePlan,
+    plan_cancellation,
+    plan_expiry,
+    plan_outcomes,
+)
 from pushgate.core.policy import (
     EARLY_UPDATE_TTL,
-    EXPIRED_UNCONFIRMED,
     EXPIRY_RECHECK_SECONDS,
     RetryPolicy,
 )
-from pushgate.store.sqlite.common import _LIVE, _add_outbox, _refund, _webhook_projects
+from pushgate.store.sqlite.common import (
+    _LIVE,
+    _add_events,
+    _add_outbox,
+    _refund,
+    _webhook_projects,
+)
 from pushgate.store.sqlite.connection import SQLiteBase
 from pushgate.store.sqlite.status import _apply_early_updates
 
@@ -57,95 +71,61 @@ def _record_outcomes_job(
             (json.dumps([res.message_id for res in results]), worker_id)).fetchall()
     }
     hooks = _webhook_projects(conn)
-    submitted, retried, deferred, failed, events, outbox = [], [], [], [], [], []
-    refunds: dict[int, int] = defaultdict(int)
+    plan = plan_outcomes(results, {
+        mid: HeldMessage(mid, project_id, credit, attempts, project_id in hooks)
+        for mid, project_id, credit, attempts, _channel in current.values()}, now, policy)
     late_provider_ids = []
     refs: list[tuple[int, str, int, int]] = []
     for res in results:
+        if not res.ok:
+            continue
         row = current.get(res.message_id)
-        if row is None:
-            # Our lease ran out and another worker owns the message now; its outcome counts.
-            # Or a provider callback moved it on first: then keep its provider ids.
-            if res.ok and res.provider_id:
-                late_provider_ids.append((res.provider_id, res.message_id))
-            if res.ok and res.provider_refs:
-                channel_id = conn.execute("SELECT channel_id FROM messages WHERE id = ?",
-                                          (res.message_id,)).fetchone()
-                if channel_id is not None:
-                    refs += [(channel_id[0], pid, res.message_id, part)
-                             for part, pid in res.provider_refs]
+        if row is not None:
+            refs += [(row[4], pid, res.message_id, part) for part, pid in res.provider_refs]
             continue
-        mid, project_id, credit, attempts, channel_id = row
-        if res.ok:
-            # An ok send may still report a problem with a part (e.g. an audio's text lost).
-            state = "delivered" if res.delivered else "submitted"
-            refs += [(channel_id, pid, mid, part) for part, pid in res.provider_refs]
-            if res.error_code:
-                # A problem to report: the submission keeps its event rows, with the problem
-                # (its `submitted_at` still counts it for the channel's caps).
-                submitted.append((state, res.provider_id, res.error_code, res.error_message,
-                                  now, None, now, mid))
-                events.append((mid, "submitted", now, f"provider id {res.provider_id}; "
-                               f"{res.error_code}: {res.error_message}"))
-                if res.delivered:
-                    events.append((mid, "delivered", now, None))
-            else:
-                # The routine case: the steps are columns, not rows (core/history.py).
-                submitted.append((state, res.provider_id, None, None, now,
-                                  now if res.delivered else None, now, mid))
-            if project_id in hooks:
-                outbox.append((project_id, mid, "submitted", now, None, None, now))
-                if res.delivered:
-                    outbox.append((project_id, mid, "delivered", now, None, None, now))
-            continue
-        detail = f"{res.error_code or 'error'}: {res.error_message or ''}".strip()
-        if res.defer:
-            wait = max(res.retry_after or 0.0, 0.05)
-            deferred.append((now + wait, res.error_code, res.error_message, now, mid))
-            events.append((mid, "queued", now, f"waiting {wait:.1f}s (not an attempt): {detail}"))
-            continue
-        if res.retryable and attempts < policy.max_attempts:
-            delay = policy.delay(attempts, res.retry_after)
-            retried.append((now + delay, res.error_code, res.error_message, now, mid))
-            events.append((mid, "queued", now, f"retry in {delay:.1f}s after {detail}"))
-            continue
-        if res.retryable:
-            detail = f"gave up after {attempts} attempts; last {detail}"
-        failed.append((res.error_code, res.error_message, now, mid))
-        events.append((mid, "failed", now, detail))
-        events.append((mid, "refunded", now, f"{credit} micro-credits returned"))
-        refunds[project_id] += credit
-        if project_id in hooks:
-            outbox.append((project_id, mid, "refunded", now, res.error_code, res.error_message,
-                           now))
-    # A send that went through has this attempt's problem, if any: an earlier attempt's
-    # error (a retry's 130429) stays in the history only.
+        # Our lease ran out and another worker owns the message now; its outcome counts.
+        # Or a provider callback moved it on first: then keep its provider ids.
+        if res.provider_id:
+            late_provider_ids.append((res.provider_id, res.message_id))
+        if res.provider_refs:
+            channel_id = conn.execute("SELECT channel_id FROM messages WHERE id = ?",
+                                      (res.message_id,)).fetchone()
+            if channel_id is not None:
+                refs += [(channel_id[0], pid, res.message_id, part)
+                         for part, pid in res.provider_refs]
     conn.executemany(
         "UPDATE messages SET state = ?, provider_id = ?, error_code = ?, error_message = ?,"
         " submitted_at = ?, delivered_at = ?, lease_until = NULL, leased_by = NULL,"
-        " updated_at = ? WHERE id = ?", submitted)
+        " updated_at = ? WHERE id = ?",
+        [(s.state, s.provider_id, s.error_code, s.error_message, now, s.delivered_at, now,
+          s.message_id) for s in plan.submitted])
     conn.executemany(
         "UPDATE messages SET provider_id = ? WHERE id = ? AND provider_id IS NULL"
         " AND state IN ('submitted', 'delivered', 'read')", late_provider_ids)
     conn.executemany(
         "UPDATE messages SET state = 'queued', next_attempt_at = ?, error_code = ?,"
         " error_message = ?, lease_until = NULL, leased_by = NULL, updated_at = ?"
-        " WHERE id = ?", retried)
+        " WHERE id = ?",
+        [(r.next_attempt_at, r.error_code, r.error_message, now, r.message_id)
+         for r in plan.retried])
     conn.executemany(
         "UPDATE messages SET state = 'queued', next_attempt_at = ?, error_code = ?,"
         " error_message = ?, lease_until = NULL, leased_by = NULL, updated_at = ?,"
-        " attempts = max(attempts - 1, 0) WHERE id = ?", deferred)
+        " attempts = max(attempts - 1, 0) WHERE id = ?",
+        [(r.next_attempt_at, r.error_code, r.error_message, now, r.message_id)
+         for r in plan.deferred])
     conn.executemany(
         "UPDATE messages SET state = 'refunded', error_code = ?, error_message = ?,"
-        " lease_until = NULL, leased_by = NULL, updated_at = ? WHERE id = ?", failed)
-    conn.executemany(
-        "INSERT INTO message_events (message_id, state, at, detail) VALUES (?, ?, ?, ?)", events)
-    _refund(conn, refunds, now, "refund: send failed")
-    _add_outbox(conn, outbox)
+        " lease_until = NULL, leased_by = NULL, updated_at = ? WHERE id = ?",
+        [(f.error_code, f.error_message, now, f.message_id) for f in plan.failed])
+    _add_events(conn, plan.events)
+    _refund(conn, plan.refunds, now, plan.refund_reason)
+    _add_outbox(conn, [report.row() for report in plan.reports])
     conn.executemany(
         "INSERT INTO provider_refs (channel_id, provider_id, message_id, part, state)"
         " VALUES (?, ?, ?, ?, 'submitted') ON CONFLICT DO NOTHING", refs)
-    _apply_early_updates(conn, [(current[s[7]][4], s[1]) for s in submitted if s[1]]
+    _apply_early_updates(conn, [(current[s.message_id][4], s.provider_id)
+                                for s in plan.submitted if s.provider_id]
                          + [(c, pid) for c, pid, _m, _p in refs])
 
 
@@ -162,11 +142,11 @@ def _expire_job(conn: sqlite3.Connection, now: float, limit: int) -> int:
         left = limit - len(rows)
         expired = conn.execute(
             "UPDATE messages SET state = 'expired', updated_at = ?, error_message ="
-            " CASE state WHEN 'queued' THEN 'validity period ended' ELSE ? END"
+            " CASE state WHEN 'queued' THEN ? ELSE ? END"
             " WHERE id IN (SELECT id FROM messages WHERE push_id = ? AND expires_at < ?"
             " AND (state = 'queued' OR (state = 'sending' AND lease_until < ?)) LIMIT ?)"
             " RETURNING id, project_id, credit_micro, error_message",
-            (now, EXPIRED_UNCONFIRMED, push_id, now, now, left)).fetchall()
+            (now, VALIDITY_ENDED, EXPIRED_UNCONFIRMED, push_id, now, now, left)).fetchall()
         rows += expired
         if len(expired) == left:
             break   # the limit: the rest of this push next time
@@ -177,15 +157,8 @@ def _expire_job(conn: sqlite3.Connection, now: float, limit: int) -> int:
     if not rows:
         return 0
     hooks = _webhook_projects(conn)
-    refunds: dict[int, int] = defaultdict(int)
-    for _mid, project_id, credit, _why in rows:
-        refunds[project_id] += credit
-    conn.executemany(
-        "INSERT INTO message_events (message_id, state, at, detail) VALUES (?, 'expired', ?, ?)",
-        [(r[0], now, f"{r[3]}; credit returned") for r in rows])
-    _refund(conn, refunds, now, "refund: expired")
-    _add_outbox(conn, [(r[1], r[0], "expired", now, None, r[3], now)
-                       for r in rows if r[1] in hooks])
+    _settle(conn, plan_expiry([Settled(mid, project_id, credit, why, project_id in hooks)
+                               for mid, project_id, credit, why in rows], now), now)
     return len(rows)
 
 
@@ -200,15 +173,14 @@ def _cancel_queue_job(
         (reason, now, channel_id, json.dumps(states))).fetchall()
     if not rows:
         return 0, 0
-    rows.sort()
     hooks = _webhook_projects(conn)
-    refunds: dict[int, int] = defaultdict(int)
-    for _mid, project_id, credit in rows:
-        refunds[project_id] += credit
-    conn.executemany(
-        "INSERT INTO message_events (message_id, state, at, detail) VALUES (?, 'cancelled', ?, ?)",
-        [(mid, now, f"{reason}; {credit} micro-credits returned") for mid, _p, credit in rows])
-    _refund(conn, refunds, now, f"refund: {reason}")
-    _add_outbox(conn, [(project_id, mid, "cancelled", now, None, reason, now)
-                       for mid, project_id, _credit in rows if project_id in hooks])
-    return len(rows), sum(refunds.values())
+    plan = plan_cancellation([Settled(mid, project_id, credit, reason, project_id in hooks)
+                              for mid, project_id, credit in rows], now, reason)
+    _settle(conn, plan, now)
+    return len(rows), sum(plan.refunds.values())
+
+
+def _settle(conn: sqlite3.Connection, plan: SettlePlan, now: float) -> None:
+    _add_events(conn, plan.events)
+    _refund(conn, plan.refunds, now, plan.refund_reason)
+    _add_outbox(conn, [report.row() for report in plan.reports])

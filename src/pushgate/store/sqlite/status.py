@@ -14,6 +14,7 @@ from pushgate.core.lifecycle import ERROR_STATES, State, advances
 from pushgate.core.models import (
     StatusUpdate,
 )
+from pushgate.core.outcomes import REFUND_PROVIDER_FAILURE
 from pushgate.core.transitions import resolve_part_updates, walk_status_updates
 from pushgate.store.sqlite.common import _add_outbox, _now, _refund, _webhook_projects
 from pushgate.store.sqlite.connection import SQLiteBase
@@ -121,7 +122,7 @@ def _apply_status_job(conn: sqlite3.Connection, updates: list[StatusUpdate],
         if project_id in hooks:
             outbox.append((project_id, mid, u.state.value, u.at, u.error_code, u.error_message,
                            u.at))
-    _refund(conn, refunds, _now(), "refund: provider reported failure")
+    _refund(conn, refunds, _now(), REFUND_PROVIDER_FAILURE)
     conn.executemany(
         "UPDATE messages SET state = ?, error_code = coalesce(?, CASE WHEN ? THEN error_code"
         " END), error_message = coalesce(?, CASE WHEN ? THEN error_message END),"
