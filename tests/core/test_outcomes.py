@@ -3,20 +3,24 @@ decided without a database (core/outcomes.py); both stores execute these plans."
 
 from __future__ import annotations
 
-from pushgate.core.models import SendResult
+from pushgate.core.lifecycle import State
+from pushgate.core.models import SendResult, StatusUpdate
 from pushgate.core.outcomes import (
     EXPIRED_UNCONFIRMED,
     MIN_DEFER_SECONDS,
     REFUND_EXPIRED,
+    REFUND_PROVIDER_FAILURE,
     REFUND_SEND_FAILED,
     VALIDITY_ENDED,
     Event,
     HeldMessage,
+    Moved,
     Report,
     Settled,
     plan_cancellation,
     plan_expiry,
     plan_outcomes,
+    plan_status_moves,
     plan_submission,
 )
 from pushgate.core.policy import RetryPolicy
@@ -129,3 +133,14 @@ def test_cancellation_refunds_in_id_order_with_the_reason() -> None:
     assert plan.refund_reason == "refund: channel removed"
     assert [(r.message_id, r.error_message) for r in plan.reports] == [
         (1, "channel removed"), (3, "channel removed")]
+
+
+def test_status_moves_refund_a_refunded_message_and_report_with_a_webhook() -> None:
+    moves = [(1, StatusUpdate(channel_id=1, provider_id="p", state=State.FAILED, at=5.0,
+                              error_code="30", error_message="bad number")),
+             (1, StatusUpdate(channel_id=1, provider_id="p", state=State.REFUNDED, at=5.0)),
+             (2, StatusUpdate(channel_id=1, provider_id="q", state=State.DELIVERED, at=6.0))]
+    plan = plan_status_moves(moves, {1: Moved(7, 500, True), 2: Moved(8, 100, False)})
+    assert dict(plan.refunds) == {7: 500} and plan.refund_reason == REFUND_PROVIDER_FAILURE
+    assert plan.reports == [Report(7, 1, "failed", 5.0, "30", "bad number"),
+                            Report(7, 1, "refunded", 5.0, None, None)]

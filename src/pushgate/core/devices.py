@@ -108,3 +108,34 @@ class ReportedMessage:
     state: str
     # The device holds its lease (``record_outcomes`` as ``device_worker(id)`` applies).
     held: bool
+
+
+#: The app's states of a message it holds queued: it keeps the message (its lease is renewed)
+#: while it waits out its own delays.
+HOLDING_STATES = ("Pending", "Processed")
+
+
+def sorted_claim(claim: DeviceClaim) -> DeviceClaim:
+    """The claim with its messages in the order a device sends them: priority, then id."""
+    claim.messages.sort(key=lambda m: (-m.priority, m.id))
+    return claim
+
+
+def handout_detail(device_id: str, attempt: int, possible_resend: bool) -> str:
+    """The ``sending`` event's text of a message handed to a device."""
+    return (f"device {device_id}, attempt {attempt}"
+            + (": possible re-send, previous lease expired" if possible_resend else ""))
+
+
+def ready_after_handout(quota: DeviceQuota, now: float, handed: int) -> float:
+    """When a device that was just handed ``handed`` messages may have more: the random
+    pause after each."""
+    return now + sum(quota.delays[:handed])
+
+
+def leases_to_renew(reports: Sequence[tuple[int, str, float]],
+                    known: dict[int, ReportedMessage]) -> list[int]:
+    """The messages whose lease a device's reports renew: those it holds and says it has
+    queued (``HOLDING_STATES``), in id order."""
+    return sorted({mid for mid, state, _at in reports
+                   if state in HOLDING_STATES and mid in known and known[mid].held})

@@ -13,7 +13,8 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from pushgate.core.models import SendResult
+from pushgate.core.lifecycle import State
+from pushgate.core.models import SendResult, StatusUpdate
 from pushgate.core.policy import RetryPolicy
 
 #: Why a queued message expired.
@@ -250,3 +251,37 @@ def _refunds(rows: Sequence[Settled]) -> dict[int, int]:
     for row in rows:
         refunds[row.project_id] += row.credit_micro
     return refunds
+
+
+@dataclass(frozen=True, slots=True)
+class Moved:
+    """A message a provider status update moves."""
+
+    project_id: int
+    credit_micro: int
+    has_webhook: bool
+
+
+@dataclass(slots=True)
+class StatusPlan:
+    """Refunds and webhook reports of the moves of provider status updates."""
+
+    reports: list[Report]
+    refunds: dict[int, int]
+    refund_reason: str = REFUND_PROVIDER_FAILURE
+
+
+def plan_status_moves(moves: Sequence[tuple[int, StatusUpdate]],
+                      messages: Mapping[int, Moved]) -> StatusPlan:
+    """What the moves ``(message_id, update)`` of provider status updates write besides the
+    new states: a message ``refunded`` gets its credit back, and each move of a project with a
+    webhook is reported, in the order of the moves."""
+    plan = StatusPlan([], defaultdict(int))
+    for mid, update in moves:
+        message = messages[mid]
+        if update.state is State.REFUNDED:
+            plan.refunds[message.project_id] += message.credit_micro
+        if message.has_webhook:
+            plan.reports.append(Report(message.project_id, mid, update.state.value, update.at,
+                                       update.error_code, update.error_message))
+    return plan

@@ -18,6 +18,10 @@ from pushgate.core.devices import (
     DeviceQuota,
     ReportedMessage,
     device_worker,
+    handout_detail,
+    leases_to_renew,
+    ready_after_handout,
+    sorted_claim,
 )
 from pushgate.store.postgres.common import _add_events, _columns, _now, _rowcount
 from pushgate.store.postgres.connection import PostgresBase
@@ -183,7 +187,7 @@ async def _claim_for_device(
     claim = DeviceClaim(pending, 0, max(ready_at, paused_until))
     stopped = await conn.fetchval("SELECT paused FROM channels WHERE id = $1", channel_id)
     if stopped is None or stopped or now < claim.ready_at:
-        return _sorted_claim(claim)
+        return sorted_claim(claim)
     in_flight = await conn.fetchval(
         "SELECT count(*) FROM messages WHERE channel_id = $1 AND state = 'sending'"
         " AND leased_by = $2 AND lease_until >= $3", channel_id, worker, now)
@@ -195,7 +199,7 @@ async def _claim_for_device(
         claim.ready_at = await _window_free_at(conn, device_id, quota, handed, now)
         await conn.execute("UPDATE devices SET ready_at = $2 WHERE id = $1", device_id,
                            claim.ready_at)
-        return _sorted_claim(claim)
+        return sorted_claim(claim)
 
     # Leases that ran out first (their phone went silent; possible re-sends), then queued
     # messages, passing over a recipient another online phone wrote to lately, so one person
@@ -226,8 +230,7 @@ async def _claim_for_device(
         now - quota.sticky_seconds, device_id, now - quota.offline_after)
     if rows:
         await _add_events(conn, [
-            (r[0], "sending", now, f"device {device_id}, attempt {r[6]}"
-             + (": possible re-send, previous lease expired" if r[7] else ""))
+            (r[0], "sending", now, handout_detail(device_id, r[6], r[7]))
             for r in sorted(rows, key=lambda r: (r[7], r[0]))])
         ids = sorted(r[0] for r in rows)
         await conn.execute(
@@ -243,17 +246,12 @@ async def _claim_for_device(
             " SELECT $2, number, $3, $4 FROM unnest($1::text[]) AS number"
             " ON CONFLICT (channel_id, number) DO UPDATE SET device_id = excluded.device_id,"
             " at = excluded.at", sorted({r[1] for r in rows}), channel_id, device_id, now)
-        claim.ready_at = now + sum(quota.delays[:len(rows)])
+        claim.ready_at = ready_after_handout(quota, now, len(rows))
         await conn.execute("UPDATE devices SET ready_at = $2 WHERE id = $1", device_id,
                            claim.ready_at)
     claim.new = len(rows)
     claim.messages += [DeviceMessage(*r[:6], possible_resend=r[7]) for r in rows]
-    return _sorted_claim(claim)
-
-
-def _sorted_claim(claim: DeviceClaim) -> DeviceClaim:
-    claim.messages.sort(key=lambda m: (-m.priority, m.id))
-    return claim
+    return sorted_claim(claim)
 
 
 async def _note_device_reports(
@@ -277,9 +275,7 @@ async def _note_device_reports(
             " FROM unnest($2::bigint[], $3::text[], $4::float8[]) AS u(id, state, at)"
             " WHERE h.message_id = u.id AND h.device_id = $1", device_id, *_columns(rows, 3))
     # The phone has it queued: it keeps the message while it waits out its own delays.
-    queued_on_phone = sorted(mid for mid, state, _at in reports
-                             if state in ("Pending", "Processed") and mid in known
-                             and known[mid].held)
+    queued_on_phone = leases_to_renew(reports, known)
     if queued_on_phone:
         await conn.execute(
             "UPDATE messages SET lease_until = greatest(lease_until, $2)"

@@ -6,19 +6,18 @@ not recorded yet kept until the id arrives.
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 import asyncpg
 
-from pushgate.core.lifecycle import ERROR_STATES, State, advances
+from pushgate.core.lifecycle import ERROR_STATES, State
 from pushgate.core.models import (
     StatusUpdate,
 )
-from pushgate.core.outcomes import REFUND_PROVIDER_FAILURE
-from pushgate.core.transitions import resolve_part_updates, walk_status_updates
+from pushgate.core.outcomes import Moved, plan_status_moves
+from pushgate.core.transitions import merge_part_states, resolve_part_updates, walk_status_updates
 from pushgate.store.errors import StoreUnavailable
 from pushgate.store.postgres.common import (
     RECEIPT_LOCK,
@@ -151,15 +150,10 @@ class PostgresStatus(PostgresBase):
                 " JOIN unnest($1::int[], $2::text[]) AS k(c, p)"
                 " ON r.channel_id = k.c AND r.provider_id = k.p", *_columns(part_keys, 2))}
             if ref_of:
-                part_states: dict[int, dict[int, State]] = {}
-                for mid, part, state in await conn.fetch(
-                        "SELECT message_id, part, state FROM provider_refs"
-                        " WHERE message_id = ANY($1::bigint[]) ORDER BY message_id, part"
-                        " FOR UPDATE", sorted({v[0] for v in ref_of.values()})):
-                    merged = part_states.setdefault(mid, {})
-                    current = merged.get(part)
-                    if current is None or advances(current, State(state)):
-                        merged[part] = State(state)
+                part_states = merge_part_states(await conn.fetch(
+                    "SELECT message_id, part, state FROM provider_refs"
+                    " WHERE message_id = ANY($1::bigint[]) ORDER BY message_id, part"
+                    " FOR UPDATE", sorted({v[0] for v in ref_of.values()})))
                 updates, part_changes, part_events = resolve_part_updates(
                     updates, ref_of, part_states)
                 if part_changes:
@@ -204,15 +198,12 @@ class PostgresStatus(PostgresBase):
             updates, states, lambda u: u.message_id if u.message_id is not None
             else provider_map.get((u.channel_id, u.provider_id or "")))
         events = part_events + events
-        refunds: dict[int, int] = defaultdict(int)
-        for mid, u in moves:
-            if u.state is State.REFUNDED:
-                refunds[rows[mid][1]] += rows[mid][4]
-        await _refund(conn, refunds, _now(), REFUND_PROVIDER_FAILURE)
+        plan = plan_status_moves(moves, {mid: Moved(row[1], row[4], row[3])
+                                         for mid, row in rows.items()})
+        await _refund(conn, plan.refunds, _now(), plan.refund_reason)
         # Per message, the net effect of its moves in order (the SQLite store applies them
         # one after the other; one UPDATE … FROM must see each message once).
         changes: dict[int, list[Any]] = {}
-        outbox: list[tuple[Any, ...]] = []
         for mid, u in moves:
             # [state, code, message, at, keep the stored error when none is given]
             net = changes.setdefault(mid, [None, None, None, None, True])
@@ -228,9 +219,6 @@ class PostgresStatus(PostgresBase):
                 # A message moving on (delivered, read) sheds an earlier attempt's error.
                 net[1], net[2], net[4] = u.error_code, u.error_message, False
             net[3] = u.at
-            if rows[mid][3]:
-                outbox.append((rows[mid][1], mid, u.state.value, u.at, u.error_code,
-                               u.error_message, u.at))
         if changes:
             # The state changes and their events in one statement.
             await conn.execute(
@@ -246,7 +234,7 @@ class PostgresStatus(PostgresBase):
                 *_columns(events, 4))
         else:
             await _add_events(conn, events)
-        await _add_outbox(conn, outbox)
+        await _add_outbox(conn, [report.row() for report in plan.reports])
         return moves
 
 

@@ -17,6 +17,10 @@ from pushgate.core.devices import (
     DeviceQuota,
     ReportedMessage,
     device_worker,
+    handout_detail,
+    leases_to_renew,
+    ready_after_handout,
+    sorted_claim,
 )
 from pushgate.store.rows import (
     DEVICE_COLUMNS,
@@ -180,7 +184,7 @@ def _claim_for_device_job(
     claim = DeviceClaim(pending, 0, max(ready_at, paused_until))
     stopped = conn.execute("SELECT paused FROM channels WHERE id = ?", (channel_id,)).fetchone()
     if stopped is None or stopped[0] or now < claim.ready_at:
-        return _sorted_claim(claim)
+        return sorted_claim(claim)
     in_flight = conn.execute(
         f"SELECT count(*) FROM messages WHERE channel_id = ? AND state = 'sending' AND {_LIVE}"
         " AND leased_by = ? AND lease_until >= ?", (channel_id, worker, now)).fetchone()[0]
@@ -191,7 +195,7 @@ def _claim_for_device_job(
     if allowance == 0:
         claim.ready_at = _window_free_at(conn, device_id, quota, handed, now)
         conn.execute("UPDATE devices SET ready_at = ? WHERE id = ?", (claim.ready_at, device_id))
-        return _sorted_claim(claim)
+        return sorted_claim(claim)
 
     until = now + quota.lease_seconds
     # A lease that ran out (its phone went silent) is handed on before anything new; past
@@ -218,9 +222,7 @@ def _claim_for_device_job(
     rows = [(r, True) for r in expired] + [(r, False) for r in fresh]
     conn.executemany(
         "INSERT INTO message_events (message_id, state, at, detail) VALUES (?, 'sending', ?, ?)",
-        [(r[0], now, f"device {device_id}, attempt {r[6]}"
-          + (": possible re-send, previous lease expired" if resend else ""))
-         for r, resend in rows])
+        [(r[0], now, handout_detail(device_id, r[6], resend)) for r, resend in rows])
     conn.executemany(
         "INSERT INTO device_messages (message_id, device_id, channel_id, handed_at)"
         " VALUES (?, ?, ?, ?) ON CONFLICT (message_id, device_id) DO UPDATE SET"
@@ -231,16 +233,11 @@ def _claim_for_device_job(
         " ON CONFLICT (channel_id, number) DO UPDATE SET device_id = excluded.device_id,"
         " at = excluded.at", [(channel_id, r[1], device_id, now) for r, _resend in rows])
     if rows:
-        claim.ready_at = now + sum(quota.delays[:len(rows)])
+        claim.ready_at = ready_after_handout(quota, now, len(rows))
         conn.execute("UPDATE devices SET ready_at = ? WHERE id = ?", (claim.ready_at, device_id))
     claim.new = len(rows)
     claim.messages += [DeviceMessage(*r[:6], possible_resend=resend) for r, resend in rows]
-    return _sorted_claim(claim)
-
-
-def _sorted_claim(claim: DeviceClaim) -> DeviceClaim:
-    claim.messages.sort(key=lambda m: (-m.priority, m.id))
-    return claim
+    return sorted_claim(claim)
 
 
 def _note_device_reports_job(
@@ -265,8 +262,7 @@ def _note_device_reports_job(
     conn.executemany(
         "UPDATE messages SET lease_until = max(lease_until, ?) WHERE id = ?"
         " AND state = 'sending' AND leased_by = ?",
-        [(now + lease_seconds, mid, worker) for mid, state, _at in reports
-         if state in ("Pending", "Processed") and mid in known and known[mid].held])
+        [(now + lease_seconds, mid, worker) for mid in leases_to_renew(reports, known)])
     conn.execute("UPDATE devices SET last_seen_at = max(coalesce(last_seen_at, 0), ?)"
                  " WHERE id = ?", (now, device_id))
     return known

@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from pushgate.core.lifecycle import ERROR_STATES, State, advances
+from pushgate.core.lifecycle import ERROR_STATES, State
 from pushgate.core.models import (
     StatusUpdate,
 )
-from pushgate.core.outcomes import REFUND_PROVIDER_FAILURE
-from pushgate.core.transitions import resolve_part_updates, walk_status_updates
+from pushgate.core.outcomes import Moved, plan_status_moves
+from pushgate.core.transitions import merge_part_states, resolve_part_updates, walk_status_updates
 from pushgate.store.sqlite.common import _add_outbox, _now, _refund, _webhook_projects
 from pushgate.store.sqlite.connection import SQLiteBase
 
@@ -61,14 +60,10 @@ def _apply_status_job(conn: sqlite3.Connection, updates: list[StatusUpdate],
             if r is not None:
                 ref_of[(channel_id, provider_id)] = (r[0], r[1])
         if ref_of:
-            for mid, part, state in conn.execute(
-                    "SELECT message_id, part, state FROM provider_refs"
-                    " WHERE message_id IN (SELECT value FROM json_each(?))",
-                    (json.dumps(sorted({k[0] for k in ref_of.values()})),)):
-                merged = part_states.setdefault(mid, {})
-                current = merged.get(part)
-                if current is None or advances(current, State(state)):
-                    merged[part] = State(state)
+            part_states = merge_part_states(conn.execute(
+                "SELECT message_id, part, state FROM provider_refs"
+                " WHERE message_id IN (SELECT value FROM json_each(?))",
+                (json.dumps(sorted({k[0] for k in ref_of.values()})),)))
             updates, part_changes, part_events = resolve_part_updates(
                 updates, ref_of, part_states)
             conn.executemany(
@@ -109,25 +104,20 @@ def _apply_status_job(conn: sqlite3.Connection, updates: list[StatusUpdate],
         updates, states, lambda u: u.message_id if u.message_id is not None
         else provider_map.get((u.channel_id, u.provider_id or "")))
     events = part_events + events
-    changes, outbox = [], []
-    refunds: dict[int, int] = defaultdict(int)
+    plan = plan_status_moves(moves, {mid: Moved(row[1], row[5], row[1] in hooks)
+                                     for mid, row in rows.items()})
+    changes = []
     for mid, u in moves:
         # A failure keeps the error it was reported with if it brings none (refunded after
         # failed); a message moving on (delivered, read) sheds an earlier attempt's error.
         keep = u.state in ERROR_STATES
         changes.append((u.state.value, u.error_code, keep, u.error_message, keep, u.at, mid))
-        project_id = rows[mid][1]
-        if u.state is State.REFUNDED:
-            refunds[project_id] += rows[mid][5]
-        if project_id in hooks:
-            outbox.append((project_id, mid, u.state.value, u.at, u.error_code, u.error_message,
-                           u.at))
-    _refund(conn, refunds, _now(), REFUND_PROVIDER_FAILURE)
+    _refund(conn, plan.refunds, _now(), plan.refund_reason)
     conn.executemany(
         "UPDATE messages SET state = ?, error_code = coalesce(?, CASE WHEN ? THEN error_code"
         " END), error_message = coalesce(?, CASE WHEN ? THEN error_message END),"
         " updated_at = ?, lease_until = NULL, leased_by = NULL WHERE id = ?", changes)
     conn.executemany(
         "INSERT INTO message_events (message_id, state, at, detail) VALUES (?, ?, ?, ?)", events)
-    _add_outbox(conn, outbox)
+    _add_outbox(conn, [report.row() for report in plan.reports])
     return len(moves)
