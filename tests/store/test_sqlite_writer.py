@@ -1,7 +1,7 @@
 """SQLite's writer: accepts queued together share one writer transaction (group commit), and a
 failing job does not undo the others of its batch; writers of several processes take turns on
 the lock file; ``listen`` hears other processes' pushes. (Concurrent accepts on every store:
-``contract/test_accept.py``.)"""
+``contract/test_store_accept.py``.)"""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 import pytest
-from tests.store.contract.test_accept import (
+from tests.store.contract.test_store_accept import (
     PRICE,
     balance,
     check_affordable_stored,

@@ -8,7 +8,7 @@ import asyncio
 import json
 import time
 
-from tests.store.contract.test_queue import LEASE, balance, event_states, queue, states
+from tests.store.contract.test_store_queue import LEASE, balance, event_states, queue, states
 
 from pushgate.core.lifecycle import State
 from pushgate.core.models import InboundMessage, SendResult, StatusUpdate
