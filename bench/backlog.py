@@ -61,8 +61,9 @@ from common import (  # noqa: E402
 )
 
 from pushgate.core.models import SendResult  # noqa: E402
+from pushgate.core.policy import RetryPolicy  # noqa: E402
 from pushgate.core.push import Limits, decode_push, plan_push  # noqa: E402
-from pushgate.store.base import RetryPolicy, store_for_url  # noqa: E402
+from pushgate.store.factory import store_for_url  # noqa: E402
 from pushgate.store.migrate import sqlite_path  # noqa: E402
 
 MAX_MESSAGES = 2_000_000
@@ -74,7 +75,8 @@ WAIT_CLAIMED_S = 60.0
 REPORT_ENTRIES = 10_000
 MIB = 1024 * 1024
 
-# The claim's candidate query, as store/sqlite.py and store/postgres.py run it (minus the lock).
+# The claim's candidate query, as store/sqlite/queue.py and store/postgres/queue.py run it
+# (minus the lock).
 # SQLite uses the partial claim index only when the query repeats its predicate (LIVE);
 # without it, it cannot use the claim index and slows down as the backlog grows.
 LIVE = "state IN ('queued', 'sending')"

@@ -33,7 +33,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 from common import Gateway, machine_busy, queue_messages  # noqa: E402
 
-from pushgate.store.base import store_for_url  # noqa: E402
+from pushgate.store.factory import store_for_url  # noqa: E402
 from pushgate.store.migrate import sqlite_path  # noqa: E402
 
 DRAIN_TIMEOUT = 300.0

@@ -57,7 +57,7 @@ from common import (  # noqa: E402
 )
 
 from pushgate.core.push import Limits, decode_push, plan_push  # noqa: E402
-from pushgate.store.base import store_for_url  # noqa: E402
+from pushgate.store.factory import store_for_url  # noqa: E402
 from pushgate.store.migrate import sqlite_path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -26,7 +26,8 @@ from common import Gateway, queue_messages  # noqa: E402
 
 from pushgate.core.lifecycle import State  # noqa: E402
 from pushgate.core.models import SendResult, StatusUpdate  # noqa: E402
-from pushgate.store.base import RetryPolicy, store_for_url  # noqa: E402
+from pushgate.core.policy import RetryPolicy  # noqa: E402
+from pushgate.store.factory import store_for_url  # noqa: E402
 
 MAX_UPDATES = 200_000
 TIMEOUT = 300.0

@@ -1,4 +1,4 @@
-"""Why store/sqlite.py speaks DB-API SQL rather than SQLAlchemy Core on its hot paths.
+"""Why store/sqlite/ speaks DB-API SQL rather than SQLAlchemy Core on its hot paths.
 
 Inserts N rows (default 100,000) into a freshly migrated `messages` table (every column the
 accept path writes, all of the table's indexes) in 1,000-row transactions, three ways:
@@ -6,8 +6,8 @@ accept path writes, all of the table's indexes) in 1,000-row transactions, three
 * SQLAlchemy Core: `conn.execute(messages_table.insert(), list_of_dicts)` in `engine.begin()`;
 * raw sqlite3 `executemany` of a one-row INSERT;
 * raw sqlite3 multi-row INSERTs of 500 rows per statement;
-* the store's own statement (`store.sqlite._insert_messages_sql`): 500 rows per statement, the
-  columns shared by a push's rows bound once (9 parameters per row instead of 20).
+* the store's own statement (`store.sqlite.accept._insert_messages_sql`): 500 rows per
+  statement, the columns shared by a push's rows bound once (9 parameters per row instead of 20).
 
 All three on the same pragmas as the store (WAL, `synchronous=FULL`); the rows (tuples, and the
 dicts Core needs) are built before the clock starts. Each method runs `--repeat` times on a fresh
@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import MetaData, Table, create_engine, event
 
 from pushgate.store.migrate import upgrade
-from pushgate.store.sqlite import _insert_messages_sql
+from pushgate.store.sqlite.accept import _insert_messages_sql
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import median_spread  # noqa: E402

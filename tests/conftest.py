@@ -31,7 +31,8 @@ from pushgate.core.channels import ChannelSpec, default_rules
 from pushgate.core.models import Project
 from pushgate.core.pricing import parse_credits
 from pushgate.core.tokens import hash_token, new_token, new_webhook_secret
-from pushgate.store.base import Store, store_for_url
+from pushgate.store.base import Store
+from pushgate.store.factory import store_for_url
 from pushgate.store.migrate import upgrade
 
 BACKENDS = ("sqlite", "postgres")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pushgate.store.base import StoreUnavailable
+from pushgate.store.errors import StoreUnavailable
 from pushgate.store.migrate import sqlite_location_problem, upgrade
 from pushgate.store.sqlite import SQLiteStore
 

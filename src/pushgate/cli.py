@@ -35,7 +35,9 @@ from pushgate.core.channels import (
 from pushgate.core.pricing import format_credits, parse_credits
 from pushgate.core.tokens import hash_token, new_token, new_webhook_secret
 from pushgate.outbound import AddressRefused, vet_url
-from pushgate.store.base import Store, StoreUnavailable, store_for_url
+from pushgate.store.base import Store
+from pushgate.store.errors import StoreUnavailable
+from pushgate.store.factory import store_for_url
 
 T = TypeVar("T")
 

@@ -18,7 +18,7 @@ from pushgate.channels.base import (
 from pushgate.channels.media import sign_media_url
 from pushgate.core.lifecycle import State
 from pushgate.core.models import InboundMessage, OutboundMessage, SendResult, StatusUpdate
-from pushgate.store.base import RetryPolicy
+from pushgate.core.policy import RetryPolicy
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"1" * 32
 

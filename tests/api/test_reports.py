@@ -235,7 +235,7 @@ async def test_reports_show_errors_only_for_failed_messages(app_client, make, st
     """A message waiting for its retry, or sent with a problem to report, is not failed: the
     delivery report and the event webhook show no error for it (its history has it)."""
     from pushgate.core.models import SendResult
-    from pushgate.store.base import RetryPolicy
+    from pushgate.core.policy import RetryPolicy
 
     client, gateway, project, token, channel = await _setup(app_client, make)
     accepted = await _push(client, token)

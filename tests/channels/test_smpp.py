@@ -32,10 +32,11 @@ from pushgate.core.models import (
     SendResult,
     StatusUpdate,
 )
+from pushgate.core.policy import RetryPolicy
 from pushgate.core.push import Limits, decode_push, plan_push
 from pushgate.core.segments import GSM_BASIC, GSM_EXTENSION, count_segments, split_segments
 from pushgate.dispatch.worker import Dispatcher
-from pushgate.store.base import RetryPolicy, Store
+from pushgate.store.base import Store
 from tests.fakes.smsc import FakeSmsc
 
 NUMBER = "919876543210"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pushgate.core.lifecycle import State
 from pushgate.core.models import StatusUpdate
+from pushgate.core.policy import RetryPolicy
 from pushgate.core.transitions import walk_status_updates
-from pushgate.store.base import RetryPolicy
 
 
 def by_id(update: StatusUpdate) -> int | None:

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 from tests.dispatch.test_dispatcher import counts, push_id_of, run_dispatcher, wait_for
-from tests.store.test_store_queue import queue
+from tests.store.contract.test_store_queue import queue
 
 from pushgate.channels.base import Channel, register
 from pushgate.channels.media import verify_media_signature

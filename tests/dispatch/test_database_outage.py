@@ -29,8 +29,10 @@ from starlette.routing import Route
 from tests.dispatch.test_dispatcher import queue, wait_for
 from tests.fakes.server import serve_app
 
+from pushgate.core.policy import RetryPolicy
 from pushgate.dispatch.worker import Dispatcher
-from pushgate.store.base import RetryPolicy, Store, StoreUnavailable
+from pushgate.store.base import Store
+from pushgate.store.errors import StoreUnavailable
 from pushgate.store.outage import outage_of
 from pushgate.webhooks.deliverer import WebhookDeliverer
 

@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 
 from pushgate.core.channels import ChannelSpec
+from pushgate.core.policy import RetryPolicy
 from pushgate.core.pricing import parse_credits
 from pushgate.core.push import Limits, decode_push, plan_push
 from pushgate.dispatch.worker import Dispatcher
-from pushgate.store.base import RetryPolicy, Store
+from pushgate.store.base import Store
 
 DEADLINE = 20.0
 PRICE = parse_credits("0.005")

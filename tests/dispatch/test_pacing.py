@@ -17,7 +17,8 @@ from pushgate.core.push import Limits, decode_push, plan_push
 from pushgate.dispatch import pacing, worker
 from pushgate.dispatch.pacing import Pacer
 from pushgate.dispatch.worker import ChannelRunner, Dispatcher
-from pushgate.store.base import Store, StoreUnavailable
+from pushgate.store.base import Store
+from pushgate.store.errors import StoreUnavailable
 
 
 class FakeClock:

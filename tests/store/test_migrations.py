@@ -9,7 +9,7 @@ from typing import Any
 from alembic import command
 from alembic.script import ScriptDirectory
 
-from pushgate.store.base import store_for_url
+from pushgate.store.factory import store_for_url
 from pushgate.store.migrate import alembic_config, current_revision, upgrade
 
 

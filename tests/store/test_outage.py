@@ -12,9 +12,11 @@ import time
 from typing import Any
 
 import pytest
-from tests.store.test_postgres_specific import _plan
+from tests.store.helpers import push_plan
 
-from pushgate.store.base import Store, StoreUnavailable, store_for_url
+from pushgate.store.base import Store
+from pushgate.store.errors import StoreUnavailable
+from pushgate.store.factory import store_for_url
 from pushgate.store.outage import (
     BACKOFF_CAP_SECONDS,
     Backoff,
@@ -151,7 +153,7 @@ async def test_the_listen_connection_reports_its_loss_and_reconnection(
         end = time.monotonic() + DEADLINE
         while not got.is_set():
             assert time.monotonic() < end, "no notification reached the listener"
-            await store.accept_push(project.id, channel, _plan(1, 1_000), time.time(), None)
+            await store.accept_push(project.id, channel, push_plan(1, 1_000), time.time(), None)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(got.wait(), 0.3)
 

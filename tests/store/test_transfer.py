@@ -13,9 +13,10 @@ import pytest
 
 from pushgate.core.channels import ChannelSpec, default_rules
 from pushgate.core.models import SendResult
+from pushgate.core.policy import RetryPolicy
 from pushgate.core.push import Limits, decode_push, plan_push
 from pushgate.core.tokens import hash_token
-from pushgate.store.base import RetryPolicy, store_for_url
+from pushgate.store.factory import store_for_url
 from pushgate.store.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.postgres_only

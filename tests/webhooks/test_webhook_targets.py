@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from tests.fakes.server import serve_app
-from tests.store.test_store_outbox import queue, send
+from tests.store.contract.test_store_outbox import queue, send
 
 from pushgate.core.models import InboundMessage
 from pushgate.webhooks.deliverer import WebhookDeliverer

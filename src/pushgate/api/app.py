@@ -56,6 +56,7 @@ from pushgate.config import Settings
 from pushgate.core.channels import ChannelSpec
 from pushgate.core.errors import ApiError, Code
 from pushgate.core.lifecycle import ERROR_STATES, State
+from pushgate.core.policy import RetryPolicy
 from pushgate.core.pricing import format_credits
 from pushgate.core.push import (
     Limits,
@@ -66,7 +67,8 @@ from pushgate.core.push import (
 )
 from pushgate.dispatch.worker import Dispatcher, new_worker_id
 from pushgate.outbound import NameVerdicts
-from pushgate.store.base import InsufficientCredit, RetryPolicy, Store, StoreUnavailable
+from pushgate.store.base import Store
+from pushgate.store.errors import InsufficientCredit, StoreUnavailable
 from pushgate.webhooks.deliverer import WebhookDeliverer
 
 log = logging.getLogger("pushgate.api")
@@ -206,7 +208,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
                run_workers: bool = True) -> FastAPI:
     settings = settings or Settings()
     if store is None:
-        from pushgate.store.base import store_for_url
+        from pushgate.store.factory import store_for_url
 
         store = store_for_url(settings.database_url)
     gateway = Gateway(settings, store, run_workers)

@@ -60,20 +60,15 @@ from pushgate.api.body import read_body
 from pushgate.channels.android import PhoneFault, PhoneSettings, read_app_error
 from pushgate.channels.base import channel_class, channel_for
 from pushgate.core.channels import APP_CALL, ChannelSpec
+from pushgate.core.devices import Device, DeviceMessage, DeviceQuota, device_worker
 from pushgate.core.errors import ApiError, Code
 from pushgate.core.lifecycle import State
 from pushgate.core.models import SendResult, StatusUpdate
+from pushgate.core.policy import RetryPolicy
 from pushgate.core.pricing import format_credits
 from pushgate.core.push import decode_body
 from pushgate.core.tokens import hash_token
-from pushgate.store.base import (
-    Device,
-    DeviceMessage,
-    DeviceQuota,
-    RetryPolicy,
-    Store,
-    device_worker,
-)
+from pushgate.store.base import Store
 
 if TYPE_CHECKING:
     from pushgate.api.app import Gateway

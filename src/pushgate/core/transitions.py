@@ -6,7 +6,7 @@ returned forward moves, and record one event per update (moves or not), so the r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
 from pushgate.core.lifecycle import State, advances
@@ -112,3 +112,15 @@ def resolve_part_updates(
 
 
 _PART_RANK = {State.SUBMITTED: 0, State.DELIVERED: 1, State.READ: 2}
+
+
+def merge_part_states(rows: Iterable[tuple[int, int, str]]) -> dict[int, dict[int, State]]:
+    """The furthest state of each part of each message, from its ``provider_refs`` rows
+    ``(message_id, part, state)`` (aliases of one part may stand at different states)."""
+    merged: dict[int, dict[int, State]] = {}
+    for mid, part, state in rows:
+        parts = merged.setdefault(mid, {})
+        current = parts.get(part)
+        if current is None or advances(current, State(state)):
+            parts[part] = State(state)
+    return merged

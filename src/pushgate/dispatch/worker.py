@@ -41,8 +41,9 @@ from pushgate.core.models import (
     SendResult,
     StatusUpdate,
 )
+from pushgate.core.policy import RetryPolicy
 from pushgate.dispatch.pacing import Pacer, SendCaps
-from pushgate.store.base import RetryPolicy, Store
+from pushgate.store.base import Store
 from pushgate.store.outage import is_unavailable, keep_going, outage_of
 
 log = logging.getLogger("pushgate.dispatch")

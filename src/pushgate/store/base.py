@@ -1,18 +1,20 @@
 """The ``Store`` interface: every hand-off between pushgate's processes is a row behind it.
 
-SQLite (``sqlite.py``) is the embedded default; PostgreSQL implements the same interface. All SQL
-lives in the implementations; callers speak in the records of ``pushgate.core.models``.
+One small interface per area (``Admin``, ``Accepting``, ``Reports``, ``Claiming``, ``Outcomes``,
+``Outbox``, ``Inbound``, ``Devices``); ``Store`` combines them. SQLite (``store/sqlite/``) is the
+embedded default; PostgreSQL (``store/postgres/``) implements the same interface. All SQL lives in
+the implementations; callers speak in the records of ``pushgate.core``. The factory is
+``store/factory.py``, the errors ``store/errors.py``.
 """
 
 from __future__ import annotations
 
 import abc
-import random
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pushgate.core.channels import ChannelSpec
+from pushgate.core.devices import Device, DeviceClaim, DeviceQuota, ReportedMessage
 from pushgate.core.models import (
     AcceptResult,
     InboundForward,
@@ -25,66 +27,16 @@ from pushgate.core.models import (
     StatusUpdate,
     TokenInfo,
 )
-from pushgate.core.push import InlineMedia, PushPlan
+from pushgate.core.policy import RetryPolicy
+from pushgate.core.push import PushPlan
 
 if TYPE_CHECKING:
     from pushgate.store.outage import Outage
 
-#: Seconds a status update for an unknown provider id is kept waiting for its id.
-EARLY_UPDATE_TTL = 86_400.0
-#: Seconds before the validity sweep looks again at a push whose messages past their validity
-#: are still being sent (one may come back queued). Until then the push goes to the back of
-#: the sweep's order, so pushes stuck in flight cannot hold up the others; a message that
-#: comes back queued meanwhile is never claimed, only expired later.
-EXPIRY_RECHECK_SECONDS = 60.0
-#: Why a message expired whose lease ran out past its validity: its last send (a worker that
-#: stopped, a phone that went silent) may have reached the provider, but is never repeated.
-EXPIRED_UNCONFIRMED = "validity period ended before its last send was confirmed"
 
+class Admin(Protocol):
+    """Operators' records: projects, credits, tokens, channels, and the accept path's lookups."""
 
-class InsufficientCredit(Exception):
-    def __init__(self, needed_micro: int, balance_micro: int) -> None:
-        self.needed_micro = needed_micro
-        self.balance_micro = balance_micro
-        super().__init__(f"needs {needed_micro} micro-credits, balance {balance_micro}")
-
-
-class StoreUnavailable(Exception):
-    """The database cannot be reached or stays locked; the caller answers 503."""
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Exponential back-off with jitter for retryable send errors."""
-
-    max_attempts: int = 5
-    base_seconds: float = 2.0
-    cap_seconds: float = 600.0
-
-    def delay(self, attempts: int, retry_after: float | None = None) -> float:
-        """Seconds before the next try after ``attempts`` tries: half fixed, half random, so
-        the retries of a burst spread out but never come back at once; never sooner than the
-        provider's ``retry_after``."""
-        delay = min(self.cap_seconds, self.base_seconds * 2 ** max(0, attempts - 1))
-        return max(retry_after or 0.0, delay / 2 + random.uniform(0, delay / 2))
-
-
-class Store(abc.ABC):
-    """Durable state of the gateway. Implementations must be safe to share between the API,
-    the dispatcher and the webhook deliverer of one process, and between processes."""
-
-    # --- life -----------------------------------------------------------------------------
-    @abc.abstractmethod
-    async def open(self) -> None: ...
-
-    @abc.abstractmethod
-    async def close(self) -> None: ...
-
-    @abc.abstractmethod
-    async def ping(self) -> None:
-        """Raise ``StoreUnavailable`` unless the database answers."""
-
-    # --- operators --------------------------------------------------------------------------
     @abc.abstractmethod
     async def create_project(
         self, name: str, balance_micro: int, webhook_url: str | None, webhook_secret: str
@@ -135,7 +87,6 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def get_channel(self, channel_id: int) -> ChannelSpec | None: ...
 
-    # --- accept -----------------------------------------------------------------------------
     @abc.abstractmethod
     async def authenticate(self, token_hash: str) -> TokenInfo | None: ...
 
@@ -145,6 +96,10 @@ class Store(abc.ABC):
         with the lowest id (a paused one only when all are). Application codes and channel ids
         are different namespaces: a code no channel serves finds nothing, whatever channel
         happens to have that id (a push picks a channel by id with its own ``channel_id``)."""
+
+
+class Accepting(Protocol):
+    """Taking a push in: one transaction debits, inserts the push and queues its messages."""
 
     @abc.abstractmethod
     async def accept_push(
@@ -159,7 +114,10 @@ class Store(abc.ABC):
         write nothing if the balance does not cover it), insert the push, its inline media and
         its accepted messages as ``queued``."""
 
-    # --- reports ----------------------------------------------------------------------------
+
+class Reports(Protocol):
+    """Reads behind the report endpoints."""
+
     @abc.abstractmethod
     async def get_push(self, project_id: int, push_id: int) -> dict[str, Any] | None:
         """The push row with counts of its messages by state."""
@@ -180,7 +138,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def sandbox_inbox(self, project_id: int, limit: int) -> list[dict[str, Any]]: ...
 
-    # --- dispatch ---------------------------------------------------------------------------
+
+class Claiming(Protocol):
+    """The dispatch queue: channel leases, claims, pacing counts, wake-ups."""
+
     @abc.abstractmethod
     async def acquire_channel_leases(
         self, worker_id: str, now: float, ttl: float, skip_kinds: Sequence[str] = ()
@@ -205,19 +166,8 @@ class Store(abc.ABC):
         messages of at least that priority (a runner letting urgent ones jump its batch)."""
 
     @abc.abstractmethod
-    async def record_outcomes(
-        self, worker_id: str, results: Sequence[SendResult], now: float, policy: RetryPolicy
-    ) -> None:
-        """Apply send results in one transaction: submitted, retry later, or failed+refunded."""
-
-    @abc.abstractmethod
     async def release_messages(self, worker_id: str, message_ids: Sequence[int]) -> None:
         """Give back claimed messages that were not sent (graceful shutdown)."""
-
-    @abc.abstractmethod
-    async def apply_status_updates(self, updates: Sequence[StatusUpdate]) -> int:
-        """Apply provider-reported transitions; only forward moves change the state, every
-        update is recorded as an event. Returns how many changed a state."""
 
     @abc.abstractmethod
     async def sent_since(self, channel_id: int, since: float) -> int:
@@ -230,10 +180,6 @@ class Store(abc.ABC):
     ) -> list[int]:
         """Ids of the channel's messages in ``submitted`` since before ``before`` (used by
         channels that simulate delivery)."""
-
-    @abc.abstractmethod
-    async def expire_due(self, now: float, limit: int) -> int:
-        """Expire and refund queued messages past their validity; returns how many."""
 
     @abc.abstractmethod
     async def has_ready_messages(self, channel_id: int, now: float,
@@ -251,7 +197,42 @@ class Store(abc.ABC):
         process wake them directly). PostgreSQL implements it with LISTEN/NOTIFY."""
         return None
 
-    # --- webhooks ---------------------------------------------------------------------------
+
+class Outcomes(Protocol):
+    """What happens to claimed messages: send outcomes, provider status updates, expiry and
+    cancellation."""
+
+    @abc.abstractmethod
+    async def record_outcomes(
+        self, worker_id: str, results: Sequence[SendResult], now: float, policy: RetryPolicy
+    ) -> None:
+        """Apply send results in one transaction: submitted, retry later, or failed+refunded."""
+
+    @abc.abstractmethod
+    async def apply_status_updates(self, updates: Sequence[StatusUpdate]) -> int:
+        """Apply provider-reported transitions; only forward moves change the state, every
+        update is recorded as an event. Returns how many changed a state."""
+
+    @abc.abstractmethod
+    async def expire_due(self, now: float, limit: int) -> int:
+        """Expire and refund queued messages past their validity; returns how many."""
+
+    @abc.abstractmethod
+    async def cancel_channel_queue(
+        self, channel_id: int, now: float, reason: str, include_in_flight: bool = False
+    ) -> tuple[int, int]:
+        """In one transaction: cancel the channel's queued messages (and, with
+        ``include_in_flight``, those being sent), refund them, record their events and queue
+        their event-webhook reports. Returns (messages, micro-credits refunded)."""
+
+    @abc.abstractmethod
+    async def channel_queue_counts(self, channel_id: int) -> dict[str, int]:
+        """How many of the channel's messages are ``queued`` and ``sending``."""
+
+
+class Outbox(Protocol):
+    """The webhook outbox: state changes waiting for the customer's webhook."""
+
     @abc.abstractmethod
     async def claim_outbox(
         self, worker_id: str, limit: int, now: float, lease_seconds: float
@@ -270,7 +251,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def outbox_stats(self) -> dict[str, int]: ...
 
-    # --- inbound ----------------------------------------------------------------------------
+
+class Inbound(Protocol):
+    """Users' messages: recording them, multi-part SMS parts, delivery to the incoming webhook."""
+
     @abc.abstractmethod
     async def record_inbound(self, messages: Sequence[InboundMessage], now: float) -> int:
         """Store user messages once each (by channel and provider id) and queue them for the
@@ -305,9 +289,11 @@ class Store(abc.ABC):
     ) -> None:
         """As ``retry_outbox``: the next try per ``schedule``, or give up."""
 
-    # --- devices ----------------------------------------------------------------------------
-    # Phones of pull channels (``pushgate.api.devices``). A device claims messages as the
-    # worker ``device_worker(device_id)``, so ``record_outcomes`` applies its reports.
+
+class Devices(Protocol):
+    """Phones of pull channels (``pushgate.api.devices``). A device claims messages as the
+    worker ``device_worker(device_id)``, so ``record_outcomes`` applies its reports."""
+
     @abc.abstractmethod
     async def register_device(self, device: Device, token_hash: str) -> None:
         """Insert a paired device with the SHA-256 of its bearer token."""
@@ -375,151 +361,30 @@ class Store(abc.ABC):
     async def request_reconnect(self, channel_id: int, now: float) -> int:
         """Ask the channel's live devices to reconnect (their event streams close)."""
 
-    @abc.abstractmethod
-    async def cancel_channel_queue(
-        self, channel_id: int, now: float, reason: str, include_in_flight: bool = False
-    ) -> tuple[int, int]:
-        """In one transaction: cancel the channel's queued messages (and, with
-        ``include_in_flight``, those being sent), refund them, record their events and queue
-        their event-webhook reports. Returns (messages, micro-credits refunded)."""
+
+class Store(Admin, Accepting, Reports, Claiming, Outcomes, Outbox, Inbound, Devices, Protocol):
+    """Durable state of the gateway. Implementations must be safe to share between the API,
+    the dispatcher and the webhook deliverer of one process, and between processes."""
 
     @abc.abstractmethod
-    async def channel_queue_counts(self, channel_id: int) -> dict[str, int]:
-        """How many of the channel's messages are ``queued`` and ``sending``."""
+    async def open(self) -> None: ...
 
+    @abc.abstractmethod
+    async def close(self) -> None: ...
 
-def fair_share(active_channels: int, live_workers: int) -> int:
-    """How many channels one worker may lease: an even split, rounded up."""
-    return -(-active_channels // max(1, live_workers))
-
-
-def store_for_url(url: str) -> Store:
-    """The store implementation for a ``PUSHGATE_DATABASE_URL``."""
-    if url.startswith("sqlite"):
-        from pushgate.store.sqlite import SQLiteStore
-
-        return SQLiteStore(url)
-    if url.startswith(("postgresql", "postgres")):
-        from pushgate.store.postgres import PostgresStore
-
-        return PostgresStore(url)
-    raise StoreUnavailable(f"unsupported database URL scheme: {url.split(':', 1)[0]!r}")
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise ``StoreUnavailable`` unless the database answers."""
 
 
 __all__ = [
-    "EARLY_UPDATE_TTL",
-    "InlineMedia",
-    "InsufficientCredit",
-    "RetryPolicy",
+    "Accepting",
+    "Admin",
+    "Claiming",
+    "Devices",
+    "Inbound",
+    "Outbox",
+    "Outcomes",
+    "Reports",
     "Store",
-    "StoreUnavailable",
-    "store_for_url",
 ]
-
-
-# --- devices ------------------------------------------------------------------------------------
-#: Hand-outs are kept this long: a day for the per-day limit, the rest for late reports.
-DEVICE_HISTORY_SECONDS = 7 * 86_400.0
-
-
-def device_worker(device_id: str) -> str:
-    """The lease holder name of a device's claims (``messages.leased_by``)."""
-    return f"device:{device_id}"
-
-
-@dataclass(slots=True)
-class Device:
-    """A phone paired with a pull channel."""
-
-    id: str
-    channel_id: int
-    project_id: int
-    name: str
-    created_at: float
-    last_seen_at: float | None = None
-    revoked_at: float | None = None
-    push_token: str | None = None
-    user_agent: str = ""
-    # What the device said about itself (SIM cards, battery, network), if anything.
-    health: dict[str, Any] | None = None
-    # No new messages before this time (random delay, or a full limit window).
-    ready_at: float = 0.0
-    # No new messages before this time (Android refused to send more).
-    paused_until: float = 0.0
-    # Event streams opened before this time are closed (``restart``).
-    reconnect_at: float = 0.0
-    # Messages it holds under a live lease (``list_devices`` only).
-    in_flight: int = 0
-
-    def online(self, now: float, offline_after: float) -> bool:
-        return (self.revoked_at is None and self.last_seen_at is not None
-                and self.last_seen_at >= now - offline_after)
-
-
-#: The ``devices`` columns both stores read a ``Device`` from (``health`` as JSON text).
-DEVICE_COLUMNS = ("id, channel_id, project_id, name, created_at, last_seen_at, revoked_at,"
-                  " push_token, user_agent, health, ready_at, paused_until, reconnect_at")
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceQuota:
-    """What one fetch may hand a device."""
-
-    # Messages per rolling minute, hour and day (0: no limit).
-    per_minute: int
-    per_hour: int
-    per_day: int
-    per_fetch: int
-    # A device holding this many messages under a live lease gets no more.
-    max_in_flight: int
-    lease_seconds: float
-    # Devices seen within this many seconds are online (they keep their recipients).
-    offline_after: float
-    sticky_seconds: float
-    # The random pause after each message handed out now, in order (at least ``per_fetch``).
-    delays: tuple[float, ...]
-
-    def windows(self) -> list[tuple[float, int]]:
-        """(seconds, limit) of each limited window."""
-        return [(seconds, limit) for seconds, limit in
-                ((60.0, self.per_minute), (3600.0, self.per_hour), (86_400.0, self.per_day))
-                if limit > 0]
-
-    def allowance(self, in_flight: int, handed: Sequence[int]) -> int:
-        """New messages allowed now, given the live leases held and the hand-outs counted in
-        each of ``windows()``."""
-        room = [self.per_fetch, self.max_in_flight - in_flight]
-        room += [limit - count for (_s, limit), count in zip(self.windows(), handed,
-                                                               strict=True)]
-        return max(0, min(room))
-
-
-@dataclass(slots=True)
-class DeviceMessage:
-    """A message as handed to a device."""
-
-    id: int
-    number: str
-    text: str
-    priority: int
-    created_at: float
-    expires_at: float | None
-    possible_resend: bool = False
-
-
-@dataclass(slots=True)
-class DeviceClaim:
-    # Unacknowledged ones handed before, then new ones; priority then id.
-    messages: list[DeviceMessage]
-    # How many of ``messages`` were handed out by this claim.
-    new: int
-    # No new messages for the device before this time.
-    ready_at: float
-
-
-@dataclass(slots=True)
-class ReportedMessage:
-    # The message's lifecycle state (``State`` value).
-    state: str
-    # The device holds its lease (``record_outcomes`` as ``device_worker(id)`` applies).
-    held: bool

@@ -9,7 +9,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from pushgate.store.base import StoreUnavailable
+from pushgate.store.errors import StoreUnavailable
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 

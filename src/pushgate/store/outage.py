@@ -26,7 +26,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pushgate.store.base import StoreUnavailable
+from pushgate.store.errors import StoreUnavailable
 
 log = logging.getLogger("pushgate.store")
 

@@ -124,3 +124,8 @@ def report_payload(row: Sequence[Any]) -> dict[str, Any]:
         "channel_id": row[14],
         "time": row[4],
     }
+
+
+#: The ``devices`` columns both stores read a ``Device`` from (``health`` as JSON text).
+DEVICE_COLUMNS = ("id, channel_id, project_id, name, created_at, last_seen_at, revoked_at,"
+                  " push_token, user_agent, health, ready_at, paused_until, reconnect_at")

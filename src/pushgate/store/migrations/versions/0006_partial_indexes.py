@@ -10,7 +10,7 @@ that read finished messages through the claim index: `sent_since` (channel caps)
 `submitted_at`, `submitted_before` (simulated deliveries) reads the `submitted` ones.
 
 SQLite uses a partial index only when the query repeats its WHERE terms, so the store's
-queries spell out `state IN ('queued', 'sending')` (`store/sqlite.py`, `_LIVE`).
+queries spell out `state IN ('queued', 'sending')` (`store/sqlite/common.py`, `_LIVE`).
 
 Revision ID: 0006
 Revises: 0005

@@ -12,9 +12,10 @@ import pytest
 from pushgate.core.channels import ChannelSpec
 from pushgate.core.lifecycle import State
 from pushgate.core.models import AcceptResult, SendResult, StatusUpdate
+from pushgate.core.policy import RetryPolicy
 from pushgate.core.pricing import parse_credits
 from pushgate.core.push import Limits, decode_push, plan_push
-from pushgate.store.base import RetryPolicy, Store
+from pushgate.store.base import Store
 
 PRICE = parse_credits("0.005")
 LEASE = 30.0

@@ -10,8 +10,9 @@ from typing import Any
 from pushgate.core.channels import ChannelSpec
 from pushgate.core.lifecycle import State
 from pushgate.core.models import AcceptResult, OutboxBatch, SendResult, StatusUpdate
+from pushgate.core.policy import RetryPolicy
 from pushgate.core.push import Limits, decode_push, plan_push
-from pushgate.store.base import RetryPolicy, Store
+from pushgate.store.base import Store
 
 LEASE = 30.0
 HOOK = "http://127.0.0.1:9/hook"

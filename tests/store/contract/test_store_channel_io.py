@@ -8,12 +8,13 @@ import asyncio
 import json
 import time
 
-from tests.store.test_store_queue import LEASE, balance, event_states, queue, states
+from tests.store.contract.test_store_queue import LEASE, balance, event_states, queue, states
 
 from pushgate.core.lifecycle import State
 from pushgate.core.models import InboundMessage, SendResult, StatusUpdate
+from pushgate.core.policy import RetryPolicy
 from pushgate.core.push import Limits, decode_push, plan_push
-from pushgate.store.base import RetryPolicy, Store
+from pushgate.store.base import Store
 
 POLICY = RetryPolicy(max_attempts=3)
 

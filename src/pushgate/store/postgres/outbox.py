@@ -1,0 +1,86 @@
+"""The webhook outbox in PostgreSQL: claiming due rows per project under a lease, completing
+and rescheduling them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+
+from pushgate.core.models import (
+    OutboxBatch,
+    OutboxItem,
+)
+from pushgate.store.postgres.connection import PostgresBase
+from pushgate.store.rows import (
+    report_payload,
+)
+
+
+class PostgresOutbox(PostgresBase):
+    """The webhook outbox."""
+
+    async def claim_outbox(
+        self, worker_id: str, limit: int, now: float, lease_seconds: float
+    ) -> list[OutboxBatch]:
+        async def job(conn: asyncpg.Connection) -> list[OutboxBatch]:
+            # Pushing next_attempt_at past the lease is the lease: a crashed deliverer's items
+            # come back when it passes, and a successful one deletes them.
+            rows = await conn.fetch(
+                "WITH c AS (SELECT id FROM outbox WHERE NOT dead AND next_attempt_at <= $1"
+                " ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED),"
+                " u AS (UPDATE outbox o SET next_attempt_at = $3 FROM c WHERE o.id = c.id"
+                " RETURNING o.id, o.project_id, o.attempts, o.state, o.at, o.error_code,"
+                " o.error_message, o.message_id)"
+                " SELECT u.id, u.project_id, u.attempts, u.state, u.at, u.error_code,"
+                " u.error_message, m.push_id, m.id, m.number, m.reference, m.body, m.media,"
+                " m.media_kind, m.channel_id, p.webhook_url, p.webhook_secret FROM u"
+                " JOIN messages m ON m.id = u.message_id JOIN projects p ON p.id = u.project_id"
+                " ORDER BY u.id", now, limit, now + lease_seconds)
+            batches: dict[int, OutboxBatch] = {}
+            orphaned = []
+            for r in rows:
+                url = r[15]
+                if not url:
+                    orphaned.append(r[0])   # the project removed its webhook since
+                    continue
+                batch = batches.get(r[1])
+                if batch is None:
+                    batch = batches[r[1]] = OutboxBatch(project_id=r[1], url=url,
+                                                        secret=r[16] or "")
+                batch.items.append(OutboxItem(id=r[0], project_id=r[1], attempts=r[2],
+                                              payload=report_payload(r)))
+            if orphaned:
+                await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", orphaned)
+            return list(batches.values())
+
+        return await self._tx(job)
+
+    async def complete_outbox(self, ids: Sequence[int]) -> None:
+        async def job(conn: asyncpg.Connection) -> None:
+            await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", list(ids))
+
+        if ids:
+            await self._tx(job)
+
+    async def retry_outbox(
+        self, ids: Sequence[int], now: float, schedule: Sequence[float]
+    ) -> None:
+        async def job(conn: asyncpg.Connection) -> None:
+            # `attempts` on the right is the value before this update; the schedule array is
+            # 1-based: try n waits schedule[n].
+            await conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, dead = attempts + 1 > $3,"
+                " next_attempt_at = CASE WHEN attempts + 1 > $3 THEN $2"
+                " ELSE $2 + ($4::float8[])[attempts + 1] END WHERE id = ANY($1::bigint[])",
+                list(ids), now, len(schedule), [float(s) for s in schedule])
+
+        if ids:
+            await self._tx(job)
+
+    async def outbox_stats(self) -> dict[str, int]:
+        row = await self._fetchrow(
+            "SELECT count(*) FILTER (WHERE NOT dead), count(*) FILTER (WHERE dead) FROM outbox")
+        assert row is not None
+        return {"pending": int(row[0]), "dead": int(row[1])}

@@ -1,0 +1,88 @@
+"""Reads for reports in PostgreSQL: a push and its messages, one message's history, media,
+the sandbox inbox and a channel's queue counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pushgate.store.postgres.connection import PostgresBase
+from pushgate.store.rows import (
+    MESSAGE_DETAIL_COLUMNS,
+    message_detail,
+    message_dict,
+)
+
+_MESSAGE_FIELDS = (
+    "id, number, state, reference, error_code, error_message, updated_at, body, media,"
+    " media_kind, credit_micro, channel_id, resends"
+)
+
+
+class PostgresReports(PostgresBase):
+    """Reads behind the report endpoints."""
+
+    async def get_push(self, project_id: int, push_id: int) -> dict[str, Any] | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                "SELECT id, channel_id, priority, entries, accepted, credit_micro, created_at"
+                " FROM pushes WHERE id = $1 AND project_id = $2", push_id, project_id)
+            if row is None:
+                return None
+            counts = {r[0]: r[1] for r in await conn.fetch(
+                "SELECT state, count(*) FROM messages WHERE push_id = $1 GROUP BY state",
+                push_id)}
+        return {"push_id": row[0], "channel_id": row[1], "priority": row[2], "entries": row[3],
+                "accepted": row[4], "credit_micro": row[5], "created_at": row[6],
+                "counts": counts}
+
+    async def iter_push_messages(
+        self, project_id: int, push_id: int, chunk: int = 1000
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        last = 0
+        while True:
+            rows = await self._fetch(
+                f"SELECT {_MESSAGE_FIELDS} FROM messages WHERE push_id = $1"
+                " AND project_id = $2 AND id > $3 ORDER BY id LIMIT $4",
+                push_id, project_id, last, chunk)
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [message_dict(r) for r in rows]
+            if len(rows) < chunk:
+                return
+
+    async def get_message(self, project_id: int, message_id: int) -> dict[str, Any] | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {MESSAGE_DETAIL_COLUMNS} FROM messages"
+                " WHERE id = $1 AND project_id = $2", message_id, project_id)
+            if row is None:
+                return None
+            events = await conn.fetch(
+                "SELECT state, at, detail FROM message_events WHERE message_id = $1"
+                " ORDER BY id", message_id)
+        return message_detail(row, [tuple(e) for e in events])
+
+    async def get_media(self, media_id: int) -> tuple[str, bytes] | None:
+        row = await self._fetchrow(
+            "SELECT content_type, data FROM media WHERE id = $1", media_id)
+        return (row[0], bytes(row[1])) if row else None
+
+    async def sandbox_inbox(self, project_id: int, limit: int) -> list[dict[str, Any]]:
+        rows = await self._fetch(
+            "SELECT m.id, m.number, m.state, m.reference, m.error_code, m.error_message,"
+            " m.updated_at, m.body, m.media, m.media_kind, m.credit_micro, m.channel_id,"
+            " m.resends FROM messages m JOIN channels c ON c.id = m.channel_id"
+            " WHERE c.project_id = $1 AND c.kind = 'sandbox'"
+            " AND m.state NOT IN ('queued', 'sending')"
+            " ORDER BY m.updated_at DESC, m.id DESC LIMIT $2", project_id, limit)
+        return [message_dict(r) for r in rows]
+
+    async def channel_queue_counts(self, channel_id: int) -> dict[str, int]:
+        rows = await self._fetch(
+            "SELECT state, count(*) FROM messages WHERE channel_id = $1"
+            " AND state IN ('queued', 'sending') GROUP BY state", channel_id)
+        counts = {r[0]: int(r[1]) for r in rows}
+        return {"queued": counts.get("queued", 0), "sending": counts.get("sending", 0)}

@@ -1,0 +1,98 @@
+"""The webhook outbox in SQLite: claiming due rows per project under a lease, completing and
+rescheduling them.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+
+from pushgate.core.models import (
+    OutboxBatch,
+    OutboxItem,
+)
+from pushgate.store.rows import (
+    report_payload,
+)
+from pushgate.store.sqlite.connection import SQLiteBase
+
+
+class SQLiteOutbox(SQLiteBase):
+    """The webhook outbox."""
+
+    async def claim_outbox(
+        self, worker_id: str, limit: int, now: float, lease_seconds: float
+    ) -> list[OutboxBatch]:
+        return await self._write(_claim_outbox_job, limit, now, lease_seconds)
+
+    async def complete_outbox(self, ids: Sequence[int]) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?))",
+                         (json.dumps(list(ids)),))
+
+        if ids:
+            await self._write(job)
+
+    async def retry_outbox(
+        self, ids: Sequence[int], now: float, schedule: Sequence[float]
+    ) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            rows = conn.execute(
+                "SELECT id, attempts FROM outbox WHERE id IN (SELECT value FROM json_each(?))",
+                (json.dumps(list(ids)),)).fetchall()
+            updates = []
+            for outbox_id, attempts in rows:
+                tries = attempts + 1
+                if tries > len(schedule):
+                    updates.append((tries, now, True, outbox_id))
+                else:
+                    updates.append((tries, now + schedule[tries - 1], False, outbox_id))
+            conn.executemany(
+                "UPDATE outbox SET attempts = ?, next_attempt_at = ?, dead = ? WHERE id = ?",
+                updates)
+
+        if ids:
+            await self._write(job)
+
+    async def outbox_stats(self) -> dict[str, int]:
+        row = self._read().execute(
+            "SELECT coalesce(sum(dead = 0), 0), coalesce(sum(dead = 1), 0) FROM outbox"
+        ).fetchone()
+        return {"pending": int(row[0]), "dead": int(row[1])}
+
+
+def _claim_outbox_job(
+    conn: sqlite3.Connection, limit: int, now: float, lease_seconds: float
+) -> list[OutboxBatch]:
+    # Pushing next_attempt_at past the lease is the lease: a crashed deliverer's items come
+    # back when it passes, and a successful one deletes them.
+    ids = [r[0] for r in conn.execute(
+        "UPDATE outbox SET next_attempt_at = ? WHERE id IN (SELECT id FROM outbox"
+        " WHERE NOT dead AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?)"
+        " RETURNING id", (now + lease_seconds, now, limit)).fetchall()]
+    if not ids:
+        return []
+    rows = conn.execute(
+        "SELECT o.id, o.project_id, o.attempts, o.state, o.at, o.error_code, o.error_message,"
+        " m.push_id, m.id, m.number, m.reference, m.body, m.media, m.media_kind,"
+        " m.channel_id, p.webhook_url, p.webhook_secret FROM outbox o"
+        " JOIN messages m ON m.id = o.message_id JOIN projects p ON p.id = o.project_id"
+        " WHERE o.id IN (SELECT value FROM json_each(?)) ORDER BY o.id",
+        (json.dumps(ids),)).fetchall()
+    batches: dict[int, OutboxBatch] = {}
+    orphaned = []
+    for r in rows:
+        url = r[15]
+        if not url:
+            orphaned.append(r[0])   # the project removed its webhook since
+            continue
+        batch = batches.get(r[1])
+        if batch is None:
+            batch = batches[r[1]] = OutboxBatch(project_id=r[1], url=url, secret=r[16] or "")
+        batch.items.append(OutboxItem(id=r[0], project_id=r[1], attempts=r[2],
+                                      payload=report_payload(r)))
+    if orphaned:
+        conn.execute("DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?))",
+                     (json.dumps(orphaned),))
+    return list(batches.values())

@@ -1,0 +1,186 @@
+"""Send outcomes in SQLite: recording a batch's results (submitted, retry, defer, fail and
+refund), expiring messages past their validity, cancelling a channel's queue.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from pushgate.core.models import (
+    SendResult,
+)
+from pushgate.core.outcomes import (
+    EXPIRED_UNCONFIRMED,
+    VALIDITY_ENDED,
+    HeldMessage,
+    Settled,
+    SettlePlan,
+    plan_cancellation,
+    plan_expiry,
+    plan_outcomes,
+)
+from pushgate.core.policy import (
+    EARLY_UPDATE_TTL,
+    EXPIRY_RECHECK_SECONDS,
+    RetryPolicy,
+)
+from pushgate.store.sqlite.common import (
+    _LIVE,
+    _add_events,
+    _add_outbox,
+    _refund,
+    _webhook_projects,
+)
+from pushgate.store.sqlite.connection import SQLiteBase
+from pushgate.store.sqlite.status import _apply_early_updates
+
+
+class SQLiteOutcomes(SQLiteBase):
+    """Recording send outcomes, expiry and cancellation."""
+
+    async def record_outcomes(
+        self, worker_id: str, results: Sequence[SendResult], now: float, policy: RetryPolicy
+    ) -> None:
+        if results:
+            await self._write(_record_outcomes_job, worker_id, list(results), now, policy)
+
+    async def expire_due(self, now: float, limit: int) -> int:
+        return await self._write(_expire_job, now, limit)
+
+    async def cancel_channel_queue(
+        self, channel_id: int, now: float, reason: str, include_in_flight: bool = False
+    ) -> tuple[int, int]:
+        return await self._write(_cancel_queue_job, channel_id, now, reason, include_in_flight)
+
+
+def _record_outcomes_job(
+    conn: sqlite3.Connection,
+    worker_id: str,
+    results: list[SendResult],
+    now: float,
+    policy: RetryPolicy,
+) -> None:
+    current = {
+        r[0]: r for r in conn.execute(
+            "SELECT id, project_id, credit_micro, attempts, channel_id FROM messages"
+            " WHERE id IN (SELECT value FROM json_each(?)) AND state = 'sending'"
+            " AND leased_by = ?",
+            (json.dumps([res.message_id for res in results]), worker_id)).fetchall()
+    }
+    hooks = _webhook_projects(conn)
+    plan = plan_outcomes(results, {
+        mid: HeldMessage(mid, project_id, credit, attempts, project_id in hooks)
+        for mid, project_id, credit, attempts, _channel in current.values()}, now, policy)
+    late_provider_ids = []
+    refs: list[tuple[int, str, int, int]] = []
+    for res in results:
+        if not res.ok:
+            continue
+        row = current.get(res.message_id)
+        if row is not None:
+            refs += [(row[4], pid, res.message_id, part) for part, pid in res.provider_refs]
+            continue
+        # Our lease ran out and another worker owns the message now; its outcome counts.
+        # Or a provider callback moved it on first: then keep its provider ids.
+        if res.provider_id:
+            late_provider_ids.append((res.provider_id, res.message_id))
+        if res.provider_refs:
+            channel_id = conn.execute("SELECT channel_id FROM messages WHERE id = ?",
+                                      (res.message_id,)).fetchone()
+            if channel_id is not None:
+                refs += [(channel_id[0], pid, res.message_id, part)
+                         for part, pid in res.provider_refs]
+    conn.executemany(
+        "UPDATE messages SET state = ?, provider_id = ?, error_code = ?, error_message = ?,"
+        " submitted_at = ?, delivered_at = ?, lease_until = NULL, leased_by = NULL,"
+        " updated_at = ? WHERE id = ?",
+        [(s.state, s.provider_id, s.error_code, s.error_message, now, s.delivered_at, now,
+          s.message_id) for s in plan.submitted])
+    conn.executemany(
+        "UPDATE messages SET provider_id = ? WHERE id = ? AND provider_id IS NULL"
+        " AND state IN ('submitted', 'delivered', 'read')", late_provider_ids)
+    conn.executemany(
+        "UPDATE messages SET state = 'queued', next_attempt_at = ?, error_code = ?,"
+        " error_message = ?, lease_until = NULL, leased_by = NULL, updated_at = ?"
+        " WHERE id = ?",
+        [(r.next_attempt_at, r.error_code, r.error_message, now, r.message_id)
+         for r in plan.retried])
+    conn.executemany(
+        "UPDATE messages SET state = 'queued', next_attempt_at = ?, error_code = ?,"
+        " error_message = ?, lease_until = NULL, leased_by = NULL, updated_at = ?,"
+        " attempts = max(attempts - 1, 0) WHERE id = ?",
+        [(r.next_attempt_at, r.error_code, r.error_message, now, r.message_id)
+         for r in plan.deferred])
+    conn.executemany(
+        "UPDATE messages SET state = 'refunded', error_code = ?, error_message = ?,"
+        " lease_until = NULL, leased_by = NULL, updated_at = ? WHERE id = ?",
+        [(f.error_code, f.error_message, now, f.message_id) for f in plan.failed])
+    _add_events(conn, plan.events)
+    _refund(conn, plan.refunds, now, plan.refund_reason)
+    _add_outbox(conn, [report.row() for report in plan.reports])
+    conn.executemany(
+        "INSERT INTO provider_refs (channel_id, provider_id, message_id, part, state)"
+        " VALUES (?, ?, ?, ?, 'submitted') ON CONFLICT DO NOTHING", refs)
+    _apply_early_updates(conn, [(current[s.message_id][4], s.provider_id)
+                                for s in plan.submitted if s.provider_id]
+                         + [(c, pid) for c, pid, _m, _p in refs])
+
+
+def _expire_job(conn: sqlite3.Connection, now: float, limit: int) -> int:
+    conn.execute("DELETE FROM early_updates WHERE received_at < ?", (now - EARLY_UPDATE_TTL,))
+    # Push by push (migration 0007): a due push's messages past their validity expire, queued
+    # ones and those whose lease ran out (never sent again); once none of its messages is
+    # live the push is done, else (some are still being sent, and may come back queued) it is
+    # looked at again EXPIRY_RECHECK_SECONDS later.
+    rows: list[Any] = []
+    due = conn.execute("SELECT id FROM pushes WHERE expiry_due IS NOT NULL AND expiry_due < ?"
+                       " ORDER BY expiry_due LIMIT ?", (now, limit)).fetchall()
+    for (push_id,) in due:
+        left = limit - len(rows)
+        expired = conn.execute(
+            "UPDATE messages SET state = 'expired', updated_at = ?, error_message ="
+            " CASE state WHEN 'queued' THEN ? ELSE ? END"
+            " WHERE id IN (SELECT id FROM messages WHERE push_id = ? AND expires_at < ?"
+            " AND (state = 'queued' OR (state = 'sending' AND lease_until < ?)) LIMIT ?)"
+            " RETURNING id, project_id, credit_micro, error_message",
+            (now, VALIDITY_ENDED, EXPIRED_UNCONFIRMED, push_id, now, now, left)).fetchall()
+        rows += expired
+        if len(expired) == left:
+            break   # the limit: the rest of this push next time
+        conn.execute(
+            "UPDATE pushes SET expiry_due = (SELECT max(min(expires_at), ?) FROM messages"
+            f" WHERE push_id = ? AND {_LIVE}) WHERE id = ?",
+            (now + EXPIRY_RECHECK_SECONDS, push_id, push_id))
+    if not rows:
+        return 0
+    hooks = _webhook_projects(conn)
+    _settle(conn, plan_expiry([Settled(mid, project_id, credit, why, project_id in hooks)
+                               for mid, project_id, credit, why in rows], now), now)
+    return len(rows)
+
+
+def _cancel_queue_job(
+    conn: sqlite3.Connection, channel_id: int, now: float, reason: str, include_in_flight: bool
+) -> tuple[int, int]:
+    states = ("queued", "sending") if include_in_flight else ("queued",)
+    rows = conn.execute(
+        "UPDATE messages SET state = 'cancelled', error_message = ?, lease_until = NULL,"
+        f" leased_by = NULL, updated_at = ? WHERE channel_id = ? AND {_LIVE}"
+        " AND state IN (SELECT value FROM json_each(?)) RETURNING id, project_id, credit_micro",
+        (reason, now, channel_id, json.dumps(states))).fetchall()
+    if not rows:
+        return 0, 0
+    hooks = _webhook_projects(conn)
+    plan = plan_cancellation([Settled(mid, project_id, credit, reason, project_id in hooks)
+                              for mid, project_id, credit in rows], now, reason)
+    _settle(conn, plan, now)
+    return len(rows), sum(plan.refunds.values())
+
+
+def _settle(conn: sqlite3.Connection, plan: SettlePlan, now: float) -> None:
+    _add_events(conn, plan.events)
+    _refund(conn, plan.refunds, now, plan.refund_reason)
+    _add_outbox(conn, [report.row() for report in plan.reports])

@@ -1,0 +1,86 @@
+"""Reads for reports in SQLite: a push and its messages, one message's history, media, the
+sandbox inbox and a channel's queue counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pushgate.store.rows import (
+    MESSAGE_DETAIL_COLUMNS,
+    message_detail,
+    message_dict,
+)
+from pushgate.store.sqlite.common import _LIVE
+from pushgate.store.sqlite.connection import SQLiteBase
+
+
+class SQLiteReports(SQLiteBase):
+    """Reads behind the report endpoints."""
+
+    async def get_push(self, project_id: int, push_id: int) -> dict[str, Any] | None:
+        conn = self._read()
+        row = conn.execute(
+            "SELECT id, channel_id, priority, entries, accepted, credit_micro, created_at"
+            " FROM pushes WHERE id = ? AND project_id = ?", (push_id, project_id)).fetchone()
+        if row is None:
+            return None
+        counts = dict(conn.execute(
+            "SELECT state, count(*) FROM messages WHERE push_id = ? GROUP BY state",
+            (push_id,)).fetchall())
+        return {"push_id": row[0], "channel_id": row[1], "priority": row[2], "entries": row[3],
+                "accepted": row[4], "credit_micro": row[5], "created_at": row[6],
+                "counts": counts}
+
+    async def iter_push_messages(
+        self, project_id: int, push_id: int, chunk: int = 1000
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        last = 0
+        while True:
+            rows = self._read().execute(
+                "SELECT id, number, state, reference, error_code, error_message, updated_at,"
+                " body, media, media_kind, credit_micro, channel_id, resends FROM messages"
+                " WHERE push_id = ? AND project_id = ? AND id > ? ORDER BY id LIMIT ?",
+                (push_id, project_id, last, chunk)).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [message_dict(r) for r in rows]
+            if len(rows) < chunk:
+                return
+            await asyncio.sleep(0)
+
+    async def get_message(self, project_id: int, message_id: int) -> dict[str, Any] | None:
+        conn = self._read()
+        row = conn.execute(
+            f"SELECT {MESSAGE_DETAIL_COLUMNS} FROM messages WHERE id = ? AND project_id = ?",
+            (message_id, project_id)).fetchone()
+        if row is None:
+            return None
+        events = conn.execute(
+            "SELECT state, at, detail FROM message_events WHERE message_id = ? ORDER BY id",
+            (message_id,)).fetchall()
+        return message_detail(row, events)
+
+    async def get_media(self, media_id: int) -> tuple[str, bytes] | None:
+        row = self._read().execute(
+            "SELECT content_type, data FROM media WHERE id = ?", (media_id,)).fetchone()
+        return (row[0], bytes(row[1])) if row else None
+
+    async def sandbox_inbox(self, project_id: int, limit: int) -> list[dict[str, Any]]:
+        rows = self._read().execute(
+            "SELECT m.id, m.number, m.state, m.reference, m.error_code, m.error_message,"
+            " m.updated_at, m.body, m.media, m.media_kind, m.credit_micro, m.channel_id,"
+            " m.resends FROM messages m JOIN channels c ON c.id = m.channel_id"
+            " WHERE c.project_id = ? AND c.kind = 'sandbox'"
+            " AND m.state NOT IN ('queued', 'sending')"
+            " ORDER BY m.updated_at DESC, m.id DESC LIMIT ?", (project_id, limit)).fetchall()
+        return [message_dict(r) for r in rows]
+
+    async def channel_queue_counts(self, channel_id: int) -> dict[str, int]:
+        counts = dict(self._read().execute(
+            f"SELECT state, count(*) FROM messages WHERE channel_id = ? AND {_LIVE}"
+            " GROUP BY state", (channel_id,)).fetchall())
+        return {"queued": int(counts.get("queued", 0)), "sending": int(counts.get("sending", 0))}

@@ -1,0 +1,123 @@
+"""Provider status updates in SQLite: applied in order and only forward, with updates for
+provider ids not recorded yet kept until the id arrives.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from pushgate.core.lifecycle import ERROR_STATES, State
+from pushgate.core.models import (
+    StatusUpdate,
+)
+from pushgate.core.outcomes import Moved, plan_status_moves
+from pushgate.core.transitions import merge_part_states, resolve_part_updates, walk_status_updates
+from pushgate.store.sqlite.common import _add_outbox, _now, _refund, _webhook_projects
+from pushgate.store.sqlite.connection import SQLiteBase
+
+
+class SQLiteStatus(SQLiteBase):
+    """Applying provider status updates."""
+
+    async def apply_status_updates(self, updates: Sequence[StatusUpdate]) -> int:
+        if not updates:
+            return 0
+        return await self._write(_apply_status_job, list(updates))
+
+
+def _apply_early_updates(conn: sqlite3.Connection, keys: list[tuple[int, str]]) -> None:
+    """Status updates that arrived before these provider ids were recorded: apply them now."""
+    if not keys or conn.execute("SELECT 1 FROM early_updates LIMIT 1").fetchone() is None:
+        return
+    rows = conn.execute(
+        "DELETE FROM early_updates WHERE (channel_id, provider_id) IN"
+        " (SELECT value ->> 0, value ->> 1 FROM json_each(?))"
+        " RETURNING id, channel_id, provider_id, state, at, error_code, error_message",
+        (json.dumps(keys),)).fetchall()
+    if rows:
+        rows.sort()
+        _apply_status_job(conn, [
+            StatusUpdate(state=State(r[3]), at=r[4], channel_id=r[1], provider_id=r[2],
+                         error_code=r[5], error_message=r[6]) for r in rows], keep_early=False)
+
+
+def _apply_status_job(conn: sqlite3.Connection, updates: list[StatusUpdate],
+                      keep_early: bool = True) -> int:
+    # Parts of multi-part sends first: their updates become their message's.
+    part_keys = {(u.channel_id, u.provider_id) for u in updates
+                 if u.message_id is None and u.provider_id is not None}
+    ref_of: dict[tuple[int, str], tuple[int, int]] = {}
+    part_states: dict[int, dict[int, State]] = {}
+    part_events: list[Any] = []
+    if part_keys and conn.execute("SELECT 1 FROM provider_refs LIMIT 1").fetchone():
+        for channel_id, provider_id in part_keys:
+            r = conn.execute("SELECT message_id, part FROM provider_refs"
+                             " WHERE channel_id = ? AND provider_id = ?",
+                             (channel_id, provider_id)).fetchone()
+            if r is not None:
+                ref_of[(channel_id, provider_id)] = (r[0], r[1])
+        if ref_of:
+            part_states = merge_part_states(conn.execute(
+                "SELECT message_id, part, state FROM provider_refs"
+                " WHERE message_id IN (SELECT value FROM json_each(?))",
+                (json.dumps(sorted({k[0] for k in ref_of.values()})),)))
+            updates, part_changes, part_events = resolve_part_updates(
+                updates, ref_of, part_states)
+            conn.executemany(
+                "UPDATE provider_refs SET state = ? WHERE message_id = ? AND part = ?",
+                [(state.value, mid, part) for mid, part, state in part_changes])
+    by_id = [u.message_id for u in updates if u.message_id is not None]
+    by_provider = [(u.channel_id, u.provider_id) for u in updates
+                   if u.message_id is None and u.provider_id is not None]
+    rows: dict[int, list[Any]] = {}
+    provider_map: dict[tuple[int | None, str], int] = {}
+    if by_id:
+        for r in conn.execute(
+                "SELECT id, project_id, state, channel_id, provider_id, credit_micro FROM messages"
+                " WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(by_id),)):
+            rows[r[0]] = list(r)
+    early = []
+    for channel_id, provider_id in by_provider:
+        r = conn.execute(
+            "SELECT id, project_id, state, channel_id, provider_id, credit_micro FROM messages"
+            " WHERE channel_id = ? AND provider_id = ?", (channel_id, provider_id)).fetchone()
+        if r is not None:
+            rows[r[0]] = list(r)
+            provider_map[(channel_id, provider_id)] = r[0]
+        elif channel_id is not None:
+            early.append((channel_id, provider_id))
+    if early and keep_early:
+        # A receipt that overtook its send's outcome: kept until the id is recorded.
+        wanted = set(early)
+        conn.executemany(
+            "INSERT INTO early_updates (channel_id, provider_id, state, at, error_code,"
+            " error_message, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(u.channel_id, u.provider_id, u.state.value, u.at, u.error_code, u.error_message,
+              _now()) for u in updates
+             if u.message_id is None and (u.channel_id, u.provider_id) in wanted])
+    hooks = _webhook_projects(conn)
+    states = {mid: State(row[2]) for mid, row in rows.items()}
+    moves, events = walk_status_updates(
+        updates, states, lambda u: u.message_id if u.message_id is not None
+        else provider_map.get((u.channel_id, u.provider_id or "")))
+    events = part_events + events
+    plan = plan_status_moves(moves, {mid: Moved(row[1], row[5], row[1] in hooks)
+                                     for mid, row in rows.items()})
+    changes = []
+    for mid, u in moves:
+        # A failure keeps the error it was reported with if it brings none (refunded after
+        # failed); a message moving on (delivered, read) sheds an earlier attempt's error.
+        keep = u.state in ERROR_STATES
+        changes.append((u.state.value, u.error_code, keep, u.error_message, keep, u.at, mid))
+    _refund(conn, plan.refunds, _now(), plan.refund_reason)
+    conn.executemany(
+        "UPDATE messages SET state = ?, error_code = coalesce(?, CASE WHEN ? THEN error_code"
+        " END), error_message = coalesce(?, CASE WHEN ? THEN error_message END),"
+        " updated_at = ?, lease_until = NULL, leased_by = NULL WHERE id = ?", changes)
+    conn.executemany(
+        "INSERT INTO message_events (message_id, state, at, detail) VALUES (?, ?, ?, ?)", events)
+    _add_outbox(conn, [report.row() for report in plan.reports])
+    return len(moves)
