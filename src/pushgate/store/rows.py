@@ -17,6 +17,8 @@ CHANNEL_COLUMNS = (
     "media_allowed, rate_per_second, delay_ms, jitter_ms, paused, name, config, paused_reason"
 )
 PROJECT_COLUMNS = "id, name, balance_micro, webhook_url, active, incoming_webhook_url"
+#: The ``pushes`` columns ``push_record`` reads.
+PUSH_COLUMNS = "id, channel_id, priority, entries, accepted, credit_micro, created_at"
 
 
 def channel_from_row(row: Sequence[Any]) -> ChannelSpec:
@@ -129,3 +131,11 @@ def report_payload(row: Sequence[Any]) -> dict[str, Any]:
 #: The ``devices`` columns both stores read a ``Device`` from (``health`` as JSON text).
 DEVICE_COLUMNS = ("id, channel_id, project_id, name, created_at, last_seen_at, revoked_at,"
                   " push_token, user_agent, health, ready_at, paused_until, reconnect_at")
+
+
+def push_record(row: Sequence[Any], counts: dict[str, int]) -> dict[str, Any]:
+    """A push as ``Store.get_push`` returns it: its ``PUSH_COLUMNS`` and its messages counted
+    by state."""
+    return {"push_id": row[0], "channel_id": row[1], "priority": row[2], "entries": row[3],
+            "accepted": row[4], "credit_micro": row[5], "created_at": row[6],
+            "counts": counts}

@@ -7,9 +7,7 @@ from __future__ import annotations
 import asyncpg
 
 from pushgate.core.channels import ChannelSpec
-from pushgate.core.models import (
-    AcceptResult,
-)
+from pushgate.core.models import AcceptResult
 from pushgate.core.push import PushPlan
 from pushgate.store.errors import InsufficientCredit
 from pushgate.store.postgres.connection import PostgresBase

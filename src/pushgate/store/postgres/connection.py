@@ -14,9 +14,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from pushgate.core.models import (
-    StatusUpdate,
-)
+from pushgate.core.models import StatusUpdate
 from pushgate.store.errors import StoreUnavailable
 from pushgate.store.migrate import split_pool_options
 

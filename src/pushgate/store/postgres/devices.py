@@ -25,9 +25,7 @@ from pushgate.core.devices import (
 )
 from pushgate.store.postgres.common import _add_events, _columns, _now, _rowcount
 from pushgate.store.postgres.connection import PostgresBase
-from pushgate.store.rows import (
-    DEVICE_COLUMNS,
-)
+from pushgate.store.rows import DEVICE_COLUMNS
 
 
 class PostgresDevices(PostgresBase):

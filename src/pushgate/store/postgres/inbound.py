@@ -17,9 +17,7 @@ from pushgate.core.models import (
 )
 from pushgate.store.postgres.common import _columns
 from pushgate.store.postgres.connection import PostgresBase
-from pushgate.store.rows import (
-    inbound_payload,
-)
+from pushgate.store.rows import inbound_payload
 
 # First key of the per-channel advisory lock of users' multi-part SMS being put together.
 PARTS_LOCK = 0x70677270

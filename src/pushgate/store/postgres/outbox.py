@@ -13,9 +13,7 @@ from pushgate.core.models import (
     OutboxItem,
 )
 from pushgate.store.postgres.connection import PostgresBase
-from pushgate.store.rows import (
-    report_payload,
-)
+from pushgate.store.rows import report_payload
 
 
 class PostgresOutbox(PostgresBase):

@@ -10,9 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from pushgate.core.models import (
-    SendResult,
-)
+from pushgate.core.models import SendResult
 from pushgate.core.outcomes import (
     EXPIRED_UNCONFIRMED,
     VALIDITY_ENDED,

@@ -13,12 +13,8 @@ from typing import Any
 
 import asyncpg
 
-from pushgate.core.models import (
-    OutboundMessage,
-)
-from pushgate.core.policy import (
-    fair_share,
-)
+from pushgate.core.models import OutboundMessage
+from pushgate.core.policy import fair_share
 from pushgate.store.errors import StoreUnavailable
 from pushgate.store.outage import Backoff, Outage, describe
 from pushgate.store.postgres.connection import (

@@ -10,8 +10,10 @@ from typing import Any
 from pushgate.store.postgres.connection import PostgresBase
 from pushgate.store.rows import (
     MESSAGE_DETAIL_COLUMNS,
+    PUSH_COLUMNS,
     message_detail,
     message_dict,
+    push_record,
 )
 
 _MESSAGE_FIELDS = (
@@ -26,16 +28,14 @@ class PostgresReports(PostgresBase):
     async def get_push(self, project_id: int, push_id: int) -> dict[str, Any] | None:
         async with self._conn() as conn:
             row = await conn.fetchrow(
-                "SELECT id, channel_id, priority, entries, accepted, credit_micro, created_at"
-                " FROM pushes WHERE id = $1 AND project_id = $2", push_id, project_id)
+                f"SELECT {PUSH_COLUMNS} FROM pushes WHERE id = $1 AND project_id = $2",
+                push_id, project_id)
             if row is None:
                 return None
             counts = {r[0]: r[1] for r in await conn.fetch(
                 "SELECT state, count(*) FROM messages WHERE push_id = $1 GROUP BY state",
                 push_id)}
-        return {"push_id": row[0], "channel_id": row[1], "priority": row[2], "entries": row[3],
-                "accepted": row[4], "credit_micro": row[5], "created_at": row[6],
-                "counts": counts}
+        return push_record(row, counts)
 
     async def iter_push_messages(
         self, project_id: int, push_id: int, chunk: int = 1000

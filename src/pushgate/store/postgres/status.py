@@ -13,9 +13,7 @@ from typing import Any
 import asyncpg
 
 from pushgate.core.lifecycle import ERROR_STATES, State
-from pushgate.core.models import (
-    StatusUpdate,
-)
+from pushgate.core.models import StatusUpdate
 from pushgate.core.outcomes import Moved, plan_status_moves
 from pushgate.core.transitions import merge_part_states, resolve_part_updates, walk_status_updates
 from pushgate.store.errors import StoreUnavailable

@@ -10,9 +10,7 @@ import sqlite3
 from typing import Any
 
 from pushgate.core.channels import ChannelSpec
-from pushgate.core.models import (
-    AcceptResult,
-)
+from pushgate.core.models import AcceptResult
 from pushgate.core.push import PushPlan
 from pushgate.store.errors import InsufficientCredit
 from pushgate.store.sqlite.connection import SQLiteBase

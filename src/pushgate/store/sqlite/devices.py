@@ -22,9 +22,7 @@ from pushgate.core.devices import (
     ready_after_handout,
     sorted_claim,
 )
-from pushgate.store.rows import (
-    DEVICE_COLUMNS,
-)
+from pushgate.store.rows import DEVICE_COLUMNS
 from pushgate.store.sqlite.common import _LIVE, _now
 from pushgate.store.sqlite.connection import SQLiteBase
 from pushgate.store.sqlite.queue import _reclaim_expired

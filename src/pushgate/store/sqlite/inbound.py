@@ -14,9 +14,7 @@ from pushgate.core.models import (
     InboundMessage,
     InboundPart,
 )
-from pushgate.store.rows import (
-    inbound_payload,
-)
+from pushgate.store.rows import inbound_payload
 from pushgate.store.sqlite.connection import SQLiteBase
 
 

@@ -12,9 +12,7 @@ from pushgate.core.models import (
     OutboxBatch,
     OutboxItem,
 )
-from pushgate.store.rows import (
-    report_payload,
-)
+from pushgate.store.rows import report_payload
 from pushgate.store.sqlite.connection import SQLiteBase
 
 

@@ -9,9 +9,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from pushgate.core.models import (
-    SendResult,
-)
+from pushgate.core.models import SendResult
 from pushgate.core.outcomes import (
     EXPIRED_UNCONFIRMED,
     VALIDITY_ENDED,

@@ -11,12 +11,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pushgate.core.models import (
-    OutboundMessage,
-)
-from pushgate.core.policy import (
-    fair_share,
-)
+from pushgate.core.models import OutboundMessage
+from pushgate.core.policy import fair_share
 from pushgate.store.outage import Backoff, Outage, describe, is_unavailable
 from pushgate.store.sqlite.common import _LIVE, _VALID, _now
 from pushgate.store.sqlite.connection import SQLiteBase, _connect, log

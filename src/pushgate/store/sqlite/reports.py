@@ -10,8 +10,10 @@ from typing import Any
 
 from pushgate.store.rows import (
     MESSAGE_DETAIL_COLUMNS,
+    PUSH_COLUMNS,
     message_detail,
     message_dict,
+    push_record,
 )
 from pushgate.store.sqlite.common import _LIVE
 from pushgate.store.sqlite.connection import SQLiteBase
@@ -23,16 +25,14 @@ class SQLiteReports(SQLiteBase):
     async def get_push(self, project_id: int, push_id: int) -> dict[str, Any] | None:
         conn = self._read()
         row = conn.execute(
-            "SELECT id, channel_id, priority, entries, accepted, credit_micro, created_at"
-            " FROM pushes WHERE id = ? AND project_id = ?", (push_id, project_id)).fetchone()
+            f"SELECT {PUSH_COLUMNS} FROM pushes WHERE id = ? AND project_id = ?",
+            (push_id, project_id)).fetchone()
         if row is None:
             return None
         counts = dict(conn.execute(
             "SELECT state, count(*) FROM messages WHERE push_id = ? GROUP BY state",
             (push_id,)).fetchall())
-        return {"push_id": row[0], "channel_id": row[1], "priority": row[2], "entries": row[3],
-                "accepted": row[4], "credit_micro": row[5], "created_at": row[6],
-                "counts": counts}
+        return push_record(row, counts)
 
     async def iter_push_messages(
         self, project_id: int, push_id: int, chunk: int = 1000

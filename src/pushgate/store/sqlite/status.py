@@ -10,9 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pushgate.core.lifecycle import ERROR_STATES, State
-from pushgate.core.models import (
-    StatusUpdate,
-)
+from pushgate.core.models import StatusUpdate
 from pushgate.core.outcomes import Moved, plan_status_moves
 from pushgate.core.transitions import merge_part_states, resolve_part_updates, walk_status_updates
 from pushgate.store.sqlite.common import _add_outbox, _now, _refund, _webhook_projects
