@@ -180,7 +180,7 @@ def serve(
     """Run the HTTP API, and (unless --api-only) the dispatcher and webhook deliverer."""
     import uvicorn
 
-    from pushgate.api.app import create_app
+    from pushgate.api.gateway import create_app
     from pushgate.api.server import uvicorn_options
 
     try:
@@ -236,8 +236,8 @@ def _reuse_port_socket(host: str, port: int) -> socket.socket:
 @app.command()
 def worker() -> None:
     """Run the dispatcher and webhook deliverer without the API (stops cleanly on SIGTERM)."""
-    from pushgate.api.app import build_deliverer, build_dispatcher
     from pushgate.dispatch.worker import new_worker_id
+    from pushgate.wiring import build_deliverer, build_dispatcher
 
     settings = Settings()
     _logging()

@@ -44,10 +44,9 @@ import random
 import re
 import secrets
 import time
-from collections import defaultdict
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs
 
 import msgspec
@@ -55,8 +54,9 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
-from pushgate.api.auth import FailureThrottle, authenticate, resolve_channel, token_from
+from pushgate.api.auth import authenticate, resolve_channel, token_from
 from pushgate.api.body import read_body
+from pushgate.api.state import Gateway, gateway_of
 from pushgate.channels.android import PhoneFault, PhoneSettings, read_app_error
 from pushgate.channels.base import channel_class, channel_for
 from pushgate.core.channels import APP_CALL, ChannelSpec
@@ -70,13 +70,9 @@ from pushgate.store.base import (
     Device,
     DeviceMessage,
     DeviceQuota,
-    RetryPolicy,
     Store,
     device_worker,
 )
-
-if TYPE_CHECKING:
-    from pushgate.api.app import Gateway
 
 JSON = "application/json"
 # Message states of the app (``states`` keys and ``state`` values of a report).
@@ -285,452 +281,469 @@ def _is_phone(channel: ChannelSpec) -> bool:
         return False
 
 
-class _Wakeups:
-    """In-process wake-ups of event streams (a resume, a re-queued message), and when each
-    device last made progress (took new messages, or reported one sent or failed): a stream
-    announces again only after progress, so a phone that holds all it may hold is not told
-    to fetch over and over."""
-
-    def __init__(self) -> None:
-        self.events: dict[int, set[asyncio.Event]] = defaultdict(set)
-        self.progress: dict[str, float] = {}
-
-    def subscribe(self, channel_id: int) -> asyncio.Event:
-        event = asyncio.Event()
-        self.events[channel_id].add(event)
-        return event
-
-    def unsubscribe(self, channel_id: int, event: asyncio.Event) -> None:
-        self.events[channel_id].discard(event)
-        if not self.events[channel_id]:
-            del self.events[channel_id]
-
-    def notify(self, channel_id: int) -> None:
-        for event in self.events.get(channel_id, ()):
-            event.set()
+# --- the routes ---------------------------------------------------------------------------------
+_PHONE_TAGS: list[str | Any] = ["Phones (SMS Gateway for Android)"]
 
 
-# --- the router ---------------------------------------------------------------------------------
-def device_router(gateway: Gateway) -> APIRouter:
-    """The device API under the configured prefix, and Picky's device routes."""
-    store = gateway.store
-    settings = gateway.settings
-    prefix = settings.mobile_api_prefix.rstrip("/")
-    retry_policy = RetryPolicy(settings.retry_max_attempts, settings.retry_base_seconds,
-                               settings.retry_cap_seconds)
-    wakeups = _Wakeups()
-    # Wrong private tokens on ``POST /device`` per client address (guessing them).
-    registrations = FailureThrottle(settings.auth_failure_limit,
-                                    settings.auth_failure_window_seconds)
-    touched: dict[str, float] = {}
-    router = APIRouter()
-    tags: list[str] = ["Phones (SMS Gateway for Android)"]
+def phone_router(mobile_api_prefix: str) -> APIRouter:
+    """The app's device API under ``mobile_api_prefix`` (a setting, hence built per app)."""
+    prefix = mobile_api_prefix.rstrip("/")
+    phones = APIRouter(tags=_PHONE_TAGS)
+    phones.add_api_route(prefix + "/device", register, methods=["POST"], status_code=201,
+                         summary="Register a phone with a channel's private token")
+    phones.add_api_route(prefix + "/device", get_device, methods=["GET"],
+                         summary="The calling phone, and its address")
+    phones.add_api_route(prefix + "/device", patch_device, methods=["PATCH"], status_code=204,
+                         summary="Update the phone's push token")
+    phones.add_api_route(prefix + "/message", get_messages, methods=["GET"],
+                         summary="Messages for the phone to send, priority first, then oldest")
+    phones.add_api_route(prefix + "/message", patch_messages, methods=["PATCH"],
+                         status_code=204,
+                         summary="State reports of messages the phone was handed")
+    phones.add_api_route(prefix + "/events", events, methods=["GET"],
+                         summary="Server-Sent Events: MessageEnqueued when the phone may take "
+                                 "work")
+    phones.add_api_route(prefix + "/settings", get_settings, methods=["GET"],
+                         summary="The app's remote settings")
+    phones.add_api_route(prefix + "/webhooks", get_webhooks, methods=["GET"],
+                         summary="Webhooks for the phone to call: none, reports come by "
+                                 "PATCH /message")
+    return phones
 
-    def bearer(request: Request) -> str | None:
-        header = request.headers.get("authorization", "")
-        if header[:7].lower() == "bearer ":
-            return header[7:].strip() or None
+
+def bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip() or None
+    return None
+
+
+async def device_of(gateway: Gateway, request: Request) -> Device | None:
+    """The live device whose token the request bears, or None."""
+    token = bearer(request)
+    if not token:
         return None
+    device = await gateway.store.device_by_token(hash_token(token))
+    if device is None or device.revoked_at is not None:
+        return None
+    return device
 
-    async def device_of(request: Request) -> Device | None:
-        token = bearer(request)
-        if not token:
-            return None
-        device = await store.device_by_token(hash_token(token))
-        if device is None or device.revoked_at is not None:
-            return None
-        return device
 
-    async def seen(device: Device, request: Request, **changes: Any) -> None:
-        now = time.time()
-        user_agent = request.headers.get("user-agent")
-        if (changes or now - touched.get(device.id, 0.0) >= TOUCH_EVERY_SECONDS
-                or (user_agent and user_agent != device.user_agent)):
-            touched[device.id] = now
-            await store.touch_device(device.id, now, user_agent=user_agent, **changes)
+async def seen(gateway: Gateway, device: Device, request: Request, **changes: Any) -> None:
+    now = time.time()
+    user_agent = request.headers.get("user-agent")
+    touched = gateway.device_touched
+    if (changes or now - touched.get(device.id, 0.0) >= TOUCH_EVERY_SECONDS
+            or (user_agent and user_agent != device.user_agent)):
+        touched[device.id] = now
+        await gateway.store.touch_device(device.id, now, user_agent=user_agent, **changes)
 
-    async def phone_channel(device: Device) -> tuple[ChannelSpec, PhoneSettings] | None:
-        channel = await store.get_channel(device.channel_id)
-        if channel is None or not _is_phone(channel):
-            return None
-        return channel, PhoneSettings.from_config(channel.config)
 
-    async def read_limited(request: Request) -> bytes:
-        return await read_body(request, MAX_DEVICE_BODY)
+async def phone_channel(store: Store, device: Device) -> tuple[ChannelSpec, PhoneSettings] | None:
+    channel = await store.get_channel(device.channel_id)
+    if channel is None or not _is_phone(channel):
+        return None
+    return channel, PhoneSettings.from_config(channel.config)
 
-    # --- the app's device API -----------------------------------------------------------------
-    @router.post(prefix + "/device", tags=tags, status_code=201,
-                 summary="Register a phone with a channel's private token")
-    async def register(request: Request) -> Response:
-        now = time.time()
-        client = request.client.host if request.client else None
-        wait = registrations.retry_after(client)
-        if wait is not None:
-            return _message(429, "too many failed registrations; try again later",
-                            headers={"Retry-After": str(max(1, math.ceil(wait)))})
-        token = bearer(request) or ""
-        phones = [c for c in await store.list_channels() if _is_phone(c)]
-        # Every channel is compared, in constant time each: no early exit tells which matched.
-        matches = [c for c in phones if hmac.compare_digest(
-            (c.config.get("private_token") or "").encode(), token.encode())
-            and c.config.get("private_token")]
-        if not token or not matches:
-            registrations.failed(client)
-            return _message(401, "invalid private token")
-        channel = matches[0]
+
+async def read_limited(request: Request) -> bytes:
+    return await read_body(request, MAX_DEVICE_BODY)
+
+
+# --- the app's device API ---------------------------------------------------------------------
+async def register(request: Request) -> Response:
+    gateway = gateway_of(request)
+    store = gateway.store
+    now = time.time()
+    client = request.client.host if request.client else None
+    wait = gateway.registrations.retry_after(client)
+    if wait is not None:
+        return _message(429, "too many failed registrations; try again later",
+                        headers={"Retry-After": str(max(1, math.ceil(wait)))})
+    token = bearer(request) or ""
+    phones = [c for c in await store.list_channels() if _is_phone(c)]
+    # Every channel is compared, in constant time each: no early exit tells which matched.
+    matches = [c for c in phones if hmac.compare_digest(
+        (c.config.get("private_token") or "").encode(), token.encode())
+        and c.config.get("private_token")]
+    if not token or not matches:
+        gateway.registrations.failed(client)
+        return _message(401, "invalid private token")
+    channel = matches[0]
+    try:
+        body = _register_decoder.decode(await read_limited(request) or b"{}")
+    except (msgspec.MsgspecError, RecursionError) as exc:
+        return _message(400, _invalid(exc))
+    if nested_deeper(body.simCards, MAX_HEALTH_DEPTH):
+        return _message(400, f"invalid request: `simCards` nested deeper than "
+                             f"{MAX_HEALTH_DEPTH} levels")
+    problem = unstorable([body.name, body.pushToken, body.simCards])
+    if problem is not None:
+        return _message(400, f"invalid request: {problem}")
+    device_token = secrets.token_urlsafe(16)
+    device = Device(id=new_device_id(), channel_id=channel.id, project_id=channel.project_id,
+                    name=(body.name or "")[:128], created_at=now, last_seen_at=now,
+                    push_token=body.pushToken,
+                    user_agent=request.headers.get("user-agent", ""),
+                    health={"simCards": body.simCards} if body.simCards else None)
+    await store.register_device(device, hash_token(device_token))
+    return Response(orjson.dumps({"id": device.id, "token": device_token,
+                                  "login": f"pushgate-channel-{channel.id}",
+                                  "password": ""}),
+                    status_code=201, media_type=JSON)
+
+
+async def get_device(request: Request) -> Response:
+    gateway = gateway_of(request)
+    device = await device_of(gateway, request)
+    answer: dict[str, Any] = {"externalIp": request.client.host if request.client else None}
+    if device is not None:
+        await seen(gateway, device, request)
+        answer["device"] = {"id": device.id, "name": device.name,
+                            "createdAt": rfc3339(device.created_at),
+                            "updatedAt": rfc3339(device.last_seen_at),
+                            "lastSeen": rfc3339(time.time())}
+    return _json(answer)
+
+
+async def patch_device(request: Request) -> Response:
+    gateway = gateway_of(request)
+    device = await device_of(gateway, request)
+    if device is None:
+        return _message(401, "invalid device token")
+    try:
+        body = _patch_decoder.decode(await read_limited(request) or b"{}")
+    except (msgspec.MsgspecError, RecursionError) as exc:
+        return _message(400, _invalid(exc))
+    if nested_deeper(body.battery, MAX_HEALTH_DEPTH) \
+            or nested_deeper(body.network, MAX_HEALTH_DEPTH):
+        return _message(400, f"invalid request: `battery` or `network` nested deeper "
+                             f"than {MAX_HEALTH_DEPTH} levels")
+    problem = unstorable([body.id, body.pushToken, body.battery, body.network])
+    if problem is not None:
+        return _message(400, f"invalid request: {problem}")
+    if body.id is not None and body.id != device.id:
+        return _message(403, "the id is not this token's device")
+    health = {k: v for k, v in (("battery", body.battery), ("network", body.network))
+              if v is not None}
+    await seen(gateway, device, request, push_token=body.pushToken, health=health or None)
+    return Response(status_code=204)
+
+
+async def get_messages(request: Request, order: str = "fifo") -> Response:
+    gateway = gateway_of(request)
+    device = await device_of(gateway, request)
+    if device is None:
+        return _message(401, "invalid device token")
+    found = await phone_channel(gateway.store, device)
+    if found is None:
+        return _json([])
+    _channel, phone = found
+    now = time.time()
+    claim = await gateway.store.claim_for_device(device.id, device_quota(phone), now)
+    if claim.new:
+        gateway.wakeups.progress[device.id] = now
+    messages = claim.messages
+    if order.lower() == "lifo":
+        messages = sorted(messages, key=lambda m: (-m.priority, -m.id))
+    return Response(orjson.dumps([message_item(m, phone) for m in messages]),
+                    media_type=JSON)
+
+
+async def patch_messages(request: Request) -> Response:
+    gateway = gateway_of(request)
+    store = gateway.store
+    device = await device_of(gateway, request)
+    if device is None:
+        return _message(401, "invalid device token")
+    try:
+        reports = _reports_decoder.decode(await read_limited(request))
+    except (msgspec.MsgspecError, RecursionError) as exc:
+        return _message(400, _invalid(exc))
+    now = time.time()
+    parsed: list[tuple[int, str, float, str | None]] = []
+    for report in reports:
+        unknown = ({report.state} | set(report.states)) - APP_STATES
+        if unknown:
+            return _message(400, f"unknown state {sorted(unknown)[0]!r}")
         try:
-            body = _register_decoder.decode(await read_limited(request) or b"{}")
-        except (msgspec.MsgspecError, RecursionError) as exc:
-            return _message(400, _invalid(exc))
-        if nested_deeper(body.simCards, MAX_HEALTH_DEPTH):
-            return _message(400, f"invalid request: `simCards` nested deeper than "
-                                 f"{MAX_HEALTH_DEPTH} levels")
-        problem = unstorable([body.name, body.pushToken, body.simCards])
-        if problem is not None:
-            return _message(400, f"invalid request: {problem}")
-        device_token = secrets.token_urlsafe(16)
-        device = Device(id=new_device_id(), channel_id=channel.id, project_id=channel.project_id,
-                        name=(body.name or "")[:128], created_at=now, last_seen_at=now,
-                        push_token=body.pushToken,
-                        user_agent=request.headers.get("user-agent", ""),
-                        health={"simCards": body.simCards} if body.simCards else None)
-        await store.register_device(device, hash_token(device_token))
-        return Response(orjson.dumps({"id": device.id, "token": device_token,
-                                      "login": f"pushgate-channel-{channel.id}",
-                                      "password": ""}),
-                        status_code=201, media_type=JSON)
-
-    @router.get(prefix + "/device", tags=tags, summary="The calling phone, and its address")
-    async def get_device(request: Request) -> Response:
-        device = await device_of(request)
-        answer: dict[str, Any] = {"externalIp": request.client.host if request.client else None}
-        if device is not None:
-            await seen(device, request)
-            answer["device"] = {"id": device.id, "name": device.name,
-                                "createdAt": rfc3339(device.created_at),
-                                "updatedAt": rfc3339(device.last_seen_at),
-                                "lastSeen": rfc3339(time.time())}
-        return _json(answer)
-
-    @router.patch(prefix + "/device", tags=tags, status_code=204,
-                  summary="Update the phone's push token")
-    async def patch_device(request: Request) -> Response:
-        device = await device_of(request)
-        if device is None:
-            return _message(401, "invalid device token")
-        try:
-            body = _patch_decoder.decode(await read_limited(request) or b"{}")
-        except (msgspec.MsgspecError, RecursionError) as exc:
-            return _message(400, _invalid(exc))
-        if nested_deeper(body.battery, MAX_HEALTH_DEPTH) \
-                or nested_deeper(body.network, MAX_HEALTH_DEPTH):
-            return _message(400, f"invalid request: `battery` or `network` nested deeper "
-                                 f"than {MAX_HEALTH_DEPTH} levels")
-        problem = unstorable([body.id, body.pushToken, body.battery, body.network])
-        if problem is not None:
-            return _message(400, f"invalid request: {problem}")
-        if body.id is not None and body.id != device.id:
-            return _message(403, "the id is not this token's device")
-        health = {k: v for k, v in (("battery", body.battery), ("network", body.network))
-                  if v is not None}
-        await seen(device, request, push_token=body.pushToken, health=health or None)
+            at = parse_app_time(report.states[report.state], now) \
+                if report.state in report.states else now
+        except (ValueError, OverflowError, OSError):
+            return _message(400, f"invalid time in `states` of message {report.id!r}")
+        text = str(report.id).strip()
+        if text.isascii() and text.isdigit() and len(text) < 19:
+            error = next((r.error for r in report.recipients if r.error), None)
+            if error is not None:   # PostgreSQL's text columns refuse NUL
+                error = error.replace("\x00", "")
+            parsed.append((int(text), report.state, at, error))
+        # Anything else is not an id pushgate hands out: ignored like unknown ids.
+    found = await phone_channel(store, device)
+    if found is None or not parsed:
         return Response(status_code=204)
+    channel, phone = found
+    known = await store.note_device_reports(
+        device.id, [(mid, state, at) for mid, state, at, _e in parsed], now,
+        phone.lease_seconds)
+    results, updates, faults = outcomes_of(device, parsed, known)
+    rest = max((phone.limit_pause_seconds if f is PhoneFault.LIMIT
+                else phone.trouble_pause_seconds for f in faults), default=None)
+    if rest is not None:
+        await store.pause_device(device.id, now + rest)
+    await store.record_outcomes(device_worker(device.id), results, now, gateway.retry_policy)
+    await store.apply_status_updates(updates)
+    if results or updates:
+        gateway.webhook_wake.set()
+        gateway.wakeups.progress[device.id] = now
+    if any(r.defer for r in results):
+        gateway.wakeups.notify(channel.id)   # another phone may take the re-queued message
+    return Response(status_code=204)
 
-    @router.get(prefix + "/message", tags=tags,
-                summary="Messages for the phone to send, priority first, then oldest")
-    async def get_messages(request: Request, order: str = "fifo") -> Response:
-        device = await device_of(request)
-        if device is None:
-            return _message(401, "invalid device token")
-        found = await phone_channel(device)
-        if found is None:
-            return _json([])
-        _channel, phone = found
-        now = time.time()
-        claim = await store.claim_for_device(device.id, device_quota(phone), now)
-        if claim.new:
-            wakeups.progress[device.id] = now
-        messages = claim.messages
-        if order.lower() == "lifo":
-            messages = sorted(messages, key=lambda m: (-m.priority, -m.id))
-        return Response(orjson.dumps([message_item(m, phone) for m in messages]),
-                        media_type=JSON)
 
-    @router.patch(prefix + "/message", tags=tags, status_code=204,
-                  summary="State reports of messages the phone was handed")
-    async def patch_messages(request: Request) -> Response:
-        device = await device_of(request)
-        if device is None:
-            return _message(401, "invalid device token")
-        try:
-            reports = _reports_decoder.decode(await read_limited(request))
-        except (msgspec.MsgspecError, RecursionError) as exc:
-            return _message(400, _invalid(exc))
-        now = time.time()
-        parsed: list[tuple[int, str, float, str | None]] = []
-        for report in reports:
-            unknown = ({report.state} | set(report.states)) - APP_STATES
-            if unknown:
-                return _message(400, f"unknown state {sorted(unknown)[0]!r}")
-            try:
-                at = parse_app_time(report.states[report.state], now) \
-                    if report.state in report.states else now
-            except (ValueError, OverflowError, OSError):
-                return _message(400, f"invalid time in `states` of message {report.id!r}")
-            text = str(report.id).strip()
-            if text.isascii() and text.isdigit() and len(text) < 19:
-                error = next((r.error for r in report.recipients if r.error), None)
-                if error is not None:   # PostgreSQL's text columns refuse NUL
-                    error = error.replace("\x00", "")
-                parsed.append((int(text), report.state, at, error))
-            # Anything else is not an id pushgate hands out: ignored like unknown ids.
-        found = await phone_channel(device)
-        if found is None or not parsed:
-            return Response(status_code=204)
-        channel, phone = found
-        known = await store.note_device_reports(
-            device.id, [(mid, state, at) for mid, state, at, _e in parsed], now,
-            phone.lease_seconds)
-        results, updates, faults = outcomes_of(device, parsed, known)
-        rest = max((phone.limit_pause_seconds if f is PhoneFault.LIMIT
-                    else phone.trouble_pause_seconds for f in faults), default=None)
-        if rest is not None:
-            await store.pause_device(device.id, now + rest)
-        await store.record_outcomes(device_worker(device.id), results, now, retry_policy)
-        await store.apply_status_updates(updates)
-        if results or updates:
-            gateway.webhook_wake.set()
-            wakeups.progress[device.id] = now
-        if any(r.defer for r in results):
-            wakeups.notify(channel.id)   # another phone may take the re-queued message
-        return Response(status_code=204)
+async def events(request: Request) -> Response:
+    gateway = gateway_of(request)
+    device = await device_of(gateway, request)
+    if device is None:
+        return _message(401, "invalid device token")
+    found = await phone_channel(gateway.store, device)
+    if found is None:
+        return _message(404, "the device's channel is not a phone channel")
+    _channel, phone = found
+    opened = time.time()
+    await seen(gateway, device, request)
+    return StreamingResponse(event_stream(gateway, request, device, phone, opened),
+                             media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache",
+                                      "X-Accel-Buffering": "no"})
 
-    @router.get(prefix + "/events", tags=tags,
-                summary="Server-Sent Events: MessageEnqueued when the phone may take work")
-    async def events(request: Request) -> Response:
-        device = await device_of(request)
-        if device is None:
-            return _message(401, "invalid device token")
-        found = await phone_channel(device)
-        if found is None:
-            return _message(404, "the device's channel is not a phone channel")
-        _channel, phone = found
-        opened = time.time()
-        await seen(device, request)
-        return StreamingResponse(event_stream(request, device, phone, opened),
-                                 media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache",
-                                          "X-Accel-Buffering": "no"})
 
-    async def event_stream(request: Request, device: Device, phone: PhoneSettings,
-                           opened: float) -> AsyncIterator[bytes]:
-        wake = wakeups.subscribe(device.channel_id)
-        last_keepalive = time.monotonic()
-        announced = 0.0
-        try:
-            yield b":keepalive\n\n"
-            while not await request.is_disconnected():
-                now = time.time()
-                current = await store.get_device(device.id)
-                if current is None or current.revoked_at is not None:
-                    return
-                if current.reconnect_at > opened:
-                    # `restart`: the app reconnects and reads its settings again.
-                    yield b"event: SettingsUpdated\ndata: null\n\n"
-                    return
-                due = announced == 0.0 or wakeups.progress.get(device.id, 0.0) > announced \
-                    or now - announced >= phone.keepalive_seconds
-                if due and now >= max(current.ready_at, current.paused_until) \
-                        and await has_work(device.channel_id, now):
-                    announced = now
-                    yield b"event: MessageEnqueued\ndata: null\n\n"
-                if time.monotonic() - last_keepalive >= phone.keepalive_seconds:
-                    last_keepalive = time.monotonic()
-                    yield b":keepalive\n\n"
-                    # Only a stream the phone still holds gets here: it counts as seen.
-                    await store.touch_device(device.id, time.time())
-                wake.clear()
-                # asyncio.timeout rather than wait_for: wait_for can swallow the cancellation
-                # that ends the stream when the phone goes away.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(phone.events_poll_seconds):
-                        await wake.wait()
-        finally:
-            wakeups.unsubscribe(device.channel_id, wake)
+async def event_stream(gateway: Gateway, request: Request, device: Device,
+                       phone: PhoneSettings, opened: float) -> AsyncIterator[bytes]:
+    store, wakeups = gateway.store, gateway.wakeups
+    wake = wakeups.subscribe(device.channel_id)
+    last_keepalive = time.monotonic()
+    announced = 0.0
+    try:
+        yield b":keepalive\n\n"
+        while not await request.is_disconnected():
+            now = time.time()
+            current = await store.get_device(device.id)
+            if current is None or current.revoked_at is not None:
+                return
+            if current.reconnect_at > opened:
+                # `restart`: the app reconnects and reads its settings again.
+                yield b"event: SettingsUpdated\ndata: null\n\n"
+                return
+            due = announced == 0.0 or wakeups.progress.get(device.id, 0.0) > announced \
+                or now - announced >= phone.keepalive_seconds
+            if due and now >= max(current.ready_at, current.paused_until) \
+                    and await has_work(store, device.channel_id, now):
+                announced = now
+                yield b"event: MessageEnqueued\ndata: null\n\n"
+            if time.monotonic() - last_keepalive >= phone.keepalive_seconds:
+                last_keepalive = time.monotonic()
+                yield b":keepalive\n\n"
+                # Only a stream the phone still holds gets here: it counts as seen.
+                await store.touch_device(device.id, time.time())
+            wake.clear()
+            # asyncio.timeout rather than wait_for: wait_for can swallow the cancellation
+            # that ends the stream when the phone goes away.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(phone.events_poll_seconds):
+                    await wake.wait()
+    finally:
+        wakeups.unsubscribe(device.channel_id, wake)
 
-    async def has_work(channel_id: int, now: float) -> bool:
-        channel = await store.get_channel(channel_id)
-        return (channel is not None and not channel.paused
-                and await store.has_ready_messages(channel_id, now))
 
-    @router.get(prefix + "/settings", tags=tags, summary="The app's remote settings")
-    async def get_settings(request: Request) -> Response:
-        device = await device_of(request)
-        if device is None:
-            return _message(401, "invalid device token")
-        found = await phone_channel(device)
-        if found is None:
-            return _json({})
-        await seen(device, request)
-        return _json(app_settings(found[1]))
+async def has_work(store: Store, channel_id: int, now: float) -> bool:
+    channel = await store.get_channel(channel_id)
+    return (channel is not None and not channel.paused
+            and await store.has_ready_messages(channel_id, now))
 
-    @router.get(prefix + "/webhooks", tags=tags,
-                summary="Webhooks for the phone to call: none, reports come by PATCH /message")
-    async def get_webhooks(request: Request) -> Response:
-        device = await device_of(request)
-        if device is None:
-            return _message(401, "invalid device token")
-        await seen(device, request)
-        return Response(b"[]", media_type=JSON)
 
-    # --- Picky: device-status and device-action -----------------------------------------------
-    async def command_body(request: Request) -> CommandBody:
-        body = await read_limited(request)
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        raw: bytes | str = body
-        if content_type == "application/x-www-form-urlencoded" \
-                and not body.lstrip().startswith(b"{"):
-            values = parse_qs(body.decode("utf-8", "replace")).get("data")
-            if not values:
-                raise ApiError(Code.MALFORMED_BODY, "form posts carry the JSON in a `data` field")
-            raw = values[0]
-        elif not body.strip():
-            raw = request.query_params.get("data", "")
-            if not raw:
-                raise ApiError(Code.MALFORMED_BODY, "empty body")
-        return decode_body(_command_decoder, raw)
+async def get_settings(request: Request) -> Response:
+    gateway = gateway_of(request)
+    device = await device_of(gateway, request)
+    if device is None:
+        return _message(401, "invalid device token")
+    found = await phone_channel(gateway.store, device)
+    if found is None:
+        return _json({})
+    await seen(gateway, device, request)
+    return _json(app_settings(found[1]))
 
-    async def picky_channel(request: Request) -> tuple[CommandBody, int, ChannelSpec]:
-        body = await command_body(request)
-        token = await authenticate(gateway.lookups, request, token_from(request, body.token))
-        if body.application not in (None, "") or body.channel_id not in (None, ""):
-            channel = await resolve_channel(gateway.lookups, token.project_id, body.application,
-                                            body.channel_id)
-            return body, token.project_id, channel
-        channels = await store.list_channels(token.project_id)
-        phones = [c for c in channels if _is_phone(c)]
-        if len(channels) == 1 or len(phones) == 1:
-            return body, token.project_id, (channels if len(channels) == 1 else phones)[0]
-        raise ApiError(Code.INVALID_FIELD, f"`application` is required: the project has "
-                                           f"{len(channels)} channels")
 
-    @router.post("/api/v2/device-status", tags=["Device API"],
-                 summary="Is the channel's phone (or bridge) connected, and its queue")
-    async def device_status(request: Request) -> Response:
-        _body, project_id, channel = await picky_channel(request)
-        now = time.time()
-        counts = await store.channel_queue_counts(channel.id)
-        answer: dict[str, Any] = {
-            "project_id": str(project_id), "application": channel.application,
-            "channel_id": channel.id, "message_queue_count": counts["queued"] + counts["sending"],
-            "in_flight": counts["sending"], "queue_stopped": channel.paused,
-        }
-        if _is_phone(channel):
-            answer.update(phone_status(await store.list_devices(channel.id),
-                                       PhoneSettings.from_config(channel.config), now))
-        else:
-            answer.update(await connector_status(channel))
-        answer["time"] = local_iso(now)
-        return _json(answer)
+async def get_webhooks(request: Request) -> Response:
+    gateway = gateway_of(request)
+    device = await device_of(gateway, request)
+    if device is None:
+        return _message(401, "invalid device token")
+    await seen(gateway, device, request)
+    return Response(b"[]", media_type=JSON)
 
-    async def connector_status(channel: ChannelSpec) -> dict[str, Any]:
-        connector = channel_for(channel, gateway.env)
-        try:
-            await asyncio.wait_for(connector.start(), STATUS_TIMEOUT_SECONDS)
-            status = await asyncio.wait_for(connector.status(), STATUS_TIMEOUT_SECONDS)
-        except Exception as exc:  # a provider that does not answer is what TIMEOUT means
-            return {"status": "TIMEOUT", "connected_number": None, "version": None,
-                    "detail": f"{type(exc).__name__}: {exc}"}
-        finally:
-            with contextlib.suppress(Exception):
-                await connector.stop()
-        state = status.state if status.state in ("CONNECTED", "TIMEOUT", "UNPAIRED",
-                                                 "OFFLINE") else "OFFLINE"
-        if not status.connected and state == "CONNECTED":
-            state = "OFFLINE"
-        return {"status": state, "connected_number": status.connected_number,
-                "version": status.extra.get("version"), "detail": status.detail}
 
-    @router.post("/api/v2/device-action", tags=["Device API"],
-                 summary="Stop, resume or delete the queue; reset or restart the phones")
-    async def device_action(request: Request) -> Response:
-        body, _project_id, channel = await picky_channel(request)
-        command = (body.command or "").strip().lower()
-        now = time.time()
-        queue, _sep, verb = command.partition("-")
-        if command in BRIDGE_COMMANDS:
+# --- Picky: device-status and device-action ---------------------------------------------------
+picky_router = APIRouter(tags=["Device API"])
+
+
+async def command_body(request: Request) -> CommandBody:
+    body = await read_limited(request)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    raw: bytes | str = body
+    if content_type == "application/x-www-form-urlencoded" \
+            and not body.lstrip().startswith(b"{"):
+        values = parse_qs(body.decode("utf-8", "replace")).get("data")
+        if not values:
+            raise ApiError(Code.MALFORMED_BODY, "form posts carry the JSON in a `data` field")
+        raw = values[0]
+    elif not body.strip():
+        raw = request.query_params.get("data", "")
+        if not raw:
+            raise ApiError(Code.MALFORMED_BODY, "empty body")
+    return decode_body(_command_decoder, raw)
+
+
+async def picky_channel(gateway: Gateway,
+                        request: Request) -> tuple[CommandBody, int, ChannelSpec]:
+    body = await command_body(request)
+    token = await authenticate(gateway.lookups, request, token_from(request, body.token))
+    if body.application not in (None, "") or body.channel_id not in (None, ""):
+        channel = await resolve_channel(gateway.lookups, token.project_id, body.application,
+                                        body.channel_id)
+        return body, token.project_id, channel
+    channels = await gateway.store.list_channels(token.project_id)
+    phones = [c for c in channels if _is_phone(c)]
+    if len(channels) == 1 or len(phones) == 1:
+        return body, token.project_id, (channels if len(channels) == 1 else phones)[0]
+    raise ApiError(Code.INVALID_FIELD, f"`application` is required: the project has "
+                                       f"{len(channels)} channels")
+
+
+@picky_router.post("/api/v2/device-status",
+                   summary="Is the channel's phone (or bridge) connected, and its queue")
+async def device_status(request: Request) -> Response:
+    gateway = gateway_of(request)
+    store = gateway.store
+    _body, project_id, channel = await picky_channel(gateway, request)
+    now = time.time()
+    counts = await store.channel_queue_counts(channel.id)
+    answer: dict[str, Any] = {
+        "project_id": str(project_id), "application": channel.application,
+        "channel_id": channel.id, "message_queue_count": counts["queued"] + counts["sending"],
+        "in_flight": counts["sending"], "queue_stopped": channel.paused,
+    }
+    if _is_phone(channel):
+        answer.update(phone_status(await store.list_devices(channel.id),
+                                   PhoneSettings.from_config(channel.config), now))
+    else:
+        answer.update(await connector_status(gateway, channel))
+    answer["time"] = local_iso(now)
+    return _json(answer)
+
+
+async def connector_status(gateway: Gateway, channel: ChannelSpec) -> dict[str, Any]:
+    connector = channel_for(channel, gateway.env)
+    try:
+        await asyncio.wait_for(connector.start(), STATUS_TIMEOUT_SECONDS)
+        status = await asyncio.wait_for(connector.status(), STATUS_TIMEOUT_SECONDS)
+    except Exception as exc:  # a provider that does not answer is what TIMEOUT means
+        return {"status": "TIMEOUT", "connected_number": None, "version": None,
+                "detail": f"{type(exc).__name__}: {exc}"}
+    finally:
+        with contextlib.suppress(Exception):
+            await connector.stop()
+    state = status.state if status.state in ("CONNECTED", "TIMEOUT", "UNPAIRED",
+                                             "OFFLINE") else "OFFLINE"
+    if not status.connected and state == "CONNECTED":
+        state = "OFFLINE"
+    return {"status": state, "connected_number": status.connected_number,
+            "version": status.extra.get("version"), "detail": status.detail}
+
+
+@picky_router.post("/api/v2/device-action",
+                   summary="Stop, resume or delete the queue; reset or restart the phones")
+async def device_action(request: Request) -> Response:
+    gateway = gateway_of(request)
+    body, _project_id, channel = await picky_channel(gateway, request)
+    command = (body.command or "").strip().lower()
+    now = time.time()
+    queue, _sep, verb = command.partition("-")
+    if command in BRIDGE_COMMANDS:
+        raise ApiError(Code.COMMAND_NOT_SUPPORTED,
+                       f"`{command}` is for Picky's WhatsApp Web Automation servers; "
+                       "pushgate does not run one (restart the bridge where it runs)")
+    if command.endswith(("-message-queue", "-call-queue")) and queue in (
+            "stop", "resume", "delete"):
+        kind = verb.removesuffix("-queue")
+        if (kind == "call") != (channel.application == APP_CALL):
             raise ApiError(Code.COMMAND_NOT_SUPPORTED,
-                           f"`{command}` is for Picky's WhatsApp Web Automation servers; "
-                           "pushgate does not run one (restart the bridge where it runs)")
-        if command.endswith(("-message-queue", "-call-queue")) and queue in (
-                "stop", "resume", "delete"):
-            kind = verb.removesuffix("-queue")
-            if (kind == "call") != (channel.application == APP_CALL):
-                raise ApiError(Code.COMMAND_NOT_SUPPORTED,
-                               f"`{command}` does not apply to channel {channel.id} "
-                               f"(application {channel.application}): the call queue is "
-                               "application 4's, the message queue every other's")
-            return _json(await queue_command(channel, queue, kind, now))
-        if command in ("reset", "restart"):
-            if not _is_phone(channel):
-                raise ApiError(Code.COMMAND_NOT_SUPPORTED,
-                               f"`{command}` is for phone channels; channel {channel.id} is "
-                               f"a {channel.kind} channel")
-            return _json(await phone_command(channel, command, now))
-        raise ApiError(Code.INVALID_FIELD,
-                       f"unknown `command` {body.command!r}; known: stop-message-queue, "
-                       "resume-message-queue, delete-message-queue, stop-call-queue, "
-                       "resume-call-queue, delete-call-queue, reset, restart")
+                           f"`{command}` does not apply to channel {channel.id} "
+                           f"(application {channel.application}): the call queue is "
+                           "application 4's, the message queue every other's")
+        return _json(await queue_command(gateway, channel, queue, kind, now))
+    if command in ("reset", "restart"):
+        if not _is_phone(channel):
+            raise ApiError(Code.COMMAND_NOT_SUPPORTED,
+                           f"`{command}` is for phone channels; channel {channel.id} is "
+                           f"a {channel.kind} channel")
+        return _json(await phone_command(gateway, channel, command, now))
+    raise ApiError(Code.INVALID_FIELD,
+                   f"unknown `command` {body.command!r}; known: stop-message-queue, "
+                   "resume-message-queue, delete-message-queue, stop-call-queue, "
+                   "resume-call-queue, delete-call-queue, reset, restart")
 
-    async def queue_command(channel: ChannelSpec, verb: str, kind: str,
-                            now: float) -> dict[str, Any]:
-        answer: dict[str, Any] = {"status": int(Code.SUCCESS), "message": "Success"}
-        if verb == "stop":
-            # An operator's pause stays the operator's: a later push must not lift it.
-            if not channel.paused:
-                await store.update_channel(channel.id, paused=True,
-                                           paused_reason=QUEUE_STOPPED[kind])
-                gateway.lookups.forget()   # the next push must see the stop
-            return answer
-        if verb == "resume":
-            if channel.paused:
-                if channel.paused_reason != QUEUE_STOPPED[kind]:
-                    raise ApiError(Code.CHANNEL_PAUSED,
-                                   f"channel {channel.id} was paused "
-                                   f"({channel.paused_reason or 'by the operator'}); "
-                                   "the operator resumes it")
-                await store.update_channel(channel.id, paused=False, paused_reason="")
-                gateway.lookups.forget()
-                if gateway.dispatcher is not None:
-                    gateway.dispatcher.wake(channel.id)
-                wakeups.notify(channel.id)
-            return answer
-        count, refunded = await store.cancel_channel_queue(
-            channel.id, now, f"deleted by device-action delete-{kind}-queue")
-        gateway.webhook_wake.set()
-        return {**answer, "cancelled": count, "refunded": format_credits(refunded)}
 
-    async def phone_command(channel: ChannelSpec, command: str, now: float) -> dict[str, Any]:
-        answer: dict[str, Any] = {"status": int(Code.SUCCESS), "message": "Success"}
-        if command == "restart":
-            # The protocol has no "restart": closing the event streams makes the apps
-            # reconnect, read their settings again and fetch.
-            asked = await store.request_reconnect(channel.id, now)
-            wakeups.notify(channel.id)
-            detail = f"{asked} phone(s) asked to reconnect" if asked \
-                else "no paired phone: nothing to restart"
-            return {**answer, "devices": asked, "detail": detail}
-        # reset: the queue and what the phones hold are cancelled and refunded, and every
-        # phone must be paired again.
-        count, refunded = await store.cancel_channel_queue(
-            channel.id, now, "deleted by device-action reset", include_in_flight=True)
-        revoked = await store.revoke_devices(now, channel_id=channel.id)
-        gateway.webhook_wake.set()
-        wakeups.notify(channel.id)
-        return {**answer, "cancelled": count, "refunded": format_credits(refunded),
-                "devices_revoked": revoked}
+async def queue_command(gateway: Gateway, channel: ChannelSpec, verb: str, kind: str,
+                        now: float) -> dict[str, Any]:
+    store = gateway.store
+    answer: dict[str, Any] = {"status": int(Code.SUCCESS), "message": "Success"}
+    if verb == "stop":
+        # An operator's pause stays the operator's: a later push must not lift it.
+        if not channel.paused:
+            await store.update_channel(channel.id, paused=True,
+                                       paused_reason=QUEUE_STOPPED[kind])
+            gateway.lookups.forget()   # the next push must see the stop
+        return answer
+    if verb == "resume":
+        if channel.paused:
+            if channel.paused_reason != QUEUE_STOPPED[kind]:
+                raise ApiError(Code.CHANNEL_PAUSED,
+                               f"channel {channel.id} was paused "
+                               f"({channel.paused_reason or 'by the operator'}); "
+                               "the operator resumes it")
+            await store.update_channel(channel.id, paused=False, paused_reason="")
+            gateway.lookups.forget()
+            if gateway.dispatcher is not None:
+                gateway.dispatcher.wake(channel.id)
+            gateway.wakeups.notify(channel.id)
+        return answer
+    count, refunded = await store.cancel_channel_queue(
+        channel.id, now, f"deleted by device-action delete-{kind}-queue")
+    gateway.webhook_wake.set()
+    return {**answer, "cancelled": count, "refunded": format_credits(refunded)}
 
-    return router
+
+async def phone_command(gateway: Gateway, channel: ChannelSpec, command: str,
+                        now: float) -> dict[str, Any]:
+    store = gateway.store
+    answer: dict[str, Any] = {"status": int(Code.SUCCESS), "message": "Success"}
+    if command == "restart":
+        # The protocol has no "restart": closing the event streams makes the apps
+        # reconnect, read their settings again and fetch.
+        asked = await store.request_reconnect(channel.id, now)
+        gateway.wakeups.notify(channel.id)
+        detail = f"{asked} phone(s) asked to reconnect" if asked \
+            else "no paired phone: nothing to restart"
+        return {**answer, "devices": asked, "detail": detail}
+    # reset: the queue and what the phones hold are cancelled and refunded, and every
+    # phone must be paired again.
+    count, refunded = await store.cancel_channel_queue(
+        channel.id, now, "deleted by device-action reset", include_in_flight=True)
+    revoked = await store.revoke_devices(now, channel_id=channel.id)
+    gateway.webhook_wake.set()
+    gateway.wakeups.notify(channel.id)
+    return {**answer, "cancelled": count, "refunded": format_credits(refunded),
+            "devices_revoked": revoked}
 
 
 def phone_status(devices: list[Device], settings: PhoneSettings, now: float) -> dict[str, Any]:
