@@ -838,8 +838,8 @@ def device_list(
     as_json: bool = JsonOption,
 ) -> None:
     """List paired phones: online or not, last seen, messages in hand."""
-    from pushgate.api.devices import app_version
     from pushgate.channels.android import PhoneSettings
+    from pushgate.channels.android.phones import app_version
 
     async def run(store: Store) -> list[dict[str, Any]]:
         now = time.time()

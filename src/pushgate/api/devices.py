@@ -1,5 +1,9 @@
-"""Phones: the device API of "SMS Gateway for Android" (pushgate as the app's private server),
-and Picky's ``device-status`` / ``device-action``.
+"""Phones: the HTTP side of the device API of "SMS Gateway for Android" (pushgate as the
+app's private server), and Picky's ``device-status`` / ``device-action``.
+
+Each route parses its request, calls the phone protocol (``channels/android/``: payloads in
+``protocol.py``, reports in ``states.py``, fetch limits in ``quotas.py``, pairing and status
+in ``phones.py``) and the store, and answers.
 
 The app is pointed at ``{public URL}{prefix}`` (prefix ``/api/mobile/v1`` unless
 ``PUSHGATE_MOBILE_API_PREFIX`` says otherwise) with a channel's private token, which
@@ -23,7 +27,7 @@ The app is pointed at ``{public URL}{prefix}`` (prefix ``/api/mobile/v1`` unless
   (``limit_pause_seconds``) and a phone that cannot send (no service, radio off, …) rests
   ``trouble_pause_seconds``, both re-queueing the message without counting an attempt; a
   passing fault is retried with back-off; anything else is failed and refunded
-  (``channels/android.py``). Pending and Processed only renew the lease. Ids the phone was
+  (``channels/android/states.py``). Pending and Processed only renew the lease. Ids the phone was
   never handed are ignored, as the original server does.
 - ``GET /settings`` tells the app its send interval and per-minute limit; ``GET /webhooks``
   is empty (reports come through ``PATCH /message``); ``GET``/``PATCH /device`` as the app
@@ -38,14 +42,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import math
-import random
-import re
-import secrets
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -57,27 +56,41 @@ from fastapi.responses import Response, StreamingResponse
 from pushgate.api.auth import authenticate, resolve_channel, token_from
 from pushgate.api.body import read_body
 from pushgate.api.state import Gateway, gateway_of
-from pushgate.channels.android import PhoneFault, PhoneSettings, read_app_error
-from pushgate.channels.base import channel_class, channel_for
+from pushgate.channels.android.channel import PhoneSettings
+from pushgate.channels.android.phones import (
+    channel_for_private_token,
+    is_phone,
+    local_iso,
+    login_of,
+    new_device,
+    phone_status,
+)
+from pushgate.channels.android.protocol import (
+    app_settings,
+    message_item,
+    patch_decoder,
+    patch_problem,
+    register_decoder,
+    registration_problem,
+    rfc3339,
+)
+from pushgate.channels.android.quotas import device_quota
+from pushgate.channels.android.states import (
+    ReportRefused,
+    outcomes_of,
+    read_reports,
+    reports_decoder,
+    rest_seconds,
+)
+from pushgate.channels.base import channel_for
 from pushgate.core.channels import APP_CALL, ChannelSpec
 from pushgate.core.errors import ApiError, Code
-from pushgate.core.lifecycle import State
-from pushgate.core.models import SendResult, StatusUpdate
 from pushgate.core.pricing import format_credits
 from pushgate.core.push import decode_body
 from pushgate.core.tokens import hash_token
-from pushgate.store.base import (
-    Device,
-    DeviceMessage,
-    DeviceQuota,
-    Store,
-    device_worker,
-)
+from pushgate.store.base import Device, Store, device_worker
 
 JSON = "application/json"
-# Message states of the app (``states`` keys and ``state`` values of a report).
-APP_STATES = frozenset({"Pending", "Processed", "Sent", "Delivered", "Failed", "Cancelling",
-                        "Cancelled"})
 # What ``paused_reason`` says when a device-action stopped the queue; the next push resumes it
 # (Picky: "sending a new message restarts the queue").
 QUEUE_STOPPED = {"message": "stopped by device-action stop-message-queue",
@@ -89,37 +102,6 @@ TOUCH_EVERY_SECONDS = 5.0
 # A connector's status() may take this long before device-status answers TIMEOUT.
 STATUS_TIMEOUT_SECONDS = 10.0
 MAX_DEVICE_BODY = 1024 * 1024
-# The app's battery, network and SIM card facts are a level or two deep; they are stored and
-# shown again in device-status, whose JSON encoder stops at 255 levels.
-MAX_HEALTH_DEPTH = 16
-_ID_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_-"
-_VERSION = re.compile(r"(?:sms|gateway)[\w.\- ]*/v?(\d+(?:\.\d+)+)", re.IGNORECASE)
-
-
-class RecipientReport(msgspec.Struct):
-    phoneNumber: str | None = None  # noqa: N815 - the app's field names
-    state: str | None = None
-    error: str | None = None
-
-
-class MessageReport(msgspec.Struct):
-    id: str | int
-    state: str
-    recipients: list[RecipientReport] = msgspec.field(default_factory=list)
-    states: dict[str, str | int | float] = msgspec.field(default_factory=dict)
-
-
-class RegisterBody(msgspec.Struct):
-    name: str | None = None
-    pushToken: str | None = None  # noqa: N815
-    simCards: list[Any] | None = None  # noqa: N815
-
-
-class DevicePatch(msgspec.Struct):
-    id: str | None = None
-    pushToken: str | None = None  # noqa: N815
-    battery: dict[str, Any] | None = None
-    network: dict[str, Any] | str | None = None
 
 
 class CommandBody(msgspec.Struct):
@@ -129,89 +111,7 @@ class CommandBody(msgspec.Struct):
     command: str | None = None
 
 
-_reports_decoder = msgspec.json.Decoder(list[MessageReport])
-_register_decoder = msgspec.json.Decoder(RegisterBody)
-_patch_decoder = msgspec.json.Decoder(DevicePatch)
 _command_decoder = msgspec.json.Decoder(CommandBody)
-
-
-# --- small pure helpers -------------------------------------------------------------------------
-def rfc3339(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def local_iso(ts: float | None) -> str | None:
-    """ISO 8601 in the server's time zone, as Picky's ``time`` fields."""
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
-
-
-def parse_app_time(value: str | int | float, now: float) -> float:
-    """A time from the app: an RFC 3339 string, or epoch milliseconds (older app builds).
-    Never later than ``now``: a phone's clock running ahead must not date the future."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        at = float(value) / 1000.0
-    else:
-        at = datetime.fromisoformat(str(value).strip()).timestamp()
-    return min(at, now)
-
-
-def new_device_id() -> str:
-    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(21))
-
-
-def app_version(user_agent: str) -> str | None:
-    match = _VERSION.search(user_agent or "")
-    return match.group(1) if match else (user_agent or None)
-
-
-def device_quota(settings: PhoneSettings) -> DeviceQuota:
-    """What one fetch may hand a phone, with fresh random delays for its messages."""
-    return DeviceQuota(
-        per_minute=settings.per_minute, per_hour=settings.per_hour, per_day=settings.per_day,
-        per_fetch=settings.per_fetch, max_in_flight=settings.max_in_flight,
-        lease_seconds=settings.lease_seconds, offline_after=settings.offline_after_seconds,
-        sticky_seconds=settings.sticky_seconds,
-        delays=tuple(random.uniform(settings.min_delay_seconds, settings.max_delay_seconds)
-                     for _ in range(settings.per_fetch)))
-
-
-def message_item(message: DeviceMessage, settings: PhoneSettings) -> dict[str, Any]:
-    """A pending message as the app reads it (``MobileMessage``); ``message`` is the legacy
-    text field that older app versions read instead of ``textMessage``."""
-    return {
-        "id": str(message.id),
-        "message": message.text,
-        "textMessage": {"text": message.text},
-        "phoneNumbers": [f"+{message.number}"],
-        "simNumber": settings.sim_number,
-        "withDeliveryReport": True,
-        "isEncrypted": False,
-        "priority": message.priority,
-        "ttl": None,
-        "validUntil": rfc3339(message.expires_at),
-        "scheduleAt": None,
-        "state": "Pending",
-        "createdAt": rfc3339(message.created_at),
-    }
-
-
-def app_settings(settings: PhoneSettings) -> dict[str, Any]:
-    """The app's remote settings: its own spacing of sends and its own per-minute limit."""
-    # Whole seconds in the app; the gateway spaces its hand-outs by the exact delays anyway.
-    messages: dict[str, Any] = {
-        "send_interval_min": int(settings.min_delay_seconds),
-        "send_interval_max": max(int(settings.min_delay_seconds),
-                                 int(settings.max_delay_seconds + 0.5)),
-    }
-    if settings.per_minute:
-        messages.update(limit_period="PerMinute", limit_value=settings.per_minute)
-    else:
-        messages.update(limit_period="Disabled", limit_value=0)
-    return {"messages": messages}
 
 
 def stopped_by_device_action(channel: ChannelSpec) -> bool:
@@ -244,41 +144,8 @@ def _invalid(exc: Exception) -> str:
     return f"invalid request: {exc}"
 
 
-def nested_deeper(value: Any, limit: int) -> bool:
-    """Whether decoded JSON ``value`` has lists or objects nested more than ``limit`` deep."""
-    if not isinstance(value, (dict, list)):
-        return False
-    if limit <= 0:
-        return True
-    children = value.values() if isinstance(value, dict) else value
-    return any(nested_deeper(child, limit - 1) for child in children)
-
-
-def unstorable(value: Any) -> str | None:
-    """What in decoded JSON ``value`` cannot be stored and shown again, or None: a NUL
-    character (PostgreSQL's text and jsonb columns refuse it) or an integer past 64 bits
-    (device-status's JSON encoder refuses it)."""
-    if isinstance(value, str):
-        return "a NUL (U+0000) character" if "\x00" in value else None
-    if isinstance(value, int) and not -(2**63) <= value < 2**64:
-        return "an integer out of the 64-bit range"
-    if isinstance(value, dict):
-        return next((p for k, v in value.items() if (p := unstorable(k) or unstorable(v))),
-                    None)
-    if isinstance(value, list):
-        return next((p for item in value if (p := unstorable(item))), None)
-    return None
-
-
 def _json(payload: Any) -> Response:
     return Response(orjson.dumps(payload), media_type=JSON)
-
-
-def _is_phone(channel: ChannelSpec) -> bool:
-    try:
-        return channel_class(channel.kind).pull
-    except ValueError:
-        return False
 
 
 # --- the routes ---------------------------------------------------------------------------------
@@ -341,7 +208,7 @@ async def seen(gateway: Gateway, device: Device, request: Request, **changes: An
 
 async def phone_channel(store: Store, device: Device) -> tuple[ChannelSpec, PhoneSettings] | None:
     channel = await store.get_channel(device.channel_id)
-    if channel is None or not _is_phone(channel):
+    if channel is None or not is_phone(channel):
         return None
     return channel, PhoneSettings.from_config(channel.config)
 
@@ -360,36 +227,20 @@ async def register(request: Request) -> Response:
     if wait is not None:
         return _message(429, "too many failed registrations; try again later",
                         headers={"Retry-After": str(max(1, math.ceil(wait)))})
-    token = bearer(request) or ""
-    phones = [c for c in await store.list_channels() if _is_phone(c)]
-    # Every channel is compared, in constant time each: no early exit tells which matched.
-    matches = [c for c in phones if hmac.compare_digest(
-        (c.config.get("private_token") or "").encode(), token.encode())
-        and c.config.get("private_token")]
-    if not token or not matches:
+    channel = channel_for_private_token(await store.list_channels(), bearer(request) or "")
+    if channel is None:
         gateway.registrations.failed(client)
         return _message(401, "invalid private token")
-    channel = matches[0]
     try:
-        body = _register_decoder.decode(await read_limited(request) or b"{}")
+        body = register_decoder.decode(await read_limited(request) or b"{}")
     except (msgspec.MsgspecError, RecursionError) as exc:
         return _message(400, _invalid(exc))
-    if nested_deeper(body.simCards, MAX_HEALTH_DEPTH):
-        return _message(400, f"invalid request: `simCards` nested deeper than "
-                             f"{MAX_HEALTH_DEPTH} levels")
-    problem = unstorable([body.name, body.pushToken, body.simCards])
+    problem = registration_problem(body)
     if problem is not None:
-        return _message(400, f"invalid request: {problem}")
-    device_token = secrets.token_urlsafe(16)
-    device = Device(id=new_device_id(), channel_id=channel.id, project_id=channel.project_id,
-                    name=(body.name or "")[:128], created_at=now, last_seen_at=now,
-                    push_token=body.pushToken,
-                    user_agent=request.headers.get("user-agent", ""),
-                    health={"simCards": body.simCards} if body.simCards else None)
+        return _message(400, problem)
+    device, device_token = new_device(channel, body, request.headers.get("user-agent", ""), now)
     await store.register_device(device, hash_token(device_token))
-    return Response(orjson.dumps({"id": device.id, "token": device_token,
-                                  "login": f"pushgate-channel-{channel.id}",
-                                  "password": ""}),
+    return Response(orjson.dumps({"id": device.id, "token": device_token, **login_of(channel)}),
                     status_code=201, media_type=JSON)
 
 
@@ -412,16 +263,12 @@ async def patch_device(request: Request) -> Response:
     if device is None:
         return _message(401, "invalid device token")
     try:
-        body = _patch_decoder.decode(await read_limited(request) or b"{}")
+        body = patch_decoder.decode(await read_limited(request) or b"{}")
     except (msgspec.MsgspecError, RecursionError) as exc:
         return _message(400, _invalid(exc))
-    if nested_deeper(body.battery, MAX_HEALTH_DEPTH) \
-            or nested_deeper(body.network, MAX_HEALTH_DEPTH):
-        return _message(400, f"invalid request: `battery` or `network` nested deeper "
-                             f"than {MAX_HEALTH_DEPTH} levels")
-    problem = unstorable([body.id, body.pushToken, body.battery, body.network])
+    problem = patch_problem(body)
     if problem is not None:
-        return _message(400, f"invalid request: {problem}")
+        return _message(400, problem)
     if body.id is not None and body.id != device.id:
         return _message(403, "the id is not this token's device")
     health = {k: v for k, v in (("battery", body.battery), ("network", body.network))
@@ -456,38 +303,21 @@ async def patch_messages(request: Request) -> Response:
     device = await device_of(gateway, request)
     if device is None:
         return _message(401, "invalid device token")
+    now = time.time()
     try:
-        reports = _reports_decoder.decode(await read_limited(request))
+        reports = read_reports(reports_decoder.decode(await read_limited(request)), now)
     except (msgspec.MsgspecError, RecursionError) as exc:
         return _message(400, _invalid(exc))
-    now = time.time()
-    parsed: list[tuple[int, str, float, str | None]] = []
-    for report in reports:
-        unknown = ({report.state} | set(report.states)) - APP_STATES
-        if unknown:
-            return _message(400, f"unknown state {sorted(unknown)[0]!r}")
-        try:
-            at = parse_app_time(report.states[report.state], now) \
-                if report.state in report.states else now
-        except (ValueError, OverflowError, OSError):
-            return _message(400, f"invalid time in `states` of message {report.id!r}")
-        text = str(report.id).strip()
-        if text.isascii() and text.isdigit() and len(text) < 19:
-            error = next((r.error for r in report.recipients if r.error), None)
-            if error is not None:   # PostgreSQL's text columns refuse NUL
-                error = error.replace("\x00", "")
-            parsed.append((int(text), report.state, at, error))
-        # Anything else is not an id pushgate hands out: ignored like unknown ids.
+    except ReportRefused as exc:
+        return _message(400, str(exc))
     found = await phone_channel(store, device)
-    if found is None or not parsed:
+    if found is None or not reports:
         return Response(status_code=204)
     channel, phone = found
     known = await store.note_device_reports(
-        device.id, [(mid, state, at) for mid, state, at, _e in parsed], now,
-        phone.lease_seconds)
-    results, updates, faults = outcomes_of(device, parsed, known)
-    rest = max((phone.limit_pause_seconds if f is PhoneFault.LIMIT
-                else phone.trouble_pause_seconds for f in faults), default=None)
+        device.id, [(r.message_id, r.state, r.at) for r in reports], now, phone.lease_seconds)
+    results, updates, faults = outcomes_of(device, reports, known)
+    rest = rest_seconds(faults, phone)
     if rest is not None:
         await store.pause_device(device.id, now + rest)
     await store.record_outcomes(device_worker(device.id), results, now, gateway.retry_policy)
@@ -612,7 +442,7 @@ async def picky_channel(gateway: Gateway,
                                         body.channel_id)
         return body, token.project_id, channel
     channels = await gateway.store.list_channels(token.project_id)
-    phones = [c for c in channels if _is_phone(c)]
+    phones = [c for c in channels if is_phone(c)]
     if len(channels) == 1 or len(phones) == 1:
         return body, token.project_id, (channels if len(channels) == 1 else phones)[0]
     raise ApiError(Code.INVALID_FIELD, f"`application` is required: the project has "
@@ -632,7 +462,7 @@ async def device_status(request: Request) -> Response:
         "channel_id": channel.id, "message_queue_count": counts["queued"] + counts["sending"],
         "in_flight": counts["sending"], "queue_stopped": channel.paused,
     }
-    if _is_phone(channel):
+    if is_phone(channel):
         answer.update(phone_status(await store.list_devices(channel.id),
                                    PhoneSettings.from_config(channel.config), now))
     else:
@@ -682,7 +512,7 @@ async def device_action(request: Request) -> Response:
                            "application 4's, the message queue every other's")
         return _json(await queue_command(gateway, channel, queue, kind, now))
     if command in ("reset", "restart"):
-        if not _is_phone(channel):
+        if not is_phone(channel):
             raise ApiError(Code.COMMAND_NOT_SUPPORTED,
                            f"`{command}` is for phone channels; channel {channel.id} is "
                            f"a {channel.kind} channel")
@@ -744,104 +574,3 @@ async def phone_command(gateway: Gateway, channel: ChannelSpec, command: str,
     gateway.wakeups.notify(channel.id)
     return {**answer, "cancelled": count, "refunded": format_credits(refunded),
             "devices_revoked": revoked}
-
-
-def phone_status(devices: list[Device], settings: PhoneSettings, now: float) -> dict[str, Any]:
-    """Picky's device-status fields for a phone channel: CONNECTED while a phone was seen
-    within ``offline_after_seconds``, else OFFLINE; the most recently seen phone speaks for
-    the channel, and every paired phone is listed."""
-    live = [d for d in devices if d.revoked_at is None]
-    online = [d for d in live if d.online(now, settings.offline_after_seconds)]
-    latest = max(live, key=lambda d: d.last_seen_at or 0.0, default=None)
-
-    def facts(device: Device) -> dict[str, Any]:
-        health = device.health or {}
-        return {"version": app_version(device.user_agent),
-                "last_seen": local_iso(device.last_seen_at),
-                "battery": health.get("battery"), "network": health.get("network"),
-                "connected_number": sim_number(health)}
-
-    return {
-        "status": "CONNECTED" if online else "OFFLINE",
-        **(facts(latest) if latest else {"version": None, "last_seen": None, "battery": None,
-                                         "network": None, "connected_number": None}),
-        "devices": [{"id": d.id, "name": d.name,
-                     "status": "CONNECTED" if d in online else "OFFLINE",
-                     "in_flight": d.in_flight,
-                     "paused_until": local_iso(d.paused_until) if d.paused_until > now
-                     else None, **facts(d)} for d in live],
-    }
-
-
-def sim_number(health: dict[str, Any]) -> str | None:
-    """The phone number of the device's first SIM card, if its registration listed one."""
-    for card in health.get("simCards") or ():
-        if isinstance(card, dict):
-            number = card.get("phoneNumber") or card.get("number")
-            if number:
-                return str(number).lstrip("+")
-    return None
-
-
-def outcomes_of(
-    device: Device,
-    reports: list[tuple[int, str, float, str | None]],
-    known: dict[int, Any],
-) -> tuple[list[SendResult], list[StatusUpdate], set[PhoneFault]]:
-    """Turn a phone's reports into send results (for messages it holds) and status updates
-    (for messages that moved on since it was handed them), and the faults that mean the phone
-    must rest (Android's limit, or a phone that cannot send: ``PhoneFault.LIMIT`` / ``PHONE``).
-    ``known`` (message id → ``ReportedMessage``) is updated as reports apply, so a message
-    reported twice in one batch counts once. A failure is read from the app's text, e.g.
-    "Send result: RESULT_ERROR_LIMIT_EXCEEDED (…)" (``channels.android.read_app_error``)."""
-    results: list[SendResult] = []
-    updates: list[StatusUpdate] = []
-    rests: set[PhoneFault] = set()
-    label = device.name or device.id
-    for mid, state, at, error in reports:
-        info = known.get(mid)
-        if info is None:
-            continue
-        if state in ("Sent", "Delivered"):
-            if info.held:
-                results.append(SendResult(mid, ok=True, provider_id=f"{device.id}/{mid}"))
-                info.held, info.state = False, State.SUBMITTED.value
-            elif state == "Sent":
-                updates.append(StatusUpdate(State.SUBMITTED, at, message_id=mid))
-            if state == "Delivered":
-                updates.append(StatusUpdate(State.DELIVERED, at, message_id=mid))
-        elif state == "Failed":
-            failure = read_app_error(error)
-            code = failure.code or failure.text or "failed"
-            reason = f"phone {label}: {failure.text or 'failed'}"
-            if failure.fault in (PhoneFault.LIMIT, PhoneFault.PHONE):
-                rests.add(failure.fault)
-            if not info.held:
-                if info.state == State.SUBMITTED.value:
-                    # Failed after it was sent (the SMS centre's delivery report).
-                    updates.append(StatusUpdate(State.FAILED, at, message_id=mid,
-                                                error_code=code, error_message=reason,
-                                                refund=True))
-                continue
-            if failure.fault in (PhoneFault.LIMIT, PhoneFault.PHONE):
-                # Not the message's fault and not an attempt: back to the queue for a phone
-                # that may still send.
-                why = ("reached Android's SMS limit" if failure.fault is PhoneFault.LIMIT
-                       else "cannot send now")
-                results.append(SendResult(
-                    mid, ok=False, retryable=True, defer=True, retry_after=0.0, error_code=code,
-                    error_message=f"phone {label} {why} ({failure.text}); re-queued"))
-                info.held, info.state = False, State.QUEUED.value
-            elif failure.fault is PhoneFault.TRANSIENT:
-                results.append(SendResult(mid, ok=False, retryable=True, error_code=code,
-                                          error_message=reason))
-                info.held, info.state = False, State.QUEUED.value
-            else:
-                results.append(SendResult(mid, ok=False, retryable=False, error_code=code,
-                                          error_message=reason))
-                info.held, info.state = False, State.REFUNDED.value
-        elif state == "Cancelled" and info.held:
-            results.append(SendResult(mid, ok=False, retryable=False, error_code="Cancelled",
-                                      error_message=f"phone {label} cancelled it"))
-            info.held, info.state = False, State.REFUNDED.value
-    return results, updates, rests

@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections import defaultdict
 
 from starlette.requests import Request
 
 from pushgate.api.auth import FailureThrottle, Lookups, RateLimiter
+from pushgate.channels.android.protocol import Wakeups
 from pushgate.channels.base import Channel, channel_for
 from pushgate.config import Settings
 from pushgate.core.channels import ChannelSpec
@@ -24,31 +24,6 @@ from pushgate.outbound import NameVerdicts
 from pushgate.store.base import Store
 from pushgate.webhooks.deliverer import WebhookDeliverer
 from pushgate.wiring import build_deliverer, build_dispatcher, channel_env, retry_policy
-
-
-class Wakeups:
-    """In-process wake-ups of event streams (a resume, a re-queued message), and when each
-    device last made progress (took new messages, or reported one sent or failed): a stream
-    announces again only after progress, so a phone that holds all it may hold is not told
-    to fetch over and over."""
-
-    def __init__(self) -> None:
-        self.events: dict[int, set[asyncio.Event]] = defaultdict(set)
-        self.progress: dict[str, float] = {}
-
-    def subscribe(self, channel_id: int) -> asyncio.Event:
-        event = asyncio.Event()
-        self.events[channel_id].add(event)
-        return event
-
-    def unsubscribe(self, channel_id: int, event: asyncio.Event) -> None:
-        self.events[channel_id].discard(event)
-        if not self.events[channel_id]:
-            del self.events[channel_id]
-
-    def notify(self, channel_id: int) -> None:
-        for event in self.events.get(channel_id, ()):
-            event.set()
 
 
 class Gateway:
