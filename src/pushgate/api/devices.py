@@ -303,11 +303,13 @@ async def patch_messages(request: Request) -> Response:
     device = await device_of(gateway, request)
     if device is None:
         return _message(401, "invalid device token")
-    now = time.time()
     try:
-        reports = read_reports(reports_decoder.decode(await read_limited(request)), now)
+        decoded = reports_decoder.decode(await read_limited(request))
     except (msgspec.MsgspecError, RecursionError) as exc:
         return _message(400, _invalid(exc))
+    now = time.time()
+    try:
+        reports = read_reports(decoded, now)
     except ReportRefused as exc:
         return _message(400, str(exc))
     found = await phone_channel(store, device)
