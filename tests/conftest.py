@@ -25,7 +25,7 @@ import httpx
 import psycopg
 import pytest
 
-from pushgate.api.app import create_app
+from pushgate.api.gateway import create_app
 from pushgate.config import Settings
 from pushgate.core.channels import ChannelSpec, default_rules
 from pushgate.core.models import Project

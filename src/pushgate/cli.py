@@ -183,7 +183,7 @@ def serve(
     """Run the HTTP API, and (unless --api-only) the dispatcher and webhook deliverer."""
     import uvicorn
 
-    from pushgate.api.app import create_app
+    from pushgate.api.gateway import create_app
     from pushgate.api.server import uvicorn_options
 
     try:
@@ -239,8 +239,8 @@ def _reuse_port_socket(host: str, port: int) -> socket.socket:
 @app.command()
 def worker() -> None:
     """Run the dispatcher and webhook deliverer without the API (stops cleanly on SIGTERM)."""
-    from pushgate.api.app import build_deliverer, build_dispatcher
     from pushgate.dispatch.worker import new_worker_id
+    from pushgate.wiring import build_deliverer, build_dispatcher
 
     settings = Settings()
     _logging()
@@ -879,8 +879,8 @@ def device_list(
     as_json: bool = JsonOption,
 ) -> None:
     """List paired phones: online or not, last seen, messages in hand."""
-    from pushgate.api.devices import app_version
     from pushgate.channels.android import PhoneSettings
+    from pushgate.channels.android.phones import app_version
 
     async def run(store: Store) -> list[dict[str, Any]]:
         now = time.time()

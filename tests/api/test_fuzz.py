@@ -31,7 +31,7 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pushgate.api.app import create_app
+from pushgate.api.gateway import create_app
 from pushgate.channels.twilio import twilio_signature
 from pushgate.config import Settings
 from pushgate.core.channels import ChannelSpec, default_rules

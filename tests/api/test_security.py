@@ -11,8 +11,8 @@ import httpx
 import pytest
 import uvicorn
 
-from pushgate.api.app import create_app
 from pushgate.api.auth import FailureThrottle
+from pushgate.api.gateway import create_app
 from pushgate.api.server import uvicorn_options
 from pushgate.config import Settings
 from pushgate.core.errors import ApiError, Code

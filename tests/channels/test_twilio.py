@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from pushgate.api.callbacks import connector_answer, hand_to_connector, rejection
 from pushgate.channels.base import (
     CallbackRejected,
     CallbackRequest,
@@ -46,8 +47,8 @@ SERVICE_SID = "MG" + "ab" * 16
 
 
 class CallbackReceiver:
-    """The gateway's callback route, reduced to what a connector sees: a ``CallbackRequest``
-    built from the real HTTP request, answered with the connector's ``CallbackResult``."""
+    """The gateway's callback route without a store (``pushgate.api.callbacks``'s hand-over
+    and answers), keeping what each callback came to."""
 
     def __init__(self) -> None:
         self.channels: dict[int, TwilioChannel] = {}
@@ -56,20 +57,16 @@ class CallbackReceiver:
                                            self._receive, methods=["POST"])])
 
     async def _receive(self, request: Request) -> Response:
-        callback = CallbackRequest(
-            method=request.method, url=str(request.url),
-            headers={k.lower(): v for k, v in request.headers.items()},
-            query=dict(request.query_params), body=await request.body(),
-            sub_path=request.path_params["sub_path"])
+        channel = self.channels[request.path_params["channel_id"]]
         try:
-            result = await self.channels[request.path_params["channel_id"]].handle_callback(
-                callback)
+            result = await hand_to_connector(
+                channel, request, f"{request.url.scheme}://{request.url.netloc}",
+                await request.body(), request.path_params["sub_path"])
         except CallbackRejected as exc:
             self.outcomes.append(exc)
-            return Response(exc.reason, status_code=exc.status_code)
+            return rejection(exc)
         self.outcomes.append(result)
-        return Response(result.body, status_code=result.status_code,
-                        media_type=result.content_type)
+        return connector_answer(result)
 
     def updates(self) -> list[tuple[State, str | None, str | None]]:
         return [(u.state, u.provider_id, u.error_code) for outcome in self.outcomes

@@ -17,7 +17,7 @@ import httpx
 import pytest
 import uvicorn
 
-from pushgate.api.app import create_app
+from pushgate.api.gateway import create_app
 from pushgate.config import Settings
 from pushgate.core.pricing import parse_credits
 from tests.e2e.harness import Harness, WebhookReceiver, free_port, indian_mobiles

@@ -1,5 +1,6 @@
-"""A stand-in for pushgate's callback route for connector tests: hands every POST to one
-channel's ``handle_callback`` and keeps what it returned, over real HTTP like the gateway."""
+"""pushgate's callback route for connector tests, without a store: the real route's hand-over
+to one channel's ``handle_callback`` and its answers (``pushgate.api.callbacks``), over real
+HTTP like the gateway, keeping what the connector returned instead of recording it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from pushgate.channels.base import CallbackRejected, CallbackRequest, Channel
+from pushgate.api.callbacks import connector_answer, hand_to_connector, rejection
+from pushgate.channels.base import CallbackRejected, Channel
 from pushgate.core.models import InboundMessage, StatusUpdate
 
 
@@ -22,13 +24,12 @@ class CallbackRoute:
 
     async def _callback(self, request: Request) -> Response:
         assert self.channel is not None
-        callback = CallbackRequest(request.method, str(request.url), dict(request.headers),
-                                   dict(request.query_params), await request.body())
+        public_url = f"{request.url.scheme}://{request.url.netloc}"
         try:
-            result = await self.channel.handle_callback(callback)
+            result = await hand_to_connector(self.channel, request, public_url,
+                                             await request.body())
         except CallbackRejected as exc:
-            return Response(exc.reason, status_code=exc.status_code)
+            return rejection(exc)
         self.updates += result.updates
         self.inbound += result.inbound
-        return Response(result.body, status_code=result.status_code,
-                        media_type=result.content_type)
+        return connector_answer(result)

@@ -1,7 +1,11 @@
 """Reading a request body with a size limit: refused as soon as it is known to be too large
-(the declared ``Content-Length``, else while streaming), never read into memory past it."""
+(the declared ``Content-Length``, else while streaming), never read into memory past it; and
+the JSON of a Picky request, which may come as the body or in a form's ``data`` field."""
 
 from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs
 
 from starlette.requests import Request
 
@@ -25,3 +29,52 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise ApiError(Code.BODY_TOO_LARGE, f"more than {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def json_payload(request: Request, limit: int) -> bytes | str:
+    """The JSON of a request: the body, or Picky's "normal POST" ``data`` field (form or
+    query string) for tools that cannot send JSON."""
+    body = await read_body(request, limit)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/x-www-form-urlencoded":
+        if body.lstrip().startswith(b"{"):
+            return body   # JSON sent with curl's default form content type
+        values = parse_qs(body.decode("utf-8", "replace")).get("data")
+        if not values:
+            raise ApiError(Code.MALFORMED_BODY, "form posts carry the JSON in a `data` field")
+        return values[0]
+    if content_type == "multipart/form-data":
+        form = await multipart_fields(request, body)
+        value = form.get("data")
+        if not isinstance(value, str):
+            raise ApiError(Code.MALFORMED_BODY, "form posts carry the JSON in a `data` field")
+        return value
+    if not body.strip() and "data" in request.query_params:
+        return request.query_params["data"]
+    if not body.strip():
+        raise ApiError(Code.MALFORMED_BODY, "empty body")
+    return body
+
+
+async def multipart_fields(request: Request, body: bytes) -> dict[str, Any]:
+    """Parse a multipart form from an already-read body; a form that cannot be parsed (no
+    boundary, more than 1,000 fields or files, a broken part) is ``MALFORMED_BODY``."""
+    from starlette.exceptions import HTTPException
+    from starlette.formparsers import MultiPartException
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    replay = Request(request.scope, receive)
+    try:
+        # The body is already within PUSHGATE_MAX_BODY_BYTES: a `data` field may take all of
+        # it (Starlette's own default stops fields at 1 MB).
+        form = await replay.form(max_part_size=max(len(body), 1))
+    except MultiPartException as exc:
+        raise ApiError(Code.MALFORMED_BODY, f"multipart form: {exc.message}") from None
+    except HTTPException as exc:   # Starlette's wrapping of the same, inside an app
+        raise ApiError(Code.MALFORMED_BODY, f"multipart form: {exc.detail}") from None
+    try:
+        return {key: value for key, value in form.items() if isinstance(value, str)}
+    finally:
+        await form.close()   # file parts spool to temporary files

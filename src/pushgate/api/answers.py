@@ -1,0 +1,59 @@
+"""pushgate's answers in Picky's shape: ``{"status": <code>, "message": ..., ...}`` as JSON,
+and the mapping of the errors routes raise to such answers.
+
+``PUSHGATE_ALWAYS_HTTP_200`` (for Picky clients that read only the body) makes every such
+answer a 200; the error helpers take it as ``always_200``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from pushgate.api import metrics
+from pushgate.core.errors import ApiError, Code
+from pushgate.store.errors import StoreUnavailable
+
+log = logging.getLogger("pushgate.api")
+
+JSON = "application/json"
+
+
+def answer(payload: dict[str, Any], http_status: int = 200,
+           headers: dict[str, str] | None = None, always_200: bool = False) -> Response:
+    """``payload`` as JSON; ``always_200`` answers 200 whatever ``http_status`` says."""
+    if always_200:
+        http_status = 200
+    return Response(orjson.dumps(payload), status_code=http_status, media_type=JSON,
+                    headers=headers)
+
+
+def success(**fields: Any) -> Response:
+    """Picky's success envelope around ``fields`` (e.g. ``data``)."""
+    return answer({"status": int(Code.SUCCESS), "message": "Success", **fields})
+
+
+def error_answer(exc: ApiError, always_200: bool) -> Response:
+    """An ``ApiError`` as Picky's envelope; its ``retry_after`` becomes a header."""
+    metrics.ERRORS.labels(code=str(int(exc.code))).inc()
+    payload: dict[str, Any] = {"status": int(exc.code), "message": exc.message}
+    headers = None
+    for key, value in exc.extra.items():
+        if key == "retry_after":
+            headers = {"Retry-After": str(value)}
+        else:
+            payload[key] = value
+    return answer(payload, exc.http_status, headers, always_200)
+
+
+def error_response(exc: Exception, always_200: bool) -> Response | None:
+    """pushgate's answer to an error a route raised, or None for a bug."""
+    if isinstance(exc, ApiError):
+        return error_answer(exc, always_200)
+    if isinstance(exc, StoreUnavailable):
+        log.error("store unavailable: %s", exc)
+        return error_answer(ApiError(Code.UNAVAILABLE, str(exc)), always_200)
+    return None
