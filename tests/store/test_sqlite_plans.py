@@ -1,8 +1,8 @@
 """SQLite's query plans on the dispatch path: no statement reads the whole `messages` table.
 
 The indexes of `messages` are partial (migration 0006) and SQLite uses a partial index only
-when a query repeats its predicate; a query that forgets it still works, but scans — at a
-million queued messages a claim took 378 ms instead of 12 (docs/benchmarks.md). This test
+when a query repeats its predicate; a query that forgets it still works, but scans the
+whole table, which a million queued messages make slow (docs/benchmarks.md). This test
 records every statement the store runs while a message goes through its life and asks SQLite
 for each one's plan. SQLite plans without statistics here (the store never runs ANALYZE), so
 a small table gets the plans a large one would."""

@@ -124,8 +124,8 @@ class Lookups:
     """The store's token and channel lookups, each answer kept for ``ttl`` seconds.
 
     Every push needs both. On SQLite each is a read on the event-loop thread that must win the
-    GIL back from the writer thread after the query: together they were about a third of the
-    loop's time for single-recipient pushes (py-spy, docs/benchmarks.md). The price is that a
+    GIL back from the writer thread after the query: together they were a large share of the
+    loop's time for single-recipient pushes (docs/benchmarks.md). The price is that a
     token revoked, a project deactivated or a channel changed by another process (the CLI,
     another node) reaches the API within ``ttl`` seconds; this process's own changes call
     :meth:`forget`. Unknown tokens and channels are not kept, so new ones work at once.

@@ -87,7 +87,7 @@ class ReadTimeoutProtocol(HttpToolsProtocol):
         self._read_deadline = self.loop.time() + self.read_timeout
         self._body_received = 0
         # One timer at a time, left to run out rather than cancelled per request: a request
-        # costs two attribute writes, not a timer (~3 us), and the timer, when it fires,
+        # costs two attribute writes, not a new timer, and the timer, when it fires,
         # follows the deadline of whatever request is being read then, if any.
         if self._read_timer is None:
             self._read_timer = self.loop.call_at(self._read_deadline, self._check_deadline)

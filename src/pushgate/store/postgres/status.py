@@ -42,9 +42,8 @@ class PostgresStatus(PostgresBase):
         told what its own updates changed.
 
         Provider callbacks come one small call each. With a transaction per call they queued
-        behind the channel's receipt lock: 340 callbacks/s per channel, p99 288 ms with 64 in
-        flight, where a WhatsApp number at 80 messages/s sends up to 240. Grouped: 5,651/s,
-        p99 19 ms (bench/status_updates.py, docs/benchmarks.md)."""
+        behind the channel's receipt lock, slower than a busy WhatsApp number sends them;
+        grouped, they keep up (bench/status_updates.py, docs/benchmarks.md)."""
         if not updates:
             return 0
         loop = asyncio.get_running_loop()

@@ -17,9 +17,9 @@ from pushgate.store.sqlite.connection import SQLiteBase
 
 #: Rows per INSERT statement: a push is cut greedily into these sizes, so every push size is
 #: made of the same six prepared statements (preparing one of a new size costs as much again
-#: as running it, ~2.7 µs a row, and real pushes vary in size), and a large push goes 2,000
-#: rows a statement (fewer GIL round trips for the writer: 10,000-recipient pushes +12-18 %,
-#: docs/benchmarks.md). 2,000 rows bind 18,007 parameters, under SQLite's default limit of
+#: as running it, and real pushes vary in size), and a large push goes 2,000 rows a
+#: statement (fewer GIL round trips for the writer; docs/benchmarks.md lists the lever).
+#: 2,000 rows bind 18,007 parameters, under SQLite's default limit of
 #: 32,766 (since 3.32).
 _INSERT_SIZES = (2000, 500, 100, 20, 5, 1)
 _INSERT_MESSAGE_WIDTH = 9   # parameters per row; the push-wide ones come first, once
@@ -47,7 +47,7 @@ def _message_rows(plan: PushPlan) -> list[Any]:
     """The accepted rows as ``_insert_messages_sql`` binds them, flat: each row's offset in
     the push (its id is the push's first id plus that), then the plan's columns. Built on
     the caller's thread: the writer thread is the accept path's bottleneck for large pushes,
-    and building them there cost it ~0.2–0.3 µs a message (docs/benchmarks.md)."""
+    and every message built there is time taken from it."""
     if not plan.refused:   # every entry accepted: an entry's index is its offset
         return list(itertools.chain.from_iterable(plan.accepted))
     return [value for offset, row in enumerate(plan.accepted) for value in (offset, *row[1:])]
@@ -58,10 +58,8 @@ def _insert_messages_sql(rows: int) -> str:
     # ?1..?7 are the same for every row of a push (push_id, project_id, channel_id, priority,
     # now, expires_at, first id) and are bound once per statement; the anonymous ? of the
     # VALUES rows are numbered from 8 on (SQLite numbers a bare ? one past the largest so
-    # far). Binding runs under the GIL on the writer thread: 9 instead of 17 parameters per
-    # row inserts 181k → 215k rows/s (bench/store_driver.py, median of 3); end to end on
-    # 1,000-recipient pushes the gain is within run-to-run noise (three A/Bs: +9 %, -8 %,
-    # -9 %; docs/benchmarks.md).
+    # far). Binding runs under the GIL on the writer thread, so fewer parameters per row
+    # means more rows per second (bench/store_driver.py; docs/benchmarks.md).
     one = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
     return ("INSERT INTO messages (id, push_id, project_id, channel_id, number, body, media,"
             " media_kind, reference, priority, state, parts, segments, credit_micro, attempts,"
@@ -119,8 +117,8 @@ def _accept_job(
         rows[3::width] = [f"media:{media_id}" if media_ref == "inline:" else media_ref
                           for media_ref in rows[3::width]]
     push_wide = [push_id, project_id, channel.id, plan.priority, now, expires_at, first_id]
-    # Multi-row INSERTs: ~30 % faster than executemany of one-row statements for
-    # 1,000-recipient pushes (docs/benchmarks.md).
+    # Multi-row INSERTs rather than executemany of one-row statements: one statement runs
+    # per chunk instead of per row (docs/benchmarks.md).
     count = len(plan.accepted)
     start = 0
     for size in _INSERT_SIZES:

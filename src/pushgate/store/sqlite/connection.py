@@ -69,9 +69,8 @@ class SQLiteBase:
         # The writer releases the GIL for every SQLite call and must win it back from the
         # event loop thread, which (CPU-bound on decoding and validating pushes) yields it
         # only every switch interval: 5 ms by default, so a push's ~8 statements could wait
-        # tens of ms. 0.2 ms lets the writer's SQLite work overlap the loop's Python work:
-        # +18 % 1,000-recipient pushes/s in two A/Bs (medians of 3: 100k → 118k and
-        # 79k → 93k messages/s; p99 60 → 54 ms; docs/benchmarks.md). Only ever lowered.
+        # tens of ms. A short interval lets the writer's SQLite work overlap the loop's
+        # Python work (docs/benchmarks.md lists the lever). Only ever lowered.
         sys.setswitchinterval(min(sys.getswitchinterval(), WRITER_SWITCH_INTERVAL))
         writer = _Writer(self.path)
         writer.start()

@@ -222,9 +222,8 @@ def _claim_job(
 
 def _outbound_messages(expired: list[Any], fresh: list[Any]) -> list[OutboundMessage]:
     """The claimed rows as messages to send, highest priority first. Built on the caller's
-    thread, not the writer's: the writer is the dispatch path's busiest thread (~80 % busy
-    through the sandbox), and these objects were ~12 % of its time (py-spy; the end-to-end
-    A/B was within noise, docs/benchmarks.md)."""
+    thread, not the writer's: the writer is the dispatch path's busiest thread, and
+    building these objects there took a visible share of its time."""
     messages = [
         OutboundMessage(id=r[0], push_id=r[1], project_id=r[2], channel_id=r[3], number=r[4],
                         text=r[5], media_url=r[6], media_kind=r[7], parts=r[8], priority=r[9],
