@@ -57,3 +57,11 @@ def test_the_app_texts_that_matter_most() -> None:
 def test_texts_without_a_result_code(text: str | None, fault: PhoneFault) -> None:
     read = read_app_error(text)
     assert (read.code, read.fault) == (None, fault)
+
+
+def test_a_device_id_never_reads_as_a_command_line_option() -> None:
+    from pushgate.channels.android.phones import new_device_id
+
+    ids = [new_device_id() for _ in range(3000)]
+    assert all(len(i) == 21 and i[0].isalnum() for i in ids)
+    assert len(set(ids)) == len(ids)

@@ -44,7 +44,10 @@ def channel_for_private_token(channels: list[ChannelSpec], token: str) -> Channe
 
 
 def new_device_id() -> str:
-    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(21))
+    # The first character is alphanumeric so that an id never reads as an option on the
+    # command line (`pushgate device revoke -x…` would be taken for a flag).
+    return secrets.choice(_ID_ALPHABET[:62]) + "".join(
+        secrets.choice(_ID_ALPHABET) for _ in range(20))
 
 
 def new_device(channel: ChannelSpec, body: RegisterBody, user_agent: str,
