@@ -567,7 +567,7 @@ def _warn_shared_application(application: int, channels: list[ChannelSpec]) -> N
 
 @channel_app.command("kinds")
 def channel_kinds(as_json: bool = JsonOption) -> None:
-    """The channel kinds and the --config keys each takes (docs/channels.md)."""
+    """The channel kinds and the --config keys each takes (docs/channel-config.md)."""
     from pushgate.channels.config import kinds_description
 
     kinds = kinds_description()
@@ -795,10 +795,10 @@ def docs_error_codes(
 
 @docs_app.command("channels")
 def docs_channels(
-    output: Path = typer.Option(Path("docs/channels.md"), "--output"),
+    output: Path = typer.Option(Path("docs/channel-config.md"), "--output"),
     check: bool = typer.Option(False, "--check", help="Fail if the file is out of date."),
 ) -> None:
-    """Write docs/channels.md from the channel config models."""
+    """Write docs/channel-config.md from the channel config models."""
     from pushgate.channels.config import render_channels_doc
 
     text = render_channels_doc()

@@ -1,5 +1,5 @@
 """``channels/config.py``: one config model per kind, checked the same way for every kind,
-listed by ``pushgate channel kinds`` and documented in docs/channels.md."""
+listed by ``pushgate channel kinds`` and documented in docs/channel-config.md."""
 
 from __future__ import annotations
 
@@ -85,10 +85,10 @@ def test_a_bad_value_names_its_key() -> None:
 
 
 def test_docs_channels_md_is_up_to_date() -> None:
-    path = REPO / "docs" / "channels.md"
+    path = REPO / "docs" / "channel-config.md"
     assert path.exists(), "run `pushgate docs channels`"
     assert path.read_text() == render_channels_doc(), \
-        "docs/channels.md is stale: run `pushgate docs channels`"
+        "docs/channel-config.md is stale: run `pushgate docs channels`"
 
 
 def test_channel_kinds_lists_every_kind_with_its_fields() -> None:

@@ -2,7 +2,7 @@
 
 Each connector names its model (``Channel.config_model``, a ``ChannelConfig`` msgspec Struct):
 its fields are the keys ``channel add --config`` takes, with their types and defaults, and the
-source of ``pushgate channel kinds`` and of docs/channels.md (``pushgate docs channels``). A
+source of ``pushgate channel kinds`` and of docs/channel-config.md (``pushgate docs channels``). A
 model's ``normalise`` holds the kind's own rules (ranges, formats, values derived from other
 keys), written to name the key at fault; ``parse_model`` runs them in one order for every kind:
 
@@ -129,7 +129,7 @@ def _summary(cls: type[Any]) -> str:
 
 
 def render_channels_doc() -> str:
-    """docs/channels.md: generated from the models (``pushgate docs channels``)."""
+    """docs/channel-config.md: generated from the models (``pushgate docs channels``)."""
     lines = ["# Channel kinds and their config",
              "",
              "Generated from the config models in `src/pushgate/channels/` by "
