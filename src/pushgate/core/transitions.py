@@ -7,9 +7,9 @@ returned forward moves, and record one event per update (moves or not), so the r
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
-from pushgate.core.lifecycle import State, advances
+from pushgate.core.lifecycle import ERROR_STATES, State, advances
 from pushgate.core.models import StatusUpdate
 
 # (message_id, state, at, detail) — a row of message_events.
@@ -45,6 +45,43 @@ def walk_status_updates(
             states[mid] = update.state
             moves.append((mid, update))
     return moves, events
+
+
+@dataclass(slots=True)
+class StateChange:
+    """The net effect of one message's moves in a batch: what its row becomes."""
+
+    message_id: int
+    state: str
+    error_code: str | None
+    error_message: str | None
+    at: float
+    # True: a code or text this change does not bring keeps the stored one.
+    keep_stored_error: bool
+
+
+def net_state_changes(moves: Sequence[tuple[int, StatusUpdate]]) -> list[StateChange]:
+    """Fold each message's moves, in order, into one change (first-seen message order).
+
+    A failure keeps the error it was reported with if it brings none (refunded after failed);
+    a message moving on (delivered, read) sheds an earlier attempt's error.
+    """
+    changes: dict[int, StateChange] = {}
+    for mid, u in moves:
+        change = changes.get(mid)
+        if change is None:
+            change = changes[mid] = StateChange(mid, u.state.value, None, None, u.at, True)
+        change.state = u.state.value
+        change.at = u.at
+        if u.state in ERROR_STATES:
+            if u.error_code is not None:
+                change.error_code = u.error_code
+            if u.error_message is not None:
+                change.error_message = u.error_message
+        else:
+            change.error_code, change.error_message = u.error_code, u.error_message
+            change.keep_stored_error = False
+    return list(changes.values())
 
 
 def _with_refunds(updates: Sequence[StatusUpdate]) -> list[StatusUpdate]:

@@ -12,10 +12,17 @@ from typing import Any
 
 import asyncpg
 
-from pushgate.core.lifecycle import ERROR_STATES, State
+from pushgate.core.lifecycle import State
 from pushgate.core.models import StatusUpdate
 from pushgate.core.outcomes import Moved, plan_status_moves
-from pushgate.core.transitions import merge_part_states, resolve_part_updates, walk_status_updates
+from pushgate.core.transitions import (
+    EventRow,
+    StateChange,
+    merge_part_states,
+    net_state_changes,
+    resolve_part_updates,
+    walk_status_updates,
+)
 from pushgate.store.errors import StoreUnavailable
 from pushgate.store.postgres.common import (
     RECEIPT_LOCK,
@@ -138,101 +145,115 @@ class PostgresStatus(PostgresBase):
             await conn.execute("SELECT pg_advisory_xact_lock($1, c) FROM unnest($2::int[]) c",
                                RECEIPT_LOCK, by_provider_channels)
         # Parts of multi-part sends first: their updates become their message's.
-        part_keys = sorted({(u.channel_id or 0, u.provider_id) for u in updates
-                            if u.message_id is None and u.provider_id is not None})
-        part_events: list[Any] = []
-        if part_keys:
-            ref_of = {(r[0], r[1]): (r[2], r[3]) for r in await conn.fetch(
-                "SELECT r.channel_id, r.provider_id, r.message_id, r.part FROM provider_refs r"
-                " JOIN unnest($1::int[], $2::text[]) AS k(c, p)"
-                " ON r.channel_id = k.c AND r.provider_id = k.p", *_columns(part_keys, 2))}
-            if ref_of:
-                part_states = merge_part_states(await conn.fetch(
-                    "SELECT message_id, part, state FROM provider_refs"
-                    " WHERE message_id = ANY($1::bigint[]) ORDER BY message_id, part"
-                    " FOR UPDATE", sorted({v[0] for v in ref_of.values()})))
-                updates, part_changes, part_events = resolve_part_updates(
-                    updates, ref_of, part_states)
-                if part_changes:
-                    await conn.execute(
-                        "UPDATE provider_refs r SET state = u.state FROM unnest($1::bigint[],"
-                        " $2::int[], $3::text[]) AS u(mid, part, state)"
-                        " WHERE r.message_id = u.mid AND r.part = u.part",
-                        *_columns([(m, p, st.value) for m, p, st in part_changes], 3))
-        by_id = {u.message_id for u in updates if u.message_id is not None}
-        by_provider = [(u.channel_id, u.provider_id) for u in updates
-                       if u.message_id is None and u.provider_id is not None]
-        provider_map: dict[tuple[int | None, str], int] = {}
-        if by_provider:
-            for r in await conn.fetch(
-                    "SELECT DISTINCT ON (m.channel_id, m.provider_id) m.id, m.channel_id,"
-                    " m.provider_id FROM messages m JOIN unnest($1::int[], $2::text[])"
-                    " AS v(channel_id, provider_id) ON m.channel_id = v.channel_id"
-                    " AND m.provider_id = v.provider_id"
-                    " ORDER BY m.channel_id, m.provider_id, m.id", *_columns(by_provider, 2)):
-                provider_map[(r[1], r[2])] = r[0]
-        early = [u for u in updates if u.message_id is None and u.provider_id is not None
-                 and u.channel_id is not None
-                 and (u.channel_id, u.provider_id) not in provider_map]
-        if early and keep_early:
-            # A receipt that overtook its send's outcome: kept until the id is recorded.
-            await conn.executemany(
-                "INSERT INTO early_updates (channel_id, provider_id, state, at, error_code,"
-                " error_message, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                [(u.channel_id, u.provider_id, u.state.value, u.at, u.error_code,
-                  u.error_message, _now()) for u in early])
-        rows: dict[int, list[Any]] = {}
-        wanted = by_id | set(provider_map.values())
-        if wanted:
-            for r in await conn.fetch(
-                    f"SELECT m.id, m.project_id, m.state, {_has_webhook('m')}, m.credit_micro"
-                    " FROM messages m"
-                    " WHERE m.id = ANY($1::bigint[]) ORDER BY m.id FOR UPDATE OF m",
-                    sorted(wanted)):
-                rows[r[0]] = list(r)
+        updates, part_events = await _resolve_parts(conn, updates)
+        provider_map = await _ids_by_provider(conn, updates)
+        if keep_early:
+            await _keep_early(conn, updates, provider_map)
+        rows = await _lock_messages(
+            conn, {u.message_id for u in updates if u.message_id is not None}
+            | set(provider_map.values()))
         states = {mid: State(row[2]) for mid, row in rows.items()}
         moves, events = walk_status_updates(
             updates, states, lambda u: u.message_id if u.message_id is not None
             else provider_map.get((u.channel_id, u.provider_id or "")))
-        events = part_events + events
         plan = plan_status_moves(moves, {mid: Moved(row[1], row[4], row[3])
                                          for mid, row in rows.items()})
         await _refund(conn, plan.refunds, _now(), plan.refund_reason)
-        # Per message, the net effect of its moves in order (the SQLite store applies them
-        # one after the other; one UPDATE … FROM must see each message once).
-        changes: dict[int, list[Any]] = {}
-        for mid, u in moves:
-            # [state, code, message, at, keep the stored error when none is given]
-            net = changes.setdefault(mid, [None, None, None, None, True])
-            net[0] = u.state.value
-            if u.state in ERROR_STATES:
-                # A failure keeps the error it was reported with if it brings none
-                # (refunded after failed).
-                if u.error_code is not None:
-                    net[1] = u.error_code
-                if u.error_message is not None:
-                    net[2] = u.error_message
-            else:
-                # A message moving on (delivered, read) sheds an earlier attempt's error.
-                net[1], net[2], net[4] = u.error_code, u.error_message, False
-            net[3] = u.at
-        if changes:
-            # The state changes and their events in one statement.
-            await conn.execute(
-                "WITH e AS (INSERT INTO message_events (message_id, state, at, detail)"
-                " SELECT * FROM unnest($7::bigint[], $8::text[], $9::float8[], $10::text[]))"
-                " UPDATE messages m SET state = u.state,"
-                " error_code = coalesce(u.code, CASE WHEN u.keep THEN m.error_code END),"
-                " error_message = coalesce(u.msg, CASE WHEN u.keep THEN m.error_message END),"
-                " updated_at = u.at, lease_until = NULL, leased_by = NULL"
-                " FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::float8[],"
-                " $6::bool[]) AS u(id, state, code, msg, at, keep) WHERE m.id = u.id",
-                *_columns([(mid, *net) for mid, net in changes.items()], 6),
-                *_columns(events, 4))
-        else:
-            await _add_events(conn, events)
+        await _write_changes(conn, net_state_changes(moves), part_events + events)
         await _add_outbox(conn, [report.row() for report in plan.reports])
         return moves
+
+
+async def _resolve_parts(
+    conn: asyncpg.Connection, updates: list[StatusUpdate]
+) -> tuple[list[StatusUpdate], list[EventRow]]:
+    """Updates naming one part of a multi-part send, turned into their message's (where it
+    moves); the parts' own states stored. Returns the updates and the parts' events."""
+    part_keys = sorted({(u.channel_id or 0, u.provider_id) for u in updates
+                        if u.message_id is None and u.provider_id is not None})
+    if not part_keys:
+        return updates, []
+    ref_of = {(r[0], r[1]): (r[2], r[3]) for r in await conn.fetch(
+        "SELECT r.channel_id, r.provider_id, r.message_id, r.part FROM provider_refs r"
+        " JOIN unnest($1::int[], $2::text[]) AS k(c, p)"
+        " ON r.channel_id = k.c AND r.provider_id = k.p", *_columns(part_keys, 2))}
+    if not ref_of:
+        return updates, []
+    part_states = merge_part_states(await conn.fetch(
+        "SELECT message_id, part, state FROM provider_refs"
+        " WHERE message_id = ANY($1::bigint[]) ORDER BY message_id, part"
+        " FOR UPDATE", sorted({v[0] for v in ref_of.values()})))
+    updates, part_changes, part_events = resolve_part_updates(updates, ref_of, part_states)
+    if part_changes:
+        await conn.execute(
+            "UPDATE provider_refs r SET state = u.state FROM unnest($1::bigint[],"
+            " $2::int[], $3::text[]) AS u(mid, part, state)"
+            " WHERE r.message_id = u.mid AND r.part = u.part",
+            *_columns([(m, p, st.value) for m, p, st in part_changes], 3))
+    return updates, part_events
+
+
+async def _ids_by_provider(
+    conn: asyncpg.Connection, updates: list[StatusUpdate]
+) -> dict[tuple[int | None, str], int]:
+    """Our message id for each (channel, provider id) the updates name, where one is known."""
+    by_provider = [(u.channel_id, u.provider_id) for u in updates
+                   if u.message_id is None and u.provider_id is not None]
+    if not by_provider:
+        return {}
+    return {(r[1], r[2]): r[0] for r in await conn.fetch(
+        "SELECT DISTINCT ON (m.channel_id, m.provider_id) m.id, m.channel_id,"
+        " m.provider_id FROM messages m JOIN unnest($1::int[], $2::text[])"
+        " AS v(channel_id, provider_id) ON m.channel_id = v.channel_id"
+        " AND m.provider_id = v.provider_id"
+        " ORDER BY m.channel_id, m.provider_id, m.id", *_columns(by_provider, 2))}
+
+
+async def _keep_early(
+    conn: asyncpg.Connection, updates: list[StatusUpdate],
+    provider_map: dict[tuple[int | None, str], int],
+) -> None:
+    """A receipt that overtook its send's outcome: kept until the id is recorded."""
+    early = [u for u in updates if u.message_id is None and u.provider_id is not None
+             and u.channel_id is not None
+             and (u.channel_id, u.provider_id) not in provider_map]
+    if early:
+        await conn.executemany(
+            "INSERT INTO early_updates (channel_id, provider_id, state, at, error_code,"
+            " error_message, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            [(u.channel_id, u.provider_id, u.state.value, u.at, u.error_code,
+              u.error_message, _now()) for u in early])
+
+
+async def _lock_messages(conn: asyncpg.Connection, wanted: set[int]) -> dict[int, list[Any]]:
+    """[id, project_id, state, has webhook, credit_micro] of each message, locked, by id."""
+    if not wanted:
+        return {}
+    return {r[0]: list(r) for r in await conn.fetch(
+        f"SELECT m.id, m.project_id, m.state, {_has_webhook('m')}, m.credit_micro"
+        " FROM messages m"
+        " WHERE m.id = ANY($1::bigint[]) ORDER BY m.id FOR UPDATE OF m", sorted(wanted))}
+
+
+async def _write_changes(
+    conn: asyncpg.Connection, changes: list[StateChange], events: list[EventRow]
+) -> None:
+    """The state changes and their events in one statement."""
+    if not changes:
+        await _add_events(conn, events)
+        return
+    await conn.execute(
+        "WITH e AS (INSERT INTO message_events (message_id, state, at, detail)"
+        " SELECT * FROM unnest($7::bigint[], $8::text[], $9::float8[], $10::text[]))"
+        " UPDATE messages m SET state = u.state,"
+        " error_code = coalesce(u.code, CASE WHEN u.keep THEN m.error_code END),"
+        " error_message = coalesce(u.msg, CASE WHEN u.keep THEN m.error_message END),"
+        " updated_at = u.at, lease_until = NULL, leased_by = NULL"
+        " FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::float8[],"
+        " $6::bool[]) AS u(id, state, code, msg, at, keep) WHERE m.id = u.id",
+        *_columns([(c.message_id, c.state, c.error_code, c.error_message, c.at,
+                    c.keep_stored_error) for c in changes], 6),
+        *_columns(events, 4))
 
 
 # --- helpers (inside a caller's transaction) ---------------------------------------------------

@@ -9,10 +9,15 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from pushgate.core.lifecycle import ERROR_STATES, State
+from pushgate.core.lifecycle import State
 from pushgate.core.models import StatusUpdate
 from pushgate.core.outcomes import Moved, plan_status_moves
-from pushgate.core.transitions import merge_part_states, resolve_part_updates, walk_status_updates
+from pushgate.core.transitions import (
+    merge_part_states,
+    net_state_changes,
+    resolve_part_updates,
+    walk_status_updates,
+)
 from pushgate.store.sqlite.common import _add_outbox, _now, _refund, _webhook_projects
 from pushgate.store.sqlite.connection import SQLiteBase
 
@@ -104,12 +109,8 @@ def _apply_status_job(conn: sqlite3.Connection, updates: list[StatusUpdate],
     events = part_events + events
     plan = plan_status_moves(moves, {mid: Moved(row[1], row[5], row[1] in hooks)
                                      for mid, row in rows.items()})
-    changes = []
-    for mid, u in moves:
-        # A failure keeps the error it was reported with if it brings none (refunded after
-        # failed); a message moving on (delivered, read) sheds an earlier attempt's error.
-        keep = u.state in ERROR_STATES
-        changes.append((u.state.value, u.error_code, keep, u.error_message, keep, u.at, mid))
+    changes = [(c.state, c.error_code, c.keep_stored_error, c.error_message,
+                c.keep_stored_error, c.at, c.message_id) for c in net_state_changes(moves)]
     _refund(conn, plan.refunds, _now(), plan.refund_reason)
     conn.executemany(
         "UPDATE messages SET state = ?, error_code = coalesce(?, CASE WHEN ? THEN error_code"
