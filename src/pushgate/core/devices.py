@@ -139,3 +139,77 @@ def leases_to_renew(reports: Sequence[tuple[int, str, float]],
     queued (``HOLDING_STATES``), in id order."""
     return sorted({mid for mid, state, _at in reports
                    if state in HOLDING_STATES and mid in known and known[mid].held})
+
+
+# --- a claim's decisions ------------------------------------------------------------------------
+# A claim runs in four steps, each store querying and writing, this module deciding: the device
+# is gated (``claim_start``), its quota measured (``DeviceQuota.allowance``, or when a full
+# window frees up: ``full_windows`` and ``ready_when_windows_free``), the store picks up to the
+# allowance of messages (leases that ran out first, then queued ones past sticky recipients: a
+# locking query), and ``plan_handout`` says what the hand-out writes and answers.
+
+
+def claim_start(pending: list[DeviceMessage], ready_at: float, paused_until: float,
+                channel_paused: bool | None, now: float) -> tuple[DeviceClaim, bool]:
+    """The claim holding the device's unacknowledged messages, and whether it may be handed
+    new ones now: not while its channel is paused or gone (``channel_paused`` None), nor
+    before the device is ready again (its pauses, or Android refusing to send more)."""
+    claim = DeviceClaim(pending, 0, max(ready_at, paused_until))
+    return claim, channel_paused is False and now >= claim.ready_at
+
+
+def full_windows(quota: DeviceQuota, handed: Sequence[int]) -> list[tuple[float, int]]:
+    """(seconds, offset) of each limit window that is full, given the hand-outs counted in
+    each of ``quota.windows()``: it has room again ``seconds`` after its hand-out at
+    ``offset``, oldest first, within the window."""
+    return [(seconds, count - limit)
+            for (seconds, limit), count in zip(quota.windows(), handed, strict=True)
+            if count >= limit]
+
+
+def ready_when_windows_free(now: float, oldest: Sequence[tuple[float, float | None]]) -> float:
+    """When every full window has room again, given each one's (seconds, hand-out found at
+    its ``full_windows`` offset); ``now`` if none is full."""
+    return max([now] + [at + seconds for seconds, at in oldest if at is not None])
+
+
+@dataclass(frozen=True, slots=True)
+class HandedMessage:
+    """A message a claim just took for a device, with its attempt count after the take."""
+
+    message: DeviceMessage
+    attempts: int
+
+
+@dataclass(slots=True)
+class Handout:
+    """What a store writes for the messages handed to a device, and the claim it answers."""
+
+    # ``sending`` event (message id, detail) of each: fresh ones, then possible re-sends; by id.
+    events: list[tuple[int, str]]
+    # Their ids, in order: the device's hand-out history rows.
+    message_ids: list[int]
+    # Their recipients, each once, in order: the device is now theirs (sticky recipients).
+    # One order lets concurrent claims of two devices lock recipient rows alike.
+    numbers: list[str]
+    # The device's new ``ready_at``; None when nothing was handed out (it stays).
+    ready_at: float | None
+    claim: DeviceClaim
+
+
+def plan_handout(device_id: str, quota: DeviceQuota, now: float, claim: DeviceClaim,
+                 handed: Sequence[HandedMessage]) -> Handout:
+    """The hand-out of ``handed`` to a device whose claim so far is ``claim`` (its
+    unacknowledged messages): what to record, and the claim in sending order."""
+    ordered = sorted(handed, key=lambda h: (h.message.possible_resend, h.message.id))
+    ready_at = ready_after_handout(quota, now, len(handed)) if handed else None
+    if ready_at is not None:
+        claim.ready_at = ready_at
+    claim.new = len(handed)
+    claim.messages += [h.message for h in handed]
+    return Handout(
+        events=[(h.message.id, handout_detail(device_id, h.attempts, h.message.possible_resend))
+                for h in ordered],
+        message_ids=sorted(h.message.id for h in handed),
+        numbers=sorted({h.message.number for h in handed}),
+        ready_at=ready_at, claim=sorted_claim(claim))

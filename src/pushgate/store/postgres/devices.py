@@ -16,11 +16,15 @@ from pushgate.core.devices import (
     DeviceClaim,
     DeviceMessage,
     DeviceQuota,
+    HandedMessage,
+    Handout,
     ReportedMessage,
+    claim_start,
     device_worker,
-    handout_detail,
+    full_windows,
     leases_to_renew,
-    ready_after_handout,
+    plan_handout,
+    ready_when_windows_free,
     sorted_claim,
 )
 from pushgate.store.postgres.common import _add_events, _columns, _now, _rowcount
@@ -147,21 +151,6 @@ def _device_from_row(row: Sequence[Any], in_flight: int = 0) -> Device:
                   in_flight=in_flight)
 
 
-async def _window_free_at(conn: asyncpg.Connection, device_id: str, quota: DeviceQuota,
-                          handed: list[int], now: float) -> float:
-    """When every full limit window has room again (``now`` if none is full)."""
-    free_at = now
-    for (seconds, limit), count in zip(quota.windows(), handed, strict=True):
-        if count >= limit:
-            oldest = await conn.fetchval(
-                "SELECT handed_at FROM device_messages WHERE device_id = $1"
-                " AND handed_at >= $2 ORDER BY handed_at LIMIT 1 OFFSET $3",
-                device_id, now - seconds, count - limit)
-            if oldest is not None:
-                free_at = max(free_at, oldest + seconds)
-    return free_at
-
-
 async def _claim_for_device(
     conn: asyncpg.Connection, device_id: str, quota: DeviceQuota, now: float
 ) -> DeviceClaim:
@@ -182,9 +171,9 @@ async def _claim_for_device(
         " FROM device_messages h JOIN messages m ON m.id = h.message_id"
         " WHERE h.device_id = $1 AND h.reported_state IS NULL AND m.state = 'sending'"
         " AND m.leased_by = $2 AND m.lease_until >= $3", device_id, worker, now)]
-    claim = DeviceClaim(pending, 0, max(ready_at, paused_until))
     stopped = await conn.fetchval("SELECT paused FROM channels WHERE id = $1", channel_id)
-    if stopped is None or stopped or now < claim.ready_at:
+    claim, open_now = claim_start(pending, ready_at, paused_until, stopped, now)
+    if not open_now:
         return sorted_claim(claim)
     in_flight = await conn.fetchval(
         "SELECT count(*) FROM messages WHERE channel_id = $1 AND state = 'sending'"
@@ -194,11 +183,24 @@ async def _claim_for_device(
         device_id, now - seconds)) for seconds, _limit in quota.windows()]
     allowance = quota.allowance(int(in_flight), handed)
     if allowance == 0:
-        claim.ready_at = await _window_free_at(conn, device_id, quota, handed, now)
+        claim.ready_at = ready_when_windows_free(now, [(seconds, await conn.fetchval(
+            "SELECT handed_at FROM device_messages WHERE device_id = $1"
+            " AND handed_at >= $2 ORDER BY handed_at LIMIT 1 OFFSET $3",
+            device_id, now - seconds, offset)) for seconds, offset in full_windows(
+            quota, handed)])
         await conn.execute("UPDATE devices SET ready_at = $2 WHERE id = $1", device_id,
                            claim.ready_at)
         return sorted_claim(claim)
+    taken = await _take_for_device(conn, channel_id, device_id, quota, now, allowance)
+    plan = plan_handout(device_id, quota, now, claim, taken)
+    await _record_handout(conn, channel_id, device_id, now, plan)
+    return plan.claim
 
+
+async def _take_for_device(conn: asyncpg.Connection, channel_id: int, device_id: str,
+                           quota: DeviceQuota, now: float,
+                           allowance: int) -> list[HandedMessage]:
+    """Lease up to ``allowance`` messages to the device."""
     # Leases that ran out first (their phone went silent; possible re-sends), then queued
     # messages, passing over a recipient another online phone wrote to lately, so one person
     # keeps hearing from one number. SKIP LOCKED: another device's claim is never waited for.
@@ -224,32 +226,29 @@ async def _claim_for_device(
         "        UNION ALL SELECT id, false FROM fresh) c WHERE m.id = c.id"
         " RETURNING m.id, m.number, m.body, m.priority, m.created_at, m.expires_at,"
         "  m.attempts, c.resend",
-        channel_id, now, allowance, now + quota.lease_seconds, worker,
+        channel_id, now, allowance, now + quota.lease_seconds, device_worker(device_id),
         now - quota.sticky_seconds, device_id, now - quota.offline_after)
-    if rows:
-        await _add_events(conn, [
-            (r[0], "sending", now, handout_detail(device_id, r[6], r[7]))
-            for r in sorted(rows, key=lambda r: (r[7], r[0]))])
-        ids = sorted(r[0] for r in rows)
-        await conn.execute(
-            "INSERT INTO device_messages (message_id, device_id, channel_id, handed_at)"
-            " SELECT id, $2, $3, $4 FROM unnest($1::bigint[]) AS id"
-            " ON CONFLICT (message_id, device_id) DO UPDATE SET"
-            " handed_at = excluded.handed_at, reported_state = NULL, reported_at = NULL",
-            ids, device_id, channel_id, now)
-        # One row per number (a number may come twice in a claim), in one order: concurrent
-        # claims of two devices lock recipients alike and cannot deadlock on them.
-        await conn.execute(
-            "INSERT INTO device_recipients (channel_id, number, device_id, at)"
-            " SELECT $2, number, $3, $4 FROM unnest($1::text[]) AS number"
-            " ON CONFLICT (channel_id, number) DO UPDATE SET device_id = excluded.device_id,"
-            " at = excluded.at", sorted({r[1] for r in rows}), channel_id, device_id, now)
-        claim.ready_at = ready_after_handout(quota, now, len(rows))
-        await conn.execute("UPDATE devices SET ready_at = $2 WHERE id = $1", device_id,
-                           claim.ready_at)
-    claim.new = len(rows)
-    claim.messages += [DeviceMessage(*r[:6], possible_resend=r[7]) for r in rows]
-    return sorted_claim(claim)
+    return [HandedMessage(DeviceMessage(*r[:6], possible_resend=r[7]), r[6]) for r in rows]
+
+
+async def _record_handout(conn: asyncpg.Connection, channel_id: int, device_id: str,
+                          now: float, plan: Handout) -> None:
+    if not plan.message_ids:
+        return
+    await _add_events(conn, [(mid, "sending", now, detail) for mid, detail in plan.events])
+    await conn.execute(
+        "INSERT INTO device_messages (message_id, device_id, channel_id, handed_at)"
+        " SELECT id, $2, $3, $4 FROM unnest($1::bigint[]) AS id"
+        " ON CONFLICT (message_id, device_id) DO UPDATE SET"
+        " handed_at = excluded.handed_at, reported_state = NULL, reported_at = NULL",
+        plan.message_ids, device_id, channel_id, now)
+    await conn.execute(
+        "INSERT INTO device_recipients (channel_id, number, device_id, at)"
+        " SELECT $2, number, $3, $4 FROM unnest($1::text[]) AS number"
+        " ON CONFLICT (channel_id, number) DO UPDATE SET device_id = excluded.device_id,"
+        " at = excluded.at", plan.numbers, channel_id, device_id, now)
+    await conn.execute("UPDATE devices SET ready_at = $2 WHERE id = $1", device_id,
+                       plan.ready_at)
 
 
 async def _note_device_reports(

@@ -15,11 +15,15 @@ from pushgate.core.devices import (
     DeviceClaim,
     DeviceMessage,
     DeviceQuota,
+    HandedMessage,
+    Handout,
     ReportedMessage,
+    claim_start,
     device_worker,
-    handout_detail,
+    full_windows,
     leases_to_renew,
-    ready_after_handout,
+    plan_handout,
+    ready_when_windows_free,
     sorted_claim,
 )
 from pushgate.store.rows import DEVICE_COLUMNS
@@ -145,21 +149,6 @@ def _device_from_row(row: Sequence[Any], in_flight: int = 0) -> Device:
                   in_flight=in_flight)
 
 
-def _window_free_at(conn: sqlite3.Connection, device_id: str, quota: DeviceQuota,
-                    handed: list[int], now: float) -> float:
-    """When every full limit window has room again (``now`` if none is full)."""
-    free_at = now
-    for (seconds, limit), count in zip(quota.windows(), handed, strict=True):
-        if count >= limit:
-            row = conn.execute(
-                "SELECT handed_at FROM device_messages WHERE device_id = ? AND handed_at >= ?"
-                " ORDER BY handed_at LIMIT 1 OFFSET ?",
-                (device_id, now - seconds, count - limit)).fetchone()
-            if row is not None:
-                free_at = max(free_at, row[0] + seconds)
-    return free_at
-
-
 def _claim_for_device_job(
     conn: sqlite3.Connection, device_id: str, quota: DeviceQuota, now: float
 ) -> DeviceClaim:
@@ -179,9 +168,10 @@ def _claim_for_device_job(
         " FROM device_messages h JOIN messages m ON m.id = h.message_id"
         " WHERE h.device_id = ? AND h.reported_state IS NULL AND m.state = 'sending'"
         " AND m.leased_by = ? AND m.lease_until >= ?", (device_id, worker, now)).fetchall()]
-    claim = DeviceClaim(pending, 0, max(ready_at, paused_until))
     stopped = conn.execute("SELECT paused FROM channels WHERE id = ?", (channel_id,)).fetchone()
-    if stopped is None or stopped[0] or now < claim.ready_at:
+    claim, open_now = claim_start(pending, ready_at, paused_until,
+                                  None if stopped is None else bool(stopped[0]), now)
+    if not open_now:
         return sorted_claim(claim)
     in_flight = conn.execute(
         f"SELECT count(*) FROM messages WHERE channel_id = ? AND state = 'sending' AND {_LIVE}"
@@ -191,10 +181,29 @@ def _claim_for_device_job(
         (device_id, now - seconds)).fetchone()[0] for seconds, _limit in quota.windows()]
     allowance = quota.allowance(in_flight, handed)
     if allowance == 0:
-        claim.ready_at = _window_free_at(conn, device_id, quota, handed, now)
+        claim.ready_at = ready_when_windows_free(now, [(seconds, _nth_handout(
+            conn, device_id, now - seconds, offset)) for seconds, offset in full_windows(
+            quota, handed)])
         conn.execute("UPDATE devices SET ready_at = ? WHERE id = ?", (claim.ready_at, device_id))
         return sorted_claim(claim)
+    taken = _take_for_device(conn, channel_id, device_id, quota, now, allowance)
+    plan = plan_handout(device_id, quota, now, claim, taken)
+    _record_handout(conn, channel_id, device_id, now, plan)
+    return plan.claim
 
+
+def _nth_handout(conn: sqlite3.Connection, device_id: str, since: float,
+                 offset: int) -> float | None:
+    row = conn.execute(
+        "SELECT handed_at FROM device_messages WHERE device_id = ? AND handed_at >= ?"
+        " ORDER BY handed_at LIMIT 1 OFFSET ?", (device_id, since, offset)).fetchone()
+    return None if row is None else float(row[0])
+
+
+def _take_for_device(conn: sqlite3.Connection, channel_id: int, device_id: str,
+                     quota: DeviceQuota, now: float, allowance: int) -> list[HandedMessage]:
+    """Lease up to ``allowance`` messages to the device."""
+    worker = device_worker(device_id)
     until = now + quota.lease_seconds
     # A lease that ran out (its phone went silent) is handed on before anything new; past
     # its validity it is left to the sweep, which expires it: a phone never gets a stale one.
@@ -217,25 +226,26 @@ def _claim_for_device_job(
             f" ORDER BY m.priority DESC, m.id LIMIT ?) RETURNING {_DEVICE_MESSAGE_RETURNING}",
             (until, worker, now, channel_id, now, now, now - quota.sticky_seconds, device_id,
              now - quota.offline_after, now, allowance - len(expired))).fetchall()
-    rows = [(r, True) for r in expired] + [(r, False) for r in fresh]
+    return [HandedMessage(DeviceMessage(*r[:6], possible_resend=resend), r[6])
+            for rows, resend in ((expired, True), (fresh, False)) for r in rows]
+
+
+def _record_handout(conn: sqlite3.Connection, channel_id: int, device_id: str, now: float,
+                    plan: Handout) -> None:
     conn.executemany(
         "INSERT INTO message_events (message_id, state, at, detail) VALUES (?, 'sending', ?, ?)",
-        [(r[0], now, handout_detail(device_id, r[6], resend)) for r, resend in rows])
+        [(mid, now, detail) for mid, detail in plan.events])
     conn.executemany(
         "INSERT INTO device_messages (message_id, device_id, channel_id, handed_at)"
         " VALUES (?, ?, ?, ?) ON CONFLICT (message_id, device_id) DO UPDATE SET"
         " handed_at = excluded.handed_at, reported_state = NULL, reported_at = NULL",
-        [(r[0], device_id, channel_id, now) for r, _resend in rows])
+        [(mid, device_id, channel_id, now) for mid in plan.message_ids])
     conn.executemany(
         "INSERT INTO device_recipients (channel_id, number, device_id, at) VALUES (?, ?, ?, ?)"
         " ON CONFLICT (channel_id, number) DO UPDATE SET device_id = excluded.device_id,"
-        " at = excluded.at", [(channel_id, r[1], device_id, now) for r, _resend in rows])
-    if rows:
-        claim.ready_at = ready_after_handout(quota, now, len(rows))
-        conn.execute("UPDATE devices SET ready_at = ? WHERE id = ?", (claim.ready_at, device_id))
-    claim.new = len(rows)
-    claim.messages += [DeviceMessage(*r[:6], possible_resend=resend) for r, resend in rows]
-    return sorted_claim(claim)
+        " at = excluded.at", [(channel_id, number, device_id, now) for number in plan.numbers])
+    if plan.ready_at is not None:
+        conn.execute("UPDATE devices SET ready_at = ? WHERE id = ?", (plan.ready_at, device_id))
 
 
 def _note_device_reports_job(
