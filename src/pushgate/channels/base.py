@@ -275,8 +275,7 @@ class Channel:
         try:
             return await self.send(message)
         except Exception as exc:  # a connector bug must not lose the message: retry it
-            return SendResult(message.id, ok=False, retryable=True, error_code="internal",
-                              error_message=f"{type(exc).__name__}: {exc}")
+            return SendResult.retry(message.id, "internal", f"{type(exc).__name__}: {exc}")
 
     async def status(self) -> ChannelStatus:
         return ChannelStatus(connected=True)
