@@ -100,26 +100,34 @@ class SendResult:
 
     @classmethod
     def delivered(cls, message_id: int, provider_id: str | None = None, *,
-                  provider_refs: list[tuple[int, str]] | None = None) -> SendResult:
-        return cls(message_id, Outcome.DELIVERED, provider_id, provider_refs=provider_refs or [])
+                  provider_refs: list[tuple[int, str]] | None = None,
+                  error_code: str | None = None, error_message: str | None = None
+                  ) -> SendResult:
+        """Submitted and already delivered; an error as for ``sent``."""
+        return cls(message_id, Outcome.DELIVERED, provider_id, error_code, error_message, None,
+                   provider_refs or [])
 
     @classmethod
-    def retry(cls, message_id: int, error_code: str, error_message: str, *,
-              retry_after: float | None = None) -> SendResult:
+    def retry(cls, message_id: int, error_code: str | None = None,
+              error_message: str | None = None, *, retry_after: float | None = None
+              ) -> SendResult:
         return cls(message_id, Outcome.RETRY, None, error_code, error_message, retry_after)
 
     @classmethod
-    def failed(cls, message_id: int, error_code: str, error_message: str) -> SendResult:
+    def failed(cls, message_id: int, error_code: str | None = None,
+               error_message: str | None = None) -> SendResult:
         return cls(message_id, Outcome.FAILED, None, error_code, error_message)
 
     @classmethod
-    def defer(cls, message_id: int, error_code: str, error_message: str, *,
-              retry_after: float | None = None) -> SendResult:
+    def defer(cls, message_id: int, error_code: str | None = None,
+              error_message: str | None = None, *, retry_after: float | None = None
+              ) -> SendResult:
         return cls(message_id, Outcome.DEFER, None, error_code, error_message, retry_after)
 
     @classmethod
-    def pause(cls, message_id: int, error_code: str, error_message: str, *,
-              retry_after: float | None = None) -> SendResult:
+    def pause(cls, message_id: int, error_code: str | None = None,
+              error_message: str | None = None, *, retry_after: float | None = None
+              ) -> SendResult:
         return cls(message_id, Outcome.PAUSE_CHANNEL, None, error_code, error_message,
                    retry_after)
 
