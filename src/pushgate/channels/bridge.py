@@ -5,9 +5,9 @@ API, so both connectors follow the same plan, implemented here once:
 
 - **Send only while the session is connected.** Before a send the session state is read (and
   cached for ``session_cache_seconds``, so a batch costs one look-up). A session that is starting,
-  logged out or stopped makes the message wait (``defer``: not an attempt) instead of failing; a
-  send refused with an error is re-checked against a fresh state for the same reason, because a
-  session that dropped after the cached look-up answers sends with errors.
+  logged out or stopped makes the message wait (``Outcome.DEFER``: not an attempt) instead of
+  failing; a send refused with an error is re-checked against a fresh state for the same
+  reason, because a session that dropped after the cached look-up answers sends with errors.
 - **Classify bridge answers the same way:** 401 pauses the channel (the operator must fix the key),
   429/408/5xx and network errors are retryable, other 4xx are permanent — each only while a
   fresh look-up still finds the session connected; a bridge that is down or unreachable makes
