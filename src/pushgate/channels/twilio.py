@@ -174,11 +174,9 @@ def _refused(message: OutboundMessage, response: httpx.Response) -> SendResult:
     retry_after = None if outcome is Outcome.FAILED else _retry_after(response)
     if outcome is Outcome.DEFER and retry_after is None:
         retry_after = PAIR_WINDOW_SECONDS
-    error_code = str(code) if code is not None else f"http-{response.status_code}"
-    if outcome is Outcome.FAILED:
-        return SendResult.failed(message.id, error_code, f"Twilio: {text}")
-    return SendResult(message.id, outcome, error_code=error_code, error_message=f"Twilio: {text}",
-                      retry_after=retry_after)
+    return SendResult(message.id, outcome,
+                      error_code=str(code) if code is not None else f"http-{response.status_code}",
+                      error_message=f"Twilio: {text}", retry_after=retry_after)
 
 
 def _phone(value: Any, key: str) -> str:

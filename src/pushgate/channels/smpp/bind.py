@@ -55,8 +55,6 @@ class Failure:
     throttled: bool = False
 
     def result(self, message_id: int, note: str = "") -> SendResult:
-        if self.kind is Outcome.FAILED:
-            return SendResult.failed(message_id, self.error_code, f"{self.error_message}{note}")
         return SendResult(message_id, self.kind, error_code=self.error_code,
                           error_message=f"{self.error_message}{note}",
                           retry_after=self.retry_after)
