@@ -419,7 +419,7 @@ async def _claim_sizes(gateway: Gateway, sizes: list[int]) -> list[dict[str, Any
                                                    60.0)
                 claim_ms.append((time.perf_counter() - started) * 1000)
                 await store.record_outcomes(
-                    "bench", [SendResult(m.id, ok=True, provider_id=f"b-{m.id}") for m in batch],
+                    "bench", [SendResult.sent(m.id, f"b-{m.id}") for m in batch],
                     time.time(), RetryPolicy())
                 queued -= len(batch)
                 claimed_ids += len(batch)

@@ -111,7 +111,7 @@ async def run_case(port: int, fake_pid: int, messages: int, binds: int, window: 
                                      attempts=0)
                      for i in range(start, min(start + BATCH, messages))]
             results = await channel.send_batch(batch)
-            ok = sum(1 for r in results if r.ok)
+            ok = sum(1 for r in results if r.kind.went_out)
             sent += ok
             failed += len(results) - ok
         submitted_at = time.perf_counter()

@@ -43,7 +43,7 @@ async def _run(url: str, channel_id: int, project_id: int, count: int,
         ids = await queue_messages(store, channel, project_id, count)
         while claimed := await store.claim_messages(channel_id, "bench", 1000, time.time(), 600):
             await store.record_outcomes("bench", [
-                SendResult(m.id, ok=True, provider_id=f"wamid.{m.id}") for m in claimed],
+                SendResult.sent(m.id, f"wamid.{m.id}") for m in claimed],
                 time.time(), RetryPolicy())
 
         latencies: list[float] = []

@@ -31,7 +31,7 @@ class EchoCallbackChannel(Channel):
     seen: list[CallbackRequest] = []
 
     async def send(self, message: OutboundMessage) -> SendResult:
-        return SendResult(message.id, ok=True, provider_id=f"p-{message.id}")
+        return SendResult.sent(message.id, f"p-{message.id}")
 
     async def handle_callback(self, request: CallbackRequest) -> CallbackResult:
         type(self).seen.append(request)
@@ -59,7 +59,7 @@ async def test_callback_updates_messages_and_stores_inbound(app_client: Any, mak
         "data": [{"number": "919876543210"}]})
     mid = int(answer.json()["data"][0]["msg_id"])
     [claimed] = await store.claim_messages(channel.id, "w", 1, time.time(), 30)
-    await store.record_outcomes("w", [SendResult(claimed.id, ok=True, provider_id="p-1")],
+    await store.record_outcomes("w", [SendResult.sent(claimed.id, "p-1")],
                                 time.time(), RetryPolicy())
     body = {"statuses": [{"id": "p-1", "state": "read"}, {"id": "p-1", "state": "delivered"}],
             "messages": [{"from": "919876543210", "text": "thanks", "id": "in-1"}]}

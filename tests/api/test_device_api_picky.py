@@ -25,7 +25,7 @@ class StatusProbe(Channel):
     kind = "test-status-probe"
 
     async def send(self, message: OutboundMessage) -> SendResult:
-        return SendResult(message.id, ok=True, provider_id=str(message.id))
+        return SendResult.sent(message.id, str(message.id))
 
     async def status(self) -> ChannelStatus:
         mode = self.spec.config.get("mode")

@@ -243,12 +243,9 @@ async def test_reports_show_errors_only_for_failed_messages(app_client, make, st
     now = time.time()
     await store.claim_messages(channel.id, "w", 10, now, 30.0)
     await store.record_outcomes("w", [
-        SendResult(waiting, ok=False, retryable=True, error_code="130429",
-                   error_message="Rate limit hit"),
-        SendResult(partial, ok=True, provider_id="p", error_code="470",
-                   error_message="caption dropped"),
-        SendResult(failing, ok=False, retryable=False, error_code="131026",
-                   error_message="undeliverable"),
+        SendResult.retry(waiting, "130429", "Rate limit hit"),
+        SendResult.sent(partial, "p", error_code="470", error_message="caption dropped"),
+        SendResult.failed(failing, "131026", "undeliverable"),
     ], now, RetryPolicy())
     report = (await client.post("/api/v2/delivery-report", json={
         "token": token, "push_id": accepted["push_id"]})).json()

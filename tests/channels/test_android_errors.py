@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pushgate.channels.android import (
+    FAULT_OUTCOMES,
     LIMIT_CODES,
     PERMANENT,
     PHONE_TROUBLE,
@@ -13,6 +14,7 @@ from pushgate.channels.android import (
     PhoneFault,
     read_app_error,
 )
+from pushgate.core.models import Outcome
 from tests.fakes.android_phone import APP_RESULT_TEXTS, app_error
 
 SETS = {PhoneFault.LIMIT: LIMIT_CODES, PhoneFault.PHONE: PHONE_TROUBLE,
@@ -65,3 +67,10 @@ def test_a_device_id_never_reads_as_a_command_line_option() -> None:
     ids = [new_device_id() for _ in range(3000)]
     assert all(len(i) == 21 and i[0].isalnum() for i in ids)
     assert len(set(ids)) == len(ids)
+
+
+def test_every_fault_has_an_outcome() -> None:
+    # The phone's own trouble re-queues without an attempt; only a permanent fault refunds.
+    assert FAULT_OUTCOMES == {PhoneFault.LIMIT: Outcome.DEFER, PhoneFault.PHONE: Outcome.DEFER,
+                              PhoneFault.TRANSIENT: Outcome.RETRY,
+                              PhoneFault.PERMANENT: Outcome.FAILED}

@@ -17,7 +17,7 @@ from pushgate.channels.base import (
 from pushgate.channels.evolution import EvolutionChannel
 from pushgate.core.channels import ChannelSpec, PriceUnit
 from pushgate.core.lifecycle import State
-from pushgate.core.models import OutboundMessage
+from pushgate.core.models import OutboundMessage, Outcome
 from tests.fakes.callback_route import CallbackRoute
 from tests.fakes.evolution import FakeEvolution
 from tests.fakes.server import free_port, serve_app
@@ -114,7 +114,7 @@ async def test_text_goes_to_send_text_with_apikey_and_digits(fake: FakeEvolution
                                                              channel: EvolutionChannel) -> None:
     result = await channel.send(outbound(text="Hi"))
 
-    assert result.ok and result.provider_id == fake.sent[0].key_id
+    assert result.kind is Outcome.SENT and result.provider_id == fake.sent[0].key_id
     assert result.provider_refs == []
     [request] = fake.requests_to(f"/message/sendText/{INSTANCE}")
     assert request.headers["apikey"] == KEY
@@ -123,7 +123,7 @@ async def test_text_goes_to_send_text_with_apikey_and_digits(fake: FakeEvolution
 
 async def test_typing_delay_is_sent_as_delay(fake: FakeEvolution, make: Any) -> None:
     channel = await make(typing_delay_ms=1200)
-    assert (await channel.send(outbound())).ok
+    assert (await channel.send(outbound())).kind is Outcome.SENT
 
     assert fake.sent[0].body["delay"] == 1200
 
@@ -137,7 +137,7 @@ async def test_media_with_caption(fake: FakeEvolution, channel: EvolutionChannel
                                   url: str, mimetype: str, filename: str) -> None:
     result = await channel.send(outbound(text="Sale", media_url=url, media_kind=kind))
 
-    assert result.ok and result.provider_id == fake.sent[0].key_id
+    assert result.kind is Outcome.SENT and result.provider_id == fake.sent[0].key_id
     [request] = fake.requests_to(f"/message/sendMedia/{INSTANCE}")
     assert request.json == {"number": NUMBER, "mediatype": kind, "mimetype": mimetype,
                             "caption": "Sale", "media": url, "fileName": filename}
@@ -158,7 +158,7 @@ async def test_text_beside_captionless_media_is_a_second_message(
     assert (media.action, text.action) == ("sendMedia", "sendText")
     assert media.body["mediatype"] == kind and "caption" not in media.body
     assert text.body["text"] == "Read this"
-    assert result.ok and result.provider_id == media.key_id
+    assert result.kind is Outcome.SENT and result.provider_id == media.key_id
     assert result.provider_refs == [(0, media.key_id), (1, text.key_id)]
 
 
@@ -167,7 +167,7 @@ async def test_number_not_on_whatsapp_fails_permanently(fake: FakeEvolution,
     fake.not_on_whatsapp.add(NUMBER)
     result = await channel.send(outbound())
 
-    assert not result.ok and not result.retryable and not result.defer
+    assert result.kind is Outcome.FAILED
     assert result.error_code == "not-on-whatsapp" and '"exists":false' in (
         result.error_message or "")
 
@@ -181,17 +181,17 @@ async def test_instance_not_open_defers_without_sending_then_sends(
     fake.connection_state = state
     waiting = await channel.send(outbound())
 
-    assert not waiting.ok and waiting.defer and waiting.retryable and not waiting.pause_channel
+    assert waiting.kind is Outcome.DEFER
     assert waiting.retry_after == 5.0 and state in (waiting.error_message or "")
     assert fake.requests_to(f"/message/sendText/{INSTANCE}") == []
 
     fake.connection_state = "open"
-    assert (await channel.send(outbound())).ok
+    assert (await channel.send(outbound())).kind is Outcome.SENT
 
 
 async def test_state_is_cached_between_sends(fake: FakeEvolution, make: Any) -> None:
     channel = await make(session_cache_seconds=60)
-    assert all([(await channel.send(outbound(i))).ok for i in range(3)])
+    assert all([(await channel.send(outbound(i))).kind is Outcome.SENT for i in range(3)])
 
     assert len(fake.requests_to(f"/instance/connectionState/{INSTANCE}")) == 1
 
@@ -199,13 +199,13 @@ async def test_state_is_cached_between_sends(fake: FakeEvolution, make: Any) -> 
 async def test_instance_closed_since_the_cached_look_up_defers(fake: FakeEvolution,
                                                                make: Any) -> None:
     channel = await make(session_cache_seconds=60)
-    assert (await channel.send(outbound(1))).ok
+    assert (await channel.send(outbound(1))).kind is Outcome.SENT
     fake.connection_state = "close"
 
     result = await channel.send(outbound(2))
 
     # Evolution answered 400 "Connection Closed": not the message's fault, so it waits.
-    assert not result.ok and result.defer and result.retryable
+    assert result.kind is Outcome.DEFER
     assert "close" in (result.error_message or "")
 
 
@@ -215,7 +215,7 @@ async def test_unknown_instance_defers_and_reports_offline(fake: FakeEvolution,
     result = await channel.send(outbound())
     status = await channel.status()
 
-    assert not result.ok and result.defer and "not found" in (result.error_message or "")
+    assert result.kind is Outcome.DEFER and "not found" in (result.error_message or "")
     assert status.state == "OFFLINE" and "not found" in status.detail
 
 
@@ -226,7 +226,7 @@ async def test_wrong_api_key_pauses_the_channel(fake: FakeEvolution, make: Any) 
     channel = await make(api_key="wrong")
     result = await channel.send(outbound())
 
-    assert not result.ok and result.pause_channel and result.defer and result.error_code == "401"
+    assert result.kind is Outcome.PAUSE_CHANNEL and result.error_code == "401"
     assert fake.sent == []
 
 
@@ -235,16 +235,16 @@ async def test_401_on_send_pauses_the_channel(fake: FakeEvolution,
     fake.fail_next(1, 401)
     result = await channel.send(outbound())
 
-    assert not result.ok and result.pause_channel and result.defer
+    assert result.kind is Outcome.PAUSE_CHANNEL
 
 
 async def test_server_error_is_retryable(fake: FakeEvolution, channel: EvolutionChannel) -> None:
     fake.fail_next(1, 500)
     failed = await channel.send(outbound())
 
-    assert not failed.ok and failed.retryable and not failed.defer
+    assert failed.kind is Outcome.RETRY
     assert failed.error_code == "500"
-    assert (await channel.send(outbound())).ok
+    assert (await channel.send(outbound())).kind is Outcome.SENT
 
 
 async def test_retry_after_a_failed_second_part_sends_only_that_part(
@@ -256,10 +256,11 @@ async def test_retry_after_a_failed_second_part_sends_only_that_part(
     failed = await channel.send(message)
     retried = await channel.send(message)
 
-    assert not failed.ok and failed.retryable
+    assert failed.kind is Outcome.RETRY
     media, text = fake.sent
     assert (media.action, text.action) == ("sendMedia", "sendText")
-    assert retried.ok and retried.provider_refs == [(0, media.key_id), (1, text.key_id)]
+    assert retried.kind is Outcome.SENT
+    assert retried.provider_refs == [(0, media.key_id), (1, text.key_id)]
 
 
 # -- device status ---------------------------------------------------------------------------

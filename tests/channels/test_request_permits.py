@@ -15,7 +15,7 @@ from pushgate.channels.base import ChannelEnv, channel_class
 from pushgate.channels.http1 import Http1Pool
 from pushgate.channels.whatsapp_cloud import WhatsAppCloudChannel
 from pushgate.core.channels import ChannelSpec, PriceUnit
-from pushgate.core.models import OutboundMessage
+from pushgate.core.models import OutboundMessage, Outcome
 from tests.fakes.graph_api import GraphFake
 from tests.fakes.server import serve_app
 from tests.fakes.twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio
@@ -81,7 +81,8 @@ async def test_whatsapp_cloud_takes_a_permit_per_graph_send_with_its_connection_
         audio = await channel.send(message(2, media_url="https://media.example.com/a.mp3"))
     finally:
         await channel.stop()
-    assert text.ok and audio.ok and len(audio.provider_refs) == 2
+    assert text.kind is Outcome.SENT and audio.kind is Outcome.SENT
+    assert len(audio.provider_refs) == 2
     assert recorder.seen == [(1, 0), (1, 1), (1, 2)]
 
 
@@ -115,7 +116,7 @@ async def test_twilio_takes_a_permit_per_send_after_connecting_before_writing(
         second = await channel.send(message(2))
     finally:
         await channel.stop()
-    assert first.ok and second.ok
+    assert first.kind is Outcome.SENT and second.kind is Outcome.SENT
     assert events.count("permit") == 2
     connected = events.index("connection.connect_tcp.complete")
     first_permit = events.index("permit")
@@ -145,7 +146,8 @@ async def test_a_bridge_takes_a_permit_per_part_not_for_its_session_look_up() ->
                                                 media_url="https://cdn.example/a.ogg"))
         finally:
             await channel.stop()
-    assert result.ok and [s.action for s in fake.sent] == ["sendVoice", "sendText"]
+    assert result.kind is Outcome.SENT
+    assert [s.action for s in fake.sent] == ["sendVoice", "sendText"]
     assert len(recorder.seen) == 2
     # Each permit came before its own part reached the bridge, after the one before it.
     assert [len([p for p in seen if "/send" in p]) for seen in recorder.seen] == [0, 1]
@@ -171,7 +173,7 @@ async def test_the_pair_interval_runs_from_the_send_not_from_the_booking(
         result = await channel.send(outgoing)
     finally:
         await channel.stop()
-    assert result.ok
+    assert result.kind is Outcome.SENT
     [permitted_at] = recorder.seen
     assert channel.pacer._free_at[outgoing.number] >= permitted_at + 6
     assert channel.pacer._free_at[outgoing.number] > booked[0]

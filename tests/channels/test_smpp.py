@@ -29,6 +29,7 @@ from pushgate.core.models import (
     InboundMessage,
     InboundPart,
     OutboundMessage,
+    Outcome,
     SendResult,
     StatusUpdate,
 )
@@ -164,7 +165,7 @@ async def test_gsm7_text_goes_unpacked_with_escapes(smsc: FakeSmsc) -> None:
     text = "Bill @ $5 § _ {ok} €"
     async with running(make_channel(smsc)) as channel:
         result = await channel.send(message(text))
-    assert result.ok, result
+    assert result.kind is Outcome.SENT, result
     [submit] = smsc.submits
     assert (submit.data_coding, submit.esm_class, submit.udh) == (0, 0, None)
     assert submit.text == text
@@ -183,7 +184,7 @@ async def test_ucs2_text_goes_as_utf16be(smsc: FakeSmsc) -> None:
     text = "Привет, ваш код 1234 😀"
     async with running(make_channel(smsc)) as channel:
         result = await channel.send(message(text))
-    assert result.ok
+    assert result.kind is Outcome.SENT
     [submit] = smsc.submits
     assert (submit.data_coding, submit.esm_class) == (8, 0)
     assert submit.short_message == text.encode("utf-16-be")
@@ -199,7 +200,7 @@ async def test_long_text_goes_as_concatenated_parts(smsc: FakeSmsc, text: str, p
     assert count_segments(text).segments == parts
     async with running(make_channel(smsc)) as channel:
         result = await channel.send(message(text))
-    assert result.ok
+    assert result.kind is Outcome.SENT
     submits = smsc.submits
     assert len(submits) == parts
     assert [s.text for s in submits] == split_segments(text)
@@ -219,7 +220,7 @@ async def test_escape_pair_is_never_split_across_parts(smsc: FakeSmsc) -> None:
     text = "a" * 152 + "€" + "b" * 20  # the € would straddle septets 153/154
     async with running(make_channel(smsc)) as channel:
         result = await channel.send(message(text))
-    assert result.ok
+    assert result.kind is Outcome.SENT
     first, second = smsc.submits
     assert first.text == "a" * 152 and not first.short_message.endswith(b"\x1b")
     assert second.short_message[6:8] == b"\x1b\x65"
@@ -243,7 +244,7 @@ async def test_one_bind_keeps_a_window_of_submits_in_flight(smsc: FakeSmsc) -> N
             smsc.release()
             await asyncio.sleep(0)
         results = await batch
-    assert all(r.ok for r in results)
+    assert all(r.kind is Outcome.SENT for r in results)
     assert smsc.peak_outstanding == 4
     assert len({r.provider_id for r in results}) == 10
 
@@ -308,7 +309,7 @@ async def test_receipt_before_submit_resp_is_reported() -> None:
         async with running(channel):
             result = await channel.send(message("code 1234"))
             send_done = True
-        assert result.ok
+        assert result.kind is Outcome.SENT
         assert seen_before_result == [True]
         assert sink.updates_seen[0].provider_id == result.provider_id
         assert smsc.receipts_acked == 1
@@ -319,7 +320,7 @@ async def test_receipt_is_acknowledged_only_after_the_sink_returns(smsc: FakeSms
     sink = sink_of(channel)
     sink.gate = asyncio.Event()
     async with running(channel):
-        assert (await channel.send(message("hi"))).ok
+        assert (await channel.send(message("hi"))).kind is Outcome.SENT
         await eventually(lambda: sink.calls == 1, "the sink is called")
         await asyncio.sleep(0.05)
         assert smsc.receipts_acked == 0 and smsc.receipts_sent[0].ack_status is None
@@ -365,9 +366,9 @@ async def test_throttle_waits_without_an_attempt_and_slows_the_bind_down(
         retried = await channel.send(message("one"))
         assert list(channel.binds[0].pauses) == [0.2]
     # The SMSC asking to slow down is not a failed attempt: the message waits out the pause.
-    assert (throttled.ok, throttled.retryable, throttled.defer) == (False, True, True)
+    assert throttled.kind is Outcome.DEFER
     assert throttled.error_code == f"0x{status:08X}" and throttled.retry_after == 0.2
-    assert retried.ok
+    assert retried.kind is Outcome.SENT
     first, second = smsc.submits
     assert first.answered_at is not None
     assert second.received_at - first.answered_at >= 0.2 * 0.9  # monotonic clock granularity
@@ -388,9 +389,10 @@ def test_one_throttled_burst_gives_one_pause_on_uvloop() -> None:
                 async with asyncio.timeout(30):
                     while waiting:
                         results = await channel.send_batch(waiting)
-                        assert all(r.ok or r.defer for r in results), results
+                        assert all(r.kind in (Outcome.SENT, Outcome.DEFER)
+                                   for r in results), results
                         waiting = [m for m, r in zip(waiting, results, strict=True)
-                                   if not r.ok]
+                                   if r.kind is not Outcome.SENT]
                 assert len(smsc.accepted()) == 40
                 return list(channel.binds[0].pauses)
 
@@ -404,7 +406,7 @@ async def test_throttled_later_part_is_retried_in_place(smsc: FakeSmsc) -> None:
     smsc.next_statuses = [0, 0x58, 0x58]
     async with running(make_channel(smsc)) as channel:
         result = await channel.send(message(text))
-    assert result.ok, result
+    assert result.kind is Outcome.SENT, result
     assert [s.status for s in smsc.submits] == [0, 0x58, 0x58, 0, 0]
     assert smsc.texts_to(NUMBER) == [text]
     assert smsc.duplicate_parts() == 0
@@ -416,7 +418,7 @@ async def test_later_part_refused_fails_the_message_naming_the_sent_parts(
     smsc.next_statuses = [0, 0x0B]
     async with running(make_channel(smsc)) as channel:
         result = await channel.send(message("y" * 200))
-    assert (result.ok, result.retryable, result.error_code) == (False, False, "0x0000000B")
+    assert (result.kind, result.error_code) == (Outcome.FAILED, "0x0000000B")
     first = smsc.submits[0].message_id
     assert result.error_message is not None and first is not None
     assert first in result.error_message and "part 2 of 2" in result.error_message
@@ -426,7 +428,7 @@ async def test_invalid_destination_is_permanent(smsc: FakeSmsc) -> None:
     smsc.number_statuses["919800000099"] = 0x0B
     async with running(make_channel(smsc)) as channel:
         result = await channel.send(message("hi", "919800000099"))
-    assert (result.ok, result.retryable, result.error_code) == (False, False, "0x0000000B")
+    assert (result.kind, result.error_code) == (Outcome.FAILED, "0x0000000B")
     assert result.error_message is not None and "ESME_RINVDSTADR" in result.error_message
 
 
@@ -434,7 +436,7 @@ async def test_system_error_is_retryable(smsc: FakeSmsc) -> None:
     smsc.next_statuses = [0x08]
     async with running(make_channel(smsc)) as channel:
         result = await channel.send(message("hi"))
-    assert (result.ok, result.retryable, result.error_code) == (False, True, "0x00000008")
+    assert (result.kind, result.error_code) == (Outcome.RETRY, "0x00000008")
 
 
 # -- sessions ---------------------------------------------------------------------------------
@@ -442,11 +444,11 @@ async def test_system_error_is_retryable(smsc: FakeSmsc) -> None:
 
 async def test_sends_continue_after_a_drop_and_rebind(smsc: FakeSmsc) -> None:
     async with running(make_channel(smsc)) as channel:
-        assert (await channel.send(message("before"))).ok
+        assert (await channel.send(message("before"))).kind is Outcome.SENT
         smsc.drop()
         await eventually(lambda: not channel.binds[0].bound, "the drop noticed")
         after = await channel.send_batch([message(f"after {i}") for i in range(5)])
-        assert all(r.ok for r in after)
+        assert all(r.kind is Outcome.SENT for r in after)
         assert (await channel.status()).state == "CONNECTED"
     assert [status for _, status in smsc.bind_attempts] == [0, 0]
     assert len(smsc.accepted()) == 6
@@ -459,7 +461,7 @@ async def test_drop_with_a_submit_in_flight_is_retryable(smsc: FakeSmsc) -> None
         await eventually(lambda: smsc.outstanding == 1, "the submit arrived")
         smsc.drop()
         result = await sending
-    assert (result.ok, result.retryable, result.defer) == (False, True, False)
+    assert result.kind is Outcome.RETRY
     assert result.error_code == "connection-lost"
     assert result.error_message is not None and "may have accepted" in result.error_message
 
@@ -471,8 +473,7 @@ async def test_no_bind_within_the_wait_defers(smsc: FakeSmsc) -> None:
         await eventually(lambda: not channel.binds[0].bound, "the drop noticed")
         result = await channel.send(message("hi"))
         status = await channel.status()
-    assert (result.ok, result.retryable, result.defer, result.pause_channel) == (
-        False, True, True, False)
+    assert result.kind is Outcome.DEFER
     assert result.error_code == "smpp-unbound"
     assert (status.connected, status.state) == (False, "OFFLINE")
     assert "ESME_RSYSERR" in status.detail
@@ -485,8 +486,7 @@ async def test_refused_credentials_pause_the_channel(smsc: FakeSmsc, overrides: 
     async with running(make_channel(smsc, **overrides)) as channel:
         result = await channel.send(message("hi"))
         state = await channel.status()
-    assert (result.ok, result.retryable, result.defer, result.pause_channel) == (
-        False, True, True, True)
+    assert result.kind is Outcome.PAUSE_CHANNEL
     assert result.error_code == status
     assert state.state == "OFFLINE" and status in state.detail
     assert "wrong" not in state.detail and "wrong" not in (result.error_message or "")
@@ -506,7 +506,7 @@ async def test_unanswered_enquire_link_rebinds(smsc: FakeSmsc) -> None:
         await eventually(lambda: len(smsc.bind_attempts) >= 2, "a second bind")
         smsc.answer_enquire_link = True
         await eventually(lambda: bool(smsc.bound_sessions), "bound again")
-        assert (await channel.send(message("hi"))).ok
+        assert (await channel.send(message("hi"))).kind is Outcome.SENT
 
 
 async def test_stop_unbinds_every_bind(smsc: FakeSmsc) -> None:

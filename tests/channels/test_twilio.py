@@ -37,7 +37,7 @@ from pushgate.channels.twilio import (
 )
 from pushgate.core.channels import ChannelSpec, PriceUnit
 from pushgate.core.lifecycle import State
-from pushgate.core.models import OutboundMessage
+from pushgate.core.models import OutboundMessage, Outcome
 from tests.fakes.server import free_port, serve_app
 from tests.fakes.twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio
 from tests.fakes.twilio import sign as fake_sign
@@ -137,9 +137,9 @@ async def test_sms_text_goes_out_form_encoded_with_basic_auth(
     first = await channel.send(message(message_id=1))
     second = await channel.send(message(number="447700900123", message_id=2))
 
-    assert first.ok and first.message_id == 1
+    assert first.kind is Outcome.SENT and first.message_id == 1
     assert first.provider_id in fake.messages and first.provider_id.startswith("SM")
-    assert second.ok and second.provider_id != first.provider_id
+    assert second.kind is Outcome.SENT and second.provider_id != first.provider_id
     sent = fake.requests[0]
     assert sent.path == f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"
     assert sent.auth == (ACCOUNT_SID, AUTH_TOKEN)
@@ -156,7 +156,7 @@ async def test_sms_media_url_goes_with_the_body(
     url = "https://cdn.example/pic.jpg?sig=a&exp=1"
     result = await channel.send(message(text="Look", media_url=url, media_kind="image"))
 
-    assert result.ok
+    assert result.kind is Outcome.SENT
     assert fake.requests[0].values("MediaUrl") == [url]
     assert fake.requests[0].value("Body") == "Look"
 
@@ -166,7 +166,7 @@ async def test_sms_through_a_messaging_service(
     channel = await make_channel(messaging_service_sid=SERVICE_SID)
     result = await channel.send(message())
 
-    assert result.ok and result.provider_id in fake.messages
+    assert result.kind is Outcome.SENT and result.provider_id in fake.messages
     form = dict(fake.requests[0].form)
     assert form["MessagingServiceSid"] == SERVICE_SID
     assert "From" not in form
@@ -181,7 +181,7 @@ async def test_documented_refusals_are_permanent(
     fake.refuse("+919876543210", code)
     result = await channel.send(message())
 
-    assert not result.ok and not result.retryable and not result.defer
+    assert result.kind is Outcome.FAILED
     assert result.error_code == str(code)
     assert result.error_message and "Twilio" in result.error_message
 
@@ -191,7 +191,7 @@ async def test_a_code_outside_the_table_falls_back_on_the_http_status(
     channel = await make_channel()
     fake.refuse("+919876543210", 21602)   # a 400 the connector's table does not list
     result = await channel.send(message())
-    assert (result.ok, result.retryable, result.error_code) == (False, False, "21602")
+    assert (result.kind, result.error_code) == (Outcome.FAILED, "21602")
 
 
 async def test_rate_limit_is_retryable_with_retry_after(
@@ -201,9 +201,9 @@ async def test_rate_limit_is_retryable_with_retry_after(
     limited = await channel.send(message())
     after = await channel.send(message())
 
-    assert (limited.ok, limited.retryable, limited.defer) == (False, True, False)
+    assert limited.kind is Outcome.RETRY
     assert limited.error_code == "20429" and limited.retry_after == 7.0
-    assert after.ok
+    assert after.kind is Outcome.SENT
 
 
 async def test_pair_limit_defers_without_counting_an_attempt(
@@ -212,8 +212,7 @@ async def test_pair_limit_defers_without_counting_an_attempt(
     fake.refuse("+919876543210", 14107)
     result = await channel.send(message())
 
-    assert (result.ok, result.retryable, result.defer, result.pause_channel) == (
-        False, True, True, False)
+    assert result.kind is Outcome.DEFER
     assert result.error_code == "14107" and result.retry_after == 30.0
 
 
@@ -222,8 +221,7 @@ async def test_wrong_credentials_pause_the_channel(
     channel = await make_channel(auth_token="not-the-token")
     result = await channel.send(message())
 
-    assert (result.ok, result.retryable, result.defer, result.pause_channel) == (
-        False, True, True, True)
+    assert result.kind is Outcome.PAUSE_CHANNEL
     assert result.error_code == "20003"
 
 
@@ -234,15 +232,15 @@ async def test_server_errors_are_retryable(
     fake.fail(1, code)
     result = await channel.send(message())
 
-    assert (result.ok, result.retryable, result.defer) == (False, True, False)
+    assert result.kind is Outcome.RETRY
     assert result.error_code == str(code)
-    assert (await channel.send(message())).ok
+    assert (await channel.send(message())).kind is Outcome.SENT
 
 
 async def test_unreachable_api_is_retryable(make_channel: MakeChannel) -> None:
     channel = await make_channel(api_base_url=f"http://127.0.0.1:{free_port()}")
     result = await channel.send(message())
-    assert (result.ok, result.retryable, result.error_code) == (False, True, "network")
+    assert (result.kind, result.error_code) == (Outcome.RETRY, "network")
 
 
 # -- signatures ----------------------------------------------------------------------------
@@ -353,7 +351,7 @@ async def test_voice_says_the_text_escaped(fake: FakeTwilio, make_channel: MakeC
     text = 'Bill <due> & "paid" > 0'
     result = await channel.send(message(text=text))
 
-    assert result.ok and result.provider_id in fake.calls
+    assert result.kind is Outcome.SENT and result.provider_id in fake.calls
     assert result.provider_id.startswith("CA")
     sent = fake.requests[-1]
     assert sent.path == f"/2010-04-01/Accounts/{ACCOUNT_SID}/Calls.json"
@@ -370,13 +368,15 @@ async def test_voice_plays_audio_then_says_the_text(
         fake: FakeTwilio, make_channel: MakeChannel) -> None:
     channel = await make_channel("twilio_voice")
     audio = "https://cdn.example/a.mp3?sig=1&exp=2"
-    assert (await channel.send(message(text="Thanks", media_url=audio, media_kind="audio"))).ok
+    sent = await channel.send(message(text="Thanks", media_url=audio, media_kind="audio"))
+    assert sent.kind is Outcome.SENT
     root = twiml_of(fake)
     assert [(e.tag, e.text) for e in root] == [("Play", audio), ("Say", "Thanks")]
     assert root[1].attrib == {"voice": "alice", "language": "en-US"}
     assert "&amp;exp=2" in (fake.requests[-1].value("Twiml") or "")
 
-    assert (await channel.send(message(text="", media_url=audio, media_kind="audio"))).ok
+    sent = await channel.send(message(text="", media_url=audio, media_kind="audio"))
+    assert sent.kind is Outcome.SENT
     assert [e.tag for e in twiml_of(fake)] == ["Play"]
 
 
@@ -387,8 +387,8 @@ async def test_voice_refuses_what_it_cannot_play(
                                        media_kind="image"))
     too_long = await channel.send(message(text="&" * 900))
 
-    assert (image.ok, image.retryable, image.error_code) == (False, False, "media-kind")
-    assert (too_long.ok, too_long.retryable, too_long.error_code) == (False, False, "too-long")
+    assert (image.kind, image.error_code) == (Outcome.FAILED, "media-kind")
+    assert (too_long.kind, too_long.error_code) == (Outcome.FAILED, "too-long")
     assert fake.requests == []
 
 
@@ -400,8 +400,9 @@ async def test_voice_errors_use_the_same_table(
     fake.rate_limit(1, retry_after="3")
     limited = await channel.send(message(number="447700900123"))
 
-    assert (invalid.retryable, invalid.error_code) == (False, "21211")
-    assert (limited.retryable, limited.retry_after, limited.error_code) == (True, 3.0, "20429")
+    assert (invalid.kind, invalid.error_code) == (Outcome.FAILED, "21211")
+    assert (limited.kind, limited.retry_after, limited.error_code) == (
+        Outcome.RETRY, 3.0, "20429")
 
 
 @pytest.mark.parametrize(("status", "expected"), [

@@ -20,7 +20,7 @@ from pushgate.channels.base import (
 from pushgate.channels.waha import WahaChannel
 from pushgate.core.channels import ChannelSpec, PriceUnit
 from pushgate.core.lifecycle import State
-from pushgate.core.models import OutboundMessage
+from pushgate.core.models import OutboundMessage, Outcome
 from tests.fakes.callback_route import CallbackRoute
 from tests.fakes.server import free_port, serve_app
 from tests.fakes.waha import FakeWaha
@@ -104,7 +104,7 @@ async def test_text_goes_to_send_text_with_key_session_and_chat_id(fake: FakeWah
                                                                    channel: WahaChannel) -> None:
     result = await channel.send(outbound(text="Hi!"))
 
-    assert result.ok and result.provider_id == fake.sent[0].msg_id
+    assert result.kind is Outcome.SENT and result.provider_id == fake.sent[0].msg_id
     assert result.provider_refs == []
     [check] = fake.requests_to("/api/contacts/check-exists")
     assert check.query == {"phone": NUMBER, "session": "default"}
@@ -130,7 +130,7 @@ async def test_media_with_caption(fake: FakeWaha, channel: WahaChannel, kind: st
                                   path: str, file: dict[str, str], extra: dict[str, Any]) -> None:
     result = await channel.send(outbound(text="Sale", media_url=url, media_kind=kind))
 
-    assert result.ok and result.provider_id == fake.sent[0].msg_id
+    assert result.kind is Outcome.SENT and result.provider_id == fake.sent[0].msg_id
     [request] = fake.requests_to(path)
     assert request.json == {"session": "default", "chatId": f"{NUMBER}@c.us", "caption": "Sale",
                             "file": {**file, "url": url}, **extra}
@@ -151,7 +151,7 @@ async def test_text_beside_captionless_media_is_a_second_message(
     result = await channel.send(outbound(text="Your invoice", media_url=url, media_kind=kind,
                                          parts=2))
 
-    assert result.ok
+    assert result.kind is Outcome.SENT
     media, text = fake.sent
     assert fake.requests[-2].path == path and fake.requests[-1].path == "/api/sendText"
     assert media.body == {"session": "default", "chatId": f"{NUMBER}@c.us",
@@ -166,7 +166,8 @@ async def test_audio_never_carries_a_caption(fake: FakeWaha, channel: WahaChanne
     result = await channel.send(outbound(text="Listen", media_url="https://cdn.example/a.ogg",
                                          media_kind="audio", parts=1))
 
-    assert result.ok and [s.action for s in fake.sent] == ["sendVoice", "sendText"]
+    assert result.kind is Outcome.SENT
+    assert [s.action for s in fake.sent] == ["sendVoice", "sendText"]
     assert "caption" not in fake.sent[0].body
 
 
@@ -179,7 +180,7 @@ async def test_every_engine_answer_gives_the_id_its_acks_carry(
 
     callback = await channel.handle_callback(callback_request(fake.ack_event(sent, 2)))
 
-    assert result.ok and result.provider_id == sent.msg_id
+    assert result.kind is Outcome.SENT and result.provider_id == sent.msg_id
     assert [u.provider_id for u in callback.updates] == [sent.msg_id]
 
 
@@ -188,7 +189,7 @@ async def test_empty_answer_is_a_success_without_id(fake: FakeWaha,
     fake.response_shape = "empty"
     result = await channel.send(outbound())
 
-    assert result.ok and result.provider_id is None and result.provider_refs == []
+    assert result.kind is Outcome.SENT and result.provider_id is None and result.provider_refs == []
     assert len(fake.sent) == 1
 
 
@@ -197,7 +198,7 @@ async def test_check_exists_chat_id_is_used(fake: FakeWaha, channel: WahaChannel
     fake.chat_ids["5511912345678"] = "551112345678@c.us"
     result = await channel.send(outbound(number="5511912345678"))
 
-    assert result.ok and fake.sent[0].chat_id == "551112345678@c.us"
+    assert result.kind is Outcome.SENT and fake.sent[0].chat_id == "551112345678@c.us"
 
 
 async def test_number_not_on_whatsapp_fails_permanently_without_sending(
@@ -207,7 +208,7 @@ async def test_number_not_on_whatsapp_fails_permanently_without_sending(
     second = await channel.send(outbound(2))
 
     for result in (first, second):
-        assert not result.ok and not result.retryable and not result.defer
+        assert result.kind is Outcome.FAILED
         assert result.error_code == "not-on-whatsapp"
     assert len(fake.requests_to("/api/contacts/check-exists")) == 1   # remembered
     assert fake.sent == []
@@ -217,7 +218,7 @@ async def test_unchecked_numbers_go_straight_to_send(fake: FakeWaha, make: Any) 
     channel = await make(check_numbers=False)
     result = await channel.send(outbound())
 
-    assert result.ok and fake.requests_to("/api/contacts/check-exists") == []
+    assert result.kind is Outcome.SENT and fake.requests_to("/api/contacts/check-exists") == []
 
 
 # -- session gating --------------------------------------------------------------------------
@@ -228,34 +229,34 @@ async def test_session_down_defers_without_sending_then_sends(fake: FakeWaha,
     fake.session_status = "STARTING"
     waiting = await channel.send(outbound())
 
-    assert not waiting.ok and waiting.defer and waiting.retryable
-    assert waiting.retry_after == 5.0 and not waiting.pause_channel
+    assert waiting.kind is Outcome.DEFER
+    assert waiting.retry_after == 5.0
     assert "STARTING" in (waiting.error_message or "")
     assert fake.requests_to("/api/sendText") == []
 
     fake.session_status = "WORKING"
     sent = await channel.send(outbound())
-    assert sent.ok and len(fake.sent) == 1
+    assert sent.kind is Outcome.SENT and len(fake.sent) == 1
 
 
 async def test_session_state_is_cached_between_sends(fake: FakeWaha, make: Any) -> None:
     channel = await make(session_cache_seconds=60)
     results = [await channel.send(outbound(i)) for i in range(3)]
 
-    assert all(r.ok for r in results)
+    assert all(r.kind is Outcome.SENT for r in results)
     assert len(fake.requests_to("/api/sessions/default")) == 1
 
 
 async def test_session_dropped_since_the_cached_look_up_defers(fake: FakeWaha,
                                                                make: Any) -> None:
     channel = await make(session_cache_seconds=60)
-    assert (await channel.send(outbound(1))).ok
+    assert (await channel.send(outbound(1))).kind is Outcome.SENT
     fake.session_status = "SCAN_QR_CODE"
 
     result = await channel.send(outbound(2))
 
     # WAHA refused the send with a 422; the fresh look-up shows why: the message waits.
-    assert not result.ok and result.defer and "SCAN_QR_CODE" in (result.error_message or "")
+    assert result.kind is Outcome.DEFER and "SCAN_QR_CODE" in (result.error_message or "")
     assert len(fake.requests_to("/api/sessions/default")) == 2
 
 
@@ -264,7 +265,7 @@ async def test_unreachable_bridge_defers(make: Any) -> None:
     result = await channel.send(outbound())
     status = await channel.status()
 
-    assert not result.ok and result.defer and "unreachable" in (result.error_message or "")
+    assert result.kind is Outcome.DEFER and "unreachable" in (result.error_message or "")
     assert status.state == "OFFLINE" and not status.connected
     assert "unreachable" in status.detail
 
@@ -276,7 +277,7 @@ async def test_wrong_api_key_pauses_the_channel(fake: FakeWaha, make: Any) -> No
     channel = await make(api_key="wrong")
     result = await channel.send(outbound())
 
-    assert not result.ok and result.pause_channel and result.defer and result.retryable
+    assert result.kind is Outcome.PAUSE_CHANNEL
     assert result.error_code == "401"
     assert fake.requests_to("/api/sendText") == []
 
@@ -286,7 +287,7 @@ async def test_401_on_send_pauses_the_channel(fake: FakeWaha, make: Any) -> None
     fake.fail_next(1, 401)
     result = await channel.send(outbound())
 
-    assert not result.ok and result.pause_channel and result.defer and result.error_code == "401"
+    assert result.kind is Outcome.PAUSE_CHANNEL and result.error_code == "401"
 
 
 async def test_server_error_is_retryable(fake: FakeWaha, make: Any) -> None:
@@ -294,9 +295,9 @@ async def test_server_error_is_retryable(fake: FakeWaha, make: Any) -> None:
     fake.fail_next(1, 503)
     failed = await channel.send(outbound())
 
-    assert not failed.ok and failed.retryable and not failed.defer
+    assert failed.kind is Outcome.RETRY
     assert failed.error_code == "503"
-    assert (await channel.send(outbound())).ok
+    assert (await channel.send(outbound())).kind is Outcome.SENT
 
 
 async def test_bad_request_is_permanent(fake: FakeWaha, make: Any) -> None:
@@ -304,7 +305,7 @@ async def test_bad_request_is_permanent(fake: FakeWaha, make: Any) -> None:
     fake.fail_next(1, 400)
     result = await channel.send(outbound())
 
-    assert not result.ok and not result.retryable and not result.defer
+    assert result.kind is Outcome.FAILED
     assert result.error_code == "400" and "Bad Request" in (result.error_message or "")
 
 
@@ -313,7 +314,7 @@ async def test_timeout_is_retryable(fake: FakeWaha, make: Any) -> None:
     fake.stall_next(1, 1.0)
     result = await channel.send(outbound())
 
-    assert not result.ok and result.retryable and not result.defer
+    assert result.kind is Outcome.RETRY
     assert result.error_code == "network"
 
 
@@ -327,10 +328,11 @@ async def test_retry_after_a_failed_second_part_sends_only_that_part(fake: FakeW
     failed = await channel.send(message)
     retried = await channel.send(message)
 
-    assert not failed.ok and failed.retryable
+    assert failed.kind is Outcome.RETRY
     assert [s.action for s in fake.sent] == ["sendFile", "sendText"]
     media, text = fake.sent
-    assert retried.ok and retried.provider_refs == [(0, media.msg_id), (1, text.msg_id)]
+    assert retried.kind is Outcome.SENT
+    assert retried.provider_refs == [(0, media.msg_id), (1, text.msg_id)]
 
 
 # -- device status ---------------------------------------------------------------------------

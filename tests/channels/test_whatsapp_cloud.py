@@ -35,7 +35,7 @@ from pushgate.channels.transport import HttpxTransport
 from pushgate.channels.whatsapp_cloud import ERROR_RULES, WhatsAppCloudChannel
 from pushgate.core.channels import ChannelSpec, PriceUnit
 from pushgate.core.lifecycle import State
-from pushgate.core.models import OutboundMessage
+from pushgate.core.models import OutboundMessage, Outcome
 from tests.fakes.graph_api import GraphFake
 from tests.fakes.server import free_port, serve_app
 
@@ -150,7 +150,7 @@ def bodies(fake: GraphFake) -> list[dict[str, Any]]:
 async def test_text_is_sent_and_its_wamid_kept(channel: WhatsAppCloudChannel,
                                                fake: GraphFake) -> None:
     result = await channel.send(message())
-    assert result.ok and result.provider_id == fake.sent[0].wamid
+    assert result.kind is Outcome.SENT and result.provider_id == fake.sent[0].wamid
     assert result.provider_id.startswith("wamid.")
     [request] = fake.posts
     assert request.path == f"/{VERSION}/{fake.phone_number_id}/messages"
@@ -164,7 +164,7 @@ async def test_text_is_sent_and_its_wamid_kept(channel: WhatsAppCloudChannel,
 async def test_sends_reuse_one_connection(channel: WhatsAppCloudChannel,
                                           fake: GraphFake) -> None:
     for mid in range(3):
-        assert (await channel.send(message(mid, number=f"1555000000{mid}"))).ok
+        assert (await channel.send(message(mid, number=f"1555000000{mid}"))).kind is Outcome.SENT
     assert len({r.peer for r in fake.posts}) == 1
 
 
@@ -177,7 +177,7 @@ async def test_sends_do_not_go_through_httpx(channel: WhatsAppCloudChannel, fake
 
     monkeypatch.setattr(httpx.AsyncClient, "send", no_httpx)
     results = [await channel.send(message(mid, number=f"1555000000{mid}")) for mid in range(3)]
-    assert all(r.ok and r.provider_id.startswith("wamid.") for r in results)
+    assert all(r.kind is Outcome.SENT and r.provider_id.startswith("wamid.") for r in results)
     assert len(fake.posts) == 3 and len({r.peer for r in fake.posts}) == 1
 
 
@@ -195,7 +195,7 @@ async def test_caption_goes_on_image_video_document(channel: WhatsAppCloudChanne
                                                     fake: GraphFake, kind: str) -> None:
     url = "https://cdn.example.com/files/Invoice%2012.pdf?sig=abc"
     result = await channel.send(message(text="Spring sale", media_url=url, media_kind=kind))
-    assert result.ok and result.provider_refs == []
+    assert result.kind is Outcome.SENT and result.provider_refs == []
     [body] = bodies(fake)
     expected: dict[str, Any] = {"link": url, "caption": "Spring sale"}
     if kind == "document":
@@ -205,7 +205,8 @@ async def test_caption_goes_on_image_video_document(channel: WhatsAppCloudChanne
 
 async def test_media_kind_from_the_url_when_not_given(channel: WhatsAppCloudChannel,
                                                       fake: GraphFake) -> None:
-    assert (await channel.send(message(media_url="https://cdn.example.com/p.jpg"))).ok
+    sent = await channel.send(message(media_url="https://cdn.example.com/p.jpg"))
+    assert sent.kind is Outcome.SENT
     assert bodies(fake)[0]["type"] == "image"
 
 
@@ -218,7 +219,7 @@ async def test_audio_text_goes_as_a_second_message(channel: WhatsAppCloudChannel
     assert [b["type"] for b in bodies(fake)] == ["audio", "text"]
     assert bodies(fake)[0]["audio"] == {"link": url}           # no caption on audio
     assert bodies(fake)[1]["text"]["body"] == "Listen"
-    assert result.ok and result.provider_id == audio.wamid
+    assert result.kind is Outcome.SENT and result.provider_id == audio.wamid
     assert result.provider_refs == [(0, audio.wamid), (1, text.wamid)]
 
 
@@ -228,14 +229,15 @@ async def test_audio_text_is_never_a_caption_even_as_one_part(
                                         media_kind="audio", parts=1))
     audio, text = bodies(fake)
     assert audio["audio"] == {"link": "https://c.example/a.ogg"}
-    assert text["text"]["body"] == "Listen" and result.ok and len(result.provider_refs) == 2
+    assert text["text"]["body"] == "Listen" and result.kind is Outcome.SENT
+    assert len(result.provider_refs) == 2
 
 
 async def test_audio_without_text_is_one_send(channel: WhatsAppCloudChannel,
                                               fake: GraphFake) -> None:
     result = await channel.send(message(text="", media_url="https://cdn.example.com/a.mp3",
                                         media_kind="audio"))
-    assert result.ok and len(fake.posts) == 1 and result.provider_refs == []
+    assert result.kind is Outcome.SENT and len(fake.posts) == 1 and result.provider_refs == []
 
 
 async def test_document_charged_as_two_parts_sends_its_text_apart(
@@ -256,7 +258,7 @@ async def test_caption_too_long_goes_as_text(channel: WhatsAppCloudChannel,
                                         media_kind="image"))
     image, text = bodies(fake)
     assert "caption" not in image["image"] and text["text"]["body"] == long_text
-    assert result.ok and len(result.provider_refs) == 2
+    assert result.kind is Outcome.SENT and len(result.provider_refs) == 2
 
 
 async def test_audio_failing_sends_no_text(channel: WhatsAppCloudChannel,
@@ -264,7 +266,7 @@ async def test_audio_failing_sends_no_text(channel: WhatsAppCloudChannel,
     fake.server_error(message_type="audio")
     result = await channel.send(message(text="Listen", media_url="https://c.example/a.ogg",
                                         media_kind="audio", parts=2))
-    assert not result.ok and result.retryable and result.error_code == "131000"
+    assert result.kind is Outcome.RETRY and result.error_code == "131000"
     assert len(fake.posts) == 1 and fake.sent == []
 
 
@@ -276,7 +278,7 @@ async def test_text_after_audio_refused_keeps_the_audio_and_sends_nothing_again(
     [audio] = fake.sent
     # Reported sent with the audio's id only, so the dispatcher never re-sends the audio; the
     # error says the text part was lost.
-    assert result.ok and result.provider_id == audio.wamid
+    assert result.kind is Outcome.SENT and result.provider_id == audio.wamid
     assert result.provider_refs == [(0, audio.wamid)]
     assert result.error_code == "131026" and "text part was not" in (result.error_message or "")
     assert len(fake.posts) == 2          # a permanent refusal is not tried again
@@ -290,14 +292,15 @@ async def test_text_after_audio_throttled_is_retried_once(channel: WhatsAppCloud
                                         media_kind="audio", parts=2))
     audio, text = fake.sent
     assert [b["type"] for b in bodies(fake)] == ["audio", "text", "text"]
-    assert result.ok and result.provider_refs == [(0, audio.wamid), (1, text.wamid)]
+    assert result.kind is Outcome.SENT
+    assert result.provider_refs == [(0, audio.wamid), (1, text.wamid)]
     assert result.error_code is None
 
 
 async def test_empty_message_is_refused_without_a_call(channel: WhatsAppCloudChannel,
                                                        fake: GraphFake) -> None:
     result = await channel.send(message(text="  "))
-    assert not result.ok and not result.retryable and fake.posts == []
+    assert result.kind is Outcome.FAILED and fake.posts == []
 
 
 # --- templates --------------------------------------------------------------------------------
@@ -312,7 +315,7 @@ async def test_template_body_parameters_in_order(channel: WhatsAppCloudChannel,
     fake.templates = {("order_update", "en_US"): 2}
     result = await channel.send(message(text="Hi Ana, your order #12 shipped",
                                         extra=template(header="Order 12")))
-    assert result.ok
+    assert result.kind is Outcome.SENT
     [body] = bodies(fake)
     assert body == {
         "messaging_product": "whatsapp", "recipient_type": "individual", "to": NUMBER,
@@ -330,7 +333,8 @@ async def test_template_with_document_header(channel: WhatsAppCloudChannel,
     url = "https://cdn.example.com/inv.pdf"
     result = await channel.send(message(media_url=url, media_kind="document", parts=2,
                                         extra=template(header="Invoice 12.pdf")))
-    assert result.ok and len(fake.posts) == 1      # never a free-form text beside a template
+    # Never a free-form text beside a template.
+    assert result.kind is Outcome.SENT and len(fake.posts) == 1
     header, body = bodies(fake)[0]["template"]["components"]
     assert header == {"type": "header", "parameters": [
         {"type": "document", "document": {"link": url, "filename": "Invoice 12.pdf"}}]}
@@ -350,7 +354,7 @@ async def test_template_with_image_or_video_header(channel: WhatsAppCloudChannel
 async def test_template_named_by_id_and_without_values(channel: WhatsAppCloudChannel,
                                                        fake: GraphFake) -> None:
     extra = {"template": {"id": "hello_world", "language": "en_GB", "values": []}}
-    assert (await channel.send(message(extra=extra))).ok
+    assert (await channel.send(message(extra=extra))).kind is Outcome.SENT
     assert bodies(fake)[0]["template"] == {
         "name": "hello_world", "language": {"policy": "deterministic", "code": "en_GB"}}
 
@@ -359,13 +363,13 @@ async def test_template_parameter_mismatch_is_permanent(channel: WhatsAppCloudCh
                                                         fake: GraphFake) -> None:
     fake.templates = {("order_update", "en_US"): 3}
     result = await channel.send(message(extra=template()))
-    assert not result.ok and not result.retryable and result.error_code == "132000"
+    assert result.kind is Outcome.FAILED and result.error_code == "132000"
 
 
 async def test_template_without_language_fails_without_a_call(channel: WhatsAppCloudChannel,
                                                               fake: GraphFake) -> None:
     result = await channel.send(message(extra=template(language=None)))
-    assert not result.ok and not result.retryable and "language" in (result.error_message or "")
+    assert result.kind is Outcome.FAILED and "language" in (result.error_message or "")
     assert fake.posts == []
 
 
@@ -378,7 +382,7 @@ async def test_retryable_codes(channel: WhatsAppCloudChannel, fake: GraphFake, c
                                http_status: int | None, details: str | None) -> None:
     fake.fail_next(code, http_status=http_status, details=details)
     result = await channel.send(message())
-    assert not result.ok and result.retryable and not result.defer
+    assert result.kind is Outcome.RETRY
     assert result.error_code == str(code) and f"(#{code})" in (result.error_message or "")
     assert result.retry_after == ERROR_RULES[code].retry_after
 
@@ -390,7 +394,7 @@ async def test_permanent_codes(channel: WhatsAppCloudChannel, fake: GraphFake, c
                                details: str | None) -> None:
     fake.fail_next(code, details=details)
     result = await channel.send(message())
-    assert not result.ok and not result.retryable and result.error_code == str(code)
+    assert result.kind is Outcome.FAILED and result.error_code == str(code)
     if details:
         assert details in (result.error_message or "")
 
@@ -399,35 +403,35 @@ async def test_code_decides_not_http_status(channel: WhatsAppCloudChannel,
                                             fake: GraphFake) -> None:
     fake.fail_next(131026, http_status=500)     # permanent code behind a 5xx: still permanent
     result = await channel.send(message())
-    assert not result.ok and not result.retryable
+    assert result.kind is Outcome.FAILED
 
 
 async def test_invalid_recipient_is_permanent(channel: WhatsAppCloudChannel,
                                               fake: GraphFake) -> None:
     result = await channel.send(message(number="not-a-number"))
-    assert not result.ok and not result.retryable and result.error_code == "100"
+    assert result.kind is Outcome.FAILED and result.error_code == "100"
     assert "to" in (result.error_message or "")
 
 
 async def test_undeliverable_number(channel: WhatsAppCloudChannel, fake: GraphFake) -> None:
     fake.undeliverable.add(OTHER)
-    assert (await channel.send(message(1))).ok
+    assert (await channel.send(message(1))).kind is Outcome.SENT
     result = await channel.send(message(2, number=OTHER))
-    assert not result.ok and not result.retryable and result.error_code == "131026"
+    assert result.kind is Outcome.FAILED and result.error_code == "131026"
 
 
 async def test_proxy_error_page_is_retryable(channel: WhatsAppCloudChannel,
                                              fake: GraphFake) -> None:
     fake.plain_error(http_status=502)
     result = await channel.send(message())
-    assert not result.ok and result.retryable and result.error_code == "http-502"
+    assert result.kind is Outcome.RETRY and result.error_code == "http-502"
 
 
 async def test_unreachable_graph_is_retryable(make_channel: Callable[..., WhatsAppCloudChannel],
                                               fake: GraphFake) -> None:
     channel = make_channel(graph_base_url=f"http://127.0.0.1:{free_port()}")
     result = await channel.send(message())
-    assert not result.ok and result.retryable and result.error_code == "network"
+    assert result.kind is Outcome.RETRY and result.error_code == "network"
 
 
 async def test_timeout_is_retryable_and_keeps_the_pair_slot(
@@ -435,10 +439,10 @@ async def test_timeout_is_retryable_and_keeps_the_pair_slot(
     channel = make_channel(timeout_seconds=0.2, pair_interval_seconds=30)
     fake.response_delay = 1.0
     result = await channel.send(message(1))
-    assert not result.ok and result.retryable and result.error_code == "timeout"
+    assert result.kind is Outcome.RETRY and result.error_code == "timeout"
     # Meta may have taken it: the recipient's pair interval is not given back.
     again = await channel.send(message(2))
-    assert again.defer and again.retry_after is not None and again.retry_after > 25
+    assert again.kind is Outcome.DEFER and again.retry_after is not None and again.retry_after > 25
 
 
 @pytest.mark.parametrize(("fault", "code"), [("wrong-token", "190"), ("expired", "190"),
@@ -454,7 +458,7 @@ async def test_refused_credentials_pause_the_channel(
     if fault == "bare-401":
         fake.plain_error(http_status=401)      # a 401 without a Graph error body
     result = await channel.send(message())
-    assert not result.ok and result.pause_channel and result.defer and result.retryable
+    assert result.kind is Outcome.PAUSE_CHANNEL
     assert result.error_code == code
     if code == "190":
         assert "access token" in (result.error_message or "")
@@ -466,15 +470,15 @@ async def test_pair_limit_defers_the_same_recipient_only(
         make_channel: Callable[..., WhatsAppCloudChannel], fake: GraphFake) -> None:
     interval = 0.3
     channel = make_channel(pair_interval_seconds=interval)
-    assert (await channel.send(message(1))).ok
+    assert (await channel.send(message(1))).kind is Outcome.SENT
     waiting = await channel.send(message(2))
-    assert not waiting.ok and waiting.defer and waiting.retryable
+    assert waiting.kind is Outcome.DEFER
     assert waiting.retry_after is not None and 0 < waiting.retry_after <= interval
     assert "one message per" in (waiting.error_message or "")
-    assert (await channel.send(message(3, number=OTHER))).ok       # others go on
+    assert (await channel.send(message(3, number=OTHER))).kind is Outcome.SENT       # others go on
     assert len(fake.posts) == 2                                    # the deferred one waited
     await asyncio.sleep(waiting.retry_after + 0.02)   # the loop may wake a hair early
-    assert (await channel.send(message(2))).ok
+    assert (await channel.send(message(2))).kind is Outcome.SENT
     first, second = fake.sends_to(NUMBER)
     assert second.at - first.at >= interval - 0.05
 
@@ -483,16 +487,17 @@ async def test_a_refused_send_gives_the_pair_slot_back(
         make_channel: Callable[..., WhatsAppCloudChannel], fake: GraphFake) -> None:
     channel = make_channel(pair_interval_seconds=30)
     fake.throttle()
-    assert (await channel.send(message(1))).retryable
-    assert (await channel.send(message(1))).ok      # nothing reached the user: no wait
+    assert (await channel.send(message(1))).kind is Outcome.RETRY
+    # Nothing reached the user: no wait.
+    assert (await channel.send(message(1))).kind is Outcome.SENT
 
 
 async def test_pair_limit_in_a_batch_keeps_order(
         make_channel: Callable[..., WhatsAppCloudChannel], fake: GraphFake) -> None:
     channel = make_channel(pair_interval_seconds=5)
     results = await channel.send_batch([message(1), message(2), message(3, number=OTHER)])
-    assert [(r.message_id, r.ok, r.defer) for r in results] == [
-        (1, True, False), (2, False, True), (3, True, False)]
+    assert [(r.message_id, r.kind) for r in results] == [
+        (1, Outcome.SENT), (2, Outcome.DEFER), (3, Outcome.SENT)]
 
 
 async def test_meta_pair_limit_defers_and_holds_the_recipient(
@@ -500,16 +505,16 @@ async def test_meta_pair_limit_defers_and_holds_the_recipient(
     interval = 0.2
     channel = make_channel(pair_interval_seconds=interval)
     fake.pair_interval = 10.0            # Meta is stricter than our pacing
-    assert (await channel.send(message(1))).ok
+    assert (await channel.send(message(1))).kind is Outcome.SENT
     await asyncio.sleep(interval)
     refused = await channel.send(message(2))
-    assert not refused.ok and refused.defer and refused.error_code == "131056"
+    assert refused.kind is Outcome.DEFER and refused.error_code == "131056"
     assert refused.retry_after == interval
     held = await channel.send(message(3))
-    assert held.defer and held.error_code == "pair-limit" and len(fake.posts) == 2
+    assert held.kind is Outcome.DEFER and held.error_code == "pair-limit" and len(fake.posts) == 2
     await asyncio.sleep(interval)
     fake.pair_interval = None
-    assert (await channel.send(message(2))).ok
+    assert (await channel.send(message(2))).kind is Outcome.SENT
 
 
 async def test_audio_and_text_fit_a_burst_of_two(
@@ -518,7 +523,7 @@ async def test_audio_and_text_fit_a_burst_of_two(
     channel = make_channel(pair_interval_seconds=0.2)
     result = await channel.send(message(text="Listen", media_url="https://c.example/a.ogg",
                                         media_kind="audio", parts=2))
-    assert result.ok and len(result.provider_refs) == 2
+    assert result.kind is Outcome.SENT and len(result.provider_refs) == 2
 
 
 # --- webhooks ---------------------------------------------------------------------------------
@@ -679,12 +684,13 @@ async def test_closed_window_fails_later_by_webhook(servers: Servers,
     fake.window_closed.add(NUMBER)
     fake.window_closed_async = True
     result = await channel.send(message())
-    assert result.ok                       # Meta takes it, then reports the failure
+    assert result.kind is Outcome.SENT    # Meta takes it, then reports the failure
     [update] = await wait_for_updates(servers, 1)
     assert servers.fake.webhook_responses == [200]
     assert (update.state, update.provider_id, update.error_code) == (
         State.FAILED, result.provider_id, "131047")
-    assert (await channel.send(message(2, number=NUMBER, extra=template()))).ok  # templates go
+    # Templates go.
+    assert (await channel.send(message(2, number=NUMBER, extra=template()))).kind is Outcome.SENT
 
 
 # --- status and config ------------------------------------------------------------------------
@@ -789,6 +795,6 @@ async def test_max_in_flight_bounds_the_sends_awaiting_graph(
     assert channel.in_flight_limit == 3
     results = await channel.send_batch(
         [message(mid, number=f"1555000{mid:04d}") for mid in range(10)])
-    assert all(r.ok for r in results)
+    assert all(r.kind is Outcome.SENT for r in results)
     # Never more than 3 connections, so never more than 3 sends at once.
     assert len({r.peer for r in fake.posts}) <= 3

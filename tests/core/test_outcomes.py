@@ -35,21 +35,21 @@ def held(mid: int, attempts: int = 1, project: int = 7, credit: int = 5_000,
 
 
 def test_a_clean_submission_keeps_its_steps_in_columns() -> None:
-    sub = plan_submission(SendResult(1, ok=True, provider_id="p1"), NOW)
+    sub = plan_submission(SendResult.sent(1, "p1"), NOW)
     assert (sub.state, sub.provider_id, sub.error_code, sub.delivered_at) == (
         "submitted", "p1", None, None)
     assert sub.clean and sub.events == () and sub.report_states == ("submitted",)
 
 
 def test_a_send_answered_delivered_is_submitted_then_delivered() -> None:
-    sub = plan_submission(SendResult(1, ok=True, provider_id="p1", delivered=True), NOW)
+    sub = plan_submission(SendResult.delivered(1, "p1"), NOW)
     assert (sub.state, sub.delivered_at) == ("delivered", NOW)
     assert sub.report_states == ("submitted", "delivered")
 
 
 def test_a_submission_with_a_problem_gets_event_rows_with_it() -> None:
-    sub = plan_submission(SendResult(1, ok=True, provider_id="p1", delivered=True,
-                                     error_code="partial", error_message="text lost"), NOW)
+    sub = plan_submission(SendResult.delivered(1, "p1", error_code="partial",
+                                               error_message="text lost"), NOW)
     assert not sub.clean and sub.delivered_at is None
     assert (sub.error_code, sub.error_message) == ("partial", "text lost")
     assert sub.events == (Event(1, "submitted", NOW, "provider id p1; partial: text lost"),
@@ -57,15 +57,14 @@ def test_a_submission_with_a_problem_gets_event_rows_with_it() -> None:
 
 
 def test_results_of_messages_no_longer_held_write_nothing() -> None:
-    plan = plan_outcomes([SendResult(1, ok=True, provider_id="p"),
-                          SendResult(2, ok=False, error_code="x")], {}, NOW, POLICY)
+    plan = plan_outcomes([SendResult.sent(1, "p"),
+                          SendResult.failed(2, "x")], {}, NOW, POLICY)
     assert (plan.submitted, plan.failed, plan.events, plan.reports) == ([], [], [], [])
     assert not plan.refunds
 
 
 def test_a_deferred_send_waits_without_counting_an_attempt() -> None:
-    plan = plan_outcomes([SendResult(1, ok=False, defer=True, error_code="busy",
-                                     error_message="pair limit", retry_after=None)],
+    plan = plan_outcomes([SendResult.defer(1, "busy", "pair limit", retry_after=None)],
                          {1: held(1)}, NOW, POLICY)
     [requeue] = plan.deferred
     assert requeue.next_attempt_at == NOW + MIN_DEFER_SECONDS
@@ -75,8 +74,7 @@ def test_a_deferred_send_waits_without_counting_an_attempt() -> None:
 
 
 def test_a_retryable_error_backs_off_while_attempts_remain() -> None:
-    plan = plan_outcomes([SendResult(1, ok=False, retryable=True, error_code="429",
-                                     error_message="slow down", retry_after=30.0)],
+    plan = plan_outcomes([SendResult.retry(1, "429", "slow down", retry_after=30.0)],
                          {1: held(1, attempts=2)}, NOW, POLICY)
     [requeue] = plan.retried
     assert requeue.next_attempt_at == NOW + 30.0   # the provider's wait is honoured
@@ -85,8 +83,7 @@ def test_a_retryable_error_backs_off_while_attempts_remain() -> None:
 
 
 def test_giving_up_fails_refunds_and_reports() -> None:
-    plan = plan_outcomes([SendResult(1, ok=False, retryable=True, error_code="500",
-                                     error_message="down")],
+    plan = plan_outcomes([SendResult.retry(1, "500", "down")],
                          {1: held(1, attempts=3)}, NOW, POLICY)
     assert [f.message_id for f in plan.failed] == [1]
     assert plan.events == [
@@ -97,8 +94,8 @@ def test_giving_up_fails_refunds_and_reports() -> None:
 
 
 def test_a_permanent_error_refunds_at_once_and_reports_only_with_a_webhook() -> None:
-    plan = plan_outcomes([SendResult(1, ok=False, error_code="400"),
-                          SendResult(2, ok=False, error_code="400")],
+    plan = plan_outcomes([SendResult.failed(1, "400"),
+                          SendResult.failed(2, "400")],
                          {1: held(1), 2: held(2, project=8, credit=10, hook=False)}, NOW, POLICY)
     assert [e.detail for e in plan.events if e.state == "failed"] == ["400:", "400:"]
     assert dict(plan.refunds) == {7: 5_000, 8: 10}
@@ -106,8 +103,8 @@ def test_a_permanent_error_refunds_at_once_and_reports_only_with_a_webhook() -> 
 
 
 def test_events_and_reports_follow_the_results_order() -> None:
-    plan = plan_outcomes([SendResult(2, ok=False, error_code="x"),
-                          SendResult(1, ok=True, provider_id="p", error_code="w")],
+    plan = plan_outcomes([SendResult.failed(2, "x"),
+                          SendResult.sent(1, "p", error_code="w")],
                          {1: held(1), 2: held(2)}, NOW, POLICY)
     assert [(e.message_id, e.state) for e in plan.events] == [
         (2, "failed"), (2, "refunded"), (1, "submitted")]

@@ -32,8 +32,7 @@ class RefusingChannel(Channel):
     kind = "test-refusing"
 
     async def send(self, message: OutboundMessage) -> SendResult:
-        return SendResult(message.id, ok=False, retryable=True, defer=True, pause_channel=True,
-                          retry_after=1, error_code="190", error_message="token expired")
+        return SendResult.pause(message.id, "190", "token expired", retry_after=1)
 
 
 @register
@@ -47,7 +46,7 @@ class RecordingChannel(Channel):
 
     async def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
         type(self).sent.extend(messages)
-        return [SendResult(m.id, ok=True, provider_id=f"r{m.id}") for m in messages]
+        return [SendResult.sent(m.id, f"r{m.id}") for m in messages]
 
     async def send(self, message: OutboundMessage) -> SendResult:
         raise AssertionError("send_batch is used")

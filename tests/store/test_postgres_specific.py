@@ -138,7 +138,7 @@ async def test_concurrent_status_updates_share_transactions_and_a_bad_call_fails
     assert spec is not None
     await store.accept_push(project.id, spec, push_plan(count, 0), now, None)
     claimed = await store.claim_messages(channel.id, "w", count, now, 60)
-    await store.record_outcomes("w", [SendResult(m.id, ok=True, provider_id=f"p{m.id}")
+    await store.record_outcomes("w", [SendResult.sent(m.id, f"p{m.id}")
                                       for m in claimed], now, RetryPolicy())
 
     transactions = 0

@@ -60,9 +60,9 @@ async def test_the_dispatch_path_never_scans_messages(
         assert await store.has_ready_messages(channel.id, now + 1)
         claimed = await store.claim_messages(channel.id, "w", 10, now + 1, 30.0)
         await store.record_outcomes("w", [
-            SendResult(claimed[0].id, ok=True, provider_id="p0"),
-            SendResult(claimed[1].id, ok=False, retryable=True, error_code="503"),
-            SendResult(claimed[2].id, ok=True, provider_id="p2", delivered=True),
+            SendResult.sent(claimed[0].id, "p0"),
+            SendResult.retry(claimed[1].id, "503"),
+            SendResult.delivered(claimed[2].id, "p2"),
         ], now + 2, RetryPolicy())
         await store.apply_status_updates([
             StatusUpdate(State.DELIVERED, now + 3, channel_id=channel.id, provider_id="p0")])

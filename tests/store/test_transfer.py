@@ -40,7 +40,7 @@ async def test_migrate_data_moves_a_live_queue(
     plan = plan_push(decode_push(json.dumps({"data": data})), channel, Limits())
     pushed = await source.accept_push(project.id, channel, plan, time.time(), None)
     claimed = await source.claim_messages(channel.id, "w", 10, time.time(), 60)
-    await source.record_outcomes("w", [SendResult(m.id, ok=True, provider_id=f"p{m.id}")
+    await source.record_outcomes("w", [SendResult.sent(m.id, f"p{m.id}")
                                        for m in claimed], time.time(), RetryPolicy())
     await source.close()
 

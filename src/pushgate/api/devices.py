@@ -328,7 +328,7 @@ async def patch_messages(request: Request) -> Response:
     if results or updates:
         gateway.webhook_wake.set()
         gateway.wakeups.progress[device.id] = now
-    if any(r.defer for r in results):
+    if any(r.kind.waits for r in results):
         gateway.wakeups.notify(channel.id)   # another phone may take the re-queued message
     return Response(status_code=204)
 

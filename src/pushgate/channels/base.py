@@ -1,9 +1,10 @@
 """The ``Channel`` interface every connector implements, and the registry of kinds.
 
 A channel turns one ``OutboundMessage`` into a provider call and says what happened as a
-``SendResult``: a provider id, or an error marked retryable (rate limits, timeouts, 5xx) or
-permanent (invalid number, opted out), or asking to wait without counting an attempt
-(``defer``). Provider callbacks reach ``handle_callback`` through the gateway's per-channel URL
+``SendResult`` of one ``Outcome``: sent with a provider id, or an error to retry (rate limits,
+timeouts, 5xx), a permanent failure (invalid number, opted out), a wait that does not count as
+an attempt (``DEFER``) or refused credentials (``PAUSE_CHANNEL``). Provider callbacks reach
+``handle_callback`` through the gateway's per-channel URL
 (``{public_url}/channels/{id}/callback[/sub-path]``) and come back as a ``CallbackResult``: the
 HTTP answer, status updates and inbound messages. Channels never touch the store: the dispatcher
 and the callback route record what they return.
@@ -275,8 +276,7 @@ class Channel:
         try:
             return await self.send(message)
         except Exception as exc:  # a connector bug must not lose the message: retry it
-            return SendResult(message.id, ok=False, retryable=True, error_code="internal",
-                              error_message=f"{type(exc).__name__}: {exc}")
+            return SendResult.retry(message.id, "internal", f"{type(exc).__name__}: {exc}")
 
     async def status(self) -> ChannelStatus:
         return ChannelStatus(connected=True)

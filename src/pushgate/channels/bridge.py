@@ -5,9 +5,9 @@ API, so both connectors follow the same plan, implemented here once:
 
 - **Send only while the session is connected.** Before a send the session state is read (and
   cached for ``session_cache_seconds``, so a batch costs one look-up). A session that is starting,
-  logged out or stopped makes the message wait (``defer``: not an attempt) instead of failing; a
-  send refused with an error is re-checked against a fresh state for the same reason, because a
-  session that dropped after the cached look-up answers sends with errors.
+  logged out or stopped makes the message wait (``Outcome.DEFER``: not an attempt) instead of
+  failing; a send refused with an error is re-checked against a fresh state for the same
+  reason, because a session that dropped after the cached look-up answers sends with errors.
 - **Classify bridge answers the same way:** 401 pauses the channel (the operator must fix the key),
   429/408/5xx and network errors are retryable, other 4xx are permanent — each only while a
   fresh look-up still finds the session connected; a bridge that is down or unreachable makes
@@ -374,12 +374,10 @@ class BridgeChannel(Channel):
 
     def _waiting(self, message: OutboundMessage, session: SessionState) -> SendResult:
         if session.unauthorized:
-            return SendResult(message.id, ok=False, retryable=True, defer=True,
-                              pause_channel=True, error_code="401", error_message=session.detail)
-        return SendResult(message.id, ok=False, retryable=True, defer=True,
-                          retry_after=self.config.session_retry_seconds,
-                          error_code=f"session-{session.provider_status.lower()}",
-                          error_message=f"{session.detail}; the message waits for it")
+            return SendResult.pause(message.id, "401", session.detail)
+        return SendResult.defer(message.id, f"session-{session.provider_status.lower()}",
+                                f"{session.detail}; the message waits for it",
+                                retry_after=self.config.session_retry_seconds)
 
     # -- sending -------------------------------------------------------------------------------
 
@@ -391,8 +389,7 @@ class BridgeChannel(Channel):
         if isinstance(planned, SendResult):
             return await self._unless_session_dropped(message, planned)
         if not planned:
-            return SendResult(message.id, ok=False, retryable=False, error_code="empty",
-                              error_message="message has neither text nor media")
+            return SendResult.failed(message.id, "empty", "message has neither text nor media")
         done = self._partial.pop(message.id, {})
         for call in planned:
             if call.part in done:
@@ -408,7 +405,7 @@ class BridgeChannel(Channel):
         known = [(part, pid) for part, pid in sorted(done.items()) if pid]
         first = known[0][1] if known else None
         refs = known if len(planned) > 1 else []
-        return SendResult(message.id, ok=True, provider_id=first, provider_refs=refs)
+        return SendResult.sent(message.id, first, provider_refs=refs)
 
     def _remember_partial(self, message_id: int, done: dict[int, str | None]) -> None:
         self._partial[message_id] = done
@@ -419,7 +416,7 @@ class BridgeChannel(Channel):
                                       failure: SendResult) -> SendResult:
         """A bridge whose session dropped since the cached look-up refuses sends with errors
         that look like the message's fault: check again, and let the message wait if so."""
-        if failure.ok or failure.pause_channel or failure.defer:
+        if failure.kind.went_out or failure.kind.waits:
             return failure
         session = await self.session(fresh=True)
         return failure if session.connected else self._waiting(message, session)
@@ -430,21 +427,18 @@ class BridgeChannel(Channel):
         try:
             response = await self._http().request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            return SendResult(message_id, ok=False, retryable=True, error_code="network",
-                              error_message=f"bridge call failed: {_describe(exc)}")
+            return SendResult.retry(message_id, "network",
+                                    f"bridge call failed: {_describe(exc)}")
         if response.is_success:
             return response
         status = response.status_code
         detail = f"HTTP {status}: {error_text(response)}"
         if status == 401:
-            return SendResult(message_id, ok=False, retryable=True, defer=True,
-                              pause_channel=True, error_code="401",
-                              error_message=f"bridge refused the API key ({detail})")
+            return SendResult.pause(message_id, "401", f"bridge refused the API key ({detail})")
         if status >= 500 or status in _RETRYABLE_STATUS:
-            return SendResult(message_id, ok=False, retryable=True, error_code=str(status),
-                              error_message=detail, retry_after=_retry_after(response))
-        return SendResult(message_id, ok=False, retryable=False,
-                          error_code=self.error_code(response), error_message=detail)
+            return SendResult.retry(message_id, str(status), detail,
+                                    retry_after=_retry_after(response))
+        return SendResult.failed(message_id, self.error_code(response), detail)
 
 
 def media_kind(message: OutboundMessage) -> str:

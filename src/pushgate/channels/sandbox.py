@@ -63,13 +63,14 @@ class SandboxChannel(Channel):
     def _result(self, message: OutboundMessage) -> SendResult:
         roll = self.random.random()
         if roll < self.failure_ratio:
-            return SendResult(message.id, ok=False, retryable=False, error_code="sandbox-failed",
-                              error_message="sandbox: simulated permanent failure")
+            return SendResult.failed(message.id, "sandbox-failed",
+                                     "sandbox: simulated permanent failure")
         if roll < self.failure_ratio + self.transient_ratio:
-            return SendResult(message.id, ok=False, retryable=True, error_code="sandbox-busy",
-                              error_message="sandbox: simulated transient failure")
-        return SendResult(message.id, ok=True, provider_id=f"sandbox-{message.id}",
-                          delivered=self.delivered_on_send)
+            return SendResult.retry(message.id, "sandbox-busy",
+                                    "sandbox: simulated transient failure")
+        if self.delivered_on_send:
+            return SendResult.delivered(message.id, f"sandbox-{message.id}")
+        return SendResult.sent(message.id, f"sandbox-{message.id}")
 
     async def send(self, message: OutboundMessage) -> SendResult:
         return self._result(message)

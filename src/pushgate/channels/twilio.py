@@ -30,7 +30,6 @@ import re
 import time
 import urllib.parse
 import xml.etree.ElementTree as ET
-from enum import Enum
 from typing import Any, ClassVar
 
 import httpx
@@ -49,7 +48,7 @@ from pushgate.channels.base import (
 from pushgate.channels.config import ChannelConfig
 from pushgate.core.channels import ChannelSpec, MediaKind, media_kind_from_url
 from pushgate.core.lifecycle import State
-from pushgate.core.models import OutboundMessage, SendResult, StatusUpdate
+from pushgate.core.models import OutboundMessage, Outcome, SendResult, StatusUpdate
 
 __all__ = [
     "TwilioSmsChannel",
@@ -72,40 +71,34 @@ _PHONE_NUMBER = re.compile(r"\+?[1-9][0-9]{6,14}")
 _ALPHA_SENDER = re.compile(r"(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}")
 
 
-class Outcome(Enum):
-    RETRY = "retry"            # try again later, counts as an attempt
-    PERMANENT = "permanent"    # fail and refund
-    DEFER = "defer"            # wait, not an attempt (pair limit)
-    PAUSE = "pause"            # credentials refused: pause the channel, the message waits
-
-
-# Every Twilio error code this module knows, what a send meeting it becomes, and a short
+# Every Twilio error code this module knows, what a send meeting it becomes (DEFER: the pair
+# limit, not an attempt; PAUSE_CHANNEL: credentials refused, the message waits), and a short
 # description (also used for ErrorCode in failed/undelivered callbacks). Wire formats 5.1.
 ERRORS: dict[int, tuple[Outcome, str]] = {
-    20003: (Outcome.PAUSE, "authentication failed (account sid or auth token)"),
+    20003: (Outcome.PAUSE_CHANNEL, "authentication failed (account sid or auth token)"),
     20429: (Outcome.RETRY, "too many requests"),
     14107: (Outcome.DEFER, "too many messages between this pair of numbers in 30 s"),
-    21211: (Outcome.PERMANENT, "invalid 'To' number"),
-    21408: (Outcome.PERMANENT, "sending to this region is not enabled"),
-    21606: (Outcome.PERMANENT, "the 'From' number cannot send to this destination"),
-    21608: (Outcome.PERMANENT, "unverified 'To' number (trial account)"),
-    21610: (Outcome.PERMANENT, "recipient opted out (replied STOP)"),
-    21614: (Outcome.PERMANENT, "'To' number cannot receive SMS"),
+    21211: (Outcome.FAILED, "invalid 'To' number"),
+    21408: (Outcome.FAILED, "sending to this region is not enabled"),
+    21606: (Outcome.FAILED, "the 'From' number cannot send to this destination"),
+    21608: (Outcome.FAILED, "unverified 'To' number (trial account)"),
+    21610: (Outcome.FAILED, "recipient opted out (replied STOP)"),
+    21614: (Outcome.FAILED, "'To' number cannot receive SMS"),
     30001: (Outcome.RETRY, "queue overflow"),
-    30003: (Outcome.PERMANENT, "unreachable destination handset"),
-    30005: (Outcome.PERMANENT, "unknown or inactive destination number"),
-    30006: (Outcome.PERMANENT, "landline or unreachable carrier"),
-    30007: (Outcome.PERMANENT, "filtered by the carrier"),
-    30008: (Outcome.PERMANENT, "unknown delivery error"),
-    63016: (Outcome.PERMANENT, "outside the WhatsApp 24-hour window"),
+    30003: (Outcome.FAILED, "unreachable destination handset"),
+    30005: (Outcome.FAILED, "unknown or inactive destination number"),
+    30006: (Outcome.FAILED, "landline or unreachable carrier"),
+    30007: (Outcome.FAILED, "filtered by the carrier"),
+    30008: (Outcome.FAILED, "unknown delivery error"),
+    63016: (Outcome.FAILED, "outside the WhatsApp 24-hour window"),
     63018: (Outcome.RETRY, "WhatsApp rate limit"),
 }
 # Codes not in ERRORS, by HTTP status. 403 and 404 on our own account's resources mean the
 # channel is misconfigured: pausing it keeps the queue, where failing would refund it all.
 _BY_HTTP_STATUS: dict[int, Outcome] = {
-    401: Outcome.PAUSE,
-    403: Outcome.PAUSE,
-    404: Outcome.PAUSE,
+    401: Outcome.PAUSE_CHANNEL,
+    403: Outcome.PAUSE_CHANNEL,
+    404: Outcome.PAUSE_CHANNEL,
     408: Outcome.RETRY,
     429: Outcome.RETRY,
 }
@@ -117,7 +110,7 @@ def classify(http_status: int, code: int | None) -> Outcome:
         return ERRORS[code][0]
     if http_status in _BY_HTTP_STATUS:
         return _BY_HTTP_STATUS[http_status]
-    return Outcome.RETRY if http_status >= 500 else Outcome.PERMANENT
+    return Outcome.RETRY if http_status >= 500 else Outcome.FAILED
 
 
 def twilio_signature(auth_token: str, url: str, params: list[tuple[str, str]]) -> str:
@@ -178,18 +171,12 @@ def _refused(message: OutboundMessage, response: httpx.Response) -> SendResult:
     """The SendResult of a send Twilio answered with an error."""
     code, text = _error_fields(response)
     outcome = classify(response.status_code, code)
-    retry_after = None if outcome is Outcome.PERMANENT else _retry_after(response)
+    retry_after = None if outcome is Outcome.FAILED else _retry_after(response)
     if outcome is Outcome.DEFER and retry_after is None:
         retry_after = PAIR_WINDOW_SECONDS
-    return SendResult(
-        message.id, ok=False,
-        retryable=outcome is not Outcome.PERMANENT,
-        defer=outcome in (Outcome.DEFER, Outcome.PAUSE),
-        pause_channel=outcome is Outcome.PAUSE,
-        error_code=str(code) if code is not None else f"http-{response.status_code}",
-        error_message=f"Twilio: {text}",
-        retry_after=retry_after,
-    )
+    return SendResult(message.id, outcome,
+                      error_code=str(code) if code is not None else f"http-{response.status_code}",
+                      error_message=f"Twilio: {text}", retry_after=retry_after)
 
 
 def _phone(value: Any, key: str) -> str:
@@ -338,16 +325,16 @@ class TwilioChannel(Channel):
                 headers={"Content-Type": "application/x-www-form-urlencoded"},
                 extensions=self.permit_extensions())
         except httpx.HTTPError as exc:
-            return SendResult(message.id, ok=False, retryable=True, error_code="network",
-                              error_message=f"Twilio unreachable: {type(exc).__name__}: {exc}")
+            return SendResult.retry(message.id, "network",
+                                    f"Twilio unreachable: {type(exc).__name__}: {exc}")
         if response.is_success:
             try:
                 sid = response.json()["sid"]
             except (ValueError, KeyError, TypeError):
-                return SendResult(message.id, ok=False, retryable=True, error_code="bad-response",
-                                  error_message=f"Twilio answered {response.status_code} "
-                                                f"without a sid: {response.text[:200]}")
-            return SendResult(message.id, ok=True, provider_id=str(sid))
+                return SendResult.retry(message.id, "bad-response",
+                                        f"Twilio answered {response.status_code} "
+                                        f"without a sid: {response.text[:200]}")
+            return SendResult.sent(message.id, str(sid))
         return _refused(message, response)
 
     # -- callbacks -------------------------------------------------------------------------
@@ -424,8 +411,8 @@ class TwilioSmsChannel(TwilioChannel):
 
     def _params(self, message: OutboundMessage) -> list[tuple[str, str]] | SendResult:
         if not message.text and not message.media_url:
-            return SendResult(message.id, ok=False, retryable=False, error_code="empty",
-                              error_message="nothing to send: no text and no media")
+            return SendResult.failed(message.id, "empty",
+                                     "nothing to send: no text and no media")
         # One Twilio message carries the text and the media together (MMS takes a body with
         # any media), and Twilio splits and joins long texts itself: one sid per message.
         params = [("To", "+" + message.number.lstrip("+"))]
@@ -496,18 +483,18 @@ class TwilioVoiceChannel(TwilioChannel):
         if message.media_url:
             kind = message.media_kind or media_kind_from_url(message.media_url)
             if kind != MediaKind.AUDIO:
-                return SendResult(message.id, ok=False, retryable=False, error_code="media-kind",
-                                  error_message=f"a call can only play audio, not {kind}")
+                return SendResult.failed(message.id, "media-kind",
+                                         f"a call can only play audio, not {kind}")
             audio_url = message.media_url
         if not message.text and not audio_url:
-            return SendResult(message.id, ok=False, retryable=False, error_code="empty",
-                              error_message="nothing to say: no text and no audio")
+            return SendResult.failed(message.id, "empty",
+                                     "nothing to say: no text and no audio")
         twiml = voice_twiml(message.text, audio_url, self.config["voice"],
                             self.config["language"])
         if len(twiml) > MAX_TWIML_CHARS:
-            return SendResult(message.id, ok=False, retryable=False, error_code="too-long",
-                              error_message=f"call script is {len(twiml)} characters of TwiML; "
-                                            f"Twilio takes at most {MAX_TWIML_CHARS}")
+            return SendResult.failed(message.id, "too-long",
+                                     f"call script is {len(twiml)} characters of TwiML; "
+                                     f"Twilio takes at most {MAX_TWIML_CHARS}")
         return [
             ("To", "+" + message.number.lstrip("+")),
             ("From", self.config["from_number"]),

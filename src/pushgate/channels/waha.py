@@ -234,8 +234,8 @@ class WahaChannel(BridgeChannel):
             except ValueError:
                 body = None
             if not isinstance(body, dict) or "numberExists" not in body:
-                return SendResult(message.id, ok=False, retryable=True, error_code="bad-answer",
-                                  error_message="WAHA check-exists answered without numberExists")
+                return SendResult.retry(message.id, "bad-answer",
+                                        "WAHA check-exists answered without numberExists")
             found = body.get("chatId")
             chat_id = (_chat_id(found) if isinstance(found, str) and found
                        else f"{number}@c.us") if body["numberExists"] else None
@@ -244,8 +244,8 @@ class WahaChannel(BridgeChannel):
             while len(self._numbers) > _NUMBER_CACHE_LIMIT:
                 self._numbers.popitem(last=False)
         if chat_id is None:
-            return SendResult(message.id, ok=False, retryable=False, error_code="not-on-whatsapp",
-                              error_message=f"{number} is not on WhatsApp (WAHA check-exists)")
+            return SendResult.failed(message.id, "not-on-whatsapp",
+                                     f"{number} is not on WhatsApp (WAHA check-exists)")
         return chat_id
 
     # -- callbacks -----------------------------------------------------------------------------

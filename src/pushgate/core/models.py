@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 
 from pushgate.core.lifecycle import State
 
@@ -29,33 +30,106 @@ class OutboundMessage:
     extra: dict[str, object] | None = None
 
 
-@dataclass(slots=True)
+class Outcome(Enum):
+    """What one send attempt came to: the one answer a channel gives, so no result can say two
+    contradictory things at once."""
+
+    # The provider took it; its fate follows in status updates.
+    SENT = "sent"
+    # The provider's answer already says delivered (the sandbox without a delivery delay):
+    # recorded as submitted and delivered in the same write, both events and both reports,
+    # instead of a second pass over the message for a receipt that is already known.
+    DELIVERED = "delivered"
+    # Nothing usable came of it: back to the queue after a back-off; the attempt counts.
+    RETRY = "retry"
+    # Permanent for this message: failed and refunded.
+    FAILED = "failed"
+    # Not an attempt: the message waits ``retry_after`` seconds and its attempts are not
+    # counted (pair limit, bridge session down, SMSC throttling, a phone at its limit).
+    DEFER = "defer"
+    # The provider refused the channel's credentials: pause the channel and alert; the
+    # message waits like DEFER for when the operator fixes it.
+    PAUSE_CHANNEL = "pause_channel"
+
+    @property
+    def went_out(self) -> bool:
+        """The provider has the message: it is submitted (or delivered)."""
+        return self in (Outcome.SENT, Outcome.DELIVERED)
+
+    @property
+    def waits(self) -> bool:
+        """Back to the queue without counting an attempt."""
+        return self in (Outcome.DEFER, Outcome.PAUSE_CHANNEL)
+
+
+@dataclass(frozen=True, slots=True)
 class SendResult:
-    """What a channel says about one send attempt."""
+    """What a channel says about one send attempt. Built with the constructor of its outcome
+    (``SendResult.sent(...)``, ``.retry(...)``...), which takes only the fields that outcome
+    has."""
 
     message_id: int
-    ok: bool
+    kind: Outcome
     provider_id: str | None = None
-    retryable: bool = False
     error_code: str | None = None
     error_message: str | None = None
-    # Seconds the provider asked us to wait before the next try (e.g. Retry-After).
+    # Seconds the provider asked us to wait before the next try (e.g. Retry-After); for a
+    # result that waits, how long.
     retry_after: float | None = None
     # Every provider id of a message that went out as several sends (SMS parts, audio then
     # its text), as (part index, id); aliases of one part (an SMSC id in hex and in decimal)
     # share its index. Status updates name any of them; the message is delivered when every
     # part is, failed when one part fails. Empty: ``provider_id`` is the only id.
     provider_refs: list[tuple[int, str]] = field(default_factory=list)
-    # Not an attempt: the message waits ``retry_after`` seconds and its attempts are not
-    # counted (pair limit, bridge session down, channel paused for bad credentials).
-    defer: bool = False
-    # The provider refused the channel's credentials: pause the channel and alert; the
-    # message goes back to the queue (``defer``) for when the operator fixes it.
-    pause_channel: bool = False
-    # The provider's answer already says delivered (the sandbox without a delivery delay):
-    # recorded as submitted and delivered in the same write, both events and both reports,
-    # instead of a second pass over the message for a receipt that is already known.
-    delivered: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind.went_out:
+            if self.retry_after is not None:
+                raise ValueError(f"a {self.kind.value} result has no retry_after")
+        elif self.provider_id is not None or self.provider_refs:
+            raise ValueError(f"a {self.kind.value} result has no provider ids")
+
+    @classmethod
+    def sent(cls, message_id: int, provider_id: str | None = None, *,
+             provider_refs: list[tuple[int, str]] | None = None, error_code: str | None = None,
+             error_message: str | None = None) -> SendResult:
+        """Submitted. An error here is a problem with a part of a message that went out
+        (an audio's text lost), reported with it."""
+        return cls(message_id, Outcome.SENT, provider_id, error_code, error_message, None,
+                   provider_refs or [])
+
+    @classmethod
+    def delivered(cls, message_id: int, provider_id: str | None = None, *,
+                  provider_refs: list[tuple[int, str]] | None = None,
+                  error_code: str | None = None, error_message: str | None = None
+                  ) -> SendResult:
+        """Submitted and already delivered; an error as for ``sent``."""
+        return cls(message_id, Outcome.DELIVERED, provider_id, error_code, error_message, None,
+                   provider_refs or [])
+
+    @classmethod
+    def retry(cls, message_id: int, error_code: str | None = None,
+              error_message: str | None = None, *, retry_after: float | None = None
+              ) -> SendResult:
+        return cls(message_id, Outcome.RETRY, None, error_code, error_message, retry_after)
+
+    @classmethod
+    def failed(cls, message_id: int, error_code: str | None = None,
+               error_message: str | None = None) -> SendResult:
+        return cls(message_id, Outcome.FAILED, None, error_code, error_message)
+
+    @classmethod
+    def defer(cls, message_id: int, error_code: str | None = None,
+              error_message: str | None = None, *, retry_after: float | None = None
+              ) -> SendResult:
+        return cls(message_id, Outcome.DEFER, None, error_code, error_message, retry_after)
+
+    @classmethod
+    def pause(cls, message_id: int, error_code: str | None = None,
+              error_message: str | None = None, *, retry_after: float | None = None
+              ) -> SendResult:
+        return cls(message_id, Outcome.PAUSE_CHANNEL, None, error_code, error_message,
+                   retry_after)
 
 
 @dataclass(slots=True)

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pushgate.core.lifecycle import State
-from pushgate.core.models import SendResult, StatusUpdate
+from pushgate.core.models import Outcome, SendResult, StatusUpdate
 from pushgate.core.policy import RetryPolicy
 
 #: Why a queued message expired.
@@ -137,17 +137,18 @@ class OutcomePlan:
 
 
 def plan_submission(res: SendResult, now: float) -> Submission:
-    """The writes of one send that went through (``res.ok``)."""
-    state = "delivered" if res.delivered else "submitted"
-    reports = ("submitted", "delivered") if res.delivered else ("submitted",)
+    """The writes of one send that went through (``res.kind.went_out``)."""
+    delivered = res.kind is Outcome.DELIVERED
+    state = "delivered" if delivered else "submitted"
+    reports = ("submitted", "delivered") if delivered else ("submitted",)
     if not res.error_code:
         return Submission(res.message_id, state, res.provider_id, None, None,
-                          now if res.delivered else None, (), reports)
+                          now if delivered else None, (), reports)
     # An ok send may still report a problem with a part: the submission keeps its event rows,
     # with the problem (its `submitted_at` still counts it for the channel's caps).
     events = [Event(res.message_id, "submitted", now, f"provider id {res.provider_id}; "
                     f"{res.error_code}: {res.error_message or ''}")]
-    if res.delivered:
+    if delivered:
         events.append(Event(res.message_id, "delivered", now, None))
     return Submission(res.message_id, state, res.provider_id, res.error_code,
                       res.error_message or "", None, tuple(events), reports)
@@ -164,7 +165,7 @@ def plan_outcomes(results: Sequence[SendResult], held: Mapping[int, HeldMessage]
         row = held.get(res.message_id)
         if row is None:
             continue
-        if res.ok:
+        if res.kind.went_out:
             submission = plan_submission(res, now)
             plan.submitted.append(submission)
             plan.events += submission.events
@@ -180,18 +181,19 @@ def _plan_failure(plan: OutcomePlan, res: SendResult, row: HeldMessage, now: flo
                   policy: RetryPolicy) -> None:
     mid = row.id
     detail = f"{res.error_code or 'error'}: {res.error_message or ''}".strip()
-    if res.defer:
+    if res.kind.waits:
         wait = max(res.retry_after or 0.0, MIN_DEFER_SECONDS)
         plan.deferred.append(Requeue(mid, now + wait, res.error_code, res.error_message))
         plan.events.append(Event(mid, "queued", now,
                                  f"waiting {wait:.1f}s (not an attempt): {detail}"))
         return
-    if res.retryable and row.attempts < policy.max_attempts:
+    retry = res.kind is Outcome.RETRY
+    if retry and row.attempts < policy.max_attempts:
         delay = policy.delay(row.attempts, res.retry_after)
         plan.retried.append(Requeue(mid, now + delay, res.error_code, res.error_message))
         plan.events.append(Event(mid, "queued", now, f"retry in {delay:.1f}s after {detail}"))
         return
-    if res.retryable:
+    if retry:
         detail = f"gave up after {row.attempts} attempts; last {detail}"
     plan.failed.append(Failure(mid, res.error_code, res.error_message))
     plan.events.append(Event(mid, "failed", now, detail))

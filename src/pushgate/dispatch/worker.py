@@ -38,6 +38,7 @@ from pushgate.core.models import (
     InboundMessage,
     InboundPart,
     OutboundMessage,
+    Outcome,
     SendResult,
     StatusUpdate,
 )
@@ -369,7 +370,7 @@ class ChannelRunner:
                 await self.channel.send_each(messages, recorder.report)
             finally:
                 results = await recorder.close()
-        refused = next((r for r in results if r.pause_channel), None)
+        refused = next((r for r in results if r.kind is Outcome.PAUSE_CHANNEL), None)
         if refused is not None:
             await self.pause(refused)
         return True
@@ -384,7 +385,7 @@ class ChannelRunner:
         except BaseException:
             self.unrecorded.extend(results)
             raise
-        d.sent += sum(1 for r in results if r.ok)
+        d.sent += sum(1 for r in results if r.kind.went_out)
         d.notify_webhooks()
         self.sent_wake.set()
 

@@ -32,8 +32,8 @@ async def test_message_of_several_parts_is_delivered_when_every_part_is(store, m
     mid = await claim_one(store, channel.id, now)
     # Three parts; the SMSC's id of each also in its other base (the same part).
     refs = [(0, "0A"), (0, "10"), (1, "0B"), (1, "11"), (2, "0C"), (2, "12")]
-    await store.record_outcomes("w", [SendResult(mid, ok=True, provider_id="0A",
-                                                 provider_refs=refs)], now, POLICY)
+    await store.record_outcomes("w", [SendResult.sent(mid, "0A", provider_refs=refs)], now,
+                                POLICY)
 
     def update(pid: str, state: State = State.DELIVERED) -> StatusUpdate:
         return StatusUpdate(state=state, at=now + 1, channel_id=channel.id, provider_id=pid)
@@ -53,8 +53,8 @@ async def test_one_failed_part_fails_the_message(store, make) -> None:
     now = time.time()
     await queue(store, channel, 1, now)
     mid = await claim_one(store, channel.id, now)
-    await store.record_outcomes("w", [SendResult(mid, ok=True, provider_id="a",
-                                                 provider_refs=[(0, "a"), (1, "b")])],
+    await store.record_outcomes("w", [SendResult.sent(mid, "a",
+                                                      provider_refs=[(0, "a"), (1, "b")])],
                                 now, POLICY)
     await store.apply_status_updates([
         StatusUpdate(state=State.DELIVERED, at=now, channel_id=channel.id, provider_id="a"),
@@ -81,9 +81,9 @@ async def test_update_that_overtakes_its_send_is_kept_until_the_id_is_recorded(
     assert await store.apply_status_updates(early) == 0
     assert query("SELECT count(*) FROM early_updates")[0][0] == 2
     await store.record_outcomes("w", [
-        SendResult(first, ok=True, provider_id="early-1"),
-        SendResult(second, ok=True, provider_id="part-a",
-                   provider_refs=[(0, "part-a"), (1, "part-b")])], now, POLICY)
+        SendResult.sent(first, "early-1"),
+        SendResult.sent(second, "part-a", provider_refs=[(0, "part-a"), (1, "part-b")])],
+        now, POLICY)
     assert await states(store, project.id, [first, second]) == ["delivered", "submitted"]
     assert query("SELECT count(*) FROM early_updates")[0][0] == 0
     await store.apply_status_updates([StatusUpdate(
@@ -109,9 +109,8 @@ async def test_deferred_send_waits_without_counting_an_attempt(store, make) -> N
     await queue(store, channel, 1, now)
     for _ in range(POLICY.max_attempts + 2):   # more waits than attempts allowed
         mid = await claim_one(store, channel.id, now)
-        await store.record_outcomes("w", [SendResult(
-            mid, ok=False, retryable=True, defer=True, retry_after=5,
-            error_message="pair limit")], now, POLICY)
+        await store.record_outcomes("w", [SendResult.defer(mid, error_message="pair limit",
+                                                           retry_after=5)], now, POLICY)
         assert await store.claim_messages(channel.id, "w", 1, now + 4, LEASE) == []
         now += 5
     message = await store.get_message(project.id, mid)
@@ -129,7 +128,7 @@ async def test_failure_the_provider_did_not_bill_is_refunded(store, make) -> Non
     await queue(store, channel, 1, now)
     assert await balance(store, project.id) == 500_000
     mid = await claim_one(store, channel.id, now)
-    await store.record_outcomes("w", [SendResult(mid, ok=True, provider_id="wamid.1")],
+    await store.record_outcomes("w", [SendResult.sent(mid, "wamid.1")],
                                 now, POLICY)
     await store.apply_status_updates([StatusUpdate(
         state=State.FAILED, at=now, channel_id=channel.id, provider_id="wamid.1",
@@ -204,7 +203,7 @@ async def test_sent_since_counts_what_went_to_the_provider(store, make) -> None:
     now = time.time()
     await queue(store, channel, 3, now)
     claimed = await store.claim_messages(channel.id, "w", 2, now, LEASE)
-    await store.record_outcomes("w", [SendResult(m.id, ok=True, provider_id=f"p{m.id}")
+    await store.record_outcomes("w", [SendResult.sent(m.id, f"p{m.id}")
                                       for m in claimed], now, POLICY)
     assert await store.sent_since(channel.id, now - 1) == 2
     assert await store.sent_since(channel.id, now + 1) == 0
@@ -224,8 +223,8 @@ async def test_an_ok_send_can_carry_a_partial_problem(store, make) -> None:
     now = time.time()
     await queue(store, channel, 1, now)
     mid = await claim_one(store, channel.id, now)
-    await store.record_outcomes("w", [SendResult(
-        mid, ok=True, provider_id="wamid.audio", error_code="text-lost",
+    await store.record_outcomes("w", [SendResult.sent(
+        mid, "wamid.audio", error_code="text-lost",
         error_message="the text after the audio was refused (131026)")], now, POLICY)
     message = await store.get_message(project.id, mid)
     assert message is not None
@@ -245,7 +244,7 @@ async def test_concurrent_callbacks_are_each_told_what_their_own_updates_changed
     count = 120
     await queue(store, channel, count, now)
     claimed = await store.claim_messages(channel.id, "w", count, now, LEASE)
-    await store.record_outcomes("w", [SendResult(m.id, ok=True, provider_id=f"wamid.{m.id}")
+    await store.record_outcomes("w", [SendResult.sent(m.id, f"wamid.{m.id}")
                                       for m in claimed], now, POLICY)
 
     def update(mid: int, state: State) -> list[StatusUpdate]:

@@ -35,8 +35,8 @@ async def send(store: Store, channel: ChannelSpec, now: float,
     """Claim everything ready and record it: ok, or permanently failed for ids in ``fail``."""
     claimed = await store.claim_messages(channel.id, "w", 1000, now, LEASE)
     await store.record_outcomes("w", [
-        SendResult(m.id, ok=False, retryable=False, error_code="bad", error_message="no such")
-        if fail and m.id in fail else SendResult(m.id, ok=True, provider_id=f"p{m.id}")
+        SendResult.failed(m.id, "bad", "no such")
+        if fail and m.id in fail else SendResult.sent(m.id, f"p{m.id}")
         for m in claimed], now, RetryPolicy())
     return [m.id for m in claimed]
 
@@ -207,11 +207,10 @@ async def test_a_send_answered_delivered_is_recorded_submitted_then_delivered(
     claimed += await store.claim_messages(quiet.id, "w", 10, t0 + 1, LEASE)
     first, second, third = pushed.message_ids
     await store.record_outcomes("w", [
-        SendResult(first, ok=True, provider_id="p1", delivered=True),
-        SendResult(second, ok=True, provider_id="p2"),
-        SendResult(third, ok=True, provider_id="p3", delivered=True, error_code="part",
-                   error_message="text lost"),
-        SendResult(muted.message_ids[0], ok=True, provider_id="p4", delivered=True),
+        SendResult.delivered(first, "p1"),
+        SendResult.sent(second, "p2"),
+        SendResult.delivered(third, "p3", error_code="part", error_message="text lost"),
+        SendResult.delivered(muted.message_ids[0], "p4"),
     ], t0 + 2, RetryPolicy())
 
     async def history(project_id: int, mid: int) -> tuple[str, list[tuple[str, Any]]]:

@@ -206,11 +206,11 @@ async def test_expired_lease_is_claimed_again_as_possible_resend(
 
     # The dead worker's late outcome is ignored; the new owner's counts.
     await store.record_outcomes(
-        "w1", [SendResult(m.id, ok=True, provider_id="stale") for m in first], t0 + 8,
+        "w1", [SendResult.sent(m.id, "stale") for m in first], t0 + 8,
         RetryPolicy())
     assert await states(store, project.id, pushed.message_ids) == ["sending"] * 3
     await store.record_outcomes(
-        "w2", [SendResult(m.id, ok=True, provider_id=f"p{m.id}") for m in again], t0 + 9,
+        "w2", [SendResult.sent(m.id, f"p{m.id}") for m in again], t0 + 9,
         RetryPolicy())
     for mid in pushed.message_ids:
         message = await store.get_message(project.id, mid)
@@ -258,7 +258,7 @@ async def test_ok_outcome_submits_with_provider_id(store: Store, make: Any) -> N
     pushed = await queue(store, channel, 2, t0)
     claimed = await store.claim_messages(channel.id, "w", 10, t0 + 1, LEASE)
     await store.record_outcomes(
-        "w", [SendResult(m.id, ok=True, provider_id=f"prov-{m.id}") for m in claimed], t0 + 2,
+        "w", [SendResult.sent(m.id, f"prov-{m.id}") for m in claimed], t0 + 2,
         RetryPolicy())
     for mid in pushed.message_ids:
         message = await store.get_message(project.id, mid)
@@ -283,16 +283,15 @@ async def test_routine_steps_are_columns_and_exceptions_are_event_rows(
     routine, retried, partial = pushed.message_ids
     claimed = await store.claim_messages(channel.id, "w1", 10, t0 + 1, LEASE)
     await store.record_outcomes("w1", [
-        SendResult(routine, ok=True, provider_id="p-routine", delivered=True),
-        SendResult(retried, ok=False, retryable=True, error_code="503", error_message="busy"),
-        SendResult(partial, ok=True, provider_id="p-partial", error_code="470",
-                   error_message="caption dropped"),
+        SendResult.delivered(routine, "p-routine"),
+        SendResult.retry(retried, "503", "busy"),
+        SendResult.sent(partial, "p-partial", error_code="470", error_message="caption dropped"),
     ], t0 + 2, RetryPolicy(base_seconds=0.0))
     assert len(claimed) == 3
     assert query("SELECT count(*) FROM message_events WHERE message_id = ?", routine) == [(0,)]
     again = await store.claim_messages(channel.id, "w2", 10, t0 + 3, LEASE)
     assert [m.id for m in again] == [retried]
-    await store.record_outcomes("w2", [SendResult(retried, ok=True, provider_id="p-retried")],
+    await store.record_outcomes("w2", [SendResult.sent(retried, "p-retried")],
                                 t0 + 4, RetryPolicy())
     # The receipt's own clock says it came before the submission was recorded.
     await store.apply_status_updates(
@@ -335,7 +334,7 @@ async def test_callback_before_outcome_keeps_the_provider_id(store: Store, make:
     assert await store.apply_status_updates(
         [StatusUpdate(state=State.DELIVERED, at=t0 + 2, message_id=mid)]) == 1
     await store.record_outcomes(
-        "w", [SendResult(m.id, ok=True, provider_id="prov-early") for m in claimed], t0 + 3,
+        "w", [SendResult.sent(m.id, "prov-early") for m in claimed], t0 + 3,
         RetryPolicy())
     message = await store.get_message(project.id, mid)
     assert message is not None
@@ -356,8 +355,7 @@ async def test_retryable_outcome_requeues_with_backoff(
     policy = RetryPolicy(max_attempts=5, base_seconds=10.0, cap_seconds=600.0)
     await store.claim_messages(channel.id, "w", 10, t0 + 1, LEASE)
     now = t0 + 2
-    await store.record_outcomes("w", [SendResult(mid, ok=False, retryable=True,
-                                                 error_code="busy", error_message="try later")],
+    await store.record_outcomes("w", [SendResult.retry(mid, "busy", "try later")],
                                 now, policy)
     message = await store.get_message(project.id, mid)
     assert message is not None
@@ -381,8 +379,7 @@ async def test_retry_after_is_honoured(store: Store, make: Any, query: Any) -> N
     [mid] = (await queue(store, channel, 1, t0)).message_ids
     await store.claim_messages(channel.id, "w", 10, t0 + 1, LEASE)
     now = t0 + 2
-    await store.record_outcomes("w", [SendResult(mid, ok=False, retryable=True,
-                                                 error_code="429", retry_after=120.0)],
+    await store.record_outcomes("w", [SendResult.retry(mid, "429", retry_after=120.0)],
                                 now, RetryPolicy(base_seconds=0.01))
     [(next_at,)] = query("SELECT next_attempt_at FROM messages WHERE id = ?", mid)
     assert next_at == pytest.approx(now + 120.0)
@@ -403,8 +400,7 @@ async def test_gives_up_after_max_attempts_and_refunds(store: Store, make: Any) 
         assert [(m.id, m.attempts) for m in claimed] == [
             (mid, attempt) for mid in pushed.message_ids]
         await store.record_outcomes(
-            "w", [SendResult(m.id, ok=False, retryable=True, error_code="timeout",
-                             error_message="no answer") for m in claimed], now, policy)
+            "w", [SendResult.retry(m.id, "timeout", "no answer") for m in claimed], now, policy)
         now += 1
         expected = "queued" if attempt < 3 else "refunded"
         assert await states(store, project.id, pushed.message_ids) == [expected] * 2
@@ -427,9 +423,8 @@ async def test_permanent_error_refunds_at_once(store: Store, make: Any) -> None:
     claimed = await store.claim_messages(channel.id, "w", 10, t0 + 1, LEASE)
     bad, good = claimed[0], claimed[1:]
     await store.record_outcomes("w", [
-        SendResult(bad.id, ok=False, retryable=False, error_code="invalid-number",
-                   error_message="not on WhatsApp"),
-        *[SendResult(m.id, ok=True, provider_id=f"p{m.id}") for m in good]], t0 + 2,
+        SendResult.failed(bad.id, "invalid-number", "not on WhatsApp"),
+        *[SendResult.sent(m.id, f"p{m.id}") for m in good]], t0 + 2,
         RetryPolicy())
     assert await states(store, project.id, pushed.message_ids) == [
         "refunded", "submitted", "submitted"]
@@ -448,9 +443,9 @@ async def test_outcome_for_unclaimed_message_is_ignored(store: Store, make: Any)
     channel = await make.channel(project.id)
     t0 = time.time()
     [mid] = (await queue(store, channel, 1, t0)).message_ids
-    await store.record_outcomes("w", [SendResult(mid, ok=False, retryable=False)], t0 + 1,
+    await store.record_outcomes("w", [SendResult.failed(mid)], t0 + 1,
                                 RetryPolicy())
-    await store.record_outcomes("w", [SendResult(mid, ok=True, provider_id="x")], t0 + 1,
+    await store.record_outcomes("w", [SendResult.sent(mid, "x")], t0 + 1,
                                 RetryPolicy())
     assert await states(store, project.id, [mid]) == ["queued"]
     assert await balance(store, project.id) == parse_credits("100") - PRICE
@@ -462,7 +457,7 @@ async def submitted(store: Store, channel: ChannelSpec, count: int, t0: float) -
     pushed = await queue(store, channel, count, t0)
     claimed = await store.claim_messages(channel.id, "w", 100, t0 + 1, LEASE)
     await store.record_outcomes(
-        "w", [SendResult(m.id, ok=True, provider_id=f"prov-{m.id}") for m in claimed], t0 + 2,
+        "w", [SendResult.sent(m.id, f"prov-{m.id}") for m in claimed], t0 + 2,
         RetryPolicy())
     return pushed.message_ids
 
@@ -604,13 +599,12 @@ async def test_a_message_in_flight_at_expiry_expires_when_it_comes_back(
     done = await queue(store, channel, 1, t0, priority=1, expires_at=t0 + 100)
     claimed = await store.claim_messages(channel.id, "w", 2, t0 + 1, 1000.0)
     assert [m.id for m in claimed] == [done.message_ids[0], pushed.message_ids[0]]
-    await store.record_outcomes("w", [SendResult(done.message_ids[0], ok=True,
-                                                 provider_id="p-done")], t0 + 2, RetryPolicy())
+    await store.record_outcomes("w", [SendResult.sent(done.message_ids[0], "p-done")], t0 + 2,
+                                RetryPolicy())
 
     assert await store.expire_due(t0 + 200, 100) == 1   # the queued one; one is in flight
     assert await states(store, project.id, pushed.message_ids) == ["sending", "expired"]
-    await store.record_outcomes("w", [SendResult(pushed.message_ids[0], ok=False,
-                                                 retryable=True, error_code="503")],
+    await store.record_outcomes("w", [SendResult.retry(pushed.message_ids[0], "503")],
                                 t0 + 250, RetryPolicy())
     assert await states(store, project.id, pushed.message_ids) == ["queued", "expired"]
     assert await store.expire_due(t0 + 300, 100) == 1
@@ -712,18 +706,16 @@ async def test_an_earlier_attempts_error_is_cleared_when_the_message_moves_on(
     retried, partial, failing = (await queue(store, channel, 3, t0)).message_ids
     await store.claim_messages(channel.id, "w", 10, t0 + 1, LEASE)
     await store.record_outcomes("w", [
-        SendResult(retried, ok=False, retryable=True, error_code="130429",
-                   error_message="Rate limit hit"),
-        SendResult(partial, ok=True, provider_id="p-partial", error_code="470",
-                   error_message="caption dropped"),
-        SendResult(failing, ok=True, provider_id="p-failing"),
+        SendResult.retry(retried, "130429", "Rate limit hit"),
+        SendResult.sent(partial, "p-partial", error_code="470", error_message="caption dropped"),
+        SendResult.sent(failing, "p-failing"),
     ], t0 + 2, RetryPolicy(base_seconds=0.0))
     waiting = await store.get_message(project.id, retried)
     assert waiting is not None and (waiting["state"], waiting["error_code"]) == (
         "queued", "130429")
     assert [m.id for m in await store.claim_messages(channel.id, "w", 10, t0 + 3, LEASE)] == [
         retried]
-    await store.record_outcomes("w", [SendResult(retried, ok=True, provider_id="p-retried")],
+    await store.record_outcomes("w", [SendResult.sent(retried, "p-retried")],
                                 t0 + 4, RetryPolicy())
     sent = await store.get_message(project.id, retried)
     assert sent is not None

@@ -3,6 +3,7 @@ connector and its config; the phone protocol beside it). Importing the package r
 ``AndroidChannel``, as the channel registry expects of ``pushgate.channels.android``."""
 
 from pushgate.channels.android.channel import (
+    FAULT_OUTCOMES,
     LIMIT_CODES,
     LIMIT_EXCEEDED,
     MIN_PRIVATE_TOKEN,
@@ -16,6 +17,6 @@ from pushgate.channels.android.channel import (
     read_app_error,
 )
 
-__all__ = ["LIMIT_CODES", "LIMIT_EXCEEDED", "MIN_PRIVATE_TOKEN", "PERMANENT", "PHONE_TROUBLE",
-           "TRANSIENT", "AndroidChannel", "AppError", "PhoneFault", "PhoneSettings",
-           "read_app_error"]
+__all__ = ["FAULT_OUTCOMES", "LIMIT_CODES", "LIMIT_EXCEEDED", "MIN_PRIVATE_TOKEN", "PERMANENT",
+           "PHONE_TROUBLE", "TRANSIENT", "AndroidChannel", "AppError", "PhoneFault",
+           "PhoneSettings", "read_app_error"]

@@ -76,7 +76,7 @@ from pushgate.channels.base import (
 )
 from pushgate.channels.config import ChannelConfig, parse_model
 from pushgate.core.channels import ChannelSpec
-from pushgate.core.models import OutboundMessage, SendResult
+from pushgate.core.models import OutboundMessage, Outcome, SendResult
 
 # Android's own error for a send it refused because the app sent too many (see above).
 LIMIT_EXCEEDED = "RESULT_ERROR_LIMIT_EXCEEDED"
@@ -90,6 +90,15 @@ class PhoneFault(StrEnum):
     PHONE = "phone"           # the phone cannot send now: rest it, re-queue the message
     TRANSIENT = "transient"   # a passing fault: retry the message later (an attempt)
     PERMANENT = "permanent"   # the message cannot go: failed and refunded
+
+
+# What a send the phone reports failed becomes, by whose problem it is.
+FAULT_OUTCOMES: dict[PhoneFault, Outcome] = {
+    PhoneFault.LIMIT: Outcome.DEFER,
+    PhoneFault.PHONE: Outcome.DEFER,
+    PhoneFault.TRANSIENT: Outcome.RETRY,
+    PhoneFault.PERMANENT: Outcome.FAILED,
+}
 
 
 # SmsManager's result codes, by what they mean for the message (the app's texts name them).
@@ -279,9 +288,8 @@ class AndroidChannel(Channel):
     async def send(self, message: OutboundMessage) -> SendResult:
         # Phones fetch their messages; a dispatcher that calls this anyway must not spend an
         # attempt on the message, only give it back.
-        return SendResult(message.id, ok=False, retryable=True, defer=True, retry_after=60.0,
-                          error_code="pull_channel",
-                          error_message="android channels are sent by their phones")
+        return SendResult.defer(message.id, "pull_channel",
+                                "android channels are sent by their phones", retry_after=60.0)
 
     async def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
         return [await self.send(m) for m in messages]

@@ -15,10 +15,15 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from pushgate.channels.android.channel import PhoneFault, PhoneSettings, read_app_error
+from pushgate.channels.android.channel import (
+    FAULT_OUTCOMES,
+    PhoneFault,
+    PhoneSettings,
+    read_app_error,
+)
 from pushgate.core.devices import Device
 from pushgate.core.lifecycle import State
-from pushgate.core.models import SendResult, StatusUpdate
+from pushgate.core.models import Outcome, SendResult, StatusUpdate
 
 # Message states of the app (``states`` keys and ``state`` values of a report).
 APP_STATES = frozenset({"Pending", "Processed", "Sent", "Delivered", "Failed", "Cancelling",
@@ -115,7 +120,7 @@ def outcomes_of(
             continue
         if state in ("Sent", "Delivered"):
             if info.held:
-                results.append(SendResult(mid, ok=True, provider_id=f"{device.id}/{mid}"))
+                results.append(SendResult.sent(mid, f"{device.id}/{mid}"))
                 info.held, info.state = False, State.SUBMITTED.value
             elif state == "Sent":
                 updates.append(StatusUpdate(State.SUBMITTED, at, message_id=mid))
@@ -134,25 +139,23 @@ def outcomes_of(
                                                 error_code=code, error_message=reason,
                                                 refund=True))
                 continue
-            if failure.fault in (PhoneFault.LIMIT, PhoneFault.PHONE):
+            outcome = FAULT_OUTCOMES[failure.fault]
+            if outcome is Outcome.DEFER:
                 # Not the message's fault and not an attempt: back to the queue for a phone
                 # that may still send.
                 why = ("reached Android's SMS limit" if failure.fault is PhoneFault.LIMIT
                        else "cannot send now")
-                results.append(SendResult(
-                    mid, ok=False, retryable=True, defer=True, retry_after=0.0, error_code=code,
-                    error_message=f"phone {label} {why} ({failure.text}); re-queued"))
+                results.append(SendResult.defer(
+                    mid, code, f"phone {label} {why} ({failure.text}); re-queued",
+                    retry_after=0.0))
                 info.held, info.state = False, State.QUEUED.value
-            elif failure.fault is PhoneFault.TRANSIENT:
-                results.append(SendResult(mid, ok=False, retryable=True, error_code=code,
-                                          error_message=reason))
+            elif outcome is Outcome.RETRY:
+                results.append(SendResult.retry(mid, code, reason))
                 info.held, info.state = False, State.QUEUED.value
             else:
-                results.append(SendResult(mid, ok=False, retryable=False, error_code=code,
-                                          error_message=reason))
+                results.append(SendResult.failed(mid, code, reason))
                 info.held, info.state = False, State.REFUNDED.value
         elif state == "Cancelled" and info.held:
-            results.append(SendResult(mid, ok=False, retryable=False, error_code="Cancelled",
-                                      error_message=f"phone {label} cancelled it"))
+            results.append(SendResult.failed(mid, "Cancelled", f"phone {label} cancelled it"))
             info.held, info.state = False, State.REFUNDED.value
     return results, updates, rests

@@ -25,7 +25,7 @@ Sessions
     when it went out, so the rule does not depend on a clock (uvloop's is cached per loop
     iteration, which made every answer of one burst look "later" and doubled the pause five
     times in one millisecond). A throttled message is not a failed attempt: it goes back to
-    the queue for the pause (``defer``), never counted against the retry limit.
+    the queue for the pause (``Outcome.DEFER``), never counted against the retry limit.
 
 Receipts and inbound SMS
     A deliver_sm on any bind becomes a ``StatusUpdate`` (receipt) or an ``InboundMessage``

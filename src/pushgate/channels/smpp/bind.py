@@ -17,6 +17,7 @@ from pushgate.channels.smpp.config import MO_CONFIRM_SECONDS, PAUSE_LOG, SUBMIT_
 from pushgate.core.models import (
     InboundMessage,
     InboundPart,
+    Outcome,
     SendResult,
     StatusUpdate,
 )
@@ -45,21 +46,18 @@ class BindLost(Exception):
 
 @dataclass(slots=True)
 class Failure:
-    retryable: bool
+    # RETRY, FAILED, DEFER or PAUSE_CHANNEL: never one that went out.
+    kind: Outcome
     error_code: str
     error_message: str
     retry_after: float | None = None
-    defer: bool = False
-    pause_channel: bool = False
     # The SMSC asked us to slow down (0x58 / 0x14): not an attempt.
     throttled: bool = False
 
     def result(self, message_id: int, note: str = "") -> SendResult:
-        return SendResult(message_id, ok=False, retryable=self.retryable,
-                          error_code=self.error_code,
+        return SendResult(message_id, self.kind, error_code=self.error_code,
                           error_message=f"{self.error_message}{note}",
-                          retry_after=self.retry_after, defer=self.defer,
-                          pause_channel=self.pause_channel)
+                          retry_after=self.retry_after)
 
 
 def status_failure(status: int, retry_after: float | None = None) -> Failure:
@@ -67,11 +65,11 @@ def status_failure(status: int, retry_after: float | None = None) -> Failure:
     text = f"submit_sm refused: {pdu.status_text(status)}"
     if status in THROTTLE_STATUSES:
         # The SMSC asking to slow down, not a failed attempt: back to the queue for the pause.
-        return Failure(True, pdu.status_code(status), text, retry_after, defer=True,
-                        throttled=True)
+        return Failure(Outcome.DEFER, pdu.status_code(status), text, retry_after,
+                       throttled=True)
     if status in RETRYABLE_STATUSES:
-        return Failure(True, pdu.status_code(status), text, retry_after)
-    return Failure(False, pdu.status_code(status), text)
+        return Failure(Outcome.RETRY, pdu.status_code(status), text, retry_after)
+    return Failure(Outcome.FAILED, pdu.status_code(status), text)
 
 
 @dataclass(slots=True)

@@ -54,6 +54,7 @@ from pushgate.core.channels import ChannelSpec
 from pushgate.core.models import (
     InboundPart,
     OutboundMessage,
+    Outcome,
     SendResult,
 )
 from pushgate.core.segments import is_gsm7, split_segments
@@ -160,12 +161,12 @@ class SmppChannel(Channel):
     async def send(self, message: OutboundMessage) -> SendResult:
         number = message.number
         if not (number.isdigit() and len(number) <= 20):
-            return SendResult(message.id, ok=False, error_code="invalid-number",
-                              error_message=f"not an SMPP destination_addr: {number!r}")
+            return SendResult.failed(message.id, "invalid-number",
+                                     f"not an SMPP destination_addr: {number!r}")
         parts = split_segments(message.text)
         if not parts or len(parts) > 255:
-            return SendResult(message.id, ok=False, error_code="invalid-text",
-                              error_message=f"an SMS has 1 to 255 parts, not {len(parts)}")
+            return SendResult.failed(message.id, "invalid-text",
+                                     f"an SMS has 1 to 255 parts, not {len(parts)}")
         if is_gsm7(message.text):
             data_coding, payloads = pdu.DATA_CODING_DEFAULT, [pdu.encode_gsm7(p) for p in parts]
         else:
@@ -194,15 +195,14 @@ class SmppChannel(Channel):
                 self._hex_ids = True
             refs.append((index, outcome))
             refs.extend((index, alias) for alias in id_aliases(outcome, self._hex_ids))
-        return SendResult(message.id, ok=True, provider_id=accepted[0] or None,
-                          provider_refs=refs)
+        return SendResult.sent(message.id, accepted[0] or None, provider_refs=refs)
 
     @staticmethod
     def _later_part_failed(message_id: int, failure: Failure, total: int,
                            accepted: list[str]) -> SendResult:
         done = len(accepted)
         ids = ", ".join(accepted)
-        if not failure.retryable:
+        if failure.kind is Outcome.FAILED:
             return failure.result(message_id, f"; part {done + 1} of {total} refused after "
                                   f"parts 1-{done} were accepted ({ids})")
         # The whole message is tried again later, so the accepted parts go out a second time
@@ -210,7 +210,8 @@ class SmppChannel(Channel):
         # fragment). _submit_part has retried this part in place for bind_wait_seconds to
         # avoid exactly that. Parts went out, so this is an attempt even when the bind is gone
         # — unless the SMSC only asked us to slow down.
-        failure.defer = failure.pause_channel or failure.throttled
+        if failure.kind is Outcome.DEFER and not failure.throttled:
+            failure.kind = Outcome.RETRY
         return failure.result(message_id, f"; parts 1-{done} of {total} were accepted ({ids}) "
                               "and will be sent again with the whole message")
 
@@ -235,17 +236,17 @@ class SmppChannel(Channel):
                 except BindLost as exc:
                     if not exc.written:
                         continue  # nothing went out: wait for a bind (bounded by give_up)
-                    failure = Failure(True, "connection-lost", "the SMPP session ended before "
-                                       "submit_sm_resp: the SMSC may have accepted it")
+                    failure = Failure(Outcome.RETRY, "connection-lost", "the SMPP session ended "
+                                      "before submit_sm_resp: the SMSC may have accepted it")
                 except TimeoutError:
-                    failure = Failure(True, "timeout", "no submit_sm_resp within "
-                                       f"{self.config.response_timeout_seconds:g} s: the SMSC "
-                                       "may have accepted it")
+                    failure = Failure(Outcome.RETRY, "timeout", "no submit_sm_resp within "
+                                      f"{self.config.response_timeout_seconds:g} s: the SMSC "
+                                      "may have accepted it")
                 else:
                     if status == pdu.ESME_ROK:
                         return message_id
                     failure = status_failure(status, retry_after)
-            if not later_part or not failure.retryable or failure.pause_channel:
+            if not later_part or failure.kind in (Outcome.FAILED, Outcome.PAUSE_CHANNEL):
                 return failure
             wait = failure.retry_after or 0.0
             if loop.time() + wait >= give_up:
@@ -283,14 +284,13 @@ class SmppChannel(Channel):
         cfg = self.config
         refused = self._refused_status()
         if refused is not None:
-            return Failure(True, pdu.status_code(refused),
-                            f"the SMSC refuses the bind: {pdu.status_text(refused)} (check "
-                            "system_id and password)", retry_after=cfg.rebind_max_seconds,
-                            defer=True, pause_channel=True)
+            return Failure(Outcome.PAUSE_CHANNEL, pdu.status_code(refused),
+                           f"the SMSC refuses the bind: {pdu.status_text(refused)} (check "
+                           "system_id and password)", retry_after=cfg.rebind_max_seconds)
         reasons = "; ".join(dict.fromkeys(b.last_error for b in self.binds if b.last_error))
-        return Failure(True, "smpp-unbound",
-                        f"no SMPP bind up after {cfg.bind_wait_seconds:g} s: {reasons}",
-                        retry_after=cfg.rebind_min_seconds, defer=True)
+        return Failure(Outcome.DEFER, "smpp-unbound",
+                       f"no SMPP bind up after {cfg.bind_wait_seconds:g} s: {reasons}",
+                       retry_after=cfg.rebind_min_seconds)
 
     # -- receipts and inbound -------------------------------------------------------------------
 

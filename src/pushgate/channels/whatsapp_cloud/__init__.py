@@ -30,11 +30,10 @@ Modules: ``config`` (keys, defaults, validation), ``errors`` (the error table, `
 from pushgate.channels.whatsapp_cloud.channel import PairPacer, WhatsAppCloudChannel
 from pushgate.channels.whatsapp_cloud.errors import (
     ERROR_RULES,
-    Action,
     ErrorRule,
     GraphError,
     error_rule,
 )
 
-__all__ = ["ERROR_RULES", "Action", "ErrorRule", "GraphError", "PairPacer",
-           "WhatsAppCloudChannel", "error_rule"]
+__all__ = ["ERROR_RULES", "ErrorRule", "GraphError", "PairPacer", "WhatsAppCloudChannel",
+           "error_rule"]

@@ -22,7 +22,6 @@ from pushgate.channels.transport import Transport, open_transport
 from pushgate.channels.whatsapp_cloud.callbacks import WebhookHandling
 from pushgate.channels.whatsapp_cloud.config import DEFAULT_MAX_IN_FLIGHT, WhatsAppCloudConfig
 from pushgate.channels.whatsapp_cloud.errors import (
-    Action,
     GraphError,
     Unsendable,
     describe,
@@ -30,7 +29,7 @@ from pushgate.channels.whatsapp_cloud.errors import (
     graph_error,
 )
 from pushgate.core.channels import MEDIA_MAX_BYTES, ChannelSpec, MediaKind, media_kind_from_url
-from pushgate.core.models import OutboundMessage, SendResult
+from pushgate.core.models import OutboundMessage, Outcome, SendResult
 
 log = logging.getLogger(__name__)
 
@@ -174,26 +173,24 @@ class WhatsAppCloudChannel(WebhookHandling):
         try:
             payloads = self.payloads(message)
         except Unsendable as exc:
-            return SendResult(message.id, ok=False, retryable=False, error_code="unsendable",
-                              error_message=str(exc))
+            return SendResult.failed(message.id, "unsendable", str(exc))
         wait = self.pacer.claim(message.number, time.monotonic())
         if wait > 0:
-            return SendResult(
-                message.id, ok=False, retryable=True, defer=True, retry_after=wait,
-                error_code="pair-limit",
-                error_message=f"waiting {wait:.1f}s: one message per {self.pair_interval:g}s "
-                              "to the same WhatsApp user")
+            return SendResult.defer(
+                message.id, "pair-limit",
+                f"waiting {wait:.1f}s: one message per {self.pair_interval:g}s to the same "
+                "WhatsApp user", retry_after=wait)
         first = await self._post(payloads[0], message.number)
         if isinstance(first, GraphError) and first.local_code == "no-wamid":
             # Meta accepted it: sending again would double it, so it counts as sent.
-            return SendResult(message.id, ok=True, error_code=first.error_code,
-                              error_message=first.message)
+            return SendResult.sent(message.id, error_code=first.error_code,
+                                   error_message=first.message)
         if isinstance(first, GraphError):
             if not (first.code == 131056 or self._may_have_arrived(first)):
                 self.pacer.give_back(message.number)
             return self._failure(message, first)
         if len(payloads) == 1:
-            return SendResult(message.id, ok=True, provider_id=first)
+            return SendResult.sent(message.id, first)
         return await self._send_text_part(message, first, payloads[1])
 
     async def _send_text_part(
@@ -210,8 +207,9 @@ class WhatsAppCloudChannel(WebhookHandling):
         second = await self._post(payload, message.number)
         if isinstance(second, GraphError):
             rule = error_rule(second.code, second.http_status)
-            if rule.action in (Action.RETRY, Action.WAIT) and not self._may_have_arrived(second):
-                if rule.action is Action.WAIT:
+            if (rule.outcome in (Outcome.RETRY, Outcome.DEFER)
+                    and not self._may_have_arrived(second)):
+                if rule.outcome is Outcome.DEFER:
                     pause = self.pair_interval
                 else:
                     pause = min(second.retry_after or rule.retry_after or 1.0,
@@ -221,13 +219,13 @@ class WhatsAppCloudChannel(WebhookHandling):
         if isinstance(second, GraphError):
             log.warning("whatsapp_cloud channel %s: message %s: media sent as %s, its text was "
                         "not: %s", self.spec.id, message.id, media_id, second.message)
-            return SendResult(
-                message.id, ok=True, provider_id=media_id, provider_refs=[(0, media_id)],
+            return SendResult.sent(
+                message.id, media_id, provider_refs=[(0, media_id)],
                 error_code=second.error_code,
                 error_message=f"media sent ({media_id}) but its text part was not: "
                               f"{second.message}")
-        return SendResult(message.id, ok=True, provider_id=media_id,
-                          provider_refs=[(0, media_id), (1, second)])
+        return SendResult.sent(message.id, media_id,
+                               provider_refs=[(0, media_id), (1, second)])
 
     @staticmethod
     def _may_have_arrived(error: GraphError) -> bool:
@@ -236,20 +234,18 @@ class WhatsAppCloudChannel(WebhookHandling):
 
     def _failure(self, message: OutboundMessage, error: GraphError) -> SendResult:
         rule = error_rule(error.code, error.http_status)
-        if rule.action is Action.WAIT:
+        if rule.outcome is Outcome.DEFER:
             # Only this recipient waits; Meta counts the refused call against the pair, so the
             # whole interval starts again.
             self.pacer.hold(message.number, time.monotonic(), self.pair_interval)
-            return SendResult(message.id, ok=False, retryable=True, defer=True,
-                              retry_after=self.pair_interval or 1.0,
-                              error_code=error.error_code, error_message=error.message)
-        if rule.action is Action.PAUSE:
-            return SendResult(message.id, ok=False, retryable=True, defer=True,
-                              pause_channel=True, error_code=error.error_code,
-                              error_message=error.message)
-        return SendResult(message.id, ok=False, retryable=rule.action is Action.RETRY,
-                          error_code=error.error_code, error_message=error.message,
-                          retry_after=error.retry_after or rule.retry_after)
+            return SendResult.defer(message.id, error.error_code, error.message,
+                                    retry_after=self.pair_interval or 1.0)
+        if rule.outcome is Outcome.PAUSE_CHANNEL:
+            return SendResult.pause(message.id, error.error_code, error.message)
+        if rule.outcome is Outcome.FAILED:
+            return SendResult.failed(message.id, error.error_code, error.message)
+        return SendResult.retry(message.id, error.error_code, error.message,
+                                retry_after=error.retry_after or rule.retry_after)
 
     async def _post(self, payload: dict[str, Any], recipient: str) -> str | GraphError:
         """One Graph send: the wamid, or what went wrong. It takes the channel's rate permit

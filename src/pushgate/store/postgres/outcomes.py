@@ -74,7 +74,7 @@ class PostgresOutcomes(PostgresBase):
         # Sends that went through (nearly all): one statement marks them submitted, records
         # their events and queues their webhook reports. Its WHERE passes over a message whose
         # lease ran out and that another worker owns now; that worker's outcome counts.
-        submitted = [plan_submission(res, now) for res in results if res.ok]
+        submitted = [plan_submission(res, now) for res in results if res.kind.went_out]
         if submitted:
             recorded = await _record_submissions(conn, worker_id, submitted, now)
             if recorded < len(submitted):
@@ -86,7 +86,7 @@ class PostgresOutcomes(PostgresBase):
                     " WHERE m.id = u.id AND m.provider_id IS NULL AND u.provider_id IS NOT NULL"
                     " AND m.state IN ('submitted', 'delivered', 'read')",
                     [sub.message_id for sub in submitted], [sub.provider_id for sub in submitted])
-            refs = [(res.message_id, pid, part) for res in results if res.ok
+            refs = [(res.message_id, pid, part) for res in results if res.kind.went_out
                     for part, pid in res.provider_refs]
             if refs:
                 await conn.execute(
@@ -103,7 +103,7 @@ class PostgresOutcomes(PostgresBase):
                     *_columns([(sub.message_id, sub.provider_id) for sub in submitted]
                               + [(m, p) for m, p, _part in refs], 2))
                 await self._apply_early_updates(conn, [(k[0], k[1]) for k in keys])
-        failures = [res for res in results if not res.ok]
+        failures = [res for res in results if not res.kind.went_out]
         if not failures:
             return
         current = {r[0]: r for r in await conn.fetch(

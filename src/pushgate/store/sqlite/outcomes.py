@@ -75,7 +75,7 @@ def _record_outcomes_job(
     late_provider_ids = []
     refs: list[tuple[int, str, int, int]] = []
     for res in results:
-        if not res.ok:
+        if not res.kind.went_out:
             continue
         row = current.get(res.message_id)
         if row is not None:
