@@ -49,7 +49,7 @@ async def test_a_send_recorded_before_0006_still_counts_for_caps_and_shows_once(
         assert await store.sent_since(3, now - 60) == 0
         message = await store.get_message(1, 7)
         assert message is not None
-        assert [e["state"] for e in message["events"]] == [
+        assert [e["state"] for e in message.events] == [
             "queued", "sending", "submitted", "delivered"]
     finally:
         await store.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pushgate.core.lifecycle import State
+from pushgate.core.records import InboundRecord, ReportRecord
 
 
 @dataclass(slots=True)
@@ -154,7 +155,7 @@ class OutboxItem:
     id: int
     project_id: int
     attempts: int
-    payload: dict[str, object]
+    report: ReportRecord
 
 
 @dataclass(slots=True)
@@ -166,7 +167,7 @@ class InboundForward:
     url: str
     secret: str
     attempts: int
-    payload: dict[str, object]
+    message: InboundRecord
 
 
 @dataclass(slots=True)

@@ -170,9 +170,19 @@ class Limits:
     max_recipients: int = 10_000
 
 
-# One accepted entry, as the store inserts it:
-# (index in data, number, body, media_url, media_kind, reference, parts, segments, credit_micro)
+# One accepted entry, as the store inserts it: a plain tuple, as thousands are built per push
+# and a tuple is the cheapest record to build and to bind; its fields are read by the
+# ``ROW_*`` positions below.
 AcceptedRow = tuple[int, str, str, str | None, str | None, str | None, int, int, int]
+ROW_INDEX = 0        # the entry's index in the request's ``data``
+ROW_NUMBER = 1
+ROW_BODY = 2
+ROW_MEDIA_URL = 3    # a URL, or "inline:" for the push's inline media
+ROW_MEDIA_KIND = 4
+ROW_REFERENCE = 5
+ROW_PARTS = 6
+ROW_SEGMENTS = 7
+ROW_CREDIT = 8       # micro-credits
 
 #: Channels that send approved WhatsApp templates.
 TEMPLATE_APPLICATIONS = frozenset({APP_WHATSAPP_OFFICIAL, APP_WHATSAPP_CLOUD,
