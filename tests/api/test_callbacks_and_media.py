@@ -121,7 +121,8 @@ async def test_inline_media_is_served_by_signed_link_only(app_client: Any, make:
         "data": [{"number": "919876543210"}]})
     assert answer.json()["status"] == 100
     [claimed] = await store.claim_messages(channel.id, "w", 1, time.time(), 30)
-    media_id = int((claimed.media_url or "").split(":")[1])
+    assert claimed.media_url is None and claimed.media_id is not None
+    media_id = claimed.media_id
     link = sign_media_url(gateway.env, media_id, int(time.time()) + 60)
     path = link.split("://", 1)[1].split("/", 1)[1]
     response = await client.get(f"/{path}")

@@ -25,6 +25,9 @@ class OutboundMessage:
     attempts: int
     # True when an earlier attempt's lease expired: the provider may already have it.
     possible_resend: bool = False
+    # The push's inline media (``media`` table) this message sends; ``media_url`` is None
+    # until the dispatcher signs a link to it.
+    media_id: int | None = None
     # Channel-specific content decided at accept, e.g. a WhatsApp template:
     # {"template": {"name", "language", "header", "values": [...]}}. None for plain messages.
     extra: dict[str, object] | None = None
