@@ -19,6 +19,7 @@ from pushgate.channels.media import sign_media_url
 from pushgate.core.lifecycle import State
 from pushgate.core.models import InboundMessage, OutboundMessage, SendResult, StatusUpdate
 from pushgate.core.policy import RetryPolicy
+from pushgate.webhooks.payloads import inbound_payload
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"1" * 32
 
@@ -70,7 +71,7 @@ async def test_callback_updates_messages_and_stores_inbound(app_client: Any, mak
     assert request.url == f"https://gw.example/channels/{channel.id}/callback/status?x=1"
     assert request.sub_path == "status"
     message = await store.get_message(project.id, mid)
-    assert message["state"] == "read"          # the late "delivered" did not move it back
+    assert message.state == "read"          # the late "delivered" did not move it back
     await store.set_incoming_webhook(project.id, "http://127.0.0.1:9/in")
     # The repeat changes nothing and stores the inbound message once.
     await client.post(f"/channels/{channel.id}/callback", json=body,
@@ -120,7 +121,8 @@ async def test_inline_media_is_served_by_signed_link_only(app_client: Any, make:
         "data": [{"number": "919876543210"}]})
     assert answer.json()["status"] == 100
     [claimed] = await store.claim_messages(channel.id, "w", 1, time.time(), 30)
-    media_id = int((claimed.media_url or "").split(":")[1])
+    assert claimed.media_url is None and claimed.media_id is not None
+    media_id = claimed.media_id
     link = sign_media_url(gateway.env, media_id, int(time.time()) + 60)
     path = link.split("://", 1)[1].split("/", 1)[1]
     response = await client.get(f"/{path}")
@@ -159,9 +161,9 @@ async def test_a_users_whatsapp_media_reaches_the_incoming_webhook_as_a_working_
                                    headers=delivery.headers)
         assert answer.status_code == 200
         [forward] = await store.claim_inbound(10, time.time(), 30)
-        assert forward.payload["type"] == 2
-        assert forward.payload["message_in_raw"] == "meter reading"
-        link = urlsplit(forward.payload["media-url"])
+        assert inbound_payload(forward.message)["type"] == 2
+        assert inbound_payload(forward.message)["message_in_raw"] == "meter reading"
+        link = urlsplit(inbound_payload(forward.message)["media-url"])
         assert link.netloc == "gw.test"
         got = await client.get(f"{link.path}?{link.query}")
         assert (got.status_code, got.headers["content-type"], got.content) == (

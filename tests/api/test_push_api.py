@@ -187,7 +187,9 @@ async def test_inline_media_within_limit_is_stored_once(app_client, make, query)
     media_id, kind, content_type, data = rows[0]
     assert (kind, content_type, bytes(data)) == ("image", "image/png", image)
     messages = _messages(query, project)
-    assert [(m[3], m[4], m[7]) for m in messages] == [(f"media:{media_id}", "image", 1)] * 2
+    assert [(m[3], m[4], m[7]) for m in messages] == [(None, "image", 1)] * 2
+    assert query("SELECT media_id FROM messages WHERE project_id = ?", project.id) == [
+        (media_id,)] * 2
 
 
 @pytest.mark.parametrize("fields", [

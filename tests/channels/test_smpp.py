@@ -38,6 +38,7 @@ from pushgate.core.push import Limits, decode_push, plan_push
 from pushgate.core.segments import GSM_BASIC, GSM_EXTENSION, count_segments, split_segments
 from pushgate.dispatch.worker import Dispatcher
 from pushgate.store.base import Store
+from pushgate.webhooks.payloads import inbound_payload
 from tests.fakes.smsc import FakeSmsc
 
 NUMBER = "919876543210"
@@ -656,7 +657,7 @@ async def test_parts_join_across_a_restart_and_incomplete_ones_say_so(
             channel = smpp_channel_of(d, spec.id)
             assert await channel.sweep_parts(time.time() + 60) == 1
     assert query("SELECT count(*) FROM inbound_parts") == [(0,)]
-    items = {i.payload["number"]: i.payload for i in await store.claim_inbound(
+    items = {i.message.number: inbound_payload(i.message) for i in await store.claim_inbound(
         10, time.time(), 30)}
     assert "incomplete" not in items["919800000007"]
     assert items["919800000007"]["message_in_raw"] == LONG_UCS2

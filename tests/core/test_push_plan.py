@@ -181,7 +181,10 @@ def test_inline_media() -> None:
     assert (p.inline_media.kind, p.inline_media.content_type, p.inline_media.data) == (
         MediaKind.IMAGE, "image/png", PNG)
     [row] = rows(p)
-    assert (row["media"], row["kind"], row["parts"]) == ("inline:", MediaKind.IMAGE, 1)
+    assert (row["media"], row["kind"], row["parts"]) == (None, MediaKind.IMAGE, 1)
+    # Inline media alone, without text, is a message to send.
+    [row] = rows(plan({"globalmedia_code": code, "data": [{"number": N1}]}))
+    assert (row["body"], row["media"], row["kind"]) == ("", None, MediaKind.IMAGE)
     with pytest.raises(ApiError) as info:
         plan({"globalmessage": "x", "globalmedia_code": "***", "data": [{"number": N1}]})
     assert info.value.code is Code.INVALID_MEDIA

@@ -74,7 +74,7 @@ async def test_refused_credentials_pause_the_channel_and_keep_the_message(
     assert spec is not None and spec.paused_reason == "190: token expired"
     message = await store.get_message(project.id, result.message_ids[0])
     assert message is not None
-    assert message["state"] == "queued"
+    assert message.state == "queued"
 
 
 async def test_hourly_cap_holds_back_the_rest(store: Store, make: Any,
@@ -138,7 +138,7 @@ async def test_inline_media_goes_out_as_a_signed_link_and_receipts_come_back(
 
     async def submitted() -> bool:
         message = await store.get_message(project.id, mid)
-        return message is not None and message["state"] == "submitted"
+        return message is not None and message.state == "submitted"
 
     await wait_for(submitted, "the send recorded")
     runner = dispatcher.runners[channel.id][0]
@@ -146,4 +146,4 @@ async def test_inline_media_goes_out_as_a_signed_link_and_receipts_come_back(
     await runner.channel.sink.updates([StatusUpdate(
         state=State.DELIVERED, at=time.time(), channel_id=channel.id, provider_id=f"r{mid}")])
     message = await store.get_message(project.id, mid)
-    assert message is not None and message["state"] == "delivered"
+    assert message is not None and message.state == "delivered"

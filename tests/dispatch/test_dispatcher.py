@@ -36,7 +36,7 @@ async def queue(store: Store, channel: ChannelSpec, count: int, priority: int = 
 async def counts(store: Store, project_id: int, push_id: int) -> dict[str, int]:
     push = await store.get_push(project_id, push_id)
     assert push is not None
-    return dict(push["counts"])
+    return dict(push.counts)
 
 
 async def wait_for(check: Callable[[], Awaitable[bool]], what: str,
@@ -72,7 +72,7 @@ async def run_dispatcher(store: Store) -> AsyncIterator[Callable[..., Dispatcher
 async def push_id_of(store: Store, project_id: int, message_id: int) -> int:
     message = await store.get_message(project_id, message_id)
     assert message is not None
-    return int(message["push_id"])
+    return int(message.push_id)
 
 
 async def test_drains_queue_to_delivered(store: Store, make: Any, run_dispatcher: Any) -> None:
@@ -95,9 +95,9 @@ async def test_drains_queue_to_delivered(store: Store, make: Any, run_dispatcher
     assert dispatcher.sent == n
     message = await store.get_message(project.id, ids[-1])
     assert message is not None
-    assert [e["state"] for e in message["events"]] == [
+    assert [e["state"] for e in message.events] == [
         "queued", "sending", "submitted", "delivered"]
-    assert message["provider_id"] == f"sandbox-{ids[-1]}"
+    assert message.provider_id == f"sandbox-{ids[-1]}"
     project_after = await store.get_project(project.id)
     assert project_after is not None
     assert project_after.balance_micro == parse_credits("10") - n * PRICE
@@ -132,8 +132,8 @@ async def test_overlapping_lanes_send_each_message_once(
     for mid in ids:
         message = await store.get_message(project.id, mid)
         assert message is not None
-        assert message["attempts"] == 1 and message["resends"] == 0, mid
-        assert [e["state"] for e in message["events"]] == [
+        assert message.attempts == 1 and message.resends == 0, mid
+        assert [e["state"] for e in message.events] == [
             "queued", "sending", "submitted", "delivered"], mid
 
 
@@ -155,7 +155,7 @@ async def test_a_delivery_delay_delivers_through_simulated_receipts(
     await wait_for(all_delivered, f"{n} messages delivered by simulated receipts")
     message = await store.get_message(project.id, ids[0])
     assert message is not None
-    submitted, delivered = (e for e in message["events"]
+    submitted, delivered = (e for e in message.events
                             if e["state"] in ("submitted", "delivered"))
     assert delivered["at"] - submitted["at"] >= 0.05
 
@@ -180,7 +180,7 @@ async def test_high_priority_overtakes_a_backlog(
     for mid in low + high:
         message = await store.get_message(project.id, mid)
         assert message is not None
-        sent_at[mid] = next(e["at"] for e in message["events"] if e["state"] == "sending")
+        sent_at[mid] = next(e["at"] for e in message.events if e["state"] == "sending")
     # Queued last, the priority-1 batch was claimed before every priority-0 message.
     assert max(sent_at[m] for m in high) <= min(sent_at[m] for m in low)
 
@@ -205,7 +205,7 @@ async def test_permanent_failures_are_refunded(
     assert after is not None and after.balance_micro == parse_credits("1")
     message = await store.get_message(project.id, ids[0])
     assert message is not None
-    assert (message["status"], message["error_code"]) == (5, "sandbox-failed")
+    assert (message.status, message.error_code) == (5, "sandbox-failed")
 
 
 async def test_transient_failures_retry_to_a_final_state(
@@ -231,10 +231,10 @@ async def test_transient_failures_retry_to_a_final_state(
     for mid in ids:
         message = await store.get_message(project.id, mid)
         assert message is not None
-        attempts.append(message["attempts"])
-        assert 1 <= message["attempts"] <= 4
-        if message["state"] == "refunded":
-            assert message["attempts"] == 4 and message["error_code"] == "sandbox-busy"
+        attempts.append(message.attempts)
+        assert 1 <= message.attempts <= 4
+        if message.state == "refunded":
+            assert message.attempts == 4 and message.error_code == "sandbox-busy"
     assert max(attempts) > 1, "no message was retried"
     after = await store.get_project(project.id)
     assert after is not None
@@ -322,7 +322,7 @@ async def test_two_workers_share_an_unpaced_sandbox_channel_without_doubles(
     for mid in ids:
         message = await store.get_message(project.id, mid)
         assert message is not None
-        assert [e["state"] for e in message["events"]].count("submitted") == 1, mid
+        assert [e["state"] for e in message.events].count("submitted") == 1, mid
 
 
 async def test_a_paced_channel_has_one_sender_however_many_workers(

@@ -24,7 +24,7 @@ async def test_push_to_a_channel_created_after_start_is_sent(app_client: Any, ma
     deadline = time.monotonic() + 20
     while True:
         push = await gateway.store.get_push(project.id, int(push_id))
-        if push["counts"] == {"delivered": 1}:
+        if push.counts == {"delivered": 1}:
             break
         if time.monotonic() > deadline:
             pytest.fail(f"not delivered within 20 s: {push['counts']}")

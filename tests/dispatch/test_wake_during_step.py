@@ -78,7 +78,7 @@ async def test_a_wake_up_during_a_step_is_not_lost(store: Store, make: Any,
         async def all_submitted() -> bool:
             for mid in pushed:
                 message = await store.get_message(project.id, mid)
-                if message is None or message["state"] in ("queued", "sending"):
+                if message is None or message.state in ("queued", "sending"):
                     return False
             return True
 

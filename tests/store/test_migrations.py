@@ -49,7 +49,7 @@ async def test_a_send_recorded_before_0006_still_counts_for_caps_and_shows_once(
         assert await store.sent_since(3, now - 60) == 0
         message = await store.get_message(1, 7)
         assert message is not None
-        assert [e["state"] for e in message["events"]] == [
+        assert [e["state"] for e in message.events] == [
             "queued", "sending", "submitted", "delivered"]
     finally:
         await store.close()
@@ -84,3 +84,33 @@ async def test_messages_queued_before_0007_still_expire(db_url: str, query: Any)
     assert query("SELECT id, state FROM messages ORDER BY id") == [
         (7, "expired"), (8, "delivered"), (9, "submitted")]
     assert query("SELECT balance_micro FROM projects") == [(5000,)]
+
+
+async def test_inline_media_queued_before_0009_is_sent_from_the_column(
+        db_url: str, query: Any) -> None:
+    command.downgrade(alembic_config(db_url), "0008")
+    now = time.time()
+    query("INSERT INTO projects (id, name, balance_micro, created_at) VALUES (1, 'p', 0, ?)",
+          now)
+    query("INSERT INTO channels (id, project_id, kind, application, price_micro, price_unit,"
+          " max_chars, max_segments, media_allowed, rate_per_second, delay_ms, jitter_ms,"
+          " paused, name, config, created_at) VALUES (3, 1, 'sandbox', 1, 5000, 'message',"
+          " 1000, 1, ?, 10, 0, 0, ?, 'c', '{}', ?)", True, False, now)
+    # Message 7 sends the push's inline media (the marker an earlier release wrote), 8 a URL.
+    for message_id, media in [(7, "media:5"), (8, "https://example.invalid/a.png")]:
+        query("INSERT INTO messages (id, push_id, project_id, channel_id, number, body, media,"
+              " media_kind, priority, state, parts, segments, credit_micro, next_attempt_at,"
+              " created_at, updated_at) VALUES (?, 1, 1, 3, '919876543210', 'hi', ?, 'image',"
+              " 0, 'queued', 1, 0, 5000, ?, ?, ?)", message_id, media, now - 10, now - 10,
+              now - 10)
+    upgrade(db_url)
+    assert query("SELECT id, media, media_id FROM messages ORDER BY id") == [
+        (7, None, 5), (8, "https://example.invalid/a.png", None)]
+    store = store_for_url(db_url)
+    await store.open()
+    try:
+        claimed = await store.claim_messages(3, "w", 10, now, 30.0)
+    finally:
+        await store.close()
+    assert [(m.id, m.media_url, m.media_id) for m in claimed] == [
+        (7, None, 5), (8, "https://example.invalid/a.png", None)]

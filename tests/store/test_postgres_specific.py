@@ -176,4 +176,4 @@ async def test_concurrent_status_updates_share_transactions_and_a_bad_call_fails
     assert outcomes == [1] * len(rest)
     for m in claimed:
         message = await store.get_message(project.id, m.id)
-        assert message is not None and message["state"] == "delivered", m.id
+        assert message is not None and message.state == "delivered", m.id

@@ -62,7 +62,7 @@ async def test_migrate_data_moves_a_live_queue(
         moved = await target.get_project(project.id)
         assert moved is not None and moved.balance_micro == 10_000_000 - 30 * 5_000
         push = await target.get_push(project.id, pushed.push_id)
-        assert push is not None and push["counts"] == {"submitted": 10, "queued": 20}
+        assert push is not None and push.counts == {"submitted": 10, "queued": 20}
         # The queue resumes on the new database: the 20 queued messages are claimable, in order.
         rest = await target.claim_messages(channel.id, "w2", 100, time.time(), 60)
         assert [m.id for m in rest] == pushed.message_ids[10:]

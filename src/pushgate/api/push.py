@@ -24,7 +24,7 @@ from pushgate.api.routing import raw_post
 from pushgate.api.state import gateway_of
 from pushgate.core.errors import ApiError, Code
 from pushgate.core.pricing import format_credits
-from pushgate.core.push import PushPlan, decode_push
+from pushgate.core.push import ROW_CREDIT, ROW_INDEX, ROW_NUMBER, PushPlan, decode_push
 from pushgate.store.errors import InsufficientCredit
 
 router = APIRouter()
@@ -87,17 +87,18 @@ def entries(plan: PushPlan, message_ids: list[int]) -> list[dict[str, Any]]:
     credit_text: dict[int, str] = {}
     accepted: list[dict[str, Any]] = []
     for row, msg_id in zip(plan.accepted, message_ids, strict=False):
-        credit = row[8]
+        credit = row[ROW_CREDIT]
         text = credit_text.get(credit)
         if text is None:
             text = credit_text[credit] = format_credits(credit)
-        accepted.append({"msg_id": str(msg_id), "number": row[1], "credit": text})
+        accepted.append({"msg_id": str(msg_id), "number": row[ROW_NUMBER], "credit": text})
     if not plan.refused:
         return accepted
     items: list[dict[str, Any] | None] = [None] * plan.total_entries
     for row, placed in zip(plan.accepted, accepted, strict=False):
-        items[row[0]] = placed
-    id_of = {row[0]: msg_id for row, msg_id in zip(plan.accepted, message_ids, strict=False)}
+        items[row[ROW_INDEX]] = placed
+    id_of = {row[ROW_INDEX]: msg_id
+             for row, msg_id in zip(plan.accepted, message_ids, strict=False)}
     for refusal in plan.refused:
         item: dict[str, Any] = {"number": refusal.number, "credit": "0",
                                 "status": int(refusal.code), "message": refusal.message}

@@ -19,9 +19,10 @@ from pushgate.api.body import json_payload
 from pushgate.api.routing import raw_post
 from pushgate.api.state import gateway_of
 from pushgate.core.errors import ApiError, Code
-from pushgate.core.lifecycle import ERROR_STATES, State
+from pushgate.core.lifecycle import ERROR_STATES
 from pushgate.core.pricing import format_credits
 from pushgate.core.push import decode_token_body, parse_int_field
+from pushgate.core.records import MessageDetail, MessageRecord, PushRecord
 
 router = APIRouter()
 
@@ -33,16 +34,16 @@ async def delivery_report(request: Request) -> Response:
     body = decode_token_body(await json_payload(request, gateway.settings.max_body_bytes))
     token = await authenticate(gateway.lookups, request, token_from(request, body.token))
     push_id = parse_int_field("push_id", body.push_id)
-    push_row = await gateway.store.get_push(token.project_id, push_id)
-    if push_row is None:
+    push = await gateway.store.get_push(token.project_id, push_id)
+    if push is None:
         raise ApiError(Code.NOT_FOUND, f"no push {push_id} in this project")
-    channel = await gateway.store.get_channel(push_row["channel_id"])
+    channel = await gateway.store.get_channel(push.channel_id)
     head = {
         "status": int(Code.SUCCESS), "message": "Success", "error_message": "",
         "push_id": str(push_id), "project_id": str(token.project_id),
         "application": channel.application if channel else None,
-        "channel_id": push_row["channel_id"],
-        "time": time.strftime("%d-%m-%Y %I:%M %p", time.localtime(push_row["created_at"])),
+        "channel_id": push.channel_id,
+        "time": time.strftime("%d-%m-%Y %I:%M %p", time.localtime(push.created_at)),
     }
 
     async def stream() -> AsyncIterator[bytes]:
@@ -66,11 +67,10 @@ async def get_push(push_id: int, request: Request) -> Response:
     gateway = gateway_of(request)
     token = await authenticate(gateway.lookups, request, token_from(request, None))
     parse_int_field("push_id", push_id)   # in range for the database
-    row = await gateway.store.get_push(token.project_id, push_id)
-    if row is None:
+    push = await gateway.store.get_push(token.project_id, push_id)
+    if push is None:
         raise ApiError(Code.NOT_FOUND, f"no push {push_id} in this project")
-    row["credit"] = format_credits(row.pop("credit_micro"))
-    return success(data=row)
+    return success(data=push_json(push))
 
 
 @router.get("/api/v2/messages/{msg_id}", tags=["Reports"],
@@ -79,11 +79,10 @@ async def get_message(msg_id: int, request: Request) -> Response:
     gateway = gateway_of(request)
     token = await authenticate(gateway.lookups, request, token_from(request, None))
     parse_int_field("msg_id", msg_id)   # in range for the database
-    row = await gateway.store.get_message(token.project_id, msg_id)
-    if row is None:
+    message = await gateway.store.get_message(token.project_id, msg_id)
+    if message is None:
         raise ApiError(Code.NOT_FOUND, f"no message {msg_id} in this project")
-    row["credit"] = format_credits(row.pop("credit_micro"))
-    return success(data=row)
+    return success(data=message_detail_json(message))
 
 
 @router.get("/api/v2/sandbox/inbox", tags=["Sandbox"],
@@ -91,24 +90,54 @@ async def get_message(msg_id: int, request: Request) -> Response:
 async def sandbox_inbox(request: Request, limit: int = 100) -> Response:
     gateway = gateway_of(request)
     token = await authenticate(gateway.lookups, request, token_from(request, None))
-    rows = await gateway.store.sandbox_inbox(token.project_id, max(1, min(limit, 1000)))
-    for row in rows:
-        row["credit"] = format_credits(row.pop("credit_micro"))
-    return success(data=rows)
+    messages = await gateway.store.sandbox_inbox(token.project_id, max(1, min(limit, 1000)))
+    return success(data=[message_json(message) for message in messages])
 
 
-def report_item(row: dict[str, Any]) -> dict[str, Any]:
+def report_item(message: MessageRecord) -> dict[str, Any]:
     """One message of a delivery report, as Picky lists it."""
     # Errors only for a failed or refunded message: a retried one's are in its history.
-    failed = State(row["state"]) in ERROR_STATES
+    failed = message.state in ERROR_STATES
     return {
-        "msg_id": str(row["msg_id"]),
-        "number": row["number"],
-        "status": row["status"],
-        "state": row["state"],
-        "reference_number": row["reference_number"],
-        "error_code": row["error_code"] if failed else None,
-        "error_message": (row["error_message"] or "") if failed else "",
-        "credit": format_credits(row["credit_micro"]),
-        "updated_at": row["updated_at"],
+        "msg_id": str(message.id),
+        "number": message.number,
+        "status": message.status,
+        "state": message.state.value,
+        "reference_number": message.reference,
+        "error_code": message.error_code if failed else None,
+        "error_message": (message.error_message or "") if failed else "",
+        "credit": format_credits(message.credit_micro),
+        "updated_at": message.updated_at,
+    }
+
+
+def message_json(message: MessageRecord) -> dict[str, Any]:
+    """A message as the sandbox inbox lists it (and the start of ``message_detail_json``)."""
+    return {
+        "msg_id": message.id, "number": message.number, "state": message.state.value,
+        "status": message.status, "reference_number": message.reference,
+        "error_code": message.error_code, "error_message": message.error_message,
+        "updated_at": message.updated_at, "message": message.body, "media": message.media,
+        "media_kind": message.media_kind, "channel_id": message.channel_id,
+        "resends": message.resends, "credit": format_credits(message.credit_micro),
+    }
+
+
+def message_detail_json(message: MessageDetail) -> dict[str, Any]:
+    """``GET /api/v2/messages/{id}``'s ``data``: the message, its details and history."""
+    data = message_json(message)
+    credit = data.pop("credit")   # last, after the history, as it always came
+    data.update(push_id=message.push_id, attempts=message.attempts,
+                provider_id=message.provider_id, created_at=message.created_at,
+                priority=message.priority, segments=message.segments, parts=message.parts,
+                events=message.events, credit=credit)
+    return data
+
+
+def push_json(push: PushRecord) -> dict[str, Any]:
+    """``GET /api/v2/pushes/{id}``'s ``data``."""
+    return {
+        "push_id": push.id, "channel_id": push.channel_id, "priority": push.priority,
+        "entries": push.entries, "accepted": push.accepted, "created_at": push.created_at,
+        "counts": push.counts, "credit": format_credits(push.credit_micro),
     }

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from pushgate.core.lifecycle import State
+from pushgate.core.records import InboundRecord, ReportRecord
 
 
 @dataclass(slots=True)
@@ -25,6 +26,9 @@ class OutboundMessage:
     attempts: int
     # True when an earlier attempt's lease expired: the provider may already have it.
     possible_resend: bool = False
+    # The push's inline media (``media`` table) this message sends; ``media_url`` is None
+    # until the dispatcher signs a link to it.
+    media_id: int | None = None
     # Channel-specific content decided at accept, e.g. a WhatsApp template:
     # {"template": {"name", "language", "header", "values": [...]}}. None for plain messages.
     extra: dict[str, object] | None = None
@@ -228,7 +232,7 @@ class OutboxItem:
     id: int
     project_id: int
     attempts: int
-    payload: dict[str, object]
+    report: ReportRecord
 
 
 @dataclass(slots=True)
@@ -240,7 +244,7 @@ class InboundForward:
     url: str
     secret: str
     attempts: int
-    payload: dict[str, object]
+    message: InboundRecord
 
 
 @dataclass(slots=True)

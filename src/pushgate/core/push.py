@@ -170,9 +170,19 @@ class Limits:
     max_recipients: int = 10_000
 
 
-# One accepted entry, as the store inserts it:
-# (index in data, number, body, media_url, media_kind, reference, parts, segments, credit_micro)
+# One accepted entry, as the store inserts it: a plain tuple, as thousands are built per push
+# and a tuple is the cheapest record to build and to bind; its fields are read by the
+# ``ROW_*`` positions below.
 AcceptedRow = tuple[int, str, str, str | None, str | None, str | None, int, int, int]
+ROW_INDEX = 0        # the entry's index in the request's ``data``
+ROW_NUMBER = 1
+ROW_BODY = 2
+ROW_MEDIA_URL = 3    # None with a media kind: the push's inline media (``PushPlan.inline_media``)
+ROW_MEDIA_KIND = 4
+ROW_REFERENCE = 5
+ROW_PARTS = 6
+ROW_SEGMENTS = 7
+ROW_CREDIT = 8       # micro-credits
 
 #: Channels that send approved WhatsApp templates.
 TEMPLATE_APPLICATIONS = frozenset({APP_WHATSAPP_OFFICIAL, APP_WHATSAPP_CLOUD,
@@ -351,8 +361,9 @@ def plan_push(body: PushBody, channel: ChannelSpec, limits: Limits,
     global_kind = inline.kind if inline else (
         media_kind_from_url(global_media) if global_media else None
     )
-    # Inline media is stored once per push; its messages point at it with this marker.
-    global_media_ref = "inline:" if inline else global_media
+    # Inline media is stored once per push: its entries carry its kind and no URL, and the
+    # store points their messages at the stored copy.
+    global_media_url = None if inline else global_media
     global_media_problem = (_media_url_problem(global_media, hosts, unresolved)
                             if global_media and not inline else None)
 
@@ -400,7 +411,7 @@ def plan_push(body: PushBody, channel: ChannelSpec, limits: Limits,
                 continue
 
         text = _text(entry.message) or global_text
-        media = global_media_ref
+        media = global_media_url
         kind = global_kind
         media_problem = global_media_problem
         if entry.media:
@@ -423,7 +434,7 @@ def plan_push(body: PushBody, channel: ChannelSpec, limits: Limits,
             refused.append(EntryRefusal(index, number, *media_problem))
             continue
 
-        if not text and media is None and extra is None:
+        if not text and kind is None and extra is None:
             refused.append(EntryRefusal(index, number, Code.EMPTY_MESSAGE,
                                         "no `message`, `globalmessage` or media"))
             continue

@@ -532,9 +532,8 @@ class ChannelRunner:
 
     def with_media_link(self, message: OutboundMessage, now: float) -> OutboundMessage:
         """Inline uploads go to the provider as a signed, expiring link of this gateway."""
-        if message.media_url and message.media_url.startswith("media:"):
-            media_id = int(message.media_url.split(":", 1)[1])
-            message.media_url = sign_media_url(self.dispatcher.env, media_id,
+        if message.media_id is not None:
+            message.media_url = sign_media_url(self.dispatcher.env, message.media_id,
                                                int(now + MEDIA_LINK_SECONDS))
         return message
 

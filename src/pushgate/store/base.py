@@ -29,6 +29,7 @@ from pushgate.core.models import (
 )
 from pushgate.core.policy import RetryPolicy
 from pushgate.core.push import PushPlan
+from pushgate.core.records import MessageDetail, MessageRecord, PushRecord
 
 if TYPE_CHECKING:
     from pushgate.store.outage import Outage
@@ -119,24 +120,24 @@ class Reports(Protocol):
     """Reads behind the report endpoints."""
 
     @abc.abstractmethod
-    async def get_push(self, project_id: int, push_id: int) -> dict[str, Any] | None:
+    async def get_push(self, project_id: int, push_id: int) -> PushRecord | None:
         """The push row with counts of its messages by state."""
 
     @abc.abstractmethod
     def iter_push_messages(
         self, project_id: int, push_id: int, chunk: int = 1000
-    ) -> AsyncIterator[list[dict[str, Any]]]:
+    ) -> AsyncIterator[list[MessageRecord]]:
         """The push's messages in id order, ``chunk`` at a time (never the whole push)."""
 
     @abc.abstractmethod
-    async def get_message(self, project_id: int, message_id: int) -> dict[str, Any] | None:
+    async def get_message(self, project_id: int, message_id: int) -> MessageDetail | None:
         """The message with its list of transitions."""
 
     @abc.abstractmethod
     async def get_media(self, media_id: int) -> tuple[str, bytes] | None: ...
 
     @abc.abstractmethod
-    async def sandbox_inbox(self, project_id: int, limit: int) -> list[dict[str, Any]]: ...
+    async def sandbox_inbox(self, project_id: int, limit: int) -> list[MessageRecord]: ...
 
 
 class Claiming(Protocol):

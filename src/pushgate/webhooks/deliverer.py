@@ -32,25 +32,19 @@ import logging
 import time
 
 import httpx
-import orjson
 
 from pushgate.core.models import InboundForward, OutboxBatch
 from pushgate.outbound import AddressRefused, default_port, resolve_public, send_pinned
 from pushgate.store.base import Store
 from pushgate.store.outage import keep_going, outage_of
+from pushgate.webhooks.payloads import inbound_body, reports_body
 from pushgate.webhooks.signing import HEADER, sign
 
 log = logging.getLogger("pushgate.webhooks")
 
-EVENT_DELIVERY_REPORT = 1
-
 
 def render(batch: OutboxBatch) -> bytes:
-    return orjson.dumps({
-        "project_id": batch.project_id,
-        "event_id": EVENT_DELIVERY_REPORT,
-        "data": [item.payload for item in batch.items],
-    })
+    return reports_body(batch.project_id, [item.report for item in batch.items])
 
 
 class WebhookDeliverer:
@@ -155,7 +149,7 @@ class WebhookDeliverer:
         if not item.url:   # the project removed its incoming webhook since
             self._done("complete_inbound", [item.id])
             return
-        body = orjson.dumps(item.payload)
+        body = inbound_body(item.message)
         ok, reason = await self._send(item.url, item.secret, body)
         if ok:
             self._done("complete_inbound", [item.id])

@@ -33,9 +33,9 @@ async def check_affordable_stored(store: Store, project_id: int, results: list[A
         assert not isinstance(r, BaseException), r
         push = await store.get_push(project_id, r.push_id)
         assert push is not None
-        assert (push["accepted"], push["counts"]) == (10, {"queued": 10})
+        assert (push.accepted, push.counts) == (10, {"queued": 10})
         message = await store.get_message(project_id, r.message_ids[0])
-        assert message is not None and message["message"] == f"a{n} 0"
+        assert message is not None and message.body == f"a{n} 0"
     # Only the affordable pushes exist.
     assert len({r.push_id for r in results}) == 5
 
@@ -65,7 +65,7 @@ async def test_concurrent_accepts_get_distinct_ordered_ids(
     for n, r in enumerate(results):
         message = await store.get_message(project.id, r.message_ids[-1])
         assert message is not None
-        assert (message["message"], message["push_id"], message["state"]) == (
+        assert (message.body, message.push_id, message.state) == (
             f"p{n} {per_push - 1}", r.push_id, "queued")
 
 

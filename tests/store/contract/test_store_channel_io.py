@@ -5,6 +5,7 @@ their forwarding, template data, send counts. Runs on every backend."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 
@@ -15,6 +16,7 @@ from pushgate.core.models import InboundMessage, SendResult, StatusUpdate
 from pushgate.core.policy import RetryPolicy
 from pushgate.core.push import Limits, decode_push, plan_push
 from pushgate.store.base import Store
+from pushgate.webhooks.payloads import inbound_payload
 
 POLICY = RetryPolicy(max_attempts=3)
 
@@ -44,7 +46,9 @@ async def test_message_of_several_parts_is_delivered_when_every_part_is(store, m
     assert await states(store, project.id, [mid]) == ["submitted"]
     assert await store.apply_status_updates([update("12")]) == 1   # the last part, by alias
     assert await states(store, project.id, [mid]) == ["delivered"]
-    assert "part 1 of 3: delivered" in json.dumps(await store.get_message(project.id, mid))
+    message = await store.get_message(project.id, mid)
+    assert message is not None
+    assert "part 1 of 3: delivered" in json.dumps(dataclasses.asdict(message))
 
 
 async def test_one_failed_part_fails_the_message(store, make) -> None:
@@ -62,9 +66,9 @@ async def test_one_failed_part_fails_the_message(store, make) -> None:
                      error_code="UNDELIV", error_message="err:001")])
     message = await store.get_message(project.id, mid)
     assert message is not None
-    assert message["state"] == "failed"
-    assert message["error_code"] == "UNDELIV"
-    assert "part 2 of 2" in message["error_message"]
+    assert message.state == "failed"
+    assert message.error_code == "UNDELIV"
+    assert "part 2 of 2" in message.error_message
 
 
 async def test_update_that_overtakes_its_send_is_kept_until_the_id_is_recorded(
@@ -115,8 +119,8 @@ async def test_deferred_send_waits_without_counting_an_attempt(store, make) -> N
         now += 5
     message = await store.get_message(project.id, mid)
     assert message is not None
-    assert message["state"] == "queued"
-    assert "not an attempt" in message["events"][-1]["detail"]
+    assert message.state == "queued"
+    assert "not an attempt" in message.events[-1]["detail"]
     [again] = await store.claim_messages(channel.id, "w", 1, now, LEASE)
     assert again.attempts == 1
 
@@ -158,10 +162,10 @@ async def test_inbound_messages_are_stored_once_and_forwarded(store, make) -> No
     assert await store.record_inbound([inbound, again], now) == 1   # the repeat is ignored
     [item] = await store.claim_inbound(10, now, 30)
     assert (item.url, item.secret) == ("http://127.0.0.1:9/in", secret)
-    assert item.payload["number"] == "919876543210"
-    assert item.payload["message_in_raw"] == "second"
-    assert item.payload["application"] == "8"
-    assert item.payload["project-id"] == str(project.id)
+    assert inbound_payload(item.message)["number"] == "919876543210"
+    assert inbound_payload(item.message)["message_in_raw"] == "second"
+    assert inbound_payload(item.message)["application"] == "8"
+    assert inbound_payload(item.message)["project-id"] == str(project.id)
     assert await store.claim_inbound(10, now + 1, 30) == []          # leased
     await store.retry_inbound([item.id], now, [60])
     assert await store.claim_inbound(10, now + 59, 30) == []
@@ -173,7 +177,7 @@ async def test_inbound_messages_are_stored_once_and_forwarded(store, make) -> No
                            provider_id="wamid.in3", at=now)
     await store.record_inbound([third], now)
     [item] = await store.claim_inbound(10, now, 30)
-    assert item.payload["message-in"] == "a%2Bb+c"
+    assert inbound_payload(item.message)["message-in"] == "a%2Bb+c"
     await store.complete_inbound([item.id])
     assert await store.claim_inbound(10, now + 10_000, 30) == []
 
@@ -228,8 +232,8 @@ async def test_an_ok_send_can_carry_a_partial_problem(store, make) -> None:
         error_message="the text after the audio was refused (131026)")], now, POLICY)
     message = await store.get_message(project.id, mid)
     assert message is not None
-    assert (message["state"], message["error_code"]) == ("submitted", "text-lost")
-    assert message["events"][-1]["detail"] == (
+    assert (message.state, message.error_code) == ("submitted", "text-lost")
+    assert message.events[-1]["detail"] == (
         "provider id wamid.audio; text-lost: the text after the audio was refused (131026)")
 
 

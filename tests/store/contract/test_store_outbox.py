@@ -13,6 +13,7 @@ from pushgate.core.models import AcceptResult, OutboxBatch, SendResult, StatusUp
 from pushgate.core.policy import RetryPolicy
 from pushgate.core.push import Limits, decode_push, plan_push
 from pushgate.store.base import Store
+from pushgate.webhooks.payloads import report_payload
 
 LEASE = 30.0
 HOOK = "http://127.0.0.1:9/hook"
@@ -42,7 +43,7 @@ async def send(store: Store, channel: ChannelSpec, now: float,
 
 
 def items(batches: list[OutboxBatch]) -> list[dict[str, Any]]:
-    return [item.payload for batch in batches for item in batch.items]
+    return [report_payload(item.report) for batch in batches for item in batch.items]
 
 
 def ids(batches: list[OutboxBatch]) -> list[int]:
@@ -87,7 +88,7 @@ async def test_claim_groups_by_project_with_full_payload(store: Store, make: Any
     assert all(item.project_id == b.project_id for b in batches for item in b.items)
     assert all(item.attempts == 0 for b in batches for item in b.items)
 
-    ok, refunded = (item.payload for item in by_project[first.id].items)
+    ok, refunded = (report_payload(item.report) for item in by_project[first.id].items)
     assert ok == {
         "push_id": str(p1.push_id), "msg_id": str(p1.message_ids[0]),
         "number": "919876540000", "status": 4, "state": "submitted",
@@ -100,7 +101,7 @@ async def test_claim_groups_by_project_with_full_payload(store: Store, make: Any
     assert (refunded["error_code"], refunded["error_message"]) == ("bad", "no such")
     assert refunded["reference_number"] == "ref-one-1"
 
-    sub, delivered = (item.payload for item in by_project[second.id].items)
+    sub, delivered = (report_payload(item.report) for item in by_project[second.id].items)
     assert [sub["status"], delivered["status"]] == [4, 1]
     assert delivered["state"] == "delivered"
     assert (delivered["message_type"], delivered["media"]) == (
@@ -216,7 +217,7 @@ async def test_a_send_answered_delivered_is_recorded_submitted_then_delivered(
     async def history(project_id: int, mid: int) -> tuple[str, list[tuple[str, Any]]]:
         message = await store.get_message(project_id, mid)
         assert message is not None
-        return message["state"], [(e["state"], e["detail"]) for e in message["events"]]
+        return message.state, [(e["state"], e["detail"]) for e in message.events]
 
     state, events = await history(project.id, first)
     assert state == "delivered"
@@ -231,7 +232,7 @@ async def test_a_send_answered_delivered_is_recorded_submitted_then_delivered(
     assert events[3][0] == "delivered"
     assert (await history(silent.id, muted.message_ids[0]))[0] == "delivered"
     message = await store.get_message(project.id, first)
-    assert message is not None and message["provider_id"] == "p1"
+    assert message is not None and message.provider_id == "p1"
 
     reports = [(p["msg_id"], p["state"]) for p in items(
         await store.claim_outbox("d", 100, t0 + 3, LEASE))]

@@ -16,6 +16,7 @@ from pushgate.core.policy import RetryPolicy
 from pushgate.core.pricing import parse_credits
 from pushgate.core.push import Limits, decode_push, plan_push
 from pushgate.store.base import Store
+from pushgate.webhooks.payloads import report_payload
 
 PRICE = parse_credits("0.005")
 LEASE = 30.0
@@ -41,14 +42,14 @@ async def states(store: Store, project_id: int, ids: list[int]) -> list[str]:
     for mid in ids:
         message = await store.get_message(project_id, mid)
         assert message is not None, mid
-        out.append(message["state"])
+        out.append(message.state)
     return out
 
 
 async def event_states(store: Store, project_id: int, mid: int) -> list[str]:
     message = await store.get_message(project_id, mid)
     assert message is not None
-    return [e["state"] for e in message["events"]]
+    return [e["state"] for e in message.events]
 
 
 async def balance(store: Store, project_id: int) -> int:
@@ -93,7 +94,7 @@ async def test_message_ids_name_the_accepted_entries_in_order(store: Store, make
     assert len(result.message_ids) == len(plan.accepted) == 1201
     assert result.message_ids == sorted(result.message_ids)
     assert min(result.message_ids) > max(first.message_ids)
-    stored = {m["msg_id"]: (m["number"], m["message"])
+    stored = {m.id: (m.number, m.body)
               async for rows in store.iter_push_messages(project.id, result.push_id)
               for m in rows}
     assert stored == {mid: (row[1], row[2])
@@ -170,10 +171,10 @@ async def test_claim_records_sending_event(store: Store, make: Any) -> None:
     [claimed] = await store.claim_messages(channel.id, "worker-a", 10, t0 + 1, LEASE)
     message = await store.get_message(project.id, mid)
     assert message is not None
-    assert message["state"] == "sending" and message["attempts"] == 1
-    assert [e["state"] for e in message["events"]] == ["queued", "sending"]
-    assert "worker-a" in message["events"][-1]["detail"]
-    assert message["events"][-1]["at"] == pytest.approx(t0 + 1)
+    assert message.state == "sending" and message.attempts == 1
+    assert [e["state"] for e in message.events] == ["queued", "sending"]
+    assert "worker-a" in message.events[-1]["detail"]
+    assert message.events[-1]["at"] == pytest.approx(t0 + 1)
 
 
 # --- message leases ---------------------------------------------------------------------------
@@ -198,8 +199,8 @@ async def test_expired_lease_is_claimed_again_as_possible_resend(
     for mid in pushed.message_ids:
         message = await store.get_message(project.id, mid)
         assert message is not None
-        assert (message["state"], message["resends"], message["attempts"]) == ("sending", 1, 2)
-        events = message["events"]
+        assert (message.state, message.resends, message.attempts) == ("sending", 1, 2)
+        events = message.events
         assert [e["state"] for e in events] == ["queued", "sending", "sending"]
         assert "possible re-send" in events[-1]["detail"]
         assert "possible re-send" not in events[-2]["detail"]
@@ -215,7 +216,7 @@ async def test_expired_lease_is_claimed_again_as_possible_resend(
     for mid in pushed.message_ids:
         message = await store.get_message(project.id, mid)
         assert message is not None
-        assert (message["state"], message["provider_id"]) == ("submitted", f"p{mid}")
+        assert (message.state, message.provider_id) == ("submitted", f"p{mid}")
 
 
 async def test_expired_leases_come_before_fresh_messages(store: Store, make: Any) -> None:
@@ -245,8 +246,8 @@ async def test_release_gives_messages_back(store: Store, make: Any) -> None:
         (mid, 1, False) for mid in pushed.message_ids]
     message = await store.get_message(project.id, pushed.message_ids[0])
     assert message is not None
-    assert [e["state"] for e in message["events"]] == ["queued", "sending", "queued", "sending"]
-    assert "released unsent by worker w1" in message["events"][2]["detail"]
+    assert [e["state"] for e in message.events] == ["queued", "sending", "queued", "sending"]
+    assert "released unsent by worker w1" in message.events[2]["detail"]
 
 
 # --- outcomes ---------------------------------------------------------------------------------
@@ -263,10 +264,10 @@ async def test_ok_outcome_submits_with_provider_id(store: Store, make: Any) -> N
     for mid in pushed.message_ids:
         message = await store.get_message(project.id, mid)
         assert message is not None
-        assert (message["state"], message["status"], message["provider_id"]) == (
+        assert (message.state, message.status, message.provider_id) == (
             "submitted", 4, f"prov-{mid}")
-        assert [e["state"] for e in message["events"]] == ["queued", "sending", "submitted"]
-        assert f"prov-{mid}" in message["events"][-1]["detail"]
+        assert [e["state"] for e in message.events] == ["queued", "sending", "submitted"]
+        assert f"prov-{mid}" in message.events[-1]["detail"]
     # Submitted messages are not claimable.
     assert await store.claim_messages(channel.id, "w", 10, t0 + 100, LEASE) == []
     assert await store.submitted_before(channel.id, t0 + 2, 10) == pushed.message_ids
@@ -299,7 +300,7 @@ async def test_routine_steps_are_columns_and_exceptions_are_event_rows(
 
     routine_msg = await store.get_message(project.id, routine)
     assert routine_msg is not None
-    assert [(e["state"], e["at"], e["detail"]) for e in routine_msg["events"]] == [
+    assert [(e["state"], e["at"], e["detail"]) for e in routine_msg.events] == [
         ("queued", pytest.approx(t0), None),
         ("sending", pytest.approx(t0 + 1), "worker w1, attempt 1"),
         ("submitted", pytest.approx(t0 + 2), "provider id p-routine"),
@@ -308,12 +309,12 @@ async def test_routine_steps_are_columns_and_exceptions_are_event_rows(
         "queued", "sending", "queued", "sending", "submitted", "delivered"]
     retried_msg = await store.get_message(project.id, retried)
     assert retried_msg is not None
-    assert retried_msg["events"][3]["detail"] == "worker w2, attempt 2"
+    assert retried_msg.events[3]["detail"] == "worker w2, attempt 2"
     partial_msg = await store.get_message(project.id, partial)
     assert partial_msg is not None
-    assert partial_msg["events"][-1]["state"] == "submitted"
-    assert "470: caption dropped" in partial_msg["events"][-1]["detail"]
-    assert [e["state"] for e in partial_msg["events"]].count("submitted") == 1
+    assert partial_msg.events[-1]["state"] == "submitted"
+    assert "470: caption dropped" in partial_msg.events[-1]["detail"]
+    assert [e["state"] for e in partial_msg.events].count("submitted") == 1
     # All three went to the provider, the one with a problem too: the caps count them.
     assert await store.sent_since(channel.id, t0) == 3
     assert sorted(query("SELECT message_id, state FROM message_events")) == sorted([
@@ -338,7 +339,7 @@ async def test_callback_before_outcome_keeps_the_provider_id(store: Store, make:
         RetryPolicy())
     message = await store.get_message(project.id, mid)
     assert message is not None
-    assert (message["state"], message["provider_id"]) == ("delivered", "prov-early")
+    assert (message.state, message.provider_id) == ("delivered", "prov-early")
     assert await store.apply_status_updates([StatusUpdate(
         state=State.READ, at=t0 + 4, channel_id=channel.id, provider_id="prov-early")]) == 1
 
@@ -359,9 +360,9 @@ async def test_retryable_outcome_requeues_with_backoff(
                                 now, policy)
     message = await store.get_message(project.id, mid)
     assert message is not None
-    assert (message["state"], message["error_code"]) == ("queued", "busy")
-    assert [e["state"] for e in message["events"]] == ["queued", "sending", "queued"]
-    assert "busy" in message["events"][-1]["detail"]
+    assert (message.state, message.error_code) == ("queued", "busy")
+    assert [e["state"] for e in message.events] == ["queued", "sending", "queued"]
+    assert "busy" in message.events[-1]["detail"]
     # First retry: base 10 s, half fixed half jittered → between 5 and 10 s from now.
     [(next_at,)] = query("SELECT next_attempt_at FROM messages WHERE id = ?", mid)
     assert now + 5 <= next_at <= now + 10
@@ -408,11 +409,11 @@ async def test_gives_up_after_max_attempts_and_refunds(store: Store, make: Any) 
     assert await balance(store, project.id) == parse_credits("1")
     message = await store.get_message(project.id, pushed.message_ids[0])
     assert message is not None
-    assert (message["status"], message["error_code"], message["error_message"]) == (
+    assert (message.status, message.error_code, message.error_message) == (
         5, "timeout", "no answer")
-    assert [e["state"] for e in message["events"]] == [
+    assert [e["state"] for e in message.events] == [
         "queued", "sending", "queued", "sending", "queued", "sending", "failed", "refunded"]
-    assert "gave up after 3 attempts" in message["events"][-2]["detail"]
+    assert "gave up after 3 attempts" in message.events[-2]["detail"]
 
 
 async def test_permanent_error_refunds_at_once(store: Store, make: Any) -> None:
@@ -431,11 +432,11 @@ async def test_permanent_error_refunds_at_once(store: Store, make: Any) -> None:
     assert await balance(store, project.id) == parse_credits("1") - 2 * PRICE
     message = await store.get_message(project.id, bad.id)
     assert message is not None
-    assert (message["status"], message["error_code"], message["error_message"]) == (
+    assert (message.status, message.error_code, message.error_message) == (
         5, "invalid-number", "not on WhatsApp")
-    assert [e["state"] for e in message["events"]] == ["queued", "sending", "failed", "refunded"]
+    assert [e["state"] for e in message.events] == ["queued", "sending", "failed", "refunded"]
     push = await store.get_push(project.id, pushed.push_id)
-    assert push is not None and push["counts"] == {"refunded": 1, "submitted": 2}
+    assert push is not None and push.counts == {"refunded": 1, "submitted": 2}
 
 
 async def test_outcome_for_unclaimed_message_is_ignored(store: Store, make: Any) -> None:
@@ -474,8 +475,8 @@ async def test_status_updates_only_move_forward(store: Store, make: Any) -> None
     assert changed == 1
     message = await store.get_message(project.id, mid)
     assert message is not None
-    assert (message["state"], message["status"]) == ("read", 3)
-    events = message["events"]
+    assert (message.state, message.status) == ("read", 3)
+    events = message.events
     assert [e["state"] for e in events] == ["queued", "sending", "submitted", "read",
                                             "delivered"]
     assert events[-1]["detail"] and "ignored" in events[-1]["detail"]
@@ -519,9 +520,10 @@ async def test_duplicate_updates_are_idempotent(store: Store, make: Any) -> None
     assert await store.apply_status_updates(updates + updates) == 3
     assert await store.apply_status_updates(updates) == 0
     assert await states(store, project.id, mids) == ["delivered"] * 3
-    push_id = (await store.get_message(project.id, mids[0]) or {})["push_id"]
-    push = await store.get_push(project.id, push_id)
-    assert push is not None and push["counts"] == {"delivered": 3}
+    first = await store.get_message(project.id, mids[0])
+    assert first is not None
+    push = await store.get_push(project.id, first.push_id)
+    assert push is not None and push.counts == {"delivered": 3}
 
 
 async def test_failure_after_delivery_is_ignored(store: Store, make: Any) -> None:
@@ -540,12 +542,12 @@ async def test_failure_after_delivery_is_ignored(store: Store, make: Any) -> Non
     assert await states(store, project.id, [delivered, pending]) == ["delivered", "failed"]
     message = await store.get_message(project.id, pending)
     assert message is not None
-    assert (message["status"], message["error_code"], message["error_message"]) == (
+    assert (message.status, message.error_code, message.error_message) == (
         2, "131026", "undeliverable")
     ignored = await store.get_message(project.id, delivered)
-    assert ignored is not None and ignored["error_code"] is None
-    assert ignored["events"][-1]["state"] == "failed"
-    assert "ignored" in ignored["events"][-1]["detail"]
+    assert ignored is not None and ignored.error_code is None
+    assert ignored.events[-1]["state"] == "failed"
+    assert "ignored" in ignored.events[-1]["detail"]
 
 
 async def test_update_for_unknown_message_changes_nothing(store: Store, make: Any) -> None:
@@ -579,8 +581,8 @@ async def test_expire_due(store: Store, make: Any) -> None:
     assert await balance(store, project.id) == parse_credits("1") - 4 * PRICE
     message = await store.get_message(project.id, soon.message_ids[0])
     assert message is not None
-    assert message["status"] == 5
-    assert [e["state"] for e in message["events"]] == ["queued", "expired"]
+    assert message.status == 5
+    assert [e["state"] for e in message.events] == ["queued", "expired"]
     assert await store.expire_due(t0 + 500, 1000) == 0   # nothing twice
     # Expired messages are never claimed.
     remaining = await store.claim_messages(channel.id, "w", 10, t0 + 20, LEASE)
@@ -673,11 +675,11 @@ async def test_a_lease_that_ran_out_past_validity_is_expired_never_sent_again(
     assert await balance(store, project.id) == paid + 2 * PRICE
     message = await store.get_message(project.id, stale.message_ids[0])
     assert message is not None
-    assert message["events"][-1]["detail"] == (
+    assert message.events[-1]["detail"] == (
         "validity period ended before its last send was confirmed; credit returned")
-    reports = {item.payload["msg_id"]: item.payload
+    reports = {str(item.report.message_id): report_payload(item.report)
                for batch in await store.claim_outbox("d", 100, t0 + 22, 30.0)
-               for item in batch.items if item.payload["state"] == "expired"}
+               for item in batch.items if item.report.state == "expired"}
     assert set(reports) == {str(mid) for mid in stale.message_ids}
     assert {r["error_message"] for r in reports.values()} == {
         "validity period ended before its last send was confirmed"}
@@ -711,7 +713,7 @@ async def test_an_earlier_attempts_error_is_cleared_when_the_message_moves_on(
         SendResult.sent(failing, "p-failing"),
     ], t0 + 2, RetryPolicy(base_seconds=0.0))
     waiting = await store.get_message(project.id, retried)
-    assert waiting is not None and (waiting["state"], waiting["error_code"]) == (
+    assert waiting is not None and (waiting.state, waiting.error_code) == (
         "queued", "130429")
     assert [m.id for m in await store.claim_messages(channel.id, "w", 10, t0 + 3, LEASE)] == [
         retried]
@@ -719,7 +721,7 @@ async def test_an_earlier_attempts_error_is_cleared_when_the_message_moves_on(
                                 t0 + 4, RetryPolicy())
     sent = await store.get_message(project.id, retried)
     assert sent is not None
-    assert (sent["state"], sent["error_code"], sent["error_message"]) == ("submitted", None, None)
+    assert (sent.state, sent.error_code, sent.error_message) == ("submitted", None, None)
 
     await store.apply_status_updates([
         StatusUpdate(State.READ, t0 + 5, message_id=retried),
@@ -729,13 +731,13 @@ async def test_an_earlier_attempts_error_is_cleared_when_the_message_moves_on(
     ])
     read = await store.get_message(project.id, retried)
     assert read is not None
-    assert (read["state"], read["error_code"], read["error_message"]) == ("read", None, None)
+    assert (read.state, read.error_code, read.error_message) == ("read", None, None)
     assert any(e["state"] == "queued" and "130429" in (e["detail"] or "")
-               for e in read["events"])
+               for e in read.events)
     delivered = await store.get_message(project.id, partial)
     assert delivered is not None
-    assert (delivered["state"], delivered["error_code"]) == ("delivered", None)
-    assert any("470: caption dropped" in (e["detail"] or "") for e in delivered["events"])
+    assert (delivered.state, delivered.error_code) == ("delivered", None)
+    assert any("470: caption dropped" in (e["detail"] or "") for e in delivered.events)
     refunded = await store.get_message(project.id, failing)
     assert refunded is not None
-    assert (refunded["state"], refunded["error_code"]) == ("refunded", "131026")
+    assert (refunded.state, refunded.error_code) == ("refunded", "131026")

@@ -50,8 +50,8 @@ async def test_concurrent_accepts_from_two_instances_never_overdraw(
     total = 0
     for a in accepted:
         push_row = await second_store.get_push(project.id, a.push_id)
-        assert push_row is not None and push_row["counts"] == {"queued": per_push}
-        total += push_row["accepted"]
+        assert push_row is not None and push_row.counts == {"queued": per_push}
+        total += push_row.accepted
     assert total == affordable * per_push
     assert query("SELECT count(*) FROM messages") == [(affordable * per_push,)]
     assert query("SELECT count(*) FROM pushes") == [(affordable,)]
@@ -182,7 +182,7 @@ async def _any_sent(store: Store, project_id: int, ids: list[int]) -> bool:
     for _ in range(25):
         for mid in ids:
             message = await store.get_message(project_id, mid)
-            if message is not None and message["state"] != "queued":
+            if message is not None and message.state != "queued":
                 return True
         await asyncio.sleep(0.02)
     return False
@@ -191,6 +191,6 @@ async def _any_sent(store: Store, project_id: int, ids: list[int]) -> bool:
 async def _all_sent(store: Store, project_id: int, ids: list[int]) -> bool:
     for mid in ids:
         message = await store.get_message(project_id, mid)
-        if message is None or message["state"] in ("queued", "sending"):
+        if message is None or message.state in ("queued", "sending"):
             return False
     return True

@@ -68,20 +68,20 @@ class PostgresAccept(PostgresBase):
         if count:
             _i, numbers, bodies, medias, kinds, references, parts, segments, credits = zip(
                 *plan.accepted, strict=True)
-            if media_id is not None:
-                inline_ref = f"media:{media_id}"
-                medias = tuple(inline_ref if m == "inline:" else m for m in medias)
+            # A row without a media URL sends the push's inline media, if it has one ($16).
             await conn.execute(
                 "INSERT INTO messages (id, push_id, project_id, channel_id, number, body, media,"
-                " media_kind, reference, priority, state, parts, segments, credit_micro,"
-                " attempts, resends, next_attempt_at, created_at, updated_at, expires_at)"
-                " SELECT u.id, $10, $11, $12, u.number, u.body, u.media, u.kind, u.reference,"
+                " media_id, media_kind, reference, priority, state, parts, segments,"
+                " credit_micro, attempts, resends, next_attempt_at, created_at, updated_at,"
+                " expires_at)"
+                " SELECT u.id, $10, $11, $12, u.number, u.body, u.media,"
+                " CASE WHEN u.media IS NULL THEN $16::bigint END, u.kind, u.reference,"
                 " $13, 'queued', u.parts, u.segments, u.credit, 0, 0, $14, $14, $14, $15"
                 " FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],"
                 " $6::text[], $7::int[], $8::int[], $9::bigint[])"
                 " AS u(id, number, body, media, kind, reference, parts, segments, credit)",
                 ids, numbers, bodies, medias, kinds, references, parts, segments, credits,
-                push_id, project_id, channel.id, plan.priority, now, expires_at)
+                push_id, project_id, channel.id, plan.priority, now, expires_at, media_id)
             if plan.extras is not None:
                 # Only template pushes carry channel data: the plain hot path sends nothing
                 # more.

@@ -17,7 +17,7 @@ from pushgate.core.models import (
 )
 from pushgate.store.postgres.common import _columns
 from pushgate.store.postgres.connection import PostgresBase
-from pushgate.store.rows import inbound_payload
+from pushgate.store.rows import inbound_record
 
 # First key of the per-channel advisory lock of users' multi-part SMS being put together.
 PARTS_LOCK = 0x70677270
@@ -113,7 +113,7 @@ class PostgresInbound(PostgresBase):
                 " JOIN channels ch ON ch.id = i.channel_id JOIN projects p ON p.id = i.project_id"
                 " ORDER BY i.id", now + lease_seconds, now, limit)
             return [InboundForward(r[0], r[1], r[10] or "", r[11] or "", r[12],
-                                   inbound_payload(r)) for r in rows]
+                                   inbound_record(r)) for r in rows]
 
         return await self._tx(job)
 

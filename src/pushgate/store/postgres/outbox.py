@@ -13,7 +13,7 @@ from pushgate.core.models import (
     OutboxItem,
 )
 from pushgate.store.postgres.connection import PostgresBase
-from pushgate.store.rows import report_payload
+from pushgate.store.rows import REPORT_COLUMNS, report_record
 
 
 class PostgresOutbox(PostgresBase):
@@ -31,11 +31,10 @@ class PostgresOutbox(PostgresBase):
                 " u AS (UPDATE outbox o SET next_attempt_at = $3 FROM c WHERE o.id = c.id"
                 " RETURNING o.id, o.project_id, o.attempts, o.state, o.at, o.error_code,"
                 " o.error_message, o.message_id)"
-                " SELECT u.id, u.project_id, u.attempts, u.state, u.at, u.error_code,"
-                " u.error_message, m.push_id, m.id, m.number, m.reference, m.body, m.media,"
-                " m.media_kind, m.channel_id, p.webhook_url, p.webhook_secret FROM u"
-                " JOIN messages m ON m.id = u.message_id JOIN projects p ON p.id = u.project_id"
-                " ORDER BY u.id", now, limit, now + lease_seconds)
+                f" SELECT o.id, o.project_id, o.attempts, {REPORT_COLUMNS}, p.webhook_url,"
+                " p.webhook_secret FROM u o JOIN messages m ON m.id = o.message_id"
+                " JOIN projects p ON p.id = o.project_id ORDER BY o.id",
+                now, limit, now + lease_seconds)
             batches: dict[int, OutboxBatch] = {}
             orphaned = []
             for r in rows:
@@ -48,7 +47,7 @@ class PostgresOutbox(PostgresBase):
                     batch = batches[r[1]] = OutboxBatch(project_id=r[1], url=url,
                                                         secret=r[16] or "")
                 batch.items.append(OutboxItem(id=r[0], project_id=r[1], attempts=r[2],
-                                              payload=report_payload(r)))
+                                              report=report_record(r)))
             if orphaned:
                 await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", orphaned)
             return list(batches.values())

@@ -130,7 +130,7 @@ class PostgresQueue(PostgresBase):
                 "  FROM c WHERE m.id = c.id"
                 "  RETURNING m.id, m.push_id, m.project_id, m.channel_id, m.number, m.body,"
                 "  m.media, m.media_kind, m.parts, m.priority, m.attempts, c.resend, m.extra,"
-                "  m.claims),"
+                "  m.claims, m.media_id),"
                 " events AS (INSERT INTO message_events (message_id, state, at, detail)"
                 "  SELECT id, 'sending', $2, 'worker ' || $5 || ', attempt ' || attempts"
                 "  || CASE WHEN resend THEN ': possible re-send, previous lease expired'"
@@ -140,7 +140,7 @@ class PostgresQueue(PostgresBase):
             return [OutboundMessage(
                 id=r[0], push_id=r[1], project_id=r[2], channel_id=r[3], number=r[4],
                 text=r[5], media_url=r[6], media_kind=r[7], parts=r[8], priority=r[9],
-                attempts=r[10], possible_resend=r[11],
+                attempts=r[10], possible_resend=r[11], media_id=r[14],
                 extra=json.loads(r[12]) if r[12] else None) for r in rows]
 
         return await self._tx(job)

@@ -5,27 +5,24 @@ the sandbox inbox and a channel's queue counts.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
+from pushgate.core.records import MessageDetail, MessageRecord, PushRecord
 from pushgate.store.postgres.connection import PostgresBase
 from pushgate.store.rows import (
+    M_MESSAGE_COLUMNS,
+    MESSAGE_COLUMNS,
     MESSAGE_DETAIL_COLUMNS,
     PUSH_COLUMNS,
     message_detail,
-    message_dict,
+    message_record,
     push_record,
-)
-
-_MESSAGE_FIELDS = (
-    "id, number, state, reference, error_code, error_message, updated_at, body, media,"
-    " media_kind, credit_micro, channel_id, resends"
 )
 
 
 class PostgresReports(PostgresBase):
     """Reads behind the report endpoints."""
 
-    async def get_push(self, project_id: int, push_id: int) -> dict[str, Any] | None:
+    async def get_push(self, project_id: int, push_id: int) -> PushRecord | None:
         async with self._conn() as conn:
             row = await conn.fetchrow(
                 f"SELECT {PUSH_COLUMNS} FROM pushes WHERE id = $1 AND project_id = $2",
@@ -39,21 +36,21 @@ class PostgresReports(PostgresBase):
 
     async def iter_push_messages(
         self, project_id: int, push_id: int, chunk: int = 1000
-    ) -> AsyncIterator[list[dict[str, Any]]]:
+    ) -> AsyncIterator[list[MessageRecord]]:
         last = 0
         while True:
             rows = await self._fetch(
-                f"SELECT {_MESSAGE_FIELDS} FROM messages WHERE push_id = $1"
+                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE push_id = $1"
                 " AND project_id = $2 AND id > $3 ORDER BY id LIMIT $4",
                 push_id, project_id, last, chunk)
             if not rows:
                 return
             last = rows[-1][0]
-            yield [message_dict(r) for r in rows]
+            yield [message_record(r) for r in rows]
             if len(rows) < chunk:
                 return
 
-    async def get_message(self, project_id: int, message_id: int) -> dict[str, Any] | None:
+    async def get_message(self, project_id: int, message_id: int) -> MessageDetail | None:
         async with self._conn() as conn:
             row = await conn.fetchrow(
                 f"SELECT {MESSAGE_DETAIL_COLUMNS} FROM messages"
@@ -70,15 +67,13 @@ class PostgresReports(PostgresBase):
             "SELECT content_type, data FROM media WHERE id = $1", media_id)
         return (row[0], bytes(row[1])) if row else None
 
-    async def sandbox_inbox(self, project_id: int, limit: int) -> list[dict[str, Any]]:
+    async def sandbox_inbox(self, project_id: int, limit: int) -> list[MessageRecord]:
         rows = await self._fetch(
-            "SELECT m.id, m.number, m.state, m.reference, m.error_code, m.error_message,"
-            " m.updated_at, m.body, m.media, m.media_kind, m.credit_micro, m.channel_id,"
-            " m.resends FROM messages m JOIN channels c ON c.id = m.channel_id"
+            f"SELECT {M_MESSAGE_COLUMNS} FROM messages m JOIN channels c ON c.id = m.channel_id"
             " WHERE c.project_id = $1 AND c.kind = 'sandbox'"
             " AND m.state NOT IN ('queued', 'sending')"
             " ORDER BY m.updated_at DESC, m.id DESC LIMIT $2", project_id, limit)
-        return [message_dict(r) for r in rows]
+        return [message_record(r) for r in rows]
 
     async def channel_queue_counts(self, channel_id: int) -> dict[str, int]:
         rows = await self._fetch(

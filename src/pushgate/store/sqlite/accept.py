@@ -19,7 +19,7 @@ from pushgate.store.sqlite.connection import SQLiteBase
 #: made of the same six prepared statements (preparing one of a new size costs as much again
 #: as running it, and real pushes vary in size), and a large push goes 2,000 rows a
 #: statement (fewer GIL round trips for the writer; docs/benchmarks.md lists the lever).
-#: 2,000 rows bind 18,007 parameters, under SQLite's default limit of
+#: 2,000 rows bind 18,008 parameters, under SQLite's default limit of
 #: 32,766 (since 3.32).
 _INSERT_SIZES = (2000, 500, 100, 20, 5, 1)
 _INSERT_MESSAGE_WIDTH = 9   # parameters per row; the push-wide ones come first, once
@@ -55,16 +55,19 @@ def _message_rows(plan: PushPlan) -> list[Any]:
 
 @functools.lru_cache(maxsize=8)
 def _insert_messages_sql(rows: int) -> str:
-    # ?1..?7 are the same for every row of a push (push_id, project_id, channel_id, priority,
-    # now, expires_at, first id) and are bound once per statement; the anonymous ? of the
-    # VALUES rows are numbered from 8 on (SQLite numbers a bare ? one past the largest so
-    # far). Binding runs under the GIL on the writer thread, so fewer parameters per row
-    # means more rows per second (bench/store_driver.py; docs/benchmarks.md).
+    # ?1..?8 are the same for every row of a push (push_id, project_id, channel_id, priority,
+    # now, expires_at, first id, inline media id) and are bound once per statement; the
+    # anonymous ? of the VALUES rows are numbered from 9 on (SQLite numbers a bare ? one past
+    # the largest so far). Binding runs under the GIL on the writer thread, so fewer
+    # parameters per row means more rows per second (bench/store_driver.py;
+    # docs/benchmarks.md).
     one = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    # A row without a media URL sends the push's inline media, if it has one (?8).
     return ("INSERT INTO messages (id, push_id, project_id, channel_id, number, body, media,"
-            " media_kind, reference, priority, state, parts, segments, credit_micro, attempts,"
-            " resends, next_attempt_at, created_at, updated_at, expires_at)"
-            " SELECT ?7 + column1, ?1, ?2, ?3, column2, column3, column4, column5, column6, ?4,"
+            " media_id, media_kind, reference, priority, state, parts, segments, credit_micro,"
+            " attempts, resends, next_attempt_at, created_at, updated_at, expires_at)"
+            " SELECT ?7 + column1, ?1, ?2, ?3, column2, column3, column4,"
+            " CASE WHEN column4 IS NULL THEN ?8 END, column5, column6, ?4,"
             " 'queued', column7, column8, column9, 0, 0, ?5, ?5, ?5, ?6 FROM (VALUES "
             + ", ".join([one] * rows) + ")")
 
@@ -111,12 +114,8 @@ def _accept_job(
     # without reading them back.
     first_id = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM messages").fetchone()[0]
     width = _INSERT_MESSAGE_WIDTH
-    if media_id is not None:
-        # The messages of a push with inline media point at its one stored copy.
-        rows = rows.copy()
-        rows[3::width] = [f"media:{media_id}" if media_ref == "inline:" else media_ref
-                          for media_ref in rows[3::width]]
-    push_wide = [push_id, project_id, channel.id, plan.priority, now, expires_at, first_id]
+    push_wide = [push_id, project_id, channel.id, plan.priority, now, expires_at, first_id,
+                 media_id]
     # Multi-row INSERTs rather than executemany of one-row statements: one statement runs
     # per chunk instead of per row (docs/benchmarks.md).
     count = len(plan.accepted)

@@ -14,7 +14,7 @@ from pushgate.core.models import (
     InboundMessage,
     InboundPart,
 )
-from pushgate.store.rows import inbound_payload
+from pushgate.store.rows import inbound_record
 from pushgate.store.sqlite.connection import SQLiteBase
 
 
@@ -92,7 +92,7 @@ class SQLiteInbound(SQLiteBase):
             if not rows:
                 return []
             return [InboundForward(r[0], r[1], r[10] or "", r[11] or "", r[12],
-                                   inbound_payload(r)) for r in conn.execute(
+                                   inbound_record(r)) for r in conn.execute(
                 "SELECT i.id, i.project_id, i.channel_id, i.number, i.body, i.type,"
                 " i.provider_id, i.media_url, i.name, c.application, p.incoming_webhook_url,"
                 " p.webhook_secret, i.forward_attempts, i.raw FROM inbound_messages i"

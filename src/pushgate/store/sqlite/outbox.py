@@ -12,7 +12,7 @@ from pushgate.core.models import (
     OutboxBatch,
     OutboxItem,
 )
-from pushgate.store.rows import report_payload
+from pushgate.store.rows import REPORT_COLUMNS, report_record
 from pushgate.store.sqlite.connection import SQLiteBase
 
 
@@ -72,9 +72,8 @@ def _claim_outbox_job(
     if not ids:
         return []
     rows = conn.execute(
-        "SELECT o.id, o.project_id, o.attempts, o.state, o.at, o.error_code, o.error_message,"
-        " m.push_id, m.id, m.number, m.reference, m.body, m.media, m.media_kind,"
-        " m.channel_id, p.webhook_url, p.webhook_secret FROM outbox o"
+        f"SELECT o.id, o.project_id, o.attempts, {REPORT_COLUMNS}, p.webhook_url,"
+        " p.webhook_secret FROM outbox o"
         " JOIN messages m ON m.id = o.message_id JOIN projects p ON p.id = o.project_id"
         " WHERE o.id IN (SELECT value FROM json_each(?)) ORDER BY o.id",
         (json.dumps(ids),)).fetchall()
@@ -89,7 +88,7 @@ def _claim_outbox_job(
         if batch is None:
             batch = batches[r[1]] = OutboxBatch(project_id=r[1], url=url, secret=r[16] or "")
         batch.items.append(OutboxItem(id=r[0], project_id=r[1], attempts=r[2],
-                                      payload=report_payload(r)))
+                                      report=report_record(r)))
     if orphaned:
         conn.execute("DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?))",
                      (json.dumps(orphaned),))

@@ -21,7 +21,7 @@ from pushgate.store.sqlite.connection import SQLiteBase, _connect, log
 LISTEN_POLL_SECONDS = 0.02
 
 _CLAIM_RETURNING = "id, push_id, project_id, channel_id, number, body, media, media_kind, " \
-    "parts, priority, attempts, extra"
+    "parts, priority, attempts, extra, media_id"
 
 
 class SQLiteQueue(SQLiteBase):
@@ -211,7 +211,7 @@ def _claim_job(
             (until, worker_id, now, now, worker_id, channel_id, min_priority, now, now,
              limit - len(expired))).fetchall()
     events = [(r[0], "sending", now, f"worker {worker_id}, attempt {r[10]}")
-              for r in fresh if r[12] > 1]
+              for r in fresh if r[13] > 1]
     events += [(r[0], "sending", now,
                 f"worker {worker_id}, attempt {r[10]}: possible re-send, previous lease expired")
                for r in expired]
@@ -227,7 +227,7 @@ def _outbound_messages(expired: list[Any], fresh: list[Any]) -> list[OutboundMes
     messages = [
         OutboundMessage(id=r[0], push_id=r[1], project_id=r[2], channel_id=r[3], number=r[4],
                         text=r[5], media_url=r[6], media_kind=r[7], parts=r[8], priority=r[9],
-                        attempts=r[10], possible_resend=resend,
+                        attempts=r[10], possible_resend=resend, media_id=r[12],
                         extra=json.loads(r[11]) if r[11] else None)
         for rows, resend in ((expired, True), (fresh, False)) for r in rows
     ]

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
+from pushgate.core.records import MessageDetail, MessageRecord, PushRecord
 from pushgate.store.rows import (
+    M_MESSAGE_COLUMNS,
+    MESSAGE_COLUMNS,
     MESSAGE_DETAIL_COLUMNS,
     PUSH_COLUMNS,
     message_detail,
-    message_dict,
+    message_record,
     push_record,
 )
 from pushgate.store.sqlite.common import _LIVE
@@ -22,7 +24,7 @@ from pushgate.store.sqlite.connection import SQLiteBase
 class SQLiteReports(SQLiteBase):
     """Reads behind the report endpoints."""
 
-    async def get_push(self, project_id: int, push_id: int) -> dict[str, Any] | None:
+    async def get_push(self, project_id: int, push_id: int) -> PushRecord | None:
         conn = self._read()
         row = conn.execute(
             f"SELECT {PUSH_COLUMNS} FROM pushes WHERE id = ? AND project_id = ?",
@@ -36,23 +38,22 @@ class SQLiteReports(SQLiteBase):
 
     async def iter_push_messages(
         self, project_id: int, push_id: int, chunk: int = 1000
-    ) -> AsyncIterator[list[dict[str, Any]]]:
+    ) -> AsyncIterator[list[MessageRecord]]:
         last = 0
         while True:
             rows = self._read().execute(
-                "SELECT id, number, state, reference, error_code, error_message, updated_at,"
-                " body, media, media_kind, credit_micro, channel_id, resends FROM messages"
-                " WHERE push_id = ? AND project_id = ? AND id > ? ORDER BY id LIMIT ?",
+                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE push_id = ? AND project_id = ?"
+                " AND id > ? ORDER BY id LIMIT ?",
                 (push_id, project_id, last, chunk)).fetchall()
             if not rows:
                 return
             last = rows[-1][0]
-            yield [message_dict(r) for r in rows]
+            yield [message_record(r) for r in rows]
             if len(rows) < chunk:
                 return
             await asyncio.sleep(0)
 
-    async def get_message(self, project_id: int, message_id: int) -> dict[str, Any] | None:
+    async def get_message(self, project_id: int, message_id: int) -> MessageDetail | None:
         conn = self._read()
         row = conn.execute(
             f"SELECT {MESSAGE_DETAIL_COLUMNS} FROM messages WHERE id = ? AND project_id = ?",
@@ -69,15 +70,13 @@ class SQLiteReports(SQLiteBase):
             "SELECT content_type, data FROM media WHERE id = ?", (media_id,)).fetchone()
         return (row[0], bytes(row[1])) if row else None
 
-    async def sandbox_inbox(self, project_id: int, limit: int) -> list[dict[str, Any]]:
+    async def sandbox_inbox(self, project_id: int, limit: int) -> list[MessageRecord]:
         rows = self._read().execute(
-            "SELECT m.id, m.number, m.state, m.reference, m.error_code, m.error_message,"
-            " m.updated_at, m.body, m.media, m.media_kind, m.credit_micro, m.channel_id,"
-            " m.resends FROM messages m JOIN channels c ON c.id = m.channel_id"
+            f"SELECT {M_MESSAGE_COLUMNS} FROM messages m JOIN channels c ON c.id = m.channel_id"
             " WHERE c.project_id = ? AND c.kind = 'sandbox'"
             " AND m.state NOT IN ('queued', 'sending')"
             " ORDER BY m.updated_at DESC, m.id DESC LIMIT ?", (project_id, limit)).fetchall()
-        return [message_dict(r) for r in rows]
+        return [message_record(r) for r in rows]
 
     async def channel_queue_counts(self, channel_id: int) -> dict[str, int]:
         counts = dict(self._read().execute(

@@ -1,0 +1,98 @@
+"""What the store's report reads return: typed records, rendered into Picky's JSON by the API
+(``api/reports.py``) and the webhook deliverer (``webhooks/payloads.py``), never by the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pushgate.core.lifecycle import PICKY_STATUS, State
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    """A message as reports list it."""
+
+    id: int
+    number: str
+    state: State
+    reference: str | None
+    error_code: str | None
+    error_message: str | None
+    updated_at: float
+    body: str
+    media: str | None
+    media_kind: str | None
+    credit_micro: int
+    channel_id: int
+    resends: int
+
+    @property
+    def status(self) -> int:
+        """Picky's report status of the message's state."""
+        return PICKY_STATUS[self.state]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDetail(MessageRecord):
+    """One message with its history (``GET /api/v2/messages/{id}``)."""
+
+    push_id: int
+    attempts: int
+    provider_id: str | None
+    created_at: float
+    priority: int
+    segments: int
+    parts: int
+    # Oldest first, as ``core.history.message_history`` rebuilds them: state, at, detail.
+    events: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class PushRecord:
+    """A push and its messages counted by state."""
+
+    id: int
+    channel_id: int
+    priority: int
+    entries: int
+    accepted: int
+    credit_micro: int
+    created_at: float
+    counts: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRecord:
+    """One state change of a message due at its project's event webhook."""
+
+    push_id: int
+    message_id: int
+    number: str
+    state: State
+    reference: str | None
+    error_code: str | None
+    error_message: str | None
+    body: str
+    media: str | None
+    media_kind: str | None
+    channel_id: int
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class InboundRecord:
+    """A user's message due at its project's incoming webhook."""
+
+    id: int
+    project_id: int
+    channel_id: int
+    number: str
+    body: str
+    type: int
+    provider_id: str | None
+    media_url: str | None
+    name: str | None
+    application: int | str
+    # What the connector kept of the provider's message (a JSON object), or None.
+    raw: Any

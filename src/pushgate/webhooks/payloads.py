@@ -1,0 +1,82 @@
+"""Picky's webhook bodies, rendered from the store's typed records: the event webhook's
+delivery reports (one body per project batch) and the incoming webhook's user messages."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import quote_plus
+
+import orjson
+
+from pushgate.core.channels import MediaKind
+from pushgate.core.lifecycle import ERROR_STATES, PICKY_STATUS
+from pushgate.core.records import InboundRecord, ReportRecord
+
+EVENT_DELIVERY_REPORT = 1
+
+
+def message_type(media_kind: str | None) -> str:
+    """Picky's ``message_type`` in reports: Text, Image, Video, Audio, Document."""
+    if not media_kind:
+        return "Text"
+    return MediaKind(media_kind).value.capitalize()
+
+
+def report_payload(report: ReportRecord) -> dict[str, Any]:
+    """One report of the event webhook, as Picky sends it."""
+    failed = report.state in ERROR_STATES   # a report of another state carries no error
+    return {
+        "push_id": str(report.push_id),
+        "msg_id": str(report.message_id),
+        "number": report.number,
+        "status": PICKY_STATUS[report.state],
+        "state": report.state.value,
+        "reference_number": report.reference,
+        "error_code": report.error_code if failed else None,
+        "error_message": (report.error_message or "") if failed else "",
+        "message": report.body,
+        "message_type": message_type(report.media_kind),
+        "media": report.media,
+        "channel_id": report.channel_id,
+        "time": report.at,
+    }
+
+
+def reports_body(project_id: int, reports: Sequence[ReportRecord]) -> bytes:
+    """The signed body of one POST to a project's event webhook."""
+    return orjson.dumps({
+        "project_id": project_id,
+        "event_id": EVENT_DELIVERY_REPORT,
+        "data": [report_payload(report) for report in reports],
+    })
+
+
+def inbound_payload(message: InboundRecord) -> dict[str, Any]:
+    """Picky's global (incoming) webhook body for a user's message."""
+    payload: dict[str, Any] = {
+        "number": message.number,
+        "message-in": quote_plus(message.body),
+        "message_in_raw": message.body,
+        "type": message.type,
+        "application": str(message.application),
+        "unique-id": str(message.id),
+        "project-id": str(message.project_id),
+        "channel_id": message.channel_id,
+        "provider_id": message.provider_id,
+        "media-url": message.media_url or "",
+    }
+    if message.name:
+        payload["name"] = message.name
+    # A user's multi-part SMS forwarded without all its parts (SMPP, after its wait): said so.
+    raw = message.raw
+    if isinstance(raw, dict) and raw.get("incomplete"):
+        payload["incomplete"] = True
+        payload["parts_received"] = raw.get("parts_received", [])
+        payload["parts_total"] = raw.get("parts_total")
+    return payload
+
+
+def inbound_body(message: InboundRecord) -> bytes:
+    """The signed body of one POST to a project's incoming webhook."""
+    return orjson.dumps(inbound_payload(message))
