@@ -14,11 +14,11 @@ from pushgate.core.errors import ApiError, Code
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, at most ``limit`` bytes; more is ``BODY_TOO_LARGE``."""
-    declared = request.headers.get("content-length")
+    declared = request.headers.get("content-length") or ""
     # isascii: str.isdigit() also accepts digits such as "²" that int() refuses; a length
     # of more digits than the limit has is too large without int() (which refuses past
     # 4,300 digits).
-    digits = declared.lstrip("0") if declared else ""
+    digits = declared.lstrip("0")
     if digits.isascii() and digits.isdigit() and (
             len(digits) > len(str(limit)) or int(digits) > limit):
         raise ApiError(Code.BODY_TOO_LARGE, f"{declared[:30]} bytes, at most {limit}")

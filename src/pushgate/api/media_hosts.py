@@ -9,6 +9,8 @@ through the event loop's ``getaddrinfo`` so the loop never blocks.
 from __future__ import annotations
 
 from collections import ChainMap
+from collections.abc import MutableMapping
+from typing import cast
 
 from pushgate.core.channels import ChannelSpec
 from pushgate.core.push import Limits, MediaHosts, PushBody, PushPlan, plan_push
@@ -30,6 +32,8 @@ async def plan_with_media_hosts(body: PushBody, channel: ChannelSpec, limits: Li
     for name in wanted[MAX_NAMES_PER_PUSH:]:
         judged[name] = (f"{name!r} was not looked up: the push names more than "
                         f"{MAX_NAMES_PER_PUSH} media hosts not seen lately")
-    plan = plan_push(body, channel, limits, MediaHosts(allow_private, ChainMap(judged, known)))
+    plan = plan_push(body, channel, limits, MediaHosts(allow_private, ChainMap(
+        # ChainMap writes only to its first map; ``known`` is read, never changed.
+        judged, cast(MutableMapping[str, str | None], known))))
     assert not plan.media_hosts_to_resolve, plan.media_hosts_to_resolve
     return plan

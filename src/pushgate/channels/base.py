@@ -139,7 +139,7 @@ class Channel:
     # The kind's config model (``channels/config.py``): its keys, types, defaults and rules.
     config_model: ClassVar[type[ChannelConfig]]
     # How many sends of this channel may be in flight at once (HTTP channels: >1).
-    concurrency: ClassVar[int] = 1
+    concurrency: int = 1
     # Whether several workers may send for an unpaced channel at once (claims never overlap).
     # Connectors that hold a session (SMPP binds, phones) keep one sender: the lease holder.
     shareable: ClassVar[bool] = False

@@ -230,7 +230,7 @@ class BridgeChannel(Channel):
     default_delay_ms: ClassVar[int] = 15_000
     default_jitter_ms: ClassVar[int] = 30_000
     config_type: ClassVar[type[BridgeConfig]] = BridgeConfig
-    config_model = BridgeConfig
+    config_model: ClassVar[type[ChannelConfig]] = BridgeConfig
     # "WAHA session", "Evolution instance": used in messages.
     session_noun: ClassVar[str] = "session"
 

@@ -231,7 +231,8 @@ class EvolutionChannel(BridgeChannel):
         return CallbackResult()
 
     def _update(self, item: dict[str, Any], at: float) -> StatusUpdate | None:
-        key = item.get("key") if isinstance(item.get("key"), dict) else {}
+        raw_key = item.get("key")
+        key: dict[str, Any] = raw_key if isinstance(raw_key, dict) else {}
         message_id = item.get("keyId") or key.get("id")
         from_me = item.get("fromMe", key.get("fromMe"))
         status = item.get("status")
@@ -260,7 +261,8 @@ class EvolutionChannel(BridgeChannel):
         number = digits(jid)
         if number is None or not isinstance(message_id, str):
             return None
-        content = item.get("message") if isinstance(item.get("message"), dict) else {}
+        raw_content = item.get("message")
+        content: dict[str, Any] = raw_content if isinstance(raw_content, dict) else {}
         extended = content.get("extendedTextMessage")
         text = content.get("conversation") or (
             extended.get("text") if isinstance(extended, dict) else None)

@@ -106,7 +106,7 @@ class MediaFetchError(Exception):
 def max_bytes_for(kind: str | None) -> int:
     """The size limit for media of ``kind`` ("image", ...; unknown or None: document)."""
     try:
-        return MEDIA_MAX_BYTES[MediaKind(kind)]
+        return MEDIA_MAX_BYTES[MediaKind(kind or "")]
     except ValueError:
         return MEDIA_MAX_BYTES[MediaKind.DOCUMENT]
 

@@ -266,7 +266,7 @@ class TwilioChannel(Channel):
 
     # Twilio queues excess sends itself (per-sender MPS, 1 CPS for calls); a few requests in
     # flight keep the API round trip from being the limit.
-    concurrency: ClassVar[int] = 8
+    concurrency = 8
     shareable: ClassVar[bool] = True
     # A send takes the channel's rate permit as its request is written, after any connect.
     paces_requests: ClassVar[bool] = True

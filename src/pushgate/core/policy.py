@@ -28,7 +28,7 @@ class RetryPolicy:
         """Seconds before the next try after ``attempts`` tries: half fixed, half random, so
         the retries of a burst spread out but never come back at once; never sooner than the
         provider's ``retry_after``."""
-        delay = min(self.cap_seconds, self.base_seconds * 2 ** max(0, attempts - 1))
+        delay = min(self.cap_seconds, self.base_seconds * 2.0 ** max(0, attempts - 1))
         return max(retry_after or 0.0, delay / 2 + random.uniform(0, delay / 2))
 
 

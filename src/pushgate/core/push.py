@@ -14,7 +14,7 @@ import binascii
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import msgspec
 
@@ -174,15 +174,15 @@ class Limits:
 # and a tuple is the cheapest record to build and to bind; its fields are read by the
 # ``ROW_*`` positions below.
 AcceptedRow = tuple[int, str, str, str | None, str | None, str | None, int, int, int]
-ROW_INDEX = 0        # the entry's index in the request's ``data``
-ROW_NUMBER = 1
-ROW_BODY = 2
-ROW_MEDIA_URL = 3    # None with a media kind: the push's inline media (``PushPlan.inline_media``)
-ROW_MEDIA_KIND = 4
-ROW_REFERENCE = 5
-ROW_PARTS = 6
-ROW_SEGMENTS = 7
-ROW_CREDIT = 8       # micro-credits
+ROW_INDEX: Final = 0      # the entry's index in the request's ``data``
+ROW_NUMBER: Final = 1
+ROW_BODY: Final = 2
+ROW_MEDIA_URL: Final = 3  # None with a media kind: the push's ``inline_media``
+ROW_MEDIA_KIND: Final = 4
+ROW_REFERENCE: Final = 5
+ROW_PARTS: Final = 6
+ROW_SEGMENTS: Final = 7
+ROW_CREDIT: Final = 8     # micro-credits
 
 #: Channels that send approved WhatsApp templates.
 TEMPLATE_APPLICATIONS = frozenset({APP_WHATSAPP_OFFICIAL, APP_WHATSAPP_CLOUD,

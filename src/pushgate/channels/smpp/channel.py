@@ -304,6 +304,7 @@ class SmppChannel(Channel):
             bind.respond(session, pdu.DELIVER_SM_RESP, 0x65, sequence, b"\0")
             return
         message_type = deliver.esm_class & pdu.ESM_MESSAGE_TYPE
+        item: Incoming | None
         if message_type not in (0, pdu.ESM_DELIVERY_RECEIPT, pdu.ESM_INTERMEDIATE_NOTIFICATION):
             # An SME delivery or manual acknowledgement: nothing pushgate tracks.
             bind.respond(session, pdu.DELIVER_SM_RESP, pdu.ESME_ROK, sequence, b"\0")

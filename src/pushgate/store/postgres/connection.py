@@ -105,7 +105,7 @@ class PostgresBase:
             return
         try:
             await asyncio.wait_for(pool.close(), 10)
-        except (TimeoutError, *_UNAVAILABLE):
+        except _UNAVAILABLE:   # TimeoutError among them
             pool.terminate()
 
     async def ping(self) -> None:
@@ -144,7 +144,8 @@ class PostgresBase:
 
     async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         async with self._conn() as conn:
-            return await conn.fetch(sql, *args)
+            rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
+            return rows
 
     async def _fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
         async with self._conn() as conn:

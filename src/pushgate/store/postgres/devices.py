@@ -228,7 +228,8 @@ async def _take_for_device(conn: asyncpg.Connection, channel_id: int, device_id:
         "  m.attempts, c.resend",
         channel_id, now, allowance, now + quota.lease_seconds, device_worker(device_id),
         now - quota.sticky_seconds, device_id, now - quota.offline_after)
-    return [HandedMessage(DeviceMessage(*r[:6], possible_resend=r[7]), r[6]) for r in rows]
+    return [HandedMessage(DeviceMessage(r[0], r[1], r[2], r[3], r[4], r[5],
+                                                possible_resend=r[7]), r[6]) for r in rows]
 
 
 async def _record_handout(conn: asyncpg.Connection, channel_id: int, device_id: str,

@@ -226,7 +226,8 @@ def _take_for_device(conn: sqlite3.Connection, channel_id: int, device_id: str,
             f" ORDER BY m.priority DESC, m.id LIMIT ?) RETURNING {_DEVICE_MESSAGE_RETURNING}",
             (until, worker, now, channel_id, now, now, now - quota.sticky_seconds, device_id,
              now - quota.offline_after, now, allowance - len(expired))).fetchall()
-    return [HandedMessage(DeviceMessage(*r[:6], possible_resend=resend), r[6])
+    return [HandedMessage(DeviceMessage(r[0], r[1], r[2], r[3], r[4], r[5],
+                                                possible_resend=resend), r[6])
             for rows, resend in ((expired, True), (fresh, False)) for r in rows]
 
 
