@@ -3,18 +3,30 @@ PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+RUN_STAMP := $(VENV)/.run-stamp
 
-.PHONY: install run test fuzz lint bench bench-check docs clean
+.PHONY: install install-run run test fuzz lint bench bench-check docs clean
 
+# Everything: the gateway, the PostgreSQL drivers (the dev extra pulls in `postgres`) and the
+# test and lint tools.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,postgres]'
-	touch $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP) $(RUN_STAMP)
+
+# What running the embedded SQLite gateway needs, no dev tools (a full install counts too).
+$(RUN_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	touch $(RUN_STAMP)
 
 install: $(STAMP)
 
-run: install
+install-run: $(RUN_STAMP)
+
+run: install-run
 	$(BIN)/pushgate migrate
 	$(BIN)/pushgate demo
 	$(BIN)/pushgate serve

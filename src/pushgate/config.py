@@ -1,4 +1,5 @@
-"""Settings, read from ``PUSHGATE_*`` environment variables (documented in the README)."""
+"""Settings, read from ``PUSHGATE_*`` environment variables and an optional ``.env`` file in the
+working directory (documented in the README; every setting is listed in ``.env.example``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PUSHGATE_", extra="ignore")
+    # The environment wins over the .env file; the file may hold other programs' variables.
+    model_config = SettingsConfigDict(env_prefix="PUSHGATE_", env_file=".env",
+                                      env_file_encoding="utf-8", extra="ignore")
 
     database_url: str = "sqlite:///./data/pushgate.db"
     host: str = "127.0.0.1"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 
 from pushgate.cli.channels import channel_app
+from pushgate.cli.config import show_config
 from pushgate.cli.database import migrate, migrate_data
 from pushgate.cli.devices import device_app
 from pushgate.cli.docs import docs_app
@@ -25,6 +26,7 @@ app.command()(migrate)
 app.command("migrate-data")(migrate_data)
 app.command()(serve)
 app.command()(worker)
+app.command("config")(show_config)
 app.command()(demo)
 app.add_typer(project_app, name="project")
 app.add_typer(token_app, name="token")

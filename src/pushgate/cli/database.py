@@ -10,6 +10,7 @@ import typer
 from pushgate.cli.common import JsonOption, console, err_console, fail, redact
 from pushgate.config import Settings
 from pushgate.store.errors import StoreUnavailable
+from pushgate.store.factory import require_postgres_drivers
 
 
 def migrate(as_json: bool = JsonOption) -> None:
@@ -21,6 +22,7 @@ def migrate(as_json: bool = JsonOption) -> None:
 
     settings = Settings()
     try:
+        require_postgres_drivers(settings.database_url)
         upgrade(settings.database_url)
         revision = current_revision(settings.database_url)
     except StoreUnavailable as exc:
@@ -61,8 +63,10 @@ def migrate_data(
             bar.update(tasks[table], completed=done if total else 1)
 
         try:
+            require_postgres_drivers(source)
+            require_postgres_drivers(target)
             copied = copy_database(source, target, progress)
-        except TransferError as exc:
+        except (TransferError, StoreUnavailable) as exc:
             fail(str(exc))
             return
     if as_json:
