@@ -185,3 +185,20 @@ def test_callback_secret_fixes_a_channel_stored_without_one(tmp_path: Path) -> N
     sandbox = json.loads(done.stdout)["id"]
     refused = pushgate("channel", "callback-secret", str(sandbox), url=url)
     assert refused.returncode == 1 and "no separate callback secret" in refused.stderr
+
+
+def test_token_list_json_shows_tokens_without_their_secret(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'pushgate.db'}"
+    assert pushgate("migrate", url=url).returncode == 0
+    assert pushgate("project", "create", "shop", url=url).returncode == 0
+    created = pushgate("token", "create", "--project", "shop", "--label", "till", "--ip",
+                       "10.0.0.7", "--json", url=url)
+    assert created.returncode == 0, created.stderr
+    done = pushgate("token", "list", "--project", "shop", "--json", url=url)
+    assert done.returncode == 0, done.stderr
+    listed = json.loads(done.stdout)
+    till = [t for t in listed if t["label"] == "till"]
+    assert len(till) == 1 and till[0]["ip_allow"] == ["10.0.0.7"]
+    assert till[0]["revoked_at"] is None and isinstance(till[0]["created_at"], float)
+    assert set(till[0]) == {"id", "label", "ip_allow", "created_at", "revoked_at"}
+    assert json.loads(created.stdout)["token"] not in done.stdout

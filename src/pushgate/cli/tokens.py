@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from typing import Any
 
 import typer
 from rich.table import Table
 
 from pushgate.cli.common import JsonOption, console, fail, project_id_of, show, with_store
+from pushgate.core.models import TokenRecord
 from pushgate.core.tokens import hash_token, new_token
 from pushgate.store.base import Store
 
@@ -56,15 +58,15 @@ def token_revoke(token_id: int, as_json: bool = JsonOption) -> None:
 def token_list(project: str = typer.Option(..., "--project"), as_json: bool = JsonOption) -> None:
     """List a project's tokens (never the tokens themselves)."""
 
-    async def run(store: Store) -> list[dict[str, Any]]:
+    async def run(store: Store) -> list[TokenRecord]:
         return await store.list_tokens(await project_id_of(store, project))
 
-    rows = with_store(run)
+    tokens = with_store(run)
     if as_json:
-        typer.echo(json.dumps(rows))
+        typer.echo(json.dumps([asdict(token) for token in tokens]))
         return
     table = Table("id", "label", "ip allow-list", "revoked")
-    for row in rows:
-        table.add_row(str(row["id"]), row["label"], ",".join(row["ip_allow"]),
-                      "yes" if row["revoked_at"] else "")
+    for token in tokens:
+        table.add_row(str(token.id), token.label, ",".join(token.ip_allow),
+                      "yes" if token.revoked_at else "")
     console.print(table)

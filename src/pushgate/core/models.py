@@ -217,6 +217,17 @@ class TokenInfo:
     project_active: bool
 
 
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """An API token as ``token list`` shows it (never the token itself)."""
+
+    id: int
+    label: str
+    ip_allow: list[str]
+    created_at: float
+    revoked_at: float | None
+
+
 @dataclass(slots=True)
 class AcceptResult:
     push_id: int

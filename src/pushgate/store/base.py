@@ -26,6 +26,7 @@ from pushgate.core.models import (
     SendResult,
     StatusUpdate,
     TokenInfo,
+    TokenRecord,
 )
 from pushgate.core.policy import RetryPolicy
 from pushgate.core.push import PushPlan
@@ -73,7 +74,7 @@ class Admin(Protocol):
     async def revoke_token(self, token_id: int) -> bool: ...
 
     @abc.abstractmethod
-    async def list_tokens(self, project_id: int) -> list[dict[str, Any]]: ...
+    async def list_tokens(self, project_id: int) -> list[TokenRecord]: ...
 
     @abc.abstractmethod
     async def add_channel(self, spec: ChannelSpec) -> ChannelSpec:

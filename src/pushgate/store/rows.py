@@ -10,7 +10,7 @@ from typing import Any
 from pushgate.core.channels import ChannelSpec, PriceUnit, caption_kinds_for
 from pushgate.core.history import RoutineSteps, message_history
 from pushgate.core.lifecycle import State
-from pushgate.core.models import Project
+from pushgate.core.models import Project, TokenRecord
 from pushgate.core.records import (
     InboundRecord,
     MessageDetail,
@@ -26,6 +26,14 @@ CHANNEL_COLUMNS = (
 PROJECT_COLUMNS = "id, name, balance_micro, webhook_url, active, incoming_webhook_url"
 #: The ``pushes`` columns ``push_record`` reads.
 PUSH_COLUMNS = "id, channel_id, priority, entries, accepted, credit_micro, created_at"
+
+
+TOKEN_COLUMNS = "id, label, ip_allow, created_at, revoked_at"
+
+
+def token_record(row: Sequence[Any]) -> TokenRecord:
+    return TokenRecord(id=row[0], label=row[1], ip_allow=[ip for ip in row[2].split(",") if ip],
+                       created_at=row[3], revoked_at=row[4])
 
 
 def channel_from_row(row: Sequence[Any]) -> ChannelSpec:

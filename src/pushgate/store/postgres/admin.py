@@ -14,14 +14,17 @@ from pushgate.core.channels import ChannelSpec
 from pushgate.core.models import (
     Project,
     TokenInfo,
+    TokenRecord,
 )
 from pushgate.store.postgres.common import _now, _rowcount
 from pushgate.store.postgres.connection import PostgresBase
 from pushgate.store.rows import (
     CHANNEL_COLUMNS,
     PROJECT_COLUMNS,
+    TOKEN_COLUMNS,
     channel_from_row,
     project_from_row,
+    token_record,
 )
 
 # Columns update_channel may change, with the Python type each is stored as.
@@ -119,12 +122,11 @@ class PostgresAdmin(PostgresBase):
 
         return await self._tx(job)
 
-    async def list_tokens(self, project_id: int) -> list[dict[str, Any]]:
+    async def list_tokens(self, project_id: int) -> list[TokenRecord]:
         rows = await self._fetch(
-            "SELECT id, label, ip_allow, created_at, revoked_at FROM api_tokens"
-            " WHERE project_id = $1 ORDER BY id", project_id)
-        return [{"id": r[0], "label": r[1], "ip_allow": [ip for ip in r[2].split(",") if ip],
-                 "created_at": r[3], "revoked_at": r[4]} for r in rows]
+            f"SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE project_id = $1 ORDER BY id",
+            project_id)
+        return [token_record(r) for r in rows]
 
     async def add_channel(self, spec: ChannelSpec) -> ChannelSpec:
         async def job(conn: asyncpg.Connection) -> int:

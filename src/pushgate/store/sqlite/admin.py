@@ -13,12 +13,15 @@ from pushgate.core.channels import ChannelSpec
 from pushgate.core.models import (
     Project,
     TokenInfo,
+    TokenRecord,
 )
 from pushgate.store.rows import (
     CHANNEL_COLUMNS,
     PROJECT_COLUMNS,
+    TOKEN_COLUMNS,
     channel_from_row,
     project_from_row,
+    token_record,
 )
 from pushgate.store.sqlite.common import _now
 from pushgate.store.sqlite.connection import SQLiteBase
@@ -113,12 +116,11 @@ class SQLiteAdmin(SQLiteBase):
 
         return await self._write(job)
 
-    async def list_tokens(self, project_id: int) -> list[dict[str, Any]]:
+    async def list_tokens(self, project_id: int) -> list[TokenRecord]:
         rows = self._read().execute(
-            "SELECT id, label, ip_allow, created_at, revoked_at FROM api_tokens"
-            " WHERE project_id = ? ORDER BY id", (project_id,)).fetchall()
-        return [{"id": r[0], "label": r[1], "ip_allow": [ip for ip in r[2].split(",") if ip],
-                 "created_at": r[3], "revoked_at": r[4]} for r in rows]
+            f"SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE project_id = ? ORDER BY id",
+            (project_id,)).fetchall()
+        return [token_record(r) for r in rows]
 
     async def add_channel(self, spec: ChannelSpec) -> ChannelSpec:
         def job(conn: sqlite3.Connection) -> int:
