@@ -3,7 +3,8 @@ that starts the dispatcher and webhook deliverer unless API-only.
 
 Each area's routes live at module level in their own module (``push``, ``reports``,
 ``callbacks``, ``media``, ``devices``, ``ops``) and read the shared ``Gateway``
-(``api/state.py``) from the application; ``create_app`` only puts them together.
+(``api/state.py``) from the application; ``create_app`` only puts them together, and serves
+Picky's endpoints at each base path Picky clients use (``add_picky_aliases``).
 """
 
 from __future__ import annotations
