@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,7 @@ async def test_push_and_message_endpoints_while_queued(app_client, make) -> None
     assert data["entries"] == 3 and data["accepted"] == 3
     assert data["credit"] == "0.015"
     assert data["counts"] == {"queued": 3}
+    assert datetime.fromisoformat(data["created_at"]).utcoffset() is not None
 
     msg_id = accepted["data"][1]["msg_id"]
     message = await client.get(f"/api/v2/messages/{msg_id}", params={"token": token})
@@ -111,7 +113,9 @@ async def test_push_and_message_endpoints_while_queued(app_client, make) -> None
     assert data["message"] == "hello" and data["reference_number"] == "ref-1"
     assert data["credit"] == "0.005" and data["priority"] == 1
     assert [e["state"] for e in data["events"]] == ["queued"]
-    assert isinstance(data["events"][0]["at"], float)
+    # pushgate's own endpoints: ISO 8601 times with their offset.
+    for stamp in (data["events"][0]["at"], data["created_at"], data["updated_at"]):
+        assert datetime.fromisoformat(stamp).utcoffset() is not None, stamp
 
 
 async def test_reports_follow_the_sandbox_delivery(app_client, make) -> None:
@@ -136,8 +140,10 @@ async def test_reports_follow_the_sandbox_delivery(app_client, make) -> None:
     states = [e["state"] for e in message["events"]]
     assert states[0] == "queued" and states[-1] == "delivered"
     assert "submitted" in states and states.index("submitted") < states.index("delivered")
-    times = [e["at"] for e in message["events"]]
+    times = [datetime.fromisoformat(e["at"]) for e in message["events"]]
     assert times == sorted(times)
+    # The texts sort as the times do (one width, one offset).
+    assert [e["at"] for e in message["events"]] == sorted(e["at"] for e in message["events"])
     assert message["provider_id"]
 
     inbox = await client.get("/api/v2/sandbox/inbox", headers=_bearer(token))
@@ -147,6 +153,7 @@ async def test_reports_follow_the_sandbox_delivery(app_client, make) -> None:
     assert sorted(r["msg_id"] for r in rows) == sorted(int(e["msg_id"]) for e in accepted["data"])
     assert all(r["state"] == "delivered" and r["message"] == "hello" for r in rows)
     assert all(r["credit"] == "0.005" for r in rows)
+    assert all(datetime.fromisoformat(r["updated_at"]).utcoffset() is not None for r in rows)
     limited = (await client.get("/api/v2/sandbox/inbox", params={"limit": 2},
                                 headers=_bearer(token))).json()["data"]
     assert len(limited) == 2

@@ -6,7 +6,9 @@ DESCRIPTION = """
 pushgate speaks the Picky Assist Push API v2: `POST /api/v2/push` with a JSON body carrying
 `token`, `application` and `data[]`. Every answer has a numeric `status` (100 = accepted) and a
 `message`; see docs/error-codes.md for every code. The token may also be sent as
-`Authorization: Bearer <token>`.
+`Authorization: Bearer <token>`. Picky's endpoints (`push`, `delivery-report`,
+`device-status`, `device-action`) also answer under Picky's older base URL, `/app/api/v2/`, and
+`device-status` at `/app/api/v1/device-status`; this document lists each once.
 """
 
 _ENTRY = {

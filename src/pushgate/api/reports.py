@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 from starlette.responses import Response
 
 from pushgate.api import openapi
-from pushgate.api.answers import JSON, success
+from pushgate.api.answers import JSON, iso_time, success
 from pushgate.api.auth import authenticate, token_from
 from pushgate.api.body import json_payload
 from pushgate.api.routing import raw_post
@@ -117,7 +117,8 @@ def message_json(message: MessageRecord) -> dict[str, Any]:
         "msg_id": message.id, "number": message.number, "state": message.state.value,
         "status": message.status, "reference_number": message.reference,
         "error_code": message.error_code, "error_message": message.error_message,
-        "updated_at": message.updated_at, "message": message.body, "media": message.media,
+        "updated_at": iso_time(message.updated_at), "message": message.body,
+        "media": message.media,
         "media_kind": message.media_kind, "channel_id": message.channel_id,
         "resends": message.resends, "credit": format_credits(message.credit_micro),
     }
@@ -128,9 +129,10 @@ def message_detail_json(message: MessageDetail) -> dict[str, Any]:
     data = message_json(message)
     credit = data.pop("credit")   # last, after the history, as it always came
     data.update(push_id=message.push_id, attempts=message.attempts,
-                provider_id=message.provider_id, created_at=message.created_at,
+                provider_id=message.provider_id, created_at=iso_time(message.created_at),
                 priority=message.priority, segments=message.segments, parts=message.parts,
-                events=message.events, credit=credit)
+                events=[{**event, "at": iso_time(event["at"])} for event in message.events],
+                credit=credit)
     return data
 
 
@@ -138,6 +140,7 @@ def push_json(push: PushRecord) -> dict[str, Any]:
     """``GET /api/v2/pushes/{id}``'s ``data``."""
     return {
         "push_id": push.id, "channel_id": push.channel_id, "priority": push.priority,
-        "entries": push.entries, "accepted": push.accepted, "created_at": push.created_at,
+        "entries": push.entries, "accepted": push.accepted,
+        "created_at": iso_time(push.created_at),
         "counts": push.counts, "credit": format_credits(push.credit_micro),
     }

@@ -33,10 +33,12 @@ class Code(IntEnum):
     BODY_TOO_LARGE = 413
     METHOD_NOT_ALLOWED = 414
     NO_VALID_ENTRIES = 416
+    REQUEST_REFUSED = 418
     INSUFFICIENT_CREDIT = 420
     UNKNOWN_CHANNEL = 421
     CHANNEL_APPLICATION_MISMATCH = 422
     RATE_LIMITED = 429
+    INTERNAL_ERROR = 500
     UNAVAILABLE = 503
 
     # Per-entry: the entry is refused, the rest of the push goes on.
@@ -112,6 +114,9 @@ _TABLE: tuple[CodeInfo, ...] = (
     CodeInfo(Code.NO_VALID_ENTRIES, 422, "No valid entries",
              "Every entry was refused, for different reasons; see `data[]`. (When all share one "
              "reason, the push answers with that entry code instead.)"),
+    CodeInfo(Code.REQUEST_REFUSED, 400, "Request refused",
+             "The HTTP layer refused the request for a reason no other code names (the "
+             "message says which); the HTTP status is that refusal's own."),
     CodeInfo(Code.INSUFFICIENT_CREDIT, 402, "Insufficient credit",
              "The project's balance does not cover every accepted entry. The whole push is "
              "refused and nothing is charged."),
@@ -126,6 +131,10 @@ _TABLE: tuple[CodeInfo, ...] = (
              "tokens (default 10) within `PUSHGATE_AUTH_FAILURE_WINDOW_SECONDS` (default 600): "
              "then any token from it is refused unread. Nothing was queued; retry after the "
              "`Retry-After` seconds."),
+    CodeInfo(Code.INTERNAL_ERROR, 500, "Internal error",
+             "A fault in pushgate, logged with its traceback. A push is accepted in one "
+             "transaction, but the answer may be lost after it: check the project's balance "
+             "(or its pushes) before sending again."),
     CodeInfo(Code.UNAVAILABLE, 503, "Service unavailable",
              "The store cannot be reached or is overloaded. Nothing was queued; retry later."),
     CodeInfo(Code.INVALID_NUMBER, 422, "Invalid number",
@@ -207,6 +216,13 @@ def render_markdown() -> str:
         "Every answer is JSON with a numeric `status` and a `message`. The HTTP status follows the",
         "class of the error; set `PUSHGATE_ALWAYS_HTTP_200=true` for clients that need HTTP 200",
         "on every answer (the JSON body is the same).",
+        "",
+        "Under `/api/` and Picky's older `/app/api/` every refusal has this shape, including an",
+        "unknown path (404), a method the path does not take (414), a path or query parameter of",
+        "the wrong type (406), any other refusal of the HTTP layer (its own code below, else 418)",
+        "and a fault (500). The phones' API (`/api/mobile/v1`) answers its own errors as its app",
+        "expects (`{\"message\": ...}`); an unknown path or wrong method there, and anywhere",
+        "else, is answered as above too.",
         "",
         "## Request-level codes",
         "",
