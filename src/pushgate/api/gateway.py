@@ -112,7 +112,7 @@ def add_picky_aliases(app: FastAPI) -> None:
         for route in routes:
             for alias in aliases:
                 app.router.add_api_route(
-                    alias, route.endpoint, methods=list(route.methods),
+                    alias, route.endpoint, methods=sorted(route.methods or ()),
                     route_class_override=type(route), status_code=route.status_code,
                     response_class=route.response_class, summary=route.summary,
                     tags=route.tags, include_in_schema=False)
