@@ -17,9 +17,13 @@ from pushgate.core.models import StatusUpdate
 from pushgate.core.outcomes import Moved, plan_status_moves
 from pushgate.core.transitions import (
     EventRow,
+    ProviderKey,
     StateChange,
+    early_updates,
     merge_part_states,
+    message_id_by,
     net_state_changes,
+    provider_keys,
     resolve_part_updates,
     walk_status_updates,
 )
@@ -153,9 +157,7 @@ class PostgresStatus(PostgresBase):
             conn, {u.message_id for u in updates if u.message_id is not None}
             | set(provider_map.values()))
         states = {mid: State(row[2]) for mid, row in rows.items()}
-        moves, events = walk_status_updates(
-            updates, states, lambda u: u.message_id if u.message_id is not None
-            else provider_map.get((u.channel_id, u.provider_id or "")))
+        moves, events = walk_status_updates(updates, states, message_id_by(provider_map))
         plan = plan_status_moves(moves, {mid: Moved(row[1], row[4], row[3])
                                          for mid, row in rows.items()})
         await _refund(conn, plan.refunds, _now(), plan.refund_reason)
@@ -169,8 +171,7 @@ async def _resolve_parts(
 ) -> tuple[list[StatusUpdate], list[EventRow]]:
     """Updates naming one part of a multi-part send, turned into their message's (where it
     moves); the parts' own states stored. Returns the updates and the parts' events."""
-    part_keys = sorted({(u.channel_id or 0, u.provider_id) for u in updates
-                        if u.message_id is None and u.provider_id is not None})
+    part_keys = sorted({(channel or 0, pid) for channel, pid in provider_keys(updates)})
     if not part_keys:
         return updates, []
     ref_of = {(r[0], r[1]): (r[2], r[3]) for r in await conn.fetch(
@@ -195,10 +196,9 @@ async def _resolve_parts(
 
 async def _ids_by_provider(
     conn: asyncpg.Connection, updates: list[StatusUpdate]
-) -> dict[tuple[int | None, str], int]:
+) -> dict[ProviderKey, int]:
     """Our message id for each (channel, provider id) the updates name, where one is known."""
-    by_provider = [(u.channel_id, u.provider_id) for u in updates
-                   if u.message_id is None and u.provider_id is not None]
+    by_provider = provider_keys(updates)
     if not by_provider:
         return {}
     return {(r[1], r[2]): r[0] for r in await conn.fetch(
@@ -211,12 +211,10 @@ async def _ids_by_provider(
 
 async def _keep_early(
     conn: asyncpg.Connection, updates: list[StatusUpdate],
-    provider_map: dict[tuple[int | None, str], int],
+    provider_map: dict[ProviderKey, int],
 ) -> None:
-    """A receipt that overtook its send's outcome: kept until the id is recorded."""
-    early = [u for u in updates if u.message_id is None and u.provider_id is not None
-             and u.channel_id is not None
-             and (u.channel_id, u.provider_id) not in provider_map]
+    """Receipts that overtook their send's outcome: kept until the id is recorded."""
+    early = early_updates(updates, provider_map)
     if early:
         await conn.executemany(
             "INSERT INTO early_updates (channel_id, provider_id, state, at, error_code,"
