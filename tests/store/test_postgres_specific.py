@@ -143,7 +143,9 @@ async def test_concurrent_status_updates_share_transactions_and_a_bad_call_fails
 
     transactions = 0
     real_tx = store._tx
-    real_apply = store._apply_status
+    from pushgate.store.postgres import status as status_module
+
+    real_apply = status_module.apply_status
 
     async def counting_tx(fn: Any, *args: Any) -> Any:
         nonlocal transactions
@@ -156,7 +158,7 @@ async def test_concurrent_status_updates_share_transactions_and_a_bad_call_fails
         return await real_apply(conn, updates, keep_early)
 
     monkeypatch.setattr(store, "_tx", counting_tx)
-    monkeypatch.setattr(store, "_apply_status", apply)
+    monkeypatch.setattr(status_module, "apply_status", apply)
     def calls(messages: list[Any]) -> list[list[StatusUpdate]]:
         return [[StatusUpdate(State.DELIVERED, now + 1, channel_id=channel.id,
                               provider_id=f"p{m.id}")] for m in messages]

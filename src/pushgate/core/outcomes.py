@@ -154,6 +154,19 @@ def plan_submission(res: SendResult, now: float) -> Submission:
                       res.error_message or "", None, tuple(events), reports)
 
 
+def plan_submissions(results: Sequence[SendResult], now: float) -> list[Submission]:
+    """The writes of every send of ``results`` that went through, for a store whose write
+    keeps only those of messages still held (``plan_outcomes`` leaves the others out first)."""
+    return [plan_submission(res, now) for res in results if res.kind.went_out]
+
+
+def provider_refs(results: Sequence[SendResult]) -> list[tuple[int, str, int]]:
+    """(message id, provider id, part) of each part of the sends that went through: the
+    ``provider_refs`` rows that let a status update naming one part find its message."""
+    return [(res.message_id, pid, part) for res in results if res.kind.went_out
+            for part, pid in res.provider_refs]
+
+
 def plan_outcomes(results: Sequence[SendResult], held: Mapping[int, HeldMessage], now: float,
                   policy: RetryPolicy) -> OutcomePlan:
     """The writes of a batch's outcomes: submissions; sends deferred (no attempt counted),

@@ -336,8 +336,24 @@ def plan_push(body: PushBody, channel: ChannelSpec, limits: Limits,
     """
     hosts = media_hosts or MediaHosts()
     unresolved: set[str] = set()
-    # One verdict per distinct media URL of the push (entries often share theirs).
-    url_problems: dict[str, tuple[Code, str] | None] = {}
+    entries = _checked_entries(body, limits)
+    priority = parse_priority(body)
+    shared = _shared_fields(body, channel, hosts, unresolved)
+    accepted, refused, credit_total, extras = _plan_entries(body, entries, channel, shared,
+                                                            hosts, unresolved)
+    return PushPlan(
+        priority=priority,
+        accepted=accepted,
+        refused=refused,
+        credit_total=credit_total,
+        inline_media=shared.inline,
+        total_entries=len(entries),
+        extras=extras,
+        media_hosts_to_resolve=unresolved or None,
+    )
+
+
+def _checked_entries(body: PushBody, limits: Limits) -> list[PushEntry]:
     entries = body.data
     if not entries:
         raise ApiError(Code.EMPTY_DATA, "`data` must list at least one recipient")
@@ -346,9 +362,30 @@ def plan_push(body: PushBody, channel: ChannelSpec, limits: Limits,
             Code.TOO_MANY_RECIPIENTS,
             f"{len(entries)} entries, at most {limits.max_recipients} per push",
         )
-    priority = parse_priority(body)
-    global_text = _text(body.globalmessage)
+    return entries
 
+
+@dataclass(frozen=True, slots=True)
+class _Shared:
+    """What every entry of the push starts from, decided once per push: its global fields,
+    the channel's countries."""
+
+    text: str
+    inline: InlineMedia | None
+    # Inline media is stored once per push: its entries carry its kind and no URL, and the
+    # store points their messages at the stored copy.
+    media_url: str | None
+    media_kind: MediaKind | None
+    media_problem: tuple[Code, str] | None
+    template_id: str | None
+    allowed_countries: tuple[str, ...]
+    country_refusal: str
+
+
+def _shared_fields(body: PushBody, channel: ChannelSpec, hosts: MediaHosts,
+                   unresolved: set[str]) -> _Shared:
+    """The push's global text, media and template, the channel's countries; ``ApiError`` for
+    a bad global field."""
     inline: InlineMedia | None = None
     global_media = (body.globalmedia or "").strip() or None
     if body.globalmedia_code:
@@ -361,12 +398,18 @@ def plan_push(body: PushBody, channel: ChannelSpec, limits: Limits,
     global_kind = inline.kind if inline else (
         media_kind_from_url(global_media) if global_media else None
     )
-    # Inline media is stored once per push: its entries carry its kind and no URL, and the
-    # store points their messages at the stored copy.
-    global_media_url = None if inline else global_media
     global_media_problem = (_media_url_problem(global_media, hosts, unresolved)
                             if global_media and not inline else None)
+    countries = tuple(str(c) for c in channel.config.get("allowed_country_codes") or ())
+    return _Shared(text=_text(body.globalmessage), inline=inline,
+                   media_url=None if inline else global_media, media_kind=global_kind,
+                   media_problem=global_media_problem,
+                   template_id=_template_id(body, channel), allowed_countries=countries,
+                   country_refusal=(f"channel {channel.id} sends only to country codes "
+                                    f"{', '.join(countries)}"))
 
+
+def _template_id(body: PushBody, channel: ChannelSpec) -> str | None:
     template_id = _text(body.template_id).strip() or None
     if template_id is not None and "\x00" in template_id:
         raise ApiError(Code.INVALID_FIELD, "`template_id` holds a NUL (U+0000) character")
@@ -374,20 +417,29 @@ def plan_push(body: PushBody, channel: ChannelSpec, limits: Limits,
         raise ApiError(Code.INVALID_FIELD,
                        f"`template_id` needs an official WhatsApp channel (application 8, 101 "
                        f"or 121); channel {channel.id} is application {channel.application}")
-    extras: list[str | None] | None = [] if template_id is not None else None
-    allowed_countries = tuple(str(c) for c in channel.config.get("allowed_country_codes") or ())
+    return template_id
 
+
+def _plan_entries(
+    body: PushBody, entries: list[PushEntry], channel: ChannelSpec, shared: _Shared,
+    hosts: MediaHosts, unresolved: set[str],
+) -> tuple[list[AcceptedRow], list[EntryRefusal], int, list[str | None] | None]:
+    """The accepted rows, the refusals, their credit and the rows' channel data. Every
+    recipient of every push passes here: one loop, as a helper per step would cost a call
+    per entry."""
+    global_text, global_media_url, template_id = shared.text, shared.media_url, shared.template_id
+    global_kind, global_media_problem = shared.media_kind, shared.media_problem
+    allowed_countries = shared.allowed_countries
     per_segment = channel.price_unit is PriceUnit.SEGMENT
-    price = channel.price_micro
+    price, max_chars, max_segments = channel.price_micro, channel.max_chars, channel.max_segments
     caption_kinds = channel.caption_kinds
-    max_chars = channel.max_chars
-    max_segments = channel.max_segments
-
+    # One verdict per distinct media URL of the push (entries often share theirs).
+    url_problems: dict[str, tuple[Code, str] | None] = {}
+    extras: list[str | None] | None = [] if template_id is not None else None
     accepted: list[AcceptedRow] = []
     refused: list[EntryRefusal] = []
     seen: dict[tuple[str, str, str | None, str | None], int] = {}
     credit_total = 0
-
     for index, entry in enumerate(entries):
         raw_number = entry.number
         number = raw_number if isinstance(raw_number, str) else _text(raw_number)
@@ -397,10 +449,8 @@ def plan_push(body: PushBody, channel: ChannelSpec, limits: Limits,
             continue
         # Calling codes are prefix-free, so a prefix test is exact.
         if allowed_countries and not number.startswith(allowed_countries):
-            refused.append(EntryRefusal(
-                index, number, Code.COUNTRY_NOT_ALLOWED,
-                f"channel {channel.id} sends only to country codes "
-                f"{', '.join(allowed_countries)}"))
+            refused.append(EntryRefusal(index, number, Code.COUNTRY_NOT_ALLOWED,
+                                        shared.country_refusal))
             continue
         extra = None
         if template_id is not None:
@@ -485,14 +535,4 @@ def plan_push(body: PushBody, channel: ChannelSpec, limits: Limits,
         accepted.append((index, number, text, media, kind, reference, parts, segments, credit))
         if extras is not None:
             extras.append(extra)
-
-    return PushPlan(
-        priority=priority,
-        accepted=accepted,
-        refused=refused,
-        credit_total=credit_total,
-        inline_media=inline,
-        total_entries=len(entries),
-        extras=extras,
-        media_hosts_to_resolve=unresolved or None,
-    )
+    return accepted, refused, credit_total, extras

@@ -16,6 +16,31 @@ from pushgate.core.models import StatusUpdate
 EventRow = tuple[int, str, float, str | None]
 
 
+#: (channel id, provider id): how a provider's status update names its message.
+ProviderKey = tuple[int | None, str]
+
+
+def provider_keys(updates: Sequence[StatusUpdate]) -> list[ProviderKey]:
+    """The key of each update that names its message by the provider's id, not ours."""
+    return [(u.channel_id, u.provider_id) for u in updates
+            if u.message_id is None and u.provider_id is not None]
+
+
+def message_id_by(provider_map: dict[ProviderKey, int]) -> Callable[[StatusUpdate], int | None]:
+    """An update's message: our id when it names one, else the one ``provider_map`` knows."""
+    return lambda u: (u.message_id if u.message_id is not None
+                      else provider_map.get((u.channel_id, u.provider_id or "")))
+
+
+def early_updates(updates: Sequence[StatusUpdate],
+                  provider_map: dict[ProviderKey, int]) -> list[StatusUpdate]:
+    """The updates naming a provider id no message carries yet: a receipt that overtook its
+    send's outcome, to keep until the id is recorded. One with no channel could never be
+    matched later, and is dropped."""
+    return [u for u in updates if u.message_id is None and u.provider_id is not None
+            and u.channel_id is not None and (u.channel_id, u.provider_id) not in provider_map]
+
+
 def walk_status_updates(
     updates: Sequence[StatusUpdate],
     states: dict[int, State],

@@ -415,7 +415,6 @@ class ChannelRunner:
         priority than the batch's lowest still unsent, claims them and sends them next (at
         most ``overtake_limit`` per batch, so the rest of the batch is delayed by a batch at
         most, well within its lease); their outcomes are recorded with the batch's."""
-        d = self.dispatcher
         sequential = self.pacer.delay > 0 or self.pacer.jitter > 0
         slots = asyncio.Semaphore(1 if sequential else self.channel.in_flight_limit)
         started: list[asyncio.Task[list[SendResult]]] = []
@@ -429,26 +428,10 @@ class ChannelRunner:
         recording: asyncio.Task[None] | None = None
         next_record = time.monotonic() + RECORD_EVERY_SECONDS
 
-        async def one(message: OutboundMessage) -> list[SendResult]:
-            try:
-                results = await self.channel.send_batch([message])
-            finally:
-                slots.release()
-            self.unrecorded.extend(results)
-            return results
-
         async def record_now() -> None:
             nonlocal store_failed
-            began = time.monotonic()
-            try:
-                await self.flush()      # kept in `unrecorded` if it fails
-            except Exception as exc:
+            if not await self.record_quietly():
                 store_failed = True
-                if is_unavailable(exc):
-                    d.outage.failed(exc, began)
-                else:
-                    log.exception("channel %s: recording outcomes failed; retried at the end"
-                                  " of the batch", self.spec.id)
 
         while pending:
             await slots.acquire()
@@ -462,23 +445,47 @@ class ChannelRunner:
                 break
             if (overtaken < overtake_limit and not store_failed
                     and time.monotonic() >= next_check):
-                looked = await self.claim_higher(pending[-1].priority + 1,
+                urgent = await self.claim_higher(pending[-1].priority + 1,
                                                  overtake_limit - overtaken, len(pending))
-                if looked is None:
+                if urgent is None:
                     store_failed = True
-                    urgent = []
                 else:
-                    urgent = looked
-                pending.extendleft(reversed(urgent))
-                overtaken += len(urgent)
+                    pending.extendleft(reversed(urgent))
+                    overtaken += len(urgent)
                 next_check = time.monotonic() + PRIORITY_CHECK_SECONDS
             message = pending.popleft()
             await self.pacer.acquire(1)
-            started.append(asyncio.create_task(one(message)))
+            started.append(asyncio.create_task(self.send_one(message, slots)))
         results = [r for batch in await asyncio.gather(*started) for r in batch]
         if recording is not None:
             await recording
         await self.flush()
+        return results
+
+    async def record_quietly(self) -> bool:
+        """``flush`` while a paced batch goes on: a failure is logged, not raised, and its
+        outcomes stay in ``unrecorded`` for the batch's last write; False after a failure."""
+        began = time.monotonic()
+        try:
+            await self.flush()
+        except Exception as exc:
+            if is_unavailable(exc):
+                self.dispatcher.outage.failed(exc, began)
+            else:
+                log.exception("channel %s: recording outcomes failed; retried at the end"
+                              " of the batch", self.spec.id)
+            return False
+        return True
+
+    async def send_one(self, message: OutboundMessage,
+                       slots: asyncio.Semaphore) -> list[SendResult]:
+        """Send ``message`` on a slot of ``send_paced`` taken for it; its outcome is kept in
+        ``unrecorded`` until written."""
+        try:
+            results = await self.channel.send_batch([message])
+        finally:
+            slots.release()
+        self.unrecorded.extend(results)
         return results
 
     async def release(self, messages: list[OutboundMessage]) -> None:

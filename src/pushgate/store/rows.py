@@ -4,13 +4,14 @@ columns to the typed records of ``core/records.py``."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pushgate.core.channels import ChannelSpec, PriceUnit, caption_kinds_for
+from pushgate.core.devices import Device
 from pushgate.core.history import RoutineSteps, message_history
 from pushgate.core.lifecycle import State
-from pushgate.core.models import Project, TokenRecord
+from pushgate.core.models import OutboxBatch, OutboxItem, Project, TokenInfo, TokenRecord
 from pushgate.core.records import (
     InboundRecord,
     MessageDetail,
@@ -48,6 +49,35 @@ def channel_from_row(row: Sequence[Any]) -> ChannelSpec:
 
 def project_from_row(row: Sequence[Any]) -> Project:
     return Project(row[0], row[1], row[2], row[3], bool(row[4]), row[5])
+
+
+#: The channel columns ``Store.update_channel`` may change, with the type each is stored as.
+CHANNEL_CHANGES: dict[str, Callable[[Any], Any]] = {
+    "price_micro": int, "price_unit": str, "max_chars": int, "max_segments": int,
+    "media_allowed": bool, "rate_per_second": float, "delay_ms": int, "jitter_ms": int,
+    "paused": bool, "name": str, "config": str, "paused_reason": str,
+}
+
+
+def channel_changes(changes: dict[str, Any]) -> dict[str, Any]:
+    """The column values of an ``update_channel`` call (``config`` as JSON text);
+    ``ValueError`` names a column that cannot be changed."""
+    unknown = set(changes) - set(CHANNEL_CHANGES)
+    if unknown:
+        raise ValueError(f"cannot change {sorted(unknown)}")
+    if "config" in changes:
+        changes = {**changes, "config": json.dumps(changes["config"])}
+    return {name: CHANNEL_CHANGES[name](value) for name, value in changes.items()}
+
+
+#: What ``token_from_row`` reads: a token joined with its project (``t``, ``p``).
+AUTH_COLUMNS = "t.id, t.project_id, t.revoked_at, t.ip_allow, p.active"
+
+
+def token_info(row: Sequence[Any]) -> TokenInfo:
+    return TokenInfo(token_id=row[0], project_id=row[1], revoked=row[2] is not None,
+                     ip_allow=[ip for ip in row[3].split(",") if ip],
+                     project_active=bool(row[4]))
 
 
 def inbound_record(row: Sequence[Any]) -> InboundRecord:
@@ -107,6 +137,30 @@ REPORT_COLUMNS = (
 )
 
 
+#: What ``outbox_batches`` reads: an outbox row (``o``) joined with its message (``m``) and
+#: its project (``p``).
+OUTBOX_COLUMNS = (f"o.id, o.project_id, o.attempts, {REPORT_COLUMNS}, p.webhook_url,"
+                  " p.webhook_secret")
+
+
+def outbox_batches(rows: Sequence[Sequence[Any]]) -> tuple[list[OutboxBatch], list[int]]:
+    """Claimed outbox rows of ``OUTBOX_COLUMNS`` as one batch per project, and the ids of
+    those whose project removed its webhook since (to delete)."""
+    batches: dict[int, OutboxBatch] = {}
+    orphaned = []
+    for r in rows:
+        url = r[15]
+        if not url:
+            orphaned.append(r[0])
+            continue
+        batch = batches.get(r[1])
+        if batch is None:
+            batch = batches[r[1]] = OutboxBatch(project_id=r[1], url=url, secret=r[16] or "")
+        batch.items.append(OutboxItem(id=r[0], project_id=r[1], attempts=r[2],
+                                      report=report_record(r)))
+    return list(batches.values()), orphaned
+
+
 def report_record(row: Sequence[Any]) -> ReportRecord:
     """One event-webhook report from an outbox row joined with its message: (outbox id,
     project_id, attempts, then ``REPORT_COLUMNS``)."""
@@ -119,6 +173,15 @@ def report_record(row: Sequence[Any]) -> ReportRecord:
 #: The ``devices`` columns both stores read a ``Device`` from (``health`` as JSON text).
 DEVICE_COLUMNS = ("id, channel_id, project_id, name, created_at, last_seen_at, revoked_at,"
                   " push_token, user_agent, health, ready_at, paused_until, reconnect_at")
+
+
+def device_from_row(row: Sequence[Any], in_flight: int = 0) -> Device:
+    """A phone from its ``DEVICE_COLUMNS``, with ``in_flight`` messages handed to it."""
+    return Device(id=row[0], channel_id=row[1], project_id=row[2], name=row[3],
+                  created_at=row[4], last_seen_at=row[5], revoked_at=row[6], push_token=row[7],
+                  user_agent=row[8] or "", health=json.loads(row[9] or "{}") or None,
+                  ready_at=row[10], paused_until=row[11], reconnect_at=row[12],
+                  in_flight=in_flight)
 
 
 def push_record(row: Sequence[Any], counts: dict[str, int]) -> PushRecord:

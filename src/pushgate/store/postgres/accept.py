@@ -51,56 +51,70 @@ class PostgresAccept(PostgresBase):
                 "INSERT INTO media (project_id, kind, content_type, data, created_at)"
                 " VALUES ($1, $2, $3, $4, $5) RETURNING id",
                 project_id, str(media.kind), media.content_type, media.data, now)
-        count = len(plan.accepted)
         row = await conn.fetchrow(
             "WITH p AS (INSERT INTO pushes (project_id, channel_id, priority, entries, accepted,"
             " credit_micro, media_id, created_at, expiry_due)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10) RETURNING id)"
             " SELECT (SELECT id FROM p),"
             " array(SELECT nextval($9::regclass) FROM generate_series(1, $5))",
-            project_id, channel.id, plan.priority, plan.total_entries, count, total, media_id,
-            now, self._message_seq, expires_at)
+            project_id, channel.id, plan.priority, plan.total_entries, len(plan.accepted),
+            total, media_id, now, self._message_seq, expires_at)
         push_id = int(row[0])
         # Drawn from the sequence in one statement; sorted, they follow the request's order,
         # which is also the queue's FIFO order within a priority.
         ids = sorted(row[1])
+        if ids:
+            await _insert_messages(conn, ids, push_id, project_id, channel, plan, now,
+                                   expires_at, media_id)
+        balance = await _debit(conn, total, project_id, push_id, now, channel.id)
+        return AcceptResult(push_id=push_id, message_ids=ids, balance_micro=balance)
 
-        if count:
-            _i, numbers, bodies, medias, kinds, references, parts, segments, credits = zip(
-                *plan.accepted, strict=True)
-            # A row without a media URL sends the push's inline media, if it has one ($16).
-            await conn.execute(
-                "INSERT INTO messages (id, push_id, project_id, channel_id, number, body, media,"
-                " media_id, media_kind, reference, priority, state, parts, segments,"
-                " credit_micro, attempts, resends, next_attempt_at, created_at, updated_at,"
-                " expires_at)"
-                " SELECT u.id, $10, $11, $12, u.number, u.body, u.media,"
-                " CASE WHEN u.media IS NULL THEN $16::bigint END, u.kind, u.reference,"
-                " $13, 'queued', u.parts, u.segments, u.credit, 0, 0, $14, $14, $14, $15"
-                " FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],"
-                " $6::text[], $7::int[], $8::int[], $9::bigint[])"
-                " AS u(id, number, body, media, kind, reference, parts, segments, credit)",
-                ids, numbers, bodies, medias, kinds, references, parts, segments, credits,
-                push_id, project_id, channel.id, plan.priority, now, expires_at, media_id)
-            if plan.extras is not None:
-                # Only template pushes carry channel data: the plain hot path sends nothing
-                # more.
-                await conn.execute(
-                    "UPDATE messages m SET extra = u.extra FROM unnest($1::bigint[],"
-                    " $2::text[]) AS u(id, extra) WHERE m.id = u.id AND u.extra IS NOT NULL",
-                    ids, plan.extras)
 
-        # The debit last: the project row stays locked only until the commit. The ledger line
-        # and the wake-up for dispatchers (delivered at the commit) go in the same statement.
-        row = await conn.fetchrow(
-            "WITH d AS (UPDATE projects SET balance_micro = balance_micro - $1"
-            " WHERE id = $2 AND balance_micro >= $1 RETURNING balance_micro),"
-            " l AS (INSERT INTO credit_ledger (project_id, delta_micro, reason, push_id, at)"
-            " SELECT $2, -$1, 'push', $3, $4 FROM d WHERE $1 <> 0)"
-            " SELECT balance_micro, pg_notify($5, $6) FROM d",
-            total, project_id, push_id, now, NOTIFY_CHANNEL, str(channel.id))
-        if row is None:
-            balance = await conn.fetchval(
-                "SELECT balance_micro FROM projects WHERE id = $1", project_id)
-            raise InsufficientCredit(total, int(balance or 0))
-        return AcceptResult(push_id=push_id, message_ids=ids, balance_micro=int(row[0]))
+async def _insert_messages(
+    conn: asyncpg.Connection, ids: list[int], push_id: int, project_id: int,
+    channel: ChannelSpec, plan: PushPlan, now: float, expires_at: float | None,
+    media_id: int | None,
+) -> None:
+    """The plan's accepted rows as queued messages, with ``ids`` in order."""
+    _i, numbers, bodies, medias, kinds, references, parts, segments, credits = zip(
+        *plan.accepted, strict=True)
+    # A row without a media URL sends the push's inline media, if it has one ($16).
+    await conn.execute(
+        "INSERT INTO messages (id, push_id, project_id, channel_id, number, body, media,"
+        " media_id, media_kind, reference, priority, state, parts, segments,"
+        " credit_micro, attempts, resends, next_attempt_at, created_at, updated_at,"
+        " expires_at)"
+        " SELECT u.id, $10, $11, $12, u.number, u.body, u.media,"
+        " CASE WHEN u.media IS NULL THEN $16::bigint END, u.kind, u.reference,"
+        " $13, 'queued', u.parts, u.segments, u.credit, 0, 0, $14, $14, $14, $15"
+        " FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],"
+        " $6::text[], $7::int[], $8::int[], $9::bigint[])"
+        " AS u(id, number, body, media, kind, reference, parts, segments, credit)",
+        ids, numbers, bodies, medias, kinds, references, parts, segments, credits,
+        push_id, project_id, channel.id, plan.priority, now, expires_at, media_id)
+    if plan.extras is not None:
+        # Only template pushes carry channel data: the plain hot path sends nothing more.
+        await conn.execute(
+            "UPDATE messages m SET extra = u.extra FROM unnest($1::bigint[],"
+            " $2::text[]) AS u(id, extra) WHERE m.id = u.id AND u.extra IS NOT NULL",
+            ids, plan.extras)
+
+
+async def _debit(conn: asyncpg.Connection, total: int, project_id: int, push_id: int,
+                 now: float, channel_id: int) -> int:
+    """Takes ``total`` from the project's balance and returns what is left;
+    ``InsufficientCredit`` when it does not cover it."""
+    # The debit last: the project row stays locked only until the commit. The ledger line
+    # and the wake-up for dispatchers (delivered at the commit) go in the same statement.
+    row = await conn.fetchrow(
+        "WITH d AS (UPDATE projects SET balance_micro = balance_micro - $1"
+        " WHERE id = $2 AND balance_micro >= $1 RETURNING balance_micro),"
+        " l AS (INSERT INTO credit_ledger (project_id, delta_micro, reason, push_id, at)"
+        " SELECT $2, -$1, 'push', $3, $4 FROM d WHERE $1 <> 0)"
+        " SELECT balance_micro, pg_notify($5, $6) FROM d",
+        total, project_id, push_id, now, NOTIFY_CHANNEL, str(channel_id))
+    if row is None:
+        balance = await conn.fetchval(
+            "SELECT balance_micro FROM projects WHERE id = $1", project_id)
+        raise InsufficientCredit(total, int(balance or 0))
+    return int(row[0])

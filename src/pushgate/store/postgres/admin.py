@@ -5,7 +5,7 @@ of the accept path (token, channel).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -19,22 +19,19 @@ from pushgate.core.models import (
 from pushgate.store.postgres.common import _now, _rowcount
 from pushgate.store.postgres.connection import PostgresBase
 from pushgate.store.rows import (
+    AUTH_COLUMNS,
     CHANNEL_COLUMNS,
     PROJECT_COLUMNS,
     TOKEN_COLUMNS,
+    channel_changes,
     channel_from_row,
     project_from_row,
+    token_info,
     token_record,
 )
 
+
 # Columns update_channel may change, with the Python type each is stored as.
-_CHANNEL_CHANGES: dict[str, Callable[[Any], Any]] = {
-    "price_micro": int, "price_unit": str, "max_chars": int, "max_segments": int,
-    "media_allowed": bool, "rate_per_second": float, "delay_ms": int, "jitter_ms": int,
-    "paused": bool, "name": str, "config": str, "paused_reason": str,
-}
-
-
 class PostgresAdmin(PostgresBase):
     """Projects, tokens, channels and credits."""
 
@@ -147,12 +144,7 @@ class PostgresAdmin(PostgresBase):
         return channel
 
     async def update_channel(self, channel_id: int, **changes: Any) -> ChannelSpec | None:
-        unknown = set(changes) - set(_CHANNEL_CHANGES)
-        if unknown:
-            raise ValueError(f"cannot change {sorted(unknown)}")
-        if "config" in changes:
-            changes["config"] = json.dumps(changes["config"])
-        values = {name: _CHANNEL_CHANGES[name](value) for name, value in changes.items()}
+        values = channel_changes(changes)
         if values:
             assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(values, 1))
 
@@ -180,13 +172,9 @@ class PostgresAdmin(PostgresBase):
 
     async def authenticate(self, token_hash: str) -> TokenInfo | None:
         row = await self._fetchrow(
-            "SELECT t.id, t.project_id, t.revoked_at, t.ip_allow, p.active FROM api_tokens t"
+            f"SELECT {AUTH_COLUMNS} FROM api_tokens t"
             " JOIN projects p ON p.id = t.project_id WHERE t.token_hash = $1", token_hash)
-        if row is None:
-            return None
-        return TokenInfo(token_id=row[0], project_id=row[1], revoked=row[2] is not None,
-                         ip_allow=[ip for ip in row[3].split(",") if ip],
-                         project_active=bool(row[4]))
+        return token_info(row) if row else None
 
     async def find_channel(self, project_id: int, application: int) -> ChannelSpec | None:
         async with self._conn() as conn:

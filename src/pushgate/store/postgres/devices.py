@@ -29,7 +29,7 @@ from pushgate.core.devices import (
 )
 from pushgate.store.postgres.common import _add_events, _columns, _now, _rowcount
 from pushgate.store.postgres.connection import PostgresBase
-from pushgate.store.rows import DEVICE_COLUMNS
+from pushgate.store.rows import DEVICE_COLUMNS, device_from_row
 
 
 class PostgresDevices(PostgresBase):
@@ -50,12 +50,12 @@ class PostgresDevices(PostgresBase):
     async def device_by_token(self, token_hash: str) -> Device | None:
         row = await self._fetchrow(
             f"SELECT {DEVICE_COLUMNS} FROM devices WHERE token_hash = $1", token_hash)
-        return _device_from_row(row) if row else None
+        return device_from_row(row) if row else None
 
     async def get_device(self, device_id: str) -> Device | None:
         row = await self._fetchrow(f"SELECT {DEVICE_COLUMNS} FROM devices WHERE id = $1",
                                    device_id)
-        return _device_from_row(row) if row else None
+        return device_from_row(row) if row else None
 
     async def list_devices(self, channel_id: int | None = None) -> list[Device]:
         async with self._conn() as conn:
@@ -70,7 +70,7 @@ class PostgresDevices(PostgresBase):
                 "SELECT leased_by, count(*) FROM messages WHERE channel_id = ANY($1::int[])"
                 " AND state = 'sending' AND lease_until >= $2 GROUP BY leased_by",
                 sorted({r[1] for r in rows}), _now())}
-        return [_device_from_row(r, held.get(device_worker(r[0]), 0)) for r in rows]
+        return [device_from_row(r, held.get(device_worker(r[0]), 0)) for r in rows]
 
     async def touch_device(
         self,
@@ -143,13 +143,6 @@ class PostgresDevices(PostgresBase):
 
 
 # --- devices ------------------------------------------------------------------------------------
-def _device_from_row(row: Sequence[Any], in_flight: int = 0) -> Device:
-    return Device(id=row[0], channel_id=row[1], project_id=row[2], name=row[3],
-                  created_at=row[4], last_seen_at=row[5], revoked_at=row[6], push_token=row[7],
-                  user_agent=row[8] or "", health=json.loads(row[9] or "{}") or None,
-                  ready_at=row[10], paused_until=row[11], reconnect_at=row[12],
-                  in_flight=in_flight)
-
 
 async def _claim_for_device(
     conn: asyncpg.Connection, device_id: str, quota: DeviceQuota, now: float

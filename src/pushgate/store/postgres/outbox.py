@@ -10,10 +10,9 @@ import asyncpg
 
 from pushgate.core.models import (
     OutboxBatch,
-    OutboxItem,
 )
 from pushgate.store.postgres.connection import PostgresBase
-from pushgate.store.rows import REPORT_COLUMNS, report_record
+from pushgate.store.rows import OUTBOX_COLUMNS, outbox_batches
 
 
 class PostgresOutbox(PostgresBase):
@@ -31,26 +30,13 @@ class PostgresOutbox(PostgresBase):
                 " u AS (UPDATE outbox o SET next_attempt_at = $3 FROM c WHERE o.id = c.id"
                 " RETURNING o.id, o.project_id, o.attempts, o.state, o.at, o.error_code,"
                 " o.error_message, o.message_id)"
-                f" SELECT o.id, o.project_id, o.attempts, {REPORT_COLUMNS}, p.webhook_url,"
-                " p.webhook_secret FROM u o JOIN messages m ON m.id = o.message_id"
+                f" SELECT {OUTBOX_COLUMNS} FROM u o JOIN messages m ON m.id = o.message_id"
                 " JOIN projects p ON p.id = o.project_id ORDER BY o.id",
                 now, limit, now + lease_seconds)
-            batches: dict[int, OutboxBatch] = {}
-            orphaned = []
-            for r in rows:
-                url = r[15]
-                if not url:
-                    orphaned.append(r[0])   # the project removed its webhook since
-                    continue
-                batch = batches.get(r[1])
-                if batch is None:
-                    batch = batches[r[1]] = OutboxBatch(project_id=r[1], url=url,
-                                                        secret=r[16] or "")
-                batch.items.append(OutboxItem(id=r[0], project_id=r[1], attempts=r[2],
-                                              report=report_record(r)))
+            batches, orphaned = outbox_batches(rows)
             if orphaned:
                 await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", orphaned)
-            return list(batches.values())
+            return batches
 
         return await self._tx(job)
 

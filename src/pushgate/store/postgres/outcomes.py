@@ -22,7 +22,8 @@ from pushgate.core.outcomes import (
     plan_cancellation,
     plan_expiry,
     plan_outcomes,
-    plan_submission,
+    plan_submissions,
+    provider_refs,
 )
 from pushgate.core.policy import (
     EARLY_UPDATE_TTL,
@@ -38,6 +39,7 @@ from pushgate.store.postgres.common import (
     _refund,
 )
 from pushgate.store.postgres.connection import PostgresBase
+from pushgate.store.postgres.status import apply_early_updates
 
 
 class PostgresOutcomes(PostgresBase):
@@ -57,90 +59,47 @@ class PostgresOutcomes(PostgresBase):
         now: float,
         policy: RetryPolicy,
     ) -> None:
-        # A receipt for these sends may be arriving right now (SMPP receipts often overtake
-        # their submit_sm_resp): this lock and the one in _apply_status make the two wait for
-        # each other per channel, so a receipt sees every id recorded here or none of them,
-        # and one parked as early is seen by the look-up below.
-        channels = [r[0] for r in await conn.fetch(
-            "SELECT c, pg_advisory_xact_lock($2, c) FROM (SELECT DISTINCT channel_id AS c"
-            " FROM messages WHERE id = ANY($1::bigint[]) ORDER BY 1) s",
-            [res.message_id for res in results], RECEIPT_LOCK)]
-        # Once the lock is held (a new statement, so a new snapshot under READ COMMITTED):
-        # is any receipt parked for these channels? Nearly never; then the sweep below is
-        # skipped, and a receipt arriving now waits for our commit.
-        early_waiting = await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM early_updates WHERE channel_id = ANY($1::int[]))",
-            channels)
+        early_waiting = await _lock_receipts(conn, results)
         # Sends that went through (nearly all): one statement marks them submitted, records
-        # their events and queues their webhook reports. Its WHERE passes over a message whose
-        # lease ran out and that another worker owns now; that worker's outcome counts.
-        submitted = [plan_submission(res, now) for res in results if res.kind.went_out]
+        # their events and queues their webhook reports.
+        submitted = plan_submissions(results, now)
         if submitted:
-            recorded = await _record_submissions(conn, worker_id, submitted, now)
-            if recorded < len(submitted):
-                # A provider callback may have moved a message on before this outcome was
-                # recorded; keep its provider id, or later callbacks could not find it.
-                await conn.execute(
-                    "UPDATE messages m SET provider_id = u.provider_id"
-                    " FROM unnest($1::bigint[], $2::text[]) AS u(id, provider_id)"
-                    " WHERE m.id = u.id AND m.provider_id IS NULL AND u.provider_id IS NOT NULL"
-                    " AND m.state IN ('submitted', 'delivered', 'read')",
-                    [sub.message_id for sub in submitted], [sub.provider_id for sub in submitted])
-            refs = [(res.message_id, pid, part) for res in results if res.kind.went_out
-                    for part, pid in res.provider_refs]
-            if refs:
-                await conn.execute(
-                    "INSERT INTO provider_refs (channel_id, provider_id, message_id, part, state)"
-                    " SELECT m.channel_id, u.provider_id, u.id, u.part, 'submitted'"
-                    " FROM unnest($1::bigint[], $2::text[], $3::int[]) AS u(id, provider_id,"
-                    " part) JOIN messages m ON m.id = u.id ON CONFLICT DO NOTHING",
-                    *_columns(refs, 3))
-            if early_waiting:
-                keys = await conn.fetch(
-                    "SELECT m.channel_id, u.provider_id FROM unnest($1::bigint[], $2::text[])"
-                    " AS u(id, provider_id) JOIN messages m ON m.id = u.id"
-                    " WHERE u.provider_id IS NOT NULL",
-                    *_columns([(sub.message_id, sub.provider_id) for sub in submitted]
-                              + [(m, p) for m, p, _part in refs], 2))
-                await self._apply_early_updates(conn, [(k[0], k[1]) for k in keys])
+            await self._record_went_out(conn, worker_id, results, submitted, now,
+                                        early_waiting)
         failures = [res for res in results if not res.kind.went_out]
-        if not failures:
-            return
-        current = {r[0]: r for r in await conn.fetch(
-            "SELECT m.id, m.project_id, m.credit_micro, m.attempts,"
-            f" {_has_webhook('m')} FROM messages m"
-            " WHERE m.id = ANY($1::bigint[]) AND m.state = 'sending' AND m.leased_by = $2"
-            " ORDER BY m.id FOR UPDATE OF m",
-            [res.message_id for res in failures], worker_id)}
-        plan = plan_outcomes(failures, {
-            mid: HeldMessage(mid, project_id, credit, attempts, hook)
-            for mid, project_id, credit, attempts, hook in current.values()}, now, policy)
-        retried = [(r.message_id, r.next_attempt_at, r.error_code, r.error_message)
-                   for r in plan.retried]
-        deferred = [(r.message_id, r.next_attempt_at, r.error_code, r.error_message)
-                    for r in plan.deferred]
-        failed = [(f.message_id, f.error_code, f.error_message) for f in plan.failed]
-        if retried:
+        if failures:
+            await _record_failures(conn, worker_id, failures, now, policy)
+
+    async def _record_went_out(
+        self,
+        conn: asyncpg.Connection,
+        worker_id: str,
+        results: list[SendResult],
+        submitted: list[Submission],
+        now: float,
+        early_waiting: bool,
+    ) -> None:
+        """The sends that went through, their parts' provider ids, and the receipts parked
+        for them, if ``early_waiting``."""
+        recorded = await _record_submissions(conn, worker_id, submitted, now)
+        if recorded < len(submitted):
+            await _keep_late_provider_ids(conn, submitted)
+        refs = provider_refs(results)
+        if refs:
             await conn.execute(
-                "UPDATE messages m SET state = 'queued', next_attempt_at = u.next_at,"
-                " error_code = u.code, error_message = u.msg, lease_until = NULL,"
-                " leased_by = NULL, updated_at = $5"
-                " FROM unnest($1::bigint[], $2::float8[], $3::text[], $4::text[])"
-                " AS u(id, next_at, code, msg) WHERE m.id = u.id", *_columns(retried, 4), now)
-        if deferred:
-            await conn.execute(
-                "UPDATE messages m SET state = 'queued', next_attempt_at = u.next_at,"
-                " error_code = u.code, error_message = u.msg, lease_until = NULL,"
-                " leased_by = NULL, updated_at = $5, attempts = greatest(m.attempts - 1, 0)"
-                " FROM unnest($1::bigint[], $2::float8[], $3::text[], $4::text[])"
-                " AS u(id, next_at, code, msg) WHERE m.id = u.id", *_columns(deferred, 4), now)
-        if failed:
-            await conn.execute(
-                "UPDATE messages m SET state = 'refunded', error_code = u.code,"
-                " error_message = u.msg, lease_until = NULL, leased_by = NULL, updated_at = $4"
-                " FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(id, code, msg)"
-                " WHERE m.id = u.id", *_columns(failed, 3), now)
-        await _settle(conn, plan, now)
+                "INSERT INTO provider_refs (channel_id, provider_id, message_id, part, state)"
+                " SELECT m.channel_id, u.provider_id, u.id, u.part, 'submitted'"
+                " FROM unnest($1::bigint[], $2::text[], $3::int[]) AS u(id, provider_id,"
+                " part) JOIN messages m ON m.id = u.id ON CONFLICT DO NOTHING",
+                *_columns(refs, 3))
+        if early_waiting:
+            keys = await conn.fetch(
+                "SELECT m.channel_id, u.provider_id FROM unnest($1::bigint[], $2::text[])"
+                " AS u(id, provider_id) JOIN messages m ON m.id = u.id"
+                " WHERE u.provider_id IS NOT NULL",
+                *_columns([(sub.message_id, sub.provider_id) for sub in submitted]
+                          + [(m, p) for m, p, _part in refs], 2))
+            await apply_early_updates(conn, [(k[0], k[1]) for k in keys])
 
     async def expire_due(self, now: float, limit: int) -> int:
         async def job(conn: asyncpg.Connection) -> int:
@@ -215,6 +174,81 @@ async def _cancel_queue(
     return len(rows), sum(plan.refunds.values())
 
 
+async def _lock_receipts(conn: asyncpg.Connection, results: list[SendResult]) -> bool:
+    """Takes the receipt lock of the results' channels; returns whether any receipt is
+    parked for them (nearly never)."""
+    # A receipt for these sends may be arriving right now (SMPP receipts often overtake
+    # their submit_sm_resp): this lock and the one in status.apply_status make the two wait for
+    # each other per channel, so a receipt sees every id recorded here or none of them,
+    # and one parked as early is seen by the look-up below.
+    channels = [r[0] for r in await conn.fetch(
+        "SELECT c, pg_advisory_xact_lock($2, c) FROM (SELECT DISTINCT channel_id AS c"
+        " FROM messages WHERE id = ANY($1::bigint[]) ORDER BY 1) s",
+        [res.message_id for res in results], RECEIPT_LOCK)]
+    # Once the lock is held (a new statement, so a new snapshot under READ COMMITTED): is
+    # any receipt parked for these channels? When none is, the early-update sweep is skipped,
+    # and a receipt arriving now waits for our commit.
+    return bool(await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM early_updates WHERE channel_id = ANY($1::int[]))",
+        channels))
+
+
+async def _keep_late_provider_ids(conn: asyncpg.Connection,
+                                  submitted: list[Submission]) -> None:
+    """A provider callback may have moved a message on before its outcome was recorded (its
+    lease held no more): keep its provider id, or later callbacks could not find it."""
+    await conn.execute(
+        "UPDATE messages m SET provider_id = u.provider_id"
+        " FROM unnest($1::bigint[], $2::text[]) AS u(id, provider_id)"
+        " WHERE m.id = u.id AND m.provider_id IS NULL AND u.provider_id IS NOT NULL"
+        " AND m.state IN ('submitted', 'delivered', 'read')",
+        [sub.message_id for sub in submitted], [sub.provider_id for sub in submitted])
+
+
+async def _record_failures(conn: asyncpg.Connection, worker_id: str,
+                           failures: list[SendResult], now: float, policy: RetryPolicy) -> None:
+    """The sends that did not go through, of the messages ``worker_id`` still holds:
+    retried, deferred or failed and refunded, as ``plan_outcomes`` decides."""
+    held = [HeldMessage(*r) for r in await conn.fetch(
+        "SELECT m.id, m.project_id, m.credit_micro, m.attempts,"
+        f" {_has_webhook('m')} FROM messages m"
+        " WHERE m.id = ANY($1::bigint[]) AND m.state = 'sending' AND m.leased_by = $2"
+        " ORDER BY m.id FOR UPDATE OF m",
+        [res.message_id for res in failures], worker_id)]
+    plan = plan_outcomes(failures, {row.id: row for row in held}, now, policy)
+    await _write_requeues(conn, plan, now)
+    await _settle(conn, plan, now)
+
+
+async def _write_requeues(conn: asyncpg.Connection, plan: OutcomePlan, now: float) -> None:
+    """The new states of a plan's retried, deferred and failed messages."""
+    retried = [(r.message_id, r.next_attempt_at, r.error_code, r.error_message)
+               for r in plan.retried]
+    deferred = [(r.message_id, r.next_attempt_at, r.error_code, r.error_message)
+                for r in plan.deferred]
+    failed = [(f.message_id, f.error_code, f.error_message) for f in plan.failed]
+    if retried:
+        await conn.execute(
+            "UPDATE messages m SET state = 'queued', next_attempt_at = u.next_at,"
+            " error_code = u.code, error_message = u.msg, lease_until = NULL,"
+            " leased_by = NULL, updated_at = $5"
+            " FROM unnest($1::bigint[], $2::float8[], $3::text[], $4::text[])"
+            " AS u(id, next_at, code, msg) WHERE m.id = u.id", *_columns(retried, 4), now)
+    if deferred:
+        await conn.execute(
+            "UPDATE messages m SET state = 'queued', next_attempt_at = u.next_at,"
+            " error_code = u.code, error_message = u.msg, lease_until = NULL,"
+            " leased_by = NULL, updated_at = $5, attempts = greatest(m.attempts - 1, 0)"
+            " FROM unnest($1::bigint[], $2::float8[], $3::text[], $4::text[])"
+            " AS u(id, next_at, code, msg) WHERE m.id = u.id", *_columns(deferred, 4), now)
+    if failed:
+        await conn.execute(
+            "UPDATE messages m SET state = 'refunded', error_code = u.code,"
+            " error_message = u.msg, lease_until = NULL, leased_by = NULL, updated_at = $4"
+            " FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(id, code, msg)"
+            " WHERE m.id = u.id", *_columns(failed, 3), now)
+
+
 async def _settle(conn: asyncpg.Connection, plan: OutcomePlan | SettlePlan, now: float) -> None:
     """The events, refunds and webhook reports of a plan."""
     await _add_events(conn, [(e.message_id, e.state, e.at, e.detail) for e in plan.events])
@@ -229,7 +263,7 @@ async def _record_submissions(conn: asyncpg.Connection, worker_id: str,
     counts), with their event rows and webhook reports; returns how many were held."""
     events = [(e.message_id, e.state, e.detail) for sub in submitted for e in sub.events]
     reports = [(sub.message_id, state) for sub in submitted for state in sub.report_states]
-    return await conn.fetchval(
+    held: int = await conn.fetchval(
         "WITH s AS (UPDATE messages m SET state = u.state, provider_id = u.provider_id,"
         " lease_until = NULL, leased_by = NULL, error_code = u.code, error_message = u.msg,"
         " submitted_at = $7::float8, delivered_at = u.delivered_at, updated_at = $7"
@@ -249,3 +283,4 @@ async def _record_submissions(conn: asyncpg.Connection, worker_id: str,
         *_columns([(sub.message_id, sub.state, sub.provider_id, sub.error_code,
                     sub.error_message, sub.delivered_at) for sub in submitted], 6),
         now, worker_id, *_columns(events, 3), *_columns(reports, 2))
+    return held

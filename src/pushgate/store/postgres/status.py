@@ -17,9 +17,13 @@ from pushgate.core.models import StatusUpdate
 from pushgate.core.outcomes import Moved, plan_status_moves
 from pushgate.core.transitions import (
     EventRow,
+    ProviderKey,
     StateChange,
+    early_updates,
     merge_part_states,
+    message_id_by,
     net_state_changes,
+    provider_keys,
     resolve_part_updates,
     walk_status_updates,
 )
@@ -112,56 +116,55 @@ class PostgresStatus(PostgresBase):
         one after the other); returns how many transitions each caller's updates made."""
         tagged = [replace(u, group=i) for i, updates in enumerate(calls) for u in updates]
         counts = [0] * len(calls)
-        for _mid, update in await self._apply_status(conn, tagged):
+        for _mid, update in await apply_status(conn, tagged):
             counts[update.group] += 1
         return counts
 
-    async def _apply_early_updates(
-        self, conn: asyncpg.Connection, keys: list[tuple[int, str]]
-    ) -> None:
-        """Status updates that arrived before these provider ids were recorded: apply now."""
-        if not keys:
-            return
-        rows = await conn.fetch(
-            "DELETE FROM early_updates e USING unnest($1::int[], $2::text[]) AS k(c, p)"
-            " WHERE e.channel_id = k.c AND e.provider_id = k.p"
-            " RETURNING e.id, e.channel_id, e.provider_id, e.state, e.at, e.error_code,"
-            " e.error_message", *_columns(keys, 2))
-        if rows:
-            rows = sorted(rows, key=lambda r: r[0])
-            await self._apply_status(conn, [
-                StatusUpdate(state=State(r[3]), at=r[4], channel_id=r[1], provider_id=r[2],
-                             error_code=r[5], error_message=r[6]) for r in rows],
-                keep_early=False)
 
-    async def _apply_status(
-        self, conn: asyncpg.Connection, updates: list[StatusUpdate], keep_early: bool = True
-    ) -> list[tuple[int, StatusUpdate]]:
-        """Returns the moves made: (message id, the update that moved it)."""
-        by_provider_channels = sorted({u.channel_id for u in updates if u.message_id is None
-                                       and u.provider_id is not None
-                                       and u.channel_id is not None})
-        if by_provider_channels:   # see _record_outcomes
-            await conn.execute("SELECT pg_advisory_xact_lock($1, c) FROM unnest($2::int[]) c",
-                               RECEIPT_LOCK, by_provider_channels)
-        # Parts of multi-part sends first: their updates become their message's.
-        updates, part_events = await _resolve_parts(conn, updates)
-        provider_map = await _ids_by_provider(conn, updates)
-        if keep_early:
-            await _keep_early(conn, updates, provider_map)
-        rows = await _lock_messages(
-            conn, {u.message_id for u in updates if u.message_id is not None}
-            | set(provider_map.values()))
-        states = {mid: State(row[2]) for mid, row in rows.items()}
-        moves, events = walk_status_updates(
-            updates, states, lambda u: u.message_id if u.message_id is not None
-            else provider_map.get((u.channel_id, u.provider_id or "")))
-        plan = plan_status_moves(moves, {mid: Moved(row[1], row[4], row[3])
-                                         for mid, row in rows.items()})
-        await _refund(conn, plan.refunds, _now(), plan.refund_reason)
-        await _write_changes(conn, net_state_changes(moves), part_events + events)
-        await _add_outbox(conn, [report.row() for report in plan.reports])
-        return moves
+# --- inside a caller's transaction (the outcome recorder applies early updates too) -------------
+
+async def apply_early_updates(conn: asyncpg.Connection, keys: list[tuple[int, str]]) -> None:
+    """Status updates that arrived before these provider ids were recorded: apply now."""
+    if not keys:
+        return
+    rows = await conn.fetch(
+        "DELETE FROM early_updates e USING unnest($1::int[], $2::text[]) AS k(c, p)"
+        " WHERE e.channel_id = k.c AND e.provider_id = k.p"
+        " RETURNING e.id, e.channel_id, e.provider_id, e.state, e.at, e.error_code,"
+        " e.error_message", *_columns(keys, 2))
+    if rows:
+        rows = sorted(rows, key=lambda r: r[0])
+        await apply_status(conn, [
+            StatusUpdate(state=State(r[3]), at=r[4], channel_id=r[1], provider_id=r[2],
+                         error_code=r[5], error_message=r[6]) for r in rows],
+            keep_early=False)
+
+async def apply_status(
+    conn: asyncpg.Connection, updates: list[StatusUpdate], keep_early: bool = True
+) -> list[tuple[int, StatusUpdate]]:
+    """Returns the moves made: (message id, the update that moved it)."""
+    by_provider_channels = sorted({u.channel_id for u in updates if u.message_id is None
+                                   and u.provider_id is not None
+                                   and u.channel_id is not None})
+    if by_provider_channels:   # see outcomes._lock_receipts
+        await conn.execute("SELECT pg_advisory_xact_lock($1, c) FROM unnest($2::int[]) c",
+                           RECEIPT_LOCK, by_provider_channels)
+    # Parts of multi-part sends first: their updates become their message's.
+    updates, part_events = await _resolve_parts(conn, updates)
+    provider_map = await _ids_by_provider(conn, updates)
+    if keep_early:
+        await _keep_early(conn, updates, provider_map)
+    rows = await _lock_messages(
+        conn, {u.message_id for u in updates if u.message_id is not None}
+        | set(provider_map.values()))
+    states = {mid: State(row[2]) for mid, row in rows.items()}
+    moves, events = walk_status_updates(updates, states, message_id_by(provider_map))
+    plan = plan_status_moves(moves, {mid: Moved(row[1], row[4], row[3])
+                                     for mid, row in rows.items()})
+    await _refund(conn, plan.refunds, _now(), plan.refund_reason)
+    await _write_changes(conn, net_state_changes(moves), part_events + events)
+    await _add_outbox(conn, [report.row() for report in plan.reports])
+    return moves
 
 
 async def _resolve_parts(
@@ -169,8 +172,7 @@ async def _resolve_parts(
 ) -> tuple[list[StatusUpdate], list[EventRow]]:
     """Updates naming one part of a multi-part send, turned into their message's (where it
     moves); the parts' own states stored. Returns the updates and the parts' events."""
-    part_keys = sorted({(u.channel_id or 0, u.provider_id) for u in updates
-                        if u.message_id is None and u.provider_id is not None})
+    part_keys = sorted({(channel or 0, pid) for channel, pid in provider_keys(updates)})
     if not part_keys:
         return updates, []
     ref_of = {(r[0], r[1]): (r[2], r[3]) for r in await conn.fetch(
@@ -195,10 +197,9 @@ async def _resolve_parts(
 
 async def _ids_by_provider(
     conn: asyncpg.Connection, updates: list[StatusUpdate]
-) -> dict[tuple[int | None, str], int]:
+) -> dict[ProviderKey, int]:
     """Our message id for each (channel, provider id) the updates name, where one is known."""
-    by_provider = [(u.channel_id, u.provider_id) for u in updates
-                   if u.message_id is None and u.provider_id is not None]
+    by_provider = provider_keys(updates)
     if not by_provider:
         return {}
     return {(r[1], r[2]): r[0] for r in await conn.fetch(
@@ -211,12 +212,10 @@ async def _ids_by_provider(
 
 async def _keep_early(
     conn: asyncpg.Connection, updates: list[StatusUpdate],
-    provider_map: dict[tuple[int | None, str], int],
+    provider_map: dict[ProviderKey, int],
 ) -> None:
-    """A receipt that overtook its send's outcome: kept until the id is recorded."""
-    early = [u for u in updates if u.message_id is None and u.provider_id is not None
-             and u.channel_id is not None
-             and (u.channel_id, u.provider_id) not in provider_map]
+    """Receipts that overtook their send's outcome: kept until the id is recorded."""
+    early = early_updates(updates, provider_map)
     if early:
         await conn.executemany(
             "INSERT INTO early_updates (channel_id, provider_id, state, at, error_code,"

@@ -16,11 +16,14 @@ from pushgate.core.models import (
     TokenRecord,
 )
 from pushgate.store.rows import (
+    AUTH_COLUMNS,
     CHANNEL_COLUMNS,
     PROJECT_COLUMNS,
     TOKEN_COLUMNS,
+    channel_changes,
     channel_from_row,
     project_from_row,
+    token_info,
     token_record,
 )
 from pushgate.store.sqlite.common import _now
@@ -140,22 +143,13 @@ class SQLiteAdmin(SQLiteBase):
         return channel
 
     async def update_channel(self, channel_id: int, **changes: Any) -> ChannelSpec | None:
-        allowed = {"price_micro", "price_unit", "max_chars", "max_segments", "media_allowed",
-                   "rate_per_second", "delay_ms", "jitter_ms", "paused", "name", "config",
-                   "paused_reason"}
-        unknown = set(changes) - allowed
-        if unknown:
-            raise ValueError(f"cannot change {sorted(unknown)}")
-        if "config" in changes:
-            changes["config"] = json.dumps(changes["config"])
-        if "price_unit" in changes:
-            changes["price_unit"] = str(changes["price_unit"])
-        if changes:
-            assignments = ", ".join(f"{name} = ?" for name in changes)
+        values = channel_changes(changes)
+        if values:
+            assignments = ", ".join(f"{name} = ?" for name in values)
 
             def job(conn: sqlite3.Connection) -> None:
                 conn.execute(f"UPDATE channels SET {assignments} WHERE id = ?",
-                             (*changes.values(), channel_id))
+                             (*values.values(), channel_id))
 
             await self._write(job)
         return await self.get_channel(channel_id)
@@ -177,14 +171,10 @@ class SQLiteAdmin(SQLiteBase):
 
     async def authenticate(self, token_hash: str) -> TokenInfo | None:
         row = self._read().execute(
-            "SELECT t.id, t.project_id, t.revoked_at, t.ip_allow, p.active FROM api_tokens t"
+            f"SELECT {AUTH_COLUMNS} FROM api_tokens t"
             " JOIN projects p ON p.id = t.project_id WHERE t.token_hash = ?",
             (token_hash,)).fetchone()
-        if row is None:
-            return None
-        return TokenInfo(token_id=row[0], project_id=row[1], revoked=row[2] is not None,
-                         ip_allow=[ip for ip in row[3].split(",") if ip],
-                         project_active=bool(row[4]))
+        return token_info(row) if row else None
 
     async def find_channel(self, project_id: int, application: int) -> ChannelSpec | None:
         row = self._read().execute(

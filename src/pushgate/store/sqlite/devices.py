@@ -26,7 +26,7 @@ from pushgate.core.devices import (
     ready_when_windows_free,
     sorted_claim,
 )
-from pushgate.store.rows import DEVICE_COLUMNS
+from pushgate.store.rows import DEVICE_COLUMNS, device_from_row
 from pushgate.store.sqlite.common import _LIVE, _now
 from pushgate.store.sqlite.connection import SQLiteBase
 from pushgate.store.sqlite.queue import _reclaim_expired
@@ -54,12 +54,12 @@ class SQLiteDevices(SQLiteBase):
         row = self._read().execute(
             f"SELECT {DEVICE_COLUMNS} FROM devices WHERE token_hash = ?", (token_hash,)
         ).fetchone()
-        return _device_from_row(row) if row else None
+        return device_from_row(row) if row else None
 
     async def get_device(self, device_id: str) -> Device | None:
         row = self._read().execute(
             f"SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?", (device_id,)).fetchone()
-        return _device_from_row(row) if row else None
+        return device_from_row(row) if row else None
 
     async def list_devices(self, channel_id: int | None = None) -> list[Device]:
         conn = self._read()
@@ -72,7 +72,7 @@ class SQLiteDevices(SQLiteBase):
             "SELECT leased_by, count(*) FROM messages WHERE channel_id IN"
             " (SELECT value FROM json_each(?)) AND state = 'sending' AND lease_until >= ?"
             " GROUP BY leased_by", (json.dumps(sorted({r[1] for r in rows})), _now())).fetchall())
-        return [_device_from_row(r, held.get(device_worker(r[0]), 0)) for r in rows]
+        return [device_from_row(r, held.get(device_worker(r[0]), 0)) for r in rows]
 
     async def touch_device(
         self,
@@ -139,14 +139,6 @@ class SQLiteDevices(SQLiteBase):
                 (now, channel_id)).rowcount
 
         return await self._write(job)
-
-
-def _device_from_row(row: Sequence[Any], in_flight: int = 0) -> Device:
-    return Device(id=row[0], channel_id=row[1], project_id=row[2], name=row[3],
-                  created_at=row[4], last_seen_at=row[5], revoked_at=row[6], push_token=row[7],
-                  user_agent=row[8] or "", health=json.loads(row[9] or "{}") or None,
-                  ready_at=row[10], paused_until=row[11], reconnect_at=row[12],
-                  in_flight=in_flight)
 
 
 def _claim_for_device_job(

@@ -10,9 +10,8 @@ from collections.abc import Sequence
 
 from pushgate.core.models import (
     OutboxBatch,
-    OutboxItem,
 )
-from pushgate.store.rows import REPORT_COLUMNS, report_record
+from pushgate.store.rows import OUTBOX_COLUMNS, outbox_batches
 from pushgate.store.sqlite.connection import SQLiteBase
 
 
@@ -72,24 +71,12 @@ def _claim_outbox_job(
     if not ids:
         return []
     rows = conn.execute(
-        f"SELECT o.id, o.project_id, o.attempts, {REPORT_COLUMNS}, p.webhook_url,"
-        " p.webhook_secret FROM outbox o"
+        f"SELECT {OUTBOX_COLUMNS} FROM outbox o"
         " JOIN messages m ON m.id = o.message_id JOIN projects p ON p.id = o.project_id"
         " WHERE o.id IN (SELECT value FROM json_each(?)) ORDER BY o.id",
         (json.dumps(ids),)).fetchall()
-    batches: dict[int, OutboxBatch] = {}
-    orphaned = []
-    for r in rows:
-        url = r[15]
-        if not url:
-            orphaned.append(r[0])   # the project removed its webhook since
-            continue
-        batch = batches.get(r[1])
-        if batch is None:
-            batch = batches[r[1]] = OutboxBatch(project_id=r[1], url=url, secret=r[16] or "")
-        batch.items.append(OutboxItem(id=r[0], project_id=r[1], attempts=r[2],
-                                      report=report_record(r)))
+    batches, orphaned = outbox_batches(rows)
     if orphaned:
         conn.execute("DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?))",
                      (json.dumps(orphaned),))
-    return list(batches.values())
+    return batches

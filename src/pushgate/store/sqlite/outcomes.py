@@ -14,11 +14,13 @@ from pushgate.core.outcomes import (
     EXPIRED_UNCONFIRMED,
     VALIDITY_ENDED,
     HeldMessage,
+    OutcomePlan,
     Settled,
     SettlePlan,
     plan_cancellation,
     plan_expiry,
     plan_outcomes,
+    provider_refs,
 )
 from pushgate.core.policy import (
     EARLY_UPDATE_TTL,
@@ -33,7 +35,7 @@ from pushgate.store.sqlite.common import (
     _webhook_projects,
 )
 from pushgate.store.sqlite.connection import SQLiteBase
-from pushgate.store.sqlite.status import _apply_early_updates
+from pushgate.store.sqlite.status import apply_early_updates
 
 
 class SQLiteOutcomes(SQLiteBase):
@@ -61,36 +63,49 @@ def _record_outcomes_job(
     now: float,
     policy: RetryPolicy,
 ) -> None:
-    current = {
-        r[0]: r for r in conn.execute(
+    held = _held_messages(conn, worker_id, results)
+    plan = plan_outcomes(results, {mid: row for mid, (row, _channel) in held.items()}, now,
+                         policy)
+    channels = {mid: channel for mid, (_row, channel) in held.items()}
+    # Sends for messages no longer held: our lease ran out and another worker owns the
+    # message now (its outcome counts), or a provider callback moved it on first; then keep
+    # their provider ids, or later callbacks could not find them.
+    late = [res for res in results if res.kind.went_out and res.message_id not in held]
+    late_provider_ids = [(res.provider_id, res.message_id) for res in late if res.provider_id]
+    for res in late:
+        if res.provider_refs:
+            row = conn.execute("SELECT channel_id FROM messages WHERE id = ?",
+                               (res.message_id,)).fetchone()
+            if row is not None:
+                channels[res.message_id] = row[0]
+    refs = [(channels[mid], pid, mid, part) for mid, pid, part in provider_refs(results)
+            if mid in channels]
+    _write_outcome_states(conn, plan, late_provider_ids, now)
+    _settle(conn, plan, now)
+    conn.executemany(
+        "INSERT INTO provider_refs (channel_id, provider_id, message_id, part, state)"
+        " VALUES (?, ?, ?, ?, 'submitted') ON CONFLICT DO NOTHING", refs)
+    apply_early_updates(conn, [(channels[s.message_id], s.provider_id)
+                                for s in plan.submitted if s.provider_id]
+                         + [(c, pid) for c, pid, _m, _p in refs])
+
+
+def _held_messages(conn: sqlite3.Connection, worker_id: str,
+                   results: list[SendResult]) -> dict[int, tuple[HeldMessage, int]]:
+    """The results' messages ``worker_id`` still holds, with their channel, by id."""
+    hooks = _webhook_projects(conn)
+    return {
+        mid: (HeldMessage(mid, project_id, credit, attempts, project_id in hooks), channel)
+        for mid, project_id, credit, attempts, channel in conn.execute(
             "SELECT id, project_id, credit_micro, attempts, channel_id FROM messages"
             " WHERE id IN (SELECT value FROM json_each(?)) AND state = 'sending'"
             " AND leased_by = ?",
-            (json.dumps([res.message_id for res in results]), worker_id)).fetchall()
-    }
-    hooks = _webhook_projects(conn)
-    plan = plan_outcomes(results, {
-        mid: HeldMessage(mid, project_id, credit, attempts, project_id in hooks)
-        for mid, project_id, credit, attempts, _channel in current.values()}, now, policy)
-    late_provider_ids = []
-    refs: list[tuple[int, str, int, int]] = []
-    for res in results:
-        if not res.kind.went_out:
-            continue
-        row = current.get(res.message_id)
-        if row is not None:
-            refs += [(row[4], pid, res.message_id, part) for part, pid in res.provider_refs]
-            continue
-        # Our lease ran out and another worker owns the message now; its outcome counts.
-        # Or a provider callback moved it on first: then keep its provider ids.
-        if res.provider_id:
-            late_provider_ids.append((res.provider_id, res.message_id))
-        if res.provider_refs:
-            channel_id = conn.execute("SELECT channel_id FROM messages WHERE id = ?",
-                                      (res.message_id,)).fetchone()
-            if channel_id is not None:
-                refs += [(channel_id[0], pid, res.message_id, part)
-                         for part, pid in res.provider_refs]
+            (json.dumps([res.message_id for res in results]), worker_id))}
+
+
+def _write_outcome_states(conn: sqlite3.Connection, plan: OutcomePlan,
+                          late_provider_ids: list[tuple[str, int]], now: float) -> None:
+    """The new states of a plan's messages, and the provider ids of sends recorded late."""
     conn.executemany(
         "UPDATE messages SET state = ?, provider_id = ?, error_code = ?, error_message = ?,"
         " submitted_at = ?, delivered_at = ?, lease_until = NULL, leased_by = NULL,"
@@ -116,15 +131,6 @@ def _record_outcomes_job(
         "UPDATE messages SET state = 'refunded', error_code = ?, error_message = ?,"
         " lease_until = NULL, leased_by = NULL, updated_at = ? WHERE id = ?",
         [(f.error_code, f.error_message, now, f.message_id) for f in plan.failed])
-    _add_events(conn, plan.events)
-    _refund(conn, plan.refunds, now, plan.refund_reason)
-    _add_outbox(conn, [report.row() for report in plan.reports])
-    conn.executemany(
-        "INSERT INTO provider_refs (channel_id, provider_id, message_id, part, state)"
-        " VALUES (?, ?, ?, ?, 'submitted') ON CONFLICT DO NOTHING", refs)
-    _apply_early_updates(conn, [(current[s.message_id][4], s.provider_id)
-                                for s in plan.submitted if s.provider_id]
-                         + [(c, pid) for c, pid, _m, _p in refs])
 
 
 def _expire_job(conn: sqlite3.Connection, now: float, limit: int) -> int:
@@ -178,7 +184,8 @@ def _cancel_queue_job(
     return len(rows), sum(plan.refunds.values())
 
 
-def _settle(conn: sqlite3.Connection, plan: SettlePlan, now: float) -> None:
+def _settle(conn: sqlite3.Connection, plan: OutcomePlan | SettlePlan, now: float) -> None:
+    """The events, refunds and webhook reports of a plan."""
     _add_events(conn, plan.events)
     _refund(conn, plan.refunds, now, plan.refund_reason)
     _add_outbox(conn, [report.row() for report in plan.reports])
