@@ -64,10 +64,10 @@ def serve_processes(host: str, port: int, count: int, *, api_only: bool) -> int:
         log.info("started %d API processes on http://%s:%d (pids %s; the dispatcher in %s)",
                  count, host, port, ", ".join(str(c.pid) for c in children),
                  "none: --api-only" if api_only else children[0].pid)
-        while any(child.poll() is None for child in children):
+        while [child.poll() for child in children].count(None):   # polls every child
             for child in children:
                 if not stopping and child.returncode is not None:
-                    code = child.returncode or 1
+                    code = child.returncode if child.returncode > 0 else 1
                     stop(f"API process {child.pid} exited with code {child.returncode}")
             if stopping and time.monotonic() - stopping[0] > STOP_GRACE_SECONDS:
                 for child in children:
