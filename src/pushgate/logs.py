@@ -2,10 +2,11 @@
 ``worker`` and handed to uvicorn too (``log_config``), so its lines take the same form.
 
 ``PUSHGATE_LOG_FORMAT=text`` keeps the plain lines; ``json`` makes each line one JSON object
-(``time`` in ISO 8601 UTC, ``level``, ``logger``, ``message``; ``push_id`` and ``channel_id``
-when a call passes them with ``extra=``; ``exception`` holding the traceback when there is
-one), which log shippers read without a parsing rule. ``PUSHGATE_LOG_LEVEL`` sets the level of
-pushgate's own loggers; uvicorn's startup chatter stays at WARNING, as the ready line is ours.
+(``time`` in ISO 8601 UTC, ``level``, ``logger``, ``message``; ``push_id``, ``message_id``,
+``channel_id``, ``project_id`` when a call passes them with ``extra=``; ``exception`` holding
+the traceback when there is one), which log shippers read without a parsing rule.
+``PUSHGATE_LOG_LEVEL`` sets the level of pushgate's own loggers; uvicorn's startup chatter
+stays at WARNING, as the ready line is ours.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pushgate.config import Settings
 TEXT_FORMAT = "%(asctime)s %(name)s %(message)s"
 
 # Fields a call may attach with ``extra=`` that the JSON line carries by name.
-EXTRA_FIELDS = ("push_id", "channel_id", "worker_id")
+EXTRA_FIELDS = ("push_id", "message_id", "channel_id", "project_id", "worker_id")
 
 
 class JsonFormatter(logging.Formatter):

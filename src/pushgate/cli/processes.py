@@ -30,10 +30,11 @@ STOP_GRACE_SECONDS = 20.0
 POLL_SECONDS = 0.1
 
 
-def serve_processes(host: str, port: int, count: int, *, api_only: bool) -> int:
+def serve_processes(host: str, port: int, count: int, *, api_only: bool, share: bool) -> int:
     """Run ``count`` API processes on host:port until a signal or a child's exit; the exit code
-    for ``serve`` (0 when stopped by a signal and every child stopped cleanly)."""
-    problem = _port_taken(host, port)
+    for ``serve`` (0 when stopped by a signal and every child stopped cleanly). ``share``
+    (``--reuse-port``): other processes may already listen on the port, on purpose."""
+    problem = None if share else _port_taken(host, port)
     if problem:
         log.error("cannot listen on %s:%d: %s", host, port, problem)
         return 1

@@ -56,7 +56,7 @@ def serve(
         except StoreUnavailable as exc:
             fail(str(exc))
             return
-        code = serve_processes(host, port, workers, api_only=api_only)
+        code = serve_processes(host, port, workers, api_only=api_only, share=reuse_port)
         if code:
             raise typer.Exit(code)
         return
