@@ -122,3 +122,16 @@ def test_a_child_exiting_stops_the_others(e2e: Harness) -> None:
     assert server.wait(30) == 1
     assert f"API process {second} exited with code -9; stopping" in server.output()
     e2e.wait_until(lambda: not alive(first), 10, "the other child to stop")
+
+
+def test_children_stop_when_the_parent_is_killed(e2e: Harness) -> None:
+    """SIGKILL leaves the parent no chance to stop them: Linux tells them (PR_SET_PDEATHSIG),
+    so no orphan keeps serving the port."""
+    e2e.cli("migrate")
+    server = e2e.serve("--workers", "2")
+    e2e.wait_until(lambda: len(children_of(server.pid)) == 2, 10, "two child processes")
+    children = children_of(server.pid)
+    server.send(signal.SIGKILL)
+    assert server.wait(10) == -signal.SIGKILL
+    e2e.wait_until(lambda: not any(alive(pid) for pid in children), 20,
+                   "the children to stop after their parent died")
