@@ -105,7 +105,9 @@ class Gateway:
         """Start `pushgate serve ARGS` (on ``port``, shared with `--reuse-port`, or a free
         one) and wait until this very process answers its health check."""
         port = port or free_port()
-        self.server = self.start("serve", "--port", str(port), *args)
+        # One process each (its pid and CPU are what is measured); `--servers` starts more.
+        workers = () if "--workers" in args else ("--workers", "1")
+        self.server = self.start("serve", "--port", str(port), *workers, *args)
         self.servers.append(self.server)
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30

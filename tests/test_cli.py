@@ -91,16 +91,20 @@ def test_serve_keeps_idle_connections_open_as_configured(
     import uvicorn
 
     from pushgate import cli
+    from pushgate.api.server import ReadyServer
 
     url = f"sqlite:///{tmp_path / 'pushgate.db'}"
     assert pushgate("migrate", url=url).returncode == 0
     monkeypatch.setenv("PUSHGATE_DATABASE_URL", url)
     seen: dict[str, Any] = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **options: seen.update(options))
-    cli.serve(host="127.0.0.1", port=8123, api_only=True, reuse_port=False)
+    monkeypatch.setattr(uvicorn.Config, "__init__",
+                        lambda self, app, **options: seen.update(options))
+    monkeypatch.setattr(ReadyServer, "__init__", lambda self, config, ready: None)
+    monkeypatch.setattr(ReadyServer, "run", lambda self, sockets=None: None)
+    cli.serve(host="127.0.0.1", port=8123, api_only=True, reuse_port=False, workers=1)
     assert seen["timeout_keep_alive"] == 75.0
     monkeypatch.setenv("PUSHGATE_KEEP_ALIVE_SECONDS", "120")
-    cli.serve(host="127.0.0.1", port=8123, api_only=True, reuse_port=False)
+    cli.serve(host="127.0.0.1", port=8123, api_only=True, reuse_port=False, workers=1)
     assert seen["timeout_keep_alive"] == 120.0
 
 

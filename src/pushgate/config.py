@@ -4,6 +4,8 @@ working directory (documented in the README; every setting is listed in ``.env.e
 from __future__ import annotations
 
 import ipaddress
+import logging
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -44,6 +46,14 @@ class Settings(BaseSettings):
     # token's IP allow-list, guess throttling) is the TCP peer's, whatever headers it sends.
     trusted_proxies: str = ""
 
+    # Logs of `serve` and `worker` on stderr: "text" lines, or "json" (one object a line, for
+    # log shippers). The level applies to pushgate's own loggers.
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+    # One line per HTTP request (uvicorn's access log). Off by default: at full load it is a
+    # line per push, which the message-level logs deliberately are not.
+    access_log: bool = False
+
     # Guessing: after this many wrong API tokens, or wrong phone private tokens, from one
     # address within the window, that address is answered 429 until the window frees up.
     auth_failure_limit: int = Field(10, ge=0, description="0 = no throttling")
@@ -77,6 +87,19 @@ class Settings(BaseSettings):
     webhook_retry_schedule: str = Field("60,900,7200,21600",
                                         description="seconds after each failed try")
     webhook_batch: int = Field(500, ge=1)
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _format_name(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level_name(cls, value: str) -> str:
+        name = value.upper()
+        if not isinstance(logging.getLevelName(name), int):
+            raise ValueError(f"{value!r} is not a log level (DEBUG, INFO, WARNING, ERROR)")
+        return name
 
     @field_validator("trusted_proxies")
     @classmethod

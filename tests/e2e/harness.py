@@ -154,8 +154,10 @@ class Harness:
               port: int | None = None, name: str = "serve") -> Proc:
         """``pushgate serve ARGS`` on a free port, once ``/healthz`` answers ok."""
         port = port or free_port()
-        proc = self.start(name, "serve", "--host", "127.0.0.1", "--port", str(port), *args,
-                          env=env, cwd=cwd)
+        # One process unless the test asks for more: its pid, signals and exit are the server's.
+        workers = () if "--workers" in args else ("--workers", "1")
+        proc = self.start(name, "serve", "--host", "127.0.0.1", "--port", str(port), *workers,
+                          *args, env=env, cwd=cwd)
         proc.base_url = f"http://127.0.0.1:{port}"
         self.wait_healthy(proc)
         return proc

@@ -48,7 +48,8 @@ async def channel_callback(channel_id: int, request: Request, sub_path: str = ""
             await read_body(request, gateway.settings.max_body_bytes), sub_path)
     except CallbackRejected as exc:
         metrics.CALLBACKS.labels(kind=spec.kind, outcome="rejected").inc()
-        log.warning("channel %s: callback rejected (%s)", channel_id, exc.reason)
+        log.warning("channel %s: callback rejected (%s)", channel_id, exc.reason,
+                    extra={"channel_id": channel_id})
         return rejection(exc)
     for update in result.updates:
         update.channel_id = spec.id   # a connector answers for its own channel only

@@ -46,7 +46,8 @@ async def inbound_media(channel_id: int, ref: str, request: Request) -> Response
     except LookupError as exc:
         return Response(str(exc).encode(), status_code=404, media_type="text/plain")
     except MediaFetchError as exc:
-        log.warning("channel %s: inbound media %s: %s", channel_id, ref, exc)
+        log.warning("channel %s: inbound media %s: %s", channel_id, ref, exc,
+                    extra={"channel_id": channel_id})
         return Response(str(exc).encode(), status_code=503 if exc.retryable else 502,
                         media_type="text/plain")
     return Response(data, media_type=content_type,

@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from typing import Any, ClassVar
 
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from pushgate.config import Settings
+from pushgate.logs import logging_config
 
 log = logging.getLogger("pushgate.api")
 
@@ -122,7 +125,10 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """The options ``serve`` gives uvicorn (besides host, port and socket)."""
     proxies = settings.trusted_proxy_list()
     return {
-        "log_level": "warning", "access_log": False,
+        # The same logging as the rest of the process (text or JSON lines); log_level None
+        # leaves the levels to that configuration.
+        "log_config": logging_config(settings), "log_level": None,
+        "access_log": settings.access_log,
         # Phones keep event streams open: give them 5 s to close on SIGTERM, not forever.
         "timeout_graceful_shutdown": 5,
         "timeout_keep_alive": settings.keep_alive_seconds,
@@ -132,3 +138,17 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "proxy_headers": bool(proxies),
         "forwarded_allow_ips": proxies,
     }
+
+
+class ReadyServer(uvicorn.Server):
+    """uvicorn's server, logging one line once it listens (uvicorn's own startup lines stay
+    below the WARNING level ``serve`` gives its loggers)."""
+
+    def __init__(self, config: uvicorn.Config, ready: str) -> None:
+        super().__init__(config)
+        self.ready = ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if not self.should_exit:
+            log.info("%s", self.ready)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -70,12 +69,6 @@ async def project_id_of(store: Store, project: str) -> int:
         fail(f"no project {project!r}")
     assert found is not None
     return found.id
-
-
-def setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def redact(url: str) -> str:

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 from collections.abc import Coroutine
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import typer
 
-from pushgate.cli.common import fail, setup_logging
+from pushgate.cli.common import fail
 from pushgate.config import Settings
+from pushgate.logs import setup_logging
 from pushgate.store.errors import StoreUnavailable
 from pushgate.store.factory import store_for_url
+
+log = logging.getLogger("pushgate")
 
 
 def serve(
@@ -24,24 +29,59 @@ def serve(
                                   help="Serve the API only; run `pushgate worker` elsewhere."),
     reuse_port: bool = typer.Option(
         False, "--reuse-port",
-        help="Share the port with other `pushgate serve --reuse-port` processes (SO_REUSEPORT):"
-             " the kernel spreads connections among them. One process accepts only as fast"
-             " as one core runs Python; add `--api-only` ones to use more cores."),
+        help="Share the port with other `pushgate serve --reuse-port` processes you start"
+             " (SO_REUSEPORT): the kernel spreads connections among them. With it --workers"
+             " defaults to 1."),
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=1,
+        help="API processes on the port (default: one per CPU). The dispatcher and webhook"
+             " deliverer run in one of them; the processes stop together.")] = None,
 ) -> None:
     """Run the HTTP API, and (unless --api-only) the dispatcher and webhook deliverer."""
-    import uvicorn
-
-    from pushgate.api.gateway import create_app
-    from pushgate.api.server import uvicorn_options
-
     try:
         settings = Settings()
     except ValueError as exc:   # e.g. PUSHGATE_TRUSTED_PROXIES holding a host name
         fail(f"invalid setting: {exc}")
         return
-    setup_logging()
+    setup_logging(settings)
     host = host or settings.host
     port = port or settings.port
+    if workers is None:
+        workers = 1 if reuse_port else default_workers()
+    if workers > 1:
+        from pushgate.cli.processes import serve_processes
+
+        try:
+            asyncio.run(_check_store(settings.database_url))
+        except StoreUnavailable as exc:
+            fail(str(exc))
+            return
+        code = serve_processes(host, port, workers, api_only=api_only, share=reuse_port)
+        if code:
+            raise typer.Exit(code)
+        return
+    _serve_one(settings, host, port, api_only=api_only, reuse_port=reuse_port)
+
+
+def default_workers() -> int:
+    """One API process per CPU this process may run on: several processes on one port gain on
+    SQLite too, their writers taking turns on the store's lock file (docs/benchmarks.md)."""
+    if not hasattr(socket, "SO_REUSEPORT"):
+        return 1
+    try:
+        return len(os.sched_getaffinity(0))   # a container's cpuset, not the host's count
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _serve_one(settings: Settings, host: str, port: int, *, api_only: bool,
+               reuse_port: bool) -> None:
+    import uvicorn
+
+    from pushgate.api.gateway import create_app
+    from pushgate.api.server import ReadyServer, uvicorn_options
+    from pushgate.dispatch.worker import new_worker_id
+
     sock = None
     if reuse_port:
         try:
@@ -49,6 +89,9 @@ def serve(
         except OSError as exc:
             fail(f"cannot listen on {host}:{port} with --reuse-port: {exc}")
             return
+    if not api_only and not settings.worker_id:
+        # Chosen here rather than by the app, so the ready line can name it.
+        settings = settings.model_copy(update={"worker_id": new_worker_id()})
     try:
         # Opened once here so a database that cannot be used is one line and exit 1, not
         # uvicorn's traceback of a failed startup.
@@ -57,12 +100,23 @@ def serve(
     except StoreUnavailable as exc:
         fail(str(exc))
         return
-    options = uvicorn_options(settings)
-    if sock is None:
-        uvicorn.run(application, host=host, port=port, **options)
-    else:
-        uvicorn.Server(uvicorn.Config(application, host=host, port=port, **options)).run(
-            sockets=[sock])
+    role = "API only" if api_only else f"dispatcher and webhooks as worker {settings.worker_id}"
+    server = ReadyServer(uvicorn.Config(application, host=host, port=port,
+                                        **uvicorn_options(settings)),
+                         ready=f"listening on http://{host}:{port} (pid {os.getpid()}, {role},"
+                               f" store {store_location(settings.database_url)})")
+    server.run(sockets=None if sock is None else [sock])
+
+
+def store_location(url: str) -> str:
+    """The store's kind and place for a log line: never the user name, password or query."""
+    parts = urlsplit(url)
+    if parts.scheme.startswith("sqlite"):
+        return f"sqlite {url.split(':///', 1)[-1] if ':///' in url else url}"
+    place = parts.hostname or ""
+    if parts.port:
+        place += f":{parts.port}"
+    return f"{parts.scheme} {place}{parts.path}"
 
 
 async def _check_store(url: str) -> None:
@@ -89,8 +143,12 @@ def worker() -> None:
     from pushgate.dispatch.worker import new_worker_id
     from pushgate.wiring import build_deliverer, build_dispatcher
 
-    settings = Settings()
-    setup_logging()
+    try:
+        settings = Settings()
+    except ValueError as exc:
+        fail(f"invalid setting: {exc}")
+        return
+    setup_logging(settings)
 
     async def run() -> None:
         store = store_for_url(settings.database_url)
@@ -107,7 +165,8 @@ def worker() -> None:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop_both)
-        logging.getLogger("pushgate").info("worker %s started", worker_id)
+        log.info("worker %s ready (pid %d, store %s)", worker_id, os.getpid(),
+                 store_location(settings.database_url))
         try:
             await asyncio.gather(dispatcher.run(), deliverer.run())
         finally:

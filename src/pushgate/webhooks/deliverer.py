@@ -155,7 +155,7 @@ class WebhookDeliverer:
             self._done("complete_inbound", [item.id])
         else:
             log.warning("incoming webhook of project %s failed (%s); will retry",
-                        item.project_id, reason)
+                        item.project_id, reason, extra={"project_id": item.project_id})
             self._done("retry_inbound", [item.id])
 
     async def _send(self, url: str, secret: str, body: bytes) -> tuple[bool, str]:
@@ -187,5 +187,6 @@ class WebhookDeliverer:
             self._done("complete_outbox", ids)
         else:
             log.warning("webhook to project %s failed (%s); %d reports will be retried",
-                        batch.project_id, reason, len(ids))
+                        batch.project_id, reason, len(ids),
+                        extra={"project_id": batch.project_id})
             self._done("retry_outbox", ids)

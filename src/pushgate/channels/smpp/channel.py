@@ -189,7 +189,8 @@ class SmppChannel(Channel):
                 return self._later_part_failed(message.id, outcome, total, accepted)
             accepted.append(outcome)
             if not outcome:  # accepted without an id: its receipts cannot be matched
-                log.warning("smpp channel %s: submit_sm_resp without message_id", self.spec.id)
+                log.warning("smpp channel %s: submit_sm_resp without message_id", self.spec.id,
+                            extra={"channel_id": self.spec.id, "message_id": message.id})
                 continue
             if not self._hex_ids and HEX_LETTER.search(outcome):
                 self._hex_ids = True
@@ -401,7 +402,7 @@ class SmppChannel(Channel):
                 except Exception as exc:  # e.g. the store is down: the SMSC will retry
                     log.warning("smpp channel %s: could not record %d receipts/messages (%s); "
                                 "asking the SMSC to deliver them again", self.spec.id,
-                                len(batch), exc)
+                                len(batch), exc, extra={"channel_id": self.spec.id})
                     status = pdu.ESME_RX_T_APPN
                 for item in batch:
                     if item.seen is not None and status == pdu.ESME_ROK:
@@ -441,7 +442,7 @@ class SmppChannel(Channel):
                 await self.sweep_parts(time.time())
             except Exception as exc:  # the store is down: the parts wait for the next sweep
                 log.warning("smpp channel %s: forwarding overdue message parts failed (%s)",
-                            self.spec.id, exc)
+                            self.spec.id, exc, extra={"channel_id": self.spec.id})
 
     async def sweep_parts(self, now: float) -> int:
         """Forward, with what arrived and marked incomplete, every message whose first part

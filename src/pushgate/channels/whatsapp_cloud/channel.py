@@ -218,7 +218,8 @@ class WhatsAppCloudChannel(WebhookHandling):
                 second = await self._post(payload, message.number)
         if isinstance(second, GraphError):
             log.warning("whatsapp_cloud channel %s: message %s: media sent as %s, its text was "
-                        "not: %s", self.spec.id, message.id, media_id, second.message)
+                        "not: %s", self.spec.id, message.id, media_id, second.message,
+                        extra={"channel_id": self.spec.id, "message_id": message.id})
             return SendResult.sent(
                 message.id, media_id, provider_refs=[(0, media_id)],
                 error_code=second.error_code,
