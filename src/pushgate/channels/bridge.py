@@ -17,6 +17,10 @@ API, so both connectors follow the same plan, implemented here once:
   part failed does not send the first one again (a doubled message is as bad as a lost one).
 - **Device state** for Picky's ``device-status``: CONNECTED, TIMEOUT (starting), UNPAIRED (needs a
   QR scan), OFFLINE (stopped, failed, unreachable) with the reason.
+- **Device commands** for Picky's ``device-action`` (``device_action``): each subclass maps a
+  command onto one request of its session API (``action_call``) or says why it has none; the
+  request's failure is raised (``ActionFailed``: refused, or no answer), never retried, so the
+  caller knows nothing was done. The table is in docs/channels.md.
 
 - **Callbacks are authenticated by default.** A channel takes a shared secret (WAHA's webhook
   HMAC key, Evolution's webhook token) that ``channel add`` generates when none is given; a
