@@ -12,8 +12,15 @@ Not in the reference: what Evolution answers to a send while the instance is not
 fake answers 400 ``Connection Closed``, an error that looks like the message's fault, so the
 connector must not trust it.
 
-Switches: ``connection_state``, ``not_on_whatsapp``, ``fail_next(count, status)``; ``requests``
-and ``sent`` record what arrived.
+Instance commands, as Evolution v2's instance router serves them: ``POST
+/instance/restart/{instance}`` answers 200 with the connection state (``{"instance":
+{"instanceName", "state"}}``); ``DELETE /instance/logout/{instance}`` answers 200 ``{"status":
+"SUCCESS", "error": false, "response": {"message": "Instance logged out"}}`` and leaves the
+instance ``close``, or 400 ``The "<name>" instance is not connected`` when it already is.
+
+Switches: ``connection_state``, ``not_on_whatsapp``, ``fail_next(count, status)``,
+``fail_next_command(count, status)`` (instance commands); ``requests`` and ``sent`` record what
+arrived.
 """
 
 from __future__ import annotations
@@ -70,6 +77,8 @@ class FakeEvolution:
         self.owner = owner
         self.app = Starlette(routes=[
             Route("/instance/connectionState/{instance}", self._state, methods=["GET"]),
+            Route("/instance/restart/{instance}", self._restart, methods=["POST"]),
+            Route("/instance/logout/{instance}", self._logout, methods=["DELETE"]),
             Route("/message/{action}/{instance}", self._send, methods=["POST"]),
         ])
         self.reset()
@@ -80,6 +89,11 @@ class FakeEvolution:
         self.requests: list[RecordedRequest] = []
         self.sent: list[SentMessage] = []
         self._failures: list[int | None] = []
+        self._command_failures: list[int] = []
+
+    def fail_next_command(self, count: int = 1, status: int = 500) -> None:
+        """Answer the next ``count`` instance commands (restart, logout) with ``status``."""
+        self._command_failures.extend([status] * count)
 
     def fail_next(self, count: int = 1, status: int = 500, after: int = 0) -> None:
         """Answer ``count`` sends with ``status``, once ``after`` more have gone through."""
@@ -111,6 +125,30 @@ class FakeEvolution:
             return refused
         return JSONResponse({"instance": {"instanceName": self.instance,
                                           "state": self.connection_state}})
+
+    async def _command(self, request: Request) -> Response | None:
+        await self._record(request)
+        if refused := self._refused(request):
+            return refused
+        if self._command_failures:
+            status = self._command_failures.pop(0)
+            return evolution_error(status, _REASONS.get(status, "Error"))
+        return None
+
+    async def _restart(self, request: Request) -> Response:
+        if refused := await self._command(request):
+            return refused
+        return JSONResponse({"instance": {"instanceName": self.instance,
+                                          "state": self.connection_state}})
+
+    async def _logout(self, request: Request) -> Response:
+        if refused := await self._command(request):
+            return refused
+        if self.connection_state == "close":
+            return evolution_error(400, [f'The "{self.instance}" instance is not connected'])
+        self.connection_state = "close"
+        return JSONResponse({"status": "SUCCESS", "error": False,
+                             "response": {"message": "Instance logged out"}})
 
     async def _send(self, request: Request) -> Response:
         action = request.path_params["action"]

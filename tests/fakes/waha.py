@@ -11,10 +11,16 @@ Not in the reference, taken from WAHA's NestJS behaviour: other errors use NestJ
 answered 422 ``{"error": "Session status is not as expected...", "status": ..., "expected":
 ["WORKING"]}``; ``GET /api/contacts/check-exists`` answers ``{"numberExists", "chatId"}``.
 
+Session commands, as the reference lists them (``POST /api/sessions/{name}/start|stop|restart``)
+plus ``/logout`` from WAHA's sessions API: each answers 201 with the session (``name``,
+``status``, ``config``) as NestJS does for a POST; ``restart`` and ``start`` bring a paired
+session back to ``WORKING`` (an unpaired one to ``SCAN_QR_CODE``), ``stop`` leaves it
+``STOPPED``, ``logout`` forgets the pairing (``SCAN_QR_CODE``). An unknown session is 404.
+
 Switches: ``session_status``, ``response_shape``, ``not_on_whatsapp`` (numbers check-exists
 denies), ``chat_ids`` (check-exists answers another chatId, as for Brazilian numbers),
-``fail_next(count, status)``, ``stall_next(count, seconds)``; ``requests`` and ``sent`` record
-what arrived.
+``fail_next(count, status)``, ``stall_next(count, seconds)``, ``fail_next_command(count,
+status)`` (session commands); ``requests`` and ``sent`` record what arrived.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ ACK_NAMES = {-1: "ERROR", 0: "PENDING", 1: "SERVER", 2: "DEVICE", 3: "READ", 4: 
 SEND_ACTIONS = ("sendText", "sendImage", "sendFile", "sendVideo", "sendVoice", "sendSeen")
 MEDIA_ACTIONS = ("sendImage", "sendFile", "sendVideo", "sendVoice")
 RESPONSE_SHAPES = ("webjs", "webjs-object", "noweb", "empty")
+SESSION_COMMANDS = ("start", "stop", "restart", "logout")
 _REASONS = {400: "Bad Request", 404: "Not Found", 422: "Unprocessable Entity",
             429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
             503: "Service Unavailable"}
@@ -78,6 +85,7 @@ class FakeWaha:
         self.me_id = me_id
         self.app = Starlette(routes=[
             Route("/api/sessions/{name}", self._session, methods=["GET"]),
+            Route("/api/sessions/{name}/{command}", self._session_command, methods=["POST"]),
             Route("/api/contacts/check-exists", self._check_exists, methods=["GET"]),
             Route("/api/{action}", self._send, methods=["POST"]),
         ])
@@ -93,6 +101,8 @@ class FakeWaha:
         self.sent: list[SentMessage] = []
         self._failures: list[int | None] = []
         self._stalls: list[float] = []
+        self._command_failures: list[int] = []
+        self.paired = True
 
     # -- switches ------------------------------------------------------------------------------
 
@@ -100,6 +110,10 @@ class FakeWaha:
         """Answer ``count`` send or check-exists calls with ``status``, once ``after`` more
         have gone through."""
         self._failures.extend([None] * after + [status] * count)
+
+    def fail_next_command(self, count: int = 1, status: int = 500) -> None:
+        """Answer the next ``count`` session commands (restart, logout, ...) with ``status``."""
+        self._command_failures.extend([status] * count)
 
     def stall_next(self, count: int = 1, seconds: float = 1.0) -> None:
         """Hold the next ``count`` sends for ``seconds`` before answering (client timeouts)."""
@@ -141,6 +155,27 @@ class FakeWaha:
             "config": {"webhooks": []},
             "me": {"id": self.me_id, "pushName": "~"} if working else None,
         })
+
+    async def _session_command(self, request: Request) -> Response:
+        command = request.path_params["command"]
+        if command not in SESSION_COMMANDS:
+            return nest_error(404, f"Cannot POST {request.url.path}")
+        await self._record(request)
+        if denied := self._unauthorized(request):
+            return denied
+        name = request.path_params["name"]
+        if name != self.session_name:
+            return nest_error(404, f"Session '{name}' does not exist")
+        if self._command_failures:
+            return self._failure(self._command_failures.pop(0))
+        if command == "logout":
+            self.paired = False
+        if command == "stop":
+            self.session_status = "STOPPED"
+        else:
+            self.session_status = "WORKING" if self.paired else "SCAN_QR_CODE"
+        return JSONResponse({"name": name, "status": self.session_status,
+                             "config": {"webhooks": []}}, status_code=201)
 
     async def _check_exists(self, request: Request) -> Response:
         recorded = await self._record(request)

@@ -82,7 +82,8 @@ from pushgate.channels.android.states import (
     reports_decoder,
     rest_seconds,
 )
-from pushgate.channels.base import channel_for
+from pushgate.channels.base import channel_class, channel_for
+from pushgate.channels.bridge import ActionFailed, ActionUnsupported, BridgeChannel
 from pushgate.core.channels import APP_CALL, ChannelSpec
 from pushgate.core.devices import Device, device_worker
 from pushgate.core.errors import ApiError, Code
@@ -96,8 +97,11 @@ JSON = "application/json"
 # (Picky: "sending a new message restarts the queue").
 QUEUE_STOPPED = {"message": "stopped by device-action stop-message-queue",
                  "call": "stopped by device-action stop-call-queue"}
-# Commands Picky documents for WhatsApp Web Automation servers, which pushgate does not run.
+# Commands Picky documents for its WhatsApp Web Automation servers: a WhatsApp Web bridge
+# channel (WAHA, Evolution API) maps them onto its session API; phones have none of them.
 BRIDGE_COMMANDS = frozenset({"restart-server", "disconnect", "clearlogs"})
+# What a bridge channel takes: Picky's server commands and the phones' restart/reset.
+BRIDGE_ACTIONS = BRIDGE_COMMANDS | {"restart", "reset"}
 # Device writes of "last seen" are spaced at least this much (every request reads the token).
 TOUCH_EVERY_SECONDS = 5.0
 # A connector's status() may take this long before device-status answers TIMEOUT.
@@ -494,17 +498,20 @@ async def connector_status(gateway: Gateway, channel: ChannelSpec) -> dict[str, 
 
 
 @picky_router.post("/api/v2/device-action",
-                   summary="Stop, resume or delete the queue; reset or restart the phones")
+                   summary="Stop, resume or delete the queue; reset or restart the phones; "
+                           "restart, reset or disconnect a WhatsApp Web bridge's session")
 async def device_action(request: Request) -> Response:
     gateway = gateway_of(request)
     body, _project_id, channel = await picky_channel(gateway, request)
     command = (body.command or "").strip().lower()
     now = time.time()
     queue, _sep, verb = command.partition("-")
+    if command in BRIDGE_ACTIONS and is_bridge(channel):
+        return _json(await bridge_command(gateway, channel, command, now))
     if command in BRIDGE_COMMANDS:
         raise ApiError(Code.COMMAND_NOT_SUPPORTED,
-                       f"`{command}` is for Picky's WhatsApp Web Automation servers; "
-                       "pushgate does not run one (restart the bridge where it runs)")
+                       f"`{command}` is for WhatsApp Web bridge channels (waha, evolution); "
+                       f"channel {channel.id} is a {channel.kind} channel")
     if command.endswith(("-message-queue", "-call-queue")) and queue in (
             "stop", "resume", "delete"):
         kind = verb.removesuffix("-queue")
@@ -517,13 +524,52 @@ async def device_action(request: Request) -> Response:
     if command in ("reset", "restart"):
         if not is_phone(channel):
             raise ApiError(Code.COMMAND_NOT_SUPPORTED,
-                           f"`{command}` is for phone channels; channel {channel.id} is "
+                           f"`{command}` is for phone channels (android) and WhatsApp Web "
+                           f"bridge channels (waha, evolution); channel {channel.id} is "
                            f"a {channel.kind} channel")
         return _json(await phone_command(gateway, channel, command, now))
     raise ApiError(Code.INVALID_FIELD,
                    f"unknown `command` {body.command!r}; known: stop-message-queue, "
                    "resume-message-queue, delete-message-queue, stop-call-queue, "
-                   "resume-call-queue, delete-call-queue, reset, restart")
+                   "resume-call-queue, delete-call-queue, reset, restart, disconnect, "
+                   "restart-server, clearlogs")
+
+
+def is_bridge(channel: ChannelSpec) -> bool:
+    try:
+        return issubclass(channel_class(channel.kind), BridgeChannel)
+    except ValueError:  # a kind no connector registers takes no bridge command
+        return False
+
+
+async def bridge_command(gateway: Gateway, channel: ChannelSpec, command: str,
+                         now: float) -> dict[str, Any]:
+    """A command on a WhatsApp Web bridge's session, through its connector. ``reset`` deletes
+    the message queue only after the bridge restarted the session, so a refusal leaves both
+    as they were."""
+    connector = channel_for(channel, gateway.env)
+    assert isinstance(connector, BridgeChannel)
+    try:
+        await connector.start()
+        done = await connector.device_action(command)
+    except ActionUnsupported as exc:
+        raise ApiError(Code.COMMAND_NOT_SUPPORTED,
+                       f"`{command}` on channel {channel.id}, a {channel.kind} channel: "
+                       f"{exc}") from None
+    except ActionFailed as exc:
+        raise ApiError(Code.PROVIDER_REFUSED if exc.reached else Code.PROVIDER_UNREACHABLE,
+                       f"`{command}` on channel {channel.id} ({channel.kind}): {exc}") from None
+    finally:
+        with contextlib.suppress(Exception):
+            await connector.stop()
+    answer: dict[str, Any] = {"status": int(Code.SUCCESS), "message": "Success",
+                              "bridge_request": done.request, "detail": done.detail}
+    if command == "reset":
+        count, refunded = await gateway.store.cancel_channel_queue(
+            channel.id, now, "deleted by device-action reset")
+        gateway.webhook_wake.set()
+        answer.update(cancelled=count, refunded=format_credits(refunded))
+    return answer
 
 
 async def queue_command(gateway: Gateway, channel: ChannelSpec, verb: str, kind: str,

@@ -17,6 +17,10 @@ API, so both connectors follow the same plan, implemented here once:
   part failed does not send the first one again (a doubled message is as bad as a lost one).
 - **Device state** for Picky's ``device-status``: CONNECTED, TIMEOUT (starting), UNPAIRED (needs a
   QR scan), OFFLINE (stopped, failed, unreachable) with the reason.
+- **Device commands** for Picky's ``device-action`` (``device_action``): each subclass maps a
+  command onto one request of its session API (``action_call``) or says why it has none; the
+  request's failure is raised (``ActionFailed``: refused, or no answer), never retried, so the
+  caller knows nothing was done. The table is in docs/channels.md.
 
 - **Callbacks are authenticated by default.** A channel takes a shared secret (WAHA's webhook
   HMAC key, Evolution's webhook token) that ``channel add`` generates when none is given; a
@@ -133,6 +137,35 @@ class SessionState:
     @property
     def connected(self) -> bool:
         return self.state == CONNECTED
+
+
+@dataclass(frozen=True, slots=True)
+class ActionCall:
+    """The bridge request a ``device-action`` command becomes (path under the base URL)."""
+
+    method: str
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class ActionDone:
+    """A command the bridge accepted: the request made and the bridge's own word on it."""
+
+    command: str
+    request: str                     # "POST /api/sessions/default/restart"
+    detail: str
+
+
+class ActionUnsupported(Exception):
+    """The bridge has no API for this command; nothing was sent."""
+
+
+class ActionFailed(Exception):
+    """The bridge was asked and did not do it; ``reached`` is False when no answer came."""
+
+    def __init__(self, detail: str, *, reached: bool) -> None:
+        super().__init__(detail)
+        self.reached = reached
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +345,10 @@ class BridgeChannel(Channel):
     def error_code(self, response: httpx.Response) -> str:
         return str(response.status_code)
 
+    def action_call(self, command: str) -> ActionCall | str:
+        """The request for Picky's ``device-action`` ``command``, or why the bridge has none."""
+        raise NotImplementedError
+
     # -- connection ----------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -371,6 +408,31 @@ class BridgeChannel(Channel):
         return ChannelStatus(connected=session.connected, detail=session.detail,
                              state=session.state, connected_number=session.connected_number,
                              extra={"bridge_status": session.provider_status})
+
+    async def device_action(self, command: str) -> ActionDone:
+        """Run a ``device-action`` command on the session as one bridge request. Raises
+        ``ActionUnsupported`` before any request when the bridge has no API for it, and
+        ``ActionFailed`` when the bridge refused it or did not answer."""
+        call = self.action_call(command)
+        if isinstance(call, str):
+            raise ActionUnsupported(call)
+        label = f"{self.session_noun} {self.session_name()!r}"
+        request = f"{call.method} {call.path}"
+        try:
+            response = await self._http().request(call.method, call.path)
+        except httpx.HTTPError as exc:
+            raise ActionFailed(f"bridge unreachable for {request}: {_describe(exc)}",
+                               reached=False) from None
+        # Whatever the answer, the session may have changed: the next send reads it again.
+        self.forget_session()
+        if not response.is_success:
+            raise ActionFailed(f"bridge answered HTTP {response.status_code} to {request} "
+                               f"({label}): {error_text(response)}", reached=True)
+        return ActionDone(command, request, f"{label}: {self.action_answer(response)}")
+
+    def action_answer(self, response: httpx.Response) -> str:
+        """The bridge's answer to a command, in a few words."""
+        return f"HTTP {response.status_code}"
 
     def _waiting(self, message: OutboundMessage, session: SessionState) -> SendResult:
         if session.unauthorized:

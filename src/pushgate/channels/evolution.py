@@ -52,6 +52,7 @@ from pushgate.channels.bridge import (
     OFFLINE,
     TIMEOUT,
     UNPAIRED,
+    ActionCall,
     BridgeChannel,
     BridgeConfig,
     SendCall,
@@ -78,6 +79,16 @@ _CONTACT_MESSAGES = ("locationMessage", "liveLocationMessage", "contactMessage",
 
 # The events a channel's webhook must subscribe to.
 WEBHOOK_EVENTS = ("MESSAGES_UPSERT", "MESSAGES_UPDATE", "CONNECTION_UPDATE")
+# Picky's device-action commands on Evolution's instance API (``reset`` is a restart; the API
+# side deletes the queue once it succeeded), or why Evolution offers none for the instance.
+DEVICE_ACTIONS: dict[str, tuple[str, str] | str] = {
+    "restart": ("POST", "/instance/restart"),
+    "reset": ("POST", "/instance/restart"),
+    "disconnect": ("DELETE", "/instance/logout"),
+    "restart-server": "Evolution API has no request that restarts its server; restart it where "
+                      "it runs, or send `restart` for the instance",
+    "clearlogs": "Evolution API has no logs to clear for an instance",
+}
 
 
 class EvolutionConfig(BridgeConfig, kw_only=True):
@@ -189,6 +200,29 @@ class EvolutionChannel(BridgeChannel):
         if response.status_code == 400 and _not_on_whatsapp(response):
             return "not-on-whatsapp"
         return str(response.status_code)
+
+    # -- device-action -------------------------------------------------------------------------
+
+    def action_call(self, command: str) -> ActionCall | str:
+        mapped = DEVICE_ACTIONS.get(command, f"no Evolution request for `{command}`")
+        if isinstance(mapped, str):
+            return mapped
+        method, prefix = mapped
+        return ActionCall(method, self._instance_path(prefix))
+
+    def action_answer(self, response: httpx.Response) -> str:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        # restart answers the connection state, logout a {"status", "response": {"message"}}.
+        inner = body.get("instance") if isinstance(body, dict) else None
+        if isinstance(inner, dict) and isinstance(inner.get("state"), str):
+            return f"instance is {inner['state']}"
+        reply = body.get("response") if isinstance(body, dict) else None
+        if isinstance(reply, dict) and isinstance(reply.get("message"), str):
+            return str(reply["message"])
+        return f"Evolution answered HTTP {response.status_code}"
 
     # -- callbacks -----------------------------------------------------------------------------
 

@@ -63,6 +63,7 @@ from pushgate.channels.bridge import (
     TIMEOUT,
     UNPAIRED,
     VOICE_MIMETYPE,
+    ActionCall,
     BridgeChannel,
     BridgeConfig,
     SendCall,
@@ -99,6 +100,16 @@ _NUMBER_CACHE_LIMIT = 10_000
 
 # The events a channel's webhook must subscribe to.
 WEBHOOK_EVENTS = ("message", "message.ack", "session.status")
+# Picky's device-action commands on WAHA's sessions API (``reset`` is a restart; the API side
+# deletes the queue once it succeeded), or why WAHA offers none for the session.
+DEVICE_ACTIONS: dict[str, tuple[str, str] | str] = {
+    "restart": ("POST", "restart"),
+    "reset": ("POST", "restart"),
+    "disconnect": ("POST", "logout"),
+    "restart-server": "it would restart the whole WAHA server and every session on it, not "
+                      "only this channel's; restart the server where it runs, or send `restart`",
+    "clearlogs": "WAHA's API has no logs to clear for a session",
+}
 
 
 class WahaConfig(BridgeConfig, kw_only=True):
@@ -215,6 +226,24 @@ class WahaChannel(BridgeChannel):
 
     def provider_id(self, response: httpx.Response) -> str | None:
         return response_message_id(response)
+
+    # -- device-action -------------------------------------------------------------------------
+
+    def action_call(self, command: str) -> ActionCall | str:
+        mapped = DEVICE_ACTIONS.get(command, f"no WAHA request for `{command}`")
+        if isinstance(mapped, str):
+            return mapped
+        method, verb = mapped
+        return ActionCall(method, f"{self.session_path()}/{verb}")
+
+    def action_answer(self, response: httpx.Response) -> str:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        status = body.get("status") if isinstance(body, dict) else None
+        return f"session is {status}" if isinstance(status, str) else \
+            f"WAHA answered HTTP {response.status_code}"
 
     async def _chat_for(self, message: OutboundMessage) -> str | SendResult:
         number = message.number

@@ -38,6 +38,8 @@ class Code(IntEnum):
     UNKNOWN_CHANNEL = 421
     CHANNEL_APPLICATION_MISMATCH = 422
     RATE_LIMITED = 429
+    PROVIDER_REFUSED = 430
+    PROVIDER_UNREACHABLE = 431
     INTERNAL_ERROR = 500
     UNAVAILABLE = 503
 
@@ -98,9 +100,10 @@ _TABLE: tuple[CodeInfo, ...] = (
     CodeInfo(Code.COMMAND_NOT_SUPPORTED, 422, "Command not supported for this channel",
              "A `device-action` command that does not apply to the channel: the call-queue "
              "commands are for application 4 (calls) and the message-queue ones for the "
-             "others, `reset` and `restart` for phone channels (SMS Gateway for Android); "
-             "`restart-server`, `disconnect` and `clearlogs` are for Picky's own WhatsApp "
-             "servers."),
+             "others; `reset` and `restart` for phone channels (SMS Gateway for Android) and "
+             "the WhatsApp Web bridges (WAHA, Evolution API); `disconnect` for the bridges; "
+             "`restart-server` and `clearlogs` for no channel pushgate runs. The message names "
+             "the command and the channel's kind (the bridge table is in docs/channels.md)."),
     CodeInfo(Code.CHANNEL_PAUSED, 409, "Channel paused by the operator",
              "`resume-message-queue` (or `resume-call-queue`) on a channel that was not stopped "
              "by `device-action` but paused by the operator, or by the gateway when the "
@@ -131,6 +134,14 @@ _TABLE: tuple[CodeInfo, ...] = (
              "tokens (default 10) within `PUSHGATE_AUTH_FAILURE_WINDOW_SECONDS` (default 600): "
              "then any token from it is refused unread. Nothing was queued; retry after the "
              "`Retry-After` seconds."),
+    CodeInfo(Code.PROVIDER_REFUSED, 502, "Channel provider refused the command",
+             "A `device-action` command was sent to the channel's WhatsApp Web bridge and the "
+             "bridge answered with an error (the message gives its HTTP status and text: a "
+             "wrong API key, an unknown session or instance, a session not in a state the "
+             "command takes). Nothing was done: for `reset` the queue is left as it was."),
+    CodeInfo(Code.PROVIDER_UNREACHABLE, 504, "Channel provider unreachable",
+             "A `device-action` command could not reach the channel's WhatsApp Web bridge "
+             "(connection refused, timeout). Nothing was done; retry when the bridge is up."),
     CodeInfo(Code.INTERNAL_ERROR, 500, "Internal error",
              "A fault in pushgate, logged with its traceback. A push is accepted in one "
              "transaction, but the answer may be lost after it: check the project's balance "
