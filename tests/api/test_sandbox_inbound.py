@@ -236,3 +236,17 @@ async def test_profile_names_from_waha_evolution_and_cloud_reach_the_incoming_we
             name, number, application, channel_id)
         assert body["custom-variable"] == "crm" and body["direction"] == 0
         assert body["type"] == 1 and body["project-id"] == str(project.id)
+
+
+async def test_sandbox_inbound_counts_with_the_tokens_pushes(app_client: Any, make: Any) -> None:
+    project, token, _ = await make.project()
+    await make.channel(project.id, application=1)
+    client, _ = await app_client(push_rate_per_minute=2)
+    body = {"token": token, "application": 1, "number": USER, "message": "hi"}
+    assert (await client.post("/api/v2/sandbox/inbound", json=body)).json()["status"] == 100
+    push = await client.post("/api/v2/push", json={"token": token, "application": 1,
+                                                    "globalmessage": "hi",
+                                                    "data": [{"number": USER}]})
+    assert push.json()["status"] == 100
+    refused = await client.post("/api/v2/sandbox/inbound", json=body)
+    assert refused.json()["status"] == 429 and refused.headers.get("Retry-After")

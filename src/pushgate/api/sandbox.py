@@ -36,6 +36,8 @@ async def sandbox_inbound(request: Request) -> Response:
     gateway = gateway_of(request)
     body = decode_sandbox_inbound(await json_payload(request, gateway.settings.max_body_bytes))
     token = await authenticate(gateway.lookups, request, token_from(request, body.token))
+    # Each call stores a row and posts to the project's webhook: it shares the push budget.
+    gateway.rate_limiter.check(token.token_id)
     code = parse_int_field("application", body.application, maximum=MAX_CHANNEL_FIELD)
     sandboxes = [c for c in await gateway.store.list_channels(token.project_id)
                  if c.kind == SandboxChannel.kind and c.application == code]

@@ -132,9 +132,10 @@ _TABLE: tuple[CodeInfo, ...] = (
              "users' messages on a real channel come from its provider). Add one with "
              "`pushgate channel add --type sandbox --application CODE`."),
     CodeInfo(Code.RATE_LIMITED, 429, "Rate limit exceeded",
-             "The token sent more pushes per minute than `PUSHGATE_PUSH_RATE_PER_MINUTE` "
-             "(default 90), or the caller's address sent `PUSHGATE_AUTH_FAILURE_LIMIT` unknown "
-             "tokens (default 10) within `PUSHGATE_AUTH_FAILURE_WINDOW_SECONDS` (default 600): "
+             "The token sent more pushes (and sandbox inbound messages, which count with "
+             "them) per minute than `PUSHGATE_PUSH_RATE_PER_MINUTE` (default 90), or the "
+             "caller's address sent `PUSHGATE_AUTH_FAILURE_LIMIT` unknown tokens (default 10) "
+             "within `PUSHGATE_AUTH_FAILURE_WINDOW_SECONDS` (default 600): "
              "then any token from it is refused unread. Nothing was queued; retry after the "
              "`Retry-After` seconds."),
     CodeInfo(Code.INTERNAL_ERROR, 500, "Internal error",
