@@ -489,6 +489,28 @@ async def test_inbound_messages_from_people(fake: FakeWaha, channel: WahaChannel
     assert first.at == text["payload"]["timestamp"]
     assert (second.text, second.type, second.media_url) == (
         "look", 2, "http://waha/api/files/a.jpg")
+    assert first.name == second.name == "Ravi"   # WEBJS: ``_data.notifyName``
+
+
+async def test_inbound_profile_name_by_engine(fake: FakeWaha, channel: WahaChannel,
+                                              gateway: CallbackRoute, hook_url: str) -> None:
+    """WEBJS names the sender ``_data.notifyName``, NOWEB (Baileys' message) ``pushName``;
+    without either (or blank) the message has no name."""
+    gateway.channel = channel
+    webjs = fake.message_event(f"{NUMBER}@c.us", "webjs", push_name="Asha")
+    noweb = fake.message_event(f"{NUMBER}@c.us", "noweb")
+    noweb["engine"] = "NOWEB"
+    noweb["payload"]["_data"] = {
+        "key": {"remoteJid": f"{NUMBER}@s.whatsapp.net", "fromMe": False, "id": "3EB0AB"},
+        "messageTimestamp": noweb["payload"]["timestamp"], "pushName": "Ravi N",
+        "message": {"conversation": "noweb"}}
+    blank = fake.message_event(f"{NUMBER}@c.us", "blank", push_name=" ")
+    bare = fake.message_event(f"{NUMBER}@c.us", "bare")
+    del bare["payload"]["_data"]
+
+    assert await fake.emit(hook_url, [webjs, noweb, blank, bare]) == [200] * 4
+    assert [(m.text, m.name) for m in gateway.inbound] == [
+        ("webjs", "Asha"), ("noweb", "Ravi N"), ("blank", None), ("bare", None)]
 
 
 async def test_session_and_unknown_events_change_nothing(

@@ -267,13 +267,19 @@ class FakeWaha:
             "fromMe": True, "ack": ack, "ackName": ACK_NAMES[ack]})
 
     def message_event(self, sender: str, body: str, *, media: dict[str, str] | None = None,
-                      from_me: bool = False) -> dict[str, Any]:
-        """An inbound ``message`` event; ``sender`` is a chat id such as ``911@c.us``."""
+                      from_me: bool = False, push_name: str = "Ravi") -> dict[str, Any]:
+        """An inbound ``message`` event; ``sender`` is a chat id such as ``911@c.us``. The
+        engine's own message is in ``_data`` (WEBJS: the sender's profile name is
+        ``notifyName``)."""
+        serialized = f"{str(from_me).lower()}_{sender}_{secrets.token_hex(10).upper()}"
         return self.envelope("message", {
-            "id": f"{str(from_me).lower()}_{sender}_{secrets.token_hex(10).upper()}",
+            "id": serialized,
             "timestamp": int(time.time()), "from": sender, "fromMe": from_me,
             "source": "app", "to": self.me_id, "body": body, "hasMedia": media is not None,
-            "media": media, "ack": 1})
+            "media": media, "ack": 1,
+            "_data": {"id": {"fromMe": from_me, "remote": sender, "_serialized": serialized},
+                      "body": body, "type": "image" if media else "chat",
+                      "notifyName": push_name}})
 
     def session_event(self, status: str) -> dict[str, Any]:
         now = int(time.time() * 1000)

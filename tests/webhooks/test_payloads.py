@@ -36,5 +36,5 @@ def test_inbound_body_says_when_parts_are_missing() -> None:
     assert orjson.loads(inbound_body(message)) == {
         "number": "919876543210", "message-in": "a%2Bb+c", "message_in_raw": "a+b c",
         "type": 1, "application": "8", "unique-id": "5", "project-id": "2", "channel_id": 3,
-        "provider_id": "p5", "media-url": "", "incomplete": True, "parts_received": [1],
-        "parts_total": 2}
+        "provider_id": "p5", "media-url": "", "direction": 0, "incomplete": True,
+        "parts_received": [1], "parts_total": 2}

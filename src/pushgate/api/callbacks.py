@@ -17,8 +17,9 @@ from starlette.responses import Response
 
 from pushgate.api import metrics
 from pushgate.api.body import read_body
-from pushgate.api.state import gateway_of
+from pushgate.api.state import Gateway, gateway_of
 from pushgate.channels.base import CallbackRejected, CallbackRequest, CallbackResult, Channel
+from pushgate.core.channels import ChannelSpec
 from pushgate.core.push import parse_int_field
 
 log = logging.getLogger("pushgate.api")
@@ -51,6 +52,15 @@ async def channel_callback(channel_id: int, request: Request, sub_path: str = ""
         log.warning("channel %s: callback rejected (%s)", channel_id, exc.reason,
                     extra={"channel_id": channel_id})
         return rejection(exc)
+    await record_result(gateway, spec, result)
+    metrics.CALLBACKS.labels(kind=spec.kind, outcome="accepted").inc()
+    return connector_answer(result)
+
+
+async def record_result(gateway: Gateway, spec: ChannelSpec, result: CallbackResult) -> None:
+    """What a connector made of a callback, recorded: status updates applied, users' messages
+    stored for the incoming webhook, and the webhook deliverer woken. The one way in for
+    inbound messages from the HTTP side (provider callbacks, the sandbox's users)."""
     for update in result.updates:
         update.channel_id = spec.id   # a connector answers for its own channel only
         drop_nul(update)
@@ -61,8 +71,6 @@ async def channel_callback(channel_id: int, request: Request, sub_path: str = ""
     await gateway.store.record_inbound(result.inbound, time.time())
     if result.updates or result.inbound:
         gateway.webhook_wake.set()
-    metrics.CALLBACKS.labels(kind=spec.kind, outcome="accepted").inc()
-    return connector_answer(result)
 
 
 async def hand_to_connector(channel: Channel, request: Request, public_url: str, body: bytes,

@@ -118,3 +118,18 @@ TOKEN_PUSH_ID = {
     "responses": {"200": {"description": "Per-message statuses: 0 pending, 4 submitted, "
                           "1 delivered, 3 read, 2 failed, 5 refunded"}, **_ERRORS},
 }
+
+SANDBOX_INBOUND = {
+    "requestBody": {"required": True, "content": {"application/json": {"schema": {
+        "type": "object",
+        "properties": {"token": {"type": "string"},
+                       "application": {"type": ["string", "integer"]},
+                       "number": {"type": ["string", "integer"]},
+                       "message": {"type": ["string", "integer"]},
+                       "media": {"type": "string", "format": "uri"},
+                       "name": {"type": "string"}},
+        "required": ["application", "number"],
+    }}}},
+    "responses": {"200": {"description": "Recorded; it reaches the project's incoming webhook "
+                          "like a message from a real channel's provider"}, **_ERRORS},
+}

@@ -11,20 +11,24 @@ For demos, tests and Picky's sandbox mode. Config keys (``channel add --config``
 - ``seed``: makes the random choices repeatable.
 
 The inbox is the project's sandbox messages themselves (``GET /api/v2/sandbox/inbox``): the
-store already holds what was sent, so nothing is kept twice.
+store already holds what was sent, so nothing is kept twice. Users write back through
+``POST /api/v2/sandbox/inbound``: ``user_writes`` turns what they wrote into the callback
+result a real channel's provider callback comes to, which the API records the same way.
 """
 
 from __future__ import annotations
 
 import random
+import secrets
 from collections.abc import Sequence
 from typing import ClassVar
 
-from pushgate.channels.base import Channel, ChannelEnv, register
+from pushgate.channels.base import CallbackResult, Channel, ChannelEnv, register
 from pushgate.channels.config import ChannelConfig
 from pushgate.core.channels import ChannelSpec
 from pushgate.core.lifecycle import State
-from pushgate.core.models import OutboundMessage, SendResult, StatusUpdate
+from pushgate.core.models import InboundMessage, OutboundMessage, SendResult, StatusUpdate
+from pushgate.core.sandbox import SandboxUserMessage
 
 
 class SandboxConfig(ChannelConfig, kw_only=True):
@@ -85,3 +89,13 @@ class SandboxChannel(Channel):
             updates += [StatusUpdate(state=State.READ, at=now, message_id=mid)
                         for mid in message_ids if self.random.random() < self.read_ratio]
         return updates
+
+    def user_writes(self, message: SandboxUserMessage, at: float) -> CallbackResult:
+        """A user's message arriving on this channel, as a provider callback would bring it:
+        Picky's type 2 when it carries media, else 1. The provider id is new each time (a
+        real provider's is unique per message), so each call is a message of its own."""
+        return CallbackResult(inbound=[InboundMessage(
+            channel_id=self.spec.id, number=message.number, text=message.text,
+            provider_id=f"sandbox-in-{secrets.token_hex(8)}", at=at,
+            type=2 if message.media_url else 1, media_url=message.media_url,
+            name=message.name, raw={"source": "sandbox/inbound"})])

@@ -363,4 +363,17 @@ class WahaChannel(BridgeChannel):
             at=float(sent_at) if isinstance(sent_at, int | float) and sent_at > 0 else at,
             type=2 if has_media else 1,
             media_url=(media or {}).get("url") if has_media else None,
-            raw=payload)
+            name=_profile_name(payload), raw=payload)
+
+
+def _profile_name(payload: dict[str, Any]) -> str | None:
+    """The sender's WhatsApp profile name, which WAHA passes on in the engine's own message
+    (``_data``): WEBJS calls it ``notifyName``, NOWEB (Baileys) ``pushName``."""
+    data = payload.get("_data")
+    if not isinstance(data, dict):
+        return None
+    for key in ("notifyName", "pushName"):
+        name = data.get(key)
+        if isinstance(name, str) and name.strip():
+            return name
+    return None

@@ -37,6 +37,7 @@ class Code(IntEnum):
     INSUFFICIENT_CREDIT = 420
     UNKNOWN_CHANNEL = 421
     CHANNEL_APPLICATION_MISMATCH = 422
+    NO_SANDBOX_CHANNEL = 423
     RATE_LIMITED = 429
     PROVIDER_REFUSED = 430
     PROVIDER_UNREACHABLE = 431
@@ -128,10 +129,16 @@ _TABLE: tuple[CodeInfo, ...] = (
     CodeInfo(Code.CHANNEL_APPLICATION_MISMATCH, 422, "Channel serves another application",
              "Both `channel_id` and `application` were given, and the channel serves another "
              "application code. Send the channel's own code, or only `channel_id`."),
+    CodeInfo(Code.NO_SANDBOX_CHANNEL, 422, "No sandbox channel for this application",
+             "`POST /api/v2/sandbox/inbound` names an `application` for which the token's "
+             "project has no `sandbox` channel (a channel of another kind does not count: "
+             "users' messages on a real channel come from its provider). Add one with "
+             "`pushgate channel add --type sandbox --application CODE`."),
     CodeInfo(Code.RATE_LIMITED, 429, "Rate limit exceeded",
-             "The token sent more pushes per minute than `PUSHGATE_PUSH_RATE_PER_MINUTE` "
-             "(default 90), or the caller's address sent `PUSHGATE_AUTH_FAILURE_LIMIT` unknown "
-             "tokens (default 10) within `PUSHGATE_AUTH_FAILURE_WINDOW_SECONDS` (default 600): "
+             "The token sent more pushes (and sandbox inbound messages, which count with "
+             "them) per minute than `PUSHGATE_PUSH_RATE_PER_MINUTE` (default 90), or the "
+             "caller's address sent `PUSHGATE_AUTH_FAILURE_LIMIT` unknown tokens (default 10) "
+             "within `PUSHGATE_AUTH_FAILURE_WINDOW_SECONDS` (default 600): "
              "then any token from it is refused unread. Nothing was queued; retry after the "
              "`Retry-After` seconds."),
     CodeInfo(Code.PROVIDER_REFUSED, 502, "Channel provider refused the command",

@@ -149,7 +149,7 @@ class WebhookDeliverer:
         if not item.url:   # the project removed its incoming webhook since
             self._done("complete_inbound", [item.id])
             return
-        body = inbound_body(item.message)
+        body = inbound_body(item.message, item.url)
         ok, reason = await self._send(item.url, item.secret, body)
         if ok:
             self._done("complete_inbound", [item.id])

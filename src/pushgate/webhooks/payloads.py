@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import quote_plus
+from urllib.parse import parse_qsl, quote_plus, urlsplit
 
 import orjson
 
@@ -52,9 +52,22 @@ def reports_body(project_id: int, reports: Sequence[ReportRecord]) -> bytes:
     })
 
 
-def inbound_payload(message: InboundRecord) -> dict[str, Any]:
-    """Picky's global (incoming) webhook body for a user's message."""
-    payload: dict[str, Any] = {
+def url_variables(url: str) -> dict[str, str]:
+    """The query parameters of a project's incoming webhook URL: Picky's custom variables,
+    passed through in every body (a name given twice keeps its last value)."""
+    try:
+        query = urlsplit(url).query
+    except ValueError:
+        return {}
+    return dict(parse_qsl(query, keep_blank_values=True))
+
+
+def inbound_payload(message: InboundRecord, url: str = "") -> dict[str, Any]:
+    """Picky's global (incoming) webhook body for a user's message, with the webhook URL's
+    custom variables merged in; the message's own fields win a name clash, so a variable
+    cannot pass for the sender or the text."""
+    payload: dict[str, Any] = url_variables(url)
+    payload.update({
         "number": message.number,
         "message-in": quote_plus(message.body),
         "message_in_raw": message.body,
@@ -65,7 +78,8 @@ def inbound_payload(message: InboundRecord) -> dict[str, Any]:
         "channel_id": message.channel_id,
         "provider_id": message.provider_id,
         "media-url": message.media_url or "",
-    }
+        "direction": 0,   # Picky's 0: from the user (1 is an outbound copy, never sent here)
+    })
     if message.name:
         payload["name"] = message.name
     # A user's multi-part SMS forwarded without all its parts (SMPP, after its wait): said so.
@@ -77,6 +91,6 @@ def inbound_payload(message: InboundRecord) -> dict[str, Any]:
     return payload
 
 
-def inbound_body(message: InboundRecord) -> bytes:
-    """The signed body of one POST to a project's incoming webhook."""
-    return orjson.dumps(inbound_payload(message))
+def inbound_body(message: InboundRecord, url: str = "") -> bytes:
+    """The signed body of one POST to a project's incoming webhook at ``url``."""
+    return orjson.dumps(inbound_payload(message, url))
