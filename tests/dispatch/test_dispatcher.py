@@ -351,7 +351,7 @@ async def test_a_failing_lane_stops_its_runner_and_every_other_lane(
 ) -> None:
     """An unexpected error in one lane ends the runner (the dispatcher then starts a new one);
     the other lanes finish the step in hand and stop with it rather than run on unowned."""
-    from pushgate.dispatch.worker import ChannelRunner
+    from pushgate.dispatch.runner import ChannelRunner
 
     project, _, _ = await make.project()
     channel = await make.channel(project.id, config={"delivery_delay": 0})

@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 
 from pushgate.core.push import Limits, decode_push, plan_push
-from pushgate.dispatch import pacing, worker
+from pushgate.dispatch import pacing, recording
+from pushgate.dispatch import runner as runner_module
 from pushgate.dispatch.pacing import Pacer
-from pushgate.dispatch.worker import ChannelRunner, Dispatcher
+from pushgate.dispatch.runner import ChannelRunner
+from pushgate.dispatch.worker import Dispatcher
 from pushgate.store.base import Store
 from pushgate.store.errors import StoreUnavailable
 
@@ -386,7 +388,7 @@ async def test_a_priority_message_jumps_into_a_paced_batch(
     """A priority-1 message queued while a paced batch of priority-0 ones goes out is sent
     next, within that batch: not after the rest of it, nor at the next claim (a batch is up
     to a second's worth, far beyond a priority message's latency target)."""
-    monkeypatch.setattr(worker, "PRIORITY_CHECK_SECONDS", 0.0)   # look before every send
+    monkeypatch.setattr(runner_module, "PRIORITY_CHECK_SECONDS", 0.0)   # look before every send
     project, _, _ = await make.project()
     channel = await make.channel(project.id, rate_per_second=5, config={"delivery_delay": 0})
 
@@ -431,7 +433,7 @@ async def test_a_failed_look_for_priority_messages_still_records_the_batch(
 ) -> None:
     """The store failing while the runner looks for priority messages mid-batch only skips
     the look: the sends already started are recorded (not left to come back as re-sends)."""
-    monkeypatch.setattr(worker, "PRIORITY_CHECK_SECONDS", 0.0)
+    monkeypatch.setattr(runner_module, "PRIORITY_CHECK_SECONDS", 0.0)
     project, _, _ = await make.project()
     channel = await make.channel(project.id, rate_per_second=5, config={"delivery_delay": 0})
     data = [{"number": f"91987654{i:04d}", "message": f"m {i}"} for i in range(5)]
@@ -452,7 +454,7 @@ async def test_no_message_jumps_into_a_capped_channels_batch(
 ) -> None:
     """A capped channel sends no more than its allowance: priority messages wait for the
     next claim there."""
-    monkeypatch.setattr(worker, "PRIORITY_CHECK_SECONDS", 0.0)
+    monkeypatch.setattr(runner_module, "PRIORITY_CHECK_SECONDS", 0.0)
     project, _, _ = await make.project()
     channel = await make.channel(project.id, rate_per_second=5,
                                  config={"delivery_delay": 0, "hourly_cap": 4})
@@ -483,7 +485,7 @@ async def _paced_channel_with_a_spent_bucket(
     """A channel at 5/s with ten queued: the first step sends five; the five left go out
     0.21 s apart on the fake clock, each wait also yielding to the real loop (as a real sleep
     does), so finished sends can be recorded while the batch goes on."""
-    monkeypatch.setattr(worker, "RECORD_EVERY_SECONDS", 0.0)
+    monkeypatch.setattr(recording, "RECORD_EVERY_SECONDS", 0.0)
     real_sleep = asyncio.sleep
 
     async def sleep_and_yield(seconds: float) -> None:
