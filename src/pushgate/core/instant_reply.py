@@ -53,27 +53,27 @@ def _given(value: str | int | None) -> bool:
 def reply_push(answer: bytes, number: str) -> PushBody:
     """The push that answers ``number`` with ``answer``; ``NoReply`` says why there is none."""
     if not answer.strip():
-        raise NoReply("an empty answer", faulty=False)
+        raise NoReply("empty answer", faulty=False)
     try:
         read = _decoder.decode(answer)
     except msgspec.ValidationError as exc:
-        raise NoReply(f"an answer that is not a reply ({exc})", faulty=True) from None
+        raise NoReply(f"answer not a reply: {exc}", faulty=True) from None
     except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
-        raise NoReply("an answer that is not JSON", faulty=True) from None
+        raise NoReply("answer not JSON", faulty=True) from None
     text = read.message if _given(read.message) else read.globalmessage
     media = read.media if _given(read.media) else read.globalmedia
     if read.data:
         if len(read.data) > MAX_REPLY_MESSAGES:
-            raise NoReply(f"a reply of {len(read.data)} messages (at most "
-                          f"{MAX_REPLY_MESSAGES})", faulty=True)
+            raise NoReply(f"answer of {len(read.data)} messages, at most "
+                          f"{MAX_REPLY_MESSAGES}", faulty=True)
         entries = [PushEntry(number=number, message=entry.message, media=entry.media)
                    for entry in read.data]
         if not (_given(text) or _given(media)
                 or any(_given(e.message) or _given(e.media) for e in read.data)):
-            raise NoReply("a JSON answer with nothing to send", faulty=False)
+            raise NoReply("JSON answer with nothing to send", faulty=False)
     else:
         if not (_given(text) or _given(media)):
-            raise NoReply("a JSON answer with no message", faulty=False)
+            raise NoReply("JSON answer with no message", faulty=False)
         entries = [PushEntry(number=number)]
     return PushBody(globalmessage=text if _given(text) else None,
                     globalmedia=media if _given(media) else None,

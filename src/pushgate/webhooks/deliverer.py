@@ -162,8 +162,8 @@ class WebhookDeliverer:
             self._done("complete_inbound", [item.id])
             if self.replies is not None:
                 if answer is None:
-                    log.warning("incoming webhook of project %s answered too much or too "
-                                "slowly (%s): no instant reply", item.project_id, reason,
+                    log.warning("no instant reply from the incoming webhook of project %s: "
+                                "%s", item.project_id, reason,
                                 extra={"project_id": item.project_id})
                 else:
                     await self.replies.answer(item, answer)
@@ -235,7 +235,7 @@ async def _read_answer(response: httpx.Response, keep: int, deadline: float) -> 
     answer is left unread."""
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > keep:
-        raise _Unread(f"an answer of {declared} bytes (over {keep})")
+        raise _Unread(f"answer of {declared} bytes, over {keep}")
     chunks: list[bytes] = []
     size = 0
     try:
@@ -243,10 +243,10 @@ async def _read_answer(response: httpx.Response, keep: int, deadline: float) -> 
             async for chunk in response.aiter_bytes():
                 size += len(chunk)
                 if size > keep:
-                    raise _Unread(f"an answer over {keep} bytes")
+                    raise _Unread(f"answer over {keep} bytes")
                 chunks.append(chunk)
     except TimeoutError:
-        raise _Unread("the answer did not arrive within the webhook timeout") from None
+        raise _Unread("answer not complete within the webhook timeout") from None
     except httpx.HTTPError as exc:
-        raise _Unread(f"the answer broke off ({type(exc).__name__})") from None
+        raise _Unread(f"answer broke off: {type(exc).__name__}") from None
     return b"".join(chunks)

@@ -49,8 +49,8 @@ class InstantReplies:
             body = reply_push(answer, number)
         except NoReply as no:
             log.log(logging.WARNING if no.faulty else logging.INFO,
-                    "incoming webhook of project %s answered %s: no instant reply to %s",
-                    item.project_id, no.reason, number, extra=ids)
+                    "no instant reply to %s from the incoming webhook of project %s: %s",
+                    number, item.project_id, no.reason, extra=ids)
             return None
         try:
             return await self._send(item, body, ids)
@@ -85,7 +85,7 @@ class InstantReplies:
             log.info("instant reply to %s not sent: one was sent less than %gs ago",
                      number, self.interval, extra=ids)
             return None
-        log.info("instant reply to %s accepted as push %s (%d messages)", number,
+        log.info("instant reply to %s accepted as push %s, messages: %d", number,
                  result.push_id, len(result.message_ids),
                  extra={**ids, "push_id": result.push_id})
         return result
