@@ -72,6 +72,8 @@ def channel_add(
             raise ValueError("--config must be a JSON object")
         connector_config, gateway_config = split_config(config_data)
         connector_config, generated_secret = connector.with_callback_secret(connector_config)
+        if "check_price" in gateway_config:
+            parse_credits(gateway_config["check_price"])   # refused here, not at a push
         if "allowed_country_codes" in gateway_config:
             gateway_config["allowed_country_codes"] = parse_country_codes(
                 gateway_config["allowed_country_codes"])
