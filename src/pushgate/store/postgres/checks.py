@@ -76,8 +76,8 @@ class PostgresChecks(PostgresBase):
             return 0
         rows = await self._fetch(
             "UPDATE number_checks k SET on_whatsapp = u.on_whatsapp, checked_by = u.checked_by,"
-            " chat_id = u.chat_id, checked_at = $5, check_at = NULL,"
-            " forward_at = CASE WHEN coalesce(p.webhook_url, '') <> '' THEN $5 END"
+            " chat_id = u.chat_id, checked_at = $5::float8, check_at = NULL,"
+            " forward_at = CASE WHEN coalesce(p.webhook_url, '') <> '' THEN $5::float8 END"
             " FROM unnest($1::bigint[], $2::bool[], $3::text[], $4::text[])"
             " AS u(id, on_whatsapp, checked_by, chat_id), projects p"
             " WHERE k.id = u.id AND p.id = k.project_id AND k.checked_at IS NULL"
