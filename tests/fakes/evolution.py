@@ -21,9 +21,9 @@ instance ``close``, or 400 ``The "<name>" instance is not connected`` when it al
 Number check, as Evolution v2's chat router serves it: ``POST /chat/whatsappNumbers/{instance}``
 ``{"numbers": [...]}`` answers 200 with ``[{"exists", "jid", "number"}]``, one per number.
 
-Switches: ``connection_state``, ``not_on_whatsapp`` (sends refused, checks answer false), ``fail_next(count, status)``,
-``fail_next_command(count, status)`` (instance commands); ``requests`` and ``sent`` record what
-arrived.
+Switches: ``connection_state``, ``not_on_whatsapp`` (sends refused, checks answer false),
+``fail_next(count, status)``, ``fail_next_command(count, status)`` (instance commands);
+``requests`` and ``sent`` record what arrived.
 """
 
 from __future__ import annotations
@@ -101,7 +101,8 @@ class FakeEvolution:
         self._command_failures.extend([status] * count)
 
     def fail_next(self, count: int = 1, status: int = 500, after: int = 0) -> None:
-        """Answer ``count`` sends or number checks with ``status``, once ``after`` more have gone through."""
+        """Answer ``count`` sends or number checks with ``status``, once ``after`` more have
+        gone through."""
         self._failures.extend([None] * after + [status] * count)
 
     def requests_to(self, path: str) -> list[RecordedRequest]:
