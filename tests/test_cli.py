@@ -41,7 +41,7 @@ def test_channel_add_applies_connector_defaults_and_checks_config(tmp_path: Path
     assert pushgate("migrate", url=url).returncode == 0
     assert pushgate("project", "create", "shop", url=url).returncode == 0
     waha = {"base_url": "http://127.0.0.1:3000", "api_key": "k", "hourly_cap": 60,
-            "allowed_country_codes": ["+91"]}
+            "allowed_country_codes": ["+91"], "check_price": "0.001"}
     done = pushgate("channel", "add", "--project", "shop", "--type", "waha", "--application",
                     "10", "--config", json.dumps(waha), "--json", url=url)
     assert done.returncode == 0, done.stderr
@@ -50,6 +50,7 @@ def test_channel_add_applies_connector_defaults_and_checks_config(tmp_path: Path
     assert added["callback_url"].endswith(f"/channels/{added['id']}/callback")
     for bad, why in [({**waha, "api_key": ""}, "api_key"),
                      ({**waha, "allowed_country_codes": ["999"]}, "allowed_country_codes"),
+                     ({**waha, "check_price": "-1"}, "check_price"),
                      ({**waha, "sesion": "typo"}, "sesion")]:
         done = pushgate("channel", "add", "--project", "shop", "--type", "waha",
                         "--application", "10", "--config", json.dumps(bad), url=url)

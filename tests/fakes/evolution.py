@@ -18,9 +18,12 @@ Instance commands, as Evolution v2's instance router serves them: ``POST
 "SUCCESS", "error": false, "response": {"message": "Instance logged out"}}`` and leaves the
 instance ``close``, or 400 ``The "<name>" instance is not connected`` when it already is.
 
-Switches: ``connection_state``, ``not_on_whatsapp``, ``fail_next(count, status)``,
-``fail_next_command(count, status)`` (instance commands); ``requests`` and ``sent`` record what
-arrived.
+Number check, as Evolution v2's chat router serves it: ``POST /chat/whatsappNumbers/{instance}``
+``{"numbers": [...]}`` answers 200 with ``[{"exists", "jid", "number"}]``, one per number.
+
+Switches: ``connection_state``, ``not_on_whatsapp`` (sends refused, checks answer false),
+``fail_next(count, status)``, ``fail_next_command(count, status)`` (instance commands);
+``requests`` and ``sent`` record what arrived.
 """
 
 from __future__ import annotations
@@ -80,6 +83,8 @@ class FakeEvolution:
             Route("/instance/restart/{instance}", self._restart, methods=["POST"]),
             Route("/instance/logout/{instance}", self._logout, methods=["DELETE"]),
             Route("/message/{action}/{instance}", self._send, methods=["POST"]),
+            Route("/chat/whatsappNumbers/{instance}", self._whatsapp_numbers,
+                  methods=["POST"]),
         ])
         self.reset()
 
@@ -96,7 +101,8 @@ class FakeEvolution:
         self._command_failures.extend([status] * count)
 
     def fail_next(self, count: int = 1, status: int = 500, after: int = 0) -> None:
-        """Answer ``count`` sends with ``status``, once ``after`` more have gone through."""
+        """Answer ``count`` sends or number checks with ``status``, once ``after`` more have
+        gone through."""
         self._failures.extend([None] * after + [status] * count)
 
     def requests_to(self, path: str) -> list[RecordedRequest]:
@@ -149,6 +155,24 @@ class FakeEvolution:
         self.connection_state = "close"
         return JSONResponse({"status": "SUCCESS", "error": False,
                              "response": {"message": "Instance logged out"}})
+
+    async def _whatsapp_numbers(self, request: Request) -> Response:
+        """Evolution v2's chat router: ``{"numbers": [...]}`` answered 200 with one
+        ``{"exists", "jid", "number"}`` per number, in order."""
+        recorded = await self._record(request)
+        if refused := self._refused(request):
+            return refused
+        if self._failures and (status := self._failures.pop(0)) is not None:
+            return evolution_error(status, _REASONS.get(status, "Error"))
+        body = recorded.json if isinstance(recorded.json, dict) else {}
+        numbers = body.get("numbers")
+        if not isinstance(numbers, list) or not numbers:
+            return evolution_error(400, ["numbers must be a non-empty array"])
+        if self.connection_state != "open":
+            return evolution_error(400, ["Connection Closed"])
+        return JSONResponse([{"exists": str(n) not in self.not_on_whatsapp,
+                              "jid": f"{n}@s.whatsapp.net", "number": str(n)}
+                             for n in numbers])
 
     async def _send(self, request: Request) -> Response:
         action = request.path_params["action"]

@@ -50,6 +50,9 @@ PUSH_REQUEST = {
         "priority": {"type": ["string", "integer"], "enum": [0, 1, "0", "1"],
                      "description": "0 low (default), 1 high; `\"priority \"` also accepted"},
         "data": {"type": "array", "items": _ENTRY, "minItems": 1},
+        "action": {"type": ["string", "integer"], "enum": [0, 1, "0", "1"],
+                   "description": "1: Picky's WhatsApp number filter: nothing is sent, each "
+                   "number is checked and answered by the event webhook (event_id 2)"},
         "template_id": {"type": ["string", "integer"],
                         "description": "An approved WhatsApp template (official channels: "
                         "application 8, 101, 121); the message is that template"},

@@ -20,8 +20,10 @@ from pushgate.api.auth import authenticate, resolve_channel, token_from
 from pushgate.api.body import json_payload
 from pushgate.api.devices import resume_stopped_queue
 from pushgate.api.media_hosts import plan_with_media_hosts
+from pushgate.api.number_filter import number_filter
 from pushgate.api.routing import raw_post
 from pushgate.api.state import gateway_of
+from pushgate.core.checks import ACTION_NUMBER_FILTER, parse_action
 from pushgate.core.errors import ApiError, Code
 from pushgate.core.pricing import format_credits
 from pushgate.core.push import ROW_CREDIT, ROW_INDEX, ROW_NUMBER, PushPlan, decode_push
@@ -41,6 +43,8 @@ async def push(request: Request) -> Response:
     gateway.rate_limiter.check(token.token_id)
     channel = await resolve_channel(gateway.lookups, token.project_id, body.application,
                                     body.channel_id)
+    if parse_action(body) == ACTION_NUMBER_FILTER:
+        return await number_filter(gateway, token.project_id, channel, body, time.time())
     plan = await plan_with_media_hosts(body, channel, gateway.limits,
                                        settings.allow_private_media, gateway.media_names)
     if not plan.accepted:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pushgate.core.channels import ChannelSpec
+from pushgate.core.checks import NumberCheck, by_validity
 from pushgate.core.models import (
     InboundMessage,
     InboundPart,
@@ -281,6 +282,12 @@ class Channel:
     async def status(self) -> ChannelStatus:
         return ChannelStatus(connected=True)
 
+    async def check_numbers(self, numbers: Sequence[str]) -> list[NumberCheck]:
+        """Picky's number filter: whether each number is on WhatsApp, in order. Connectors
+        with a contact check (the bridges) ask it, and raise ``CheckUnavailable`` when they
+        cannot now; the default answers from the numbers' validity and says so."""
+        return by_validity(list(numbers))
+
     async def fetch_inbound_media(self, ref: str) -> tuple[str, bytes]:
         """A user's media the provider keeps behind the channel's credentials (WhatsApp
         Cloud's media ids), as (content type, bytes), for the gateway's signed link; raise
@@ -342,7 +349,7 @@ def channel_class(kind: str) -> type[Channel]:
 #: path's country allow-list); connectors never see them.
 GATEWAY_CONFIG_KEYS = frozenset({"hourly_cap", "daily_cap", "warmup_first_day",
                                  "warmup_growth", "warmup_started_at",
-                                 "allowed_country_codes"})
+                                 "allowed_country_codes", "check_price"})
 
 
 def split_config(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

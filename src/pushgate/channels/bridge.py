@@ -42,6 +42,7 @@ import math
 import mimetypes
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
@@ -60,6 +61,7 @@ from pushgate.channels.base import (
 )
 from pushgate.channels.config import ChannelConfig, parse_model
 from pushgate.core.channels import ChannelSpec, media_kind_from_url
+from pushgate.core.checks import CheckUnavailable, NumberCheck
 from pushgate.core.models import OutboundMessage, SendResult
 
 # Picky device states (``ChannelStatus.state``).
@@ -433,6 +435,34 @@ class BridgeChannel(Channel):
     def action_answer(self, response: httpx.Response) -> str:
         """The bridge's answer to a command, in a few words."""
         return f"HTTP {response.status_code}"
+
+    # -- number filter -------------------------------------------------------------------------
+
+    async def check_numbers(self, numbers: Sequence[str]) -> list[NumberCheck]:
+        """Ask the session which numbers are on WhatsApp (``ask_numbers``). A session that is
+        not connected, or a bridge that fails, raises ``CheckUnavailable``: the checks wait."""
+        session = await self.session()
+        if not session.connected:
+            raise CheckUnavailable(session.detail)
+        return await self.ask_numbers(list(numbers))
+
+    async def ask_numbers(self, numbers: list[str]) -> list[NumberCheck]:
+        """The bridge's contact check for ``numbers``, in order."""
+        raise NotImplementedError
+
+    async def check_call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One contact-check request: the answer's JSON, or ``CheckUnavailable``."""
+        try:
+            response = await self._http().request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise CheckUnavailable(f"bridge unreachable: {_describe(exc)}") from None
+        if not response.is_success:
+            raise CheckUnavailable(f"bridge answered HTTP {response.status_code} to "
+                                   f"{method} {path}: {error_text(response)}")
+        try:
+            return response.json()
+        except ValueError:
+            raise CheckUnavailable(f"bridge answered {method} {path} without JSON") from None
 
     def _waiting(self, message: OutboundMessage, session: SessionState) -> SendResult:
         if session.unauthorized:

@@ -139,7 +139,9 @@ def render_channels_doc() -> str:
              "keys are refused when a config is given; in a config already stored they are "
              "ignored with a log line, so the channel still starts. The gateway's own keys "
              "(`hourly_cap`, `daily_cap`, `warmup_first_day`, `warmup_growth`, "
-             "`warmup_started_at`, `allowed_country_codes`) are accepted for every kind.",
+             "`warmup_started_at`, `allowed_country_codes`, `check_price`: what one number "
+             "check of Picky's number filter costs, in credits, default 0) are accepted for "
+             "every kind.",
              ""]
     for entry in kinds_description():
         lines += [f"## `{entry['kind']}`", ""]

@@ -16,6 +16,7 @@ Config (``channel add --kind evolution --config '{...}'``):
   403; true accepts callbacks without a token from anyone (local development; logged).
 - ``typing_delay_ms`` (default 0): sent as ``delay`` on texts, so Evolution shows "typing…" for
   that long before sending (looks human; the HTTP call lasts as long).
+- Picky's number filter (``action: 1``) asks ``POST /chat/whatsappNumbers/{instance}``.
 - ``link_preview`` (default false), ``timeout_seconds`` (30), ``session_cache_seconds`` (2),
   ``session_retry_seconds`` (5).
 
@@ -62,6 +63,7 @@ from pushgate.channels.bridge import (
     media_file,
     media_kind,
 )
+from pushgate.core.checks import CheckUnavailable, NumberCheck
 from pushgate.core.lifecycle import State
 from pushgate.core.models import InboundMessage, OutboundMessage, SendResult, StatusUpdate
 
@@ -160,6 +162,31 @@ class EvolutionChannel(BridgeChannel):
         detail = (f"Evolution instance {self.config.instance!r} is {status}"
                   f"{_HINTS.get(state, '')}")
         return SessionState(state, detail, status)
+
+    # -- number filter -------------------------------------------------------------------------
+
+    async def ask_numbers(self, numbers: list[str]) -> list[NumberCheck]:
+        """``POST /chat/whatsappNumbers/{instance}`` ``{"numbers": [...]}``, all at once; the
+        answer lists ``{"exists", "jid", "number"}`` per number. A number the answer leaves
+        out counts as not on WhatsApp."""
+        body = await self.check_call("POST", self._instance_path("/chat/whatsappNumbers"),
+                                     json={"numbers": numbers})
+        if not isinstance(body, list):
+            raise CheckUnavailable("Evolution whatsappNumbers answered without a list")
+        found: dict[str, dict[str, Any]] = {}
+        for item in _items(body):
+            jid = item.get("jid")
+            key = str(item.get("number") or "").lstrip("+") or \
+                digits(jid if isinstance(jid, str) else None) or ""
+            found[key] = item
+        checks = []
+        for number in numbers:
+            item = found.get(number, {})
+            jid = item.get("jid")
+            exists = item.get("exists") is True
+            checks.append(NumberCheck(number, exists, self.kind,
+                                      jid if exists and isinstance(jid, str) else None))
+        return checks
 
     # -- sending -------------------------------------------------------------------------------
 

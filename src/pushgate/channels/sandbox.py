@@ -26,6 +26,7 @@ from typing import ClassVar
 from pushgate.channels.base import CallbackResult, Channel, ChannelEnv, register
 from pushgate.channels.config import ChannelConfig
 from pushgate.core.channels import ChannelSpec
+from pushgate.core.checks import NumberCheck, by_sandbox_rule
 from pushgate.core.lifecycle import State
 from pushgate.core.models import InboundMessage, OutboundMessage, SendResult, StatusUpdate
 from pushgate.core.sandbox import SandboxUserMessage
@@ -81,6 +82,11 @@ class SandboxChannel(Channel):
 
     async def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
         return [self._result(m) for m in messages]
+
+    async def check_numbers(self, numbers: Sequence[str]) -> list[NumberCheck]:
+        """The documented rule (``core.checks.sandbox_on_whatsapp``): a number ending in an
+        even digit is on WhatsApp."""
+        return by_sandbox_rule(list(numbers))
 
     def simulate_delivery(self, message_ids: Sequence[int], now: float) -> list[StatusUpdate]:
         updates = [StatusUpdate(state=State.DELIVERED, at=now, message_id=mid)

@@ -16,6 +16,7 @@ Config (``channel add --kind waha --config '{...}'``):
   send (WAHA's own answer to such a send is an engine error, not a clear 4xx, and sending to
   unknown numbers is what gets bridge numbers banned), and Brazilian numbers go to the
   ``chatId`` WhatsApp knows them by.
+- Picky's number filter (``action: 1``) asks the same ``check-exists`` for each number.
 - ``link_preview`` (default false), ``timeout_seconds`` (30), ``session_cache_seconds`` (2),
   ``session_retry_seconds`` (5).
 
@@ -75,6 +76,7 @@ from pushgate.channels.bridge import (
     media_kind,
 )
 from pushgate.core.channels import ChannelSpec
+from pushgate.core.checks import CheckUnavailable, NumberCheck
 from pushgate.core.lifecycle import State
 from pushgate.core.models import InboundMessage, OutboundMessage, SendResult, StatusUpdate
 
@@ -276,6 +278,28 @@ class WahaChannel(BridgeChannel):
             return SendResult.failed(message.id, "not-on-whatsapp",
                                      f"{number} is not on WhatsApp (WAHA check-exists)")
         return chat_id
+
+    # -- number filter -------------------------------------------------------------------------
+
+    async def ask_numbers(self, numbers: list[str]) -> list[NumberCheck]:
+        """``GET /api/contacts/check-exists`` per number (WAHA checks one at a time); the
+        answer's ``chatId`` is kept, as the send path's cache does."""
+        checks = []
+        for number in numbers:
+            body = await self.check_call("GET", "/api/contacts/check-exists",
+                                         params={"phone": number,
+                                                 "session": self.config.session})
+            if not isinstance(body, dict) or "numberExists" not in body:
+                raise CheckUnavailable("WAHA check-exists answered without numberExists")
+            found = body.get("chatId")
+            exists = bool(body["numberExists"])
+            chat_id = (_chat_id(found) if isinstance(found, str) and found
+                       else f"{number}@c.us") if exists else None
+            self._numbers[number] = (chat_id, time.monotonic())
+            checks.append(NumberCheck(number, exists, self.kind, chat_id))
+        while len(self._numbers) > _NUMBER_CACHE_LIMIT:
+            self._numbers.popitem(last=False)
+        return checks
 
     # -- callbacks -----------------------------------------------------------------------------
 

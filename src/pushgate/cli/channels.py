@@ -72,6 +72,11 @@ def channel_add(
             raise ValueError("--config must be a JSON object")
         connector_config, gateway_config = split_config(config_data)
         connector_config, generated_secret = connector.with_callback_secret(connector_config)
+        if "check_price" in gateway_config:   # refused here, not at a push
+            try:
+                parse_credits(gateway_config["check_price"])
+            except ValueError as exc:
+                raise ValueError(f"check_price: {exc}") from None
         if "allowed_country_codes" in gateway_config:
             gateway_config["allowed_country_codes"] = parse_country_codes(
                 gateway_config["allowed_country_codes"])

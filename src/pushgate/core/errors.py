@@ -43,6 +43,7 @@ class Code(IntEnum):
     PROVIDER_UNREACHABLE = 431
     INTERNAL_ERROR = 500
     UNAVAILABLE = 503
+    INVALID_ACTION = 842
 
     # Per-entry: the entry is refused, the rest of the push goes on.
     INVALID_NUMBER = 201
@@ -129,6 +130,9 @@ _TABLE: tuple[CodeInfo, ...] = (
     CodeInfo(Code.CHANNEL_APPLICATION_MISMATCH, 422, "Channel serves another application",
              "Both `channel_id` and `application` were given, and the channel serves another "
              "application code. Send the channel's own code, or only `channel_id`."),
+    CodeInfo(Code.INVALID_ACTION, 400, "Invalid Action",
+             "A push's `action` is neither absent (send), 0 (send) nor 1 (Picky's WhatsApp "
+             "number filter). Picky documents 842 as Invalid Action."),
     CodeInfo(Code.NO_SANDBOX_CHANNEL, 422, "No sandbox channel for this application",
              "`POST /api/v2/sandbox/inbound` names an `application` for which the token's "
              "project has no `sandbox` channel (a channel of another kind does not count: "

@@ -70,6 +70,8 @@ class PushBody(msgspec.Struct, omit_defaults=True, gc=False):
     language: str | None = None
     template_globalmessage: list[str | int | float] | None = None
     template_header: str | None = None
+    # Picky's 1: the WhatsApp number filter (core/checks.py): nothing is sent.
+    action: str | int | None = None
 
 
 class TokenBody(msgspec.Struct):

@@ -96,3 +96,29 @@ class InboundRecord:
     application: int | str
     # What the connector kept of the provider's message (a JSON object), or None.
     raw: Any
+
+
+@dataclass(frozen=True, slots=True)
+class CheckReport:
+    """A number filter's answer for one number (Picky's event 2)."""
+
+    id: int
+    push_id: int
+    project_id: int
+    channel_id: int
+    number: str
+    on_whatsapp: bool
+    checked_by: str
+    chat_id: str | None
+    checked_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CheckForward:
+    """A check's answer due at the project's event webhook (``url``, signed with ``secret``)."""
+
+    id: int
+    url: str
+    secret: str
+    attempts: int
+    report: CheckReport

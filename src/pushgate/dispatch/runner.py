@@ -23,6 +23,7 @@ from pushgate.core.models import (
     SendResult,
 )
 from pushgate.dispatch import recording as recording_module
+from pushgate.dispatch.checks import run_checks
 from pushgate.dispatch.pacing import Pacer, SendCaps
 from pushgate.dispatch.recording import OutcomeRecorder, StoreSink
 from pushgate.store.outage import is_unavailable, keep_going
@@ -209,19 +210,24 @@ class ChannelRunner:
         # Outcomes kept from before (the database was away) are written before anything new
         # is claimed; if that fails, the step fails and the lane backs off.
         await self.flush()
+        # Picky's number filter: checks send nothing, so no pacing or cap holds them.
+        checked = await run_checks(store, lambda: self.channel, [self.spec.id],
+                                   d.message_lease_seconds)
+        if checked:
+            d.notify_webhooks()
         now = time.time()
         batch = self.pacer.batch_size(d.claim_batch)
         if self.caps.active:
             allowance = await self.cap_allowance(now)
             if not allowance:
-                return False
+                return checked > 0
             batch = min(batch, allowance)
         lease = d.message_lease_seconds
         if self.pacer.rate > 0:
             lease += batch / self.pacer.rate
         messages = await store.claim_messages(self.spec.id, d.worker_id, batch, now, lease)
         if not messages:
-            return False
+            return checked > 0
         messages = [self.with_media_link(m, now) for m in messages]
         if self.pacer.limited:
             # Higher-priority messages may jump into a batch of several (not into a capped

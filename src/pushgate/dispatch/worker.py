@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -27,10 +28,12 @@ import uuid
 from pushgate.channels.base import (
     ChannelEnv,
     channel_class,
+    channel_for,
     known_kinds,
 )
 from pushgate.core.channels import ChannelSpec
 from pushgate.core.policy import RetryPolicy
+from pushgate.dispatch.checks import run_checks
 from pushgate.dispatch.runner import ChannelRunner, shareable
 from pushgate.store.base import Store
 from pushgate.store.outage import is_unavailable, keep_going, outage_of
@@ -117,6 +120,15 @@ class Dispatcher:
             if expired < EXPIRE_BATCH or time.monotonic() >= deadline:
                 return total
 
+    async def check_pull_channels(self) -> None:
+        """Number checks of pull channels (phones), which no runner works through: answered
+        from the numbers' validity (their connector's default ``check_numbers``)."""
+        specs = [s for s in await self.store.list_channels() if _pull(s)]
+        for spec in specs:
+            if await run_checks(self.store, functools.partial(channel_for, spec, self.env),
+                                [spec.id], self.message_lease_seconds):
+                self.notify_webhooks()
+
     def notify_webhooks(self) -> None:
         if self.webhook_wake is not None:
             self.webhook_wake.set()
@@ -133,6 +145,7 @@ class Dispatcher:
             self._refresh_now.clear()
             await self.refresh()
             await self.expire_due()
+            await self.check_pull_channels()
             return False
 
         async def idle() -> None:

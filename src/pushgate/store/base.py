@@ -1,10 +1,10 @@
 """The ``Store`` interface: every hand-off between pushgate's processes is a row behind it.
 
 One small interface per area (``Admin``, ``Accepting``, ``Reports``, ``Claiming``, ``Outcomes``,
-``Outbox``, ``Inbound``, ``Devices``); ``Store`` combines them. SQLite (``store/sqlite/``) is the
-embedded default; PostgreSQL (``store/postgres/``) implements the same interface. All SQL lives in
-the implementations; callers speak in the records of ``pushgate.core``. The factory is
-``store/factory.py``, the errors ``store/errors.py``.
+``Outbox``, ``Inbound``, ``Devices``, ``Checks``); ``Store`` combines them. SQLite
+(``store/sqlite/``) is the embedded default; PostgreSQL (``store/postgres/``) implements the
+same interface. All SQL lives in the implementations; callers speak in the records of
+``pushgate.core``. The factory is ``store/factory.py``, the errors ``store/errors.py``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pushgate.core.channels import ChannelSpec
+from pushgate.core.checks import CheckPlan, NumberCheck, PendingCheck
 from pushgate.core.devices import Device, DeviceClaim, DeviceQuota, ReportedMessage
 from pushgate.core.models import (
     AcceptResult,
@@ -30,7 +31,7 @@ from pushgate.core.models import (
 )
 from pushgate.core.policy import RetryPolicy
 from pushgate.core.push import PushPlan
-from pushgate.core.records import MessageDetail, MessageRecord, PushRecord
+from pushgate.core.records import CheckForward, MessageDetail, MessageRecord, PushRecord
 
 if TYPE_CHECKING:
     from pushgate.store.outage import Outage
@@ -309,6 +310,42 @@ class Inbound(Protocol):
         """As ``retry_outbox``: the next try per ``schedule``, or give up."""
 
 
+class Checks(Protocol):
+    """Picky's WhatsApp number filter: checks queued by a push, worked through by the
+    dispatcher, their answers forwarded to the event webhook (``core/checks.py``)."""
+
+    @abc.abstractmethod
+    async def accept_checks(self, project_id: int, channel: ChannelSpec, plan: CheckPlan,
+                            now: float) -> AcceptResult:
+        """One transaction: debit ``plan.credit_total``, record the push, queue one check per
+        accepted number; the check ids in the plan's order (``InsufficientCredit`` when the
+        balance cannot cover it: nothing is written)."""
+
+    @abc.abstractmethod
+    async def claim_checks(self, channel_ids: Sequence[int], limit: int, now: float,
+                           lease_seconds: float) -> list[PendingCheck]:
+        """Up to ``limit`` due checks of these channels, oldest first, leased until ``now +
+        lease_seconds`` (an unanswered claim comes back then)."""
+
+    @abc.abstractmethod
+    async def record_checks(self, answers: Sequence[tuple[int, NumberCheck]],
+                            now: float) -> int:
+        """Write the answers (check id, answer) of checks still unanswered, each queued for
+        the project's event webhook when it has one; how many were written."""
+
+    @abc.abstractmethod
+    async def claim_check_reports(self, limit: int, now: float,
+                                  lease_seconds: float) -> list[CheckForward]: ...
+
+    @abc.abstractmethod
+    async def complete_check_reports(self, ids: Sequence[int]) -> None: ...
+
+    @abc.abstractmethod
+    async def retry_check_reports(self, ids: Sequence[int], now: float,
+                                  schedule: Sequence[float]) -> None:
+        """As ``retry_outbox``: the next try per ``schedule``, or give up."""
+
+
 class Devices(Protocol):
     """Phones of pull channels (``pushgate.api.devices``). A device claims messages as the
     worker ``device_worker(device_id)``, so ``record_outcomes`` applies its reports."""
@@ -381,7 +418,8 @@ class Devices(Protocol):
         """Ask the channel's live devices to reconnect (their event streams close)."""
 
 
-class Store(Admin, Accepting, Reports, Claiming, Outcomes, Outbox, Inbound, Devices, Protocol):
+class Store(Admin, Accepting, Reports, Claiming, Outcomes, Outbox, Inbound, Devices, Checks,
+            Protocol):
     """Durable state of the gateway. Implementations must be safe to share between the API,
     the dispatcher and the webhook deliverer of one process, and between processes."""
 
@@ -399,6 +437,7 @@ class Store(Admin, Accepting, Reports, Claiming, Outcomes, Outbox, Inbound, Devi
 __all__ = [
     "Accepting",
     "Admin",
+    "Checks",
     "Claiming",
     "Devices",
     "Inbound",

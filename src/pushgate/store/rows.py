@@ -13,6 +13,7 @@ from pushgate.core.history import RoutineSteps, message_history
 from pushgate.core.lifecycle import State
 from pushgate.core.models import OutboxBatch, OutboxItem, Project, TokenInfo, TokenRecord
 from pushgate.core.records import (
+    CheckReport,
     InboundRecord,
     MessageDetail,
     MessageRecord,
@@ -87,6 +88,14 @@ def inbound_record(row: Sequence[Any]) -> InboundRecord:
     return InboundRecord(id=row[0], project_id=row[1], channel_id=row[2], number=row[3],
                          body=row[4], type=row[5], provider_id=row[6], media_url=row[7],
                          name=row[8], application=row[9], raw=raw)
+
+
+def check_report(row: Sequence[Any]) -> CheckReport:
+    """A number check's answer from its row: (id, push_id, project_id, channel_id, number,
+    on_whatsapp, checked_by, chat_id, checked_at)."""
+    return CheckReport(id=row[0], push_id=row[1], project_id=row[2], channel_id=row[3],
+                       number=row[4], on_whatsapp=bool(row[5]), checked_by=row[6] or "",
+                       chat_id=row[7], checked_at=row[8] or 0.0)
 
 
 def message_record(row: Sequence[Any]) -> MessageRecord:

@@ -10,7 +10,8 @@ webhook): one signed POST per message, in Picky's shape, with the same retry sch
 (``unique-id`` makes a repeat recognisable). A 2xx answer carrying a reply is sent back to the
 user (``webhooks/instant_reply.py``); the answer is read up to ``InstantReplies.max_bytes`` and
 within the webhook timeout, and one that is larger or slower sends nothing (the POST still
-counts as delivered).
+counts as delivered). Number filter answers (Picky's event 2) go to the event webhook, one POST
+per project's claimed answers, on the same schedule.
 
 Webhook URLs are checked when set (``pushgate project webhook``), and again at every send: the
 host is resolved, refused if any address is not public (unless ``allow_private``,
@@ -37,14 +38,22 @@ import time
 import httpx
 
 from pushgate.core.models import InboundForward, OutboxBatch
+from pushgate.core.records import CheckForward
 from pushgate.outbound import AddressRefused, default_port, resolve_public, send_pinned
 from pushgate.store.base import Store
 from pushgate.store.outage import keep_going, outage_of
 from pushgate.webhooks.instant_reply import InstantReplies
-from pushgate.webhooks.payloads import inbound_body, reports_body
+from pushgate.webhooks.payloads import checks_body, inbound_body, reports_body
 from pushgate.webhooks.signing import HEADER, sign
 
 log = logging.getLogger("pushgate.webhooks")
+
+
+def _by_target(checks: list[CheckForward]) -> list[list[CheckForward]]:
+    groups: dict[tuple[int, str, str], list[CheckForward]] = {}
+    for item in checks:
+        groups.setdefault((item.report.project_id, item.url, item.secret), []).append(item)
+    return list(groups.values())
 
 
 def render(batch: OutboxBatch) -> bytes:
@@ -120,14 +129,24 @@ class WebhookDeliverer:
             if not batches:
                 raise
             missed, inbound = exc, []
-        if not batches and not inbound:
+        checks: list[CheckForward] = []
+        if missed is None:
+            try:
+                checks = await self.store.claim_check_reports(self.batch_size, now,
+                                                              self.timeout + 30)
+            except Exception as exc:
+                if not batches and not inbound:
+                    raise
+                missed = exc
+        if not batches and not inbound and not checks:
             return 0
         await asyncio.gather(*(self._post(batch) for batch in batches),
-                             *(self._forward(item) for item in inbound))
+                             *(self._forward(item) for item in inbound),
+                             *(self._post_checks(group) for group in _by_target(checks)))
         await self.settle()
         if missed is not None:
             raise missed
-        return sum(len(b.items) for b in batches) + len(inbound)
+        return sum(len(b.items) for b in batches) + len(inbound) + len(checks)
 
     def _done(self, call: str, ids: list[int]) -> None:
         """Note a POST's outcome, to be written by ``settle``."""
@@ -145,6 +164,10 @@ class WebhookDeliverer:
                 await self.store.complete_outbox(ids)
             elif call == "complete_inbound":
                 await self.store.complete_inbound(ids)
+            elif call == "complete_checks":
+                await self.store.complete_check_reports(ids)
+            elif call == "retry_checks":
+                await self.store.retry_check_reports(ids, at, self.schedule)
             elif call == "retry_outbox":
                 await self.store.retry_outbox(ids, at, self.schedule)
             else:
@@ -171,6 +194,23 @@ class WebhookDeliverer:
             log.warning("incoming webhook of project %s failed (%s); will retry",
                         item.project_id, reason, extra={"project_id": item.project_id})
             self._done("retry_inbound", [item.id])
+
+    async def _post_checks(self, group: list[CheckForward]) -> None:
+        """Number filter answers (event 2) of one project, in one POST to its event webhook."""
+        first = group[0]
+        ids = [item.id for item in group]
+        if not first.url:   # the project removed its event webhook since
+            self._done("complete_checks", ids)
+            return
+        body = checks_body(first.report.project_id, [item.report for item in group])
+        ok, reason = await self._send(first.url, first.secret, body)
+        if ok:
+            self._done("complete_checks", ids)
+        else:
+            log.warning("number filter answers to project %s failed (%s); will retry",
+                        first.report.project_id, reason,
+                        extra={"project_id": first.report.project_id})
+            self._done("retry_checks", ids)
 
     async def _send(self, url: str, secret: str, body: bytes) -> tuple[bool, str]:
         ok, reason, _answer = await self._exchange(url, secret, body, 0)

@@ -1,5 +1,6 @@
 """Picky's webhook bodies, rendered from the store's typed records: the event webhook's
-delivery reports (one body per project batch) and the incoming webhook's user messages."""
+delivery reports (one body per project batch) and number filter answers (event 2), and the
+incoming webhook's user messages."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import orjson
 
 from pushgate.core.channels import MediaKind
 from pushgate.core.lifecycle import ERROR_STATES, PICKY_STATUS
-from pushgate.core.records import InboundRecord, ReportRecord
+from pushgate.core.records import CheckReport, InboundRecord, ReportRecord
 
 EVENT_DELIVERY_REPORT = 1
+EVENT_NUMBER_FILTER = 2
 
 
 def message_type(media_kind: str | None) -> str:
@@ -49,6 +51,33 @@ def reports_body(project_id: int, reports: Sequence[ReportRecord]) -> bytes:
         "project_id": project_id,
         "event_id": EVENT_DELIVERY_REPORT,
         "data": [report_payload(report) for report in reports],
+    })
+
+
+def check_payload(report: CheckReport) -> dict[str, Any]:
+    """One number's answer of the number filter. Picky names ``push_id``, ``number`` and
+    ``msg_id`` (here the check's id, as the push answer listed it); the rest is pushgate's:
+    ``status`` 1 on WhatsApp, 0 not, ``is_whatsapp`` the same as a boolean, ``checked_by``
+    who answered (the bridge's kind, ``validity`` or ``sandbox``)."""
+    return {
+        "push_id": str(report.push_id),
+        "msg_id": str(report.id),
+        "number": report.number,
+        "status": 1 if report.on_whatsapp else 0,
+        "is_whatsapp": report.on_whatsapp,
+        "checked_by": report.checked_by,
+        "chat_id": report.chat_id,
+        "channel_id": report.channel_id,
+        "time": report.checked_at,
+    }
+
+
+def checks_body(project_id: int, reports: Sequence[CheckReport]) -> bytes:
+    """The signed body of one POST of number filter answers (event 2) to the event webhook."""
+    return orjson.dumps({
+        "project_id": project_id,
+        "event_id": EVENT_NUMBER_FILTER,
+        "data": [check_payload(report) for report in reports],
     })
 
 

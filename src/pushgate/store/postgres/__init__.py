@@ -29,6 +29,7 @@ from __future__ import annotations
 from pushgate.store.base import Store
 from pushgate.store.postgres.accept import PostgresAccept
 from pushgate.store.postgres.admin import PostgresAdmin
+from pushgate.store.postgres.checks import PostgresChecks
 from pushgate.store.postgres.devices import PostgresDevices
 from pushgate.store.postgres.inbound import PostgresInbound
 from pushgate.store.postgres.outbox import PostgresOutbox
@@ -48,6 +49,7 @@ class PostgresStore(
     PostgresOutbox,
     PostgresInbound,
     PostgresDevices,
+    PostgresChecks,
     Store,
 ):
     """Many API nodes and workers on one PostgreSQL database: every area of the `Store`

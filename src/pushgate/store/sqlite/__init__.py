@@ -19,6 +19,7 @@ from __future__ import annotations
 from pushgate.store.base import Store
 from pushgate.store.sqlite.accept import SQLiteAccept
 from pushgate.store.sqlite.admin import SQLiteAdmin
+from pushgate.store.sqlite.checks import SQLiteChecks
 from pushgate.store.sqlite.devices import SQLiteDevices
 from pushgate.store.sqlite.inbound import SQLiteInbound
 from pushgate.store.sqlite.outbox import SQLiteOutbox
@@ -38,6 +39,7 @@ class SQLiteStore(
     SQLiteOutbox,
     SQLiteInbound,
     SQLiteDevices,
+    SQLiteChecks,
     Store,
 ):
     """The embedded store: every area of the `Store` interface over one SQLite file."""
