@@ -10,6 +10,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
+from pushgate import metrics
 from pushgate.channels.base import (
     Channel,
     channel_class,
@@ -251,9 +252,22 @@ class ChannelRunner:
         except BaseException:
             self.unrecorded.extend(results)
             raise
-        d.sent += sum(1 for r in results if r.kind.went_out)
+        went_out = sum(1 for r in results if r.kind.went_out)
+        d.sent += went_out
+        self.count(results, went_out)
         d.notify_webhooks()
         self.sent_wake.set()
+
+    def count(self, results: list[SendResult], went_out: int) -> None:
+        """A recorded batch's metrics: one increment per family and label, not per message."""
+        channel = str(self.spec.id)
+        metrics.MESSAGES_SENT.labels(channel).inc(went_out)
+        delivered = sum(1 for r in results if r.kind is Outcome.DELIVERED)
+        # A failed send is refunded in the same write (plan_outcomes).
+        refunded = sum(1 for r in results if r.kind is Outcome.FAILED)
+        metrics.count_finals({(self.spec.id, "delivered"): delivered,
+                              (self.spec.id, "refunded"): refunded})
+        metrics.count_errors(self.spec.id, (r.error_code for r in results))
 
     async def flush(self) -> None:
         """Write the outcomes in ``unrecorded`` (after any such write in progress)."""
@@ -347,10 +361,12 @@ class ChannelRunner:
                        slots: asyncio.Semaphore) -> list[SendResult]:
         """Send ``message`` on a slot of ``send_paced`` taken for it; its outcome is kept in
         ``unrecorded`` until written."""
+        began = time.monotonic()
         try:
             results = await self.channel.send_batch([message])
         finally:
             slots.release()
+        metrics.SEND_SECONDS.labels(str(self.spec.id)).observe(time.monotonic() - began)
         self.unrecorded.extend(results)
         return results
 
@@ -430,6 +446,7 @@ class ChannelRunner:
         if not ids:
             return False
         updates = self.channel.simulate_delivery(ids, now)
-        await self.dispatcher.store.apply_status_updates(updates)
+        moved = await self.dispatcher.store.apply_status_updates(updates)
+        metrics.count_finals({(self.spec.id, "delivered"): moved})
         self.dispatcher.notify_webhooks()
         return True

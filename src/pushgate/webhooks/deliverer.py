@@ -34,6 +34,7 @@ import time
 import httpx
 
 from pushgate.core.models import InboundForward, OutboxBatch
+from pushgate.metrics import WEBHOOK_DELIVERIES
 from pushgate.outbound import AddressRefused, default_port, resolve_public, send_pinned
 from pushgate.store.base import Store
 from pushgate.store.outage import keep_going, outage_of
@@ -151,6 +152,7 @@ class WebhookDeliverer:
             return
         body = inbound_body(item.message, item.url)
         ok, reason = await self._send(item.url, item.secret, body)
+        WEBHOOK_DELIVERIES.labels("delivered" if ok else "failed").inc()
         if ok:
             self._done("complete_inbound", [item.id])
         else:
@@ -183,6 +185,7 @@ class WebhookDeliverer:
         body = render(batch)
         ids = [item.id for item in batch.items]
         ok, reason = await self._send(batch.url, batch.secret, body)
+        WEBHOOK_DELIVERIES.labels("delivered" if ok else "failed").inc()
         if ok:
             self._done("complete_outbox", ids)
         else:
