@@ -70,6 +70,12 @@ def count_finals(finals: Mapping[tuple[int, str], int]) -> None:
             MESSAGES_FINAL.labels(str(channel_id), state).inc(n)
 
 
+def count_moves(moves: Iterable[tuple[int, str]]) -> None:
+    """Count messages moved, each given as (channel, new state); the ones into a final
+    state count."""
+    count_finals(Tally(moves))
+
+
 def count_errors(channel_id: int, codes: Iterable[str | None]) -> None:
     for code, n in Tally(c for c in codes if c).items():
         PROVIDER_ERRORS.labels(str(channel_id), code).inc(n)

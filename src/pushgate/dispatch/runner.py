@@ -259,14 +259,10 @@ class ChannelRunner:
         self.sent_wake.set()
 
     def count(self, results: list[SendResult], went_out: int) -> None:
-        """A recorded batch's metrics: one increment per family and label, not per message."""
+        """A recorded batch's metrics: one increment per family and label, not per message
+        (messages reaching a final state are counted by the store's write)."""
         channel = str(self.spec.id)
         metrics.MESSAGES_SENT.labels(channel).inc(went_out)
-        delivered = sum(1 for r in results if r.kind is Outcome.DELIVERED)
-        # A failed send is refunded in the same write (plan_outcomes).
-        refunded = sum(1 for r in results if r.kind is Outcome.FAILED)
-        metrics.count_finals({(self.spec.id, "delivered"): delivered,
-                              (self.spec.id, "refunded"): refunded})
         metrics.count_errors(self.spec.id, (r.error_code for r in results))
 
     async def flush(self) -> None:
@@ -446,7 +442,6 @@ class ChannelRunner:
         if not ids:
             return False
         updates = self.channel.simulate_delivery(ids, now)
-        moved = await self.dispatcher.store.apply_status_updates(updates)
-        metrics.count_finals({(self.spec.id, "delivered"): moved})
+        await self.dispatcher.store.apply_status_updates(updates)
         self.dispatcher.notify_webhooks()
         return True
