@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.harness import Harness, Proc, indian_mobiles
 
@@ -108,6 +109,28 @@ def test_workers_share_one_port_dispatch_once_and_stop_together(e2e: Harness) ->
     assert e2e.query("SELECT count(*) FROM message_events WHERE state = 'delivered'") in (
         [(0,)], [(1,)])
     assert e2e.query("SELECT count(*) FROM workers") == [(1,)]
+
+    # Either process's /metrics shows the dispatcher's counters (multiprocess mode).
+    channel = str(e2e.query("SELECT id FROM channels")[0][0])
+    scraped: dict[int, dict[str, float]] = {}
+
+    def both_scraped() -> bool:
+        response = httpx.get(f"{server.base_url}/metrics", timeout=5)
+        samples = {s.name + str(sorted(s.labels.items())): s.value
+                   for family in text_string_to_metric_families(response.text)
+                   for s in family.samples}
+        scraped[int(response.headers["x-pushgate-pid"])] = {
+            "sent": samples.get("pushgate_messages_sent_total" + str([("channel", channel)]),
+                                0.0),
+            "delivered": samples.get("pushgate_messages_final_total" + str(
+                [("channel", channel), ("status", "delivered")]), 0.0),
+            "accepted": samples.get("pushgate_messages_accepted_total[]", 0.0)}
+        return len(scraped) == 2
+
+    e2e.wait_until(both_scraped, 30, "/metrics from both processes",
+                   describe=lambda: f"scraped {scraped}")
+    assert set(scraped) == children
+    assert all(v == {"sent": 1, "delivered": 1, "accepted": 1} for v in scraped.values()), scraped
 
     assert server.stop() == 0
     assert not any(alive(pid) for pid in children)

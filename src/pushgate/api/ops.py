@@ -36,5 +36,7 @@ async def healthz(request: Request) -> Response:
 
 @router.get("/metrics", tags=["Operations"], summary="Prometheus metrics")
 async def prometheus(request: Request) -> Response:
+    # Which process answered, as in /healthz: with `serve --workers N` any of them shows the
+    # counters of all.
     return Response(await exposition(gateway_of(request).store_gauges),
-                    media_type=CONTENT_TYPE_LATEST)
+                    media_type=CONTENT_TYPE_LATEST, headers={"X-Pushgate-Pid": str(os.getpid())})
