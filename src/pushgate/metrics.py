@@ -95,8 +95,10 @@ class Snapshot:
 class StoreGauges(Collector):
     """The gauges read from the store, from a snapshot at most ``SNAPSHOT_SECONDS`` old."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, pull_kinds: Iterable[str]) -> None:
         self.store = store
+        # Connector kinds whose phones fetch their messages (their phones online count).
+        self.pull_kinds = frozenset(pull_kinds)
         self.snapshot = Snapshot()
         self._lock = asyncio.Lock()
 
@@ -104,12 +106,10 @@ class StoreGauges(Collector):
         async with self._lock:   # concurrent scrapes wait for one read
             if time.monotonic() - self.snapshot.taken < SNAPSHOT_SECONDS:
                 return
-            from pushgate.dispatch.worker import pull_kinds
-
             now = time.time()
             queue = await self.store.queue_depths()
             backlog = (await self.store.outbox_stats())["pending"]
-            pull = set(pull_kinds())
+            pull = self.pull_kinds
             channels = await self.store.list_channels()
             online: dict[int, int] = {spec.id: 0 for spec in channels if spec.kind in pull}
             # A phone channel's own threshold (its ``offline_after_seconds``).

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.harness import Harness, Proc, indian_mobiles
+from tests.e2e.harness import Harness, Proc, free_port, indian_mobiles
 
 pytestmark = pytest.mark.slow
 
@@ -158,3 +158,16 @@ def test_children_stop_when_the_parent_is_killed(e2e: Harness) -> None:
     assert server.wait(10) == -signal.SIGKILL
     e2e.wait_until(lambda: not any(alive(pid) for pid in children), 20,
                    "the children to stop after their parent died")
+
+
+def test_a_worker_serves_its_counters_on_its_metrics_port(e2e: Harness) -> None:
+    e2e.cli("migrate")
+    port = free_port()
+    worker = e2e.start("worker", "worker", "--metrics-port", str(port),
+                       env=e2e.env(PUSHGATE_HOST="127.0.0.1"))
+    e2e.wait_until(lambda: "ready" in worker.output(), 30, "the worker's ready line")
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    names = {family.name for family in text_string_to_metric_families(text)}
+    assert {"pushgate_messages_sent", "pushgate_messages_final",
+            "pushgate_webhook_deliveries"} <= names
+    assert worker.stop() == 0
