@@ -174,7 +174,7 @@ class PostgresQueue(PostgresBase):
     async def queue_depths(self) -> dict[tuple[int, int], int]:
         rows = await self._fetch(
             "SELECT channel_id, priority, count(*) FROM messages WHERE state = 'queued'"
-            " GROUP BY channel_id, priority")
+            " AND state IN ('queued', 'sending') GROUP BY channel_id, priority")
         return {(r[0], r[1]): r[2] for r in rows}
 
     async def has_ready_messages(self, channel_id: int, now: float,
