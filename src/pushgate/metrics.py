@@ -1,11 +1,13 @@
 """Prometheus metrics of the sending pipeline, exported by every process (``GET /metrics``).
 
 Counters and histograms are written by the process that makes the change: the dispatcher's
-runners (sends, provider errors, send latency), the store after a commit (messages reaching a
-final state, whichever process moved them: a runner, a provider callback, a phone, the expiry
-sweep) and the webhook deliverer. With ``serve --workers N`` the processes share them through
-prometheus-client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, set by the parent for its
-children), so any process answers ``/metrics`` with every process's counts.
+runners (sends, provider errors, send latency), the store's writes (messages reaching a final
+state, whichever process moved them: a runner, a provider callback, a phone, the expiry sweep;
+counted in the transaction that moves them, from what it already read, so a transaction lost
+to an outage and written again counts its moves again) and the webhook deliverer. With
+``serve --workers N`` the processes share them through prometheus-client's multiprocess mode
+(``PROMETHEUS_MULTIPROC_DIR``, set by the parent for its children), so any process answers
+``/metrics`` with every process's counts.
 
 Gauges of what the store holds (queue depth, webhook backlog, channels up, phones online) are
 read at scrape time by the answering process from a snapshot of the store that it refreshes at
