@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     webhook_retry_schedule: str = Field("60,900,7200,21600",
                                         description="seconds after each failed try")
     webhook_batch: int = Field(500, ge=1)
+    # Instant reply: the incoming webhook's answer sent back to the user who wrote.
+    # Bytes of the answer read at most (0 turns instant replies off).
+    instant_reply_max_bytes: int = Field(65536, ge=0)
+    # At most one instant reply to a number on a channel per this many seconds (bot loops).
+    instant_reply_interval_seconds: float = Field(60.0, ge=0)
 
     @field_validator("log_format", mode="before")
     @classmethod

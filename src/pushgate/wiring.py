@@ -15,6 +15,7 @@ from pushgate.core.policy import RetryPolicy
 from pushgate.dispatch.worker import Dispatcher
 from pushgate.store.base import Store
 from pushgate.webhooks.deliverer import WebhookDeliverer
+from pushgate.webhooks.instant_reply import InstantReplies
 
 
 def channel_env(settings: Settings) -> ChannelEnv:
@@ -47,4 +48,9 @@ def build_deliverer(settings: Settings, store: Store, worker_id: str,
         store, worker_id, timeout=settings.webhook_timeout_seconds,
         schedule=settings.webhook_schedule(), batch_size=settings.webhook_batch,
         idle_poll=settings.idle_poll_seconds, wake=wake,
-        allow_private=settings.allow_private_webhooks)
+        allow_private=settings.allow_private_webhooks,
+        replies=InstantReplies(
+            store, max_bytes=settings.instant_reply_max_bytes,
+            interval=settings.instant_reply_interval_seconds,
+            validity=settings.message_validity_seconds or None,
+            allow_private_media=settings.allow_private_media))

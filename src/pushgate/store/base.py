@@ -116,6 +116,23 @@ class Accepting(Protocol):
         write nothing if the balance does not cover it), insert the push, its inline media and
         its accepted messages as ``queued``."""
 
+    @abc.abstractmethod
+    async def accept_reply(
+        self,
+        project_id: int,
+        channel: ChannelSpec,
+        plan: PushPlan,
+        number: str,
+        now: float,
+        expires_at: float | None,
+        not_since: float,
+    ) -> AcceptResult | None:
+        """``accept_push`` for an instant reply to ``number``, unless an instant reply to
+        that number on that channel was accepted after ``not_since``: then None, and nothing
+        is written. The loop guard's note is written in the same transaction, so a reply
+        refused (``InsufficientCredit``) leaves the number free, and of two processes
+        answering the same user at once only one passes."""
+
 
 class Reports(Protocol):
     """Reads behind the report endpoints."""

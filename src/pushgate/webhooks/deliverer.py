@@ -7,7 +7,10 @@ dies mid-POST (the receiver may then see a report twice — reports are idempote
 
 Inbound user messages go the same way to the project's incoming webhook (Picky's global
 webhook): one signed POST per message, in Picky's shape, with the same retry schedule
-(``unique-id`` makes a repeat recognisable).
+(``unique-id`` makes a repeat recognisable). A 2xx answer carrying a reply is sent back to the
+user (``webhooks/instant_reply.py``); the answer is read up to ``InstantReplies.max_bytes`` and
+within the webhook timeout, and one that is larger or slower sends nothing (the POST still
+counts as delivered).
 
 Webhook URLs are checked when set (``pushgate project webhook``), and again at every send: the
 host is resolved, refused if any address is not public (unless ``allow_private``,
@@ -38,6 +41,7 @@ from pushgate.metrics import WEBHOOK_DELIVERIES
 from pushgate.outbound import AddressRefused, default_port, resolve_public, send_pinned
 from pushgate.store.base import Store
 from pushgate.store.outage import keep_going, outage_of
+from pushgate.webhooks.instant_reply import InstantReplies
 from pushgate.webhooks.payloads import inbound_body, reports_body
 from pushgate.webhooks.signing import HEADER, sign
 
@@ -59,6 +63,7 @@ class WebhookDeliverer:
         idle_poll: float = 0.2,
         wake: asyncio.Event | None = None,
         allow_private: bool = False,
+        replies: InstantReplies | None = None,
     ) -> None:
         self.store = store
         self.worker_id = worker_id
@@ -68,6 +73,7 @@ class WebhookDeliverer:
         self.idle_poll = idle_poll
         self.wake = wake or asyncio.Event()
         self.allow_private = allow_private
+        self.replies = replies if replies is not None and replies.max_bytes > 0 else None
         self._stopping = asyncio.Event()
         self.client = httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False)
         # Shared with the dispatcher of this process (same store).
@@ -151,35 +157,62 @@ class WebhookDeliverer:
             self._done("complete_inbound", [item.id])
             return
         body = inbound_body(item.message, item.url)
-        ok, reason = await self._send(item.url, item.secret, body)
+        keep = self.replies.max_bytes if self.replies is not None else 0
+        ok, reason, answer = await self._exchange(item.url, item.secret, body, keep)
         WEBHOOK_DELIVERIES.labels("delivered" if ok else "failed").inc()
         if ok:
             self._done("complete_inbound", [item.id])
+            if self.replies is not None:
+                if answer is None:
+                    log.warning("no instant reply from the incoming webhook of project %s: "
+                                "%s", item.project_id, reason,
+                                extra={"project_id": item.project_id})
+                else:
+                    await self.replies.answer(item, answer)
         else:
             log.warning("incoming webhook of project %s failed (%s); will retry",
                         item.project_id, reason, extra={"project_id": item.project_id})
             self._done("retry_inbound", [item.id])
 
     async def _send(self, url: str, secret: str, body: bytes) -> tuple[bool, str]:
+        ok, reason, _answer = await self._exchange(url, secret, body, 0)
+        return ok, reason
+
+    async def _exchange(self, url: str, secret: str, body: bytes,
+                        keep: int) -> tuple[bool, str, bytes | None]:
+        """POST ``body``: whether the receiver answered 2xx, what it answered (the reason
+        of a failure), and with ``keep`` its answer's body when it is at most ``keep``
+        bytes and complete within the timeout (None otherwise, the reason saying why)."""
         headers = {"Content-Type": "application/json", HEADER: sign(secret, body),
                    "User-Agent": "pushgate-webhook/1"}
         try:
             target = httpx.URL(url)
         except (httpx.InvalidURL, TypeError) as exc:
-            return False, f"invalid webhook URL: {exc}"
+            return False, f"invalid webhook URL: {exc}", None
         if target.scheme not in ("http", "https") or not target.raw_host:
-            return False, f"webhook URL {url!r} is not an http(s) URL"
+            return False, f"webhook URL {url!r} is not an http(s) URL", None
+        started = asyncio.get_running_loop().time()
         try:
             addresses = await resolve_public(target.raw_host.decode("ascii"),
                                              default_port(target), self.allow_private)
             response = await send_pinned(self.client, "POST", target, addresses, self.timeout,
-                                         headers=headers, content=body)
+                                         headers=headers, content=body, stream=keep > 0)
         except AddressRefused as exc:
             hint = "" if exc.retryable else " (PUSHGATE_ALLOW_PRIVATE_WEBHOOKS=true allows it)"
-            return False, f"target refused: {exc.reason}{hint}"
+            return False, f"target refused: {exc.reason}{hint}", None
         except httpx.HTTPError as exc:
-            return False, f"{type(exc).__name__}: {exc}"
-        return 200 <= response.status_code < 300, f"HTTP {response.status_code}"
+            return False, f"{type(exc).__name__}: {exc}", None
+        ok, reason = 200 <= response.status_code < 300, f"HTTP {response.status_code}"
+        if keep <= 0:
+            return ok, reason, None
+        try:
+            if not ok:
+                return ok, reason, None
+            return ok, reason, await _read_answer(response, keep, started + self.timeout)
+        except _Unread as unread:
+            return ok, f"{reason}, {unread}", None
+        finally:
+            await response.aclose()
 
     async def _post(self, batch: OutboxBatch) -> None:
         body = render(batch)
@@ -193,3 +226,30 @@ class WebhookDeliverer:
                         batch.project_id, reason, len(ids),
                         extra={"project_id": batch.project_id})
             self._done("retry_outbox", ids)
+
+
+class _Unread(Exception):
+    """Why an answer was not read."""
+
+
+async def _read_answer(response: httpx.Response, keep: int, deadline: float) -> bytes:
+    """The streamed answer's body, at most ``keep`` bytes (decoded), read by ``deadline``
+    (the loop's clock); ``_Unread`` otherwise. The connection is closed, not reused, when the
+    answer is left unread."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > keep:
+        raise _Unread(f"answer of {declared} bytes, over {keep}")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout_at(deadline):
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > keep:
+                    raise _Unread(f"answer over {keep} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise _Unread("answer not complete within the webhook timeout") from None
+    except httpx.HTTPError as exc:
+        raise _Unread(f"answer broke off: {type(exc).__name__}") from None
+    return b"".join(chunks)

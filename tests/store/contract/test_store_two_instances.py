@@ -194,3 +194,37 @@ async def _all_sent(store: Store, project_id: int, ids: list[int]) -> bool:
         if message is None or message.state in ("queued", "sending"):
             return False
     return True
+
+
+async def test_instant_reply_guard_lets_one_of_concurrent_replies_through(
+    store: Store, second_store: Store, make: Any, query: Any
+) -> None:
+    """Two processes answering the same user at once: one reply is accepted; the guard is
+    per channel and number, and frees the number once the interval has passed."""
+    project, _token, _secret = await make.project(credits="10")
+    channel = await make.channel(project.id, price="0.001")
+    number = "919876500000"
+    now = time.time()
+
+    async def reply(i: int) -> Any:
+        target = store if i % 2 else second_store
+        return await target.accept_reply(project.id, channel, push_plan(1, 1_000, 1, str(i)),
+                                         number, now, None, now - 60)
+
+    outcomes = await asyncio.gather(*(reply(i) for i in range(8)))
+    assert len([o for o in outcomes if o is not None]) == 1
+    assert query("SELECT count(*) FROM pushes") == [(1,)]
+    # Another number, and the same number once the interval is over, pass.
+    other = await store.accept_reply(project.id, channel, push_plan(1, 1_000), "919876500001",
+                                     now, None, now - 60)
+    later = await second_store.accept_reply(project.id, channel, push_plan(1, 1_000), number,
+                                            now + 61, None, now + 1)
+    assert other is not None and later is not None
+    # A reply the balance cannot cover is not written and does not take the number.
+    poor, _t, _s = await make.project(credits="0")
+    poor_channel = await make.channel(poor.id, price="0.001")
+    with pytest.raises(InsufficientCredit):
+        await store.accept_reply(poor.id, poor_channel, push_plan(1, 1_000), number, now,
+                                 None, now - 60)
+    assert query("SELECT count(*) FROM instant_replies WHERE channel_id = ?",
+                 poor_channel.id) == [(0,)]

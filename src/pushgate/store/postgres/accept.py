@@ -27,6 +27,41 @@ class PostgresAccept(PostgresBase):
     ) -> AcceptResult:
         return await self._tx(self._accept, project_id, channel, plan, now, expires_at)
 
+    async def accept_reply(
+        self,
+        project_id: int,
+        channel: ChannelSpec,
+        plan: PushPlan,
+        number: str,
+        now: float,
+        expires_at: float | None,
+        not_since: float,
+    ) -> AcceptResult | None:
+        return await self._tx(self._reply, project_id, channel, plan, number, now, expires_at,
+                              not_since)
+
+    async def _reply(
+        self,
+        conn: asyncpg.Connection,
+        project_id: int,
+        channel: ChannelSpec,
+        plan: PushPlan,
+        number: str,
+        now: float,
+        expires_at: float | None,
+        not_since: float,
+    ) -> AcceptResult | None:
+        # The conflicting row of a concurrent reply is waited for; its WHERE is then judged
+        # on the committed note, so only one of two processes passes.
+        passed = await conn.fetchval(
+            "INSERT INTO instant_replies (channel_id, number, replied_at) VALUES ($1, $2, $3)"
+            " ON CONFLICT (channel_id, number) DO UPDATE SET replied_at = EXCLUDED.replied_at"
+            " WHERE instant_replies.replied_at <= $4 RETURNING 1",
+            channel.id, number, now, not_since)
+        if passed is None:
+            return None
+        return await self._accept(conn, project_id, channel, plan, now, expires_at)
+
     async def _accept(
         self,
         conn: asyncpg.Connection,

@@ -43,6 +43,51 @@ class SQLiteAccept(SQLiteBase):
                             message_ids=list(range(first_id, first_id + len(plan.accepted))))
 
 
+    async def accept_reply(
+        self,
+        project_id: int,
+        channel: ChannelSpec,
+        plan: PushPlan,
+        number: str,
+        now: float,
+        expires_at: float | None,
+        not_since: float,
+    ) -> AcceptResult | None:
+        rows = _message_rows(plan)
+        accepted = await self._write(_reply_job, project_id, channel, plan, rows, number, now,
+                                     expires_at, not_since)
+        if accepted is None:
+            return None
+        push_id, first_id, balance = accepted
+        return AcceptResult(push_id=push_id, balance_micro=balance,
+                            message_ids=list(range(first_id, first_id + len(plan.accepted))))
+
+
+def _reply_job(
+    conn: sqlite3.Connection,
+    project_id: int,
+    channel: ChannelSpec,
+    plan: PushPlan,
+    rows: list[Any],
+    number: str,
+    now: float,
+    expires_at: float | None,
+    not_since: float,
+) -> tuple[int, int, int] | None:
+    """The loop guard's note, then ``_accept_job``; None when the guard holds. Both in the
+    job's savepoint: an ``InsufficientCredit`` takes the note back with it."""
+    if conn.execute(_GUARD_SQL, (channel.id, number, now, not_since)).fetchone() is None:
+        return None
+    return _accept_job(conn, project_id, channel, plan, rows, now, expires_at)
+
+
+# Inserts the note, or moves it forward only when the last reply is old enough; RETURNING
+# gives no row when the conflict's WHERE refused the update.
+_GUARD_SQL = ("INSERT INTO instant_replies (channel_id, number, replied_at) VALUES (?1, ?2, ?3)"
+              " ON CONFLICT (channel_id, number) DO UPDATE SET replied_at = excluded.replied_at"
+              " WHERE instant_replies.replied_at <= ?4 RETURNING 1")
+
+
 def _message_rows(plan: PushPlan) -> list[Any]:
     """The accepted rows as ``_insert_messages_sql`` binds them, flat: each row's offset in
     the push (its id is the push's first id plus that), then the plan's columns. Built on
