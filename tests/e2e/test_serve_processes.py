@@ -11,8 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.harness import Harness, Proc, indian_mobiles
+from tests.e2e.harness import Harness, Proc, free_port, indian_mobiles
 
 pytestmark = pytest.mark.slow
 
@@ -109,6 +110,28 @@ def test_workers_share_one_port_dispatch_once_and_stop_together(e2e: Harness) ->
         [(0,)], [(1,)])
     assert e2e.query("SELECT count(*) FROM workers") == [(1,)]
 
+    # Either process's /metrics shows the dispatcher's counters (multiprocess mode).
+    channel = str(e2e.query("SELECT id FROM channels")[0][0])
+    scraped: dict[int, dict[str, float]] = {}
+
+    def both_scraped() -> bool:
+        response = httpx.get(f"{server.base_url}/metrics", timeout=5)
+        samples = {s.name + str(sorted(s.labels.items())): s.value
+                   for family in text_string_to_metric_families(response.text)
+                   for s in family.samples}
+        scraped[int(response.headers["x-pushgate-pid"])] = {
+            "sent": samples.get("pushgate_messages_sent_total" + str([("channel", channel)]),
+                                0.0),
+            "delivered": samples.get("pushgate_messages_final_total" + str(
+                [("channel", channel), ("status", "delivered")]), 0.0),
+            "accepted": samples.get("pushgate_messages_accepted_total[]", 0.0)}
+        return len(scraped) == 2
+
+    e2e.wait_until(both_scraped, 30, "/metrics from both processes",
+                   describe=lambda: f"scraped {scraped}")
+    assert set(scraped) == children
+    assert all(v == {"sent": 1, "delivered": 1, "accepted": 1} for v in scraped.values()), scraped
+
     assert server.stop() == 0
     assert not any(alive(pid) for pid in children)
 
@@ -135,3 +158,16 @@ def test_children_stop_when_the_parent_is_killed(e2e: Harness) -> None:
     assert server.wait(10) == -signal.SIGKILL
     e2e.wait_until(lambda: not any(alive(pid) for pid in children), 20,
                    "the children to stop after their parent died")
+
+
+def test_a_worker_serves_its_counters_on_its_metrics_port(e2e: Harness) -> None:
+    e2e.cli("migrate")
+    port = free_port()
+    worker = e2e.start("worker", "worker", "--metrics-port", str(port),
+                       env=e2e.env(PUSHGATE_HOST="127.0.0.1"))
+    e2e.wait_until(lambda: "ready" in worker.output(), 30, "the worker's ready line")
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    names = {family.name for family in text_string_to_metric_families(text)}
+    assert {"pushgate_messages_sent", "pushgate_messages_final",
+            "pushgate_webhook_deliveries"} <= names
+    assert worker.stop() == 0

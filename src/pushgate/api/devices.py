@@ -53,6 +53,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
+from pushgate import metrics
 from pushgate.api.auth import authenticate, resolve_channel, token_from
 from pushgate.api.body import read_body
 from pushgate.api.state import Gateway, gateway_of
@@ -329,6 +330,10 @@ async def patch_messages(request: Request) -> Response:
         await store.pause_device(device.id, now + rest)
     await store.record_outcomes(device_worker(device.id), results, now, gateway.retry_policy)
     await store.apply_status_updates(updates)
+    if results:   # a phone's sends count like a dispatcher's
+        metrics.MESSAGES_SENT.labels(str(channel.id)).inc(
+            sum(1 for r in results if r.kind.went_out))
+        metrics.count_errors(channel.id, (r.error_code for r in results))
     if results or updates:
         gateway.webhook_wake.set()
         gateway.wakeups.progress[device.id] = now

@@ -7,12 +7,12 @@ import os
 
 import orjson
 from fastapi import APIRouter, Request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
 from pushgate import __version__
 from pushgate.api.answers import JSON
 from pushgate.api.state import gateway_of
+from pushgate.metrics import CONTENT_TYPE_LATEST, exposition
 from pushgate.store.errors import StoreUnavailable
 
 router = APIRouter()
@@ -35,5 +35,8 @@ async def healthz(request: Request) -> Response:
 
 
 @router.get("/metrics", tags=["Operations"], summary="Prometheus metrics")
-async def prometheus() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+async def prometheus(request: Request) -> Response:
+    # Which process answered, as in /healthz: with `serve --workers N` any of them shows the
+    # counters of all.
+    return Response(await exposition(gateway_of(request).store_gauges),
+                    media_type=CONTENT_TYPE_LATEST, headers={"X-Pushgate-Pid": str(os.getpid())})

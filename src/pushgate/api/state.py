@@ -19,7 +19,8 @@ from pushgate.channels.base import Channel, channel_for
 from pushgate.config import Settings
 from pushgate.core.channels import ChannelSpec
 from pushgate.core.push import Limits
-from pushgate.dispatch.worker import Dispatcher, new_worker_id
+from pushgate.dispatch.worker import Dispatcher, new_worker_id, pull_kinds
+from pushgate.metrics import StoreGauges
 from pushgate.outbound import NameVerdicts
 from pushgate.store.base import Store
 from pushgate.webhooks.deliverer import WebhookDeliverer
@@ -41,6 +42,8 @@ class Gateway:
         # Whether media URL hosts resolve to public addresses only, kept a few seconds.
         self.media_names = NameVerdicts()
         self.webhook_wake = asyncio.Event()
+        # The gauges ``/metrics`` reads from the store, from a snapshot kept a few seconds.
+        self.store_gauges = StoreGauges(store, pull_kinds())
         self.dispatcher: Dispatcher | None = None
         self.deliverer: WebhookDeliverer | None = None
         self._tasks: list[asyncio.Task[None]] = []

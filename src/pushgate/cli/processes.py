@@ -6,8 +6,11 @@ unchanged), the first one running the dispatcher and webhook deliverer and the o
 connections among their SO_REUSEPORT sockets. This parent only supervises: SIGTERM or SIGINT
 is passed to every child; a child that exits on its own stops the others, as a gateway missing
 its dispatcher or part of its capacity should not look healthy; a child still running some
-time after being told to stop is killed. On Linux a child is also told to stop if this parent
-dies (``PR_SET_PDEATHSIG``), so no orphan keeps the port.
+time after being told to stop is killed. The children share their Prometheus counters through
+a directory of this parent's (prometheus-client's multiprocess mode,
+``PROMETHEUS_MULTIPROC_DIR``; the operator's own if set), so any of them answers ``/metrics``
+for all. On Linux a child is also told to stop if this parent dies (``PR_SET_PDEATHSIG``), so
+no orphan keeps the port.
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from types import FrameType
@@ -41,6 +46,11 @@ def serve_processes(host: str, port: int, count: int, *, api_only: bool, share: 
     base = [sys.executable, "-m", "pushgate.cli", "serve", "--workers", "1", "--reuse-port",
             "--host", host, "--port", str(port)]
     children: list[subprocess.Popen[bytes]] = []
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    own_dir = not metrics_dir
+    if own_dir:
+        metrics_dir = tempfile.mkdtemp(prefix="pushgate-metrics-")
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
     stopping: list[float] = []   # when the stop began, once it has
 
     def stop(reason: str) -> None:
@@ -60,7 +70,7 @@ def serve_processes(host: str, port: int, count: int, *, api_only: bool, share: 
     try:
         for index in range(count):
             args = base + (["--api-only"] if api_only or index > 0 else [])
-            children.append(subprocess.Popen(args, stdin=subprocess.DEVNULL,
+            children.append(subprocess.Popen(args, stdin=subprocess.DEVNULL, env=env,
                                              preexec_fn=_stop_with_parent()))
         log.info("started %d API processes on http://%s:%d (pids %s; the dispatcher in %s)",
                  count, host, port, ", ".join(str(c.pid) for c in children),
@@ -84,6 +94,8 @@ def serve_processes(host: str, port: int, count: int, *, api_only: bool, share: 
                 child.wait()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if own_dir:
+            shutil.rmtree(str(metrics_dir), ignore_errors=True)
     if not code:
         code = max((c.returncode for c in children if c.returncode > 0), default=0)
     return code

@@ -138,7 +138,13 @@ def _reuse_port_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def worker() -> None:
+def worker(
+    metrics_port: int = typer.Option(
+        0, "--metrics-port", min=0,
+        help="Serve this process's Prometheus metrics on PUSHGATE_HOST:PORT/metrics (0: not"
+             " served; its counters then reach /metrics only through a shared"
+             " PROMETHEUS_MULTIPROC_DIR)."),
+) -> None:
     """Run the dispatcher and webhook deliverer without the API (stops cleanly on SIGTERM)."""
     from pushgate.dispatch.worker import new_worker_id
     from pushgate.wiring import build_deliverer, build_dispatcher
@@ -149,6 +155,16 @@ def worker() -> None:
         fail(f"invalid setting: {exc}")
         return
     setup_logging(settings)
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        from pushgate.metrics import process_registry
+
+        try:
+            start_http_server(metrics_port, settings.host, registry=process_registry())
+        except OSError as exc:
+            fail(f"cannot serve metrics on {settings.host}:{metrics_port}: {exc}")
+            return
 
     async def run() -> None:
         store = store_for_url(settings.database_url)

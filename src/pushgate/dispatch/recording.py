@@ -9,6 +9,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from pushgate import metrics
 from pushgate.core.models import (
     InboundMessage,
     InboundPart,
@@ -73,8 +74,11 @@ class OutcomeRecorder:
         self._writer: asyncio.Task[None] | None = None
         self._next_write = time.monotonic() + RECORD_EVERY_SECONDS
         self._closing = asyncio.Event()
+        self._began = time.monotonic()
+        self._latency = metrics.SEND_SECONDS.labels(str(runner.spec.id))
 
     def report(self, result: SendResult) -> None:
+        self._latency.observe(time.monotonic() - self._began)
         self.results.append(result)
         self._waiting.append(result)
         if self._writer is None and not self._closing.is_set():

@@ -10,6 +10,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
+from pushgate import metrics
 from pushgate.channels.base import (
     Channel,
     channel_class,
@@ -257,9 +258,18 @@ class ChannelRunner:
         except BaseException:
             self.unrecorded.extend(results)
             raise
-        d.sent += sum(1 for r in results if r.kind.went_out)
+        went_out = sum(1 for r in results if r.kind.went_out)
+        d.sent += went_out
+        self.count(results, went_out)
         d.notify_webhooks()
         self.sent_wake.set()
+
+    def count(self, results: list[SendResult], went_out: int) -> None:
+        """A recorded batch's metrics: one increment per family and label, not per message
+        (messages reaching a final state are counted by the store's write)."""
+        channel = str(self.spec.id)
+        metrics.MESSAGES_SENT.labels(channel).inc(went_out)
+        metrics.count_errors(self.spec.id, (r.error_code for r in results))
 
     async def flush(self) -> None:
         """Write the outcomes in ``unrecorded`` (after any such write in progress)."""
@@ -353,10 +363,12 @@ class ChannelRunner:
                        slots: asyncio.Semaphore) -> list[SendResult]:
         """Send ``message`` on a slot of ``send_paced`` taken for it; its outcome is kept in
         ``unrecorded`` until written."""
+        began = time.monotonic()
         try:
             results = await self.channel.send_batch([message])
         finally:
             slots.release()
+        metrics.SEND_SECONDS.labels(str(self.spec.id)).observe(time.monotonic() - began)
         self.unrecorded.extend(results)
         return results
 

@@ -202,6 +202,11 @@ class Claiming(Protocol):
         channels that simulate delivery)."""
 
     @abc.abstractmethod
+    async def queue_depths(self) -> dict[tuple[int, int], int]:
+        """Messages ``queued``, by (channel, priority): read at most every few seconds (the
+        metrics' snapshot), by the index the claims use."""
+
+    @abc.abstractmethod
     async def has_ready_messages(self, channel_id: int, now: float,
                                  min_priority: int = 0) -> bool:
         """Whether ``claim_messages`` would find something (with the same ``min_priority``)."""

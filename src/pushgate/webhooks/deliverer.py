@@ -39,6 +39,7 @@ import httpx
 
 from pushgate.core.models import InboundForward, OutboxBatch
 from pushgate.core.records import CheckForward
+from pushgate.metrics import WEBHOOK_DELIVERIES
 from pushgate.outbound import AddressRefused, default_port, resolve_public, send_pinned
 from pushgate.store.base import Store
 from pushgate.store.outage import keep_going, outage_of
@@ -181,6 +182,7 @@ class WebhookDeliverer:
         body = inbound_body(item.message, item.url)
         keep = self.replies.max_bytes if self.replies is not None else 0
         ok, reason, answer = await self._exchange(item.url, item.secret, body, keep)
+        WEBHOOK_DELIVERIES.labels("delivered" if ok else "failed").inc()
         if ok:
             self._done("complete_inbound", [item.id])
             if self.replies is not None:
@@ -204,6 +206,7 @@ class WebhookDeliverer:
             return
         body = checks_body(first.report.project_id, [item.report for item in group])
         ok, reason = await self._send(first.url, first.secret, body)
+        WEBHOOK_DELIVERIES.labels("delivered" if ok else "failed").inc()
         if ok:
             self._done("complete_checks", ids)
         else:
@@ -256,6 +259,7 @@ class WebhookDeliverer:
         body = render(batch)
         ids = [item.id for item in batch.items]
         ok, reason = await self._send(batch.url, batch.secret, body)
+        WEBHOOK_DELIVERIES.labels("delivered" if ok else "failed").inc()
         if ok:
             self._done("complete_outbox", ids)
         else:

@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 
+from pushgate import metrics
 from pushgate.core.models import SendResult
 from pushgate.core.outcomes import (
     EXPIRED_UNCONFIRMED,
@@ -124,8 +125,8 @@ class PostgresOutcomes(PostgresBase):
                     " UPDATE messages m SET state = 'expired', updated_at = $1, error_message ="
                     " CASE m.state WHEN 'queued' THEN $5 ELSE $4 END"
                     " FROM due WHERE m.id = due.id RETURNING m.id, m.project_id,"
-                    " m.credit_micro, m.error_message", now, push_id, left, EXPIRED_UNCONFIRMED,
-                    VALIDITY_ENDED)
+                    " m.credit_micro, m.error_message, m.channel_id", now, push_id, left,
+                    EXPIRED_UNCONFIRMED, VALIDITY_ENDED)
                 rows += expired
                 if len(expired) == left:
                     break   # the limit: the rest of this push next time
@@ -141,7 +142,8 @@ class PostgresOutcomes(PostgresBase):
                 " AND coalesce(webhook_url, '') <> ''", sorted({r[1] for r in rows}))}
             await _settle(conn, plan_expiry([
                 Settled(mid, project_id, credit, why, project_id in hooks)
-                for mid, project_id, credit, why in rows], now), now)
+                for mid, project_id, credit, why, _channel in rows], now), now)
+            metrics.count_moves((row[4], "expired") for row in rows)
             return len(rows)
 
         return await self._tx(job)
@@ -209,15 +211,18 @@ async def _record_failures(conn: asyncpg.Connection, worker_id: str,
                            failures: list[SendResult], now: float, policy: RetryPolicy) -> None:
     """The sends that did not go through, of the messages ``worker_id`` still holds:
     retried, deferred or failed and refunded, as ``plan_outcomes`` decides."""
-    held = [HeldMessage(*r) for r in await conn.fetch(
+    rows = await conn.fetch(
         "SELECT m.id, m.project_id, m.credit_micro, m.attempts,"
-        f" {_has_webhook('m')} FROM messages m"
+        f" {_has_webhook('m')}, m.channel_id FROM messages m"
         " WHERE m.id = ANY($1::bigint[]) AND m.state = 'sending' AND m.leased_by = $2"
         " ORDER BY m.id FOR UPDATE OF m",
-        [res.message_id for res in failures], worker_id)]
-    plan = plan_outcomes(failures, {row.id: row for row in held}, now, policy)
+        [res.message_id for res in failures], worker_id)
+    held = {r[0]: HeldMessage(*r[:5]) for r in rows}
+    plan = plan_outcomes(failures, held, now, policy)
     await _write_requeues(conn, plan, now)
     await _settle(conn, plan, now)
+    channel_of = {r[0]: r[5] for r in rows}
+    metrics.count_moves((channel_of[f.message_id], "refunded") for f in plan.failed)
 
 
 async def _write_requeues(conn: asyncpg.Connection, plan: OutcomePlan, now: float) -> None:
@@ -263,14 +268,14 @@ async def _record_submissions(conn: asyncpg.Connection, worker_id: str,
     counts), with their event rows and webhook reports; returns how many were held."""
     events = [(e.message_id, e.state, e.detail) for sub in submitted for e in sub.events]
     reports = [(sub.message_id, state) for sub in submitted for state in sub.report_states]
-    held: int = await conn.fetchval(
+    counts = await conn.fetch(
         "WITH s AS (UPDATE messages m SET state = u.state, provider_id = u.provider_id,"
         " lease_until = NULL, leased_by = NULL, error_code = u.code, error_message = u.msg,"
         " submitted_at = $7::float8, delivered_at = u.delivered_at, updated_at = $7"
         " FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],"
         " $6::float8[]) AS u(id, state, provider_id, code, msg, delivered_at)"
         " WHERE m.id = u.id AND m.state = 'sending' AND m.leased_by = $8"
-        " RETURNING m.id, m.project_id),"
+        " RETURNING m.id, m.project_id, m.channel_id, m.state),"
         " e AS (INSERT INTO message_events (message_id, state, at, detail)"
         " SELECT v.id, v.state, $7, v.detail FROM unnest($9::bigint[], $10::text[], $11::text[])"
         " WITH ORDINALITY AS v(id, state, detail, n) JOIN s ON s.id = v.id ORDER BY v.id, v.n),"
@@ -279,8 +284,9 @@ async def _record_submissions(conn: asyncpg.Connection, worker_id: str,
         " SELECT s.project_id, r.id, r.state, $7, NULL, NULL, 0, $7, false"
         " FROM unnest($12::bigint[], $13::text[]) WITH ORDINALITY AS r(id, state, n)"
         f" JOIN s ON s.id = r.id WHERE {_has_webhook('s')} ORDER BY r.id, r.n)"
-        " SELECT count(*) FROM s",
+        " SELECT s.channel_id, s.state, count(*) FROM s GROUP BY 1, 2",
         *_columns([(sub.message_id, sub.state, sub.provider_id, sub.error_code,
                     sub.error_message, sub.delivered_at) for sub in submitted], 6),
         now, worker_id, *_columns(events, 3), *_columns(reports, 2))
-    return held
+    metrics.count_finals({(r[0], r[1]): r[2] for r in counts})
+    return sum(r[2] for r in counts)

@@ -171,6 +171,12 @@ class PostgresQueue(PostgresBase):
             channel_id, before, limit)
         return [r[0] for r in rows]
 
+    async def queue_depths(self) -> dict[tuple[int, int], int]:
+        rows = await self._fetch(
+            "SELECT channel_id, priority, count(*) FROM messages WHERE state = 'queued'"
+            " AND state IN ('queued', 'sending') GROUP BY channel_id, priority")
+        return {(r[0], r[1]): r[2] for r in rows}
+
     async def has_ready_messages(self, channel_id: int, now: float,
                                  min_priority: int = 0) -> bool:
         return bool(await self._fetchval(

@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 
+from pushgate import metrics
 from pushgate.core.lifecycle import State
 from pushgate.core.models import StatusUpdate
 from pushgate.core.outcomes import Moved, plan_status_moves
@@ -164,6 +165,7 @@ async def apply_status(
     await _refund(conn, plan.refunds, _now(), plan.refund_reason)
     await _write_changes(conn, net_state_changes(moves), part_events + events)
     await _add_outbox(conn, [report.row() for report in plan.reports])
+    metrics.count_moves((rows[mid][5], update.state.value) for mid, update in moves)
     return moves
 
 
@@ -225,12 +227,13 @@ async def _keep_early(
 
 
 async def _lock_messages(conn: asyncpg.Connection, wanted: set[int]) -> dict[int, list[Any]]:
-    """[id, project_id, state, has webhook, credit_micro] of each message, locked, by id."""
+    """[id, project_id, state, has webhook, credit_micro, channel_id] of each message,
+    locked, by id."""
     if not wanted:
         return {}
     return {r[0]: list(r) for r in await conn.fetch(
-        f"SELECT m.id, m.project_id, m.state, {_has_webhook('m')}, m.credit_micro"
-        " FROM messages m"
+        f"SELECT m.id, m.project_id, m.state, {_has_webhook('m')}, m.credit_micro,"
+        " m.channel_id FROM messages m"
         " WHERE m.id = ANY($1::bigint[]) ORDER BY m.id FOR UPDATE OF m", sorted(wanted))}
 
 

@@ -9,6 +9,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from pushgate import metrics
 from pushgate.core.models import SendResult
 from pushgate.core.outcomes import (
     EXPIRED_UNCONFIRMED,
@@ -82,6 +83,8 @@ def _record_outcomes_job(
             if mid in channels]
     _write_outcome_states(conn, plan, late_provider_ids, now)
     _settle(conn, plan, now)
+    metrics.count_moves([(channels[s.message_id], s.state) for s in plan.submitted]
+                        + [(channels[f.message_id], "refunded") for f in plan.failed])
     conn.executemany(
         "INSERT INTO provider_refs (channel_id, provider_id, message_id, part, state)"
         " VALUES (?, ?, ?, ?, 'submitted') ON CONFLICT DO NOTHING", refs)
@@ -149,7 +152,7 @@ def _expire_job(conn: sqlite3.Connection, now: float, limit: int) -> int:
             " CASE state WHEN 'queued' THEN ? ELSE ? END"
             " WHERE id IN (SELECT id FROM messages WHERE push_id = ? AND expires_at < ?"
             " AND (state = 'queued' OR (state = 'sending' AND lease_until < ?)) LIMIT ?)"
-            " RETURNING id, project_id, credit_micro, error_message",
+            " RETURNING id, project_id, credit_micro, error_message, channel_id",
             (now, VALIDITY_ENDED, EXPIRED_UNCONFIRMED, push_id, now, now, left)).fetchall()
         rows += expired
         if len(expired) == left:
@@ -162,7 +165,8 @@ def _expire_job(conn: sqlite3.Connection, now: float, limit: int) -> int:
         return 0
     hooks = _webhook_projects(conn)
     _settle(conn, plan_expiry([Settled(mid, project_id, credit, why, project_id in hooks)
-                               for mid, project_id, credit, why in rows], now), now)
+                               for mid, project_id, credit, why, _channel in rows], now), now)
+    metrics.count_moves((row[4], "expired") for row in rows)
     return len(rows)
 
 

@@ -75,6 +75,14 @@ class SQLiteQueue(SQLiteBase):
             (channel_id, before, limit)).fetchall()
         return [r[0] for r in rows]
 
+    async def queue_depths(self) -> dict[tuple[int, int], int]:
+        # The live-state term as written in the claim index's predicate, so SQLite counts
+        # over that index alone (channel, state, priority) rather than the table.
+        rows = self._read().execute(
+            "SELECT channel_id, priority, count(*) FROM messages WHERE state = 'queued'"
+            f" AND {_LIVE} GROUP BY channel_id, priority").fetchall()
+        return {(r[0], r[1]): r[2] for r in rows}
+
     async def has_ready_messages(self, channel_id: int, now: float,
                                  min_priority: int = 0) -> bool:
         conn = self._read()

@@ -9,6 +9,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from pushgate import metrics
 from pushgate.core.lifecycle import State
 from pushgate.core.models import StatusUpdate
 from pushgate.core.outcomes import Moved, plan_status_moves
@@ -69,6 +70,7 @@ def _apply_status_job(conn: sqlite3.Connection, updates: list[StatusUpdate],
     _refund(conn, plan.refunds, _now(), plan.refund_reason)
     _write_changes(conn, net_state_changes(moves), part_events + events)
     _add_outbox(conn, [report.row() for report in plan.reports])
+    metrics.count_moves((rows[mid][3], update.state.value) for mid, update in moves)
     return len(moves)
 
 

@@ -1,0 +1,173 @@
+"""Prometheus metrics of the sending pipeline, exported by every process (``GET /metrics``).
+
+Counters and histograms are written by the process that makes the change: the dispatcher's
+runners (sends, provider errors, send latency), the store's writes (messages reaching a final
+state, whichever process moved them: a runner, a provider callback, a phone, the expiry sweep;
+counted in the transaction that moves them, from what it already read, so a transaction lost
+to an outage and written again counts its moves again) and the webhook deliverer. With
+``serve --workers N`` the processes share them through prometheus-client's multiprocess mode
+(``PROMETHEUS_MULTIPROC_DIR``, set by the parent for its children), so any process answers
+``/metrics`` with every process's counts.
+
+Gauges of what the store holds (queue depth, webhook backlog, channels up, phones online) are
+read at scrape time by the answering process from a snapshot of the store that it refreshes at
+most every ``SNAPSHOT_SECONDS``: a scrape never counts a large backlog itself, and several
+scrapers in a few seconds cost the store one read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections import Counter as Tally
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from pushgate.store.base import Store
+
+__all__ = ["CONTENT_TYPE_LATEST", "exposition"]
+
+# Final states counted in ``pushgate_messages_final_total`` (cancelled is an operator's act).
+FINAL_STATUSES = ("delivered", "read", "failed", "refunded", "expired")
+SNAPSHOT_SECONDS = 5.0
+PHONE_OFFLINE_AFTER = 120.0   # the phone channels' default
+
+MESSAGES_SENT = Counter("pushgate_messages_sent_total",
+                        "Messages the provider took (submitted or delivered)", ["channel"])
+MESSAGES_FINAL = Counter("pushgate_messages_final_total",
+                         "Messages moved into a final state", ["channel", "status"])
+WEBHOOK_DELIVERIES = Counter("pushgate_webhook_deliveries_total",
+                             "Webhook POSTs (report batches and incoming messages), by result",
+                             ["result"])
+PROVIDER_ERRORS = Counter("pushgate_provider_errors_total",
+                          "Send outcomes carrying a provider error, by its code",
+                          ["channel", "code"])
+SEND_SECONDS = Histogram(
+    "pushgate_send_seconds",
+    "Time from a send's start to the provider's answer (an unpaced batch: from the batch's"
+    " start)", ["channel"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+
+
+def count_finals(finals: Mapping[tuple[int, str], int]) -> None:
+    """Add the store's count of messages moved into each final state, by (channel, state)."""
+    for (channel_id, state), n in finals.items():
+        if n and state in FINAL_STATUSES:
+            MESSAGES_FINAL.labels(str(channel_id), state).inc(n)
+
+
+def count_moves(moves: Iterable[tuple[int, str]]) -> None:
+    """Count messages moved, each given as (channel, new state); the ones into a final
+    state count."""
+    count_finals(Tally(moves))
+
+
+def count_errors(channel_id: int, codes: Iterable[str | None]) -> None:
+    for code, n in Tally(c for c in codes if c).items():
+        PROVIDER_ERRORS.labels(str(channel_id), code).inc(n)
+
+
+@dataclass
+class Snapshot:
+    """What the store-read gauges show; ``taken`` is a monotonic time."""
+
+    taken: float = -1e18
+    queue: dict[tuple[int, int], int] = field(default_factory=dict)
+    webhook_backlog: int = 0
+    channels_up: dict[int, bool] = field(default_factory=dict)
+    phones_online: dict[int, int] = field(default_factory=dict)
+
+
+class StoreGauges(Collector):
+    """The gauges read from the store, from a snapshot at most ``SNAPSHOT_SECONDS`` old."""
+
+    def __init__(self, store: Store, pull_kinds: Iterable[str]) -> None:
+        self.store = store
+        # Connector kinds whose phones fetch their messages (their phones online count).
+        self.pull_kinds = frozenset(pull_kinds)
+        self.snapshot = Snapshot()
+        self._lock = asyncio.Lock()
+
+    async def refresh(self) -> None:
+        async with self._lock:   # concurrent scrapes wait for one read
+            if time.monotonic() - self.snapshot.taken < SNAPSHOT_SECONDS:
+                return
+            now = time.time()
+            queue = await self.store.queue_depths()
+            backlog = (await self.store.outbox_stats())["pending"]
+            pull = self.pull_kinds
+            channels = await self.store.list_channels()
+            online: dict[int, int] = {spec.id: 0 for spec in channels if spec.kind in pull}
+            # A phone channel's own threshold (its ``offline_after_seconds``).
+            offline_after = {spec.id: float(spec.config.get("offline_after_seconds",
+                                                            PHONE_OFFLINE_AFTER))
+                             for spec in channels if spec.id in online}
+            if online:
+                for device in await self.store.list_devices():
+                    if (device.channel_id in online
+                            and device.online(now, offline_after[device.channel_id])):
+                        online[device.channel_id] += 1
+            up = {spec.id: not spec.paused and (spec.kind not in pull or online[spec.id] > 0)
+                  for spec in channels}
+            self.snapshot = Snapshot(time.monotonic(), queue, backlog, up, online)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        snap = self.snapshot
+        depth = GaugeMetricFamily("pushgate_queue_depth", "Messages queued, by priority"
+                                  f" (refreshed at most every {SNAPSHOT_SECONDS:g} s)",
+                                  labels=["channel", "priority"])
+        for (channel_id, priority), n in sorted(snap.queue.items()):
+            depth.add_metric([str(channel_id), str(priority)], n)
+        yield depth
+        yield GaugeMetricFamily("pushgate_webhook_backlog",
+                                "Webhook reports waiting to be delivered",
+                                value=snap.webhook_backlog)
+        up = GaugeMetricFamily("pushgate_channel_up", "1 when the channel can send: not"
+                               " paused and, for a phone channel, a phone online",
+                               labels=["channel"])
+        for channel_id, ok in sorted(snap.channels_up.items()):
+            up.add_metric([str(channel_id)], 1 if ok else 0)
+        yield up
+        phones = GaugeMetricFamily("pushgate_phones_online", "Phones online, by channel",
+                                   labels=["channel"])
+        for channel_id, n in sorted(snap.phones_online.items()):
+            phones.add_metric([str(channel_id)], n)
+        yield phones
+
+
+def process_registry() -> CollectorRegistry:
+    """Every process's counters when several share them (multiprocess mode), else this one's."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry
+
+
+async def exposition(gauges: StoreGauges | None) -> bytes:
+    """The ``/metrics`` body: the counters, then the store's gauges (their failing to refresh,
+    the database being away, leaves the last snapshot)."""
+    body = generate_latest(process_registry())
+    if gauges is None:
+        return body
+    with contextlib.suppress(Exception):   # the counters still answer; /healthz says why
+        await gauges.refresh()
+    extra = CollectorRegistry(auto_describe=False)
+    extra.register(gauges)
+    return body + generate_latest(extra)
