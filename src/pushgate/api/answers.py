@@ -7,9 +7,9 @@ answer a 200; the error helpers take it as ``always_200``.
 
 from __future__ import annotations
 
-import logging
+import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.responses import Response
@@ -17,8 +17,11 @@ from starlette.responses import Response
 from pushgate.api import metrics
 from pushgate.core.errors import ApiError, Code
 from pushgate.store.errors import StoreUnavailable
+from pushgate.store.outage import outage_of
 
-log = logging.getLogger("pushgate.api")
+if TYPE_CHECKING:
+    from pushgate.store.base import Store
+
 
 JSON = "application/json"
 
@@ -58,11 +61,14 @@ def error_answer(exc: ApiError, always_200: bool) -> Response:
     return answer(payload, exc.http_status, headers, always_200)
 
 
-def error_response(exc: Exception, always_200: bool) -> Response | None:
-    """pushgate's answer to an error a route raised, or None for a bug."""
+def error_response(exc: Exception, always_200: bool, store: Store) -> Response | None:
+    """pushgate's answer to an error a route raised, or None for a bug. A store outage is
+    logged once for the process (and its end once), not once per refused request."""
     if isinstance(exc, ApiError):
         return error_answer(exc, always_200)
     if isinstance(exc, StoreUnavailable):
-        log.error("store unavailable: %s", exc)
+        outage = outage_of(store)
+        outage.failed(exc, time.monotonic())
+        outage.watch(store.ping)
         return error_answer(ApiError(Code.UNAVAILABLE, str(exc)), always_200)
     return None

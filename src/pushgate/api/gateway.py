@@ -67,7 +67,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
     add_picky_aliases(app)
     app.add_middleware(FastRoutes, routes={path: push.push for path in picky_paths("push")},
                        error_response=partial(error_response,
-                                              always_200=settings.always_http_200))
+                                              always_200=settings.always_http_200, store=store))
     return app
 
 
@@ -121,7 +121,8 @@ def add_picky_aliases(app: FastAPI) -> None:
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
-    answered = error_response(exc, gateway_of(request).settings.always_http_200)
+    gateway = gateway_of(request)
+    answered = error_response(exc, gateway.settings.always_http_200, gateway.store)
     assert answered is not None
     return answered
 

@@ -29,6 +29,8 @@ from typing import Any
 from pushgate.store.errors import StoreUnavailable
 
 log = logging.getLogger("pushgate.store")
+# How often a process with no loop of its own checks whether the database is back.
+WATCH_EVERY_SECONDS = 1.0
 
 # The first retry after a failure waits about this long; each further one twice as long, up to
 # BACKOFF_CAP_SECONDS. Half of each delay is random, so the loops of one process (and the
@@ -94,6 +96,7 @@ class Outage:
         self.ended_at = float("-inf")
         self.outages = 0
         self._on_recovery: list[Callable[[], Callable[[], None] | None]] = []
+        self._watcher: asyncio.Task[None] | None = None
 
     @property
     def down(self) -> bool:
@@ -116,6 +119,26 @@ class Outage:
         self.outages += 1
         self.log.warning("database unavailable (%s); retrying with back-off of up to %.0f s",
                          describe(exc), BACKOFF_CAP_SECONDS)
+
+    def watch(self, ping: Callable[[], Awaitable[None]]) -> None:
+        """While down, try ``ping`` every ``WATCH_EVERY_SECONDS`` until it answers, which ends
+        the outage: a process whose only store calls are requests (``serve --api-only``) has
+        no loop that would notice the recovery. One watcher at a time."""
+        if self.since is None or (self._watcher is not None and not self._watcher.done()):
+            return
+        self._watcher = asyncio.get_running_loop().create_task(self._watch(ping))
+
+    async def _watch(self, ping: Callable[[], Awaitable[None]]) -> None:
+        while self.since is not None:
+            await asyncio.sleep(WATCH_EVERY_SECONDS)
+            started = time.monotonic()
+            try:
+                await ping()
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    self.log.exception("database check failed")
+                continue
+            self.reached(started)
 
     def reached(self, started: float) -> None:
         """A store call begun at ``started`` (time.monotonic()) succeeded."""
