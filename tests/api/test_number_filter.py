@@ -102,7 +102,8 @@ async def test_sandbox_filter_answers_like_a_push_and_reports_event_2(
     first, second = await events.entries(2)
     assert first == {"push_id": answer["push_id"], "msg_id": on["msg_id"], "number": ON,
                      "status": 1, "is_whatsapp": True, "checked_by": "sandbox",
-                     "chat_id": None, "channel_id": channel.id, "time": first["time"]}
+                     "chat_id": None, "reason": None, "channel_id": channel.id,
+                     "time": first["time"]}
     assert (second["number"], second["status"], second["is_whatsapp"]) == (OFF, 0, False)
     body, signed = events.posts[0]
     assert body["project_id"] == project.id and body["event_id"] == 2 and signed
