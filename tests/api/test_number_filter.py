@@ -308,3 +308,21 @@ async def test_a_large_filter_push_streams_every_check_on_the_push(app_client: A
     plain = (await client.get(f"/api/v2/pushes/{sent['push_id']}",
                               headers=_bearer(token))).json()["data"]
     assert "checks" not in plain and "action" not in plain
+
+
+async def test_checks_of_a_paused_channel_give_up_unasked(
+        app_client: Any, make: Any, receiver: tuple[EventReceiver, str]) -> None:
+    events, url = receiver
+    project, token = await _project(make, events, url)
+    await make.channel(project.id, application=10, paused=True)
+    client, _ = await app_client(run_workers=True, channel_lease_seconds=0.3,
+                                 number_check_timeout_seconds=0.5)
+    answer = await _filter(client, token, "10", [ON])
+    assert answer["status"] == 100, answer
+    [entry] = await events.entries(1)
+    assert (entry["number"], entry["is_whatsapp"], entry["checked_by"]) == (
+        ON, None, "gave_up")
+    [check] = (await client.get(f"/api/v2/pushes/{answer['push_id']}",
+                                headers=_bearer(token))).json()["data"]["checks"]
+    assert (check["state"], check["attempts"], check["reason"]) == (
+        "gave_up", 0, entry["reason"])
