@@ -45,3 +45,13 @@ def test_the_dashboard_shows_every_family_of_the_pipeline() -> None:
                  "pushgate_phones_online", "pushgate_send_seconds_bucket",
                  "pushgate_provider_errors_total"):
         assert name in text, name
+
+
+def test_the_delivery_ratio_counts_what_its_title_says() -> None:
+    [panel] = [p for p in json.loads(DASHBOARD.read_text())["panels"]
+               if p["title"].startswith("Delivery ratio")]
+    assert "delivered + read" in panel["title"]
+    [expr] = [target["expr"] for target in panel["targets"]]
+    numerator, denominator = expr.split(" / ")
+    assert 'status=~"delivered|read"' in numerator
+    assert "status" not in denominator      # over every final state

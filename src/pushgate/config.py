@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     push_rate_per_minute: int = Field(90, ge=0, description="per token; 0 = unlimited")
     always_http_200: bool = False
     message_validity_seconds: float = Field(72 * 3600, ge=0, description="0 = never expire")
+    # A number filter check no connector answered by then is answered as unknown
+    # (``checked_by: "gave_up"``), so a bridge that stays down or a paused channel cannot keep
+    # the project waiting for ever.
+    number_check_timeout_seconds: float = Field(24 * 3600, ge=0,
+                                                description="0 = wait forever")
     # How long the API keeps a token's or a channel's lookup: changes made elsewhere (CLI,
     # another node) reach the accept path within this time.
     lookup_cache_seconds: float = Field(1.0, ge=0, description="0 = read the store every time")

@@ -39,7 +39,8 @@ def build_dispatcher(settings: Settings, store: Store, worker_id: str,
         channel_lease_seconds=settings.channel_lease_seconds,
         idle_poll=settings.idle_poll_seconds,
         retry_policy=retry_policy(settings),
-        webhook_wake=webhook_wake, env=channel_env(settings))
+        webhook_wake=webhook_wake, env=channel_env(settings),
+        number_check_timeout_seconds=settings.number_check_timeout_seconds)
 
 
 def build_deliverer(settings: Settings, store: Store, worker_id: str,

@@ -102,7 +102,8 @@ async def test_sandbox_filter_answers_like_a_push_and_reports_event_2(
     first, second = await events.entries(2)
     assert first == {"push_id": answer["push_id"], "msg_id": on["msg_id"], "number": ON,
                      "status": 1, "is_whatsapp": True, "checked_by": "sandbox",
-                     "chat_id": None, "channel_id": channel.id, "time": first["time"]}
+                     "chat_id": None, "reason": None, "channel_id": channel.id,
+                     "time": first["time"]}
     assert (second["number"], second["status"], second["is_whatsapp"]) == (OFF, 0, False)
     body, signed = events.posts[0]
     assert body["project_id"] == project.id and body["event_id"] == 2 and signed
@@ -223,3 +224,105 @@ async def test_cloud_and_sms_channels_answer_from_validity(
     [entry] = await events.entries(1)
     assert (entry["number"], entry["is_whatsapp"], entry["checked_by"]) == (
         OFF, True, "validity")
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+async def test_checks_of_a_bridge_that_stays_down_give_up_and_are_reported(
+        app_client: Any, make: Any, receiver: tuple[EventReceiver, str]) -> None:
+    events, url = receiver
+    fake = FakeWaha()
+    fake.fail_next(10_000, 503)       # every check-exists call, for the whole test
+    with serve_app(fake.app) as waha_url:
+        project, token = await _project(make, events, url)
+        channel = await make.channel(project.id, application=10, kind="waha", delay_ms=0,
+                                     jitter_ms=0,
+                                     config={"base_url": waha_url, "api_key": fake.api_key,
+                                             "insecure_callbacks": True})
+        client, _ = await app_client(run_workers=True, channel_lease_seconds=0.3,
+                                     number_check_timeout_seconds=1.0)
+        answer = await _filter(client, token, "10", [ON, OFF])
+        assert answer["status"] == 100, answer
+        on, off = await events.entries(2)
+        pushed = await client.get(f"/api/v2/pushes/{answer['push_id']}",
+                                  headers=_bearer(token))
+    assert fake.requests_to("/api/contacts/check-exists"), "the bridge was asked"
+    for entry, number in ((on, ON), (off, OFF)):
+        assert (entry["number"], entry["status"], entry["is_whatsapp"], entry["checked_by"],
+                entry["channel_id"]) == (number, None, None, "gave_up", channel.id)
+        assert "1 s" in entry["reason"]
+    assert fake.sent == []
+    data = pushed.json()["data"]
+    assert data["action"] == 1 and data["accepted"] == 2
+    assert [(c["number"], c["state"], c["status"], c["checked_by"]) for c in data["checks"]] == [
+        (ON, "gave_up", None, "gave_up"), (OFF, "gave_up", None, "gave_up")]
+    assert data["checks"][0]["reason"] == on["reason"]
+    assert [str(c["msg_id"]) for c in data["checks"]] == [on["msg_id"], off["msg_id"]]
+
+
+async def test_a_project_without_event_webhook_reads_its_answers_on_the_push(
+        app_client: Any, make: Any) -> None:
+    project, token, _ = await make.project()
+    await make.channel(project.id, application=10)
+    client, _ = await app_client(run_workers=True)
+    answer = await _filter(client, token, "10", [ON, OFF])
+    push_url = f"/api/v2/pushes/{answer['push_id']}"
+    deadline = time.monotonic() + 10
+    while True:
+        data = (await client.get(push_url, headers=_bearer(token))).json()["data"]
+        if all(c["state"] == "checked" for c in data["checks"]):
+            break
+        assert time.monotonic() < deadline, data
+        await asyncio.sleep(0.05)
+    on, off = data["checks"]
+    assert on["msg_id"] == int(answer["data"][0]["msg_id"])
+    assert (on["number"], on["status"], on["is_whatsapp"], on["checked_by"], on["reason"]) == (
+        ON, 1, True, "sandbox", None)
+    assert (off["number"], off["status"], off["is_whatsapp"]) == (OFF, 0, False)
+    assert on["checked_at"] is not None and on["attempts"] == 1
+    assert data["counts"] == {}
+
+
+async def test_a_large_filter_push_streams_every_check_on_the_push(app_client: Any,
+                                                                   make: Any) -> None:
+    project, token, _ = await make.project()
+    await make.channel(project.id, application=10)
+    client, _ = await app_client()
+    numbers = [f"9198765{i:05d}" for i in range(2500)]
+    answer = await _filter(client, token, "10", numbers)
+    assert answer["status"] == 100, answer
+    response = await client.get(f"/api/v2/pushes/{answer['push_id']}", headers=_bearer(token))
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert body["status"] == 100 and body["message"] == "Success"
+    checks = body["data"]["checks"]
+    assert [c["number"] for c in checks] == numbers
+    assert {(c["state"], c["status"], c["checked_by"], c["checked_at"]) for c in checks} == {
+        ("queued", None, None, None)}
+    sent = (await client.post("/api/v2/push", json={
+        "token": token, "application": "10", "globalmessage": "hi",
+        "data": [{"number": ON}]})).json()
+    assert sent["status"] == 100, sent
+    plain = (await client.get(f"/api/v2/pushes/{sent['push_id']}",
+                              headers=_bearer(token))).json()["data"]
+    assert "checks" not in plain and "action" not in plain
+
+
+async def test_checks_of_a_paused_channel_give_up_unasked(
+        app_client: Any, make: Any, receiver: tuple[EventReceiver, str]) -> None:
+    events, url = receiver
+    project, token = await _project(make, events, url)
+    await make.channel(project.id, application=10, paused=True)
+    client, _ = await app_client(run_workers=True, channel_lease_seconds=0.3,
+                                 number_check_timeout_seconds=0.5)
+    answer = await _filter(client, token, "10", [ON])
+    assert answer["status"] == 100, answer
+    [entry] = await events.entries(1)
+    assert (entry["number"], entry["is_whatsapp"], entry["checked_by"]) == (
+        ON, None, "gave_up")
+    [check] = (await client.get(f"/api/v2/pushes/{answer['push_id']}",
+                                headers=_bearer(token))).json()["data"]["checks"]
+    assert (check["state"], check["attempts"], check["reason"]) == (
+        "gave_up", 0, entry["reason"])

@@ -18,11 +18,12 @@ from pushgate.api.auth import authenticate, token_from
 from pushgate.api.body import json_payload
 from pushgate.api.routing import raw_post
 from pushgate.api.state import gateway_of
+from pushgate.core.checks import check_state, check_status
 from pushgate.core.errors import ApiError, Code
 from pushgate.core.lifecycle import ERROR_STATES
 from pushgate.core.pricing import format_credits
 from pushgate.core.push import decode_token_body, parse_int_field
-from pushgate.core.records import MessageDetail, MessageRecord, PushRecord
+from pushgate.core.records import CheckReport, MessageDetail, MessageRecord, PushRecord
 
 router = APIRouter()
 
@@ -62,7 +63,8 @@ async def delivery_report(request: Request) -> Response:
 
 
 @router.get("/api/v2/pushes/{push_id}", tags=["Reports"],
-            summary="One push with counts of its messages by state")
+            summary="One push with counts of its messages by state; a number filter push"
+                    " with its checks")
 async def get_push(push_id: int, request: Request) -> Response:
     gateway = gateway_of(request)
     token = await authenticate(gateway.lookups, request, token_from(request, None))
@@ -70,7 +72,23 @@ async def get_push(push_id: int, request: Request) -> Response:
     push = await gateway.store.get_push(token.project_id, push_id)
     if push is None:
         raise ApiError(Code.NOT_FOUND, f"no push {push_id} in this project")
-    return success(data=push_json(push))
+    checks = gateway.store.iter_push_checks(token.project_id, push_id)
+    first = await anext(checks, None)
+    if first is None:
+        return success(data=push_json(push))
+    # A number filter push (``action: 1``): its checks, streamed chunk by chunk as the
+    # delivery report streams messages, last in ``data`` so the head can be cut before them.
+    head = orjson.dumps({"status": int(Code.SUCCESS), "message": "Success",
+                         "data": {**push_json(push), "action": 1, "checks": []}})
+
+    async def stream() -> AsyncIterator[bytes]:
+        yield head[:-len(b"]}}")]
+        yield orjson.dumps([check_json(c) for c in first])[1:-1]
+        async for rows in checks:
+            yield b"," + orjson.dumps([check_json(c) for c in rows])[1:-1]
+        yield b"]}}"
+
+    return StreamingResponse(stream(), media_type=JSON)
 
 
 @router.get("/api/v2/messages/{msg_id}", tags=["Reports"],
@@ -108,6 +126,19 @@ def report_item(message: MessageRecord) -> dict[str, Any]:
         "error_message": (message.error_message or "") if failed else "",
         "credit": format_credits(message.credit_micro),
         "updated_at": message.updated_at,
+    }
+
+
+def check_json(check: CheckReport) -> dict[str, Any]:
+    """One number check as ``GET /api/v2/pushes/{id}`` lists a filter push's: the answer the
+    event webhook gets (event 2), or its state while it waits."""
+    return {
+        "msg_id": check.id, "number": check.number,
+        "state": check_state(check.checked_by, check.checked_at, check.attempts),
+        "status": check_status(check.on_whatsapp), "is_whatsapp": check.on_whatsapp,
+        "checked_by": check.checked_by or None, "chat_id": check.chat_id,
+        "reason": check.reason, "attempts": check.attempts,
+        "checked_at": iso_time(check.checked_at),
     }
 
 

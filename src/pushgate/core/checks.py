@@ -8,7 +8,10 @@ webhook as Picky's ``event_id: 2``. Who answers:
 - the WhatsApp Web bridges (WAHA, Evolution API) ask their session (``checked_by``: the kind);
 - every other channel answers from the number's validity (``checked_by: "validity"``): a valid
   number counts as on WhatsApp, as nothing else is known without sending;
-- the sandbox follows ``sandbox_on_whatsapp`` (``checked_by: "sandbox"``), so tests can tell.
+- the sandbox follows ``sandbox_on_whatsapp`` (``checked_by: "sandbox"``), so tests can tell;
+- a check nobody answered within the number check timeout (a bridge that stays down, a paused
+  channel) is answered as unknown (``checked_by: "gave_up"``, ``on_whatsapp`` None, a reason):
+  ``plan_give_up`` says which and why, both stores write it.
 
 A check costs the channel's ``check_price`` (a gateway config key, in credits; default 0).
 """
@@ -32,6 +35,13 @@ CHECK_PRICE_KEY = "check_price"
 
 CHECKED_BY_VALIDITY = "validity"
 CHECKED_BY_SANDBOX = "sandbox"
+CHECKED_BY_GAVE_UP = "gave_up"
+
+#: A check's state, as ``GET /api/v2/pushes/{id}`` lists it (``check_state``).
+CHECK_QUEUED = "queued"        # not asked yet
+CHECK_WAITING = "waiting"      # asked, the connector could not answer yet (asked again later)
+CHECK_CHECKED = "checked"      # answered by a connector
+CHECK_GAVE_UP = "gave_up"      # answered as unknown after the timeout
 
 
 def parse_action(body: PushBody) -> int:
@@ -65,7 +75,8 @@ class NumberCheck:
     """One number's answer, as a connector gives it."""
 
     number: str
-    on_whatsapp: bool
+    # None: not known (a check that gave up).
+    on_whatsapp: bool | None
     checked_by: str
     # The id WhatsApp knows the number by, where the bridge says (Brazilian numbers differ).
     chat_id: str | None = None
@@ -93,6 +104,41 @@ def by_validity(numbers: list[str], checked_by: str = CHECKED_BY_VALIDITY) -> li
 
 def by_sandbox_rule(numbers: list[str]) -> list[NumberCheck]:
     return [NumberCheck(n, sandbox_on_whatsapp(n), CHECKED_BY_SANDBOX) for n in numbers]
+
+
+@dataclass(frozen=True, slots=True)
+class GiveUp:
+    """Checks still unanswered that were queued at or before ``cutoff`` are answered as
+    unknown (``checked_by``, ``on_whatsapp`` None) with ``reason``."""
+
+    cutoff: float
+    reason: str
+    checked_by: str = CHECKED_BY_GAVE_UP
+
+
+def plan_give_up(now: float, timeout_seconds: float) -> GiveUp | None:
+    """Which checks stop waiting at ``now``: those queued ``timeout_seconds`` ago or earlier,
+    whatever kept them (a bridge down, a session not connected, a paused channel, no worker);
+    None when the timeout is 0 (wait for ever)."""
+    if timeout_seconds <= 0:
+        return None
+    return GiveUp(now - timeout_seconds,
+                  f"no answer within {timeout_seconds:g} s of the push"
+                  " (the channel's bridge or session down, or the channel paused)")
+
+
+def check_status(on_whatsapp: bool | None) -> int | None:
+    """A number check's ``status`` (event 2, ``GET /api/v2/pushes/{id}``): 1 on WhatsApp, 0
+    not, None not known (not answered yet, or gave up)."""
+    return None if on_whatsapp is None else int(on_whatsapp)
+
+
+def check_state(checked_by: str | None, checked_at: float | None, attempts: int) -> str:
+    """A check's state from its row: ``CHECK_QUEUED``, ``CHECK_WAITING``, ``CHECK_CHECKED``
+    or ``CHECK_GAVE_UP``."""
+    if checked_at is None:
+        return CHECK_WAITING if attempts else CHECK_QUEUED
+    return CHECK_GAVE_UP if checked_by == CHECKED_BY_GAVE_UP else CHECK_CHECKED
 
 
 @dataclass(slots=True)

@@ -107,10 +107,16 @@ class CheckReport:
     project_id: int
     channel_id: int
     number: str
-    on_whatsapp: bool
+    # None: not known (a check that gave up, or one not answered yet).
+    on_whatsapp: bool | None
     checked_by: str
     chat_id: str | None
-    checked_at: float
+    # None while not answered (only ``GET /api/v2/pushes/{id}`` lists such checks).
+    checked_at: float | None
+    # Why a check gave up (``checked_by: "gave_up"``); None otherwise.
+    reason: str | None = None
+    # Times a connector was asked.
+    attempts: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from pushgate.channels.base import (
     known_kinds,
 )
 from pushgate.core.channels import ChannelSpec
+from pushgate.core.checks import plan_give_up
 from pushgate.core.policy import RetryPolicy
 from pushgate.dispatch.checks import run_checks
 from pushgate.dispatch.runner import ChannelRunner, shareable
@@ -75,6 +76,7 @@ class Dispatcher:
         retry_policy: RetryPolicy | None = None,
         webhook_wake: asyncio.Event | None = None,
         env: ChannelEnv | None = None,
+        number_check_timeout_seconds: float = 24 * 3600,
     ) -> None:
         self.store = store
         self.env = env or ChannelEnv()
@@ -86,6 +88,7 @@ class Dispatcher:
         self.idle_poll = idle_poll
         self.retry_policy = retry_policy or RetryPolicy()
         self.webhook_wake = webhook_wake
+        self.number_check_timeout_seconds = number_check_timeout_seconds
         self.runners: dict[int, tuple[ChannelRunner, asyncio.Task[None]]] = {}
         self._stopping = asyncio.Event()
         self._refresh_now = asyncio.Event()
@@ -129,6 +132,24 @@ class Dispatcher:
                                 [spec.id], self.message_lease_seconds):
                 self.notify_webhooks()
 
+    async def give_up_checks(self) -> int:
+        """Answer as unknown the number checks past the timeout, whatever keeps them (a
+        bridge down, a paused channel: no runner would ever answer those); how many."""
+        give_up = plan_give_up(time.time(), self.number_check_timeout_seconds)
+        if give_up is None:
+            return 0
+        total = 0
+        deadline = time.monotonic() + EXPIRE_BUDGET_SECONDS
+        while True:
+            done = await self.store.give_up_checks(give_up, time.time(), EXPIRE_BATCH)
+            total += done
+            if done < EXPIRE_BATCH or time.monotonic() >= deadline:
+                break
+        if total:
+            log.warning("%d number checks gave up: %s", total, give_up.reason)
+            self.notify_webhooks()
+        return total
+
     def notify_webhooks(self) -> None:
         if self.webhook_wake is not None:
             self.webhook_wake.set()
@@ -146,6 +167,7 @@ class Dispatcher:
             await self.refresh()
             await self.expire_due()
             await self.check_pull_channels()
+            await self.give_up_checks()
             return False
 
         async def idle() -> None:

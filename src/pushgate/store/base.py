@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pushgate.core.channels import ChannelSpec
-from pushgate.core.checks import CheckPlan, NumberCheck, PendingCheck
+from pushgate.core.checks import CheckPlan, GiveUp, NumberCheck, PendingCheck
 from pushgate.core.devices import Device, DeviceClaim, DeviceQuota, ReportedMessage
 from pushgate.core.models import (
     AcceptResult,
@@ -31,7 +31,13 @@ from pushgate.core.models import (
 )
 from pushgate.core.policy import RetryPolicy
 from pushgate.core.push import PushPlan
-from pushgate.core.records import CheckForward, MessageDetail, MessageRecord, PushRecord
+from pushgate.core.records import (
+    CheckForward,
+    CheckReport,
+    MessageDetail,
+    MessageRecord,
+    PushRecord,
+)
 
 if TYPE_CHECKING:
     from pushgate.store.outage import Outage
@@ -337,6 +343,18 @@ class Checks(Protocol):
                             now: float) -> int:
         """Write the answers (check id, answer) of checks still unanswered, each queued for
         the project's event webhook when it has one; how many were written."""
+
+    @abc.abstractmethod
+    async def give_up_checks(self, give_up: GiveUp, now: float, limit: int) -> int:
+        """Answer up to ``limit`` unanswered checks queued at or before ``give_up.cutoff`` as
+        unknown (``on_whatsapp`` NULL, ``give_up.checked_by``, ``give_up.reason``), queued for
+        the event webhook like any answer; how many."""
+
+    @abc.abstractmethod
+    def iter_push_checks(
+        self, project_id: int, push_id: int, chunk: int = 1000
+    ) -> AsyncIterator[list[CheckReport]]:
+        """The push's number checks, answered or not, in id order, ``chunk`` at a time."""
 
     @abc.abstractmethod
     async def claim_check_reports(self, limit: int, now: float,

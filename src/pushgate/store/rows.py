@@ -90,12 +90,17 @@ def inbound_record(row: Sequence[Any]) -> InboundRecord:
                          name=row[8], application=row[9], raw=raw)
 
 
+#: The ``number_checks`` columns (as ``k``) ``check_report`` reads.
+CHECK_COLUMNS = ("k.id, k.push_id, k.project_id, k.channel_id, k.number, k.on_whatsapp,"
+                 " k.checked_by, k.chat_id, k.checked_at, k.reason, k.attempts")
+
+
 def check_report(row: Sequence[Any]) -> CheckReport:
-    """A number check's answer from its row: (id, push_id, project_id, channel_id, number,
-    on_whatsapp, checked_by, chat_id, checked_at)."""
+    """A number check from a row of ``CHECK_COLUMNS``; ``on_whatsapp`` None when not known."""
     return CheckReport(id=row[0], push_id=row[1], project_id=row[2], channel_id=row[3],
-                       number=row[4], on_whatsapp=bool(row[5]), checked_by=row[6] or "",
-                       chat_id=row[7], checked_at=row[8] or 0.0)
+                       number=row[4], on_whatsapp=None if row[5] is None else bool(row[5]),
+                       checked_by=row[6] or "", chat_id=row[7], checked_at=row[8],
+                       reason=row[9], attempts=row[10])
 
 
 def message_record(row: Sequence[Any]) -> MessageRecord:

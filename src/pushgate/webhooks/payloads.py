@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl, quote_plus, urlsplit
 import orjson
 
 from pushgate.core.channels import MediaKind
+from pushgate.core.checks import check_status
 from pushgate.core.lifecycle import ERROR_STATES, PICKY_STATUS
 from pushgate.core.records import CheckReport, InboundRecord, ReportRecord
 
@@ -57,16 +58,18 @@ def reports_body(project_id: int, reports: Sequence[ReportRecord]) -> bytes:
 def check_payload(report: CheckReport) -> dict[str, Any]:
     """One number's answer of the number filter. Picky names ``push_id``, ``number`` and
     ``msg_id`` (here the check's id, as the push answer listed it); the rest is pushgate's:
-    ``status`` 1 on WhatsApp, 0 not, ``is_whatsapp`` the same as a boolean, ``checked_by``
-    who answered (the bridge's kind, ``validity`` or ``sandbox``)."""
+    ``status`` 1 on WhatsApp, 0 not, ``is_whatsapp`` the same as a boolean (both null when not
+    known: a check that gave up), ``checked_by`` who answered (the bridge's kind,
+    ``validity``, ``sandbox`` or ``gave_up``), ``reason`` why it gave up."""
     return {
         "push_id": str(report.push_id),
         "msg_id": str(report.id),
         "number": report.number,
-        "status": 1 if report.on_whatsapp else 0,
+        "status": check_status(report.on_whatsapp),
         "is_whatsapp": report.on_whatsapp,
         "checked_by": report.checked_by,
         "chat_id": report.chat_id,
+        "reason": report.reason,
         "channel_id": report.channel_id,
         "time": report.checked_at,
     }

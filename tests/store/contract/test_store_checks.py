@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from pushgate.core.checks import NumberCheck, plan_checks
+from pushgate.core.checks import NumberCheck, plan_checks, plan_give_up
 from pushgate.core.push import Limits, decode_push
 from pushgate.store.errors import InsufficientCredit
 
@@ -89,3 +89,61 @@ async def test_answers_of_a_project_without_event_webhook_are_kept_not_queued(
                                      now) == 1
     assert await store.claim_check_reports(10, now + 1, LEASE) == []
     assert query("SELECT on_whatsapp, checked_by FROM number_checks") == [(1, "sandbox")]
+
+
+async def test_checks_past_the_timeout_give_up_unknown_and_are_reported(store, make,
+                                                                        query) -> None:
+    project, _, _ = await make.project(webhook_url="http://127.0.0.1:9/events")
+    channel = await make.channel(project.id)
+    now = time.time()
+    old = await store.accept_checks(project.id, channel,
+                                    filter_plan(channel, ["919876500001", "919876500002"]),
+                                    now - 100)
+    new = await store.accept_checks(project.id, channel, filter_plan(channel, ["919876500003"]),
+                                    now)
+    [first, second] = old.message_ids
+    # One was answered before the timeout: it keeps its answer.
+    assert await store.record_checks([(first, NumberCheck("919876500001", True, "waha"))],
+                                     now - 50) == 1
+    await store.claim_check_reports(10, now - 50, LEASE)   # taken by the deliverer
+    # The other is held by a worker (a bridge that keeps failing): it gives up all the same.
+    assert [c.id for c in await store.claim_checks([channel.id], 1, now - 10, LEASE)] == [
+        second]
+    give_up = plan_give_up(now, 60)
+    assert give_up is not None
+    assert await store.give_up_checks(give_up, now, 10) == 1
+    assert await store.give_up_checks(give_up, now, 10) == 0
+    # An answer arriving late is not written over the give-up.
+    assert await store.record_checks([(second, NumberCheck("919876500002", True, "waha"))],
+                                     now + 1) == 0
+    # Only the check of the newer push is still due.
+    assert [c.id for c in await store.claim_checks([channel.id], 10, now + 2 * LEASE,
+                                                   LEASE)] == new.message_ids
+    [report] = await store.claim_check_reports(10, now + 1, LEASE)
+    assert (report.id, report.report.on_whatsapp, report.report.checked_by) == (
+        second, None, "gave_up")
+    assert report.report.reason == give_up.reason
+    assert query("SELECT on_whatsapp, checked_by, reason FROM number_checks WHERE id = ?",
+                 second) == [(None, "gave_up", give_up.reason)]
+    assert query("SELECT checked_at, reason FROM number_checks WHERE id IN (?, ?) ORDER BY id",
+                 first, new.message_ids[0]) == [(now - 50, None), (None, None)]
+
+
+async def test_a_pushs_checks_are_read_in_chunks_answered_or_not(store, make) -> None:
+    project, _, _ = await make.project()
+    channel = await make.channel(project.id)
+    other, _, _ = await make.project()
+    now = time.time()
+    numbers = [f"91987650{i:04d}" for i in range(5)]
+    result = await store.accept_checks(project.id, channel, filter_plan(channel, numbers), now)
+    await store.record_checks([(result.message_ids[1], NumberCheck(numbers[1], False,
+                                                                   "sandbox"))], now)
+    chunks = [chunk async for chunk in store.iter_push_checks(project.id, result.push_id, 2)]
+    assert [len(c) for c in chunks] == [2, 2, 1]
+    checks = [c for chunk in chunks for c in chunk]
+    assert [c.id for c in checks] == result.message_ids
+    assert [c.number for c in checks] == numbers
+    assert (checks[0].on_whatsapp, checks[0].checked_at, checks[0].attempts) == (None, None, 0)
+    assert (checks[1].on_whatsapp, checks[1].checked_by, checks[1].checked_at) == (
+        False, "sandbox", now)
+    assert [c async for c in store.iter_push_checks(other.id, result.push_id)] == []

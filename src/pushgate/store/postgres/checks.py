@@ -4,22 +4,19 @@ answers (``SKIP LOCKED``), the answers' delivery to the event webhook."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import asyncpg
 
 from pushgate.core.channels import ChannelSpec
-from pushgate.core.checks import CheckPlan, NumberCheck, PendingCheck
+from pushgate.core.checks import CheckPlan, GiveUp, NumberCheck, PendingCheck
 from pushgate.core.models import AcceptResult
-from pushgate.core.records import CheckForward
+from pushgate.core.records import CheckForward, CheckReport
 from pushgate.store.errors import InsufficientCredit
 from pushgate.store.postgres.connection import PostgresBase
 from pushgate.store.postgres.queue import NOTIFY_CHANNEL
-from pushgate.store.rows import check_report
-
-_REPORT_COLUMNS = ("k.id, k.push_id, k.project_id, k.channel_id, k.number, k.on_whatsapp,"
-                   " k.checked_by, k.chat_id, k.checked_at")
+from pushgate.store.rows import CHECK_COLUMNS, check_report
 
 
 class PostgresChecks(PostgresBase):
@@ -86,13 +83,39 @@ class PostgresChecks(PostgresBase):
             [a.checked_by for _, a in answers], [a.chat_id for _, a in answers], now)
         return len(rows)
 
+    async def give_up_checks(self, give_up: GiveUp, now: float, limit: int) -> int:
+        rows = await self._fetch(
+            "UPDATE number_checks k SET on_whatsapp = NULL, checked_by = $1, reason = $2,"
+            " chat_id = NULL, checked_at = $3::float8, check_at = NULL,"
+            " forward_at = CASE WHEN coalesce(p.webhook_url, '') <> '' THEN $3::float8 END"
+            " FROM projects p WHERE p.id = k.project_id AND k.id IN (SELECT id"
+            " FROM number_checks WHERE check_at IS NOT NULL AND created_at <= $4"
+            " ORDER BY created_at, id LIMIT $5 FOR UPDATE SKIP LOCKED) RETURNING k.id",
+            give_up.checked_by, give_up.reason, now, give_up.cutoff, limit)
+        return len(rows)
+
+    async def iter_push_checks(self, project_id: int, push_id: int,
+                               chunk: int = 1000) -> AsyncIterator[list[CheckReport]]:
+        last = 0
+        while True:
+            rows = await self._fetch(
+                f"SELECT {CHECK_COLUMNS} FROM number_checks k WHERE k.push_id = $1"
+                " AND k.project_id = $2 AND k.id > $3 ORDER BY k.id LIMIT $4",
+                push_id, project_id, last, chunk)
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [check_report(r) for r in rows]
+            if len(rows) < chunk:
+                return
+
     async def claim_check_reports(self, limit: int, now: float,
                                   lease_seconds: float) -> list[CheckForward]:
         rows = await self._fetch(
             "WITH c AS (UPDATE number_checks SET forward_at = $1 WHERE id IN"
             " (SELECT id FROM number_checks WHERE forward_at <= $2"
             " ORDER BY forward_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING *)"
-            f" SELECT {_REPORT_COLUMNS}, p.webhook_url, p.webhook_secret, k.forward_attempts"
+            f" SELECT {CHECK_COLUMNS}, p.webhook_url, p.webhook_secret, k.forward_attempts"
             " FROM c k JOIN projects p ON p.id = k.project_id ORDER BY k.id",
             now + lease_seconds, now, limit)
         return [_forward(r) for r in rows]
@@ -118,4 +141,4 @@ class PostgresChecks(PostgresBase):
 
 
 def _forward(row: Sequence[Any]) -> CheckForward:
-    return CheckForward(row[0], row[9] or "", row[10] or "", row[11], check_report(row))
+    return CheckForward(row[0], row[11] or "", row[12] or "", row[13], check_report(row))

@@ -3,21 +3,23 @@ the dispatcher's claims and answers, the answers' delivery to the event webhook.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from pushgate.core.channels import ChannelSpec
-from pushgate.core.checks import CheckPlan, NumberCheck, PendingCheck
+from pushgate.core.checks import CheckPlan, GiveUp, NumberCheck, PendingCheck
 from pushgate.core.models import AcceptResult
-from pushgate.core.records import CheckForward
+from pushgate.core.records import CheckForward, CheckReport
 from pushgate.store.errors import InsufficientCredit
-from pushgate.store.rows import check_report
+from pushgate.store.rows import CHECK_COLUMNS, check_report
 from pushgate.store.sqlite.connection import SQLiteBase
 
-_REPORT_COLUMNS = ("k.id, k.push_id, k.project_id, k.channel_id, k.number, k.on_whatsapp,"
-                   " k.checked_by, k.chat_id, k.checked_at")
+# An answer's forward_at: now when the project has an event webhook, else NULL (kept only).
+_FORWARD_AT = ("(SELECT CASE WHEN coalesce(p.webhook_url, '') <> '' THEN ? END FROM projects p"
+               " WHERE p.id = number_checks.project_id)")
 
 
 class SQLiteChecks(SQLiteBase):
@@ -80,15 +82,45 @@ class SQLiteChecks(SQLiteBase):
             for check_id, answer in answers:
                 written += conn.execute(
                     "UPDATE number_checks SET on_whatsapp = ?, checked_by = ?, chat_id = ?,"
-                    " checked_at = ?, check_at = NULL, forward_at = (SELECT CASE WHEN"
-                    " coalesce(p.webhook_url, '') <> '' THEN ? END FROM projects p"
-                    " WHERE p.id = number_checks.project_id)"
+                    f" checked_at = ?, check_at = NULL, forward_at = {_FORWARD_AT}"
                     " WHERE id = ? AND checked_at IS NULL",
                     (answer.on_whatsapp, answer.checked_by, answer.chat_id, now, now,
                      check_id)).rowcount
             return written
 
         return await self._write(job) if answers else 0
+
+    async def give_up_checks(self, give_up: GiveUp, now: float, limit: int) -> int:
+        def job(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "UPDATE number_checks SET on_whatsapp = NULL, checked_by = ?, reason = ?,"
+                f" chat_id = NULL, checked_at = ?, check_at = NULL, forward_at = {_FORWARD_AT}"
+                " WHERE id IN (SELECT id FROM number_checks WHERE check_at IS NOT NULL"
+                " AND created_at <= ? ORDER BY created_at, id LIMIT ?)",
+                (give_up.checked_by, give_up.reason, now, now, give_up.cutoff,
+                 limit)).rowcount
+
+        # Asked at every renewal: a read spares the writer a job when nothing is that old.
+        due = self._read().execute(
+            "SELECT 1 FROM number_checks WHERE check_at IS NOT NULL AND created_at <= ?"
+            " LIMIT 1", (give_up.cutoff,)).fetchone()
+        return await self._write(job) if due else 0
+
+    async def iter_push_checks(self, project_id: int, push_id: int,
+                               chunk: int = 1000) -> AsyncIterator[list[CheckReport]]:
+        last = 0
+        while True:
+            rows = self._read().execute(
+                f"SELECT {CHECK_COLUMNS} FROM number_checks k WHERE k.push_id = ?"
+                " AND k.project_id = ? AND k.id > ? ORDER BY k.id LIMIT ?",
+                (push_id, project_id, last, chunk)).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [check_report(r) for r in rows]
+            if len(rows) < chunk:
+                return
+            await asyncio.sleep(0)
 
     async def claim_check_reports(self, limit: int, now: float,
                                   lease_seconds: float) -> list[CheckForward]:
@@ -100,7 +132,7 @@ class SQLiteChecks(SQLiteBase):
             if not rows:
                 return []
             return [_forward(r) for r in conn.execute(
-                f"SELECT {_REPORT_COLUMNS}, p.webhook_url, p.webhook_secret,"
+                f"SELECT {CHECK_COLUMNS}, p.webhook_url, p.webhook_secret,"
                 " k.forward_attempts FROM number_checks k JOIN projects p"
                 " ON p.id = k.project_id WHERE k.id IN (SELECT value FROM json_each(?))"
                 " ORDER BY k.id", (json.dumps([r[0] for r in rows]),)).fetchall()]
@@ -131,4 +163,4 @@ class SQLiteChecks(SQLiteBase):
 
 
 def _forward(row: Sequence[Any]) -> CheckForward:
-    return CheckForward(row[0], row[9] or "", row[10] or "", row[11], check_report(row))
+    return CheckForward(row[0], row[11] or "", row[12] or "", row[13], check_report(row))
