@@ -14,13 +14,13 @@ from pushgate import metrics
 from pushgate.core.models import SendResult
 from pushgate.core.outcomes import (
     EXPIRED_UNCONFIRMED,
+    PUSH_CANCELLED,
     VALIDITY_ENDED,
     HeldMessage,
     OutcomePlan,
     Settled,
     SettlePlan,
     Submission,
-    PUSH_CANCELLED,
     plan_cancellation,
     plan_expiry,
     plan_outcomes,
