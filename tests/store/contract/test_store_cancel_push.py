@@ -6,13 +6,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from tests.store.contract.test_store_queue import PRICE, balance, queue, states
+
 from pushgate.core.models import SendResult
 from pushgate.core.outcomes import PUSH_CANCELLED
 from pushgate.core.policy import RetryPolicy
 from pushgate.core.pricing import parse_credits
 from pushgate.store.base import Store
 from pushgate.webhooks.payloads import report_payload
-from tests.store.contract.test_store_queue import PRICE, balance, queue, states
 
 
 async def test_cancel_push_refunds_only_what_no_channel_took(store: Store, make: Any) -> None:
