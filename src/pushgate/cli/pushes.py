@@ -104,13 +104,22 @@ def _json_writer(out: IO[str], head: dict[str, Any]) -> Callable[[list[dict[str,
     return write
 
 
-def _table_writer() -> Callable[[list[dict[str, Any]]], None]:
+def _table_writer(push: PushRecord) -> Callable[[list[dict[str, Any]]], None]:
     """A table per page of rows: a single table would hold the whole push to size its
-    columns."""
+    columns. Narrower than the CSV: the push's accept time is in the title, status and state
+    share a column, and so do the error's code and message."""
     def write(rows: list[dict[str, Any]]) -> None:
-        table = Table(*COLUMNS)
+        table = Table(title=f"push {push.id}, accepted {iso_time(push.created_at)}")
+        # Never cut short with an ellipsis: ids, numbers and states whole, the rest folded.
+        for column in ("msg_id", "number", "status"):
+            table.add_column(column, no_wrap=True)
+        for column in ("updated_at", "reference", "error"):
+            table.add_column(column, overflow="fold")
         for row in rows:
-            table.add_row(*("" if row[c] is None else str(row[c]) for c in COLUMNS))
+            error = ": ".join(str(part) for part in (row["error_code"], row["error_message"])
+                              if part)
+            table.add_row(str(row["msg_id"]), row["number"], f"{row['status']} {row['state']}",
+                          row["updated_at"], row["reference_number"] or "", error)
         console.print(table)
 
     return write
@@ -152,7 +161,7 @@ def report(
             await stream_report(store, push, project_id, write)
             sys.stdout.write("]}\n")
         elif console.is_terminal:
-            await stream_report(store, push, project_id, _table_writer())
+            await stream_report(store, push, project_id, _table_writer(push))
         else:
             await stream_report(store, push, project_id, _csv_writer(sys.stdout))
         return {}
