@@ -15,8 +15,6 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from pushgate.api.answers import iso_time
-from pushgate.api.cancel import cancel_push
 from pushgate.cli.common import (
     JsonOption,
     console,
@@ -61,6 +59,9 @@ async def _find_push(store: Store, push_id: int, project: str | None) -> PushRec
 def report_row(message: MessageRecord, push: PushRecord) -> dict[str, Any]:
     """One message of ``pushgate report``: Picky's status with pushgate's state name, the
     outcome's error, and pushgate's own time format."""
+    # Imported here, as `serve` imports the API: every other command starts without FastAPI.
+    from pushgate.api.answers import iso_time
+
     # Errors only for a failed or refunded message, as in the delivery report.
     failed = message.state in ERROR_STATES
     return {
@@ -108,6 +109,8 @@ def _table_writer(push: PushRecord) -> Callable[[list[dict[str, Any]]], None]:
     """A table per page of rows: a single table would hold the whole push to size its
     columns. Narrower than the CSV: the push's accept time is in the title, status and state
     share a column, and so do the error's code and message."""
+    from pushgate.api.answers import iso_time
+
     def write(rows: list[dict[str, Any]]) -> None:
         table = Table(title=f"push {push.id}, accepted {iso_time(push.created_at)}")
         # Never cut short with an ellipsis: ids, numbers and states whole, the rest folded.
@@ -181,6 +184,8 @@ def push_cancel(
 
     They end cancelled (Picky status 5) and their credit returns; those being sent or sent
     are left alone and counted. Nothing left to cancel is no error."""
+
+    from pushgate.api.cancel import cancel_push
 
     async def run(store: Store) -> dict[str, Any]:
         push = await _find_push(store, push_id, project)
