@@ -1,7 +1,7 @@
 """The HTTP application: the routes of every area assembled, error mapping, and the lifespan
 that starts the dispatcher and webhook deliverer unless API-only.
 
-Each area's routes live at module level in their own module (``push``, ``reports``,
+Each area's routes live at module level in their own module (``push``, ``cancel``, ``reports``,
 ``sandbox``, ``callbacks``, ``media``, ``devices``, ``ops``) and read the shared ``Gateway``
 (``api/state.py``) from the application; ``create_app`` only puts them together, and serves
 Picky's endpoints at each base path Picky clients use (``add_picky_aliases``).
@@ -22,7 +22,17 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Match
 
 from pushgate import __version__
-from pushgate.api import callbacks, devices, media, openapi, ops, push, reports, sandbox
+from pushgate.api import (
+    callbacks,
+    cancel,
+    devices,
+    media,
+    openapi,
+    ops,
+    push,
+    reports,
+    sandbox,
+)
 from pushgate.api.answers import error_answer, error_response
 from pushgate.api.routing import FastRoutes
 from pushgate.api.state import Gateway, gateway_of
@@ -60,9 +70,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _internal_error)
-    for router in (push.router, reports.router, sandbox.router, callbacks.router, media.router,
-                   devices.phone_router(settings.mobile_api_prefix), devices.picky_router,
-                   ops.router):
+    for router in (push.router, cancel.router, reports.router, sandbox.router, callbacks.router,
+                   media.router, devices.phone_router(settings.mobile_api_prefix),
+                   devices.picky_router, ops.router):
         add_routes(app, router)
     add_picky_aliases(app)
     app.add_middleware(FastRoutes, routes={path: push.push for path in picky_paths("push")},
@@ -82,8 +92,8 @@ def add_routes(app: FastAPI, router: APIRouter) -> None:
 
 
 # Picky's endpoints pushgate serves, by their name under a base URL. pushgate's own
-# (`pushes`, `messages`, `sandbox/inbox`, `sandbox/inbound`) are not Picky's, so no Picky
-# client sends them to an older base: they answer only under `/api/v2`.
+# (`push-cancel`, `pushes`, `messages`, `sandbox/inbox`, `sandbox/inbound`) are not Picky's,
+# so no Picky client sends them to an older base: they answer only under `/api/v2`.
 PICKY_ENDPOINTS = ("push", "delivery-report", "device-status", "device-action")
 # Every base URL Picky clients use: V4's is the canonical one (in the OpenAPI document); V3's
 # older `/app/api/v2` is the same API.

@@ -122,6 +122,13 @@ TOKEN_PUSH_ID = {
                           "1 delivered, 3 read, 2 failed, 5 refunded"}, **_ERRORS},
 }
 
+PUSH_CANCEL = {
+    "requestBody": TOKEN_PUSH_ID["requestBody"],
+    "responses": {"200": {"description": "`cancelled` messages and the credits `refunded`; "
+                          "`in_flight`, `sent` and `already_ended` count the messages left "
+                          "alone"}, **_ERRORS},
+}
+
 SANDBOX_INBOUND = {
     "requestBody": {"required": True, "content": {"application/json": {"schema": {
         "type": "object",

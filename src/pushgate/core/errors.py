@@ -84,7 +84,9 @@ _TABLE: tuple[CodeInfo, ...] = (
              "The token has an IP allow-list and the caller's address is not on it."),
     CodeInfo(Code.NOT_FOUND, 404, "Not found",
              "The push or message asked for does not exist in the token's project, or no "
-             "route has the requested path."),
+             "route has the requested path. A push of another project answers the same as "
+             "one that does not exist (`delivery-report`, `push-cancel`, `pushes/{id}`): a "
+             "token learns nothing of other projects."),
     CodeInfo(Code.API_NOT_ACTIVE, 403, "API Is Not Active For This Project",
              "The project is disabled."),
     CodeInfo(Code.INVALID_FIELD, 422, "Invalid field",

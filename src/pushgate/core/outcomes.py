@@ -31,6 +31,11 @@ REFUND_PROVIDER_FAILURE = "refund: provider reported failure"
 MIN_DEFER_SECONDS = 0.05
 
 
+# Why the queued messages of a push its project cancelled (``Store.cancel_push``) are
+# cancelled: their ``error_message``, the event and the webhook report say it.
+PUSH_CANCELLED = "push cancelled by its project"
+
+
 def refund_reason_cancelled(reason: str) -> str:
     """The ledger's reason for the refund of a cancelled queue."""
     return f"refund: {reason}"
@@ -250,8 +255,8 @@ def plan_expiry(rows: Sequence[Settled], now: float) -> SettlePlan:
 
 
 def plan_cancellation(rows: Sequence[Settled], now: float, reason: str) -> SettlePlan:
-    """The writes after a channel's queue was cancelled for ``reason``: each refunded,
-    reported, in id order."""
+    """The writes after a channel's queue or a push's queued messages were cancelled for
+    ``reason``: each refunded, reported, in id order."""
     rows = sorted(rows, key=lambda row: row.id)
     return SettlePlan(
         [Event(row.id, "cancelled", now, f"{reason}; {row.credit_micro} micro-credits returned")

@@ -155,6 +155,10 @@ class Reports(Protocol):
         """The push's messages in id order, ``chunk`` at a time (never the whole push)."""
 
     @abc.abstractmethod
+    async def push_project(self, push_id: int) -> int | None:
+        """The project a push belongs to (the operator's commands, which take any push)."""
+
+    @abc.abstractmethod
     async def get_message(self, project_id: int, message_id: int) -> MessageDetail | None:
         """The message with its list of transitions."""
 
@@ -255,6 +259,14 @@ class Outcomes(Protocol):
         """In one transaction: cancel the channel's queued messages (and, with
         ``include_in_flight``, those being sent), refund them, record their events and queue
         their event-webhook reports. Returns (messages, micro-credits refunded)."""
+
+    @abc.abstractmethod
+    async def cancel_push(self, project_id: int, push_id: int, now: float) -> tuple[int, int]:
+        """In one transaction: cancel the push's messages still ``queued`` (none handed to a
+        channel yet; those being sent or sent are left alone), refund them, record their
+        events and queue their event-webhook reports, as ``cancel_channel_queue`` does. A
+        push of another project cancels nothing. Returns (messages, micro-credits
+        refunded)."""
 
     @abc.abstractmethod
     async def channel_queue_counts(self, channel_id: int) -> dict[str, int]:

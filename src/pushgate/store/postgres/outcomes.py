@@ -1,6 +1,6 @@
 """Send outcomes in PostgreSQL: recording a batch's results (submitted, retry, defer, fail
 and refund) under the channel's receipt lock, expiring messages past their validity,
-cancelling a channel's queue.
+cancelling a channel's queue or a push.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pushgate import metrics
 from pushgate.core.models import SendResult
 from pushgate.core.outcomes import (
     EXPIRED_UNCONFIRMED,
+    PUSH_CANCELLED,
     VALIDITY_ENDED,
     HeldMessage,
     OutcomePlan,
@@ -153,6 +154,9 @@ class PostgresOutcomes(PostgresBase):
     ) -> tuple[int, int]:
         return await self._tx(_cancel_queue, channel_id, now, reason, include_in_flight)
 
+    async def cancel_push(self, project_id: int, push_id: int, now: float) -> tuple[int, int]:
+        return await self._tx(_cancel_push, project_id, push_id, now)
+
 
 async def _cancel_queue(
     conn: asyncpg.Connection, channel_id: int, now: float, reason: str, include_in_flight: bool
@@ -172,6 +176,29 @@ async def _cancel_queue(
         sorted({r[1] for r in rows}))}
     plan = plan_cancellation([Settled(mid, project_id, credit, reason, project_id in hooks)
                               for mid, project_id, credit in rows], now, reason)
+    await _settle(conn, plan, now)
+    return len(rows), sum(plan.refunds.values())
+
+
+async def _cancel_push(
+    conn: asyncpg.Connection, project_id: int, push_id: int, now: float
+) -> tuple[int, int]:
+    # Only `queued`: a message being sent is in a worker's hands, and its outcome decides.
+    # SKIP LOCKED: a row a claim holds right now is being handed to a channel.
+    rows = await conn.fetch(
+        "WITH c AS (SELECT id FROM messages WHERE push_id = $1 AND project_id = $2"
+        " AND state = 'queued' ORDER BY id FOR UPDATE SKIP LOCKED)"
+        " UPDATE messages m SET state = 'cancelled', error_message = $3, lease_until = NULL,"
+        " leased_by = NULL, updated_at = $4 FROM c WHERE m.id = c.id AND m.state = 'queued'"
+        " RETURNING m.id, m.project_id, m.credit_micro", push_id, project_id, PUSH_CANCELLED,
+        now)
+    if not rows:
+        return 0, 0
+    hooks = {r[0] for r in await conn.fetch(
+        "SELECT id FROM projects WHERE id = $1 AND coalesce(webhook_url, '') <> ''",
+        project_id)}
+    plan = plan_cancellation([Settled(mid, project, credit, PUSH_CANCELLED, project in hooks)
+                              for mid, project, credit in rows], now, PUSH_CANCELLED)
     await _settle(conn, plan, now)
     return len(rows), sum(plan.refunds.values())
 

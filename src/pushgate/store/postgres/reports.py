@@ -50,6 +50,10 @@ class PostgresReports(PostgresBase):
             if len(rows) < chunk:
                 return
 
+    async def push_project(self, push_id: int) -> int | None:
+        row = await self._fetchrow("SELECT project_id FROM pushes WHERE id = $1", push_id)
+        return None if row is None else int(row[0])
+
     async def get_message(self, project_id: int, message_id: int) -> MessageDetail | None:
         async with self._conn() as conn:
             row = await conn.fetchrow(

@@ -1,5 +1,5 @@
 """Send outcomes in SQLite: recording a batch's results (submitted, retry, defer, fail and
-refund), expiring messages past their validity, cancelling a channel's queue.
+refund), expiring messages past their validity, cancelling a channel's queue or a push.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pushgate import metrics
 from pushgate.core.models import SendResult
 from pushgate.core.outcomes import (
     EXPIRED_UNCONFIRMED,
+    PUSH_CANCELLED,
     VALIDITY_ENDED,
     HeldMessage,
     OutcomePlan,
@@ -55,6 +56,9 @@ class SQLiteOutcomes(SQLiteBase):
         self, channel_id: int, now: float, reason: str, include_in_flight: bool = False
     ) -> tuple[int, int]:
         return await self._write(_cancel_queue_job, channel_id, now, reason, include_in_flight)
+
+    async def cancel_push(self, project_id: int, push_id: int, now: float) -> tuple[int, int]:
+        return await self._write(_cancel_push_job, project_id, push_id, now)
 
 
 def _record_outcomes_job(
@@ -184,6 +188,25 @@ def _cancel_queue_job(
     hooks = _webhook_projects(conn)
     plan = plan_cancellation([Settled(mid, project_id, credit, reason, project_id in hooks)
                               for mid, project_id, credit in rows], now, reason)
+    _settle(conn, plan, now)
+    return len(rows), sum(plan.refunds.values())
+
+
+def _cancel_push_job(
+    conn: sqlite3.Connection, project_id: int, push_id: int, now: float
+) -> tuple[int, int]:
+    # Only `queued`: a message being sent is in a worker's hands, and its outcome decides.
+    rows = conn.execute(
+        "UPDATE messages SET state = 'cancelled', error_message = ?, lease_until = NULL,"
+        " leased_by = NULL, updated_at = ? WHERE push_id = ? AND project_id = ?"
+        " AND state = 'queued' RETURNING id, project_id, credit_micro",
+        (PUSH_CANCELLED, now, push_id, project_id)).fetchall()
+    if not rows:
+        return 0, 0
+    hooks = _webhook_projects(conn)
+    plan = plan_cancellation([Settled(mid, project_id, credit, PUSH_CANCELLED,
+                                      project_id in hooks)
+                              for mid, project_id, credit in rows], now, PUSH_CANCELLED)
     _settle(conn, plan, now)
     return len(rows), sum(plan.refunds.values())
 

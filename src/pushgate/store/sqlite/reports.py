@@ -53,6 +53,11 @@ class SQLiteReports(SQLiteBase):
                 return
             await asyncio.sleep(0)
 
+    async def push_project(self, push_id: int) -> int | None:
+        row = self._read().execute(
+            "SELECT project_id FROM pushes WHERE id = ?", (push_id,)).fetchone()
+        return None if row is None else int(row[0])
+
     async def get_message(self, project_id: int, message_id: int) -> MessageDetail | None:
         conn = self._read()
         row = conn.execute(
