@@ -154,6 +154,60 @@ async def test_quick_start_guide_normal_post_data_query_on_the_older_base(app_cl
     assert [(r[0], r[1], r[5]) for r in _rows(query, project)] == [(N1, "from a form tool", 1)]
 
 
+async def test_third_party_client_otp_template_with_reference_beside_data(app_client, make,
+                                                                          query) -> None:
+    """A PHP client's template send: `reference_number` beside `data`, not in its entries;
+    it counts for every entry without its own."""
+    client, project, token = await _setup(app_client, make, application=8)
+    await _accepted(client, {
+        "token": token, "application": "8", "template_id": "OTP1", "reference_number": "otp_1",
+        "data": [{"number": N1, "language": "en", "template_message": ["482913"]},
+                 {"number": N2, "language": "en", "template_message": ["112233"],
+                  "reference_number": "mine"}]})
+    assert [(r[0], r[4]) for r in _rows(query, project)] == [(N1, "otp_1"), (N2, "mine")]
+
+
+async def test_third_party_client_media_template_per_number(app_client, make, query) -> None:
+    """A PHP client's ticket template: each entry's `media` beside its `template_message`."""
+    client, project, token = await _setup(app_client, make, application=8)
+    await _accepted(client, {
+        "token": token, "application": "8", "template_id": "TICKET",
+        "data": [{"number": N1, "language": "en", "template_message": ["Asha"],
+                  "media": IMAGE_URL}]})
+    rows = _rows(query, project)
+    assert [(r[0], r[2], r[3]) for r in rows] == [(N1, IMAGE_URL, "image")]
+    assert json.loads(rows[0][6])["template"]["values"] == ["Asha"]
+
+
+@pytest.mark.parametrize("content_type", ["text/plain; charset=utf-8", None])
+async def test_third_party_client_json_without_a_json_content_type(app_client, make, query,
+                                                                   content_type) -> None:
+    """C#'s `StringContent(json)` posts `text/plain`; Python's `requests` with
+    `data=json.dumps(...)` no content type at all: the body is JSON all the same."""
+    client, project, token = await _setup(app_client, make)
+    raw = json.dumps({"token": token, "priority": "0", "application": "1",
+                      "globalmessage": "Please find attached", "data": [{"number": N1}]})
+    headers = {"content-type": content_type} if content_type else {}
+    request = client.build_request("POST", "/app/api/v2/push", content=raw.encode(),
+                                   headers=headers)
+    assert request.headers.get("content-type") == content_type
+    response = await client.send(request)
+    assert response.json()["status"] == 100, response.json()
+    assert [(r[0], r[1]) for r in _rows(query, project)] == [(N1, "Please find attached")]
+
+
+async def test_third_party_client_without_application_is_refused(app_client, make,
+                                                                 query) -> None:
+    """A sample client sends only `token` and `data`; Picky marks `application` mandatory,
+    and so does pushgate (406), nothing done."""
+    client, project, token = await _setup(app_client, make)
+    response = await client.post("/api/v2/push", json={
+        "token": token, "data": [{"number": N1, "message": "hi"}]})
+    answer = response.json()
+    assert answer["status"] == int(Code.INVALID_FIELD) and "application" in answer["message"]
+    assert _rows(query, project) == []
+
+
 # --- API Variables: strings or numbers everywhere ---------------------------------------------
 
 async def test_api_variables_every_value_as_a_string(app_client, make, query) -> None:

@@ -65,6 +65,8 @@ PUSH_REQUEST = {
                                    "description": "Variable values for every entry"},
         "template_header": {"type": ["string", "integer"], "maxLength": 60,
                             "description": "Header text (or a document's name)"},
+        "reference_number": {"type": ["string", "integer"],
+                             "description": "For every entry without its own"},
     },
     "required": ["data"],
     "anyOf": [{"required": ["application"]}, {"required": ["channel_id"]}],

@@ -73,6 +73,9 @@ class PushBody(msgspec.Struct, omit_defaults=True, gc=False):
     template_header: str | int | None = None
     # Picky's 1: the WhatsApp number filter (core/checks.py): nothing is sent.
     action: str | int | None = None
+    # Picky lists it per entry; some clients send it beside `data`: it then counts for every
+    # entry without its own.
+    reference_number: str | int | None = None
 
 
 class TokenBody(msgspec.Struct):
@@ -435,6 +438,7 @@ def _plan_entries(
     global_text, global_media_url, template_id = shared.text, shared.media_url, shared.template_id
     global_kind, global_media_problem = shared.media_kind, shared.media_problem
     allowed_countries = shared.allowed_countries
+    global_reference = body.reference_number
     per_segment = channel.price_unit is PriceUnit.SEGMENT
     price, max_chars, max_segments = channel.price_micro, channel.max_chars, channel.max_segments
     caption_kinds = channel.caption_kinds
@@ -503,6 +507,8 @@ def _plan_entries(
             continue
 
         reference = entry.reference_number
+        if reference is None:
+            reference = global_reference
         if reference is not None:
             reference = _text(reference)
             if len(reference) > MAX_REFERENCE_LENGTH or "\x00" in reference:
