@@ -256,9 +256,14 @@ async def test_api_variables_token_as_a_number_is_read(app_client, make, query) 
         "token": 123456789, "application": 1, "globalmessage": "hi",
         "data": [{"number": N1}]})
     assert response.json()["status"] == int(Code.AUTH_FAILED), response.json()
-    response = await client.post("/api/v2/delivery-report",
-                                 json={"token": 123456789, "push_id": 1})
-    assert response.json()["status"] == int(Code.AUTH_FAILED), response.json()
+    for path, body in [("/api/v2/delivery-report", {"push_id": 1}),
+                       ("/app/api/v2/device-status", {"application": 1}),
+                       ("/api/v2/device-action", {"application": 1, "command": "restart"}),
+                       ("/api/v2/sandbox/inbound", {"application": 1, "number": N1,
+                                                    "message": "hi"})]:
+        response = await client.post(path, json={"token": 123456789, **body})
+        assert response.json()["status"] == int(Code.AUTH_FAILED), (path, response.json())
+    assert _rows(query, project) == []
 
 
 async def test_api_variables_options_pushgate_does_not_offer_are_ignored(app_client, make,
