@@ -208,6 +208,24 @@ async def test_third_party_client_without_application_is_refused(app_client, mak
     assert _rows(query, project) == []
 
 
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded",
+                                          "multipart/form-data; boundary=x"])
+async def test_quick_start_guide_normal_post_data_query_with_a_form_content_type(
+        app_client, make, query, content_type) -> None:
+    """A form tool posting Picky's `push?data=JSON` with its form content type and no `data`
+    field in the form."""
+    client, project, token = await _setup(app_client, make)
+    payload = json.dumps({"token": token, "application": "1", "globalmessage": "from zoho",
+                          "data": [{"number": N1}]})
+    await _accepted(client, {}, params={"data": payload}, headers={"content-type": content_type})
+    assert [(r[0], r[1]) for r in _rows(query, project)] == [(N1, "from zoho")]
+    # A form field wins over the query.
+    form = json.dumps({"token": token, "application": "1", "globalmessage": "field",
+                       "data": [{"number": N2}]})
+    await _accepted(client, {}, params={"data": payload}, data={"data": form})
+    assert [(r[0], r[1]) for r in _rows(query, project)][-1] == (N2, "field")
+
+
 # --- API Variables: strings or numbers everywhere ---------------------------------------------
 
 async def test_api_variables_every_value_as_a_string(app_client, make, query) -> None:
