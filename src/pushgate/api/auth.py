@@ -20,8 +20,11 @@ from pushgate.core.tokens import hash_token
 from pushgate.store.base import Store
 
 
-def token_from(request: Request, body_token: str | None) -> str | None:
-    """The token from the body (Picky's way), else ``Authorization: Bearer``, else ``?token=``."""
+def token_from(request: Request, body_token: str | int | None) -> str | None:
+    """The token from the body (Picky's way), else ``Authorization: Bearer``, else ``?token=``.
+    A token of digits only may come as a JSON number, as every Picky value may."""
+    if isinstance(body_token, int):
+        return str(body_token)
     if body_token:
         return body_token.strip()
     header = request.headers.get("authorization", "")

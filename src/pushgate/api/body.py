@@ -40,20 +40,23 @@ async def json_payload(request: Request, limit: int) -> bytes | str:
         if body.lstrip().startswith(b"{"):
             return body   # JSON sent with curl's default form content type
         values = parse_qs(body.decode("utf-8", "replace")).get("data")
-        if not values:
-            raise ApiError(Code.MALFORMED_BODY, "form posts carry the JSON in a `data` field")
-        return values[0]
-    if content_type == "multipart/form-data":
-        form = await multipart_fields(request, body)
-        value = form.get("data")
-        if not isinstance(value, str):
-            raise ApiError(Code.MALFORMED_BODY, "form posts carry the JSON in a `data` field")
-        return value
-    if not body.strip() and "data" in request.query_params:
+        if values:
+            return values[0]
+    elif content_type == "multipart/form-data":
+        value = (await multipart_fields(request, body)).get("data") if body.strip() else None
+        if isinstance(value, str):
+            return value
+    else:
+        if not body.strip() and "data" in request.query_params:
+            return request.query_params["data"]
+        if not body.strip():
+            raise ApiError(Code.MALFORMED_BODY, "empty body")
+        return body
+    # Picky's own example puts the JSON in the URL (`push?data=JSON`); form tools may add
+    # their content type to that with no `data` field in the form.
+    if "data" in request.query_params:
         return request.query_params["data"]
-    if not body.strip():
-        raise ApiError(Code.MALFORMED_BODY, "empty body")
-    return body
+    raise ApiError(Code.MALFORMED_BODY, "form posts carry the JSON in a `data` field")
 
 
 async def multipart_fields(request: Request, body: bytes) -> dict[str, Any]:

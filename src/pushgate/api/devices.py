@@ -111,7 +111,7 @@ MAX_DEVICE_BODY = 1024 * 1024
 
 
 class CommandBody(msgspec.Struct):
-    token: str | None = None
+    token: str | int | None = None
     application: str | int | None = None
     channel_id: str | int | None = None
     command: str | None = None

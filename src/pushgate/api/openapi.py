@@ -17,7 +17,7 @@ _ENTRY = {
         "number": {"type": ["string", "integer"],
                    "description": "Digits with country code, no + and no leading 0",
                    "example": "919876543210"},
-        "message": {"type": "string", "description": "Text for this number (wins over "
+        "message": {"type": ["string", "integer"], "description": "Text for this number (wins over "
                     "globalmessage when non-empty)"},
         "media": {"type": "string", "format": "uri", "description": "Media URL for this number"},
         "reference_number": {"type": ["string", "integer"],
@@ -25,8 +25,9 @@ _ENTRY = {
         "template_message": {"type": "array", "items": {"type": ["string", "number"]},
                              "description": "Template sends: this number's variable values, "
                              "in the template's order (wins over template_globalmessage)"},
-        "language": {"type": "string", "description": "Template sends: language override"},
-        "template_header": {"type": "string", "maxLength": 60,
+        "language": {"type": ["string", "integer"],
+                     "description": "Template sends: language override"},
+        "template_header": {"type": ["string", "integer"], "maxLength": 60,
                             "description": "Template sends: header override"},
     },
     "required": ["number"],
@@ -35,7 +36,8 @@ _ENTRY = {
 PUSH_REQUEST = {
     "type": "object",
     "properties": {
-        "token": {"type": "string", "description": "Project API token (or Bearer header)"},
+        "token": {"type": ["string", "integer"],
+                  "description": "Project API token (or Bearer header)"},
         "application": {"type": ["string", "integer"],
                         "description": "Picky application code (1, 2, 3, 4, 5, 8, 10, 101, "
                         "121): the project's channel for it (of several, the unpaused one with "
@@ -44,7 +46,8 @@ PUSH_REQUEST = {
                        "description": "pushgate extension: this channel of the project, by "
                        "id (`pushgate channel list`). With `application` too, the two must "
                        "agree (else 422)"},
-        "globalmessage": {"type": "string", "description": "Text for entries without message"},
+        "globalmessage": {"type": ["string", "integer"],
+                          "description": "Text for entries without message"},
         "globalmedia": {"type": "string", "format": "uri"},
         "globalmedia_code": {"type": "string", "description": "Media as base64"},
         "priority": {"type": ["string", "integer"], "enum": [0, 1, "0", "1"],
@@ -56,11 +59,14 @@ PUSH_REQUEST = {
         "template_id": {"type": ["string", "integer"],
                         "description": "An approved WhatsApp template (official channels: "
                         "application 8, 101, 121); the message is that template"},
-        "language": {"type": "string", "description": "The template's language, e.g. en"},
+        "language": {"type": ["string", "integer"],
+                     "description": "The template's language, e.g. en"},
         "template_globalmessage": {"type": "array", "items": {"type": ["string", "number"]},
                                    "description": "Variable values for every entry"},
-        "template_header": {"type": "string", "maxLength": 60,
+        "template_header": {"type": ["string", "integer"], "maxLength": 60,
                             "description": "Header text (or a document's name)"},
+        "reference_number": {"type": ["string", "integer"],
+                             "description": "For every entry without its own"},
     },
     "required": ["data"],
     "anyOf": [{"required": ["application"]}, {"required": ["channel_id"]}],
@@ -115,7 +121,8 @@ PUSH = {
 TOKEN_PUSH_ID = {
     "requestBody": {"required": True, "content": {"application/json": {"schema": {
         "type": "object",
-        "properties": {"token": {"type": "string"}, "push_id": {"type": ["string", "integer"]}},
+        "properties": {"token": {"type": ["string", "integer"]},
+                       "push_id": {"type": ["string", "integer"]}},
         "required": ["push_id"],
     }}}},
     "responses": {"200": {"description": "Per-message statuses: 0 pending, 4 submitted, "
@@ -132,7 +139,7 @@ PUSH_CANCEL = {
 SANDBOX_INBOUND = {
     "requestBody": {"required": True, "content": {"application/json": {"schema": {
         "type": "object",
-        "properties": {"token": {"type": "string"},
+        "properties": {"token": {"type": ["string", "integer"]},
                        "application": {"type": ["string", "integer"]},
                        "number": {"type": ["string", "integer"]},
                        "message": {"type": ["string", "integer"]},

@@ -46,15 +46,16 @@ class PushEntry(msgspec.Struct, omit_defaults=True, gc=False):
     reference_number: str | int | None = None
     # WhatsApp template sends: this recipient's variable values and optional overrides.
     template_message: list[str | int | float] | None = None
-    language: str | None = None
-    template_header: str | None = None
+    language: str | int | None = None
+    template_header: str | int | None = None
 
 
 class PushBody(msgspec.Struct, omit_defaults=True, gc=False):
     """The Push API v2 body. Numbers may arrive as strings or numbers, as Picky clients send
-    both; Picky's own samples spell ``"priority "`` with a trailing space, so both keys count."""
+    both; Picky's own samples spell ``"priority "`` with a trailing space, so both keys count.
+    Media URLs and base64 stay strings: no number is one."""
 
-    token: str | None = None
+    token: str | int | None = None
     application: str | int | None = None
     # pushgate's own: one channel of the project by id (Picky's `application` is a code).
     channel_id: str | int | None = None
@@ -67,17 +68,20 @@ class PushBody(msgspec.Struct, omit_defaults=True, gc=False):
     # WhatsApp template sends (official channels): the approved template's id (its name at
     # the provider), its language, the variable values for every entry, a header text.
     template_id: str | int | None = None
-    language: str | None = None
+    language: str | int | None = None
     template_globalmessage: list[str | int | float] | None = None
-    template_header: str | None = None
+    template_header: str | int | None = None
     # Picky's 1: the WhatsApp number filter (core/checks.py): nothing is sent.
     action: str | int | None = None
+    # Picky lists it per entry; some clients send it beside `data`: it then counts for every
+    # entry without its own.
+    reference_number: str | int | None = None
 
 
 class TokenBody(msgspec.Struct):
     """Bodies of the small endpoints (delivery-report and friends)."""
 
-    token: str | None = None
+    token: str | int | None = None
     push_id: str | int | None = None
     application: str | int | None = None
 
@@ -308,10 +312,12 @@ def _template_values(values: list[str | int | float] | None, field: str) -> list
 def _template_extra(body: PushBody, entry: PushEntry, template_id: str) -> str:
     """The message's channel data for a template send, as JSON; ``ValueError`` says what is
     wrong with the entry."""
-    language = (entry.language or body.language or "").strip()
+    language = (_text(entry.language) or _text(body.language)).strip()
     if not language:
         raise ValueError("template sends need `language`")
-    header = entry.template_header if entry.template_header is not None else body.template_header
+    raw_header = (entry.template_header if entry.template_header is not None
+                  else body.template_header)
+    header = None if raw_header is None else _text(raw_header)
     if header is not None and len(header) > MAX_TEMPLATE_HEADER:
         raise ValueError(f"`template_header` is longer than {MAX_TEMPLATE_HEADER} characters")
     # The message's channel data is a text column: PostgreSQL refuses NUL there.
@@ -432,6 +438,7 @@ def _plan_entries(
     global_text, global_media_url, template_id = shared.text, shared.media_url, shared.template_id
     global_kind, global_media_problem = shared.media_kind, shared.media_problem
     allowed_countries = shared.allowed_countries
+    global_reference = body.reference_number
     per_segment = channel.price_unit is PriceUnit.SEGMENT
     price, max_chars, max_segments = channel.price_micro, channel.max_chars, channel.max_segments
     caption_kinds = channel.caption_kinds
@@ -500,6 +507,8 @@ def _plan_entries(
             continue
 
         reference = entry.reference_number
+        if reference is None:
+            reference = global_reference
         if reference is not None:
             reference = _text(reference)
             if len(reference) > MAX_REFERENCE_LENGTH or "\x00" in reference:

@@ -20,7 +20,7 @@ MAX_MEDIA_URL_LENGTH = 2048
 
 
 class SandboxInboundBody(msgspec.Struct):
-    token: str | None = None
+    token: str | int | None = None
     application: str | int | None = None
     number: str | int | None = None
     message: str | int | None = None
