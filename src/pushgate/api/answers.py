@@ -16,7 +16,8 @@ from starlette.responses import Response
 
 from pushgate.api import metrics
 from pushgate.core.errors import ApiError, Code
-from pushgate.store.errors import StoreUnavailable
+from pushgate.core.pricing import format_credits
+from pushgate.store.errors import InsufficientCredit, StoreUnavailable
 from pushgate.store.outage import outage_of
 
 if TYPE_CHECKING:
@@ -33,6 +34,29 @@ def answer(payload: dict[str, Any], http_status: int = 200,
         http_status = 200
     return Response(orjson.dumps(payload), status_code=http_status, media_type=JSON,
                     headers=headers)
+
+
+def short_of_credit(what: str, exc: InsufficientCredit) -> ApiError:
+    """The refusal of a push (or number filter) the balance cannot cover, with both sums."""
+    needed, balance = format_credits(exc.needed_micro), format_credits(exc.balance_micro)
+    return ApiError(Code.INSUFFICIENT_CREDIT,
+                    f"{what} costs {needed}, the balance is {balance}",
+                    credit_total=needed, balance=balance)
+
+
+def accepted_answer(push_id: int, data: list[dict[str, Any]], accepted: int, rejected: int,
+                    credit_total_micro: int, balance_micro: int) -> Response:
+    """Picky's answer to an accepted push, with pushgate's totals."""
+    return answer({
+        "status": int(Code.SUCCESS),
+        "push_id": str(push_id),
+        "message": "Success",
+        "data": data,
+        "accepted": accepted,
+        "rejected": rejected,
+        "credit_total": format_credits(credit_total_micro),
+        "balance": format_credits(balance_micro),
+    })
 
 
 def iso_time(ts: float | None) -> str | None:

@@ -8,11 +8,10 @@ from typing import Any
 
 from starlette.responses import Response
 
-from pushgate.api.answers import answer
+from pushgate.api.answers import accepted_answer, short_of_credit
 from pushgate.api.state import Gateway
 from pushgate.core.channels import ChannelSpec
 from pushgate.core.checks import CheckPlan, plan_checks
-from pushgate.core.errors import ApiError, Code
 from pushgate.core.pricing import format_credits
 from pushgate.core.push import PushBody
 from pushgate.store.errors import InsufficientCredit
@@ -28,23 +27,11 @@ async def number_filter(gateway: Gateway, project_id: int, channel: ChannelSpec,
     try:
         result = await gateway.store.accept_checks(project_id, channel, plan, now)
     except InsufficientCredit as exc:
-        raise ApiError(Code.INSUFFICIENT_CREDIT,
-                       f"the number filter costs {format_credits(exc.needed_micro)}, the "
-                       f"balance is {format_credits(exc.balance_micro)}",
-                       credit_total=format_credits(exc.needed_micro),
-                       balance=format_credits(exc.balance_micro)) from None
+        raise short_of_credit("the number filter", exc) from None
     if gateway.dispatcher is not None:
         gateway.dispatcher.wake(channel.id)
-    return answer({
-        "status": int(Code.SUCCESS),
-        "push_id": str(result.push_id),
-        "message": "Success",
-        "data": entries(plan, result.message_ids),
-        "accepted": len(plan.accepted),
-        "rejected": len(plan.refused),
-        "credit_total": format_credits(plan.credit_total),
-        "balance": format_credits(result.balance_micro),
-    })
+    return accepted_answer(result.push_id, entries(plan, result.message_ids), len(plan.accepted),
+                           len(plan.refused), plan.credit_total, result.balance_micro)
 
 
 def entries(plan: CheckPlan, check_ids: list[int]) -> list[dict[str, Any]]:

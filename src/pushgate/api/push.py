@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from pushgate.api import metrics, openapi
-from pushgate.api.answers import answer
+from pushgate.api.answers import accepted_answer, short_of_credit
 from pushgate.api.auth import authenticate, resolve_channel, token_from
 from pushgate.api.body import json_payload
 from pushgate.api.devices import resume_stopped_queue
@@ -24,7 +24,6 @@ from pushgate.api.number_filter import number_filter
 from pushgate.api.routing import raw_post
 from pushgate.api.state import gateway_of
 from pushgate.core.checks import ACTION_NUMBER_FILTER, parse_action
-from pushgate.core.errors import ApiError, Code
 from pushgate.core.pricing import format_credits
 from pushgate.core.push import ROW_CREDIT, ROW_INDEX, ROW_NUMBER, PushPlan, decode_push
 from pushgate.store.errors import InsufficientCredit
@@ -57,11 +56,7 @@ async def push(request: Request) -> Response:
         result = await gateway.store.accept_push(
             token.project_id, channel, plan, now, now + validity if validity else None)
     except InsufficientCredit as exc:
-        raise ApiError(Code.INSUFFICIENT_CREDIT,
-                       f"the push costs {format_credits(exc.needed_micro)}, the balance is "
-                       f"{format_credits(exc.balance_micro)}",
-                       credit_total=format_credits(exc.needed_micro),
-                       balance=format_credits(exc.balance_micro)) from None
+        raise short_of_credit("the push", exc) from None
     # Picky: a new push restarts a queue stopped by device-action.
     if channel.paused and await resume_stopped_queue(gateway.store, channel):
         gateway.lookups.forget()
@@ -70,16 +65,8 @@ async def push(request: Request) -> Response:
     metrics.PUSHES.inc()
     metrics.MESSAGES_ACCEPTED.inc(len(plan.accepted))
     metrics.ACCEPT_SECONDS.observe(time.perf_counter() - started)
-    return answer({
-        "status": int(Code.SUCCESS),
-        "push_id": str(result.push_id),
-        "message": "Success",
-        "data": entries(plan, result.message_ids),
-        "accepted": len(plan.accepted),
-        "rejected": len(plan.refused),
-        "credit_total": format_credits(plan.credit_total),
-        "balance": format_credits(result.balance_micro),
-    })
+    return accepted_answer(result.push_id, entries(plan, result.message_ids), len(plan.accepted),
+                           len(plan.refused), plan.credit_total, result.balance_micro)
 
 
 def entries(plan: PushPlan, message_ids: list[int]) -> list[dict[str, Any]]:
