@@ -182,7 +182,6 @@ class WebhookDeliverer:
         body = inbound_body(item.message, item.url)
         keep = self.replies.max_bytes if self.replies is not None else 0
         ok, reason, answer = await self._exchange(item.url, item.secret, body, keep)
-        WEBHOOK_DELIVERIES.labels("delivered" if ok else "failed").inc()
         if ok:
             self._done("complete_inbound", [item.id])
             if self.replies is not None:
@@ -206,7 +205,6 @@ class WebhookDeliverer:
             return
         body = checks_body(first.report.project_id, [item.report for item in group])
         ok, reason = await self._send(first.url, first.secret, body)
-        WEBHOOK_DELIVERIES.labels("delivered" if ok else "failed").inc()
         if ok:
             self._done("complete_checks", ids)
         else:
@@ -223,7 +221,14 @@ class WebhookDeliverer:
                         keep: int) -> tuple[bool, str, bytes | None]:
         """POST ``body``: whether the receiver answered 2xx, what it answered (the reason
         of a failure), and with ``keep`` its answer's body when it is at most ``keep``
-        bytes and complete within the timeout (None otherwise, the reason saying why)."""
+        bytes and complete within the timeout (None otherwise, the reason saying why).
+        Every webhook POST, of whatever kind, is counted here once."""
+        ok, reason, answer = await self._post_once(url, secret, body, keep)
+        WEBHOOK_DELIVERIES.labels("delivered" if ok else "failed").inc()
+        return ok, reason, answer
+
+    async def _post_once(self, url: str, secret: str, body: bytes,
+                         keep: int) -> tuple[bool, str, bytes | None]:
         headers = {"Content-Type": "application/json", HEADER: sign(secret, body),
                    "User-Agent": "pushgate-webhook/1"}
         try:
@@ -259,7 +264,6 @@ class WebhookDeliverer:
         body = render(batch)
         ids = [item.id for item in batch.items]
         ok, reason = await self._send(batch.url, batch.secret, body)
-        WEBHOOK_DELIVERIES.labels("delivered" if ok else "failed").inc()
         if ok:
             self._done("complete_outbox", ids)
         else:
