@@ -9,11 +9,11 @@ import time
 from typing import Any
 
 import pytest
+from tests.store.contract.test_store_accept import PRICE, balance, make_plan
 
 from pushgate.core.pricing import parse_credits
 from pushgate.store.base import Store
 from pushgate.store.errors import InsufficientCredit
-from tests.store.contract.test_store_accept import PRICE, balance, make_plan
 
 
 async def test_same_key_answers_the_first_push_and_charges_once(
