@@ -95,7 +95,8 @@ def send(
                 counts["pushes"] += 1
                 counts["accepted"] += accepted
                 counts["refused"] += refused
-                progress.update(task, advance=len(chunk.rows), **counts)
+                progress.update(task, advance=len(chunk.rows), pushes=counts["pushes"],
+                                accepted=counts["accepted"], refused=counts["refused"])
 
             try:
                 sent, _fresh = await send_campaign(store, settings, NameVerdicts(), project_id,
