@@ -167,3 +167,26 @@ async def test_killed_after_its_first_push_then_rerun_sends_every_row_once(
     assert query("SELECT sum(delta_micro) FROM credit_ledger WHERE reason = 'push'") == [
         (-10 * PRICE,)]
     assert await balance(store, project.id) == parse_credits("10") - 10 * PRICE
+
+
+async def test_short_of_credit_stops_then_a_rerun_goes_on(
+        store: Store, make: Any, db_url: str, query: Any, tmp_path: Path) -> None:
+    project, _, _ = await make.project(name="shop", credits="0.01")   # two messages' worth
+    await make.channel(project.id)
+    data = write_csv(tmp_path / "c.csv", 5)
+    args = ("--project", "shop", "--application", "1", "--csv", str(data),
+            "--message", "Hi {name}", "--json")
+    short = send(*args, url=db_url)
+    assert short.returncode == 2 and "add credits" in short.stderr
+    out = json.loads(short.stdout)
+    assert (out["accepted"], out["rejected"], len(out["push_ids"])) == (2, 3, 1)
+    with (tmp_path / "c.csv.rejects.csv").open(newline="") as f:
+        assert {r["code"] for r in csv.DictReader(f)} == {"420"}
+    await store.add_credits(project.id, parse_credits("1"), "top-up")
+    done = send(*args, url=db_url)
+    assert done.returncode == 0, done.stderr
+    again = json.loads(done.stdout)
+    assert again["accepted"] == 5 and again["push_ids"][0] == out["push_ids"][0]
+    assert again["rejects_file"] is None and not (tmp_path / "c.csv.rejects.csv").exists()
+    assert sorted(query("SELECT number, count(*) FROM messages GROUP BY number")) == [
+        (n, 1) for n in numbers(5)]

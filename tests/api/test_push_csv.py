@@ -93,3 +93,8 @@ async def test_idempotency_key_header_on_push(app_client: Any, make: Any, query:
     bad = (await client.post("/api/v2/push", json=body,
                              headers={"Idempotency-Key": "x" * 256})).json()
     assert bad["status"] == 406
+    # The key of another push: refused, not answered with that push's ids.
+    reused = (await client.post("/api/v2/push", json={**body, "data": body["data"][:1]},
+                                headers={"Idempotency-Key": "order-42"})).json()
+    assert reused["status"] == 406 and first["push_id"] in reused["message"]
+    assert query("SELECT count(*) FROM messages WHERE project_id = ?", project.id) == [(6,)]

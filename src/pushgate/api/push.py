@@ -116,6 +116,12 @@ async def accept_body(store: Store, settings: Settings, limits: Limits, names: N
                                          idempotency_key=key)
     except InsufficientCredit as exc:
         raise short_of_credit("the push", exc) from None
+    if result.replayed and len(result.message_ids) != len(plan.accepted):
+        # Not the push the key was first used for: its answer would pair other entries
+        # with that push's message ids.
+        raise ApiError(Code.INVALID_FIELD,
+                       f"the idempotency key was used for push {result.push_id}, which "
+                       f"accepted {len(result.message_ids)} entries, not {len(plan.accepted)}")
     return plan, result
 
 

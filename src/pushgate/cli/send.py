@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from pushgate.cli.common import JsonOption, err_console, fail, project_id_of, show, with_store
 from pushgate.config import Settings
 from pushgate.core.campaign import DEFAULT_NUMBER_COLUMN, Chunk, Options, Table, plan_campaign
-from pushgate.core.errors import ApiError
+from pushgate.core.errors import ApiError, Code
 from pushgate.core.pricing import format_credits
 from pushgate.store.base import Store
 
@@ -104,17 +104,27 @@ def send(
             except ApiError as exc:
                 fail(f"{exc.message} (code {int(exc.code)})")
         refused = sent.refused_rows()
-        rejects: Path | None = None
+        rejects: Path | None = rejects_path(csv_file)
+        assert rejects is not None
         if refused:
-            rejects = rejects_path(csv_file)
             write_rejects(rejects, campaign.table, refused)
+        else:   # an earlier run's, now stale
+            rejects.unlink(missing_ok=True)
+            rejects = None
         return {"push_ids": sent.push_ids, "accepted": sent.accepted,
                 "rejected": sent.rejected, "rejects_file": str(rejects) if rejects else None,
-                "credit_total": format_credits(sent.credit_total_micro)}
+                "credit_total": format_credits(sent.credit_total_micro),
+                "short_of_credit": any(item["status"] == int(Code.INSUFFICIENT_CREDIT)
+                                       for _, item in refused)}
 
     result = with_store(run)
+    short = result.pop("short_of_credit")
     if as_json:
         typer.echo(json.dumps({key: result[key] for key in
                                ("push_ids", "accepted", "rejected", "rejects_file")}))
-        return
-    show(result, False, title=f"Campaign {csv_file.name}")
+    else:
+        show(result, False, title=f"Campaign {csv_file.name}")
+    if short:
+        # Exit code 2: the campaign stopped short; the same command, once credited, goes on.
+        fail("the balance ran out: the rest of the file was not sent (code 420); add credits "
+             "and run the same command again to send it", code=2)
