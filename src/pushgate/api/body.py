@@ -62,6 +62,15 @@ async def json_payload(request: Request, limit: int) -> bytes | str:
 async def multipart_fields(request: Request, body: bytes) -> dict[str, Any]:
     """Parse a multipart form from an already-read body; a form that cannot be parsed (no
     boundary, more than 1,000 fields or files, a broken part) is ``MALFORMED_BODY``."""
+    fields, _files = await multipart_form(request, body)
+    return fields
+
+
+async def multipart_form(request: Request,
+                         body: bytes) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """A multipart form's text fields and its files' contents, by field name, from an
+    already-read body (``multipart_fields``' refusals)."""
+    from starlette.datastructures import UploadFile
     from starlette.exceptions import HTTPException
     from starlette.formparsers import MultiPartException
 
@@ -78,6 +87,8 @@ async def multipart_fields(request: Request, body: bytes) -> dict[str, Any]:
     except HTTPException as exc:   # Starlette's wrapping of the same, inside an app
         raise ApiError(Code.MALFORMED_BODY, f"multipart form: {exc.detail}") from None
     try:
-        return {key: value for key, value in form.items() if isinstance(value, str)}
+        files = {key: await value.read() for key, value in form.items()
+                 if isinstance(value, UploadFile)}
+        return {key: value for key, value in form.items() if isinstance(value, str)}, files
     finally:
         await form.close()   # file parts spool to temporary files

@@ -136,6 +136,28 @@ PUSH_CANCEL = {
                           "alone"}, **_ERRORS},
 }
 
+PUSH_CSV = {
+    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object",
+        "properties": {
+            "file": {"type": "string", "format": "binary",
+                     "description": "UTF-8 CSV (BOM optional, `,` or `;`), a header row"},
+            "token": {"type": "string"},
+            "application": {"type": "string"},
+            "channel_id": {"type": "string"},
+            "message": {"type": "string",
+                        "description": "template: `{column}` is the row's value"},
+            "number_column": {"type": "string", "default": "number"},
+            "priority": {"type": "string", "enum": ["0", "1"]},
+            "media": {"type": "string", "format": "uri"}},
+        "required": ["file"],
+    }}}},
+    "responses": {"200": {"description": "`push_ids` of the pushes made (one per "
+                          "PUSHGATE_MAX_RECIPIENTS rows); `data` one item per row of the "
+                          "file, with its `row` number; the same upload again sends nothing "
+                          "twice"}, **_ERRORS},
+}
+
 SANDBOX_INBOUND = {
     "requestBody": {"required": True, "content": {"application/json": {"schema": {
         "type": "object",

@@ -23,9 +23,23 @@ from pushgate.api.media_hosts import plan_with_media_hosts
 from pushgate.api.number_filter import number_filter
 from pushgate.api.routing import raw_post
 from pushgate.api.state import gateway_of
+from pushgate.config import Settings
+from pushgate.core.channels import ChannelSpec
 from pushgate.core.checks import ACTION_NUMBER_FILTER, parse_action
+from pushgate.core.errors import ApiError, Code
+from pushgate.core.models import AcceptResult
 from pushgate.core.pricing import format_credits
-from pushgate.core.push import ROW_CREDIT, ROW_INDEX, ROW_NUMBER, PushPlan, decode_push
+from pushgate.core.push import (
+    ROW_CREDIT,
+    ROW_INDEX,
+    ROW_NUMBER,
+    Limits,
+    PushBody,
+    PushPlan,
+    decode_push,
+)
+from pushgate.outbound import NameVerdicts
+from pushgate.store.base import Store
 from pushgate.store.errors import InsufficientCredit
 
 router = APIRouter()
@@ -44,19 +58,13 @@ async def push(request: Request) -> Response:
                                     body.channel_id)
     if parse_action(body) == ACTION_NUMBER_FILTER:
         return await number_filter(gateway, token.project_id, channel, body, time.time())
-    plan = await plan_with_media_hosts(body, channel, gateway.limits,
-                                       settings.allow_private_media, gateway.media_names)
-    if not plan.accepted:
-        error = plan.refusal_only_error()
-        error.extra["data"] = entries(plan, [])
-        raise error
-    now = time.time()
-    validity = settings.message_validity_seconds
-    try:
-        result = await gateway.store.accept_push(
-            token.project_id, channel, plan, now, now + validity if validity else None)
-    except InsufficientCredit as exc:
-        raise short_of_credit("the push", exc) from None
+    plan, result = await accept_body(
+        gateway.store, settings, gateway.limits, gateway.media_names, token.project_id, channel,
+        body, idempotency_key(request))
+    if result.replayed:
+        return accepted_answer(result.push_id, entries(plan, result.message_ids),
+                               len(plan.accepted), len(plan.refused), plan.credit_total,
+                               result.balance_micro)
     # Picky: a new push restarts a queue stopped by device-action.
     if channel.paused and await resume_stopped_queue(gateway.store, channel):
         gateway.lookups.forget()
@@ -67,6 +75,54 @@ async def push(request: Request) -> Response:
     metrics.ACCEPT_SECONDS.observe(time.perf_counter() - started)
     return accepted_answer(result.push_id, entries(plan, result.message_ids), len(plan.accepted),
                            len(plan.refused), plan.credit_total, result.balance_micro)
+
+
+#: Longest ``Idempotency-Key`` accepted.
+MAX_IDEMPOTENCY_KEY = 255
+
+
+def idempotency_key(request: Request) -> str | None:
+    """The request's ``Idempotency-Key`` header, or None (the common case: no key)."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY or not key.isascii() or not key.isprintable():
+        raise ApiError(Code.INVALID_FIELD,
+                       f"`Idempotency-Key` must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII "
+                       "characters")
+    return key
+
+
+async def accept_body(store: Store, settings: Settings, limits: Limits, names: NameVerdicts,
+                      project_id: int, channel: ChannelSpec, body: PushBody,
+                      key: str | None = None) -> tuple[PushPlan, AcceptResult]:
+    """Plan ``body`` for ``channel`` and accept it: the push route's way, which ``pushgate
+    send`` and ``POST /api/v2/push-csv`` take for each of their pushes. ``ApiError`` when no
+    entry can be sent (its ``data`` lists why, entry by entry) or the balance is short. With
+    ``key``, a push accepted under it before is answered again (``result.replayed``)."""
+    plan = await plan_with_media_hosts(body, channel, limits, settings.allow_private_media,
+                                       names)
+    if not plan.accepted:
+        error = plan.refusal_only_error()
+        error.extra["data"] = entries(plan, [])
+        raise error
+    now = time.time()
+    validity = settings.message_validity_seconds
+    # send_at (scheduling) would be read from the body and passed on here.
+    try:
+        result = await store.accept_push(project_id, channel, plan, now,
+                                         now + validity if validity else None,
+                                         idempotency_key=key)
+    except InsufficientCredit as exc:
+        raise short_of_credit("the push", exc) from None
+    if result.replayed and len(result.message_ids) != len(plan.accepted):
+        # Not the push the key was first used for: its answer would pair other entries
+        # with that push's message ids.
+        raise ApiError(Code.INVALID_FIELD,
+                       f"the idempotency key was used for push {result.push_id}, which "
+                       f"accepted {len(result.message_ids)} entries, not {len(plan.accepted)}")
+    return plan, result
 
 
 def entries(plan: PushPlan, message_ids: list[int]) -> list[dict[str, Any]]:

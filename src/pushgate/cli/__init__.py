@@ -16,6 +16,7 @@ from pushgate.cli.devices import device_app
 from pushgate.cli.docs import docs_app
 from pushgate.cli.projects import credits_app, demo, project_app
 from pushgate.cli.pushes import push_app, report
+from pushgate.cli.send import send
 from pushgate.cli.serve import serve, worker
 from pushgate.cli.tokens import token_app
 
@@ -35,6 +36,7 @@ app.add_typer(channel_app, name="channel")
 app.add_typer(credits_app, name="credits")
 app.add_typer(push_app, name="push")
 app.command()(report)
+app.command()(send)
 app.add_typer(docs_app, name="docs")
 app.add_typer(device_app, name="device")
 

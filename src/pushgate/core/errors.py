@@ -38,6 +38,9 @@ class Code(IntEnum):
     UNKNOWN_CHANNEL = 421
     CHANNEL_APPLICATION_MISMATCH = 422
     NO_SANDBOX_CHANNEL = 423
+    INVALID_CSV = 424
+    UNKNOWN_PLACEHOLDER = 425
+    NUMBER_COLUMN_MISSING = 426
     RATE_LIMITED = 429
     PROVIDER_REFUSED = 430
     PROVIDER_UNREACHABLE = 431
@@ -127,6 +130,15 @@ _TABLE: tuple[CodeInfo, ...] = (
     CodeInfo(Code.INSUFFICIENT_CREDIT, 402, "Insufficient credit",
              "The project's balance does not cover every accepted entry. The whole push is "
              "refused and nothing is charged."),
+    CodeInfo(Code.INVALID_CSV, 400, "Invalid CSV",
+             "`POST /api/v2/push-csv`: the file is not UTF-8 text, has no header row or names "
+             "a column twice. Nothing is sent."),
+    CodeInfo(Code.UNKNOWN_PLACEHOLDER, 422, "Unknown placeholder",
+             "`POST /api/v2/push-csv`: the message names a `{column}` the file has no column "
+             "for. Nothing is sent."),
+    CodeInfo(Code.NUMBER_COLUMN_MISSING, 422, "Number column missing",
+             "`POST /api/v2/push-csv`: the file has no column named by `number_column` "
+             "(default `number`). Nothing is sent."),
     CodeInfo(Code.UNKNOWN_CHANNEL, 422, "Unknown channel",
              "`channel_id` (a pushgate extension) names no channel of the token's project."),
     CodeInfo(Code.CHANNEL_APPLICATION_MISMATCH, 422, "Channel serves another application",

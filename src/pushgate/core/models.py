@@ -234,6 +234,9 @@ class AcceptResult:
     # msg_id for each accepted row, in the plan's order.
     message_ids: list[int]
     balance_micro: int
+    # True when the push's idempotency key was accepted before: ``push_id`` and
+    # ``message_ids`` are that push's, nothing was charged or written.
+    replayed: bool = False
 
 
 @dataclass(slots=True)

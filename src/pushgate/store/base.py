@@ -118,10 +118,17 @@ class Accepting(Protocol):
         plan: PushPlan,
         now: float,
         expires_at: float | None,
+        idempotency_key: str | None = None,
     ) -> AcceptResult:
         """In ONE transaction: debit ``plan.credit_total`` (raise ``InsufficientCredit`` and
         write nothing if the balance does not cover it), insert the push, its inline media and
-        its accepted messages as ``queued``."""
+        its accepted messages as ``queued``.
+
+        With ``idempotency_key``: when the project accepted a push under that key before,
+        nothing is written or charged and the answer is that push's (its id, its message ids
+        in order, the balance now, ``replayed``); else the key is recorded with the push in
+        the same transaction, so a push refused (``InsufficientCredit``) leaves it free. Of
+        two concurrent accepts of one key, one writes and the other replays it."""
 
     @abc.abstractmethod
     async def accept_reply(

@@ -24,8 +24,43 @@ class PostgresAccept(PostgresBase):
         plan: PushPlan,
         now: float,
         expires_at: float | None,
+        idempotency_key: str | None = None,
     ) -> AcceptResult:
+        if idempotency_key is not None:
+            return await self._tx(self._keyed, project_id, channel, plan, now, expires_at,
+                                  idempotency_key)
         return await self._tx(self._accept, project_id, channel, plan, now, expires_at)
+
+    async def _keyed(
+        self,
+        conn: asyncpg.Connection,
+        project_id: int,
+        channel: ChannelSpec,
+        plan: PushPlan,
+        now: float,
+        expires_at: float | None,
+        key: str,
+    ) -> AcceptResult:
+        # The key is claimed first: a concurrent accept of the same key waits here for this
+        # transaction, then finds the key taken (committed) or free (rolled back).
+        claimed = await conn.fetchval(
+            "INSERT INTO idempotency_keys (project_id, key, created_at) VALUES ($1, $2, $3)"
+            " ON CONFLICT (project_id, key) DO NOTHING RETURNING 1", project_id, key, now)
+        if claimed is None:
+            push_id = await conn.fetchval(
+                "SELECT push_id FROM idempotency_keys WHERE project_id = $1 AND key = $2",
+                project_id, key)
+            ids = [int(r[0]) for r in await conn.fetch(
+                "SELECT id FROM messages WHERE push_id = $1 ORDER BY id", push_id)]
+            balance = await conn.fetchval(
+                "SELECT balance_micro FROM projects WHERE id = $1", project_id)
+            return AcceptResult(push_id=int(push_id), message_ids=ids,
+                                balance_micro=int(balance or 0), replayed=True)
+        result = await self._accept(conn, project_id, channel, plan, now, expires_at)
+        await conn.execute("UPDATE idempotency_keys SET push_id = $3"
+                           " WHERE project_id = $1 AND key = $2", project_id, key,
+                           result.push_id)
+        return result
 
     async def accept_reply(
         self,

@@ -35,8 +35,12 @@ class SQLiteAccept(SQLiteBase):
         plan: PushPlan,
         now: float,
         expires_at: float | None,
+        idempotency_key: str | None = None,
     ) -> AcceptResult:
         rows = _message_rows(plan)
+        if idempotency_key is not None:
+            return await self._write(_keyed_job, project_id, channel, plan, rows, now,
+                                     expires_at, idempotency_key)
         push_id, first_id, balance = await self._write(_accept_job, project_id, channel, plan,
                                                        rows, now, expires_at)
         return AcceptResult(push_id=push_id, balance_micro=balance,
@@ -79,6 +83,36 @@ def _reply_job(
     if conn.execute(_GUARD_SQL, (channel.id, number, now, not_since)).fetchone() is None:
         return None
     return _accept_job(conn, project_id, channel, plan, rows, now, expires_at)
+
+
+def _keyed_job(
+    conn: sqlite3.Connection,
+    project_id: int,
+    channel: ChannelSpec,
+    plan: PushPlan,
+    rows: list[Any],
+    now: float,
+    expires_at: float | None,
+    key: str,
+) -> AcceptResult:
+    """``_accept_job`` under an idempotency key: the push accepted under it before, read
+    back, or a new one recorded with the key (the single writer makes the two one step)."""
+    known = conn.execute("SELECT push_id FROM idempotency_keys WHERE project_id = ? AND key = ?",
+                         (project_id, key)).fetchone()
+    if known is not None:
+        push_id = int(known[0])
+        ids = [int(r[0]) for r in conn.execute(
+            "SELECT id FROM messages WHERE push_id = ? ORDER BY id", (push_id,))]
+        balance = conn.execute("SELECT balance_micro FROM projects WHERE id = ?",
+                               (project_id,)).fetchone()
+        return AcceptResult(push_id=push_id, message_ids=ids,
+                            balance_micro=int(balance[0]) if balance else 0, replayed=True)
+    push_id, first_id, balance_after = _accept_job(conn, project_id, channel, plan, rows, now,
+                                                   expires_at)
+    conn.execute("INSERT INTO idempotency_keys (project_id, key, push_id, created_at)"
+                 " VALUES (?, ?, ?, ?)", (project_id, key, push_id, now))
+    return AcceptResult(push_id=push_id, balance_micro=balance_after,
+                        message_ids=list(range(first_id, first_id + len(plan.accepted))))
 
 
 # Inserts the note, or moves it forward only when the last reply is old enough; RETURNING
