@@ -82,13 +82,17 @@ class Dashboard:
 @pytest.fixture
 def dashboard(tmp_path: Path, browser: Any) -> Iterator[Dashboard]:
     """A gateway on a fresh SQLite file: project "shop" with 10 credits, a sandbox channel
-    for application 1; the browser's cookies cleared."""
+    for application 1 and a paused one for application 3; the browser's cookies cleared."""
     harness = Harness(tmp_path)
     try:
         harness.cli("migrate")
         project = harness.cli_json("project", "create", "shop", "--credits", "10")
         harness.cli_json("channel", "add", "--project", "shop", "--type", "sandbox",
                          "--application", "1", "--price", PRICE)
+        # A paused channel (application 3, SMS) keeps what is sent to it queued: to cancel.
+        paused = harness.cli_json("channel", "add", "--project", "shop", "--type", "sandbox",
+                                  "--application", "3", "--price", PRICE)
+        harness.cli_json("channel", "pause", str(paused["id"]))
         server = harness.serve(env=harness.env(PUSHGATE_ADMIN_PASSWORD="operator-pass"))
         assert server.base_url is not None
         browser.delete_all_cookies()

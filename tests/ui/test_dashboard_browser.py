@@ -147,14 +147,11 @@ def test_sign_in_send_and_watch_delivery(browser: Any, dashboard: Dashboard) -> 
 
 def test_cancel_a_queued_push(browser: Any, dashboard: Dashboard) -> None:
     dash = dashboard
-    channel = dash.harness.cli_json("channel", "add", "--project", "shop", "--type", "sandbox",
-                                    "--application", "3", "--price", "0.01")
-    dash.harness.cli_json("channel", "pause", str(channel["id"]))
     sign_in(browser, dash, dash.token)
     wait_for(lambda: exists(browser, "#balance"), "the overview")
     browser.get(f"{dash.base_url}/ui/send")
-    from selenium.webdriver.support.ui import Select
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
 
     Select(browser.find_element(By.ID, "application")).select_by_value("3")
     fill(browser, "numbers", "\n".join(indian_mobiles(3)))

@@ -20,7 +20,6 @@ from fastapi.openapi.docs import (
 )
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount
@@ -28,7 +27,7 @@ from starlette.staticfiles import StaticFiles
 
 from pushgate.api.state import Gateway
 from pushgate.ui import pages
-from pushgate.ui.session import session_key
+from pushgate.ui.session import ui_sessions
 
 HERE = Path(__file__).parent
 STATIC = "/ui/static"
@@ -38,16 +37,14 @@ SESSION_SECONDS = 14 * 24 * 3600
 
 
 def create_ui(gateway: Gateway) -> Starlette:
-    key = session_key(gateway.settings)
     ui = Starlette(routes=[*pages.ROUTES,
                            Mount("/static", StaticFiles(directory=HERE / "static"),
                                  name="static")],
-                   middleware=[Middleware(SessionMiddleware, secret_key=key,
+                   middleware=[Middleware(ui_sessions, settings=gateway.settings,
                                           session_cookie="pushgate_ui", path="/ui",
                                           max_age=SESSION_SECONDS, same_site="strict",
                                           https_only=False)])
     ui.state.gateway = gateway
-    ui.state.session_key = key
     return ui
 
 

@@ -29,7 +29,15 @@ from pushgate.core.pricing import format_credits
 from pushgate.core.push import ROW_NUMBER, decode_push
 from pushgate.core.tokens import hash_token
 from pushgate.store.errors import InsufficientCredit
-from pushgate.ui.session import Viewer, csrf_ok, csrf_token, password_mark, password_ok, viewer_of
+from pushgate.ui.session import (
+    Viewer,
+    csrf_ok,
+    csrf_token,
+    password_mark,
+    password_ok,
+    session_key,
+    viewer_of,
+)
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 templates.env.filters["credits"] = format_credits
@@ -70,7 +78,7 @@ def to_login() -> Response:
 async def page(request: Request) -> tuple[Gateway, Viewer] | Response:
     """The gateway and the signed-in viewer, or the redirect to sign in."""
     gateway = gateway_of(request)
-    viewer = await viewer_of(request, gateway, request.app.state.session_key)
+    viewer = await viewer_of(request, gateway)
     if viewer is None:
         return to_login()
     return gateway, viewer
@@ -120,7 +128,7 @@ async def login(request: Request) -> Response:
                 if throttle is not None:
                     throttle.failed(client_ip)
                 raise ApiError(Code.AUTH_FAILED, "wrong password")
-            session = {"operator": password_mark(request.app.state.session_key,
+            session = {"operator": password_mark(session_key(gateway.settings),
                                                  gateway.settings.admin_password)}
         else:
             info = await authenticate(gateway.lookups, request, token or None)

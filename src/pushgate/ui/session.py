@@ -10,6 +10,7 @@ the project chosen; and the CSRF token every form carries.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -17,8 +18,11 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
+from starlette.types import ASGIApp
 
 from pushgate.api.state import Gateway
 from pushgate.config import Settings
@@ -28,6 +32,13 @@ log = logging.getLogger(__name__)
 
 DEV_SECRET_KEY = "pushgate-dev-key"
 KEY_FILE = "pushgate-session-key"
+
+
+def ui_sessions(app: ASGIApp, /, settings: Settings, **options: Any) -> ASGIApp:
+    """Starlette's session middleware with the key of ``session_key``, read when the
+    dashboard's middleware is built (its first request), so a gateway nobody opens the
+    dashboard of writes no key file."""
+    return SessionMiddleware(app, secret_key=session_key(settings), **options)
 
 
 def key_file(settings: Settings) -> Path:
@@ -43,11 +54,15 @@ def session_key(settings: Settings) -> str:
     """The key that signs session cookies: derived from ``PUSHGATE_SECRET_KEY`` when it is
     set, else a random key generated once and kept in ``key_file`` (mode 0600), so sessions
     survive a restart and every process on the host shares it. The public development key
-    never signs sessions."""
-    if settings.secret_key and settings.secret_key != DEV_SECRET_KEY:
-        return hmac.new(settings.secret_key.encode(), b"pushgate-ui-session",
-                        hashlib.sha256).hexdigest()
-    path = key_file(settings)
+    never signs sessions. Read once per process (the dashboard's first request)."""
+    return _session_key(settings.secret_key, settings.database_url)
+
+
+@functools.lru_cache(maxsize=8)
+def _session_key(secret_key: str, database_url: str) -> str:
+    if secret_key and secret_key != DEV_SECRET_KEY:
+        return hmac.new(secret_key.encode(), b"pushgate-ui-session", hashlib.sha256).hexdigest()
+    path = key_file(Settings(database_url=database_url))
     try:
         return path.read_text(encoding="ascii").strip()
     except FileNotFoundError:
@@ -100,7 +115,7 @@ class Viewer:
     operator: bool
 
 
-async def viewer_of(request: Request, gateway: Gateway, key: str) -> Viewer | None:
+async def viewer_of(request: Request, gateway: Gateway) -> Viewer | None:
     """The signed-in viewer, or None (a session that no longer holds is cleared)."""
     session = request.session
     token_hash = session.get("token_hash")
@@ -113,7 +128,8 @@ async def viewer_of(request: Request, gateway: Gateway, key: str) -> Viewer | No
     mark = session.get("operator")
     settings = gateway.settings
     if isinstance(mark, str) and settings.admin_password:
-        if not hmac.compare_digest(mark, password_mark(key, settings.admin_password)):
+        expected = password_mark(session_key(settings), settings.admin_password)
+        if not hmac.compare_digest(mark, expected):
             session.clear()
             return None
         project = session.get("project")
