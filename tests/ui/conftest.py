@@ -24,6 +24,7 @@ CHROMIUM = os.environ.get("PUSHGATE_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("PUSHGATE_TEST_CHROMEDRIVER", "/usr/bin/chromedriver")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 PRICE = "0.01"
+DELIVERY_DELAY = 4
 
 
 def _ci() -> bool:
@@ -87,8 +88,10 @@ def dashboard(tmp_path: Path, browser: Any) -> Iterator[Dashboard]:
     try:
         harness.cli("migrate")
         project = harness.cli_json("project", "create", "shop", "--credits", "10")
+        # Deliveries reported a few seconds after the send: the push's page sees them come.
         harness.cli_json("channel", "add", "--project", "shop", "--type", "sandbox",
-                         "--application", "1", "--price", PRICE)
+                         "--application", "1", "--price", PRICE,
+                         "--config", f'{{"delivery_delay": {DELIVERY_DELAY}}}')
         # A paused channel (application 3, SMS) keeps what is sent to it queued: to cancel.
         paused = harness.cli_json("channel", "add", "--project", "shop", "--type", "sandbox",
                                   "--application", "3", "--price", PRICE)

@@ -109,7 +109,12 @@ def test_sign_in_send_and_watch_delivery(browser: Any, dashboard: Dashboard) -> 
 
     browser.find_element(By.CSS_SELECTOR, "#send-result a").click()
     wait_for(lambda: exists(browser, "#live"), "the push's page")
+    # Still on its way (the sandbox reports delivery seconds later): the page follows it.
+    assert browser.find_element(By.ID, "live").get_attribute("data-live") == "yes"
+    assert "delivered" not in text(browser, "#counts")
+    browser.execute_script("window.sameDocument = true")
     wait_for(lambda: "delivered 2" in text(browser, "#counts"), "both messages delivered")
+    assert browser.execute_script("return window.sameDocument === true")    # no reload
     rows = text(browser, "#messages")
     assert all(number in rows for number in good) and rows.count("delivered") == 2
     assert text(browser, "#live") and browser.find_element(
