@@ -131,9 +131,9 @@ async def login(request: Request) -> Response:
             session = {"operator": password_mark(session_key(gateway.settings),
                                                  gateway.settings.admin_password)}
         else:
-            info = await authenticate(gateway.lookups, request, token or None)
+            # The API's checks: throttle, unknown, revoked, inactive project, IP allow-list.
+            await authenticate(gateway.lookups, request, token or None)
             session = {"token_hash": hash_token(token)}
-            del info
     except ApiError as exc:
         if exc.code == Code.RATE_LIMITED:
             message = (f"Too many wrong sign-ins from this address; try again in "
