@@ -23,7 +23,12 @@ class Settings(BaseSettings):
     public_url: str = ""
     # Signs media links; set it to a long random string in production (and the same on
     # every node).
+    # Also signs the dashboard's session cookies (a key derived from it). Left at the
+    # development key, the dashboard generates its own and keeps it beside the SQLite
+    # database (else in ./data/): ui/session.py.
     secret_key: str = "pushgate-dev-key"
+    # The dashboard's operator sign-in (every project, a project switcher); empty = none.
+    admin_password: str = ""
     # Let media URLs point at private, loopback and link-local addresses (tests, labs): both
     # the push API's check of customers' media URLs and the gateway's own media downloads.
     allow_private_media: bool = False

@@ -64,7 +64,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
     # pushgate's own metrics are Prometheus counters.
     app = FastAPI(title="pushgate", version=__version__, lifespan=lifespan,
                   description=openapi.DESCRIPTION,
-                  telemetry={"tracing": False, "metrics": False, "logs": False})
+                  telemetry={"tracing": False, "metrics": False, "logs": False},
+                  # Served by ui/app.py with the package's own copies of their assets.
+                  docs_url=None, redoc_url=None)
     app.state.gateway = gateway
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StoreUnavailable, _api_error)
@@ -76,6 +78,10 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
                    devices.picky_router, ops.router):
         add_routes(app, router)
     add_picky_aliases(app)
+    # The dashboard (its session middleware on /ui only), `/` sending there, /docs, /redoc.
+    from pushgate.ui.app import mount_ui
+
+    mount_ui(app, gateway)
     app.add_middleware(FastRoutes, routes={path: push.push for path in picky_paths("push")},
                        error_response=partial(error_response,
                                               always_200=settings.always_http_200, store=store))

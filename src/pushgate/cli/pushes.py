@@ -15,6 +15,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
+from pushgate.api.report_rows import COLUMNS, stream_report
 from pushgate.cli.common import (
     JsonOption,
     console,
@@ -24,8 +25,7 @@ from pushgate.cli.common import (
     show,
     with_store,
 )
-from pushgate.core.lifecycle import ERROR_STATES
-from pushgate.core.records import MessageRecord, PushRecord
+from pushgate.core.records import PushRecord
 from pushgate.store.base import Store
 
 push_app = typer.Typer(help="What to do with a push once accepted.", no_args_is_help=True)
@@ -33,13 +33,6 @@ push_app = typer.Typer(help="What to do with a push once accepted.", no_args_is_
 ProjectOption = typer.Option(None, "--project",
                              help="The push's project, by id or name (default: whichever "
                                   "project the push belongs to).")
-
-# Rows read from the store at a time: what a report holds in memory, however large the push.
-REPORT_CHUNK = 500
-
-COLUMNS = ("msg_id", "number", "status", "state", "error_code", "error_message",
-           "accepted_at", "updated_at", "reference_number")
-
 
 async def _find_push(store: Store, push_id: int, project: str | None) -> PushRecord:
     """The push, in ``project`` when given; one line and exit code 1 when it is not there."""
@@ -54,36 +47,6 @@ async def _find_push(store: Store, push_id: int, project: str | None) -> PushRec
     push = await store.get_push(owner, push_id)
     assert push is not None
     return push
-
-
-def report_row(message: MessageRecord, push: PushRecord) -> dict[str, Any]:
-    """One message of ``pushgate report``: Picky's status with pushgate's state name, the
-    outcome's error, and pushgate's own time format."""
-    # Imported here, as `serve` imports the API: every other command starts without FastAPI.
-    from pushgate.api.answers import iso_time
-
-    # Errors only for a failed or refunded message, as in the delivery report.
-    failed = message.state in ERROR_STATES
-    return {
-        "msg_id": message.id, "number": message.number, "status": message.status,
-        "state": message.state.value,
-        "error_code": message.error_code if failed else None,
-        "error_message": (message.error_message or "") if failed else "",
-        "accepted_at": iso_time(push.created_at), "updated_at": iso_time(message.updated_at),
-        "reference_number": message.reference,
-    }
-
-
-async def stream_report(store: Store, push: PushRecord, project_id: int,
-                        write: Callable[[list[dict[str, Any]]], None],
-                        chunk: int = REPORT_CHUNK) -> int:
-    """Hand ``write`` the push's rows ``chunk`` at a time, as the store pages them; returns
-    how many."""
-    count = 0
-    async for messages in store.iter_push_messages(project_id, push.id, chunk):
-        write([report_row(message, push) for message in messages])
-        count += len(messages)
-    return count
 
 
 def _csv_writer(out: IO[str]) -> Callable[[list[dict[str, Any]]], None]:

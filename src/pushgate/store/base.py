@@ -162,6 +162,23 @@ class Reports(Protocol):
         """The push's messages in id order, ``chunk`` at a time (never the whole push)."""
 
     @abc.abstractmethod
+    async def list_pushes(self, project_id: int, before: int | None,
+                          limit: int) -> list[PushRecord]:
+        """A page of the project's pushes, newest first: up to ``limit`` with ids below
+        ``before`` (None: from the newest), each with its messages counted by state."""
+
+    @abc.abstractmethod
+    async def push_messages(self, project_id: int, push_id: int, after: int,
+                            limit: int) -> list[MessageRecord]:
+        """A page of the push's messages in id order: up to ``limit`` with ids above
+        ``after``."""
+
+    @abc.abstractmethod
+    async def project_counts_since(self, project_id: int, since: float) -> dict[str, int]:
+        """The messages of the project's pushes accepted at or after ``since``, counted by
+        state (the dashboard's "today")."""
+
+    @abc.abstractmethod
     async def push_project(self, push_id: int) -> int | None:
         """The project a push belongs to (the operator's commands, which take any push)."""
 

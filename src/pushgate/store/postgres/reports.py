@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from pushgate.core.push import MAX_ID
 from pushgate.core.records import MessageDetail, MessageRecord, PushRecord
 from pushgate.store.postgres.connection import PostgresBase
 from pushgate.store.rows import (
@@ -49,6 +50,37 @@ class PostgresReports(PostgresBase):
             yield [message_record(r) for r in rows]
             if len(rows) < chunk:
                 return
+
+    async def list_pushes(self, project_id: int, before: int | None,
+                          limit: int) -> list[PushRecord]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                f"SELECT {PUSH_COLUMNS} FROM pushes WHERE project_id = $1 AND id < $2"
+                " ORDER BY id DESC LIMIT $3",
+                project_id, MAX_ID if before is None else before, limit)
+            counts: dict[int, dict[str, int]] = {row[0]: {} for row in rows}
+            if rows:
+                for push_id, state, n in await conn.fetch(
+                        "SELECT push_id, state, count(*) FROM messages"
+                        " WHERE push_id = ANY($1::bigint[]) GROUP BY push_id, state",
+                        [row[0] for row in rows]):
+                    counts[push_id][state] = n
+        return [push_record(row, counts[row[0]]) for row in rows]
+
+    async def push_messages(self, project_id: int, push_id: int, after: int,
+                            limit: int) -> list[MessageRecord]:
+        rows = await self._fetch(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE push_id = $1"
+            " AND project_id = $2 AND id > $3 ORDER BY id LIMIT $4",
+            push_id, project_id, after, limit)
+        return [message_record(r) for r in rows]
+
+    async def project_counts_since(self, project_id: int, since: float) -> dict[str, int]:
+        rows = await self._fetch(
+            "SELECT m.state, count(*) FROM pushes p JOIN messages m ON m.push_id = p.id"
+            " WHERE p.project_id = $1 AND p.created_at >= $2 GROUP BY m.state",
+            project_id, since)
+        return {r[0]: r[1] for r in rows}
 
     async def push_project(self, push_id: int) -> int | None:
         row = await self._fetchrow("SELECT project_id FROM pushes WHERE id = $1", push_id)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+from pushgate.core.push import MAX_ID
 from pushgate.core.records import MessageDetail, MessageRecord, PushRecord
 from pushgate.store.rows import (
     M_MESSAGE_COLUMNS,
@@ -52,6 +53,35 @@ class SQLiteReports(SQLiteBase):
             if len(rows) < chunk:
                 return
             await asyncio.sleep(0)
+
+    async def list_pushes(self, project_id: int, before: int | None,
+                          limit: int) -> list[PushRecord]:
+        conn = self._read()
+        rows = conn.execute(
+            f"SELECT {PUSH_COLUMNS} FROM pushes WHERE project_id = ? AND id < ?"
+            " ORDER BY id DESC LIMIT ?",
+            (project_id, MAX_ID if before is None else before, limit)).fetchall()
+        counts: dict[int, dict[str, int]] = {row[0]: {} for row in rows}
+        if rows:
+            marks = ", ".join("?" * len(rows))
+            for push_id, state, n in conn.execute(
+                    f"SELECT push_id, state, count(*) FROM messages WHERE push_id IN ({marks})"
+                    " GROUP BY push_id, state", [row[0] for row in rows]).fetchall():
+                counts[push_id][state] = n
+        return [push_record(row, counts[row[0]]) for row in rows]
+
+    async def push_messages(self, project_id: int, push_id: int, after: int,
+                            limit: int) -> list[MessageRecord]:
+        rows = self._read().execute(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE push_id = ? AND project_id = ?"
+            " AND id > ? ORDER BY id LIMIT ?", (push_id, project_id, after, limit)).fetchall()
+        return [message_record(r) for r in rows]
+
+    async def project_counts_since(self, project_id: int, since: float) -> dict[str, int]:
+        return dict(self._read().execute(
+            "SELECT m.state, count(*) FROM pushes p JOIN messages m ON m.push_id = p.id"
+            " WHERE p.project_id = ? AND p.created_at >= ? GROUP BY m.state",
+            (project_id, since)).fetchall())
 
     async def push_project(self, push_id: int) -> int | None:
         row = self._read().execute(
