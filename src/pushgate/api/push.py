@@ -16,16 +16,23 @@ from starlette.responses import Response
 
 from pushgate.api import metrics, openapi
 from pushgate.api.answers import accepted_answer, short_of_credit
-from pushgate.api.auth import authenticate, resolve_channel, token_from
+from pushgate.api.auth import authenticate_from, resolve_channel, token_from
 from pushgate.api.body import json_payload
 from pushgate.api.devices import resume_stopped_queue
 from pushgate.api.media_hosts import plan_with_media_hosts
 from pushgate.api.number_filter import number_filter
 from pushgate.api.routing import raw_post
-from pushgate.api.state import gateway_of
+from pushgate.api.state import Gateway, gateway_of
 from pushgate.core.checks import ACTION_NUMBER_FILTER, parse_action
 from pushgate.core.pricing import format_credits
-from pushgate.core.push import ROW_CREDIT, ROW_INDEX, ROW_NUMBER, PushPlan, decode_push
+from pushgate.core.push import (
+    ROW_CREDIT,
+    ROW_INDEX,
+    ROW_NUMBER,
+    PushBody,
+    PushPlan,
+    decode_push,
+)
 from pushgate.store.errors import InsufficientCredit
 
 router = APIRouter()
@@ -36,9 +43,17 @@ router = APIRouter()
 async def push(request: Request) -> Response:
     started = time.perf_counter()
     gateway = gateway_of(request)
+    body = decode_push(await json_payload(request, gateway.settings.max_body_bytes))
+    return await accept_body(gateway, body, request.client.host if request.client else None,
+                             token_from(request, body.token), started)
+
+
+async def accept_body(gateway: Gateway, body: PushBody, client_ip: str | None,
+                      token_text: str | None, started: float) -> Response:
+    """Everything after the body is read and decoded: the route above and the fast path
+    (``api/fastpush.py``) both end here, so a body field handled here is handled by both."""
     settings = gateway.settings
-    body = decode_push(await json_payload(request, settings.max_body_bytes))
-    token = await authenticate(gateway.lookups, request, token_from(request, body.token))
+    token = await authenticate_from(gateway.lookups, client_ip, token_text)
     gateway.rate_limiter.check(token.token_id)
     channel = await resolve_channel(gateway.lookups, token.project_id, body.application,
                                     body.channel_id)
