@@ -12,7 +12,9 @@ a measured window bounded in time and in count.
 Reported per run: req/s, p50/p99 latency, errors, and the CPU the server's whole process tree
 (the ``serve`` parent and its children, every thread) used in the window, read from /proc,
 divided by the requests answered: **server CPU µs per request**, the figure to trust on a
-shared machine, where req/s moves with whatever else runs. Every answer must be HTTP 200
+shared machine, where req/s moves with whatever else runs; split into the processes' main
+threads (the event loops: HTTP, validation, answers, dispatch) and their other threads (the
+SQLite writer: statements and commits). Every answer must be HTTP 200
 with status 100 and one accepted entry.
 
 ``--target-url`` drives another gateway instead (e.g. Jasmin's ``/send``) with the same
@@ -77,6 +79,24 @@ def tree_cpu(pids: list[int]) -> float:
         with contextlib.suppress(OSError):
             total += cpu_seconds(pid)
     return total
+
+
+def thread_split(pids: list[int]) -> tuple[float, float]:
+    """CPU seconds so far of the processes' main threads (the event loops) and of all their
+    other threads (the SQLite writer, mostly), from /proc's per-thread stat."""
+    loops = others = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{pid}/task"):
+                fields = Path(f"/proc/{pid}/task/{task}/stat").read_text().rsplit(")", 1)[1]
+                values = fields.split()
+                used = (int(values[11]) + int(values[12])) / tick
+                if int(task) == pid:
+                    loops += used
+                else:
+                    others += used
+    return loops, others
 
 
 def push_bodies(token: str, count: int = 1000) -> list[bytes]:
@@ -144,11 +164,11 @@ def run_once(url: str, pids: list[int], requests: list[bytes], connections: int,
         task = asyncio.ensure_future(drive(url, requests, connections, measure_from, end,
                                            max_requests, ok_prefix))
         await asyncio.sleep(max(0.0, measure_from - time.monotonic()))
-        cpu0, (busy0, _) = tree_cpu(pids), machine_busy()
+        cpu0, (busy0, _), split0 = tree_cpu(pids), machine_busy(), thread_split(pids)
         t0 = time.monotonic()
         result = await task
         t1 = time.monotonic()
-        cpu1, (busy1, _) = tree_cpu(pids), machine_busy()
+        cpu1, (busy1, _), split1 = tree_cpu(pids), machine_busy(), thread_split(pids)
         window = t1 - t0
         done = len(result["latencies"])
         return {"requests": done, "req_s": done / window,
@@ -156,6 +176,8 @@ def run_once(url: str, pids: list[int], requests: list[bytes], connections: int,
                 "p99_ms": percentile(result["latencies"], 0.99) * 1000,
                 "errors": result["errors"],
                 "cpu_us": (cpu1 - cpu0) / max(done, 1) * 1e6,
+                "loop_us": (split1[0] - split0[0]) / max(done, 1) * 1e6,
+                "threads_us": (split1[1] - split0[1]) / max(done, 1) * 1e6,
                 "server_cpu": (cpu1 - cpu0) / window * 100,
                 "machine_cpu": (busy1 - busy0) / window * 100}
 
@@ -169,6 +191,7 @@ def run_once(url: str, pids: list[int], requests: list[bytes], connections: int,
 def _line(label: str, row: dict[str, Any]) -> str:
     return (f"single {label:10s} {row['req_s']:8.0f} req/s  p50 {row['p50_ms']:5.1f} ms  "
             f"p99 {row['p99_ms']:5.1f} ms  server CPU {row['cpu_us']:5.0f} µs/request "
+            f"(loops {row.get('loop_us', 0):4.0f}, other threads {row.get('threads_us', 0):4.0f}) "
             f"({row['server_cpu']:3.0f} %, machine {row['machine_cpu']:3.0f} %)  "
             f"errors {row['errors']}")
 
@@ -252,7 +275,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             summary = {"label": label, "errors": sum(r["errors"] for r in mine),
                        "server_cpu": 0.0, "machine_cpu": 0.0}
             text = []
-            for key in ("req_s", "p50_ms", "p99_ms", "cpu_us", "server_cpu", "machine_cpu"):
+            for key in ("req_s", "p50_ms", "p99_ms", "cpu_us", "loop_us", "threads_us",
+                        "server_cpu", "machine_cpu"):
                 summary[key], low, high = median_spread([r[key] for r in mine])
                 text.append(f"{key} [{low:.1f}–{high:.1f}]")
             print(_line(f"MEDIAN {label}", summary) + "  " + ", ".join(text), flush=True)
