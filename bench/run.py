@@ -4,7 +4,9 @@
                                     # 1,000 case 3 times; 1 and 100 also with the raw
                                     # client; 1,000 and 10,000 again to numbers the
                                     # server does not remember; 10,000 and 1 to two
-                                    # API processes, 3 times each), dispatch 200,000
+                                    # API processes, 3 times each), one-recipient pushes
+                                    # at 50 connections to the default serve (3 times),
+                                    # dispatch 200,000
                                     # (and 100,000 delivered by simulated
                                     # receipts), store driver, status
                                     # updates one per call (callbacks), SMPP,
@@ -34,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import accept  # noqa: E402
 import backlog  # noqa: E402
 import http_channel  # noqa: E402
+import single  # noqa: E402
 import smpp as smpp_bench  # noqa: E402
 import status_updates  # noqa: E402
 import store_driver  # noqa: E402
@@ -68,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
         results["accept"] = accept.main(["--seconds", seconds, "--sizes", "1000"])
         results["accept"] += accept.main(["--seconds", seconds, "--sizes", "1",
                                           "--client", "raw"])
+        results["single"] = single.main(["--seconds", seconds])
         results["dispatch"] = dispatch.main(["--messages", "20000"])
         results["store_driver"] = store_driver.main(["--rows", "20000", "--repeat", "1"])
     else:
@@ -89,6 +93,9 @@ def main(argv: list[str] | None = None) -> None:
                                               "--client", "raw", "--servers", "2",
                                               "--processes", "1", "--connections",
                                               connections, "--repeat", "3"])
+        # Issue 23's side-by-side shape: one recipient, 50 connections, the default `serve`
+        # (all cores, dispatch on), server CPU µs a request; median of 3.
+        results["single"] = single.main(["--seconds", seconds, "--repeat", "3"])
         results["dispatch"] = dispatch.main(["--messages", "200000"])
         # Delivered by simulated receipts afterwards, the path real providers' receipts take.
         results["dispatch_receipts"] = dispatch.main(["--messages", "100000",

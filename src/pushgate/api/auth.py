@@ -23,14 +23,21 @@ from pushgate.store.base import Store
 def token_from(request: Request, body_token: str | int | None) -> str | None:
     """The token from the body (Picky's way), else ``Authorization: Bearer``, else ``?token=``.
     A token of digits only may come as a JSON number, as every Picky value may."""
+    token = token_given(body_token, request.headers.get("authorization", ""))
+    if token is not None:
+        return token
+    return request.query_params.get("token") or None
+
+
+def token_given(body_token: str | int | None, authorization: str) -> str | None:
+    """``token_from``'s first two places: the body's token, else ``Authorization: Bearer``."""
     if isinstance(body_token, int):
         return str(body_token)
     if body_token:
         return body_token.strip()
-    header = request.headers.get("authorization", "")
-    if header[:7].lower() == "bearer ":
-        return header[7:].strip() or None
-    return request.query_params.get("token") or None
+    if authorization[:7].lower() == "bearer ":
+        return authorization[7:].strip() or None
+    return None
 
 
 @lru_cache(maxsize=4096)
@@ -230,7 +237,14 @@ async def resolve_channel(lookups: Lookups, project_id: int, application: str | 
 
 
 async def authenticate(store: TokenSource, request: Request, token: str | None) -> TokenInfo:
-    client_ip = request.client.host if request.client else None
+    return await authenticate_from(store, request.client.host if request.client else None,
+                                   token)
+
+
+async def authenticate_from(store: TokenSource, client_ip: str | None,
+                            token: str | None) -> TokenInfo:
+    """``authenticate`` given the client's address rather than its request (the push fast
+    path, ``api/fastpush.py``, has no ``Request``)."""
     # An address that sent too many unknown tokens waits, whatever it sends now.
     failures = store.failures if isinstance(store, Lookups) else None
     if failures is not None:

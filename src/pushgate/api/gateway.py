@@ -35,6 +35,7 @@ from pushgate.api import (
     sandbox,
 )
 from pushgate.api.answers import error_answer, error_response
+from pushgate.api.fastpush import PushApp
 from pushgate.api.routing import FastRoutes
 from pushgate.api.state import Gateway, gateway_of
 from pushgate.config import Settings
@@ -62,12 +63,13 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
 
     # FastAPI's native OpenTelemetry hook asks the global providers on every request;
     # pushgate's own metrics are Prometheus counters.
-    app = FastAPI(title="pushgate", version=__version__, lifespan=lifespan,
+    app = PushApp(title="pushgate", version=__version__, lifespan=lifespan,
                   description=openapi.DESCRIPTION,
                   telemetry={"tracing": False, "metrics": False, "logs": False},
                   # Served by ui/app.py with the package's own copies of their assets.
                   docs_url=None, redoc_url=None)
     app.state.gateway = gateway
+    app.push_paths = frozenset(picky_paths("push"))
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StoreUnavailable, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

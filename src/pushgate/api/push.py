@@ -16,13 +16,13 @@ from starlette.responses import Response
 
 from pushgate.api import metrics, openapi
 from pushgate.api.answers import accepted_answer, short_of_credit
-from pushgate.api.auth import authenticate, resolve_channel, token_from
+from pushgate.api.auth import authenticate_from, resolve_channel, token_from
 from pushgate.api.body import json_payload
 from pushgate.api.devices import resume_stopped_queue
 from pushgate.api.media_hosts import plan_with_media_hosts
 from pushgate.api.number_filter import number_filter
 from pushgate.api.routing import raw_post
-from pushgate.api.state import gateway_of
+from pushgate.api.state import Gateway, gateway_of
 from pushgate.config import Settings
 from pushgate.core.channels import ChannelSpec
 from pushgate.core.checks import ACTION_NUMBER_FILTER, parse_action
@@ -50,9 +50,19 @@ router = APIRouter()
 async def push(request: Request) -> Response:
     started = time.perf_counter()
     gateway = gateway_of(request)
+    body = decode_push(await json_payload(request, gateway.settings.max_body_bytes))
+    return await answer_push(gateway, body, request.client.host if request.client else None,
+                             token_from(request, body.token), started, idempotency_key(request))
+
+
+async def answer_push(gateway: Gateway, body: PushBody, client_ip: str | None,
+                      token_text: str | None, started: float,
+                      key: str | None = None) -> Response:
+    """Everything after the body is read and decoded: the route above and the fast path
+    (``api/fastpush.py``) both end here, so a body field handled here (or in
+    ``accept_body``) is handled by both."""
     settings = gateway.settings
-    body = decode_push(await json_payload(request, settings.max_body_bytes))
-    token = await authenticate(gateway.lookups, request, token_from(request, body.token))
+    token = await authenticate_from(gateway.lookups, client_ip, token_text)
     gateway.rate_limiter.check(token.token_id)
     channel = await resolve_channel(gateway.lookups, token.project_id, body.application,
                                     body.channel_id)
@@ -60,7 +70,7 @@ async def push(request: Request) -> Response:
         return await number_filter(gateway, token.project_id, channel, body, time.time())
     plan, result = await accept_body(
         gateway.store, settings, gateway.limits, gateway.media_names, token.project_id, channel,
-        body, idempotency_key(request))
+        body, key)
     if result.replayed:
         return accepted_answer(result.push_id, entries(plan, result.message_ids),
                                len(plan.accepted), len(plan.refused), plan.credit_total,

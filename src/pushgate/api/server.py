@@ -52,11 +52,14 @@ class ReadTimeoutProtocol(HttpToolsProtocol):
         self._read_deadline: float | None = None
         self._body_received = 0
         self._read_timer: asyncio.TimerHandle | None = None
+        # The response cycles' writer (``HeadWithBody``), one per connection.
+        self._writes: HeadWithBody | None = None
 
     # -- uvicorn's hooks -----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._writes = HeadWithBody(transport, self.loop)
         self._expect_request()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -73,6 +76,9 @@ class ReadTimeoutProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and self._writes is not None and cycle.transport is self.transport:
+            cycle.transport = self._writes  # type: ignore[assignment]
         if self._read_deadline is not None:   # the body's turn: a fresh read_timeout
             self._read_deadline = self.loop.time() + self.read_timeout
 
@@ -114,6 +120,54 @@ class ReadTimeoutProtocol(HttpToolsProtocol):
                   self.client, self.read_timeout)
         self._read_deadline = None
         self.transport.close()
+
+
+class HeadWithBody:
+    """What a request's response cycle writes to: its response head goes out with the first
+    body chunk in one ``write``.
+
+    uvicorn writes a response's head and its body with a ``write`` each, two system calls and
+    two TCP segments for every small answer; on single-recipient pushes those two writes
+    were the largest single item of the event loop's profile (``bench/single.py``,
+    docs/benchmarks.md). A head is held only until the body's first chunk, or until the
+    loop's next turn if the body does not follow at once (an event stream's head, an answer
+    whose body waits for something), so nothing is delayed longer than a loop iteration.
+    """
+
+    __slots__ = ("transport", "loop", "held")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport = transport
+        self.loop = loop
+        self.held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        held = self.held
+        if held is not None:
+            self.held = None
+            self.transport.write(held + data)
+        elif data.startswith(b"HTTP/1.1 ") and data.endswith(b"\r\n\r\n") \
+                and not data.startswith(b"HTTP/1.1 100 "):
+            self.held = data
+            self.loop.call_soon(self.flush)
+        else:
+            self.transport.write(data)
+
+    def flush(self) -> None:
+        held = self.held
+        if held is not None:
+            self.held = None
+            self.transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
 
 
 def read_timeout_protocol(seconds: float) -> type[ReadTimeoutProtocol]:
