@@ -24,9 +24,10 @@ from pushgate.api.number_filter import number_filter
 from pushgate.api.routing import raw_post
 from pushgate.api.state import gateway_of
 from pushgate.core.checks import ACTION_NUMBER_FILTER, parse_action
+from pushgate.core.optouts import without_opted_out
 from pushgate.core.pricing import format_credits
 from pushgate.core.push import ROW_CREDIT, ROW_INDEX, ROW_NUMBER, PushPlan, decode_push
-from pushgate.store.errors import InsufficientCredit
+from pushgate.store.errors import AllOptedOut, InsufficientCredit
 
 router = APIRouter()
 
@@ -57,6 +58,13 @@ async def push(request: Request) -> Response:
             token.project_id, channel, plan, now, now + validity if validity else None)
     except InsufficientCredit as exc:
         raise short_of_credit("the push", exc) from None
+    except AllOptedOut as exc:
+        plan = without_opted_out(plan, exc.numbers)
+        error = plan.refusal_only_error()
+        error.extra["data"] = entries(plan, [])
+        raise error from None
+    if result.opted_out:
+        plan = without_opted_out(plan, result.opted_out)
     # Picky: a new push restarts a queue stopped by device-action.
     if channel.paused and await resume_stopped_queue(gateway.store, channel):
         gateway.lookups.forget()

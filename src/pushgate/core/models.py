@@ -234,6 +234,10 @@ class AcceptResult:
     # msg_id for each accepted row, in the plan's order.
     message_ids: list[int]
     balance_micro: int
+    # The plan's numbers the store found opted out, in the accept's own transaction: their
+    # entries were refused in place (``core.optouts.without_opted_out``), ``message_ids``
+    # follow the plan without them.
+    opted_out: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)

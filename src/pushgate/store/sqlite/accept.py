@@ -11,8 +11,9 @@ from typing import Any
 
 from pushgate.core.channels import ChannelSpec
 from pushgate.core.models import AcceptResult
-from pushgate.core.push import PushPlan
-from pushgate.store.errors import InsufficientCredit
+from pushgate.core.optouts import chunks, without_opted_out
+from pushgate.core.push import ROW_NUMBER, PushPlan
+from pushgate.store.errors import AllOptedOut, InsufficientCredit
 from pushgate.store.sqlite.connection import SQLiteBase
 
 #: Rows per INSERT statement: a push is cut greedily into these sizes, so every push size is
@@ -37,10 +38,11 @@ class SQLiteAccept(SQLiteBase):
         expires_at: float | None,
     ) -> AcceptResult:
         rows = _message_rows(plan)
-        push_id, first_id, balance = await self._write(_accept_job, project_id, channel, plan,
-                                                       rows, now, expires_at)
-        return AcceptResult(push_id=push_id, balance_micro=balance,
-                            message_ids=list(range(first_id, first_id + len(plan.accepted))))
+        push_id, first_id, balance, opted = await self._write(
+            _accept_job, project_id, channel, plan, rows, now, expires_at)
+        accepted = len(plan.accepted) - _dropped(plan, opted)
+        return AcceptResult(push_id=push_id, balance_micro=balance, opted_out=opted,
+                            message_ids=list(range(first_id, first_id + accepted)))
 
 
     async def accept_reply(
@@ -52,15 +54,37 @@ class SQLiteAccept(SQLiteBase):
         now: float,
         expires_at: float | None,
         not_since: float,
+        confirmation: bool = False,
     ) -> AcceptResult | None:
         rows = _message_rows(plan)
         accepted = await self._write(_reply_job, project_id, channel, plan, rows, number, now,
-                                     expires_at, not_since)
+                                     expires_at, not_since, confirmation)
         if accepted is None:
             return None
-        push_id, first_id, balance = accepted
-        return AcceptResult(push_id=push_id, balance_micro=balance,
-                            message_ids=list(range(first_id, first_id + len(plan.accepted))))
+        push_id, first_id, balance, opted = accepted
+        count = len(plan.accepted) - _dropped(plan, opted)
+        return AcceptResult(push_id=push_id, balance_micro=balance, opted_out=opted,
+                            message_ids=list(range(first_id, first_id + count)))
+
+
+def _dropped(plan: PushPlan, opted: frozenset[str]) -> int:
+    """How many accepted rows of ``plan`` go to ``opted``."""
+    return sum(row[ROW_NUMBER] in opted for row in plan.accepted) if opted else 0
+
+
+def opted_out_among(conn: sqlite3.Connection, project_id: int,
+                    numbers: list[str]) -> frozenset[str]:
+    """Which of ``numbers`` the project has opted out: nothing asked beyond one probe of the
+    index when the project has no opt-out at all, else one indexed query per chunk."""
+    if not numbers or conn.execute("SELECT 1 FROM optouts WHERE project_id = ? LIMIT 1",
+                                   (project_id,)).fetchone() is None:
+        return frozenset()
+    found: set[str] = set()
+    for chunk in chunks(sorted(set(numbers))):
+        found.update(r[0] for r in conn.execute(
+            "SELECT number FROM optouts WHERE project_id = ? AND number IN ("
+            + ",".join("?" * len(chunk)) + ")", (project_id, *chunk)))
+    return frozenset(found)
 
 
 def _reply_job(
@@ -73,12 +97,16 @@ def _reply_job(
     now: float,
     expires_at: float | None,
     not_since: float,
-) -> tuple[int, int, int] | None:
+    confirmation: bool,
+) -> tuple[int, int, int, frozenset[str]] | None:
     """The loop guard's note, then ``_accept_job``; None when the guard holds. Both in the
-    job's savepoint: an ``InsufficientCredit`` takes the note back with it."""
+    job's savepoint: an ``InsufficientCredit`` takes the note back with it. A
+    ``confirmation`` (the answer to the STOP keyword the user just wrote) is the one message
+    an opted-out number may get."""
     if conn.execute(_GUARD_SQL, (channel.id, number, now, not_since)).fetchone() is None:
         return None
-    return _accept_job(conn, project_id, channel, plan, rows, now, expires_at)
+    return _accept_job(conn, project_id, channel, plan, rows, now, expires_at,
+                       check_optouts=not confirmation)
 
 
 # Inserts the note, or moves it forward only when the last reply is old enough; RETURNING
@@ -125,9 +153,18 @@ def _accept_job(
     rows: list[Any],
     now: float,
     expires_at: float | None,
-) -> tuple[int, int, int]:
-    """Charge, record the push and insert its messages: (push id, first message id, balance
-    after). ``rows`` is ``_message_rows(plan)``."""
+    check_optouts: bool = True,
+) -> tuple[int, int, int, frozenset[str]]:
+    """Refuse the entries to opted-out numbers in place, charge, record the push and insert
+    its messages: (push id, first message id, balance after, the opted-out numbers).
+    ``rows`` is ``_message_rows(plan)``; ``AllOptedOut`` when nothing is left."""
+    opted = (opted_out_among(conn, project_id, [row[ROW_NUMBER] for row in plan.accepted])
+             if check_optouts else frozenset())
+    if opted:
+        plan = without_opted_out(plan, opted)
+        if not plan.accepted:
+            raise AllOptedOut(opted)
+        rows = _message_rows(plan)
     total = plan.credit_total
     row = conn.execute(
         "UPDATE projects SET balance_micro = balance_micro - ? WHERE id = ?"
@@ -175,4 +212,4 @@ def _accept_job(
         conn.executemany("UPDATE messages SET extra = ? WHERE id = ?",
                          [(extra, first_id + offset)
                           for offset, extra in enumerate(plan.extras) if extra is not None])
-    return push_id, first_id, balance_after
+    return push_id, first_id, balance_after, opted
