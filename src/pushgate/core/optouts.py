@@ -23,10 +23,6 @@ EVENT_SUBSCRIBER: Final = 4
 
 DEFAULT_STOP_KEYWORDS: Final = ("STOP", "UNSUBSCRIBE", "STOPALL", "CANCEL", "END", "QUIT")
 DEFAULT_START_KEYWORDS: Final = ("START", "UNSTOP")
-
-#: Numbers per query when the stores look a push's numbers up (SQLite's bound parameters).
-LOOKUP_CHUNK: Final = 5000
-
 OPTED_OUT_MESSAGE: Final = "the number has opted out of this project's messages"
 
 _SEPARATORS = str.maketrans("", "", " \t-().\u00a0")
@@ -135,13 +131,6 @@ def without_opted_out(plan: PushPlan, opted_out: Collection[str]) -> PushPlan:
     return replace(plan, accepted=accepted,
                    refused=sorted([*plan.refused, *refused], key=lambda r: r.index),
                    credit_total=plan.credit_total - dropped, extras=extras)
-
-
-def chunks(numbers: list[str], size: int = LOOKUP_CHUNK) -> Iterable[list[str]]:
-    for start in range(0, len(numbers), size):
-        yield numbers[start:start + size]
-
-
 @dataclass(frozen=True, slots=True)
 class OptOut:
     """One number of a project's opt-out list."""
