@@ -10,8 +10,10 @@
                                     # (and 100,000 delivered by simulated
                                     # receipts), store driver, status
                                     # updates one per call (callbacks), SMPP,
-                                    # WhatsApp Cloud through a fake Graph API (50,000), and a
-                                    # 1,000,000-message backlog (about 9 min in all)
+                                    # WhatsApp Cloud through a fake Graph API (50,000), a
+                                    # 1,000,000-message backlog, and 10,000-recipient
+                                    # accept with and without a 100,000-number opt-out
+                                    # list (about 10 min in all)
     python bench/run.py --quick     # a fast subset (well under a minute)
     python bench/run.py --postgres  # also PostgreSQL accept and dispatch with 1, 2, 4 workers
 
@@ -36,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import accept  # noqa: E402
 import backlog  # noqa: E402
 import http_channel  # noqa: E402
+import optouts  # noqa: E402
 import single  # noqa: E402
 import smpp as smpp_bench  # noqa: E402
 import status_updates  # noqa: E402
@@ -104,6 +107,8 @@ def main(argv: list[str] | None = None) -> None:
         results["status_updates"] = status_updates.main(["--updates", "20000"])
         # 1,000,000 queued: priority latency, memory, report streaming, claim time (~2.5 min).
         results["backlog"] = backlog.main([])
+        # 10,000-recipient accept with a 100,000-number opt-out list, against none.
+        results["optouts"] = optouts.main(["--rounds", "15"])
     results["smpp"] = smpp_bench.main(["--messages", "20000" if args.quick else "50000"])
     results["http_channel"] = http_channel.main(["--quick"] if args.quick else [])
     if args.postgres:
@@ -112,6 +117,7 @@ def main(argv: list[str] | None = None) -> None:
         results["dispatch_postgres"] = dispatch.main(
             ["--backend", "postgres", "--messages", "20000" if args.quick else "50000",
              "--workers", "1,2,4"])
+        results["optouts_postgres"] = optouts.main(["--backend", "postgres", "--rounds", "9"])
         results["status_updates_postgres"] = status_updates.main(
             ["--backend", "postgres", "--updates", "5000" if args.quick else "20000"])
         if not args.quick:

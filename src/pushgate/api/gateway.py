@@ -30,6 +30,7 @@ from pushgate.api import (
     media,
     openapi,
     ops,
+    optouts,
     push,
     reports,
     sandbox,
@@ -75,9 +76,10 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _internal_error)
-    for router in (push.router, campaign.router, cancel.router, reports.router, sandbox.router,
-                   callbacks.router, media.router, devices.phone_router(settings.mobile_api_prefix),
-                   devices.picky_router, ops.router):
+    for router in (push.router, campaign.router, cancel.router, optouts.router, reports.router,
+                   sandbox.router, callbacks.router, media.router,
+                   devices.phone_router(settings.mobile_api_prefix), devices.picky_router,
+                   ops.router):
         add_routes(app, router)
     add_picky_aliases(app)
     # The dashboard (its session middleware on /ui only), `/` sending there, /docs, /redoc.
@@ -101,9 +103,9 @@ def add_routes(app: FastAPI, router: APIRouter) -> None:
 
 
 # Picky's endpoints pushgate serves, by their name under a base URL. pushgate's own
-# (`push-cancel`, `push-csv`, `pushes`, `messages`, `sandbox/inbox`, `sandbox/inbound`) are
-# not Picky's, so no Picky client sends them to an older base: they answer only under
-# `/api/v2`.
+# (`push-cancel`, `push-csv`, `optouts`, `pushes`, `messages`, `sandbox/inbox`,
+# `sandbox/inbound`) are not Picky's, so no Picky client sends them to an older base: they
+# answer only under `/api/v2`.
 PICKY_ENDPOINTS = ("push", "delivery-report", "device-status", "device-action")
 # Every base URL Picky clients use: V4's is the canonical one (in the OpenAPI document); V3's
 # older `/app/api/v2` is the same API.

@@ -28,6 +28,7 @@ from pushgate.core.channels import ChannelSpec
 from pushgate.core.checks import ACTION_NUMBER_FILTER, parse_action
 from pushgate.core.errors import ApiError, Code
 from pushgate.core.models import AcceptResult
+from pushgate.core.optouts import without_opted_out
 from pushgate.core.pricing import format_credits
 from pushgate.core.push import (
     ROW_CREDIT,
@@ -40,7 +41,7 @@ from pushgate.core.push import (
 )
 from pushgate.outbound import NameVerdicts
 from pushgate.store.base import Store
-from pushgate.store.errors import InsufficientCredit
+from pushgate.store.errors import AllOptedOut, InsufficientCredit
 
 router = APIRouter()
 
@@ -126,6 +127,13 @@ async def accept_body(store: Store, settings: Settings, limits: Limits, names: N
                                          idempotency_key=key)
     except InsufficientCredit as exc:
         raise short_of_credit("the push", exc) from None
+    except AllOptedOut as exc:
+        plan = without_opted_out(plan, exc.numbers)
+        error = plan.refusal_only_error()
+        error.extra["data"] = entries(plan, [])
+        raise error from None
+    if result.opted_out:
+        plan = without_opted_out(plan, result.opted_out)
     if result.replayed and len(result.message_ids) != len(plan.accepted):
         # Not the push the key was first used for: its answer would pair other entries
         # with that push's message ids.

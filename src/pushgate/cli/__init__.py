@@ -14,6 +14,7 @@ from pushgate.cli.config import show_config
 from pushgate.cli.database import migrate, migrate_data
 from pushgate.cli.devices import device_app
 from pushgate.cli.docs import docs_app
+from pushgate.cli.optouts import optout_app
 from pushgate.cli.projects import credits_app, demo, project_app
 from pushgate.cli.pushes import push_app, report
 from pushgate.cli.send import send
@@ -34,6 +35,7 @@ app.add_typer(project_app, name="project")
 app.add_typer(token_app, name="token")
 app.add_typer(channel_app, name="channel")
 app.add_typer(credits_app, name="credits")
+app.add_typer(optout_app, name="optout")
 app.add_typer(push_app, name="push")
 app.command()(report)
 app.command()(send)

@@ -24,6 +24,7 @@ from pushgate.core.channels import (
     ChannelSpec,
     default_rules,
 )
+from pushgate.core.optouts import KeywordSettings, parse_keywords
 from pushgate.core.pricing import format_credits, parse_credits
 from pushgate.core.tokens import hash_token, new_token, new_webhook_secret
 from pushgate.outbound import AddressRefused, vet_url
@@ -132,6 +133,47 @@ def project_webhook(
         if secret:
             result["webhook_secret"] = secret
         return result
+
+    show(with_store(run), as_json)
+
+
+@project_app.command("keywords")
+def project_keywords(
+    project: str,
+    stop: str = typer.Option(None, "--stop", help="STOP keywords, comma-separated "
+                             "(replace the defaults: STOP, UNSUBSCRIBE, STOPALL, CANCEL, END, "
+                             "QUIT)."),
+    start: str = typer.Option(None, "--start", help="START keywords, comma-separated "
+                              "(replace the defaults: START, UNSTOP)."),
+    stop_reply: str = typer.Option(None, "--stop-reply",
+                                   help="Confirmation answered to a STOP; empty: none."),
+    start_reply: str = typer.Option(None, "--start-reply",
+                                    help="Confirmation answered to a START; empty: none."),
+    defaults: bool = typer.Option(False, "--defaults",
+                                  help="Back to the default keywords and no confirmations."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Show or set the keywords that opt a user out (STOP) or back in (START) when it is the
+    whole message they write, and the confirmations answered to them."""
+
+    async def run(store: Store) -> dict[str, Any]:
+        project_id = await project_id_of(store, project)
+        current = KeywordSettings() if defaults else await store.keyword_settings(project_id)
+        changed = KeywordSettings(
+            stop=current.stop if stop is None else parse_keywords(stop),
+            start=current.start if start is None else parse_keywords(start),
+            stop_reply=current.stop_reply if stop_reply is None else (stop_reply or None),
+            start_reply=current.start_reply if start_reply is None else (start_reply or None))
+        if not changed.stop:
+            fail("--stop needs at least one keyword")
+        if set(changed.stop) & set(changed.start):
+            fail("a keyword cannot both stop and start")
+        if changed != await store.keyword_settings(project_id) or defaults:
+            await store.set_keyword_settings(project_id, changed)
+        return {"project_id": project_id, "stop": ", ".join(changed.stop),
+                "start": ", ".join(changed.start), "stop_reply": changed.stop_reply or "",
+                "start_reply": changed.start_reply or "",
+                "opted_out": await store.count_optouts(project_id)}
 
     show(with_store(run), as_json)
 

@@ -61,6 +61,7 @@ class Code(IntEnum):
     COUNTRY_NOT_ALLOWED = 210
     INVALID_TEMPLATE = 211
     MEDIA_ADDRESS_NOT_ALLOWED = 212
+    OPTED_OUT = 213
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +214,11 @@ _TABLE: tuple[CodeInfo, ...] = (
              "backslash, a space or control character, extra slashes after `http://`). "
              "Nothing is charged or sent for the entry. Allowed for local development with "
              "`PUSHGATE_ALLOW_PRIVATE_MEDIA=true`."),
+    CodeInfo(Code.OPTED_OUT, 422, "Number opted out",
+             "The number is on the project's opt-out list (`pushgate optout add`, "
+             "`POST /api/v2/optouts`, or the user wrote one of the project's STOP keywords), "
+             "matched in its normalised form (digits only). Nothing is charged or sent for the "
+             "entry; the user's START keyword or `pushgate optout remove` lifts it."),
 )
 
 CODES: dict[Code, CodeInfo] = {info.code: info for info in _TABLE}

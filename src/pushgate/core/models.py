@@ -237,6 +237,10 @@ class AcceptResult:
     # True when the push's idempotency key was accepted before: ``push_id`` and
     # ``message_ids`` are that push's, nothing was charged or written.
     replayed: bool = False
+    # The plan's numbers the store found opted out, in the accept's own transaction: their
+    # entries were refused in place (``core.optouts.without_opted_out``), ``message_ids``
+    # follow the plan without them.
+    opted_out: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)

@@ -29,6 +29,7 @@ from pushgate.core.models import (
     TokenInfo,
     TokenRecord,
 )
+from pushgate.core.optouts import KeywordSettings, OptOut, OptoutEvent
 from pushgate.core.policy import RetryPolicy
 from pushgate.core.push import PushPlan
 from pushgate.core.records import (
@@ -120,15 +121,18 @@ class Accepting(Protocol):
         expires_at: float | None,
         idempotency_key: str | None = None,
     ) -> AcceptResult:
-        """In ONE transaction: debit ``plan.credit_total`` (raise ``InsufficientCredit`` and
-        write nothing if the balance does not cover it), insert the push, its inline media and
-        its accepted messages as ``queued``.
+        """In ONE transaction: refuse in place the entries to numbers the project has opted
+        out (``AcceptResult.opted_out``; ``AllOptedOut`` and nothing written when no entry is
+        left), debit the rest's credit (raise ``InsufficientCredit`` and write nothing if the
+        balance does not cover it), insert the push, its inline media and its accepted messages
+        as ``queued``. A project without opt-outs pays no lookup of its numbers.
 
         With ``idempotency_key``: when the project accepted a push under that key before,
         nothing is written or charged and the answer is that push's (its id, its message ids
-        in order, the balance now, ``replayed``); else the key is recorded with the push in
-        the same transaction, so a push refused (``InsufficientCredit``) leaves it free. Of
-        two concurrent accepts of one key, one writes and the other replays it."""
+        in order, the balance now, ``replayed``, and as ``opted_out`` the plan's numbers that
+        push has no message for); else the key is recorded with the push in the same
+        transaction, so a push refused (``InsufficientCredit``, ``AllOptedOut``) leaves it
+        free. Of two concurrent accepts of one key, one writes and the other replays it."""
 
     @abc.abstractmethod
     async def accept_reply(
@@ -140,12 +144,55 @@ class Accepting(Protocol):
         now: float,
         expires_at: float | None,
         not_since: float,
+        confirmation: bool = False,
     ) -> AcceptResult | None:
         """``accept_push`` for an instant reply to ``number``, unless an instant reply to
         that number on that channel was accepted after ``not_since``: then None, and nothing
         is written. The loop guard's note is written in the same transaction, so a reply
         refused (``InsufficientCredit``) leaves the number free, and of two processes
-        answering the same user at once only one passes."""
+        answering the same user at once only one passes. An opted-out number gets no reply,
+        except a ``confirmation``: the answer to the STOP keyword it just wrote."""
+
+
+class Optouts(Protocol):
+    """The numbers each project must send nothing to, its STOP / START keywords, and the
+    event 4 rows users' keywords leave for the event webhook. Numbers are given normalised
+    (``core.optouts.normal_number``)."""
+
+    @abc.abstractmethod
+    async def add_optouts(self, project_id: int, numbers: Sequence[str], now: float,
+                          source: str) -> int:
+        """Opt ``numbers`` out; returns how many were not opted out before."""
+
+    @abc.abstractmethod
+    async def remove_optouts(self, project_id: int, numbers: Sequence[str]) -> int:
+        """Opt ``numbers`` back in; returns how many were opted out."""
+
+    @abc.abstractmethod
+    async def list_optouts(self, project_id: int, after: str, limit: int) -> list[OptOut]:
+        """The project's opt-outs in number order, those after ``after`` (a page)."""
+
+    @abc.abstractmethod
+    async def count_optouts(self, project_id: int) -> int: ...
+
+    @abc.abstractmethod
+    async def keyword_settings(self, project_id: int) -> KeywordSettings:
+        """The project's keywords and confirmations (the defaults when never set)."""
+
+    @abc.abstractmethod
+    async def set_keyword_settings(self, project_id: int, settings: KeywordSettings) -> None: ...
+
+    @abc.abstractmethod
+    async def claim_optout_events(self, limit: int, now: float,
+                                  lease_seconds: float) -> list[OptoutEvent]:
+        """Due keyword events (``record_inbound`` wrote them) under a lease."""
+
+    @abc.abstractmethod
+    async def complete_optout_events(self, ids: Sequence[int]) -> None: ...
+
+    @abc.abstractmethod
+    async def retry_optout_events(self, ids: Sequence[int], now: float,
+                                  schedule: Sequence[float]) -> None: ...
 
 
 class Reports(Protocol):
@@ -325,7 +372,10 @@ class Inbound(Protocol):
     @abc.abstractmethod
     async def record_inbound(self, messages: Sequence[InboundMessage], now: float) -> int:
         """Store user messages once each (by channel and provider id) and queue them for the
-        project's incoming webhook; returns how many were new."""
+        project's incoming webhook; returns how many were new. A new message that is one of
+        the project's STOP or START keywords (``core.optouts.keyword_action``) opts its
+        number out or back in and leaves an ``OptoutEvent`` for the event webhook, in the
+        same transaction."""
 
     @abc.abstractmethod
     async def add_inbound_parts(self, parts: Sequence[InboundPart]) -> list[InboundPart]:
@@ -477,8 +527,8 @@ class Devices(Protocol):
         """Ask the channel's live devices to reconnect (their event streams close)."""
 
 
-class Store(Admin, Accepting, Reports, Claiming, Outcomes, Outbox, Inbound, Devices, Checks,
-            Protocol):
+class Store(Admin, Accepting, Optouts, Reports, Claiming, Outcomes, Outbox, Inbound, Devices,
+            Checks, Protocol):
     """Durable state of the gateway. Implementations must be safe to share between the API,
     the dispatcher and the webhook deliverer of one process, and between processes."""
 

@@ -12,3 +12,12 @@ class InsufficientCredit(Exception):
 
 class StoreUnavailable(Exception):
     """The database cannot be reached or stays locked; the caller answers 503."""
+
+
+class AllOptedOut(Exception):
+    """Every accepted entry of a push went to an opted-out number: nothing was written.
+    ``numbers`` are the opted-out ones (``core.optouts.without_opted_out`` builds the answer)."""
+
+    def __init__(self, numbers: frozenset[str]) -> None:
+        self.numbers = numbers
+        super().__init__(f"{len(numbers)} opted-out numbers, nothing else to send")

@@ -38,12 +38,14 @@ import time
 import httpx
 
 from pushgate.core.models import InboundForward, OutboxBatch
+from pushgate.core.optouts import OptoutEvent
 from pushgate.core.records import CheckForward
 from pushgate.metrics import WEBHOOK_DELIVERIES
 from pushgate.outbound import AddressRefused, default_port, resolve_public, send_pinned
 from pushgate.store.base import Store
 from pushgate.store.outage import keep_going, outage_of
 from pushgate.webhooks.instant_reply import InstantReplies
+from pushgate.webhooks.optouts import confirm, optouts_body
 from pushgate.webhooks.payloads import checks_body, inbound_body, reports_body
 from pushgate.webhooks.signing import HEADER, sign
 
@@ -54,6 +56,13 @@ def _by_target(checks: list[CheckForward]) -> list[list[CheckForward]]:
     groups: dict[tuple[int, str, str], list[CheckForward]] = {}
     for item in checks:
         groups.setdefault((item.report.project_id, item.url, item.secret), []).append(item)
+    return list(groups.values())
+
+
+def _by_project(events: list[OptoutEvent]) -> list[list[OptoutEvent]]:
+    groups: dict[int, list[OptoutEvent]] = {}
+    for event in events:
+        groups.setdefault(event.project_id, []).append(event)
     return list(groups.values())
 
 
@@ -139,15 +148,26 @@ class WebhookDeliverer:
                 if not batches and not inbound:
                     raise
                 missed = exc
-        if not batches and not inbound and not checks:
+        optouts: list[OptoutEvent] = []
+        if missed is None:
+            try:
+                optouts = await self.store.claim_optout_events(self.batch_size, now,
+                                                               self.timeout + 30)
+            except Exception as exc:
+                if not batches and not inbound and not checks:
+                    raise
+                missed = exc
+        if not batches and not inbound and not checks and not optouts:
             return 0
         await asyncio.gather(*(self._post(batch) for batch in batches),
                              *(self._forward(item) for item in inbound),
-                             *(self._post_checks(group) for group in _by_target(checks)))
+                             *(self._post_checks(group) for group in _by_target(checks)),
+                             *(self._post_optouts(group) for group in _by_project(optouts)))
         await self.settle()
         if missed is not None:
             raise missed
-        return sum(len(b.items) for b in batches) + len(inbound) + len(checks)
+        return (sum(len(b.items) for b in batches) + len(inbound) + len(checks)
+                + len(optouts))
 
     def _done(self, call: str, ids: list[int]) -> None:
         """Note a POST's outcome, to be written by ``settle``."""
@@ -169,6 +189,10 @@ class WebhookDeliverer:
                 await self.store.complete_check_reports(ids)
             elif call == "retry_checks":
                 await self.store.retry_check_reports(ids, at, self.schedule)
+            elif call == "complete_optouts":
+                await self.store.complete_optout_events(ids)
+            elif call == "retry_optouts":
+                await self.store.retry_optout_events(ids, at, self.schedule)
             elif call == "retry_outbox":
                 await self.store.retry_outbox(ids, at, self.schedule)
             else:
@@ -212,6 +236,26 @@ class WebhookDeliverer:
                         first.report.project_id, reason,
                         extra={"project_id": first.report.project_id})
             self._done("retry_checks", ids)
+
+    async def _post_optouts(self, group: list[OptoutEvent]) -> None:
+        """Users' STOP / START of one project: each confirmation queued (first try only),
+        then the events (event 4) in one POST to its event webhook."""
+        validity = self.replies.validity if self.replies is not None else None
+        for event in group:
+            await confirm(self.store, event, validity)
+        first = group[0]
+        ids = [event.id for event in group]
+        if not first.webhook_url:   # no event webhook: the confirmations were all to do
+            self._done("complete_optouts", ids)
+            return
+        ok, reason = await self._send(first.webhook_url, first.webhook_secret,
+                                      optouts_body(first.project_id, group))
+        if ok:
+            self._done("complete_optouts", ids)
+        else:
+            log.warning("opt-out events to project %s failed (%s); will retry",
+                        first.project_id, reason, extra={"project_id": first.project_id})
+            self._done("retry_optouts", ids)
 
     async def _send(self, url: str, secret: str, body: bytes) -> tuple[bool, str]:
         ok, reason, _answer = await self._exchange(url, secret, body, 0)

@@ -24,7 +24,7 @@ from pushgate.core.pricing import format_credits
 from pushgate.core.push import Limits, MediaHosts, PushBody, PushPlan, plan_push
 from pushgate.outbound import NameVerdicts
 from pushgate.store.base import Store
-from pushgate.store.errors import InsufficientCredit
+from pushgate.store.errors import AllOptedOut, InsufficientCredit
 
 log = logging.getLogger("pushgate.webhooks")
 
@@ -57,6 +57,9 @@ class InstantReplies:
         except ApiError as exc:
             log.warning("instant reply to %s refused: %s (%s)", number, exc.message,
                         int(exc.code), extra=ids)
+        except AllOptedOut:
+            log.info("instant reply to %s not sent: the number has opted out", number,
+                     extra=ids)
         except InsufficientCredit as exc:
             log.warning("instant reply to %s not sent: it costs %s, the balance is %s",
                         number, format_credits(exc.needed_micro),

@@ -32,6 +32,7 @@ from pushgate.store.postgres.admin import PostgresAdmin
 from pushgate.store.postgres.checks import PostgresChecks
 from pushgate.store.postgres.devices import PostgresDevices
 from pushgate.store.postgres.inbound import PostgresInbound
+from pushgate.store.postgres.optouts import PostgresOptouts
 from pushgate.store.postgres.outbox import PostgresOutbox
 from pushgate.store.postgres.outcomes import PostgresOutcomes
 from pushgate.store.postgres.queue import PostgresQueue
@@ -42,6 +43,7 @@ from pushgate.store.postgres.status import PostgresStatus
 class PostgresStore(
     PostgresAdmin,
     PostgresAccept,
+    PostgresOptouts,
     PostgresReports,
     PostgresQueue,
     PostgresOutcomes,

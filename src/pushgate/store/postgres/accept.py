@@ -8,8 +8,9 @@ import asyncpg
 
 from pushgate.core.channels import ChannelSpec
 from pushgate.core.models import AcceptResult
-from pushgate.core.push import PushPlan
-from pushgate.store.errors import InsufficientCredit
+from pushgate.core.optouts import numbers_left_out, without_opted_out
+from pushgate.core.push import ROW_NUMBER, PushPlan
+from pushgate.store.errors import AllOptedOut, InsufficientCredit
 from pushgate.store.postgres.connection import PostgresBase
 from pushgate.store.postgres.queue import NOTIFY_CHANNEL
 
@@ -50,12 +51,13 @@ class PostgresAccept(PostgresBase):
             push_id = await conn.fetchval(
                 "SELECT push_id FROM idempotency_keys WHERE project_id = $1 AND key = $2",
                 project_id, key)
-            ids = [int(r[0]) for r in await conn.fetch(
-                "SELECT id FROM messages WHERE push_id = $1 ORDER BY id", push_id)]
+            sent = await conn.fetch(
+                "SELECT id, number FROM messages WHERE push_id = $1 ORDER BY id", push_id)
             balance = await conn.fetchval(
                 "SELECT balance_micro FROM projects WHERE id = $1", project_id)
-            return AcceptResult(push_id=int(push_id), message_ids=ids,
-                                balance_micro=int(balance or 0), replayed=True)
+            return AcceptResult(push_id=int(push_id), message_ids=[int(r[0]) for r in sent],
+                                balance_micro=int(balance or 0), replayed=True,
+                                opted_out=numbers_left_out(plan, (r[1] for r in sent)))
         result = await self._accept(conn, project_id, channel, plan, now, expires_at)
         await conn.execute("UPDATE idempotency_keys SET push_id = $3"
                            " WHERE project_id = $1 AND key = $2", project_id, key,
@@ -71,9 +73,10 @@ class PostgresAccept(PostgresBase):
         now: float,
         expires_at: float | None,
         not_since: float,
+        confirmation: bool = False,
     ) -> AcceptResult | None:
         return await self._tx(self._reply, project_id, channel, plan, number, now, expires_at,
-                              not_since)
+                              not_since, confirmation)
 
     async def _reply(
         self,
@@ -85,6 +88,7 @@ class PostgresAccept(PostgresBase):
         now: float,
         expires_at: float | None,
         not_since: float,
+        confirmation: bool,
     ) -> AcceptResult | None:
         # The conflicting row of a concurrent reply is waited for; its WHERE is then judged
         # on the committed note, so only one of two processes passes.
@@ -95,7 +99,10 @@ class PostgresAccept(PostgresBase):
             channel.id, number, now, not_since)
         if passed is None:
             return None
-        return await self._accept(conn, project_id, channel, plan, now, expires_at)
+        # A confirmation (the answer to the STOP the user just wrote) is the one message an
+        # opted-out number may get.
+        return await self._accept(conn, project_id, channel, plan, now, expires_at,
+                                  check_optouts=not confirmation)
 
     async def _accept(
         self,
@@ -105,12 +112,26 @@ class PostgresAccept(PostgresBase):
         plan: PushPlan,
         now: float,
         expires_at: float | None,
+        check_optouts: bool = True,
     ) -> AcceptResult:
-        total = plan.credit_total
         # Refuse early, without a lock, what the balance cannot cover now; the debit below
-        # decides under the lock.
-        balance = await conn.fetchval(
-            "SELECT balance_micro FROM projects WHERE id = $1", project_id)
+        # decides under the lock. The same round trip says whether the project has any
+        # opt-out, so a project without pays no lookup.
+        head = await conn.fetchrow(
+            "SELECT balance_micro, EXISTS (SELECT 1 FROM optouts WHERE project_id = $1)"
+            " FROM projects WHERE id = $1", project_id)
+        opted: frozenset[str] = frozenset()
+        if head is not None and head[1] and check_optouts:
+            opted = frozenset(await conn.fetchval(
+                "SELECT array(SELECT number FROM optouts WHERE project_id = $1"
+                " AND number = ANY($2::text[]))", project_id,
+                list({row[ROW_NUMBER] for row in plan.accepted})))
+            if opted:
+                plan = without_opted_out(plan, opted)
+                if not plan.accepted:
+                    raise AllOptedOut(opted)
+        total = plan.credit_total
+        balance = None if head is None else head[0]
         if balance is None or balance < total:
             raise InsufficientCredit(total, int(balance or 0))
 
@@ -137,7 +158,8 @@ class PostgresAccept(PostgresBase):
             await _insert_messages(conn, ids, push_id, project_id, channel, plan, now,
                                    expires_at, media_id)
         balance = await _debit(conn, total, project_id, push_id, now, channel.id)
-        return AcceptResult(push_id=push_id, message_ids=ids, balance_micro=balance)
+        return AcceptResult(push_id=push_id, message_ids=ids, balance_micro=balance,
+                            opted_out=opted)
 
 
 async def _insert_messages(

@@ -17,6 +17,7 @@ from pushgate.core.models import (
 )
 from pushgate.store.postgres.common import _columns
 from pushgate.store.postgres.connection import PostgresBase
+from pushgate.store.postgres.optouts import apply_keywords
 from pushgate.store.rows import inbound_record
 
 # First key of the per-channel advisory lock of users' multi-part SMS being put together.
@@ -38,10 +39,14 @@ class PostgresInbound(PostgresBase):
                 " $6::text[], $7::text[], $8::text[], $9::float8[])"
                 " AS u(channel_id, number, body, type, provider_id, media_url, name, raw, at)"
                 " JOIN channels c ON c.id = u.channel_id JOIN projects p ON p.id = c.project_id"
-                " ON CONFLICT (channel_id, provider_id) DO NOTHING RETURNING id",
+                " ON CONFLICT (channel_id, provider_id) DO NOTHING"
+                " RETURNING channel_id, provider_id",
                 *_columns([(m.channel_id, m.number, m.text, m.type, m.provider_id, m.media_url,
                             m.name, json.dumps(m.raw, default=str), m.at) for m in messages], 9),
                 now)
+            new = {(r[0], r[1]) for r in rows}
+            await apply_keywords(conn, [m for m in messages
+                                        if (m.channel_id, m.provider_id) in new], now)
             return len(rows)
 
         return await self._tx(job) if messages else 0

@@ -22,6 +22,7 @@ from pushgate.store.sqlite.admin import SQLiteAdmin
 from pushgate.store.sqlite.checks import SQLiteChecks
 from pushgate.store.sqlite.devices import SQLiteDevices
 from pushgate.store.sqlite.inbound import SQLiteInbound
+from pushgate.store.sqlite.optouts import SQLiteOptouts
 from pushgate.store.sqlite.outbox import SQLiteOutbox
 from pushgate.store.sqlite.outcomes import SQLiteOutcomes
 from pushgate.store.sqlite.queue import SQLiteQueue
@@ -32,6 +33,7 @@ from pushgate.store.sqlite.status import SQLiteStatus
 class SQLiteStore(
     SQLiteAdmin,
     SQLiteAccept,
+    SQLiteOptouts,
     SQLiteReports,
     SQLiteQueue,
     SQLiteOutcomes,

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import sqlite3
 from typing import Any
 
 from pushgate.core.channels import ChannelSpec
 from pushgate.core.models import AcceptResult
-from pushgate.core.push import PushPlan
-from pushgate.store.errors import InsufficientCredit
+from pushgate.core.optouts import numbers_left_out, without_opted_out
+from pushgate.core.push import ROW_NUMBER, PushPlan
+from pushgate.store.errors import AllOptedOut, InsufficientCredit
 from pushgate.store.sqlite.connection import SQLiteBase
 
 #: Rows per INSERT statement: a push is cut greedily into these sizes, so every push size is
@@ -41,10 +43,11 @@ class SQLiteAccept(SQLiteBase):
         if idempotency_key is not None:
             return await self._write(_keyed_job, project_id, channel, plan, rows, now,
                                      expires_at, idempotency_key)
-        push_id, first_id, balance = await self._write(_accept_job, project_id, channel, plan,
-                                                       rows, now, expires_at)
-        return AcceptResult(push_id=push_id, balance_micro=balance,
-                            message_ids=list(range(first_id, first_id + len(plan.accepted))))
+        push_id, first_id, balance, opted = await self._write(
+            _accept_job, project_id, channel, plan, rows, now, expires_at)
+        accepted = len(plan.accepted) - _dropped(plan, opted)
+        return AcceptResult(push_id=push_id, balance_micro=balance, opted_out=opted,
+                            message_ids=list(range(first_id, first_id + accepted)))
 
 
     async def accept_reply(
@@ -56,15 +59,37 @@ class SQLiteAccept(SQLiteBase):
         now: float,
         expires_at: float | None,
         not_since: float,
+        confirmation: bool = False,
     ) -> AcceptResult | None:
         rows = _message_rows(plan)
         accepted = await self._write(_reply_job, project_id, channel, plan, rows, number, now,
-                                     expires_at, not_since)
+                                     expires_at, not_since, confirmation)
         if accepted is None:
             return None
-        push_id, first_id, balance = accepted
-        return AcceptResult(push_id=push_id, balance_micro=balance,
-                            message_ids=list(range(first_id, first_id + len(plan.accepted))))
+        push_id, first_id, balance, opted = accepted
+        count = len(plan.accepted) - _dropped(plan, opted)
+        return AcceptResult(push_id=push_id, balance_micro=balance, opted_out=opted,
+                            message_ids=list(range(first_id, first_id + count)))
+
+
+def _dropped(plan: PushPlan, opted: frozenset[str]) -> int:
+    """How many accepted rows of ``plan`` go to ``opted``."""
+    return sum(row[ROW_NUMBER] in opted for row in plan.accepted) if opted else 0
+
+
+def opted_out_among(conn: sqlite3.Connection, project_id: int,
+                    numbers: list[str]) -> frozenset[str]:
+    """Which of ``numbers`` the project has opted out: nothing asked beyond one probe of the
+    index when the project has no opt-out at all, else one query walking the push's numbers
+    (one JSON text, however many) and seeking each in the ``(project_id, number)`` key.
+    CROSS JOIN keeps that order: a list of 10,000 numbers bound one parameter each, or the
+    planner's ``IN``, costs two to three times as much (docs/benchmarks.md)."""
+    if not numbers or conn.execute("SELECT 1 FROM optouts WHERE project_id = ? LIMIT 1",
+                                   (project_id,)).fetchone() is None:
+        return frozenset()
+    return frozenset(r[0] for r in conn.execute(
+        "SELECT o.number FROM json_each(?1) j CROSS JOIN optouts o"
+        " WHERE o.project_id = ?2 AND o.number = j.value", (json.dumps(numbers), project_id)))
 
 
 def _reply_job(
@@ -77,12 +102,16 @@ def _reply_job(
     now: float,
     expires_at: float | None,
     not_since: float,
-) -> tuple[int, int, int] | None:
+    confirmation: bool,
+) -> tuple[int, int, int, frozenset[str]] | None:
     """The loop guard's note, then ``_accept_job``; None when the guard holds. Both in the
-    job's savepoint: an ``InsufficientCredit`` takes the note back with it."""
+    job's savepoint: an ``InsufficientCredit`` takes the note back with it. A
+    ``confirmation`` (the answer to the STOP keyword the user just wrote) is the one message
+    an opted-out number may get."""
     if conn.execute(_GUARD_SQL, (channel.id, number, now, not_since)).fetchone() is None:
         return None
-    return _accept_job(conn, project_id, channel, plan, rows, now, expires_at)
+    return _accept_job(conn, project_id, channel, plan, rows, now, expires_at,
+                       check_optouts=not confirmation)
 
 
 def _keyed_job(
@@ -101,18 +130,20 @@ def _keyed_job(
                          (project_id, key)).fetchone()
     if known is not None:
         push_id = int(known[0])
-        ids = [int(r[0]) for r in conn.execute(
-            "SELECT id FROM messages WHERE push_id = ? ORDER BY id", (push_id,))]
+        sent = conn.execute("SELECT id, number FROM messages WHERE push_id = ? ORDER BY id",
+                            (push_id,)).fetchall()
         balance = conn.execute("SELECT balance_micro FROM projects WHERE id = ?",
                                (project_id,)).fetchone()
-        return AcceptResult(push_id=push_id, message_ids=ids,
-                            balance_micro=int(balance[0]) if balance else 0, replayed=True)
-    push_id, first_id, balance_after = _accept_job(conn, project_id, channel, plan, rows, now,
-                                                   expires_at)
+        return AcceptResult(push_id=push_id, message_ids=[int(r[0]) for r in sent],
+                            balance_micro=int(balance[0]) if balance else 0, replayed=True,
+                            opted_out=numbers_left_out(plan, (r[1] for r in sent)))
+    push_id, first_id, balance_after, opted = _accept_job(conn, project_id, channel, plan, rows,
+                                                          now, expires_at)
     conn.execute("INSERT INTO idempotency_keys (project_id, key, push_id, created_at)"
                  " VALUES (?, ?, ?, ?)", (project_id, key, push_id, now))
-    return AcceptResult(push_id=push_id, balance_micro=balance_after,
-                        message_ids=list(range(first_id, first_id + len(plan.accepted))))
+    accepted = len(plan.accepted) - _dropped(plan, opted)
+    return AcceptResult(push_id=push_id, balance_micro=balance_after, opted_out=opted,
+                        message_ids=list(range(first_id, first_id + accepted)))
 
 
 # Inserts the note, or moves it forward only when the last reply is old enough; RETURNING
@@ -159,9 +190,18 @@ def _accept_job(
     rows: list[Any],
     now: float,
     expires_at: float | None,
-) -> tuple[int, int, int]:
-    """Charge, record the push and insert its messages: (push id, first message id, balance
-    after). ``rows`` is ``_message_rows(plan)``."""
+    check_optouts: bool = True,
+) -> tuple[int, int, int, frozenset[str]]:
+    """Refuse the entries to opted-out numbers in place, charge, record the push and insert
+    its messages: (push id, first message id, balance after, the opted-out numbers).
+    ``rows`` is ``_message_rows(plan)``; ``AllOptedOut`` when nothing is left."""
+    opted = (opted_out_among(conn, project_id, [row[ROW_NUMBER] for row in plan.accepted])
+             if check_optouts else frozenset())
+    if opted:
+        plan = without_opted_out(plan, opted)
+        if not plan.accepted:
+            raise AllOptedOut(opted)
+        rows = _message_rows(plan)
     total = plan.credit_total
     row = conn.execute(
         "UPDATE projects SET balance_micro = balance_micro - ? WHERE id = ?"
@@ -209,4 +249,4 @@ def _accept_job(
         conn.executemany("UPDATE messages SET extra = ? WHERE id = ?",
                          [(extra, first_id + offset)
                           for offset, extra in enumerate(plan.extras) if extra is not None])
-    return push_id, first_id, balance_after
+    return push_id, first_id, balance_after, opted

@@ -16,6 +16,7 @@ from pushgate.core.models import (
 )
 from pushgate.store.rows import inbound_record
 from pushgate.store.sqlite.connection import SQLiteBase
+from pushgate.store.sqlite.optouts import apply_keyword
 
 
 class SQLiteInbound(SQLiteBase):
@@ -34,7 +35,9 @@ class SQLiteInbound(SQLiteBase):
                     " ON CONFLICT (channel_id, provider_id) DO NOTHING RETURNING id",
                     (m.number, m.text, m.type, m.provider_id, m.media_url, m.name,
                      json.dumps(m.raw, default=str), m.at, now, m.channel_id)).fetchone()
-                new += row is not None
+                if row is not None:
+                    new += 1
+                    apply_keyword(conn, m, now)
             return new
 
         return await self._write(job) if messages else 0
