@@ -159,3 +159,23 @@ async def test_default_keywords_and_no_event_without_webhook_or_confirmation(
     assert await store.count_optouts(project.id) == 1
     assert query("SELECT action, forward_at FROM optout_events") == [("stop", None)]
     assert await store.claim_optout_events(10, now + 1, 60) == []
+
+
+async def test_a_keyed_push_with_opted_out_entries_replays_with_the_same_refusals(
+        store, make) -> None:
+    project, _, _ = await make.project(credits="1")
+    channel = await make.channel(project.id)
+    numbers = ["919876500011", "919876500012", "919876500013"]
+    await store.add_optouts(project.id, [numbers[0]], time.time(), "api")
+    plan = push_plan(channel, numbers)
+    first = await store.accept_push(project.id, channel, plan, time.time(), None,
+                                    idempotency_key="campaign-1")
+    # The list changes between the two: the replay answers as the push was accepted.
+    await store.remove_optouts(project.id, [numbers[0]])
+    again = await store.accept_push(project.id, channel, plan, time.time(), None,
+                                    idempotency_key="campaign-1")
+    assert again.replayed and not first.replayed
+    assert again.push_id == first.push_id
+    assert again.message_ids == first.message_ids
+    assert again.opted_out == first.opted_out == frozenset({numbers[0]})
+    assert again.balance_micro == first.balance_micro == parse_credits("1") - 2 * PRICE
