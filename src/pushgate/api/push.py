@@ -26,6 +26,7 @@ from pushgate.api.state import gateway_of
 from pushgate.core.checks import ACTION_NUMBER_FILTER, parse_action
 from pushgate.core.pricing import format_credits
 from pushgate.core.push import ROW_CREDIT, ROW_INDEX, ROW_NUMBER, PushPlan, decode_push
+from pushgate.core.schedule import parse_send_at, starts_at
 from pushgate.store.errors import InsufficientCredit
 
 router = APIRouter()
@@ -44,6 +45,9 @@ async def push(request: Request) -> Response:
                                     body.channel_id)
     if parse_action(body) == ACTION_NUMBER_FILTER:
         return await number_filter(gateway, token.project_id, channel, body, time.time())
+    # A scheduled push (pushgate's own `send_at`): refused before any planning when wrong.
+    send_at = None if body.send_at is None else parse_send_at(
+        body.send_at, time.time(), settings.max_schedule_seconds)
     plan = await plan_with_media_hosts(body, channel, gateway.limits,
                                        settings.allow_private_media, gateway.media_names)
     if not plan.accepted:
@@ -52,16 +56,22 @@ async def push(request: Request) -> Response:
         raise error
     now = time.time()
     validity = settings.message_validity_seconds
+    # Validity counts from when the push is to be sent: a scheduled one's from its send_at.
+    start = starts_at(send_at, now)
     try:
         result = await gateway.store.accept_push(
-            token.project_id, channel, plan, now, now + validity if validity else None)
+            token.project_id, channel, plan, now, start + validity if validity else None,
+            send_at)
     except InsufficientCredit as exc:
         raise short_of_credit("the push", exc) from None
     # Picky: a new push restarts a queue stopped by device-action.
     if channel.paused and await resume_stopped_queue(gateway.store, channel):
         gateway.lookups.forget()
     if gateway.dispatcher is not None:
-        gateway.dispatcher.wake(channel.id)
+        if send_at is None:
+            gateway.dispatcher.wake(channel.id)
+        else:
+            gateway.dispatcher.scheduled()
     metrics.PUSHES.inc()
     metrics.MESSAGES_ACCEPTED.inc(len(plan.accepted))
     metrics.ACCEPT_SECONDS.observe(time.perf_counter() - started)

@@ -27,7 +27,7 @@ CHANNEL_COLUMNS = (
 )
 PROJECT_COLUMNS = "id, name, balance_micro, webhook_url, active, incoming_webhook_url"
 #: The ``pushes`` columns ``push_record`` reads.
-PUSH_COLUMNS = "id, channel_id, priority, entries, accepted, credit_micro, created_at"
+PUSH_COLUMNS = "id, channel_id, priority, entries, accepted, credit_micro, created_at, send_at"
 
 
 TOKEN_COLUMNS = "id, label, ip_allow, created_at, revoked_at"
@@ -202,4 +202,5 @@ def push_record(row: Sequence[Any], counts: dict[str, int]) -> PushRecord:
     """A push as ``Store.get_push`` returns it: its ``PUSH_COLUMNS`` and its messages counted
     by state."""
     return PushRecord(id=row[0], channel_id=row[1], priority=row[2], entries=row[3],
-                      accepted=row[4], credit_micro=row[5], created_at=row[6], counts=counts)
+                      accepted=row[4], credit_micro=row[5], created_at=row[6], counts=counts,
+                      send_at=row[7])

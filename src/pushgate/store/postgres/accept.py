@@ -24,8 +24,10 @@ class PostgresAccept(PostgresBase):
         plan: PushPlan,
         now: float,
         expires_at: float | None,
+        send_at: float | None = None,
     ) -> AcceptResult:
-        return await self._tx(self._accept, project_id, channel, plan, now, expires_at)
+        return await self._tx(self._accept, project_id, channel, plan, now, expires_at,
+                              send_at)
 
     async def accept_reply(
         self,
@@ -70,6 +72,7 @@ class PostgresAccept(PostgresBase):
         plan: PushPlan,
         now: float,
         expires_at: float | None,
+        send_at: float | None = None,
     ) -> AcceptResult:
         total = plan.credit_total
         # Refuse early, without a lock, what the balance cannot cover now; the debit below
@@ -98,9 +101,14 @@ class PostgresAccept(PostgresBase):
         # Drawn from the sequence in one statement; sorted, they follow the request's order,
         # which is also the queue's FIFO order within a priority.
         ids = sorted(row[1])
+        if send_at is not None:
+            # Its own statement: the unscheduled push's INSERT stays as it was.
+            await conn.execute("UPDATE pushes SET send_at = $1, schedule_due = $1"
+                               " WHERE id = $2", send_at, push_id)
         if ids:
             await _insert_messages(conn, ids, push_id, project_id, channel, plan, now,
-                                   expires_at, media_id)
+                                   expires_at, media_id,
+                                   "queued" if send_at is None else "scheduled")
         balance = await _debit(conn, total, project_id, push_id, now, channel.id)
         return AcceptResult(push_id=push_id, message_ids=ids, balance_micro=balance)
 
@@ -108,9 +116,10 @@ class PostgresAccept(PostgresBase):
 async def _insert_messages(
     conn: asyncpg.Connection, ids: list[int], push_id: int, project_id: int,
     channel: ChannelSpec, plan: PushPlan, now: float, expires_at: float | None,
-    media_id: int | None,
+    media_id: int | None, state: str = "queued",
 ) -> None:
-    """The plan's accepted rows as queued messages, with ``ids`` in order."""
+    """The plan's accepted rows as ``state`` messages (queued, or scheduled), with ``ids``
+    in order."""
     _i, numbers, bodies, medias, kinds, references, parts, segments, credits = zip(
         *plan.accepted, strict=True)
     # A row without a media URL sends the push's inline media, if it has one ($16).
@@ -121,12 +130,12 @@ async def _insert_messages(
         " expires_at)"
         " SELECT u.id, $10, $11, $12, u.number, u.body, u.media,"
         " CASE WHEN u.media IS NULL THEN $16::bigint END, u.kind, u.reference,"
-        " $13, 'queued', u.parts, u.segments, u.credit, 0, 0, $14, $14, $14, $15"
+        " $13, $17, u.parts, u.segments, u.credit, 0, 0, $14, $14, $14, $15"
         " FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],"
         " $6::text[], $7::int[], $8::int[], $9::bigint[])"
         " AS u(id, number, body, media, kind, reference, parts, segments, credit)",
         ids, numbers, bodies, medias, kinds, references, parts, segments, credits,
-        push_id, project_id, channel.id, plan.priority, now, expires_at, media_id)
+        push_id, project_id, channel.id, plan.priority, now, expires_at, media_id, state)
     if plan.extras is not None:
         # Only template pushes carry channel data: the plain hot path sends nothing more.
         await conn.execute(

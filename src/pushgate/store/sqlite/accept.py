@@ -35,10 +35,11 @@ class SQLiteAccept(SQLiteBase):
         plan: PushPlan,
         now: float,
         expires_at: float | None,
+        send_at: float | None = None,
     ) -> AcceptResult:
         rows = _message_rows(plan)
         push_id, first_id, balance = await self._write(_accept_job, project_id, channel, plan,
-                                                       rows, now, expires_at)
+                                                       rows, now, expires_at, send_at)
         return AcceptResult(push_id=push_id, balance_micro=balance,
                             message_ids=list(range(first_id, first_id + len(plan.accepted))))
 
@@ -78,7 +79,7 @@ def _reply_job(
     job's savepoint: an ``InsufficientCredit`` takes the note back with it."""
     if conn.execute(_GUARD_SQL, (channel.id, number, now, not_since)).fetchone() is None:
         return None
-    return _accept_job(conn, project_id, channel, plan, rows, now, expires_at)
+    return _accept_job(conn, project_id, channel, plan, rows, now, expires_at, None)
 
 
 # Inserts the note, or moves it forward only when the last reply is old enough; RETURNING
@@ -98,8 +99,8 @@ def _message_rows(plan: PushPlan) -> list[Any]:
     return [value for offset, row in enumerate(plan.accepted) for value in (offset, *row[1:])]
 
 
-@functools.lru_cache(maxsize=8)
-def _insert_messages_sql(rows: int) -> str:
+@functools.lru_cache(maxsize=16)
+def _insert_messages_sql(rows: int, state: str = "queued") -> str:
     # ?1..?8 are the same for every row of a push (push_id, project_id, channel_id, priority,
     # now, expires_at, first id, inline media id) and are bound once per statement; the
     # anonymous ? of the VALUES rows are numbered from 9 on (SQLite numbers a bare ? one past
@@ -113,7 +114,7 @@ def _insert_messages_sql(rows: int) -> str:
             " attempts, resends, next_attempt_at, created_at, updated_at, expires_at)"
             " SELECT ?7 + column1, ?1, ?2, ?3, column2, column3, column4,"
             " CASE WHEN column4 IS NULL THEN ?8 END, column5, column6, ?4,"
-            " 'queued', column7, column8, column9, 0, 0, ?5, ?5, ?5, ?6 FROM (VALUES "
+            f" '{state}', column7, column8, column9, 0, 0, ?5, ?5, ?5, ?6 FROM (VALUES "
             + ", ".join([one] * rows) + ")")
 
 
@@ -125,9 +126,11 @@ def _accept_job(
     rows: list[Any],
     now: float,
     expires_at: float | None,
+    send_at: float | None = None,
 ) -> tuple[int, int, int]:
     """Charge, record the push and insert its messages: (push id, first message id, balance
-    after). ``rows`` is ``_message_rows(plan)``."""
+    after). ``rows`` is ``_message_rows(plan)``; with ``send_at``, the messages wait
+    ``scheduled`` (``promote_due``)."""
     total = plan.credit_total
     row = conn.execute(
         "UPDATE projects SET balance_micro = balance_micro - ? WHERE id = ?"
@@ -154,6 +157,12 @@ def _accept_job(
         conn.execute(
             "INSERT INTO credit_ledger (project_id, delta_micro, reason, push_id, at)"
             " VALUES (?, ?, 'push', ?, ?)", (project_id, -total, push_id, now))
+    state = "queued"
+    if send_at is not None:
+        # Its own statement: the unscheduled push's INSERT stays as it was.
+        conn.execute("UPDATE pushes SET send_at = ?1, schedule_due = ?1 WHERE id = ?2",
+                     (send_at, push_id))
+        state = "scheduled"
 
     # Ids are handed out here, under the write lock, so the answer can list them in order
     # without reading them back.
@@ -167,7 +176,7 @@ def _accept_job(
     start = 0
     for size in _INSERT_SIZES:
         while count - start >= size:
-            conn.execute(_insert_messages_sql(size),
+            conn.execute(_insert_messages_sql(size, state),
                          push_wide + rows[start * width:(start + size) * width])
             start += size
     if plan.extras is not None:
