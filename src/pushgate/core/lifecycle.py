@@ -1,10 +1,10 @@
 """The message lifecycle: states, their order, and what Picky's reports call them.
 
 ``queued → sending → submitted → delivered → read``, a scheduled push's messages
-``scheduled`` before ``queued`` (promoted when their ``send_at`` comes); side exits ``failed``, ``refunded``,
-``expired``, ``cancelled``. Provider callbacks may arrive late or out of order, so a status update
-only moves a message forward (``advances``); the dispatcher alone may move ``sending`` back to
-``queued`` for a retry.
+``scheduled`` before ``queued`` (promoted when their ``send_at`` comes); side exits
+``failed``, ``refunded``, ``expired``, ``cancelled``. Provider callbacks may arrive late or
+out of order, so a status update only moves a message forward (``advances``); the dispatcher
+alone may move ``sending`` back to ``queued`` for a retry.
 """
 
 from __future__ import annotations

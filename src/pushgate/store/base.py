@@ -273,10 +273,10 @@ class Outcomes(Protocol):
     @abc.abstractmethod
     async def cancel_push(self, project_id: int, push_id: int, now: float) -> tuple[int, int]:
         """In one transaction: cancel the push's messages still ``queued`` or ``scheduled``
-        (none handed to a channel yet; those being sent or sent are left alone), refund them, record their
-        events and queue their event-webhook reports, as ``cancel_channel_queue`` does. A
-        push of another project cancels nothing. Returns (messages, micro-credits
-        refunded)."""
+        (none handed to a channel yet; those being sent or sent are left alone), refund them,
+        record their events and queue their event-webhook reports, as
+        ``cancel_channel_queue`` does. A push of another project cancels nothing. Returns
+        (messages, micro-credits refunded)."""
 
     @abc.abstractmethod
     async def channel_queue_counts(self, channel_id: int) -> dict[str, int]:
