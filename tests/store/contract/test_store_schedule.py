@@ -46,6 +46,10 @@ async def test_scheduled_messages_wait_for_their_send_at(store: Store, make: Any
     assert await states(store, project.id, later.message_ids) == ["queued"] * 3
     claimed = await store.claim_messages(channel.id, "w", 10, t0 + 101, LEASE)
     assert [m.id for m in claimed] == later.message_ids
+    message = await store.get_message(project.id, later.message_ids[0])
+    assert message is not None
+    assert [(e["state"], e["at"]) for e in message.events] == [
+        ("scheduled", t0), ("queued", t0 + 100), ("sending", t0 + 101)]
     again = await store.promote_due(t0 + 200, 100)
     assert (again.promoted, again.next_due) == (0, None)
 
