@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sqlite3
 import sys
@@ -55,9 +56,16 @@ async def _queue(url: str, channel_id: int, project_id: int, count: int,
         assert channel is not None
         if scheduled:
             await _schedule(store, url, channel, project_id, scheduled)
-        return min(await queue_messages(store, channel, project_id, count))
+        first = min(await queue_messages(store, channel, project_id, count))
     finally:
         await store.close()
+    path = sqlite_path(url)
+    if path is not None:
+        # Every case starts its drain with the WAL written back (the bulk insert's and the
+        # queue's), not left to the drain's first commits.
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return first
 
 
 SCHEDULE_AHEAD = 86_400.0
@@ -94,9 +102,6 @@ async def _schedule(store: Any, url: str, channel: Any, project_id: int, count: 
         db.conn.execute(f"{series}INSERT INTO messages ({names}) SELECT {names}"
                         f" FROM messages, {source} WHERE messages.id = {accepted.message_ids[0]}")
         db.conn.commit()
-        if isinstance(db.conn, sqlite3.Connection):
-            # The bulk insert's WAL written back now, not by the drain's first commits.
-            db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         db.close()
 
