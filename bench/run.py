@@ -8,7 +8,8 @@
                                     # at 50 connections to the default serve (3 times),
                                     # dispatch 200,000
                                     # (and 100,000 delivered by simulated
-                                    # receipts), store driver, status
+                                    # receipts; again beside 1,000,000
+                                    # scheduled), store driver, status
                                     # updates one per call (callbacks), SMPP,
                                     # WhatsApp Cloud through a fake Graph API (50,000), a
                                     # 1,000,000-message backlog, and 10,000-recipient
@@ -103,6 +104,10 @@ def main(argv: list[str] | None = None) -> None:
         # Delivered by simulated receipts afterwards, the path real providers' receipts take.
         results["dispatch_receipts"] = dispatch.main(["--messages", "100000",
                                                       "--delivery-delay", "0.001"])
+        # The same drain with 1,000,000 messages scheduled a day ahead on its channel: they
+        # wait outside the claim index, so the figures should match the plain drain's.
+        results["dispatch_scheduled"] = dispatch.main(["--messages", "200000",
+                                                       "--scheduled", "1000000"])
         results["store_driver"] = store_driver.main(["--rows", "100000", "--repeat", "3"])
         results["status_updates"] = status_updates.main(["--updates", "20000"])
         # 1,000,000 queued: priority latency, memory, report streaming, claim time (~2.5 min).

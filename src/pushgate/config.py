@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     push_rate_per_minute: int = Field(90, ge=0, description="per token; 0 = unlimited")
     always_http_200: bool = False
     message_validity_seconds: float = Field(72 * 3600, ge=0, description="0 = never expire")
+    # A scheduled push (`send_at`) may be at most this far ahead of its accept time.
+    max_schedule_seconds: float = Field(366 * 86400, gt=0)
     # A number filter check no connector answered by then is answered as unknown
     # (``checked_by: "gave_up"``), so a bridge that stays down or a paused channel cannot keep
     # the project waiting for ever.

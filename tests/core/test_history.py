@@ -59,3 +59,17 @@ def test_a_submission_kept_as_a_row_too_shows_once() -> None:
     assert [(e["state"], e["detail"]) for e in events][-1] == (
         "submitted", "provider id p; 470: caption lost")
     assert [e["state"] for e in events].count("submitted") == 1
+
+
+def test_a_scheduled_message_waits_then_is_queued_at_its_send_at() -> None:
+    waiting = RoutineSteps(created_at=10.0, first_claim_at=None, first_claim_by=None,
+                           submitted_at=None, provider_id=None, delivered_at=None,
+                           send_at=100.0)
+    assert states(message_history(waiting, [])) == [("scheduled", 10.0)]
+    assert states(message_history(waiting, [("cancelled", 20.0, "push cancelled")])) == [
+        ("scheduled", 10.0), ("cancelled", 20.0)]
+    sent = RoutineSteps(created_at=10.0, first_claim_at=100.5, first_claim_by="w1",
+                        submitted_at=101.0, provider_id="p1", delivered_at=None,
+                        send_at=100.0)
+    assert states(message_history(sent, [])) == [("scheduled", 10.0), ("queued", 100.0),
+                                                 ("sending", 100.5), ("submitted", 101.0)]

@@ -16,9 +16,13 @@ from pushgate.core.lifecycle import (
 
 Q, S, SUB, D, R = State.QUEUED, State.SENDING, State.SUBMITTED, State.DELIVERED, State.READ
 F, REF, EXP, C = State.FAILED, State.REFUNDED, State.EXPIRED, State.CANCELLED
+SCH = State.SCHEDULED
 
 # Every (current, new) pair that moves a message forward; every other pair does not.
 FORWARD = {
+    # A scheduled message goes on as a queued one does, and to the queue itself.
+    (SCH, Q), (SCH, S), (SCH, SUB), (SCH, D), (SCH, R), (SCH, F), (SCH, REF), (SCH, EXP),
+    (SCH, C),
     (Q, S), (Q, SUB), (Q, D), (Q, R), (Q, F), (Q, REF), (Q, EXP), (Q, C),
     (S, SUB), (S, D), (S, R), (S, F), (S, REF), (S, EXP), (S, C),
     (SUB, D), (SUB, R), (SUB, F),
@@ -36,7 +40,7 @@ def test_advances_table(current: State, new: State) -> None:
 def test_forward_table_is_about_real_states() -> None:
     # Guards the table above against typos: each listed pair is between distinct states.
     assert all(a != b for a, b in FORWARD)
-    assert len(FORWARD) == 20
+    assert len(FORWARD) == 29
 
 
 @pytest.mark.parametrize(("late", "after"), [(D, R), (SUB, D), (SUB, R), (S, SUB), (Q, S)])
@@ -60,7 +64,7 @@ def test_side_exits_are_terminal() -> None:
 def test_picky_status_codes() -> None:
     # The delivery-report codes the issue fixes: 0 pending, 4 submitted, 1 delivered,
     # 3 read, 2 failed, 5 refunded.
-    assert PICKY_STATUS == {Q: 0, S: 0, SUB: 4, D: 1, R: 3, F: 2, REF: 5, EXP: 5, C: 5}
+    assert PICKY_STATUS == {SCH: 0, Q: 0, S: 0, SUB: 4, D: 1, R: 3, F: 2, REF: 5, EXP: 5, C: 5}
 
 
 def test_final_and_refunded_states() -> None:

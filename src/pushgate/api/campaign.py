@@ -74,8 +74,8 @@ async def send_campaign(store: Store, settings: Settings, names: NameVerdicts,
     fresh = False
     for position, chunk in enumerate(campaign.chunks):
         try:
-            plan, result = await accept_body(store, settings, limits, names, project_id,
-                                             channel, chunk.body, chunk.key)
+            plan, result, _ = await accept_body(store, settings, limits, names, project_id,
+                                                channel, chunk.body, chunk.key)
         except ApiError as exc:
             if exc.code is Code.INSUFFICIENT_CREDIT:
                 for later in campaign.chunks[position:]:

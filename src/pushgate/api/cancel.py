@@ -63,7 +63,9 @@ async def cancel_push(store: Store, project_id: int, push_id: int,
         "cancelled": cancelled,
         "refunded": format_credits(refunded),
         # Left alone: taken by a worker at this moment (their send's outcome decides) ...
-        "in_flight": counts.get(State.SENDING.value, 0) + counts.get(State.QUEUED.value, 0),
+        # (PostgreSQL: or being promoted from `scheduled` at this moment.)
+        "in_flight": sum(counts.get(state.value, 0)
+                         for state in (State.SENDING, State.QUEUED, State.SCHEDULED)),
         # ... already handed to the channel ...
         "sent": sent,
         # ... or ended before this call (failed, expired, cancelled earlier).

@@ -67,6 +67,11 @@ PUSH_REQUEST = {
                             "description": "Header text (or a document's name)"},
         "reference_number": {"type": ["string", "integer"],
                              "description": "For every entry without its own"},
+        "send_at": {"type": ["string", "number"],
+                    "example": "2026-12-24T09:00:00+05:30",
+                    "description": "pushgate's own: send at this time (ISO 8601 with an offset, "
+                    "or unix seconds); charged now, pending until then; a past time sends "
+                    "now, more than PUSHGATE_MAX_SCHEDULE_SECONDS ahead is 424"},
     },
     "required": ["data"],
     "anyOf": [{"required": ["application"]}, {"required": ["channel_id"]}],

@@ -9,7 +9,7 @@ It is served as a ``RawRoute`` and through ``FastRoutes`` (``api/routing.py``).
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -39,6 +39,7 @@ from pushgate.core.push import (
     PushPlan,
     decode_push,
 )
+from pushgate.core.schedule import parse_send_at, starts_at
 from pushgate.outbound import NameVerdicts
 from pushgate.store.base import Store
 from pushgate.store.errors import AllOptedOut, InsufficientCredit
@@ -69,9 +70,10 @@ async def answer_push(gateway: Gateway, body: PushBody, client_ip: str | None,
                                     body.channel_id)
     if parse_action(body) == ACTION_NUMBER_FILTER:
         return await number_filter(gateway, token.project_id, channel, body, time.time())
-    plan, result = await accept_body(
+    accepted = await accept_body(
         gateway.store, settings, gateway.limits, gateway.media_names, token.project_id, channel,
         body, key)
+    plan, result = accepted.plan, accepted.result
     if result.replayed:
         return accepted_answer(result.push_id, entries(plan, result.message_ids),
                                len(plan.accepted), len(plan.refused), plan.credit_total,
@@ -80,7 +82,10 @@ async def answer_push(gateway: Gateway, body: PushBody, client_ip: str | None,
     if channel.paused and await resume_stopped_queue(gateway.store, channel):
         gateway.lookups.forget()
     if gateway.dispatcher is not None:
-        gateway.dispatcher.wake(channel.id)
+        if accepted.send_at is None:
+            gateway.dispatcher.wake(channel.id)
+        else:
+            gateway.dispatcher.scheduled()
     metrics.PUSHES.inc()
     metrics.MESSAGES_ACCEPTED.inc(len(plan.accepted))
     metrics.ACCEPT_SECONDS.observe(time.perf_counter() - started)
@@ -105,13 +110,25 @@ def idempotency_key(request: Request) -> str | None:
     return key
 
 
+class Accepted(NamedTuple):
+    """What ``accept_body`` accepted: the plan as answered (opted-out entries refused in
+    place), the store's result, and when the push is to be sent (None: now)."""
+
+    plan: PushPlan
+    result: AcceptResult
+    send_at: float | None
+
+
 async def accept_body(store: Store, settings: Settings, limits: Limits, names: NameVerdicts,
                       project_id: int, channel: ChannelSpec, body: PushBody,
-                      key: str | None = None) -> tuple[PushPlan, AcceptResult]:
+                      key: str | None = None) -> Accepted:
     """Plan ``body`` for ``channel`` and accept it: the push route's way, which ``pushgate
     send`` and ``POST /api/v2/push-csv`` take for each of their pushes. ``ApiError`` when no
     entry can be sent (its ``data`` lists why, entry by entry) or the balance is short. With
-    ``key``, a push accepted under it before is answered again (``result.replayed``)."""
+    ``key``, a push accepted under it before is answered again (``result.replayed``). A
+    ``send_at`` (pushgate's own scheduling) is refused before any planning when wrong."""
+    send_at = None if body.send_at is None else parse_send_at(
+        body.send_at, time.time(), settings.max_schedule_seconds)
     plan = await plan_with_media_hosts(body, channel, limits, settings.allow_private_media,
                                        names)
     if not plan.accepted:
@@ -120,11 +137,12 @@ async def accept_body(store: Store, settings: Settings, limits: Limits, names: N
         raise error
     now = time.time()
     validity = settings.message_validity_seconds
-    # send_at (scheduling) would be read from the body and passed on here.
+    # Validity counts from when the push is to be sent: a scheduled one's from its send_at.
+    start = starts_at(send_at, now)
     try:
         result = await store.accept_push(project_id, channel, plan, now,
-                                         now + validity if validity else None,
-                                         idempotency_key=key)
+                                         start + validity if validity else None,
+                                         send_at=send_at, idempotency_key=key)
     except InsufficientCredit as exc:
         raise short_of_credit("the push", exc) from None
     except AllOptedOut as exc:
@@ -140,7 +158,7 @@ async def accept_body(store: Store, settings: Settings, limits: Limits, names: N
         raise ApiError(Code.INVALID_FIELD,
                        f"the idempotency key was used for push {result.push_id}, which "
                        f"accepted {len(result.message_ids)} entries, not {len(plan.accepted)}")
-    return plan, result
+    return Accepted(plan, result, send_at)
 
 
 def entries(plan: PushPlan, message_ids: list[int]) -> list[dict[str, Any]]:

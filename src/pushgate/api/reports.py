@@ -168,10 +168,13 @@ def message_detail_json(message: MessageDetail) -> dict[str, Any]:
 
 
 def push_json(push: PushRecord) -> dict[str, Any]:
-    """``GET /api/v2/pushes/{id}``'s ``data``."""
-    return {
+    """``GET /api/v2/pushes/{id}``'s ``data``; ``send_at`` only for a scheduled push."""
+    data: dict[str, Any] = {
         "push_id": push.id, "channel_id": push.channel_id, "priority": push.priority,
         "entries": push.entries, "accepted": push.accepted,
         "created_at": iso_time(push.created_at),
         "counts": push.counts, "credit": format_credits(push.credit_micro),
     }
+    if push.send_at is not None:
+        data["send_at"] = iso_time(push.send_at)
+    return data

@@ -11,9 +11,10 @@ Codes in ``ENTRY_CODES`` are per-recipient: they appear inside ``data[]`` next t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntEnum
+from enum import IntEnum, unique
 
 
+@unique
 class Code(IntEnum):
     SUCCESS = 100
 
@@ -41,6 +42,7 @@ class Code(IntEnum):
     INVALID_CSV = 424
     UNKNOWN_PLACEHOLDER = 425
     NUMBER_COLUMN_MISSING = 426
+    INVALID_SEND_AT = 427
     RATE_LIMITED = 429
     PROVIDER_REFUSED = 430
     PROVIDER_UNREACHABLE = 431
@@ -97,6 +99,11 @@ _TABLE: tuple[CodeInfo, ...] = (
              "A field has a value of the wrong type or out of range (the message names it): "
              "e.g. `application`, `priority` or `push_id` with more digits than a 64-bit id "
              "(or a 32-bit application code) has."),
+    CodeInfo(Code.INVALID_SEND_AT, 422, "Invalid send_at",
+             "`send_at` (a scheduled push) is not ISO 8601 with an offset (`Z`, `+05:30`) "
+             "nor unix seconds, has no offset, or is more than "
+             "`PUSHGATE_MAX_SCHEDULE_SECONDS` (default 366 days) ahead. A time already past "
+             "is no error: the push is sent now. Nothing is queued or charged."),
     CodeInfo(Code.UNKNOWN_APPLICATION, 422, "Unknown application",
              "The project has no channel serving this `application` code (Picky's codes: 1, "
              "2, 3, 4, 5, 8, 10, 101, 121). Nothing is queued or charged. A channel's id is "

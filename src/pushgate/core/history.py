@@ -32,6 +32,9 @@ class RoutineSteps:
     submitted_at: float | None
     provider_id: str | None
     delivered_at: float | None
+    # Its push's send_at when the push was scheduled: the message was ``scheduled`` from
+    # ``created_at`` and went to the queue when that time came.
+    send_at: float | None = None
 
 
 def message_history(
@@ -39,7 +42,13 @@ def message_history(
 ) -> list[dict[str, Any]]:
     """The whole history, oldest first: ``stored`` are the event rows ``(state, at, detail)``
     in the order they were written."""
-    events = [_event("queued", steps.created_at, None)]
+    if steps.send_at is None:
+        events = [_event("queued", steps.created_at, None)]
+    else:
+        events = [_event("scheduled", steps.created_at, None)]
+        if steps.first_claim_at is not None:
+            # Claimed, so it was queued: the promoter moves it when send_at comes.
+            events.append(_event("queued", steps.send_at, None))
     if steps.first_claim_at is not None:
         # The first claim is the dispatcher's first step: nothing is written before it.
         events.append(_event("sending", steps.first_claim_at,

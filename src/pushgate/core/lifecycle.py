@@ -1,9 +1,10 @@
 """The message lifecycle: states, their order, and what Picky's reports call them.
 
-``queued → sending → submitted → delivered → read``; side exits ``failed``, ``refunded``,
-``expired``, ``cancelled``. Provider callbacks may arrive late or out of order, so a status update
-only moves a message forward (``advances``); the dispatcher alone may move ``sending`` back to
-``queued`` for a retry.
+``queued → sending → submitted → delivered → read``, a scheduled push's messages
+``scheduled`` before ``queued`` (promoted when their ``send_at`` comes); side exits
+``failed``, ``refunded``, ``expired``, ``cancelled``. Provider callbacks may arrive late or
+out of order, so a status update only moves a message forward (``advances``); the dispatcher
+alone may move ``sending`` back to ``queued`` for a retry.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from enum import StrEnum
 
 
 class State(StrEnum):
+    SCHEDULED = "scheduled"
     QUEUED = "queued"
     SENDING = "sending"
     SUBMITTED = "submitted"
@@ -25,6 +27,7 @@ class State(StrEnum):
 
 # Picky Assist delivery report statuses.
 PICKY_STATUS: dict[State, int] = {
+    State.SCHEDULED: 0,
     State.QUEUED: 0,
     State.SENDING: 0,
     State.SUBMITTED: 4,
@@ -47,6 +50,7 @@ REFUNDED_STATES: frozenset[State] = frozenset({State.REFUNDED, State.EXPIRED, St
 ERROR_STATES: frozenset[State] = frozenset({State.FAILED}) | REFUNDED_STATES
 
 _RANK: dict[State, int] = {
+    State.SCHEDULED: -1,
     State.QUEUED: 0,
     State.SENDING: 1,
     State.SUBMITTED: 2,

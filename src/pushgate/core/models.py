@@ -243,6 +243,17 @@ class AcceptResult:
     opted_out: frozenset[str] = frozenset()
 
 
+@dataclass(frozen=True, slots=True)
+class Promotion:
+    """What ``Store.promote_due`` did: scheduled messages moved to the queue."""
+
+    promoted: int
+    # The channels of the moved messages (their runners are woken).
+    channel_ids: frozenset[int]
+    # When the next scheduled push is due; None when none is.
+    next_due: float | None
+
+
 @dataclass(slots=True)
 class OutboxItem:
     """One pending report for the event webhook, joined with its message."""

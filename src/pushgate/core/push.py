@@ -76,6 +76,8 @@ class PushBody(msgspec.Struct, omit_defaults=True, gc=False):
     # Picky lists it per entry; some clients send it beside `data`: it then counts for every
     # entry without its own.
     reference_number: str | int | None = None
+    # pushgate's own: when to send (core/schedule.py); absent, now.
+    send_at: str | int | float | None = None
 
 
 class TokenBody(msgspec.Struct):

@@ -60,6 +60,8 @@ class PushRecord:
     credit_micro: int
     created_at: float
     counts: dict[str, int]
+    # A scheduled push's send time (unix seconds); None: sent when accepted.
+    send_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,15 @@ log = logging.getLogger("pushgate.dispatch")
 # past its validity is never claimed, so until the sweep reaches it every claim passes over it.
 EXPIRE_BATCH = 1000
 EXPIRE_BUDGET_SECONDS = 1.0
+# Scheduled messages moved to the queue per store call (``promote_due``); a promotion keeps
+# calling while they come back full, for at most EXPIRE_BUDGET_SECONDS, then lets the
+# runners claim before going on.
+PROMOTE_BATCH = 2000
+# How often the promoter looks for scheduled pushes it was not told of (accepted by another
+# process): the most a scheduled push of another process waits past its send_at. A look is
+# one index lookup of the earliest due time; a push accepted in this process wakes it.
+PROMOTE_POLL_SECONDS = 1.0
+
 def pull_kinds() -> list[str]:
     """Connector kinds nobody sends for (their devices fetch): they take no channel lease."""
     return [kind for kind in known_kinds() if channel_class(kind).pull]
@@ -92,6 +101,7 @@ class Dispatcher:
         self.runners: dict[int, tuple[ChannelRunner, asyncio.Task[None]]] = {}
         self._stopping = asyncio.Event()
         self._refresh_now = asyncio.Event()
+        self._schedule_changed = asyncio.Event()
         self.sent = 0
         # Shared with the webhook deliverer of this process (same store): one log line when
         # the database goes away, one when it is back.
@@ -111,6 +121,48 @@ class Dispatcher:
             return
         for runner, _task in self.runners.values():
             runner.wake_up()
+
+    def scheduled(self) -> None:
+        """Tell the promoter that a scheduled push was accepted (its due time may be the
+        next one)."""
+        self._schedule_changed.set()
+
+    async def promote_due(self) -> float | None:
+        """Move the scheduled messages whose send_at has come to the queue (batches of
+        PROMOTE_BATCH while they come back full, for at most EXPIRE_BUDGET_SECONDS) and wake
+        their channels' runners; when the next scheduled push is due (None: none is)."""
+        deadline = time.monotonic() + EXPIRE_BUDGET_SECONDS
+        while True:
+            promotion = await self.store.promote_due(time.time(), PROMOTE_BATCH)
+            for channel_id in promotion.channel_ids:
+                self.wake(channel_id)
+            if promotion.promoted < PROMOTE_BATCH or time.monotonic() >= deadline:
+                return promotion.next_due
+
+    async def _promote(self) -> None:
+        """Until stopped: promote what is due, then sleep until the next due time, at most
+        PROMOTE_POLL_SECONDS, or until a scheduled push is accepted here."""
+        next_due: list[float | None] = [None]
+
+        async def step() -> bool:
+            self._schedule_changed.clear()
+            next_due[0] = await self.promote_due()
+            return next_due[0] is not None and next_due[0] <= time.time()
+
+        async def idle() -> None:
+            due = next_due[0]
+            wait = PROMOTE_POLL_SECONDS if due is None else min(
+                max(due - time.time(), 0.0), PROMOTE_POLL_SECONDS)
+            waits = [asyncio.ensure_future(self._stopping.wait()),
+                     asyncio.ensure_future(self._schedule_changed.wait())]
+            try:
+                await asyncio.wait(waits, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waits:
+                    waiter.cancel()
+
+        await keep_going("promoter", step, idle, self._stopping.is_set, self.outage,
+                         survive_bugs=True, logger=log)
 
     async def expire_due(self) -> int:
         """Expire and refund what is past its validity: batches of EXPIRE_BATCH while they
@@ -160,6 +212,7 @@ class Dispatcher:
         restart this loop, and the runners go on meanwhile."""
         renew_every = self.channel_lease_seconds / 3
         listener = asyncio.create_task(self._listen(), name="dispatcher-listen")
+        promoter = asyncio.create_task(self._promote(), name="dispatcher-promote")
 
         async def renew() -> bool:
             # Cleared before, not after: a new channel seen meanwhile refreshes again at once.
@@ -178,9 +231,10 @@ class Dispatcher:
             await keep_going("dispatcher", renew, idle, self._stopping.is_set, self.outage,
                              survive_bugs=True, logger=log)
         finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            for task in (listener, promoter):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await self._shutdown()
 
     async def _wait_stop_or_refresh(self) -> None:

@@ -24,6 +24,7 @@ from pushgate.core.models import (
     OutboundMessage,
     OutboxBatch,
     Project,
+    Promotion,
     SendResult,
     StatusUpdate,
     TokenInfo,
@@ -119,13 +120,16 @@ class Accepting(Protocol):
         plan: PushPlan,
         now: float,
         expires_at: float | None,
+        send_at: float | None = None,
         idempotency_key: str | None = None,
     ) -> AcceptResult:
         """In ONE transaction: refuse in place the entries to numbers the project has opted
         out (``AcceptResult.opted_out``; ``AllOptedOut`` and nothing written when no entry is
         left), debit the rest's credit (raise ``InsufficientCredit`` and write nothing if the
         balance does not cover it), insert the push, its inline media and its accepted messages
-        as ``queued``. A project without opt-outs pays no lookup of its numbers.
+        as ``queued``; with ``send_at`` (a scheduled push, later than ``now``) as ``scheduled``
+        instead, the push due for ``promote_due`` at ``send_at``. A project without opt-outs
+        pays no lookup of its numbers.
 
         With ``idempotency_key``: when the project accepted a push under that key before,
         nothing is written or charged and the answer is that push's (its id, its message ids
@@ -267,6 +271,13 @@ class Claiming(Protocol):
         messages of at least that priority (a runner letting urgent ones jump its batch)."""
 
     @abc.abstractmethod
+    async def promote_due(self, now: float, limit: int) -> Promotion:
+        """Move up to ``limit`` ``scheduled`` messages of pushes whose ``send_at`` is not
+        after ``now`` to ``queued`` (oldest push first, in id order), and clear a push's
+        due time once none of its messages is scheduled. Says how many moved, their
+        channels, and when the next push is due (None: none is scheduled)."""
+
+    @abc.abstractmethod
     async def release_messages(self, worker_id: str, message_ids: Sequence[int]) -> None:
         """Give back claimed messages that were not sent (graceful shutdown)."""
 
@@ -333,11 +344,11 @@ class Outcomes(Protocol):
 
     @abc.abstractmethod
     async def cancel_push(self, project_id: int, push_id: int, now: float) -> tuple[int, int]:
-        """In one transaction: cancel the push's messages still ``queued`` (none handed to a
-        channel yet; those being sent or sent are left alone), refund them, record their
-        events and queue their event-webhook reports, as ``cancel_channel_queue`` does. A
-        push of another project cancels nothing. Returns (messages, micro-credits
-        refunded)."""
+        """In one transaction: cancel the push's messages still ``queued`` or ``scheduled``
+        (none handed to a channel yet; those being sent or sent are left alone), refund them,
+        record their events and queue their event-webhook reports, as
+        ``cancel_channel_queue`` does. A push of another project cancels nothing. Returns
+        (messages, micro-credits refunded)."""
 
     @abc.abstractmethod
     async def channel_queue_counts(self, channel_id: int) -> dict[str, int]:

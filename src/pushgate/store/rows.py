@@ -27,7 +27,7 @@ CHANNEL_COLUMNS = (
 )
 PROJECT_COLUMNS = "id, name, balance_micro, webhook_url, active, incoming_webhook_url"
 #: The ``pushes`` columns ``push_record`` reads.
-PUSH_COLUMNS = "id, channel_id, priority, entries, accepted, credit_micro, created_at"
+PUSH_COLUMNS = "id, channel_id, priority, entries, accepted, credit_micro, created_at, send_at"
 
 
 TOKEN_COLUMNS = "id, label, ip_allow, created_at, revoked_at"
@@ -125,7 +125,7 @@ MESSAGE_DETAIL_COLUMNS = (
     "id, number, state, reference, error_code, error_message, updated_at, body, media,"
     " media_kind, credit_micro, channel_id, resends, push_id, attempts, provider_id,"
     " created_at, priority, segments, parts, first_claim_at, first_claim_by, submitted_at,"
-    " delivered_at"
+    " delivered_at, (SELECT p.send_at FROM pushes p WHERE p.id = messages.push_id)"
 )
 
 
@@ -135,7 +135,8 @@ def message_detail(row: Sequence[Any],
     rows ``(state, at, detail)`` in the order they were written."""
     history = message_history(
         RoutineSteps(created_at=row[16], first_claim_at=row[20], first_claim_by=row[21],
-                     submitted_at=row[22], provider_id=row[15], delivered_at=row[23]),
+                     submitted_at=row[22], provider_id=row[15], delivered_at=row[23],
+                     send_at=row[24]),
         events)
     return MessageDetail(row[0], row[1], State(row[2]), row[3], row[4], row[5], row[6],
                          row[7], row[8], row[9], row[10], row[11], row[12], push_id=row[13],
@@ -202,4 +203,5 @@ def push_record(row: Sequence[Any], counts: dict[str, int]) -> PushRecord:
     """A push as ``Store.get_push`` returns it: its ``PUSH_COLUMNS`` and its messages counted
     by state."""
     return PushRecord(id=row[0], channel_id=row[1], priority=row[2], entries=row[3],
-                      accepted=row[4], credit_micro=row[5], created_at=row[6], counts=counts)
+                      accepted=row[4], credit_micro=row[5], created_at=row[6], counts=counts,
+                      send_at=row[7])

@@ -24,7 +24,7 @@ LEASE = 30.0
 
 async def queue(store: Store, channel: ChannelSpec, count: int, now: float, *,
                 priority: int = 0, tag: str = "m", expires_at: float | None = None,
-                references: bool = False) -> AcceptResult:
+                references: bool = False, send_at: float | None = None) -> AcceptResult:
     """Accept a push of ``count`` distinct messages on ``channel`` at ``now``."""
     data: list[dict[str, Any]] = [
         {"number": f"91987654{i:04d}", "message": f"{tag} {i}"} for i in range(count)]
@@ -34,7 +34,7 @@ async def queue(store: Store, channel: ChannelSpec, count: int, now: float, *,
     body = decode_push(json.dumps({"priority": priority, "globalmessage": "", "data": data}))
     plan = plan_push(body, channel, Limits())
     assert len(plan.accepted) == count, plan.refused
-    return await store.accept_push(channel.project_id, channel, plan, now, expires_at)
+    return await store.accept_push(channel.project_id, channel, plan, now, expires_at, send_at)
 
 
 async def states(store: Store, project_id: int, ids: list[int]) -> list[str]:

@@ -25,12 +25,14 @@ class PostgresAccept(PostgresBase):
         plan: PushPlan,
         now: float,
         expires_at: float | None,
+        send_at: float | None = None,
         idempotency_key: str | None = None,
     ) -> AcceptResult:
         if idempotency_key is not None:
             return await self._tx(self._keyed, project_id, channel, plan, now, expires_at,
-                                  idempotency_key)
-        return await self._tx(self._accept, project_id, channel, plan, now, expires_at)
+                                  send_at, idempotency_key)
+        return await self._tx(self._accept, project_id, channel, plan, now, expires_at,
+                              send_at)
 
     async def _keyed(
         self,
@@ -40,6 +42,7 @@ class PostgresAccept(PostgresBase):
         plan: PushPlan,
         now: float,
         expires_at: float | None,
+        send_at: float | None,
         key: str,
     ) -> AcceptResult:
         # The key is claimed first: a concurrent accept of the same key waits here for this
@@ -58,7 +61,7 @@ class PostgresAccept(PostgresBase):
             return AcceptResult(push_id=int(push_id), message_ids=[int(r[0]) for r in sent],
                                 balance_micro=int(balance or 0), replayed=True,
                                 opted_out=numbers_left_out(plan, (r[1] for r in sent)))
-        result = await self._accept(conn, project_id, channel, plan, now, expires_at)
+        result = await self._accept(conn, project_id, channel, plan, now, expires_at, send_at)
         await conn.execute("UPDATE idempotency_keys SET push_id = $3"
                            " WHERE project_id = $1 AND key = $2", project_id, key,
                            result.push_id)
@@ -112,6 +115,7 @@ class PostgresAccept(PostgresBase):
         plan: PushPlan,
         now: float,
         expires_at: float | None,
+        send_at: float | None = None,
         check_optouts: bool = True,
     ) -> AcceptResult:
         # Refuse early, without a lock, what the balance cannot cover now; the debit below
@@ -154,9 +158,14 @@ class PostgresAccept(PostgresBase):
         # Drawn from the sequence in one statement; sorted, they follow the request's order,
         # which is also the queue's FIFO order within a priority.
         ids = sorted(row[1])
+        if send_at is not None:
+            # Its own statement: the unscheduled push's INSERT stays as it was.
+            await conn.execute("UPDATE pushes SET send_at = $1, schedule_due = $1"
+                               " WHERE id = $2", send_at, push_id)
         if ids:
             await _insert_messages(conn, ids, push_id, project_id, channel, plan, now,
-                                   expires_at, media_id)
+                                   expires_at, media_id,
+                                   "queued" if send_at is None else "scheduled")
         balance = await _debit(conn, total, project_id, push_id, now, channel.id)
         return AcceptResult(push_id=push_id, message_ids=ids, balance_micro=balance,
                             opted_out=opted)
@@ -165,9 +174,10 @@ class PostgresAccept(PostgresBase):
 async def _insert_messages(
     conn: asyncpg.Connection, ids: list[int], push_id: int, project_id: int,
     channel: ChannelSpec, plan: PushPlan, now: float, expires_at: float | None,
-    media_id: int | None,
+    media_id: int | None, state: str = "queued",
 ) -> None:
-    """The plan's accepted rows as queued messages, with ``ids`` in order."""
+    """The plan's accepted rows as ``state`` messages (queued, or scheduled), with ``ids``
+    in order."""
     _i, numbers, bodies, medias, kinds, references, parts, segments, credits = zip(
         *plan.accepted, strict=True)
     # A row without a media URL sends the push's inline media, if it has one ($16).
@@ -178,12 +188,12 @@ async def _insert_messages(
         " expires_at)"
         " SELECT u.id, $10, $11, $12, u.number, u.body, u.media,"
         " CASE WHEN u.media IS NULL THEN $16::bigint END, u.kind, u.reference,"
-        " $13, 'queued', u.parts, u.segments, u.credit, 0, 0, $14, $14, $14, $15"
+        " $13, $17, u.parts, u.segments, u.credit, 0, 0, $14, $14, $14, $15"
         " FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],"
         " $6::text[], $7::int[], $8::int[], $9::bigint[])"
         " AS u(id, number, body, media, kind, reference, parts, segments, credit)",
         ids, numbers, bodies, medias, kinds, references, parts, segments, credits,
-        push_id, project_id, channel.id, plan.priority, now, expires_at, media_id)
+        push_id, project_id, channel.id, plan.priority, now, expires_at, media_id, state)
     if plan.extras is not None:
         # Only template pushes carry channel data: the plain hot path sends nothing more.
         await conn.execute(

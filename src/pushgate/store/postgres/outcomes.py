@@ -121,10 +121,11 @@ class PostgresOutcomes(PostgresBase):
                 expired = await conn.fetch(
                     "WITH due AS (SELECT id FROM messages WHERE push_id = $2"
                     " AND expires_at < $1"
-                    " AND (state = 'queued' OR (state = 'sending' AND lease_until < $1))"
+                    " AND (state IN ('queued', 'scheduled')"
+                    " OR (state = 'sending' AND lease_until < $1))"
                     " LIMIT $3 FOR UPDATE SKIP LOCKED)"
                     " UPDATE messages m SET state = 'expired', updated_at = $1, error_message ="
-                    " CASE m.state WHEN 'queued' THEN $5 ELSE $4 END"
+                    " CASE m.state WHEN 'sending' THEN $4 ELSE $5 END"
                     " FROM due WHERE m.id = due.id RETURNING m.id, m.project_id,"
                     " m.credit_micro, m.error_message, m.channel_id", now, push_id, left,
                     EXPIRED_UNCONFIRMED, VALIDITY_ENDED)
@@ -134,7 +135,8 @@ class PostgresOutcomes(PostgresBase):
                 await conn.execute(
                     "UPDATE pushes SET expiry_due = (SELECT CASE WHEN min(expires_at) IS NULL"
                     " THEN NULL ELSE greatest(min(expires_at), $2) END FROM messages"
-                    " WHERE push_id = $1 AND state IN ('queued', 'sending')) WHERE id = $1",
+                    " WHERE push_id = $1 AND state IN ('queued', 'sending', 'scheduled'))"
+                    " WHERE id = $1",
                     push_id, now + EXPIRY_RECHECK_SECONDS)
             if not rows:
                 return 0
@@ -183,13 +185,15 @@ async def _cancel_queue(
 async def _cancel_push(
     conn: asyncpg.Connection, project_id: int, push_id: int, now: float
 ) -> tuple[int, int]:
-    # Only `queued`: a message being sent is in a worker's hands, and its outcome decides.
-    # SKIP LOCKED: a row a claim holds right now is being handed to a channel.
+    # Only `queued` and `scheduled`: a message being sent is in a worker's hands, and its
+    # outcome decides. SKIP LOCKED: a row a claim holds right now is being handed to a
+    # channel (or promoted: it is cancelled by the next call).
     rows = await conn.fetch(
         "WITH c AS (SELECT id FROM messages WHERE push_id = $1 AND project_id = $2"
-        " AND state = 'queued' ORDER BY id FOR UPDATE SKIP LOCKED)"
+        " AND state IN ('queued', 'scheduled') ORDER BY id FOR UPDATE SKIP LOCKED)"
         " UPDATE messages m SET state = 'cancelled', error_message = $3, lease_until = NULL,"
-        " leased_by = NULL, updated_at = $4 FROM c WHERE m.id = c.id AND m.state = 'queued'"
+        " leased_by = NULL, updated_at = $4 FROM c WHERE m.id = c.id"
+        " AND m.state IN ('queued', 'scheduled')"
         " RETURNING m.id, m.project_id, m.credit_micro", push_id, project_id, PUSH_CANCELLED,
         now)
     if not rows:

@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from pushgate.core.models import OutboundMessage
+from pushgate.core.models import OutboundMessage, Promotion
 from pushgate.core.policy import fair_share
 from pushgate.store.errors import StoreUnavailable
 from pushgate.store.outage import Backoff, Outage, describe
@@ -27,6 +27,7 @@ from pushgate.store.postgres.connection import (
 )
 
 NOTIFY_CHANNEL = "pushgate_messages"
+_NEXT_DUE_SQL = "SELECT min(schedule_due) FROM pushes WHERE schedule_due IS NOT NULL"
 # How often an idle LISTEN connection checks that it is still alive.
 LISTEN_PING_SECONDS = 30.0
 
@@ -142,6 +143,45 @@ class PostgresQueue(PostgresBase):
                 text=r[5], media_url=r[6], media_kind=r[7], parts=r[8], priority=r[9],
                 attempts=r[10], possible_resend=r[11], media_id=r[14],
                 extra=json.loads(r[12]) if r[12] else None) for r in rows]
+
+        return await self._tx(job)
+
+    async def promote_due(self, now: float, limit: int) -> Promotion:
+        """Scheduled messages of due pushes to the queue: the due pushes through
+        ``pushes_schedule``, their waiting messages through ``messages_scheduled`` (migration
+        0013). A push another worker is promoting is skipped; the promoted channels are
+        notified, so every process's runners wake."""
+        # Nothing due, the common case: one read of the index's first entry, no transaction.
+        due = await self._fetchval(_NEXT_DUE_SQL)
+        if due is None or due > now:
+            return Promotion(0, frozenset(), due)
+
+        async def job(conn: asyncpg.Connection) -> Promotion:
+            moved = 0
+            channels: set[int] = set()
+            due = await conn.fetch(
+                "SELECT id, channel_id FROM pushes WHERE schedule_due IS NOT NULL"
+                " AND schedule_due <= $1 ORDER BY schedule_due, id LIMIT $2"
+                " FOR UPDATE SKIP LOCKED", now, limit)
+            for push_id, channel_id in due:
+                left = limit - moved
+                count = await conn.fetchval(
+                    "WITH p AS (SELECT id FROM messages WHERE push_id = $1"
+                    " AND state = 'scheduled' ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED),"
+                    " u AS (UPDATE messages m SET state = 'queued', updated_at = $3 FROM p"
+                    " WHERE m.id = p.id AND m.state = 'scheduled' RETURNING 1)"
+                    " SELECT count(*) FROM u", push_id, left, now)
+                moved += count
+                if count:
+                    channels.add(channel_id)
+                if count == left:
+                    break   # the limit: the rest of this push next time
+                await conn.execute("UPDATE pushes SET schedule_due = NULL WHERE id = $1",
+                                   push_id)
+            for channel_id in sorted(channels):
+                await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(channel_id))
+            next_due = await conn.fetchval(_NEXT_DUE_SQL)
+            return Promotion(moved, frozenset(channels), next_due)
 
         return await self._tx(job)
 

@@ -37,14 +37,15 @@ class SQLiteAccept(SQLiteBase):
         plan: PushPlan,
         now: float,
         expires_at: float | None,
+        send_at: float | None = None,
         idempotency_key: str | None = None,
     ) -> AcceptResult:
         rows = _message_rows(plan)
         if idempotency_key is not None:
             return await self._write(_keyed_job, project_id, channel, plan, rows, now,
-                                     expires_at, idempotency_key)
+                                     expires_at, send_at, idempotency_key)
         push_id, first_id, balance, opted = await self._write(
-            _accept_job, project_id, channel, plan, rows, now, expires_at)
+            _accept_job, project_id, channel, plan, rows, now, expires_at, send_at)
         accepted = len(plan.accepted) - _dropped(plan, opted)
         return AcceptResult(push_id=push_id, balance_micro=balance, opted_out=opted,
                             message_ids=list(range(first_id, first_id + accepted)))
@@ -110,7 +111,7 @@ def _reply_job(
     an opted-out number may get."""
     if conn.execute(_GUARD_SQL, (channel.id, number, now, not_since)).fetchone() is None:
         return None
-    return _accept_job(conn, project_id, channel, plan, rows, now, expires_at,
+    return _accept_job(conn, project_id, channel, plan, rows, now, expires_at, None,
                        check_optouts=not confirmation)
 
 
@@ -122,6 +123,7 @@ def _keyed_job(
     rows: list[Any],
     now: float,
     expires_at: float | None,
+    send_at: float | None,
     key: str,
 ) -> AcceptResult:
     """``_accept_job`` under an idempotency key: the push accepted under it before, read
@@ -138,7 +140,7 @@ def _keyed_job(
                             balance_micro=int(balance[0]) if balance else 0, replayed=True,
                             opted_out=numbers_left_out(plan, (r[1] for r in sent)))
     push_id, first_id, balance_after, opted = _accept_job(conn, project_id, channel, plan, rows,
-                                                          now, expires_at)
+                                                          now, expires_at, send_at)
     conn.execute("INSERT INTO idempotency_keys (project_id, key, push_id, created_at)"
                  " VALUES (?, ?, ?, ?)", (project_id, key, push_id, now))
     accepted = len(plan.accepted) - _dropped(plan, opted)
@@ -163,8 +165,8 @@ def _message_rows(plan: PushPlan) -> list[Any]:
     return [value for offset, row in enumerate(plan.accepted) for value in (offset, *row[1:])]
 
 
-@functools.lru_cache(maxsize=8)
-def _insert_messages_sql(rows: int) -> str:
+@functools.lru_cache(maxsize=16)
+def _insert_messages_sql(rows: int, state: str = "queued") -> str:
     # ?1..?8 are the same for every row of a push (push_id, project_id, channel_id, priority,
     # now, expires_at, first id, inline media id) and are bound once per statement; the
     # anonymous ? of the VALUES rows are numbered from 9 on (SQLite numbers a bare ? one past
@@ -178,7 +180,7 @@ def _insert_messages_sql(rows: int) -> str:
             " attempts, resends, next_attempt_at, created_at, updated_at, expires_at)"
             " SELECT ?7 + column1, ?1, ?2, ?3, column2, column3, column4,"
             " CASE WHEN column4 IS NULL THEN ?8 END, column5, column6, ?4,"
-            " 'queued', column7, column8, column9, 0, 0, ?5, ?5, ?5, ?6 FROM (VALUES "
+            f" '{state}', column7, column8, column9, 0, 0, ?5, ?5, ?5, ?6 FROM (VALUES "
             + ", ".join([one] * rows) + ")")
 
 
@@ -190,11 +192,13 @@ def _accept_job(
     rows: list[Any],
     now: float,
     expires_at: float | None,
+    send_at: float | None = None,
     check_optouts: bool = True,
 ) -> tuple[int, int, int, frozenset[str]]:
     """Refuse the entries to opted-out numbers in place, charge, record the push and insert
     its messages: (push id, first message id, balance after, the opted-out numbers).
-    ``rows`` is ``_message_rows(plan)``; ``AllOptedOut`` when nothing is left."""
+    ``rows`` is ``_message_rows(plan)``; ``AllOptedOut`` when nothing is left; with
+    ``send_at``, the messages wait ``scheduled`` (``promote_due``)."""
     opted = (opted_out_among(conn, project_id, [row[ROW_NUMBER] for row in plan.accepted])
              if check_optouts else frozenset())
     if opted:
@@ -228,6 +232,12 @@ def _accept_job(
         conn.execute(
             "INSERT INTO credit_ledger (project_id, delta_micro, reason, push_id, at)"
             " VALUES (?, ?, 'push', ?, ?)", (project_id, -total, push_id, now))
+    state = "queued"
+    if send_at is not None:
+        # Its own statement: the unscheduled push's INSERT stays as it was.
+        conn.execute("UPDATE pushes SET send_at = ?1, schedule_due = ?1 WHERE id = ?2",
+                     (send_at, push_id))
+        state = "scheduled"
 
     # Ids are handed out here, under the write lock, so the answer can list them in order
     # without reading them back.
@@ -241,7 +251,7 @@ def _accept_job(
     start = 0
     for size in _INSERT_SIZES:
         while count - start >= size:
-            conn.execute(_insert_messages_sql(size),
+            conn.execute(_insert_messages_sql(size, state),
                          push_wide + rows[start * width:(start + size) * width])
             start += size
     if plan.extras is not None:

@@ -153,17 +153,18 @@ def _expire_job(conn: sqlite3.Connection, now: float, limit: int) -> int:
         left = limit - len(rows)
         expired = conn.execute(
             "UPDATE messages SET state = 'expired', updated_at = ?, error_message ="
-            " CASE state WHEN 'queued' THEN ? ELSE ? END"
+            " CASE state WHEN 'sending' THEN ? ELSE ? END"
             " WHERE id IN (SELECT id FROM messages WHERE push_id = ? AND expires_at < ?"
-            " AND (state = 'queued' OR (state = 'sending' AND lease_until < ?)) LIMIT ?)"
+            " AND (state IN ('queued', 'scheduled')"
+            " OR (state = 'sending' AND lease_until < ?)) LIMIT ?)"
             " RETURNING id, project_id, credit_micro, error_message, channel_id",
-            (now, VALIDITY_ENDED, EXPIRED_UNCONFIRMED, push_id, now, now, left)).fetchall()
+            (now, EXPIRED_UNCONFIRMED, VALIDITY_ENDED, push_id, now, now, left)).fetchall()
         rows += expired
         if len(expired) == left:
             break   # the limit: the rest of this push next time
         conn.execute(
             "UPDATE pushes SET expiry_due = (SELECT max(min(expires_at), ?) FROM messages"
-            f" WHERE push_id = ? AND {_LIVE}) WHERE id = ?",
+            " WHERE push_id = ? AND state IN ('queued', 'sending', 'scheduled')) WHERE id = ?",
             (now + EXPIRY_RECHECK_SECONDS, push_id, push_id))
     if not rows:
         return 0
@@ -195,11 +196,12 @@ def _cancel_queue_job(
 def _cancel_push_job(
     conn: sqlite3.Connection, project_id: int, push_id: int, now: float
 ) -> tuple[int, int]:
-    # Only `queued`: a message being sent is in a worker's hands, and its outcome decides.
+    # Only `queued` and `scheduled`: a message being sent is in a worker's hands, and its
+    # outcome decides.
     rows = conn.execute(
         "UPDATE messages SET state = 'cancelled', error_message = ?, lease_until = NULL,"
         " leased_by = NULL, updated_at = ? WHERE push_id = ? AND project_id = ?"
-        " AND state = 'queued' RETURNING id, project_id, credit_micro",
+        " AND state IN ('queued', 'scheduled') RETURNING id, project_id, credit_micro",
         (PUSH_CANCELLED, now, push_id, project_id)).fetchall()
     if not rows:
         return 0, 0

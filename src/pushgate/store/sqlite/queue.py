@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pushgate.core.models import OutboundMessage
+from pushgate.core.models import OutboundMessage, Promotion
 from pushgate.core.policy import fair_share
 from pushgate.store.outage import Backoff, Outage, describe, is_unavailable
 from pushgate.store.sqlite.common import _LIVE, _VALID, _now
@@ -45,6 +45,13 @@ class SQLiteQueue(SQLiteBase):
         expired, fresh = await self._write(_claim_job, channel_id, worker_id, limit, now,
                                            lease_seconds, min_priority)
         return _outbound_messages(expired, fresh)
+
+    async def promote_due(self, now: float, limit: int) -> Promotion:
+        # Nothing due, the common case: one read of the index's first entry, no write job.
+        due = self._read().execute(_NEXT_DUE_SQL).fetchone()[0]
+        if due is None or due > now:
+            return Promotion(0, frozenset(), due)
+        return await self._write(_promote_job, now, limit)
 
     async def release_messages(self, worker_id: str, message_ids: Sequence[int]) -> None:
         def job(conn: sqlite3.Connection) -> None:
@@ -257,3 +264,31 @@ def _reclaim_expired(conn: sqlite3.Connection, channel_id: int, worker_id: str, 
         f" AND lease_until < ? AND {_VALID}"
         f" ORDER BY priority DESC, id LIMIT ?) RETURNING {returning}",
         (until, worker_id, now, channel_id, min_priority, now, now, limit)).fetchall()
+
+
+_NEXT_DUE_SQL = "SELECT min(schedule_due) FROM pushes WHERE schedule_due IS NOT NULL"
+
+
+def _promote_job(conn: sqlite3.Connection, now: float, limit: int) -> Promotion:
+    """Scheduled messages of due pushes to the queue: the due pushes through
+    ``pushes_schedule``, their waiting messages through ``messages_scheduled`` (migration
+    0013), so neither the messages already moved nor those of later pushes are read."""
+    moved = 0
+    channels: set[int] = set()
+    due = conn.execute(
+        "SELECT id, channel_id FROM pushes WHERE schedule_due IS NOT NULL AND schedule_due <= ?"
+        " ORDER BY schedule_due, id LIMIT ?", (now, limit)).fetchall()
+    for push_id, channel_id in due:
+        left = limit - moved
+        count = conn.execute(
+            "UPDATE messages SET state = 'queued', updated_at = ? WHERE id IN (SELECT id"
+            " FROM messages WHERE push_id = ? AND state = 'scheduled' ORDER BY id LIMIT ?)",
+            (now, push_id, left)).rowcount
+        moved += count
+        if count:
+            channels.add(channel_id)
+        if count == left:
+            break   # the limit: the rest of this push next time
+        conn.execute("UPDATE pushes SET schedule_due = NULL WHERE id = ?", (push_id,))
+    next_due = conn.execute(_NEXT_DUE_SQL).fetchone()[0]
+    return Promotion(moved, frozenset(channels), next_due)
