@@ -68,8 +68,7 @@ async def push(request: Request) -> Response:
     # Picky: a new push restarts a queue stopped by device-action.
     if channel.paused and await resume_stopped_queue(gateway.store, channel):
         gateway.lookups.forget()
-    if gateway.dispatcher is not None:
-        gateway.dispatcher.wake(channel.id)
+    gateway.queued(channel.id)
     metrics.PUSHES.inc()
     metrics.MESSAGES_ACCEPTED.inc(len(plan.accepted))
     metrics.ACCEPT_SECONDS.observe(time.perf_counter() - started)
