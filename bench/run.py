@@ -8,8 +8,10 @@
                                     # (and 100,000 delivered by simulated
                                     # receipts), store driver, status
                                     # updates one per call (callbacks), SMPP,
-                                    # WhatsApp Cloud through a fake Graph API (50,000), and a
-                                    # 1,000,000-message backlog (about 9 min in all)
+                                    # WhatsApp Cloud through a fake Graph API (50,000), a
+                                    # push's answer to its send on an idle channel (300
+                                    # pushes, 3 times), and a 1,000,000-message backlog
+                                    # (about 10 min in all)
     python bench/run.py --quick     # a fast subset (well under a minute)
     python bench/run.py --postgres  # also PostgreSQL accept and dispatch with 1, 2, 4 workers
 
@@ -33,6 +35,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 import accept  # noqa: E402
 import backlog  # noqa: E402
+import fastlane  # noqa: E402
 import http_channel  # noqa: E402
 import smpp as smpp_bench  # noqa: E402
 import status_updates  # noqa: E402
@@ -70,6 +73,7 @@ def main(argv: list[str] | None = None) -> None:
                                           "--client", "raw"])
         results["dispatch"] = dispatch.main(["--messages", "20000"])
         results["store_driver"] = store_driver.main(["--rows", "20000", "--repeat", "1"])
+        results["fastlane"] = fastlane.main(["--count", "150"])
     else:
         results["accept"] = accept.main(["--seconds", seconds, "--sizes", "1,100,10000"])
         results["accept"] += accept.main(["--seconds", seconds, "--sizes", "1000",
@@ -95,6 +99,9 @@ def main(argv: list[str] | None = None) -> None:
                                                       "--delivery-delay", "0.001"])
         results["store_driver"] = store_driver.main(["--rows", "100000", "--repeat", "3"])
         results["status_updates"] = status_updates.main(["--updates", "20000"])
+        # One push at a time to an idle channel: its answer to the channel's send (~1 min).
+        results["fastlane"] = fastlane.main(["--count", "300", "--repeat", "3"]
+                                            + (["--postgres"] if args.postgres else []))
         # 1,000,000 queued: priority latency, memory, report streaming, claim time (~2.5 min).
         results["backlog"] = backlog.main([])
     results["smpp"] = smpp_bench.main(["--messages", "20000" if args.quick else "50000"])
