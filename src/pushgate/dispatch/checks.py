@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from pushgate.channels.base import Channel
-from pushgate.core.checks import CheckUnavailable, PendingCheck
+from pushgate.core.checks import CheckUnavailable
 from pushgate.store.base import Store
 
 log = logging.getLogger("pushgate.dispatch")
@@ -28,20 +28,7 @@ async def run_checks(store: Store, channel_of: Callable[[], Channel],
                      channel_ids: Sequence[int], lease_seconds: float) -> int:
     """One claim of due checks of ``channel_ids`` answered by ``channel_of()`` (built only
     when there are some); how many were answered."""
-    return await answer_checks(store, channel_of,
-                               await claim_due_checks(store, channel_ids, lease_seconds))
-
-
-async def claim_due_checks(store: Store, channel_ids: Sequence[int],
-                           lease_seconds: float) -> list[PendingCheck]:
-    """Claim up to ``CHECK_BATCH`` due checks of ``channel_ids``."""
-    return await store.claim_checks(channel_ids, CHECK_BATCH, time.time(), lease_seconds)
-
-
-async def answer_checks(store: Store, channel_of: Callable[[], Channel],
-                        checks: list[PendingCheck]) -> int:
-    """Ask ``channel_of()`` (built only when there are checks) about the claimed ``checks``
-    and write the answers; how many were answered."""
+    checks = await store.claim_checks(channel_ids, CHECK_BATCH, time.time(), lease_seconds)
     if not checks:
         return 0
     channel = channel_of()

@@ -24,7 +24,7 @@ from pushgate.core.models import (
     SendResult,
 )
 from pushgate.dispatch import recording as recording_module
-from pushgate.dispatch.checks import answer_checks, claim_due_checks
+from pushgate.dispatch.checks import run_checks
 from pushgate.dispatch.pacing import Pacer, SendCaps
 from pushgate.dispatch.recording import OutcomeRecorder, StoreSink
 from pushgate.store.outage import is_unavailable, keep_going
@@ -211,21 +211,22 @@ class ChannelRunner:
         # Outcomes kept from before (the database was away) are written before anything new
         # is claimed; if that fails, the step fails and the lane backs off.
         await self.flush()
-        # Picky's number filter: checks send nothing, so no pacing or cap holds them. Their
-        # claim goes to the store alongside the messages' (one transaction on SQLite, two
-        # connections at once on PostgreSQL), so a message queued on an idle channel waits
-        # for one store round trip, not two; the checks are still answered first.
-        claiming = asyncio.ensure_future(
-            claim_due_checks(store, [self.spec.id], d.message_lease_seconds))
-        try:
-            now = time.time()
-            batch, messages = await self.claim(now)
-        except BaseException:
-            await asyncio.gather(claiming, return_exceptions=True)
-            raise
-        checked = await answer_checks(store, lambda: self.channel, await claiming)
+        # Picky's number filter: checks send nothing, so no pacing or cap holds them.
+        checked = await run_checks(store, lambda: self.channel, [self.spec.id],
+                                   d.message_lease_seconds)
         if checked:
             d.notify_webhooks()
+        now = time.time()
+        batch = self.pacer.batch_size(d.claim_batch)
+        if self.caps.active:
+            allowance = await self.cap_allowance(now)
+            if not allowance:
+                return checked > 0
+            batch = min(batch, allowance)
+        lease = d.message_lease_seconds
+        if self.pacer.rate > 0:
+            lease += batch / self.pacer.rate
+        messages = await store.claim_messages(self.spec.id, d.worker_id, batch, now, lease)
         if not messages:
             return checked > 0
         messages = [self.with_media_link(m, now) for m in messages]
@@ -246,21 +247,6 @@ class ChannelRunner:
         if refused is not None:
             await self.pause(refused)
         return True
-
-    async def claim(self, now: float) -> tuple[int, list[OutboundMessage]]:
-        """Claim the next batch: its size (as many as the pacer and the caps allow) and the
-        messages claimed (none while capped)."""
-        d = self.dispatcher
-        batch = self.pacer.batch_size(d.claim_batch)
-        if self.caps.active:
-            allowance = await self.cap_allowance(now)
-            if not allowance:
-                return 0, []
-            batch = min(batch, allowance)
-        lease = d.message_lease_seconds
-        if self.pacer.rate > 0:
-            lease += batch / self.pacer.rate
-        return batch, await d.store.claim_messages(self.spec.id, d.worker_id, batch, now, lease)
 
     async def record(self, results: list[SendResult]) -> None:
         """Write ``results``; if that fails they are kept in ``unrecorded`` (written before
