@@ -1,4 +1,4 @@
-"""`make bench`: every benchmark with bounded defaults (about nine minutes in all on 2 cores).
+"""`make bench`: every benchmark with bounded defaults (about ten minutes in all on 2 cores).
 
     python bench/run.py             # accept 1/100/1,000/10,000 recipients (10 s each, the
                                     # 1,000 case 3 times; 1 and 100 also with the raw
@@ -6,15 +6,14 @@
                                     # server does not remember; 10,000 and 1 to two
                                     # API processes, 3 times each), one-recipient pushes
                                     # at 50 connections to the default serve (3 times),
-                                    # dispatch 200,000
-                                    # (and 100,000 delivered by simulated
-                                    # receipts; again beside 1,000,000
+                                    # dispatch 200,000 (and 100,000 delivered by
+                                    # simulated receipts; again beside 1,000,000
                                     # scheduled), store driver, status
                                     # updates one per call (callbacks), SMPP,
                                     # WhatsApp Cloud through a fake Graph API (50,000), a
-                                    # 1,000,000-message backlog, and 10,000-recipient
-                                    # accept with and without a 100,000-number opt-out
-                                    # list (about 10 min in all)
+                                    # push's answer to its send on an idle channel (300
+                                    # pushes, 3 times), and a 1,000,000-message backlog
+                                    # (about 10 min in all)
     python bench/run.py --quick     # a fast subset (well under a minute)
     python bench/run.py --postgres  # also PostgreSQL accept and dispatch with 1, 2, 4 workers
 
@@ -38,6 +37,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 import accept  # noqa: E402
 import backlog  # noqa: E402
+import fastlane  # noqa: E402
 import http_channel  # noqa: E402
 import optouts  # noqa: E402
 import single  # noqa: E402
@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> None:
         results["single"] = single.main(["--seconds", seconds])
         results["dispatch"] = dispatch.main(["--messages", "20000"])
         results["store_driver"] = store_driver.main(["--rows", "20000", "--repeat", "1"])
+        results["fastlane"] = fastlane.main(["--count", "150"])
     else:
         results["accept"] = accept.main(["--seconds", seconds, "--sizes", "1,100,10000"])
         results["accept"] += accept.main(["--seconds", seconds, "--sizes", "1000",
@@ -110,6 +111,9 @@ def main(argv: list[str] | None = None) -> None:
                                                        "--scheduled", "1000000"])
         results["store_driver"] = store_driver.main(["--rows", "100000", "--repeat", "3"])
         results["status_updates"] = status_updates.main(["--updates", "20000"])
+        # One push at a time to an idle channel: its answer to the channel's send (~1 min).
+        results["fastlane"] = fastlane.main(["--count", "300", "--repeat", "3"]
+                                            + (["--postgres"] if args.postgres else []))
         # 1,000,000 queued: priority latency, memory, report streaming, claim time (~2.5 min).
         results["backlog"] = backlog.main([])
         # 10,000-recipient accept with a 100,000-number opt-out list, against none.

@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     message_lease_seconds: float = Field(60.0, gt=0)
     channel_lease_seconds: float = Field(15.0, gt=0)
     idle_poll_seconds: float = Field(0.2, gt=0)
+    # A Unix datagram socket path: the dispatcher's process listens there for wake-up hints
+    # from API processes of the same host (dispatch/hints.py); `serve --workers` sets it for
+    # its children. Empty: no hints (polling and the store's notifications only).
+    wake_socket: str = ""
     retry_max_attempts: int = Field(5, ge=1)
     retry_base_seconds: float = Field(2.0, ge=0)
     retry_cap_seconds: float = Field(600.0, ge=0)

@@ -40,7 +40,8 @@ def build_dispatcher(settings: Settings, store: Store, worker_id: str,
         idle_poll=settings.idle_poll_seconds,
         retry_policy=retry_policy(settings),
         webhook_wake=webhook_wake, env=channel_env(settings),
-        number_check_timeout_seconds=settings.number_check_timeout_seconds)
+        number_check_timeout_seconds=settings.number_check_timeout_seconds,
+        wake_socket=settings.wake_socket or None)
 
 
 def build_deliverer(settings: Settings, store: Store, worker_id: str,

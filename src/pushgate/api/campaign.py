@@ -144,8 +144,7 @@ async def push_csv(request: Request) -> Response:
                                       token.project_id, channel, campaign)
     if fresh:
         gateway.lookups.forget()
-        if gateway.dispatcher is not None:
-            gateway.dispatcher.wake(channel.id)
+        gateway.queued(channel.id)
     if not sent.push_ids:
         codes = {item["status"] for item in sent.items}
         code = Code(codes.pop()) if len(codes) == 1 else Code.NO_VALID_ENTRIES

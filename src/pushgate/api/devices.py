@@ -597,8 +597,7 @@ async def queue_command(gateway: Gateway, channel: ChannelSpec, verb: str, kind:
                                "the operator resumes it")
             await store.update_channel(channel.id, paused=False, paused_reason="")
             gateway.lookups.forget()
-            if gateway.dispatcher is not None:
-                gateway.dispatcher.wake(channel.id)
+            gateway.queued(channel.id)
             gateway.wakeups.notify(channel.id)
         return answer
     count, refunded = await store.cancel_channel_queue(

@@ -28,8 +28,7 @@ async def number_filter(gateway: Gateway, project_id: int, channel: ChannelSpec,
         result = await gateway.store.accept_checks(project_id, channel, plan, now)
     except InsufficientCredit as exc:
         raise short_of_credit("the number filter", exc) from None
-    if gateway.dispatcher is not None:
-        gateway.dispatcher.wake(channel.id)
+    gateway.queued(channel.id)
     return accepted_answer(result.push_id, entries(plan, result.message_ids), len(plan.accepted),
                            len(plan.refused), plan.credit_total, result.balance_micro)
 

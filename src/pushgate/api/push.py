@@ -81,11 +81,11 @@ async def answer_push(gateway: Gateway, body: PushBody, client_ip: str | None,
     # Picky: a new push restarts a queue stopped by device-action.
     if channel.paused and await resume_stopped_queue(gateway.store, channel):
         gateway.lookups.forget()
-    if gateway.dispatcher is not None:
-        if accepted.send_at is None:
-            gateway.dispatcher.wake(channel.id)
-        else:
-            gateway.dispatcher.scheduled()
+    if accepted.send_at is None:
+        gateway.queued(channel.id)
+    elif gateway.dispatcher is not None:
+        # Other processes' promoters find it within a second (dispatch/worker.py).
+        gateway.dispatcher.scheduled()
     metrics.PUSHES.inc()
     metrics.MESSAGES_ACCEPTED.inc(len(plan.accepted))
     metrics.ACCEPT_SECONDS.observe(time.perf_counter() - started)

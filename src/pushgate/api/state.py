@@ -19,6 +19,7 @@ from pushgate.channels.base import Channel, channel_for
 from pushgate.config import Settings
 from pushgate.core.channels import ChannelSpec
 from pushgate.core.push import Limits
+from pushgate.dispatch.hints import HintSender
 from pushgate.dispatch.worker import Dispatcher, new_worker_id, pull_kinds
 from pushgate.metrics import StoreGauges
 from pushgate.outbound import NameVerdicts
@@ -45,6 +46,8 @@ class Gateway:
         # The gauges ``/metrics`` reads from the store, from a snapshot kept a few seconds.
         self.store_gauges = StoreGauges(store, pull_kinds())
         self.dispatcher: Dispatcher | None = None
+        # API-only with a dispatcher elsewhere on this host: its wake-up hints go there.
+        self.hints: HintSender | None = None
         self.deliverer: WebhookDeliverer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.env = channel_env(settings)
@@ -72,6 +75,8 @@ class Gateway:
         # again and again while pushes allocate.
         gc.freeze()
         if not self.run_workers:
+            if self.settings.wake_socket:
+                self.hints = HintSender(self.settings.wake_socket)
             return
         worker_id = self.settings.worker_id or new_worker_id()
         self.dispatcher = build_dispatcher(self.settings, self.store, worker_id, self.webhook_wake)
@@ -79,7 +84,18 @@ class Gateway:
         self._tasks = [asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
                        asyncio.create_task(self.deliverer.run(), name="webhooks")]
 
+    def queued(self, channel_id: int) -> None:
+        """Messages were just committed for ``channel_id``: wake its runner now, in this
+        process or (a hint, dispatch/hints.py) in the dispatcher's process of this host.
+        Only a hint either way: the runners would find the rows by polling."""
+        if self.dispatcher is not None:
+            self.dispatcher.wake(channel_id)
+        elif self.hints is not None:
+            self.hints.queued(channel_id)
+
     async def stop(self) -> None:
+        if self.hints is not None:
+            self.hints.close()
         if self.dispatcher is not None:
             self.dispatcher.stop()
         if self.deliverer is not None:

@@ -9,8 +9,11 @@ its dispatcher or part of its capacity should not look healthy; a child still ru
 time after being told to stop is killed. The children share their Prometheus counters through
 a directory of this parent's (prometheus-client's multiprocess mode,
 ``PROMETHEUS_MULTIPROC_DIR``; the operator's own if set), so any of them answers ``/metrics``
-for all. On Linux a child is also told to stop if this parent dies (``PR_SET_PDEATHSIG``), so
-no orphan keeps the port.
+for all. Pushes accepted by the ``--api-only`` children wake the dispatcher's child at once
+through a Unix datagram socket in a private directory of this parent's
+(``PUSHGATE_WAKE_SOCKET``, ``dispatch/hints.py``; the operator's own if set): only a hint, the
+rows in the store stay the hand-off. On Linux a child is also told to stop if this parent dies
+(``PR_SET_PDEATHSIG``), so no orphan keeps the port.
 """
 
 from __future__ import annotations
@@ -51,6 +54,11 @@ def serve_processes(host: str, port: int, count: int, *, api_only: bool, share: 
     if own_dir:
         metrics_dir = tempfile.mkdtemp(prefix="pushgate-metrics-")
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    wake_dir = None
+    if not api_only and not os.environ.get("PUSHGATE_WAKE_SOCKET"):
+        # The API children hint the dispatcher's child where it listens (dispatch/hints.py).
+        wake_dir = tempfile.mkdtemp(prefix="pushgate-wake-")
+        env["PUSHGATE_WAKE_SOCKET"] = os.path.join(wake_dir, "dispatcher.sock")
     stopping: list[float] = []   # when the stop began, once it has
 
     def stop(reason: str) -> None:
@@ -96,6 +104,8 @@ def serve_processes(host: str, port: int, count: int, *, api_only: bool, share: 
             signal.signal(sig, handler)
         if own_dir:
             shutil.rmtree(str(metrics_dir), ignore_errors=True)
+        if wake_dir is not None:
+            shutil.rmtree(wake_dir, ignore_errors=True)
     if not code:
         code = max((c.returncode for c in children if c.returncode > 0), default=0)
     return code

@@ -35,6 +35,7 @@ from pushgate.core.channels import ChannelSpec
 from pushgate.core.checks import plan_give_up
 from pushgate.core.policy import RetryPolicy
 from pushgate.dispatch.checks import run_checks
+from pushgate.dispatch.hints import HintListener
 from pushgate.dispatch.runner import ChannelRunner, shareable
 from pushgate.store.base import Store
 from pushgate.store.outage import is_unavailable, keep_going, outage_of
@@ -86,6 +87,7 @@ class Dispatcher:
         webhook_wake: asyncio.Event | None = None,
         env: ChannelEnv | None = None,
         number_check_timeout_seconds: float = 24 * 3600,
+        wake_socket: str | None = None,
     ) -> None:
         self.store = store
         self.env = env or ChannelEnv()
@@ -98,6 +100,8 @@ class Dispatcher:
         self.retry_policy = retry_policy or RetryPolicy()
         self.webhook_wake = webhook_wake
         self.number_check_timeout_seconds = number_check_timeout_seconds
+        # Where API processes of this host send "messages queued" hints (dispatch/hints.py).
+        self.wake_socket = wake_socket
         self.runners: dict[int, tuple[ChannelRunner, asyncio.Task[None]]] = {}
         self._stopping = asyncio.Event()
         self._refresh_now = asyncio.Event()
@@ -213,6 +217,11 @@ class Dispatcher:
         renew_every = self.channel_lease_seconds / 3
         listener = asyncio.create_task(self._listen(), name="dispatcher-listen")
         promoter = asyncio.create_task(self._promote(), name="dispatcher-promote")
+        hints = None
+        if self.wake_socket:
+            hints = HintListener(self.wake_socket, self._on_notified)
+            if not hints.open():
+                hints = None
 
         async def renew() -> bool:
             # Cleared before, not after: a new channel seen meanwhile refreshes again at once.
@@ -231,6 +240,8 @@ class Dispatcher:
             await keep_going("dispatcher", renew, idle, self._stopping.is_set, self.outage,
                              survive_bugs=True, logger=log)
         finally:
+            if hints is not None:
+                hints.close()
             for task in (listener, promoter):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -249,16 +260,19 @@ class Dispatcher:
     async def _listen(self) -> None:
         """Wake a held channel's runner as soon as any process queues messages for it (the
         store's notifications, e.g. PostgreSQL NOTIFY); without them runners poll."""
-        def on_channel(channel_id: int) -> None:
-            if channel_id in self.runners:
-                self.wake(channel_id)
-
         try:
             # Reconnects by itself after an outage, reporting it to the shared `Outage`;
             # meanwhile (and always) the runners also poll, so no push waits for long.
-            await self.store.listen(on_channel, self.outage)
+            await self.store.listen(self._on_notified, self.outage)
         except Exception:
             log.exception("dispatcher: store notifications failed; polling only")
+
+    def _on_notified(self, channel_id: int) -> None:
+        """Another process queued messages for ``channel_id`` (a store notification or a
+        wake-up hint): wake its runner if this worker runs one. Channels of other workers are
+        theirs to wake; a channel new to this one is run from the next renewal."""
+        if channel_id in self.runners:
+            self.wake(channel_id)
 
     async def refresh(self) -> None:
         """Renew leases, then run a primary runner for every held channel and a helper runner
