@@ -23,6 +23,7 @@ from pushgate.core.channels import ChannelSpec
 from pushgate.core.pricing import parse_credits
 from pushgate.store.base import Store
 from pushgate.store.errors import InsufficientCredit
+from pushgate.store.sqlite.connection import replayable
 
 
 @pytest.mark.sqlite_only
@@ -61,6 +62,63 @@ async def test_failing_job_in_one_writer_batch_keeps_the_others(
     [(messages,)] = query("SELECT count(*) FROM messages")
     [(debits,)] = query("SELECT count(*) FROM credit_ledger WHERE delta_micro < 0")
     assert (pushes, messages, debits) == (5, 50, 5)
+
+
+@pytest.mark.sqlite_only
+async def test_a_batch_job_failing_after_it_wrote_leaves_nothing_and_keeps_the_others(
+    store: Store, make: Any, query: Any
+) -> None:
+    """A batch of accept jobs runs without savepoints; a job of that kind failing after its
+    first write (here: one marked replayable that writes a push row, then raises) must leave
+    nothing behind while the accepts before and after it in the batch are kept, and their
+    message ids are still consecutive and in order."""
+    project, _, _ = await make.project(credits="10")
+    channel: ChannelSpec = await make.channel(project.id)
+    started, gate = threading.Event(), threading.Event()
+    runs: list[int] = []
+
+    def blocker(conn: Any) -> None:
+        started.set()
+        gate.wait(10)
+
+    @replayable
+    def writes_then_fails(conn: Any) -> None:
+        runs.append(1)
+        conn.execute("INSERT INTO pushes (project_id, channel_id, priority, entries, accepted,"
+                     " credit_micro, created_at) VALUES (?, ?, 0, 1, 1, 0, 0)",
+                     (project.id, channel.id))
+        raise RuntimeError("failed after writing")
+
+    blocked = store._write(blocker)   # type: ignore[attr-defined]
+    writer = store._writer            # type: ignore[attr-defined]
+    assert await asyncio.to_thread(started.wait, 10), "the writer never ran the blocker"
+    t0 = time.time()
+    before = [asyncio.ensure_future(store.accept_push(project.id, channel,
+                                                      make_plan(3, tag=f"b{n}"), t0, None))
+              for n in range(2)]
+    failing = store._write(writes_then_fails)   # type: ignore[attr-defined]
+    after = [asyncio.ensure_future(store.accept_push(project.id, channel,
+                                                     make_plan(4, tag=f"c{n}"), t0, None))
+             for n in range(2)]
+    deadline = time.monotonic() + 10
+    while writer.jobs.qsize() < 5:
+        assert time.monotonic() < deadline, "the jobs never reached the writer queue"
+        await asyncio.sleep(0.005)
+    gate.set()
+    await blocked
+    with pytest.raises(RuntimeError, match="failed after writing"):
+        await failing
+    results = await asyncio.gather(*before, *after)
+    assert len(runs) == 2   # run once without a savepoint, once again in its own
+    [(pushes,)] = query("SELECT count(*) FROM pushes")
+    assert pushes == 4
+    [(messages,)] = query("SELECT count(*) FROM messages")
+    assert messages == 3 + 3 + 4 + 4
+    for result in results:
+        ids = [row[0] for row in query(
+            "SELECT id FROM messages WHERE push_id = ? ORDER BY id", result.push_id)]
+        assert ids == result.message_ids
+        assert ids == list(range(ids[0], ids[0] + len(ids)))
 
 
 @pytest.mark.sqlite_only

@@ -15,7 +15,7 @@ from pushgate.core.models import AcceptResult
 from pushgate.core.optouts import numbers_left_out, without_opted_out
 from pushgate.core.push import ROW_NUMBER, PushPlan
 from pushgate.store.errors import AllOptedOut, InsufficientCredit
-from pushgate.store.sqlite.connection import SQLiteBase
+from pushgate.store.sqlite.connection import SQLiteBase, replayable
 
 #: Rows per INSERT statement: a push is cut greedily into these sizes, so every push size is
 #: made of the same six prepared statements (preparing one of a new size costs as much again
@@ -24,7 +24,7 @@ from pushgate.store.sqlite.connection import SQLiteBase
 #: 2,000 rows bind 18,008 parameters, under SQLite's default limit of
 #: 32,766 (since 3.32).
 _INSERT_SIZES = (2000, 500, 100, 20, 5, 1)
-_INSERT_MESSAGE_WIDTH = 9   # parameters per row; the push-wide ones come first, once
+_INSERT_MESSAGE_WIDTH = 8   # parameters per row; the push-wide ones come first, once
 
 
 class SQLiteAccept(SQLiteBase):
@@ -93,6 +93,7 @@ def opted_out_among(conn: sqlite3.Connection, project_id: int,
         " WHERE o.project_id = ?2 AND o.number = j.value", (json.dumps(numbers), project_id)))
 
 
+@replayable
 def _reply_job(
     conn: sqlite3.Connection,
     project_id: int,
@@ -115,6 +116,7 @@ def _reply_job(
                        check_optouts=not confirmation)
 
 
+@replayable
 def _keyed_job(
     conn: sqlite3.Connection,
     project_id: int,
@@ -156,34 +158,38 @@ _GUARD_SQL = ("INSERT INTO instant_replies (channel_id, number, replied_at) VALU
 
 
 def _message_rows(plan: PushPlan) -> list[Any]:
-    """The accepted rows as ``_insert_messages_sql`` binds them, flat: each row's offset in
-    the push (its id is the push's first id plus that), then the plan's columns. Built on
-    the caller's thread: the writer thread is the accept path's bottleneck for large pushes,
-    and every message built there is time taken from it."""
-    if not plan.refused:   # every entry accepted: an entry's index is its offset
-        return list(itertools.chain.from_iterable(plan.accepted))
-    return [value for offset, row in enumerate(plan.accepted) for value in (offset, *row[1:])]
+    """The accepted rows as ``_insert_messages_sql`` binds them, flat: the plan's columns
+    after each row's entry index. Built on the caller's thread: the writer thread is the
+    accept path's bottleneck for large pushes, and every message built there is time taken
+    from it."""
+    flat = list(itertools.chain.from_iterable(plan.accepted))
+    del flat[::_INSERT_MESSAGE_WIDTH + 1]   # the entry indexes (C-level, unlike a comprehension)
+    return flat
 
 
 @functools.lru_cache(maxsize=16)
 def _insert_messages_sql(rows: int, state: str = "queued") -> str:
-    # ?1..?8 are the same for every row of a push (push_id, project_id, channel_id, priority,
-    # now, expires_at, first id, inline media id) and are bound once per statement; the
-    # anonymous ? of the VALUES rows are numbered from 9 on (SQLite numbers a bare ? one past
+    # ?1..?7 are the same for every row of a push (push_id, project_id, channel_id, priority,
+    # now, expires_at, inline media id) and are bound once per statement; the
+    # anonymous ? of the VALUES rows are numbered from 8 on (SQLite numbers a bare ? one past
     # the largest so far). Binding runs under the GIL on the writer thread, so fewer
     # parameters per row means more rows per second (bench/store_driver.py;
     # docs/benchmarks.md).
-    one = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    # A row without a media URL sends the push's inline media, if it has one (?8).
-    return ("INSERT INTO messages (id, push_id, project_id, channel_id, number, body, media,"
+    one = "(?, ?, ?, ?, ?, ?, ?, ?)"
+    # A row without a media URL sends the push's inline media, if it has one (?7). The id is
+    # left to SQLite: messages.id is the rowid, so each row gets the largest id so far plus
+    # one, in the order of the VALUES (what the explicit max(id) + 1 read gave before, one
+    # statement less); the caller works the first id out from the last.
+    return ("INSERT INTO messages (push_id, project_id, channel_id, number, body, media,"
             " media_id, media_kind, reference, priority, state, parts, segments, credit_micro,"
             " attempts, resends, next_attempt_at, created_at, updated_at, expires_at)"
-            " SELECT ?7 + column1, ?1, ?2, ?3, column2, column3, column4,"
-            " CASE WHEN column4 IS NULL THEN ?8 END, column5, column6, ?4,"
-            f" '{state}', column7, column8, column9, 0, 0, ?5, ?5, ?5, ?6 FROM (VALUES "
+            " SELECT ?1, ?2, ?3, column1, column2, column3,"
+            " CASE WHEN column3 IS NULL THEN ?7 END, column4, column5, ?4,"
+            f" '{state}', column6, column7, column8, 0, 0, ?5, ?5, ?5, ?6 FROM (VALUES "
             + ", ".join([one] * rows) + ")")
 
 
+@replayable
 def _accept_job(
     conn: sqlite3.Connection,
     project_id: int,
@@ -239,21 +245,23 @@ def _accept_job(
                      (send_at, push_id))
         state = "scheduled"
 
-    # Ids are handed out here, under the write lock, so the answer can list them in order
-    # without reading them back.
-    first_id = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM messages").fetchone()[0]
     width = _INSERT_MESSAGE_WIDTH
-    push_wide = [push_id, project_id, channel.id, plan.priority, now, expires_at, first_id,
-                 media_id]
+    push_wide = [push_id, project_id, channel.id, plan.priority, now, expires_at, media_id]
     # Multi-row INSERTs rather than executemany of one-row statements: one statement runs
     # per chunk instead of per row (docs/benchmarks.md).
     count = len(plan.accepted)
     start = 0
+    last_id = 0
     for size in _INSERT_SIZES:
         while count - start >= size:
-            conn.execute(_insert_messages_sql(size, state),
-                         push_wide + rows[start * width:(start + size) * width])
+            last_id = conn.execute(_insert_messages_sql(size, state),
+                                   push_wide + rows[start * width:(start + size) * width]
+                                   ).lastrowid or 0
             start += size
+    # Ids are handed out under the write lock, consecutive within the push (one writer, and
+    # each row takes the largest id plus one), so the answer lists them in order without
+    # reading them back.
+    first_id = last_id - count + 1
     if plan.extras is not None:
         # Only template pushes carry channel data: the plain hot path binds nothing more.
         conn.executemany("UPDATE messages SET extra = ? WHERE id = ?",
