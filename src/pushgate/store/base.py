@@ -28,6 +28,7 @@ from pushgate.core.models import (
     StatusUpdate,
     TokenInfo,
     TokenRecord,
+    WebhookDelivery,
 )
 from pushgate.core.policy import RetryPolicy
 from pushgate.core.push import PushPlan
@@ -317,6 +318,19 @@ class Outbox(Protocol):
 
     @abc.abstractmethod
     async def outbox_stats(self) -> dict[str, int]: ...
+
+    @abc.abstractmethod
+    async def webhook_deliveries(self, project_id: int, limit: int) -> list[WebhookDelivery]:
+        """The project's reports waiting for its webhooks, newest first, at most ``limit`` of
+        each kind: event reports in the outbox (pending or given up) and users' messages
+        waiting for the incoming webhook."""
+
+    @abc.abstractmethod
+    async def retry_webhooks_now(self, project_id: int, now: float, kind: str | None = None,
+                                 item_id: int | None = None) -> int:
+        """Try again at ``now`` the project's reports that failed at least once (waiting for
+        their next try, or given up: those get one more try); only the one of ``kind``
+        ("event" or "incoming") and ``item_id`` when given. Returns how many."""
 
 
 class Inbound(Protocol):

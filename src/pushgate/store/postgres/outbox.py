@@ -10,6 +10,7 @@ import asyncpg
 
 from pushgate.core.models import (
     OutboxBatch,
+    WebhookDelivery,
 )
 from pushgate.store.postgres.connection import PostgresBase
 from pushgate.store.rows import OUTBOX_COLUMNS, outbox_batches
@@ -67,3 +68,37 @@ class PostgresOutbox(PostgresBase):
             "SELECT count(*) FILTER (WHERE NOT dead), count(*) FILTER (WHERE dead) FROM outbox")
         assert row is not None
         return {"pending": int(row[0]), "dead": int(row[1])}
+
+    async def webhook_deliveries(self, project_id: int, limit: int) -> list[WebhookDelivery]:
+        events = await self._fetch(
+            "SELECT id, message_id, state, at, attempts, next_attempt_at, dead FROM outbox"
+            " WHERE project_id = $1 ORDER BY id DESC LIMIT $2", project_id, limit)
+        incoming = await self._fetch(
+            "SELECT id, number, at, forward_attempts, forward_at FROM inbound_messages"
+            " WHERE project_id = $1 AND forward_at IS NOT NULL ORDER BY id DESC LIMIT $2",
+            project_id, limit)
+        return ([WebhookDelivery("event", r[0], f"message {r[1]} {r[2]}", r[3], r[4],
+                                 None if r[6] else r[5]) for r in events]
+                + [WebhookDelivery("incoming", r[0], r[1], r[2], r[3], r[4])
+                   for r in incoming])
+
+    async def retry_webhooks_now(self, project_id: int, now: float, kind: str | None = None,
+                                 item_id: int | None = None) -> int:
+        async def job(conn: asyncpg.Connection) -> int:
+            moved = 0
+            # $3 NULL: every one of the project's.
+            if kind in (None, "event"):
+                status = await conn.execute(
+                    "UPDATE outbox SET next_attempt_at = $1, dead = false WHERE project_id = $2"
+                    " AND (attempts > 0 OR dead) AND ($3::bigint IS NULL OR id = $3)",
+                    now, project_id, item_id)
+                moved += int(status.split()[-1])
+            if kind in (None, "incoming"):
+                status = await conn.execute(
+                    "UPDATE inbound_messages SET forward_at = $1 WHERE project_id = $2"
+                    " AND forward_at IS NOT NULL AND forward_attempts > 0"
+                    " AND ($3::bigint IS NULL OR id = $3)", now, project_id, item_id)
+                moved += int(status.split()[-1])
+            return moved
+
+        return await self._tx(job)
