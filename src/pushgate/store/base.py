@@ -211,6 +211,11 @@ class Claiming(Protocol):
     async def release_channel_leases(self, worker_id: str) -> None: ...
 
     @abc.abstractmethod
+    async def channel_workers(self, channel_ids: Sequence[int], now: float) -> dict[int, str]:
+        """The worker holding each of these channels' leases at ``now`` (a channel nobody
+        serves is absent)."""
+
+    @abc.abstractmethod
     async def claim_messages(
         self, channel_id: int, worker_id: str, limit: int, now: float, lease_seconds: float,
         min_priority: int = 0,

@@ -96,3 +96,15 @@ async def test_retry_now_moves_failed_reports_of_the_project_only(store: Store,
     assert await store.retry_webhooks_now(mine, now + 3, "incoming", item.id) == 1
     [again] = await store.claim_inbound(10, now + 3, 30)
     assert again.id == item.id and again.attempts == 1
+
+
+async def test_channel_workers_name_who_holds_each_lease(store: Store, make: Any) -> None:
+    """The channels page's "served by": a live lease's worker, none once it ran out."""
+    project, _, _ = await make.project()
+    served = await make.channel(project.id)
+    paused = await make.channel(project.id, application=3, paused=True)
+    now = time.time()
+    assert await store.acquire_channel_leases("w1", now, 15.0) == [served.id]
+    assert await store.channel_workers([served.id, paused.id], now) == {served.id: "w1"}
+    assert await store.channel_workers([paused.id], now) == {}
+    assert await store.channel_workers([served.id], now + 16) == {}
