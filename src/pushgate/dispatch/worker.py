@@ -112,6 +112,12 @@ class Dispatcher:
         for runner, _task in self.runners.values():
             runner.wake_up()
 
+    def refresh_soon(self) -> None:
+        """A channel was paused, resumed or edited here (the dashboard): renew leases and
+        stop or start its runner now rather than at the next renewal. Other processes see
+        it at their own next renewal."""
+        self._refresh_now.set()
+
     async def expire_due(self) -> int:
         """Expire and refund what is past its validity: batches of EXPIRE_BATCH while they
         come back full, for at most EXPIRE_BUDGET_SECONDS; how many."""

@@ -133,8 +133,8 @@ async def channel_pause(request: Request) -> Response:
     paused = fields.get("action") != "resume"
     await pause_channel(gateway.store, channel.id, paused)
     gateway.lookups.forget()
-    if not paused and gateway.dispatcher is not None:
-        gateway.dispatcher.wake(channel.id)
+    if gateway.dispatcher is not None:
+        gateway.dispatcher.refresh_soon()
     word = "paused: pushes are still accepted and queued" if paused else "resumed"
     return _flash(request, f"Channel #{channel.id} {word}.", "/ui/channels")
 
