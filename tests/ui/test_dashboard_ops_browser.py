@@ -150,6 +150,9 @@ def test_a_failing_webhook_is_listed_and_retried_now(browser: Any,
     wait_for(lambda: exists(browser, "#retry-all"), "the retry button")
     rows = text(browser, "tbody")
     assert "failed" in rows and "message " in rows
+    # Why: the deliverer's reason (nothing listens on that port).
+    assert all(cell.strip() for cell in browser.execute_script(
+        "return Array.from(document.querySelectorAll('td.last-error')).map(e => e.textContent)"))
     assert hosts_asked(browser) == {"127.0.0.1"}
     shot(browser, "webhooks")
     _click(browser, "retry-all")

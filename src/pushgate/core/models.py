@@ -282,3 +282,5 @@ class WebhookDelivery:
     at: float
     attempts: int
     next_attempt_at: float | None
+    # Why the last try failed (the deliverer's reason), if one did.
+    last_error: str | None = None

@@ -316,10 +316,12 @@ class Outbox(Protocol):
 
     @abc.abstractmethod
     async def retry_outbox(
-        self, ids: Sequence[int], now: float, schedule: Sequence[float]
+        self, ids: Sequence[int], now: float, schedule: Sequence[float],
+        error: str | None = None,
     ) -> None:
         """Schedule another try per ``schedule`` (seconds after each failed try), or give up
-        on items that used every try."""
+        on items that used every try; ``error`` (why this try failed) is kept for the
+        dashboard."""
 
     @abc.abstractmethod
     async def outbox_stats(self) -> dict[str, int]: ...
@@ -371,9 +373,10 @@ class Inbound(Protocol):
 
     @abc.abstractmethod
     async def retry_inbound(
-        self, ids: Sequence[int], now: float, schedule: Sequence[float]
+        self, ids: Sequence[int], now: float, schedule: Sequence[float],
+        error: str | None = None,
     ) -> None:
-        """As ``retry_outbox``: the next try per ``schedule``, or give up."""
+        """As ``retry_outbox``: the next try per ``schedule``, or give up; ``error`` kept."""
 
 
 class Checks(Protocol):

@@ -64,10 +64,11 @@ async def test_retry_now_moves_failed_reports_of_the_project_only(store: Store,
     assert await store.retry_webhooks_now(mine, now) == 0
     batches = await store.claim_outbox("d", 100, now, 30)
     every = [item.id for batch in batches for item in batch.items]
-    await store.retry_outbox(every, now, SCHEDULE)           # failed once: next try in 60 s
+    await store.retry_outbox(every, now, SCHEDULE, "HTTP 503")   # next try in 60 s
     assert await store.claim_outbox("d", 100, now + 1, 30) == []
     first = (await store.webhook_deliveries(mine, 10))[0]
     assert first.attempts == 1 and first.next_attempt_at == now + 60
+    assert first.last_error == "HTTP 503"
     # One report, by id, of another project: refused; of mine: moved.
     assert await store.retry_webhooks_now(theirs, now + 1, "event", first.id) == 0
     assert await store.retry_webhooks_now(mine, now + 1, "incoming", first.id) == 0
@@ -77,9 +78,10 @@ async def test_retry_now_moves_failed_reports_of_the_project_only(store: Store,
     [claimed] = await store.claim_outbox("d", 100, now + 1, 30)
     assert claimed.project_id == mine and [i.id for i in claimed.items] == [first.id]
     # Given up (every try used): shown without a next try; retry now gives it one more.
-    await store.retry_outbox([first.id], now + 1, SCHEDULE)
+    await store.retry_outbox([first.id], now + 1, SCHEDULE)     # no reason: the last kept
     [dead] = [d for d in await store.webhook_deliveries(mine, 10) if d.id == first.id]
     assert dead.next_attempt_at is None and dead.attempts == 2
+    assert dead.last_error == "HTTP 503"
     assert await store.retry_webhooks_now(mine, now + 2) == 2   # the dead one and the other
     assert all(d.next_attempt_at == now + 2 for d in await store.webhook_deliveries(mine, 10))
     assert (await store.outbox_stats())["dead"] == 0
@@ -92,7 +94,9 @@ async def test_retry_now_moves_failed_reports_of_the_project_only(store: Store,
     await store.record_inbound([InboundMessage(channel_id=channel.id, number="919800000001",
                                                text="hello", provider_id="in-1", at=now)], now)
     [item] = await store.claim_inbound(10, now + 2, 30)
-    await store.retry_inbound([item.id], now + 2, [600.0])
+    await store.retry_inbound([item.id], now + 2, [600.0], "timed out")
+    [waiting] = [d for d in await store.webhook_deliveries(mine, 10) if d.kind == "incoming"]
+    assert (waiting.attempts, waiting.last_error) == (1, "timed out")
     assert await store.retry_webhooks_now(mine, now + 3, "incoming", item.id) == 1
     [again] = await store.claim_inbound(10, now + 3, 30)
     assert again.id == item.id and again.attempts == 1
