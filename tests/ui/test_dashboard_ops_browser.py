@@ -162,3 +162,35 @@ def test_a_failing_webhook_is_listed_and_retried_now(browser: Any,
     wait_for(lambda: [row[0] for row in outbox()] == [2, 2], "another try of both")
     browser.refresh()
     assert text(browser, "tbody").count("2 failed") == 2
+
+
+def test_the_pages_fit_a_phone_screen(browser: Any, dashboard: Dashboard) -> None:
+    """At a phone's width no page scrolls sideways (wide tables scroll in their own box)."""
+    dash = dashboard
+    dash.harness.cli_json("channel", "add", "--project", "shop", "--type", "android",
+                          "--application", "3", "--name", "phones")
+    dash.harness.cli("project", "webhook", "shop", f"http://127.0.0.1:{_closed_port()}/hook")
+    _push(dash, "1", 1)
+    sign_in(browser, dash, dash.token)
+    wait_for(lambda: exists(browser, "#balance"), "the overview")
+    size = browser.get_window_size()
+    browser.set_window_size(390, 844)
+    try:
+        for path in ("/ui/channels", "/ui/phones", "/ui/webhooks"):
+            browser.get(f"{dash.base_url}{path}")
+            wait_for(lambda: exists(browser, "h1"), path)
+            wide = browser.execute_script(
+                "return [document.documentElement.scrollWidth, window.innerWidth]")
+            culprits = browser.execute_script(
+                "return Array.from(document.querySelectorAll('body *')).filter(e =>"
+                " e.getBoundingClientRect().right > window.innerWidth).slice(0, 5).map(e =>"
+                " e.tagName + '.' + e.className + ' ' + e.getBoundingClientRect().right)")
+            assert wide[0] <= wide[1], (path, wide, culprits)
+        browser.get(f"{dash.base_url}/ui/phones")
+        _click(browser, "pair")
+        wait_for(lambda: exists(browser, "#pairing"), "the pairing values")
+        wide = browser.execute_script(
+            "return [document.documentElement.scrollWidth, window.innerWidth]")
+        assert wide[0] <= wide[1], ("pairing", wide)
+    finally:
+        browser.set_window_size(size["width"], size["height"])
