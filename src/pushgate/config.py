@@ -143,5 +143,10 @@ class Settings(BaseSettings):
     def gateway_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
+    def callback_url(self, channel_id: int) -> str:
+        """The URL a channel's provider posts its status webhooks, receipts and inbound
+        messages to (``pushgate channel add`` prints it; the dashboard shows it)."""
+        return f"{self.gateway_url()}/channels/{channel_id}/callback"
+
     def webhook_schedule(self) -> list[float]:
         return [float(x) for x in self.webhook_retry_schedule.split(",") if x.strip()]

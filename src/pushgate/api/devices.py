@@ -124,6 +124,16 @@ def stopped_by_device_action(channel: ChannelSpec) -> bool:
     return channel.paused and channel.paused_reason in QUEUE_STOPPED.values()
 
 
+OPERATOR_PAUSE = "paused by operator"
+
+
+async def pause_channel(store: Store, channel_id: int, paused: bool) -> ChannelSpec | None:
+    """The operator's pause (``pushgate channel pause``, the dashboard's channels page):
+    pushes are still accepted and queued; resuming lifts any pause, a device action's too."""
+    return await store.update_channel(channel_id, paused=paused,
+                                      paused_reason=OPERATOR_PAUSE if paused else "")
+
+
 async def resume_stopped_queue(store: Store, channel: ChannelSpec) -> bool:
     """Picky: a new push restarts a queue that ``stop-message-queue`` (or
     ``stop-call-queue``) stopped; a channel the operator paused stays paused."""

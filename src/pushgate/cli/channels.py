@@ -111,7 +111,7 @@ def channel_add(
         if same:
             _warn_shared_application(application, same + [channel])
         added = _channel_dict(channel)
-        added["callback_url"] = f"{Settings().gateway_url()}/channels/{channel.id}/callback"
+        added["callback_url"] = Settings().callback_url(channel.id)
         return added
 
     added = with_store(run)
@@ -201,9 +201,10 @@ def channel_pause(channel_id: int, resume: bool = typer.Option(False, "--resume"
                   as_json: bool = JsonOption) -> None:
     """Stop sending on a channel (pushes are still accepted and queued); --resume restarts."""
 
+    from pushgate.api.devices import pause_channel
+
     async def run(store: Store) -> ChannelSpec | None:
-        return await store.update_channel(
-            channel_id, paused=not resume, paused_reason="" if resume else "paused by operator")
+        return await pause_channel(store, channel_id, paused=not resume)
 
     channel = with_store(run)
     if channel is None:
@@ -262,7 +263,7 @@ def channel_callback_secret(
     channel, made = with_store(run)
     connector = channel_class(channel.kind)
     key = connector.callback_secret_key
-    callback_url = f"{Settings().gateway_url()}/channels/{channel.id}/callback"
+    callback_url = Settings().callback_url(channel.id)
     setup = connector.callback_setup(channel.config, callback_url)
     if as_json:
         typer.echo(json.dumps({"channel_id": channel.id, "callback_url": callback_url,

@@ -31,10 +31,9 @@ def device_pair(
 ) -> None:
     """Print what to type into the app to pair a phone: the server URL and the channel's
     private token (created now if the channel has none), with QR codes of both."""
-    import secrets
-
     import segno
 
+    from pushgate.channels.android.phones import api_url_of, private_token
 
     settings = Settings()
 
@@ -46,16 +45,10 @@ def device_pair(
         if channel.kind != "android":
             fail(f"channel {channel_id} is a {channel.kind} channel; phones pair with "
                   "android channels (`pushgate channel add --type android`)")
-        token = channel.config.get("private_token")
-        if not token or rotate:
-            token = secrets.token_urlsafe(24)
-            await store.update_channel(channel_id,
-                                       config={**channel.config, "private_token": token})
-        return str(token)
+        return await private_token(store, channel, rotate)
 
     token = with_store(run)
-    base = (server_url or settings.gateway_url()).rstrip("/")
-    api_url = base + settings.mobile_api_prefix.rstrip("/")
+    api_url = api_url_of(server_url or settings.gateway_url(), settings.mobile_api_prefix)
     if as_json:
         typer.echo(json.dumps({"channel_id": channel_id, "api_url": api_url,
                                "private_token": token}))
@@ -81,7 +74,7 @@ def device_list(
 ) -> None:
     """List paired phones: online or not, last seen, messages in hand."""
     from pushgate.channels.android import PhoneSettings
-    from pushgate.channels.android.phones import app_version
+    from pushgate.channels.android.phones import app_version, device_state
 
     async def run(store: Store) -> list[dict[str, Any]]:
         now = time.time()
@@ -92,13 +85,7 @@ def device_list(
                 channel = await store.get_channel(device.channel_id)
                 offline_after[device.channel_id] = PhoneSettings.from_config(
                     channel.config if channel else {}).offline_after_seconds
-            if device.revoked_at is not None:
-                status = "revoked"
-            elif device.paused_until > now:
-                status = "resting"   # Android refused to send more
-            else:
-                status = "online" if device.online(now, offline_after[device.channel_id]) \
-                    else "offline"
+            status = device_state(device, now, offline_after[device.channel_id])
             rows.append({"id": device.id, "channel_id": device.channel_id, "name": device.name,
                          "status": status, "last_seen_at": device.last_seen_at,
                          "in_flight": device.in_flight,

@@ -282,3 +282,20 @@ class OutboxBatch:
     url: str
     secret: str
     items: list[OutboxItem] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookDelivery:
+    """A report still waiting for one of a project's webhooks (the dashboard's list): an
+    event report of the outbox (``kind`` "event", ``subject`` the message's id and state) or
+    a user's message for the incoming webhook (``kind`` "incoming", ``subject`` the user's
+    number). ``next_attempt_at`` is None once every try was used (given up)."""
+
+    kind: str
+    id: int
+    subject: str
+    at: float
+    attempts: int
+    next_attempt_at: float | None
+    # Why the last try failed (the deliverer's reason), if one did.
+    last_error: str | None = None

@@ -126,6 +126,12 @@ class Dispatcher:
         for runner, _task in self.runners.values():
             runner.wake_up()
 
+    def refresh_soon(self) -> None:
+        """A channel was paused, resumed or edited here (the dashboard): renew leases and
+        stop or start its runner now rather than at the next renewal. Other processes see
+        it at their own next renewal."""
+        self._refresh_now.set()
+
     def scheduled(self) -> None:
         """Tell the promoter that a scheduled push was accepted (its due time may be the
         next one)."""

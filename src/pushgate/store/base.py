@@ -29,6 +29,7 @@ from pushgate.core.models import (
     StatusUpdate,
     TokenInfo,
     TokenRecord,
+    WebhookDelivery,
 )
 from pushgate.core.optouts import KeywordSettings, OptOut, OptoutEvent
 from pushgate.core.policy import RetryPolicy
@@ -261,6 +262,11 @@ class Claiming(Protocol):
     async def release_channel_leases(self, worker_id: str) -> None: ...
 
     @abc.abstractmethod
+    async def channel_workers(self, channel_ids: Sequence[int], now: float) -> dict[int, str]:
+        """The worker holding each of these channels' leases at ``now`` (a channel nobody
+        serves is absent)."""
+
+    @abc.abstractmethod
     async def claim_messages(
         self, channel_id: int, worker_id: str, limit: int, now: float, lease_seconds: float,
         min_priority: int = 0,
@@ -368,13 +374,28 @@ class Outbox(Protocol):
 
     @abc.abstractmethod
     async def retry_outbox(
-        self, ids: Sequence[int], now: float, schedule: Sequence[float]
+        self, ids: Sequence[int], now: float, schedule: Sequence[float],
+        error: str | None = None,
     ) -> None:
         """Schedule another try per ``schedule`` (seconds after each failed try), or give up
-        on items that used every try."""
+        on items that used every try; ``error`` (why this try failed) is kept for the
+        dashboard."""
 
     @abc.abstractmethod
     async def outbox_stats(self) -> dict[str, int]: ...
+
+    @abc.abstractmethod
+    async def webhook_deliveries(self, project_id: int, limit: int) -> list[WebhookDelivery]:
+        """The project's reports waiting for its webhooks, newest first, at most ``limit`` of
+        each kind: event reports in the outbox (pending or given up) and users' messages
+        waiting for the incoming webhook."""
+
+    @abc.abstractmethod
+    async def retry_webhooks_now(self, project_id: int, now: float, kind: str | None = None,
+                                 item_id: int | None = None) -> int:
+        """Try again at ``now`` the project's reports that failed at least once (waiting for
+        their next try, or given up: those get one more try); only the one of ``kind``
+        ("event" or "incoming") and ``item_id`` when given. Returns how many."""
 
 
 class Inbound(Protocol):
@@ -413,9 +434,10 @@ class Inbound(Protocol):
 
     @abc.abstractmethod
     async def retry_inbound(
-        self, ids: Sequence[int], now: float, schedule: Sequence[float]
+        self, ids: Sequence[int], now: float, schedule: Sequence[float],
+        error: str | None = None,
     ) -> None:
-        """As ``retry_outbox``: the next try per ``schedule``, or give up."""
+        """As ``retry_outbox``: the next try per ``schedule``, or give up; ``error`` kept."""
 
 
 class Checks(Protocol):

@@ -45,6 +45,7 @@ templates.env.filters["time"] = lambda ts: (iso_time(ts) or "")[:19].replace("T"
 
 # The pages in the navigation, in order: (path, label).
 NAV = [("/ui/", "Overview"), ("/ui/send", "Send"), ("/ui/pushes", "Pushes")]
+NAV += [("/ui/channels", "Channels"), ("/ui/phones", "Phones"), ("/ui/webhooks", "Webhooks")]
 PUSHES_PAGE = 25
 MESSAGES_PAGE = 50
 # Seconds between two looks at a push's progress (htmx polling).

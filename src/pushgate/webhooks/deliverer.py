@@ -50,6 +50,8 @@ from pushgate.webhooks.payloads import checks_body, inbound_body, reports_body
 from pushgate.webhooks.signing import HEADER, sign
 
 log = logging.getLogger("pushgate.webhooks")
+# How much of a failed try's reason is kept (the dashboard's webhooks page shows it).
+ERROR_CHARS = 300
 
 
 def _by_target(checks: list[CheckForward]) -> list[list[CheckForward]]:
@@ -98,7 +100,8 @@ class WebhookDeliverer:
         self.outage = outage_of(store)
         # Outcomes of POSTs not written yet (the database was away), oldest first: which
         # store call, the ids, and when the POST was answered.
-        self.unsettled: list[tuple[str, list[int], float]] = []
+        # (call, ids, when, why a retry's try failed)
+        self.unsettled: list[tuple[str, list[int], float, str | None]] = []
 
     async def run(self) -> None:
         """Until ``stop()``. Nothing restarts this loop: a database outage is ridden out with
@@ -169,17 +172,19 @@ class WebhookDeliverer:
         return (sum(len(b.items) for b in batches) + len(inbound) + len(checks)
                 + len(optouts))
 
-    def _done(self, call: str, ids: list[int]) -> None:
-        """Note a POST's outcome, to be written by ``settle``."""
-        self.unsettled.append((call, ids, time.time()))
+    def _done(self, call: str, ids: list[int], error: str | None = None) -> None:
+        """Note a POST's outcome (for a retry, why it failed: the dashboard shows it), to be
+        written by ``settle``."""
+        self.unsettled.append((call, ids, time.time(),
+                               None if error is None else error[:ERROR_CHARS]))
 
     async def settle(self) -> None:
         """Write the noted outcomes, oldest first, the same calls merged into one. Whatever
         could not be written stays noted (and the error is raised). Writing a completion
         twice is harmless; a retry written twice counts one attempt more."""
         while self.unsettled:
-            call, _ids, at = self.unsettled[0]
-            same = [entry for entry in self.unsettled if entry[0] == call]
+            call, _ids, at, error = self.unsettled[0]
+            same = [entry for entry in self.unsettled if entry[0] == call and entry[3] == error]
             ids = [i for entry in same for i in entry[1]]
             if call == "complete_outbox":
                 await self.store.complete_outbox(ids)
@@ -194,10 +199,11 @@ class WebhookDeliverer:
             elif call == "retry_optouts":
                 await self.store.retry_optout_events(ids, at, self.schedule)
             elif call == "retry_outbox":
-                await self.store.retry_outbox(ids, at, self.schedule)
+                await self.store.retry_outbox(ids, at, self.schedule, error)
             else:
-                await self.store.retry_inbound(ids, at, self.schedule)
-            self.unsettled = [entry for entry in self.unsettled if entry[0] != call]
+                await self.store.retry_inbound(ids, at, self.schedule, error)
+            self.unsettled = [entry for entry in self.unsettled
+                              if not (entry[0] == call and entry[3] == error)]
 
     async def _forward(self, item: InboundForward) -> None:
         if not item.url:   # the project removed its incoming webhook since
@@ -218,7 +224,7 @@ class WebhookDeliverer:
         else:
             log.warning("incoming webhook of project %s failed (%s); will retry",
                         item.project_id, reason, extra={"project_id": item.project_id})
-            self._done("retry_inbound", [item.id])
+            self._done("retry_inbound", [item.id], reason)
 
     async def _post_checks(self, group: list[CheckForward]) -> None:
         """Number filter answers (event 2) of one project, in one POST to its event webhook."""
@@ -314,7 +320,7 @@ class WebhookDeliverer:
             log.warning("webhook to project %s failed (%s); %d reports will be retried",
                         batch.project_id, reason, len(ids),
                         extra={"project_id": batch.project_id})
-            self._done("retry_outbox", ids)
+            self._done("retry_outbox", ids, reason)
 
 
 class _Unread(Exception):

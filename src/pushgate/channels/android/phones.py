@@ -20,6 +20,7 @@ from pushgate.channels.android.protocol import RegisterBody
 from pushgate.channels.base import channel_class
 from pushgate.core.channels import ChannelSpec
 from pushgate.core.devices import Device
+from pushgate.store.base import Store
 
 _ID_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_-"
 _VERSION = re.compile(r"(?:sms|gateway)[\w.\- ]*/v?(\d+(?:\.\d+)+)", re.IGNORECASE)
@@ -60,6 +61,22 @@ def new_device(channel: ChannelSpec, body: RegisterBody, user_agent: str,
     return device, secrets.token_urlsafe(16)
 
 
+async def private_token(store: Store, channel: ChannelSpec, rotate: bool = False) -> str:
+    """The channel's ``private_token`` phones pair with, made and stored now when it has
+    none or ``rotate`` (paired phones keep their own tokens; new ones need the new one).
+    ``pushgate device pair`` and the dashboard's phones page both pair through this."""
+    token = channel.config.get("private_token")
+    if not token or rotate:
+        token = secrets.token_urlsafe(24)
+        await store.update_channel(channel.id, config={**channel.config, "private_token": token})
+    return str(token)
+
+
+def api_url_of(base_url: str, mobile_api_prefix: str) -> str:
+    """The app's "API URL" (Settings → Cloud Server) for a gateway reached at ``base_url``."""
+    return base_url.rstrip("/") + mobile_api_prefix.rstrip("/")
+
+
 def login_of(channel: ChannelSpec) -> dict[str, str]:
     """The app's login for a channel's phones (no user accounts: the channel is the user)."""
     return {"login": f"pushgate-channel-{channel.id}", "password": ""}
@@ -90,6 +107,16 @@ def phone_status(devices: list[Device], settings: PhoneSettings, now: float) -> 
                      "paused_until": local_iso(d.paused_until) if d.paused_until > now
                      else None, **facts(d)} for d in live],
     }
+
+
+def device_state(device: Device, now: float, offline_after_seconds: float) -> str:
+    """One phone's state as ``pushgate device list`` and the dashboard show it: revoked,
+    resting (Android refused to send more), online or offline."""
+    if device.revoked_at is not None:
+        return "revoked"
+    if device.paused_until > now:
+        return "resting"
+    return "online" if device.online(now, offline_after_seconds) else "offline"
 
 
 def app_version(user_agent: str) -> str | None:

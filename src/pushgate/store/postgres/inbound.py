@@ -131,17 +131,18 @@ class PostgresInbound(PostgresBase):
             await self._tx(job)
 
     async def retry_inbound(
-        self, ids: Sequence[int], now: float, schedule: Sequence[float]
+        self, ids: Sequence[int], now: float, schedule: Sequence[float],
+        error: str | None = None,
     ) -> None:
         async def job(conn: asyncpg.Connection) -> None:
             rows = await conn.fetch(
                 "SELECT id, forward_attempts FROM inbound_messages WHERE id = ANY($1::bigint[])"
                 " ORDER BY id FOR UPDATE", list(ids))
             await conn.executemany(
-                "UPDATE inbound_messages SET forward_attempts = $1, forward_at = $2"
-                " WHERE id = $3",
-                [(tries, None if tries > len(schedule) else now + schedule[tries - 1], mid)
-                 for mid, tries in ((r[0], r[1] + 1) for r in rows)])
+                "UPDATE inbound_messages SET forward_attempts = $1, forward_at = $2,"
+                " forward_error = coalesce($4, forward_error) WHERE id = $3",
+                [(tries, None if tries > len(schedule) else now + schedule[tries - 1], mid,
+                  error) for mid, tries in ((r[0], r[1] + 1) for r in rows)])
 
         if ids:
             await self._tx(job)

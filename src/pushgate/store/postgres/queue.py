@@ -91,6 +91,12 @@ class PostgresQueue(PostgresBase):
 
         await self._tx(job)
 
+    async def channel_workers(self, channel_ids: Sequence[int], now: float) -> dict[int, str]:
+        rows = await self._fetch(
+            "SELECT channel_id, worker_id FROM channel_leases WHERE channel_id = ANY($1::int[])"
+            " AND lease_until >= $2", list(channel_ids), now)
+        return {int(r[0]): str(r[1]) for r in rows}
+
     async def claim_messages(
         self, channel_id: int, worker_id: str, limit: int, now: float, lease_seconds: float,
         min_priority: int = 0,

@@ -114,16 +114,18 @@ class SQLiteInbound(SQLiteBase):
             await self._write(job)
 
     async def retry_inbound(
-        self, ids: Sequence[int], now: float, schedule: Sequence[float]
+        self, ids: Sequence[int], now: float, schedule: Sequence[float],
+        error: str | None = None,
     ) -> None:
         def job(conn: sqlite3.Connection) -> None:
             rows = conn.execute(
                 "SELECT id, forward_attempts FROM inbound_messages"
                 " WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(list(ids)),))
             conn.executemany(
-                "UPDATE inbound_messages SET forward_attempts = ?, forward_at = ? WHERE id = ?",
-                [(tries, None if tries > len(schedule) else now + schedule[tries - 1], mid)
-                 for mid, tries in ((r[0], r[1] + 1) for r in rows.fetchall())])
+                "UPDATE inbound_messages SET forward_attempts = ?, forward_at = ?,"
+                " forward_error = coalesce(?, forward_error) WHERE id = ?",
+                [(tries, None if tries > len(schedule) else now + schedule[tries - 1], error,
+                  mid) for mid, tries in ((r[0], r[1] + 1) for r in rows.fetchall())])
 
         if ids:
             await self._write(job)

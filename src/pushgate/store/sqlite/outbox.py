@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from pushgate.core.models import (
     OutboxBatch,
+    WebhookDelivery,
 )
 from pushgate.store.rows import OUTBOX_COLUMNS, outbox_batches
 from pushgate.store.sqlite.connection import SQLiteBase
@@ -32,7 +33,8 @@ class SQLiteOutbox(SQLiteBase):
             await self._write(job)
 
     async def retry_outbox(
-        self, ids: Sequence[int], now: float, schedule: Sequence[float]
+        self, ids: Sequence[int], now: float, schedule: Sequence[float],
+        error: str | None = None,
     ) -> None:
         def job(conn: sqlite3.Connection) -> None:
             rows = conn.execute(
@@ -42,12 +44,12 @@ class SQLiteOutbox(SQLiteBase):
             for outbox_id, attempts in rows:
                 tries = attempts + 1
                 if tries > len(schedule):
-                    updates.append((tries, now, True, outbox_id))
+                    updates.append((tries, now, True, error, outbox_id))
                 else:
-                    updates.append((tries, now + schedule[tries - 1], False, outbox_id))
+                    updates.append((tries, now + schedule[tries - 1], False, error, outbox_id))
             conn.executemany(
-                "UPDATE outbox SET attempts = ?, next_attempt_at = ?, dead = ? WHERE id = ?",
-                updates)
+                "UPDATE outbox SET attempts = ?, next_attempt_at = ?, dead = ?,"
+                " last_error = coalesce(?, last_error) WHERE id = ?", updates)
 
         if ids:
             await self._write(job)
@@ -57,6 +59,43 @@ class SQLiteOutbox(SQLiteBase):
             "SELECT coalesce(sum(dead = 0), 0), coalesce(sum(dead = 1), 0) FROM outbox"
         ).fetchone()
         return {"pending": int(row[0]), "dead": int(row[1])}
+
+    async def webhook_deliveries(self, project_id: int, limit: int) -> list[WebhookDelivery]:
+        conn = self._read()
+        events = conn.execute(
+            "SELECT id, message_id, state, at, attempts, next_attempt_at, dead, last_error"
+            " FROM outbox"
+            " WHERE project_id = ? ORDER BY id DESC LIMIT ?", (project_id, limit)).fetchall()
+        # `forward_at IS NOT NULL` repeated: the partial index `inbound_waiting`.
+        incoming = conn.execute(
+            "SELECT id, number, at, forward_attempts, forward_at, forward_error"
+            " FROM inbound_messages"
+            " WHERE project_id = ? AND forward_at IS NOT NULL ORDER BY id DESC LIMIT ?",
+            (project_id, limit)).fetchall()
+        return ([WebhookDelivery("event", r[0], f"message {r[1]} {r[2]}", r[3], r[4],
+                                 None if r[6] else r[5], r[7]) for r in events]
+                + [WebhookDelivery("incoming", r[0], r[1], r[2], r[3], r[4], r[5])
+                   for r in incoming])
+
+    async def retry_webhooks_now(self, project_id: int, now: float, kind: str | None = None,
+                                 item_id: int | None = None) -> int:
+        one = " AND id = ?" if item_id is not None else ""
+        extra = (item_id,) if item_id is not None else ()
+
+        def job(conn: sqlite3.Connection) -> int:
+            moved = 0
+            if kind in (None, "event"):
+                moved += conn.execute(
+                    "UPDATE outbox SET next_attempt_at = ?, dead = 0 WHERE project_id = ?"
+                    f" AND (attempts > 0 OR dead){one}", (now, project_id, *extra)).rowcount
+            if kind in (None, "incoming"):
+                moved += conn.execute(
+                    "UPDATE inbound_messages SET forward_at = ? WHERE project_id = ?"
+                    f" AND forward_at IS NOT NULL AND forward_attempts > 0{one}",
+                    (now, project_id, *extra)).rowcount
+            return moved
+
+        return await self._write(job)
 
 
 def _claim_outbox_job(

@@ -38,6 +38,13 @@ class SQLiteQueue(SQLiteBase):
 
         await self._write(job)
 
+    async def channel_workers(self, channel_ids: Sequence[int], now: float) -> dict[int, str]:
+        rows = self._read().execute(
+            "SELECT channel_id, worker_id FROM channel_leases WHERE channel_id IN"
+            " (SELECT value FROM json_each(?)) AND lease_until >= ?",
+            (json.dumps(list(channel_ids)), now)).fetchall()
+        return {int(r[0]): str(r[1]) for r in rows}
+
     async def claim_messages(
         self, channel_id: int, worker_id: str, limit: int, now: float, lease_seconds: float,
         min_priority: int = 0,
