@@ -22,7 +22,7 @@ from pushgate.api.devices import resume_stopped_queue
 from pushgate.api.media_hosts import plan_with_media_hosts
 from pushgate.api.number_filter import number_filter
 from pushgate.api.routing import raw_post
-from pushgate.api.state import gateway_of
+from pushgate.api.state import Gateway, gateway_of
 from pushgate.config import Settings
 from pushgate.core.channels import ChannelSpec
 from pushgate.core.checks import ACTION_NUMBER_FILTER, parse_action
@@ -65,16 +65,21 @@ async def push(request: Request) -> Response:
         return accepted_answer(result.push_id, entries(plan, result.message_ids),
                                len(plan.accepted), len(plan.refused), plan.credit_total,
                                result.balance_micro)
-    # Picky: a new push restarts a queue stopped by device-action.
+    await start_sending(gateway, channel, len(plan.accepted))
+    metrics.ACCEPT_SECONDS.observe(time.perf_counter() - started)
+    return accepted_answer(result.push_id, entries(plan, result.message_ids), len(plan.accepted),
+                           len(plan.refused), plan.credit_total, result.balance_micro)
+
+
+async def start_sending(gateway: Gateway, channel: ChannelSpec, accepted: int) -> None:
+    """What follows a newly accepted push (the route's and the dashboard's form): Picky's
+    restart of a queue stopped by device-action, the dispatcher woken, the counters."""
     if channel.paused and await resume_stopped_queue(gateway.store, channel):
         gateway.lookups.forget()
     if gateway.dispatcher is not None:
         gateway.dispatcher.wake(channel.id)
     metrics.PUSHES.inc()
-    metrics.MESSAGES_ACCEPTED.inc(len(plan.accepted))
-    metrics.ACCEPT_SECONDS.observe(time.perf_counter() - started)
-    return accepted_answer(result.push_id, entries(plan, result.message_ids), len(plan.accepted),
-                           len(plan.refused), plan.credit_total, result.balance_micro)
+    metrics.MESSAGES_ACCEPTED.inc(accepted)
 
 
 #: Longest ``Idempotency-Key`` accepted.
