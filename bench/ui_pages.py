@@ -5,6 +5,10 @@ ASGI transport: no socket, the page's own work). Prints the median of ``--repeat
 spread, in milliseconds.
 
     python bench/ui_pages.py [--messages 10000] [--repeat 21]
+    python bench/ui_pages.py --accept-ab    # 10,000-message accepts, schema 0013 vs head
+
+``--accept-ab`` times ``POST /api/v2/push`` with 10,000 recipients on a schema without
+revision 0014's search indexes and with them, alternating (median of 8 after a warm-up each).
 """
 
 from __future__ import annotations
@@ -77,12 +81,45 @@ async def run(messages: int, repeat: int) -> dict[str, tuple[float, float, float
     return figures
 
 
+async def accept_ms(revision: str, pushes: int = 9) -> float:
+    """Median ms of a 10,000-recipient ``POST /api/v2/push`` on a schema at ``revision``."""
+    folder = tempfile.mkdtemp(prefix="pushgate-bench-ab-")
+    url = f"sqlite:///{folder}/bench.db"
+    upgrade(url, revision)
+    app = create_app(Settings(database_url=url, max_recipients=10_000), run_workers=False)
+    async with app.router.lifespan_context(app):
+        gateway: Gateway = app.state.gateway
+        project = await gateway.store.create_project("ab", parse_credits("1000000"), None, None)
+        token = new_token()
+        await gateway.store.create_token(project.id, hash_token(token), "ab", [])
+        await gateway.store.add_channel(ChannelSpec(
+            id=0, project_id=project.id, kind="sandbox", application=1,
+            price_micro=parse_credits("0.001"), **default_rules(1)))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://bench") as client:
+            times = []
+            for k in range(pushes):
+                data = [{"number": f"919876{k}{i:05d}"} for i in range(10_000)]
+                started = time.perf_counter()
+                answer = await client.post("/api/v2/push", json={
+                    "token": token, "application": "1", "globalmessage": "hi", "data": data})
+                times.append((time.perf_counter() - started) * 1000)
+                assert answer.json()["status"] == 100
+    return median_spread(times[1:])[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=21)
+    parser.add_argument("--accept-ab", action="store_true")
     args = parser.parse_args()
+    if args.accept_ab:
+        for revision in ("0013", "head", "0013", "head"):
+            print(f"schema {revision:4}: {asyncio.run(accept_ms(revision)):.1f} ms a "
+                  "10,000-recipient push (median of 8)")
+        return
     figures = asyncio.run(run(args.messages, args.repeat))
     print(f"{args.messages:,}-message push, median of {args.repeat} (min-max), ms:")
     for name, (median, low, high) in figures.items():
