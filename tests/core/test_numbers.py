@@ -344,3 +344,16 @@ def test_remembered_numbers_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None
     # Starting over forgets nothing that matters: every answer is still right.
     assert all(number_problem(n) is None for n in valid)
     assert len(numbers._VALID) <= 50
+
+
+def test_typed_number_as_the_api_stores_it() -> None:
+    from pushgate.core.numbers import typed_number
+
+    assert typed_number("919876543210") == "919876543210"
+    assert typed_number(" +91 98765-43210 ") == "919876543210"
+    assert typed_number("0091 (98765) 43210") == "919876543210"
+    assert typed_number("+1.415.555.0100") == "14155550100"
+    assert typed_number("ref-42") is None
+    assert typed_number("+") is None
+    assert typed_number("") is None
+    assert typed_number("٩١٩٨") is None      # digits, but not the API's

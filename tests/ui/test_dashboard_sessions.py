@@ -70,8 +70,13 @@ async def test_every_post_needs_the_session_csrf_token(app_client: Any, make: An
     assert await gateway.store.list_pushes(project.id, None, 10) == []
     page = await client.get("/ui/send")
     sent = await client.post("/ui/send", data={**form, "csrf": csrf_of(page.text)})
-    assert sent.status_code == 200 and "2 messages" in sent.text
-    assert [p.accepted for p in await gateway.store.list_pushes(project.id, None, 10)] == [2]
+    pushed = await gateway.store.list_pushes(project.id, None, 10)
+    assert [p.accepted for p in pushed] == [2]
+    # Post/redirect/get: to the push's page, which says what was accepted once.
+    assert sent.status_code == 303 and sent.headers["location"] == f"/ui/pushes/{pushed[0].id}"
+    shown = await client.get(sent.headers["location"])
+    assert "2 messages" in shown.text and 'id="send-result"' in shown.text
+    assert 'id="send-result"' not in (await client.get(sent.headers["location"])).text
     # Signing out is a POST with the token too.
     assert (await client.post("/ui/logout", data={})).status_code == 403
     out = await client.post("/ui/logout", data={"csrf": csrf_of(page.text)})

@@ -22,7 +22,7 @@ from pushgate.api.body import multipart_form, read_body
 from pushgate.api.devices import resume_stopped_queue
 from pushgate.api.push import accept_body, entries
 from pushgate.api.routing import raw_post
-from pushgate.api.state import gateway_of
+from pushgate.api.state import Gateway, gateway_of
 from pushgate.config import Settings
 from pushgate.core.campaign import DEFAULT_NUMBER_COLUMN, Campaign, Chunk, Options, plan_campaign
 from pushgate.core.channels import ChannelSpec
@@ -116,6 +116,18 @@ async def send_campaign(store: Store, settings: Settings, names: NameVerdicts,
     return sent, fresh
 
 
+async def send_and_wake(gateway: Gateway, project_id: int, channel: ChannelSpec,
+                        campaign: Campaign) -> Sent:
+    """``send_campaign`` for a request (``POST /api/v2/push-csv``, the dashboard's CSV
+    form): the dispatcher woken when a push was newly accepted."""
+    sent, fresh = await send_campaign(gateway.store, gateway.settings, gateway.media_names,
+                                      project_id, channel, campaign)
+    if fresh:
+        gateway.lookups.forget()
+        gateway.queued(channel.id)
+    return sent
+
+
 @raw_post(router, "/api/v2/push-csv", tags=["Push API"], openapi_extra=openapi.PUSH_CSV,
           summary="Send a campaign from a CSV file: one push per PUSHGATE_MAX_RECIPIENTS rows")
 async def push_csv(request: Request) -> Response:
@@ -140,11 +152,7 @@ async def push_csv(request: Request) -> Response:
         priority=parse_priority(PushBody(priority=fields.get("priority"))),
         media=(fields.get("media") or "").strip() or None)
     campaign = plan_campaign(data, options, settings.max_recipients)
-    sent, fresh = await send_campaign(gateway.store, settings, gateway.media_names,
-                                      token.project_id, channel, campaign)
-    if fresh:
-        gateway.lookups.forget()
-        gateway.queued(channel.id)
+    sent = await send_and_wake(gateway, token.project_id, channel, campaign)
     if not sent.push_ids:
         codes = {item["status"] for item in sent.items}
         code = Code(codes.pop()) if len(codes) == 1 else Code.NO_VALID_ENTRIES

@@ -78,7 +78,15 @@ async def answer_push(gateway: Gateway, body: PushBody, client_ip: str | None,
         return accepted_answer(result.push_id, entries(plan, result.message_ids),
                                len(plan.accepted), len(plan.refused), plan.credit_total,
                                result.balance_micro)
-    # Picky: a new push restarts a queue stopped by device-action.
+    await start_sending(gateway, channel, accepted)
+    metrics.ACCEPT_SECONDS.observe(time.perf_counter() - started)
+    return accepted_answer(result.push_id, entries(plan, result.message_ids), len(plan.accepted),
+                           len(plan.refused), plan.credit_total, result.balance_micro)
+
+
+async def start_sending(gateway: Gateway, channel: ChannelSpec, accepted: Accepted) -> None:
+    """What follows a newly accepted push (the route's and the dashboard's form): Picky's
+    restart of a queue stopped by device-action, the dispatcher woken, the counters."""
     if channel.paused and await resume_stopped_queue(gateway.store, channel):
         gateway.lookups.forget()
     if accepted.send_at is None:
@@ -87,10 +95,7 @@ async def answer_push(gateway: Gateway, body: PushBody, client_ip: str | None,
         # Other processes' promoters find it within a second (dispatch/worker.py).
         gateway.dispatcher.scheduled()
     metrics.PUSHES.inc()
-    metrics.MESSAGES_ACCEPTED.inc(len(plan.accepted))
-    metrics.ACCEPT_SECONDS.observe(time.perf_counter() - started)
-    return accepted_answer(result.push_id, entries(plan, result.message_ids), len(plan.accepted),
-                           len(plan.refused), plan.credit_total, result.balance_micro)
+    metrics.MESSAGES_ACCEPTED.inc(len(accepted.plan.accepted))
 
 
 #: Longest ``Idempotency-Key`` accepted.

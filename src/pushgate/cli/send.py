@@ -15,12 +15,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from pushgate.cli.common import JsonOption, err_console, fail, project_id_of, show, with_store
 from pushgate.config import Settings
-from pushgate.core.campaign import DEFAULT_NUMBER_COLUMN, Chunk, Options, Table, plan_campaign
+from pushgate.core.campaign import (
+    DEFAULT_NUMBER_COLUMN,
+    Chunk,
+    Options,
+    Table,
+    plan_campaign,
+    reject_records,
+)
 from pushgate.core.errors import ApiError, Code
 from pushgate.core.pricing import format_credits
 from pushgate.store.base import Store
-
-REJECT_COLUMNS = ("row", "code", "reason")
 
 
 def rejects_path(csv_file: Path) -> Path:
@@ -29,15 +34,8 @@ def rejects_path(csv_file: Path) -> Path:
 
 def write_rejects(path: Path, table: Table, refused: list[tuple[int, dict[str, Any]]]) -> None:
     """The refused rows as the file had them, with their row number, code and reason."""
-    extra = [c for c in REJECT_COLUMNS if c not in table.columns]
     with path.open("w", newline="", encoding="utf-8") as out:
-        writer = csv.writer(out)
-        writer.writerow([*table.columns, *extra])
-        for index, item in refused:
-            row = table.rows[index]
-            values = {"row": item["row"], "code": item["status"], "reason": item["message"]}
-            writer.writerow([*(row.get(c, "") for c in table.columns),
-                             *(values[c] for c in extra)])
+        csv.writer(out).writerows(reject_records(table, refused))
 
 
 def send(

@@ -18,6 +18,7 @@ import io
 import json
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from pushgate.core.errors import ApiError, Code
 from pushgate.core.push import PushBody, PushEntry
@@ -26,6 +27,8 @@ MESSAGE_COLUMN = "message"
 MEDIA_COLUMN = "media"
 REFERENCE_COLUMN = "reference_number"
 DEFAULT_NUMBER_COLUMN = "number"
+#: What a rejects file adds to the file's own columns (those it lacks).
+REJECT_COLUMNS = ("row", "code", "reason")
 
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 
@@ -191,3 +194,16 @@ def chunk_key(digest: str, options: Options, max_recipients: int, index: int) ->
                           max_recipients])
     options_digest = hashlib.sha256(shaping.encode()).hexdigest()[:32]
     return f"csv:{digest[:32]}:{options_digest}:{index}"
+
+
+def reject_records(table: Table, refused: list[tuple[int, dict[str, Any]]]) -> list[list[Any]]:
+    """The rejects file's records (header first): each refused row as the file had it, with
+    its row number, code and reason; ``refused`` holds (``Table.rows`` index, the answer's
+    item for the row)."""
+    extra = [c for c in REJECT_COLUMNS if c not in table.columns]
+    records: list[list[Any]] = [[*table.columns, *extra]]
+    for index, item in refused:
+        row = table.rows[index]
+        values = {"row": item["row"], "code": item["status"], "reason": item["message"]}
+        records.append([*(row.get(c, "") for c in table.columns), *(values[c] for c in extra)])
+    return records

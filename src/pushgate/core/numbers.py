@@ -406,3 +406,18 @@ def region_of(number: str) -> str | None:
     "World" that phonenumbers uses for them.
     """
     return _classify_remembered(number)[0]
+
+
+_TYPED_NUMBER_SEPARATORS = str.maketrans("", "", " \t-.()/\u00a0")
+
+
+def typed_number(text: str) -> str | None:
+    """A number as a person types it (``+91 98765-43210``, ``0091 (98765) 43210``) in the form
+    the API takes and stores (``919876543210``: digits with the country code, no ``+``), or
+    None when it is no number (a letter, nothing left)."""
+    digits = text.strip().translate(_TYPED_NUMBER_SEPARATORS)
+    if digits.startswith("+"):
+        digits = digits[1:]
+    elif digits.startswith("00"):
+        digits = digits[2:]
+    return digits if digits and digits.isascii() and digits.isdigit() else None

@@ -130,3 +130,24 @@ class CheckForward:
     secret: str
     attempts: int
     report: CheckReport
+
+
+@dataclass(frozen=True, slots=True)
+class FoundMessage:
+    """A message found by number or reference (the dashboard's search), with its push."""
+
+    push_id: int
+    created_at: float
+    message: MessageRecord
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One row of a project's credit ledger: a credit added, a push charged (``push_id``),
+    credits refunded."""
+
+    id: int
+    delta_micro: int
+    reason: str
+    push_id: int | None
+    at: float

@@ -37,6 +37,8 @@ from pushgate.core.push import PushPlan
 from pushgate.core.records import (
     CheckForward,
     CheckReport,
+    FoundMessage,
+    LedgerEntry,
     MessageDetail,
     MessageRecord,
     PushRecord,
@@ -237,6 +239,20 @@ class Reports(Protocol):
     @abc.abstractmethod
     async def get_message(self, project_id: int, message_id: int) -> MessageDetail | None:
         """The message with its list of transitions."""
+
+    @abc.abstractmethod
+    async def find_messages(self, project_id: int, *, number: str | None = None,
+                            reference: str | None = None, before: int | None = None,
+                            limit: int = 50) -> list[FoundMessage]:
+        """A page of the project's messages to ``number`` or carrying ``reference`` (exact
+        matches; one of the two), newest first: up to ``limit`` with ids below ``before``
+        (None: from the newest). Indexed (revision 0014)."""
+
+    @abc.abstractmethod
+    async def credit_history(self, project_id: int, before: int | None,
+                             limit: int) -> list[LedgerEntry]:
+        """A page of the project's credit ledger, newest first: up to ``limit`` rows with ids
+        below ``before`` (None: from the newest)."""
 
     @abc.abstractmethod
     async def get_media(self, media_id: int) -> tuple[str, bytes] | None: ...

@@ -26,7 +26,7 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from pushgate.api.state import Gateway
-from pushgate.ui import ops_pages, pages
+from pushgate.ui import campaign_pages, ops_pages, pages
 from pushgate.ui.session import ui_sessions
 
 HERE = Path(__file__).parent
@@ -37,7 +37,7 @@ SESSION_SECONDS = 14 * 24 * 3600
 
 
 def create_ui(gateway: Gateway) -> Starlette:
-    ui = Starlette(routes=[*pages.ROUTES, *ops_pages.ROUTES,
+    ui = Starlette(routes=[*pages.ROUTES, *campaign_pages.ROUTES, *ops_pages.ROUTES,
                            Mount("/static", StaticFiles(directory=HERE / "static"),
                                  name="static")],
                    middleware=[Middleware(ui_sessions, settings=gateway.settings,

@@ -3,6 +3,7 @@ cancel, CSV export). Each handler reads the same store and core functions as the
 
 from __future__ import annotations
 
+import secrets
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,21 +15,18 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from pushgate.api import metrics
-from pushgate.api.answers import iso_time, short_of_credit
+from pushgate.api.answers import iso_time
 from pushgate.api.auth import authenticate, resolve_channel
 from pushgate.api.cancel import cancel_push
-from pushgate.api.devices import resume_stopped_queue
-from pushgate.api.media_hosts import plan_with_media_hosts
+from pushgate.api.push import accept_body, entries, start_sending
 from pushgate.api.report_rows import csv_chunks
 from pushgate.api.state import Gateway
 from pushgate.core.channels import APPLICATION_CODES
 from pushgate.core.errors import ApiError, Code
 from pushgate.core.lifecycle import FINAL_STATES, State
 from pushgate.core.pricing import format_credits
-from pushgate.core.push import ROW_NUMBER, decode_push
+from pushgate.core.push import decode_push
 from pushgate.core.tokens import hash_token
-from pushgate.store.errors import InsufficientCredit
 from pushgate.ui.session import (
     Viewer,
     csrf_ok,
@@ -45,6 +43,7 @@ templates.env.filters["time"] = lambda ts: (iso_time(ts) or "")[:19].replace("T"
 
 # The pages in the navigation, in order: (path, label).
 NAV = [("/ui/", "Overview"), ("/ui/send", "Send"), ("/ui/pushes", "Pushes")]
+NAV += [("/ui/messages", "Messages"), ("/ui/credits", "Credits")]  # ui/campaign_pages.py
 NAV += [("/ui/channels", "Channels"), ("/ui/phones", "Phones"), ("/ui/webhooks", "Webhooks")]
 PUSHES_PAGE = 25
 MESSAGES_PAGE = 50
@@ -216,31 +215,57 @@ async def send(request: Request) -> Response:
     context = await common(gateway, viewer)
     if viewer.project_id is None:
         return render(request, "overview.html", **context)
-    channels = await gateway.store.list_channels(viewer.project_id)
-    applications = sorted({c.application for c in channels})
-    choices = [(code, f"{code} — {APPLICATION_CODES.get(code, 'application')}"
-                f" ({', '.join(c.name for c in channels if c.application == code)})")
-               for code in applications]
-    values = {"application": str(applications[0]) if applications else "", "numbers": "",
+    choices = await application_choices(gateway, viewer.project_id)
+    values = {"application": choices[0][0] if choices else "", "numbers": "",
               "message": "", "media": "", "priority": "0"}
     if request.method == "GET":
-        return render(request, "send.html", choices=choices, values=values, **context)
+        return render(request, "send.html", choices=choices, values=values,
+                      once=secrets.token_urlsafe(16), **context)
     fields = await form_ok(request)
     if fields is None:
         return forbidden(request)
     values.update({k: fields.get(k, "") for k in values})
+    once = fields.get("once", "")
     try:
-        result = await accept_form(gateway, viewer, values)
+        result = await accept_form(gateway, viewer, values, once)
     except ApiError as exc:
+        data = exc.extra.get("data")
+        refused = ([refusal_row(item) for item in data if "msg_id" not in item]
+                   if isinstance(data, list) else None)
         return render(request, "send.html", status_code=422, choices=choices, values=values,
-                      error=exc.message, refused=exc.extra.get("refused"), **context)
-    return render(request, "send.html", choices=choices, values=values, result=result,
-                  refused=result["refused"], **context)
+                      error=exc.message, refused=refused, once=once, **context)
+    # Post/redirect/get: reloading the push's page sends nothing again.
+    refused = result.pop("refused")
+    result["refused"] = refused[:FLASH_REFUSALS]
+    result["more_refused"] = len(refused) - len(result["refused"])
+    request.session["sent"] = result
+    return RedirectResponse(f"/ui/pushes/{result['push_id']}", status_code=303)
 
 
-async def accept_form(gateway: Gateway, viewer: Viewer, values: dict[str, str]) -> dict[str, Any]:
-    """The form as a push, through the API's own path: the body decoded as Picky's, the
-    channel resolved, ``plan_push`` (media hosts resolved), ``store.accept_push``."""
+# Refusals a push's page shows after the form (the session cookie holds them); the push
+# route's answer, and the CSV form's rejects file, list them all.
+FLASH_REFUSALS = 10
+
+
+async def application_choices(gateway: Gateway, project_id: int) -> list[tuple[str, str]]:
+    """The project's applications as (code, label naming its channels), for a select."""
+    channels = await gateway.store.list_channels(project_id)
+    return [(str(code), f"{code} — {APPLICATION_CODES.get(code, 'application')}"
+             f" ({', '.join(c.name for c in channels if c.application == code)})")
+            for code in sorted({c.application for c in channels})]
+
+
+def refusal_row(item: dict[str, Any]) -> dict[str, Any]:
+    """A refused entry of a push answer's ``data`` as the refusal tables show it."""
+    return {"number": item.get("number", ""), "code": item.get("status", ""),
+            "reason": item.get("message", "")}
+
+
+async def accept_form(gateway: Gateway, viewer: Viewer, values: dict[str, str],
+                      once: str = "") -> dict[str, Any]:
+    """The form as a push, through the push route's path: the body decoded as Picky's, the
+    channel resolved, ``accept_body`` (``api/push.py``) and ``start_sending``. ``once`` (a
+    random value the form carries) is its idempotency key: a form sent twice is one push."""
     assert viewer.project_id is not None
     numbers = [n.strip() for n in values["numbers"].replace(",", "\n").splitlines() if n.strip()]
     if not numbers:
@@ -255,32 +280,18 @@ async def accept_form(gateway: Gateway, viewer: Viewer, values: dict[str, str]) 
         gateway.rate_limiter.check(viewer.token_id)
     body = decode_push(orjson.dumps(raw))
     channel = await resolve_channel(gateway.lookups, viewer.project_id, body.application, None)
-    settings = gateway.settings
-    plan = await plan_with_media_hosts(body, channel, gateway.limits,
-                                       settings.allow_private_media, gateway.media_names)
-    refused = [{"number": r.number, "code": int(r.code), "reason": r.message}
-               for r in plan.refused]
-    if not plan.accepted:
-        error = plan.refusal_only_error()
-        error.extra["refused"] = refused
-        raise error
-    now = time.time()
-    validity = settings.message_validity_seconds
-    try:
-        result = await gateway.store.accept_push(
-            viewer.project_id, channel, plan, now, now + validity if validity else None)
-    except InsufficientCredit as exc:
-        raise short_of_credit("the push", exc) from None
-    if channel.paused and await resume_stopped_queue(gateway.store, channel):
-        gateway.lookups.forget()
-    if gateway.dispatcher is not None:
-        gateway.dispatcher.wake(channel.id)
-    metrics.PUSHES.inc()
-    metrics.MESSAGES_ACCEPTED.inc(len(plan.accepted))
+    key = f"ui:{once}" if once and len(once) <= 64 and once.isascii() and once.isprintable() \
+        else None
+    accepted = await accept_body(gateway.store, gateway.settings, gateway.limits,
+                                 gateway.media_names, viewer.project_id, channel, body, key)
+    plan, result = accepted.plan, accepted.result
+    if not result.replayed:
+        await start_sending(gateway, channel, accepted)
+    answer = entries(plan, result.message_ids)
     return {"push_id": result.push_id, "accepted": len(plan.accepted),
-            "numbers": [row[ROW_NUMBER] for row in plan.accepted],
             "credit": format_credits(plan.credit_total),
-            "balance": format_credits(result.balance_micro), "refused": refused}
+            "balance": format_credits(result.balance_micro),
+            "refused": [refusal_row(item) for item in answer if "msg_id" not in item]}
 
 
 # --- pushes -------------------------------------------------------------------------------
@@ -340,7 +351,10 @@ async def push_page(request: Request) -> Response:
         return render(request, "error.html", status_code=404, message="No such push here.",
                       **context)
     flash = request.session.pop("flash", None)
-    return render(request, "push.html", flash=flash, **detail, **context)
+    sent = request.session.pop("sent", None)
+    if not (isinstance(sent, dict) and sent.get("push_id") == detail["push"].id):
+        sent = None
+    return render(request, "push.html", flash=flash, sent=sent, **detail, **context)
 
 
 async def push_live(request: Request) -> Response:

@@ -64,3 +64,57 @@ async def test_project_counts_since(store: Store, make: Any) -> None:
     counts = await store.project_counts_since(project.id, t0 - 60)
     assert counts == {"submitted": 1, "sending": 2}
     assert await store.project_counts_since(project.id, t0 + 10) == {}
+
+
+async def test_find_messages_by_number_and_reference(store: Store, make: Any) -> None:
+    project, _, _ = await make.project()
+    stranger, _, _ = await make.project()
+    channel = await make.channel(project.id)
+    t0 = time.time()
+    first = await queue(store, channel, 3, t0, tag="a", references=True)
+    second = await queue(store, channel, 2, t0 + 1, tag="b", references=True)
+    await queue(store, await make.channel(stranger.id), 3, t0, tag="a", references=True)
+
+    # "919876540001" got one message of each push: newest first, each with its push.
+    found = await store.find_messages(project.id, number="919876540001")
+    assert [(f.push_id, f.message.id) for f in found] == [
+        (second.push_id, second.message_ids[1]), (first.push_id, first.message_ids[1])]
+    assert found[0].message.reference == "ref-b-1" and found[0].created_at >= t0
+    page = await store.find_messages(project.id, number="919876540001", limit=1)
+    assert [f.message.id for f in page] == [second.message_ids[1]]
+    rest = await store.find_messages(project.id, number="919876540001",
+                                     before=page[-1].message.id, limit=1)
+    assert [f.message.id for f in rest] == [first.message_ids[1]]
+    assert await store.find_messages(project.id, number="919876540001",
+                                     before=rest[-1].message.id) == []
+
+    found = await store.find_messages(project.id, reference="ref-a-2")
+    assert [(f.push_id, f.message.id) for f in found] == [(first.push_id, first.message_ids[2])]
+    assert found[0].message.number == "919876540002"
+    # Exact matches only, and never another project's messages.
+    assert await store.find_messages(project.id, reference="ref-a") == []
+    assert await store.find_messages(project.id, number="91987654000") == []
+    assert len(await store.find_messages(stranger.id, reference="ref-a-2")) == 1
+    assert await store.find_messages(project.id) == []
+
+
+async def test_credit_history_newest_first_page_by_page(store: Store, make: Any) -> None:
+    project, _, _ = await make.project()
+    stranger, _, _ = await make.project()
+    channel = await make.channel(project.id)
+    before = await store.credit_history(project.id, None, 100)
+    pushed = await queue(store, channel, 2, time.time())
+    await store.add_credits(project.id, 5_000_000, "top-up")
+    await store.add_credits(stranger.id, 7_000_000, "stranger's")
+
+    history = await store.credit_history(project.id, None, 100)
+    assert len(history) == len(before) + 2
+    top_up, charge = history[0], history[1]
+    assert (top_up.delta_micro, top_up.reason, top_up.push_id) == (5_000_000, "top-up", None)
+    assert charge.push_id == pushed.push_id and charge.delta_micro < 0
+    assert history[2:] == before
+    assert top_up.id > charge.id and top_up.at >= charge.at
+    page = await store.credit_history(project.id, None, 1)
+    assert page == [top_up]
+    assert (await store.credit_history(project.id, top_up.id, 1)) == [charge]
+    assert all(e.reason != "stranger's" for e in history)

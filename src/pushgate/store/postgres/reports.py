@@ -7,7 +7,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from pushgate.core.push import MAX_ID
-from pushgate.core.records import MessageDetail, MessageRecord, PushRecord
+from pushgate.core.records import (
+    FoundMessage,
+    LedgerEntry,
+    MessageDetail,
+    MessageRecord,
+    PushRecord,
+)
 from pushgate.store.postgres.connection import PostgresBase
 from pushgate.store.rows import (
     M_MESSAGE_COLUMNS,
@@ -97,6 +103,30 @@ class PostgresReports(PostgresBase):
                 "SELECT state, at, detail FROM message_events WHERE message_id = $1"
                 " ORDER BY id", message_id)
         return message_detail(row, [tuple(e) for e in events])
+
+    async def find_messages(self, project_id: int, *, number: str | None = None,
+                            reference: str | None = None, before: int | None = None,
+                            limit: int = 50) -> list[FoundMessage]:
+        column, value = ("number", number) if number is not None else ("reference", reference)
+        if value is None:
+            return []
+        # `column` is one of two names fixed above, never the caller's text.
+        rows = await self._fetch(
+            f"SELECT m.push_id, m.created_at, {M_MESSAGE_COLUMNS} FROM messages m"
+            f" WHERE m.project_id = $1 AND m.{column} = $2 AND m.id < $3"
+            " ORDER BY m.id DESC LIMIT $4",
+            project_id, value, MAX_ID if before is None else before, limit)
+        return [FoundMessage(int(r[0]), float(r[1]), message_record(tuple(r)[2:]))
+                for r in rows]
+
+    async def credit_history(self, project_id: int, before: int | None,
+                             limit: int) -> list[LedgerEntry]:
+        rows = await self._fetch(
+            "SELECT id, delta_micro, reason, push_id, at FROM credit_ledger"
+            " WHERE project_id = $1 AND id < $2::bigint ORDER BY id DESC LIMIT $3",
+            project_id, MAX_ID if before is None else before, limit)
+        return [LedgerEntry(int(r[0]), int(r[1]), str(r[2]),
+                            None if r[3] is None else int(r[3]), float(r[4])) for r in rows]
 
     async def get_media(self, media_id: int) -> tuple[str, bytes] | None:
         row = await self._fetchrow(

@@ -8,7 +8,13 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from pushgate.core.push import MAX_ID
-from pushgate.core.records import MessageDetail, MessageRecord, PushRecord
+from pushgate.core.records import (
+    FoundMessage,
+    LedgerEntry,
+    MessageDetail,
+    MessageRecord,
+    PushRecord,
+)
 from pushgate.store.rows import (
     M_MESSAGE_COLUMNS,
     MESSAGE_COLUMNS,
@@ -99,6 +105,29 @@ class SQLiteReports(SQLiteBase):
             "SELECT state, at, detail FROM message_events WHERE message_id = ? ORDER BY id",
             (message_id,)).fetchall()
         return message_detail(row, events)
+
+    async def find_messages(self, project_id: int, *, number: str | None = None,
+                            reference: str | None = None, before: int | None = None,
+                            limit: int = 50) -> list[FoundMessage]:
+        column, value = ("number", number) if number is not None else ("reference", reference)
+        if value is None:
+            return []
+        # `column` is one of two names fixed above, never the caller's text.
+        rows = self._read().execute(
+            f"SELECT m.push_id, m.created_at, {M_MESSAGE_COLUMNS} FROM messages m"
+            f" WHERE m.project_id = ? AND m.{column} = ? AND m.id < ?"
+            " ORDER BY m.id DESC LIMIT ?",
+            (project_id, value, MAX_ID if before is None else before, limit)).fetchall()
+        return [FoundMessage(int(r[0]), float(r[1]), message_record(r[2:])) for r in rows]
+
+    async def credit_history(self, project_id: int, before: int | None,
+                             limit: int) -> list[LedgerEntry]:
+        rows = self._read().execute(
+            "SELECT id, delta_micro, reason, push_id, at FROM credit_ledger"
+            " WHERE project_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+            (project_id, MAX_ID if before is None else before, limit)).fetchall()
+        return [LedgerEntry(int(r[0]), int(r[1]), str(r[2]),
+                            None if r[3] is None else int(r[3]), float(r[4])) for r in rows]
 
     async def get_media(self, media_id: int) -> tuple[str, bytes] | None:
         row = self._read().execute(
