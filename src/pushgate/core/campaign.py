@@ -22,6 +22,7 @@ from typing import Any
 
 from pushgate.core.errors import ApiError, Code
 from pushgate.core.push import PushBody, PushEntry
+from pushgate.core.schedule import send_at_instant
 
 MESSAGE_COLUMN = "message"
 MEDIA_COLUMN = "media"
@@ -53,8 +54,9 @@ class Options:
     number_column: str = DEFAULT_NUMBER_COLUMN
     priority: int = 0
     media: str | None = None
-    # When scheduling lands (`send_at` on push bodies), it belongs here and in `keys`: a
-    # campaign sent at another time is another campaign.
+    # When to send (a push body's ``send_at``, as the caller wrote it; None: now). It is part
+    # of the keys: a campaign sent at another time is another campaign.
+    send_at: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +178,7 @@ def plan_campaign(data: bytes, options: Options, max_recipients: int) -> Campaig
         part = entries[start:start + max_recipients]
         chunk_index = len(campaign.chunks)
         body = PushBody(application=options.application, channel_id=options.channel_id,
-                        globalmedia=options.media,
+                        globalmedia=options.media, send_at=options.send_at,
                         priority=options.priority, data=[entry for _, entry in part])
         campaign.chunks.append(Chunk(index=chunk_index, body=body,
                                      rows=[row for row, _ in part],
@@ -189,9 +191,14 @@ def chunk_key(digest: str, options: Options, max_recipients: int, index: int) ->
     """The idempotency key of a campaign's push ``index``: the same file, options and chunk
     size give the same keys, so a rerun replays the pushes accepted before. The chunk size
     counts: with another, push ``index`` holds other rows."""
-    shaping = json.dumps([options.application, options.channel_id, options.message,
-                          options.number_column, options.priority, options.media,
-                          max_recipients])
+    shaping_items: list[Any] = [options.application, options.channel_id, options.message,
+                                options.number_column, options.priority, options.media,
+                                max_recipients]
+    if options.send_at is not None:
+        # The instant, not its spelling: `09:00+05:30` and `03:30Z` are one campaign. (Without
+        # a send_at the keys stay those of the campaigns sent before scheduling existed.)
+        shaping_items.append(send_at_instant(options.send_at))
+    shaping = json.dumps(shaping_items)
     options_digest = hashlib.sha256(shaping.encode()).hexdigest()[:32]
     return f"csv:{digest[:32]}:{options_digest}:{index}"
 
