@@ -94,9 +94,18 @@ async def test_idempotency_key_header_on_push(app_client: Any, make: Any, query:
                              headers={"Idempotency-Key": "x" * 256})).json()
     assert bad["status"] == 406
     # The key of another push: refused, not answered with that push's ids.
+    charged = await _balance(gateway, project.id)
     reused = (await client.post("/api/v2/push", json={**body, "data": body["data"][:1]},
                                 headers={"Idempotency-Key": "order-42"})).json()
-    assert reused["status"] == 406 and first["push_id"] in reused["message"]
+    assert reused["status"] == 428 and first["push_id"] in reused["message"]
+    # The same size with other texts, or another send_at: refused too (issue 19).
+    import time
+
+    for changed in ({**body, "globalmessage": "bye"}, {**body, "send_at": time.time() + 600}):
+        again = (await client.post("/api/v2/push", json=changed,
+                                   headers={"Idempotency-Key": "order-42"})).json()
+        assert again["status"] == 428 and first["push_id"] in again["message"], again
+    assert await _balance(gateway, project.id) == charged
     assert query("SELECT count(*) FROM messages WHERE project_id = ?", project.id) == [(6,)]
 
 

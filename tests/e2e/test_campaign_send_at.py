@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
@@ -54,7 +54,7 @@ def test_send_at_schedules_the_campaign_and_a_rerun_replays(e2e: Harness,
     assert push["data"]["send_at"], push
 
     # The same command (the time written in another offset is the same time): a replay.
-    utc_spelling = datetime.fromtimestamp(send_at, timezone.utc).isoformat()
+    utc_spelling = datetime.fromtimestamp(send_at, UTC).isoformat()
     again = e2e.cli_json(*args[:-1], utc_spelling)
     assert again == out
     assert e2e.query("SELECT count(*) FROM messages") == [(COUNT,)]
