@@ -138,3 +138,26 @@ async def test_push_csv_with_send_at_schedules_every_push(
         assert refused["status"] == 427, refused
     assert query("SELECT count(*) FROM pushes WHERE project_id = ?", project.id) == [(4,)]
     assert await _balance(gateway, project.id) == after
+
+
+async def test_push_csv_takes_an_xlsx_workbook(app_client: Any, make: Any, query: Any) -> None:
+    import io
+
+    import openpyxl
+
+    client, _, project, token = await _setup(app_client, make)
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    for row in (["number", "name"], [919876500001, "Ana"], [919876500002, "Bo"]):
+        sheet.append(row)
+    out = io.BytesIO()
+    book.save(out)
+    data = out.getvalue()
+    form = {"token": token, "application": "1", "message": "Hi {name}"}
+    answer = (await client.post("/api/v2/push-csv", data=form,
+                                files={"file": ("dues.xlsx", data, "application/octet-stream")}
+                                )).json()
+    assert answer["status"] == 100 and answer["accepted"] == 2, answer
+    bodies = dict(query("SELECT number, body FROM messages WHERE project_id = ?", project.id))
+    assert bodies == {"919876500001": "Hi Ana", "919876500002": "Hi Bo"}

@@ -45,7 +45,8 @@ def send(
     application: int = typer.Option(..., "--application",
                                     help="The channel's application code (1 WhatsApp, …)."),
     csv_file: Path = typer.Option(..., "--csv", exists=True, dir_okay=False, readable=True,
-                                  help="UTF-8 CSV with a header row (`,` or `;`)."),
+                                  help="UTF-8 CSV with a header row (`,` or `;`), or an .xlsx "
+                                       "workbook (its first sheet)."),
     message: str = typer.Option(None, "--message",
                                 help="The text; {column} is the row's value of that column. "
                                      "A row's own `message` column wins."),

@@ -8,11 +8,16 @@ The CSV: UTF-8 with or without a byte order mark, a header row naming the column
 is that column's value in the row; ``{{`` and ``}}`` are literal braces. A row's own
 ``message`` column, when not empty, is its text as written (no placeholders); its ``media``
 and ``reference_number`` columns likewise win over the campaign's.
+
+An ``.xlsx`` workbook (told by its zip signature) is read the same way from its first sheet:
+the first row names the columns, every value is taken as text (a whole number without
+``.0``, a date or time in ISO 8601), so the same placeholders and columns apply.
 """
 
 from __future__ import annotations
 
 import csv
+import datetime
 import hashlib
 import io
 import json
@@ -84,8 +89,15 @@ class Campaign:
     refused: list[RowRefusal] = field(default_factory=list)
 
 
+#: How an .xlsx file (a zip archive) starts.
+ZIP_MAGIC = b"PK\x03\x04"
+
+
 def read_table(data: bytes) -> Table:
-    """The CSV in ``data``; ``INVALID_CSV`` when it is not UTF-8 text with a header row."""
+    """The CSV (or .xlsx workbook) in ``data``; ``INVALID_CSV`` when it is neither UTF-8
+    text nor a workbook, or has no header row."""
+    if data.startswith(ZIP_MAGIC):
+        return _table(read_xlsx_records(data))
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -100,6 +112,10 @@ def read_table(data: bytes) -> Table:
         records = list(reader)
     except csv.Error as exc:
         raise ApiError(Code.INVALID_CSV, f"line {reader.line_num}: {exc}") from None
+    return _table(records)
+
+
+def _table(records: list[list[str]]) -> Table:
     if not records or not any(cell.strip() for cell in records[0]):
         raise ApiError(Code.INVALID_CSV, "the file has no header row")
     columns = [cell.strip() for cell in records[0]]
@@ -112,6 +128,41 @@ def read_table(data: bytes) -> Table:
              for i, name in enumerate(columns) if name}
             for record in records[1:] if any(cell.strip() for cell in record)]
     return Table(columns=[c for c in columns if c], rows=rows)
+
+
+def read_xlsx_records(data: bytes) -> list[list[str]]:
+    """The first sheet of the workbook in ``data``, row by row, every value as text (read in
+    memory, in openpyxl's read-only mode); ``INVALID_CSV`` when it is not a workbook."""
+    import zipfile
+
+    import openpyxl  # only a workbook's campaign pays for the import
+
+    try:
+        book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+        raise ApiError(Code.INVALID_CSV, f"the file is not an .xlsx workbook ({exc})") from None
+    try:
+        if not book.worksheets:
+            raise ApiError(Code.INVALID_CSV, "the workbook has no sheet")
+        return [[_cell_text(value) for value in row]
+                for row in book.worksheets[0].iter_rows(values_only=True)]
+    finally:
+        book.close()
+
+
+def _cell_text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, datetime.datetime):
+        return (value.date().isoformat() if value.time() == datetime.time()
+                else value.isoformat())
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    return str(value)
 
 
 def placeholders(template: str) -> list[str]:
