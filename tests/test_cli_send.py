@@ -190,3 +190,27 @@ async def test_short_of_credit_stops_then_a_rerun_goes_on(
     assert again["rejects_file"] is None and not (tmp_path / "c.csv.rejects.csv").exists()
     assert sorted(query("SELECT number, count(*) FROM messages GROUP BY number")) == [
         (n, 1) for n in numbers(5)]
+
+
+async def test_send_an_xlsx_workbook(store: Store, make: Any, db_url: str, query: Any,
+                                     tmp_path: Path) -> None:
+    import openpyxl
+
+    project, _, _ = await make.project(name="shop", credits="10")
+    await make.channel(project.id)
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    for row in (["number", "name", "due"], [919876500001, "Ana", "2026-12-24"],
+                [None, "Nobody", None], [919876500002, "Bo", 7.0]):
+        sheet.append(row)
+    data = tmp_path / "dues.xlsx"
+    book.save(data)
+    done = send("--project", "shop", "--application", "1", "--csv", str(data),
+                "--message", "Hi {name}, due {due}", "--json", url=db_url)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["accepted"] == 2 and out["rejected"] == 1
+    assert out["rejects_file"] == str(tmp_path / "dues.xlsx.rejects.csv")
+    bodies = dict(query("SELECT number, body FROM messages WHERE project_id = ?", project.id))
+    assert bodies == {"919876500001": "Hi Ana, due 2026-12-24", "919876500002": "Hi Bo, due 7"}

@@ -94,7 +94,70 @@ async def test_idempotency_key_header_on_push(app_client: Any, make: Any, query:
                              headers={"Idempotency-Key": "x" * 256})).json()
     assert bad["status"] == 406
     # The key of another push: refused, not answered with that push's ids.
+    charged = await _balance(gateway, project.id)
     reused = (await client.post("/api/v2/push", json={**body, "data": body["data"][:1]},
                                 headers={"Idempotency-Key": "order-42"})).json()
-    assert reused["status"] == 406 and first["push_id"] in reused["message"]
+    assert reused["status"] == 428 and first["push_id"] in reused["message"]
+    # The same size with other texts, or another send_at: refused too (issue 19).
+    import time
+
+    for changed in ({**body, "globalmessage": "bye"}, {**body, "send_at": time.time() + 600}):
+        again = (await client.post("/api/v2/push", json=changed,
+                                   headers={"Idempotency-Key": "order-42"})).json()
+        assert again["status"] == 428 and first["push_id"] in again["message"], again
+    assert await _balance(gateway, project.id) == charged
     assert query("SELECT count(*) FROM messages WHERE project_id = ?", project.id) == [(6,)]
+
+
+async def test_push_csv_with_send_at_schedules_every_push(
+        app_client: Any, make: Any, query: Any) -> None:
+    import time
+
+    client, gateway, project, token = await _setup(app_client, make, max_recipients=2)
+    at = round(time.time()) + 600
+    form = {"token": token, "application": "1", "message": "Hi {name}", "send_at": str(at)}
+    answer = (await client.post("/api/v2/push-csv", data=form,
+                                files={"file": ("dues.csv", CSV, "text/csv")})).json()
+    assert answer["status"] == 100 and answer["accepted"] == 3, answer
+    assert query("SELECT DISTINCT send_at FROM pushes WHERE project_id = ?",
+                 project.id) == [(at,)]
+    assert query("SELECT DISTINCT state FROM messages WHERE project_id = ?",
+                 project.id) == [("scheduled",)]
+    # The same upload and time: a replay; another time: another campaign.
+    again = (await client.post("/api/v2/push-csv", data=form,
+                               files={"file": ("dues.csv", CSV, "text/csv")})).json()
+    assert again["push_ids"] == answer["push_ids"]
+    later = (await client.post("/api/v2/push-csv", data={**form, "send_at": str(at + 60)},
+                               files={"file": ("dues.csv", CSV, "text/csv")})).json()
+    assert later["status"] == 100 and set(later["push_ids"]).isdisjoint(answer["push_ids"])
+    assert query("SELECT count(*) FROM messages WHERE project_id = ?", project.id) == [(6,)]
+    after = await _balance(gateway, project.id)
+    for wrong in ("2026-12-06T09:00", "tomorrow", str(at + 10 ** 9)):
+        refused = (await client.post("/api/v2/push-csv", data={**form, "send_at": wrong},
+                                     files={"file": ("dues.csv", CSV, "text/csv")})).json()
+        assert refused["status"] == 427, refused
+    assert query("SELECT count(*) FROM pushes WHERE project_id = ?", project.id) == [(4,)]
+    assert await _balance(gateway, project.id) == after
+
+
+async def test_push_csv_takes_an_xlsx_workbook(app_client: Any, make: Any, query: Any) -> None:
+    import io
+
+    import openpyxl
+
+    client, _, project, token = await _setup(app_client, make)
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    for row in (["number", "name"], [919876500001, "Ana"], [919876500002, "Bo"]):
+        sheet.append(row)
+    out = io.BytesIO()
+    book.save(out)
+    data = out.getvalue()
+    form = {"token": token, "application": "1", "message": "Hi {name}"}
+    answer = (await client.post("/api/v2/push-csv", data=form,
+                                files={"file": ("dues.xlsx", data, "application/octet-stream")}
+                                )).json()
+    assert answer["status"] == 100 and answer["accepted"] == 2, answer
+    bodies = dict(query("SELECT number, body FROM messages WHERE project_id = ?", project.id))
+    assert bodies == {"919876500001": "Hi Ana", "919876500002": "Hi Bo"}

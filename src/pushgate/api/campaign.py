@@ -8,6 +8,7 @@ idempotency key, so sending the same file again sends nothing twice; ``pushgate 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ from pushgate.core.channels import ChannelSpec
 from pushgate.core.errors import ApiError, Code
 from pushgate.core.pricing import format_credits
 from pushgate.core.push import Limits, PushBody, parse_priority
+from pushgate.core.schedule import parse_send_at
 from pushgate.outbound import NameVerdicts
 from pushgate.store.base import Store
 
@@ -128,6 +130,16 @@ async def send_and_wake(gateway: Gateway, project_id: int, channel: ChannelSpec,
     return sent
 
 
+def send_at_field(fields: dict[str, Any], settings: Settings) -> str | None:
+    """The form's ``send_at`` (or ``at``, the command's name for it), checked now so a wrong
+    one is refused (``INVALID_SEND_AT``) before any push is sent; None when empty."""
+    value = (fields.get("send_at") or fields.get("at") or "").strip()
+    if not value:
+        return None
+    parse_send_at(value, time.time(), settings.max_schedule_seconds)
+    return value
+
+
 @raw_post(router, "/api/v2/push-csv", tags=["Push API"], openapi_extra=openapi.PUSH_CSV,
           summary="Send a campaign from a CSV file: one push per PUSHGATE_MAX_RECIPIENTS rows")
 async def push_csv(request: Request) -> Response:
@@ -150,7 +162,8 @@ async def push_csv(request: Request) -> Response:
         message=fields.get("message") or None,
         number_column=(fields.get("number_column") or "").strip() or DEFAULT_NUMBER_COLUMN,
         priority=parse_priority(PushBody(priority=fields.get("priority"))),
-        media=(fields.get("media") or "").strip() or None)
+        media=(fields.get("media") or "").strip() or None,
+        send_at=send_at_field(fields, settings))
     campaign = plan_campaign(data, options, settings.max_recipients)
     sent = await send_and_wake(gateway, token.project_id, channel, campaign)
     if not sent.push_ids:

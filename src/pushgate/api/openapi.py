@@ -146,7 +146,8 @@ PUSH_CSV = {
         "type": "object",
         "properties": {
             "file": {"type": "string", "format": "binary",
-                     "description": "UTF-8 CSV (BOM optional, `,` or `;`), a header row"},
+                     "description": "UTF-8 CSV (BOM optional, `,` or `;`) or an .xlsx "
+                                    "workbook (its first sheet), a header row"},
             "token": {"type": "string"},
             "application": {"type": "string"},
             "channel_id": {"type": "string"},
@@ -154,7 +155,10 @@ PUSH_CSV = {
                         "description": "template: `{column}` is the row's value"},
             "number_column": {"type": "string", "default": "number"},
             "priority": {"type": "string", "enum": ["0", "1"]},
-            "media": {"type": "string", "format": "uri"}},
+            "media": {"type": "string", "format": "uri"},
+            "send_at": {"type": "string",
+                        "description": "send every push at this time: ISO 8601 with an "
+                                       "offset or unix seconds (`at` is taken too)"}},
         "required": ["file"],
     }}}},
     "responses": {"200": {"description": "`push_ids` of the pushes made (one per "

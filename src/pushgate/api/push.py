@@ -38,11 +38,12 @@ from pushgate.core.push import (
     PushBody,
     PushPlan,
     decode_push,
+    plan_digest,
 )
-from pushgate.core.schedule import parse_send_at, starts_at
+from pushgate.core.schedule import parse_send_at, send_at_instant, starts_at
 from pushgate.outbound import NameVerdicts
 from pushgate.store.base import Store
-from pushgate.store.errors import AllOptedOut, InsufficientCredit
+from pushgate.store.errors import AllOptedOut, IdempotencyKeyReused, InsufficientCredit
 
 router = APIRouter()
 
@@ -144,10 +145,19 @@ async def accept_body(store: Store, settings: Settings, limits: Limits, names: N
     validity = settings.message_validity_seconds
     # Validity counts from when the push is to be sent: a scheduled one's from its send_at.
     start = starts_at(send_at, now)
+    # Only a keyed push pays for its digest: the hot path (no key) computes nothing more.
+    digest = None if key is None else plan_digest(
+        plan, None if body.send_at is None else send_at_instant(body.send_at))
     try:
         result = await store.accept_push(project_id, channel, plan, now,
                                          start + validity if validity else None,
-                                         send_at=send_at, idempotency_key=key)
+                                         send_at=send_at, idempotency_key=key,
+                                         idempotency_digest=digest)
+    except IdempotencyKeyReused as exc:
+        raise ApiError(Code.IDEMPOTENCY_KEY_REUSED,
+                       f"the idempotency key was used for push {exc.push_id}, with other "
+                       "messages (numbers, texts or send_at); use a new key for a new "
+                       "push") from None
     except InsufficientCredit as exc:
         raise short_of_credit("the push", exc) from None
     except AllOptedOut as exc:
@@ -160,7 +170,7 @@ async def accept_body(store: Store, settings: Settings, limits: Limits, names: N
     if result.replayed and len(result.message_ids) != len(plan.accepted):
         # Not the push the key was first used for: its answer would pair other entries
         # with that push's message ids.
-        raise ApiError(Code.INVALID_FIELD,
+        raise ApiError(Code.IDEMPOTENCY_KEY_REUSED,
                        f"the idempotency key was used for push {result.push_id}, which "
                        f"accepted {len(result.message_ids)} entries, not {len(plan.accepted)}")
     return Accepted(plan, result, send_at)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from pushgate.core.campaign import (
 )
 from pushgate.core.errors import ApiError, Code
 from pushgate.core.pricing import format_credits
+from pushgate.core.schedule import parse_send_at
 from pushgate.store.base import Store
 
 
@@ -43,7 +45,8 @@ def send(
     application: int = typer.Option(..., "--application",
                                     help="The channel's application code (1 WhatsApp, …)."),
     csv_file: Path = typer.Option(..., "--csv", exists=True, dir_okay=False, readable=True,
-                                  help="UTF-8 CSV with a header row (`,` or `;`)."),
+                                  help="UTF-8 CSV with a header row (`,` or `;`), or an .xlsx "
+                                       "workbook (its first sheet)."),
     message: str = typer.Option(None, "--message",
                                 help="The text; {column} is the row's value of that column. "
                                      "A row's own `message` column wins."),
@@ -51,6 +54,9 @@ def send(
                                       help="The column holding the numbers."),
     priority: int = typer.Option(0, "--priority", min=0, max=1, help="0 low, 1 high."),
     media: str = typer.Option(None, "--media", help="A media URL sent with every message."),
+    at: str = typer.Option(None, "--at",
+                           help="Send at this time, ISO 8601 with an offset "
+                                "(2026-12-06T09:00+05:30) or unix seconds; default now."),
     as_json: bool = JsonOption,
 ) -> None:
     """Send a campaign from a CSV file: one message per row.
@@ -64,6 +70,11 @@ def send(
     from pushgate.outbound import NameVerdicts
 
     settings = Settings()
+    if at is not None:
+        try:   # refused before anything is read or sent
+            parse_send_at(at, time.time(), settings.max_schedule_seconds)
+        except ApiError as exc:
+            fail(f"--at: {exc.message} (code {int(exc.code)}); nothing was sent")
     data = csv_file.read_bytes()
 
     async def run(store: Store) -> dict[str, Any]:
@@ -72,7 +83,8 @@ def send(
             channel = await resolve_channel(Lookups(store, 0), project_id, application, None)
             campaign = plan_campaign(data, Options(application=str(application),
                                                    message=message, number_column=number_column,
-                                                   priority=priority, media=media),
+                                                   priority=priority, media=media,
+                                                   send_at=at),
                                      settings.max_recipients)
         except ApiError as exc:
             fail(f"{exc.message} (code {int(exc.code)}); nothing was sent")

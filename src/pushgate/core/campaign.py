@@ -8,11 +8,16 @@ The CSV: UTF-8 with or without a byte order mark, a header row naming the column
 is that column's value in the row; ``{{`` and ``}}`` are literal braces. A row's own
 ``message`` column, when not empty, is its text as written (no placeholders); its ``media``
 and ``reference_number`` columns likewise win over the campaign's.
+
+An ``.xlsx`` workbook (told by its zip signature) is read the same way from its first sheet:
+the first row names the columns, every value is taken as text (a whole number without
+``.0``, a date or time in ISO 8601), so the same placeholders and columns apply.
 """
 
 from __future__ import annotations
 
 import csv
+import datetime
 import hashlib
 import io
 import json
@@ -22,6 +27,7 @@ from typing import Any
 
 from pushgate.core.errors import ApiError, Code
 from pushgate.core.push import PushBody, PushEntry
+from pushgate.core.schedule import send_at_instant
 
 MESSAGE_COLUMN = "message"
 MEDIA_COLUMN = "media"
@@ -53,8 +59,9 @@ class Options:
     number_column: str = DEFAULT_NUMBER_COLUMN
     priority: int = 0
     media: str | None = None
-    # When scheduling lands (`send_at` on push bodies), it belongs here and in `keys`: a
-    # campaign sent at another time is another campaign.
+    # When to send (a push body's ``send_at``, as the caller wrote it; None: now). It is part
+    # of the keys: a campaign sent at another time is another campaign.
+    send_at: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +89,15 @@ class Campaign:
     refused: list[RowRefusal] = field(default_factory=list)
 
 
+#: How an .xlsx file (a zip archive) starts.
+ZIP_MAGIC = b"PK\x03\x04"
+
+
 def read_table(data: bytes) -> Table:
-    """The CSV in ``data``; ``INVALID_CSV`` when it is not UTF-8 text with a header row."""
+    """The CSV (or .xlsx workbook) in ``data``; ``INVALID_CSV`` when it is neither UTF-8
+    text nor a workbook, or has no header row."""
+    if data.startswith(ZIP_MAGIC):
+        return _table(read_xlsx_records(data))
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -98,6 +112,10 @@ def read_table(data: bytes) -> Table:
         records = list(reader)
     except csv.Error as exc:
         raise ApiError(Code.INVALID_CSV, f"line {reader.line_num}: {exc}") from None
+    return _table(records)
+
+
+def _table(records: list[list[str]]) -> Table:
     if not records or not any(cell.strip() for cell in records[0]):
         raise ApiError(Code.INVALID_CSV, "the file has no header row")
     columns = [cell.strip() for cell in records[0]]
@@ -110,6 +128,41 @@ def read_table(data: bytes) -> Table:
              for i, name in enumerate(columns) if name}
             for record in records[1:] if any(cell.strip() for cell in record)]
     return Table(columns=[c for c in columns if c], rows=rows)
+
+
+def read_xlsx_records(data: bytes) -> list[list[str]]:
+    """The first sheet of the workbook in ``data``, row by row, every value as text (read in
+    memory, in openpyxl's read-only mode); ``INVALID_CSV`` when it is not a workbook."""
+    import zipfile
+
+    import openpyxl  # only a workbook's campaign pays for the import
+
+    try:
+        book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+        raise ApiError(Code.INVALID_CSV, f"the file is not an .xlsx workbook ({exc})") from None
+    try:
+        if not book.worksheets:
+            raise ApiError(Code.INVALID_CSV, "the workbook has no sheet")
+        return [[_cell_text(value) for value in row]
+                for row in book.worksheets[0].iter_rows(values_only=True)]
+    finally:
+        book.close()
+
+
+def _cell_text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, datetime.datetime):
+        return (value.date().isoformat() if value.time() == datetime.time()
+                else value.isoformat())
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    return str(value)
 
 
 def placeholders(template: str) -> list[str]:
@@ -176,7 +229,7 @@ def plan_campaign(data: bytes, options: Options, max_recipients: int) -> Campaig
         part = entries[start:start + max_recipients]
         chunk_index = len(campaign.chunks)
         body = PushBody(application=options.application, channel_id=options.channel_id,
-                        globalmedia=options.media,
+                        globalmedia=options.media, send_at=options.send_at,
                         priority=options.priority, data=[entry for _, entry in part])
         campaign.chunks.append(Chunk(index=chunk_index, body=body,
                                      rows=[row for row, _ in part],
@@ -189,9 +242,14 @@ def chunk_key(digest: str, options: Options, max_recipients: int, index: int) ->
     """The idempotency key of a campaign's push ``index``: the same file, options and chunk
     size give the same keys, so a rerun replays the pushes accepted before. The chunk size
     counts: with another, push ``index`` holds other rows."""
-    shaping = json.dumps([options.application, options.channel_id, options.message,
-                          options.number_column, options.priority, options.media,
-                          max_recipients])
+    shaping_items: list[Any] = [options.application, options.channel_id, options.message,
+                                options.number_column, options.priority, options.media,
+                                max_recipients]
+    if options.send_at is not None:
+        # The instant, not its spelling: `09:00+05:30` and `03:30Z` are one campaign. (Without
+        # a send_at the keys stay those of the campaigns sent before scheduling existed.)
+        shaping_items.append(send_at_instant(options.send_at))
+    shaping = json.dumps(shaping_items)
     options_digest = hashlib.sha256(shaping.encode()).hexdigest()[:32]
     return f"csv:{digest[:32]}:{options_digest}:{index}"
 

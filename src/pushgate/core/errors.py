@@ -43,6 +43,7 @@ class Code(IntEnum):
     UNKNOWN_PLACEHOLDER = 425
     NUMBER_COLUMN_MISSING = 426
     INVALID_SEND_AT = 427
+    IDEMPOTENCY_KEY_REUSED = 428
     RATE_LIMITED = 429
     PROVIDER_REFUSED = 430
     PROVIDER_UNREACHABLE = 431
@@ -104,6 +105,11 @@ _TABLE: tuple[CodeInfo, ...] = (
              "nor unix seconds, has no offset, or is more than "
              "`PUSHGATE_MAX_SCHEDULE_SECONDS` (default 366 days) ahead. A time already past "
              "is no error: the push is sent now. Nothing is queued or charged."),
+    CodeInfo(Code.IDEMPOTENCY_KEY_REUSED, 422, "Idempotency key reused",
+             "The `Idempotency-Key` (or a campaign's derived key) was used before for a push "
+             "with other messages (other numbers, texts or `send_at`): the earlier push is not "
+             "answered for this one. Use a new key for a new push. Nothing is queued or "
+             "charged."),
     CodeInfo(Code.UNKNOWN_APPLICATION, 422, "Unknown application",
              "The project has no channel serving this `application` code (Picky's codes: 1, "
              "2, 3, 4, 5, 8, 10, 101, 121). Nothing is queued or charged. A channel's id is "

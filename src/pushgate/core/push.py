@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -227,6 +228,19 @@ class PushPlan:
         codes = {r.code for r in self.refused if r.code is not Code.DUPLICATE}
         code = codes.pop() if len(codes) == 1 else Code.NO_VALID_ENTRIES
         return ApiError(code, "no entry of the push can be sent")
+
+
+def plan_digest(plan: PushPlan, send_at: float | None) -> str:
+    """What an idempotency key is stored with, to tell a replay from another push under a
+    reused key: the accepted entries' numbers, texts and media, and the push's ``send_at``
+    (its instant, ``schedule.send_at_instant``: not "now" for a time since past). Computed
+    only for a push with a key."""
+    digest = hashlib.sha256(b"%r\x00" % (send_at,))
+    for row in plan.accepted:
+        digest.update(json.dumps([row[ROW_NUMBER], row[ROW_BODY], row[ROW_MEDIA_URL],
+                                  row[ROW_MEDIA_KIND]]).encode())
+        digest.update(b"\x00")
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

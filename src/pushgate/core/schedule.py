@@ -37,6 +37,13 @@ def parse_send_at(value: str | int | float, now: float, max_ahead: float) -> flo
     return at
 
 
+def send_at_instant(value: str | int | float) -> float:
+    """The unix time ``value`` names, whatever the clock says (``INVALID_SEND_AT`` when it
+    cannot be read): what identifies a schedule in an idempotency key or a digest, where
+    "past, so now" must not turn the same request into another."""
+    return _unix(value)
+
+
 def _unix(value: str | int | float) -> float:
     if isinstance(value, bool):
         raise ApiError(Code.INVALID_SEND_AT, f"`send_at` must be a time, got {value!r}")

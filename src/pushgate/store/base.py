@@ -125,6 +125,7 @@ class Accepting(Protocol):
         expires_at: float | None,
         send_at: float | None = None,
         idempotency_key: str | None = None,
+        idempotency_digest: str | None = None,
     ) -> AcceptResult:
         """In ONE transaction: refuse in place the entries to numbers the project has opted
         out (``AcceptResult.opted_out``; ``AllOptedOut`` and nothing written when no entry is
@@ -139,7 +140,10 @@ class Accepting(Protocol):
         in order, the balance now, ``replayed``, and as ``opted_out`` the plan's numbers that
         push has no message for); else the key is recorded with the push in the same
         transaction, so a push refused (``InsufficientCredit``, ``AllOptedOut``) leaves it
-        free. Of two concurrent accepts of one key, one writes and the other replays it."""
+        free. Of two concurrent accepts of one key, one writes and the other replays it.
+        ``idempotency_digest`` (``core.push.plan_digest``) is recorded with the key; a later
+        accept under the key with another digest raises ``IdempotencyKeyReused`` and writes
+        nothing (a key recorded without a digest replays unchecked)."""
 
     @abc.abstractmethod
     async def accept_reply(

@@ -21,3 +21,12 @@ class AllOptedOut(Exception):
     def __init__(self, numbers: frozenset[str]) -> None:
         self.numbers = numbers
         super().__init__(f"{len(numbers)} opted-out numbers, nothing else to send")
+
+
+class IdempotencyKeyReused(Exception):
+    """An idempotency key accepted before for push ``push_id`` came with other planned
+    messages (another ``core.push.plan_digest``): nothing was written."""
+
+    def __init__(self, push_id: int) -> None:
+        self.push_id = push_id
+        super().__init__(f"the key was used for push {push_id}, with other messages")

@@ -27,7 +27,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from pushgate.api.auth import resolve_channel
-from pushgate.api.campaign import send_and_wake
+from pushgate.api.campaign import send_and_wake, send_at_field
 from pushgate.api.state import Gateway
 from pushgate.core.campaign import (
     DEFAULT_NUMBER_COLUMN,
@@ -91,14 +91,16 @@ def _options(fields: dict[str, str], application: str) -> dict[str, Any]:
             "message": fields.get("message", ""),
             "number_column": fields.get("number_column", "").strip() or DEFAULT_NUMBER_COLUMN,
             "priority": 1 if fields.get("priority") == "1" else 0,
-            "media": fields.get("media", "").strip()}
+            "media": fields.get("media", "").strip(),
+            "send_at": fields.get("send_at", "").strip()}
 
 
 def _campaign(data: bytes, values: dict[str, Any], channel_id: int,
               max_recipients: int) -> Campaign:
     options = Options(application=values["application"], channel_id=channel_id,
                       message=values["message"] or None, number_column=values["number_column"],
-                      priority=values["priority"], media=values["media"] or None)
+                      priority=values["priority"], media=values["media"] or None,
+                      send_at=values.get("send_at") or None)
     return plan_campaign(data, options, max_recipients)
 
 
@@ -147,7 +149,7 @@ async def send_csv(request: Request) -> Response:
     choices = await application_choices(gateway, viewer.project_id)
     values: dict[str, Any] = {"application": choices[0][0] if choices else "", "message": "",
                               "number_column": DEFAULT_NUMBER_COLUMN, "priority": 0,
-                              "media": ""}
+                              "media": "", "send_at": ""}
     limit = gateway.settings.max_body_bytes
     if request.method == "GET":
         return render(request, "send_csv.html", choices=choices, values=values,
@@ -173,6 +175,7 @@ async def send_csv(request: Request) -> Response:
         return again(_too_big(limit), 413)
     try:
         channel = await _channel(gateway, viewer, values["application"])
+        send_at_field(values, gateway.settings)   # a wrong time refused at the preview
         campaign = _campaign(data, values, channel.id, gateway.settings.max_recipients)
         rows, refused = preview_rows(campaign, gateway, channel, values["number_column"])
     except ApiError as exc:

@@ -217,7 +217,7 @@ async def send(request: Request) -> Response:
         return render(request, "overview.html", **context)
     choices = await application_choices(gateway, viewer.project_id)
     values = {"application": choices[0][0] if choices else "", "numbers": "",
-              "message": "", "media": "", "priority": "0"}
+              "message": "", "media": "", "priority": "0", "send_at": ""}
     if request.method == "GET":
         return render(request, "send.html", choices=choices, values=values,
                       once=secrets.token_urlsafe(16), **context)
@@ -276,6 +276,8 @@ async def accept_form(gateway: Gateway, viewer: Viewer, values: dict[str, str],
                            "data": [{"number": n} for n in numbers]}
     if values["media"].strip():
         raw["globalmedia"] = values["media"].strip()
+    if values.get("send_at", "").strip():
+        raw["send_at"] = values["send_at"].strip()
     if viewer.token_id is not None:
         gateway.rate_limiter.check(viewer.token_id)
     body = decode_push(orjson.dumps(raw))
@@ -333,7 +335,8 @@ async def _push_context(request: Request, gateway: Gateway,
     return {"push": push, "messages": messages[:MESSAGES_PAGE], "after": after, "more": more,
             "counts": sorted(counts.items()),
             "live": any(counts.get(s, 0) for s in LIVE),
-            "cancellable": counts.get(State.QUEUED.value, 0) > 0,
+            "cancellable": (counts.get(State.QUEUED.value, 0)
+                            + counts.get(State.SCHEDULED.value, 0)) > 0,
             "ended": sum(n for s, n in counts.items() if State(s) in FINAL_STATES),
             "poll": POLL_SECONDS}
 

@@ -81,3 +81,35 @@ async def test_concurrent_accepts_of_one_key_make_one_push(
     assert all(r.message_ids == results[0].message_ids for r in results)
     assert await balance(store, project.id) == parse_credits("10") - 5 * PRICE
     assert query("SELECT count(*) FROM messages WHERE project_id = ?", project.id) == [(5,)]
+
+
+async def test_a_key_reused_with_other_messages_is_refused(
+        store: Store, make: Any, query: Any) -> None:
+    from pushgate.core.push import plan_digest
+    from pushgate.store.errors import IdempotencyKeyReused
+
+    project, _, _ = await make.project(credits="10")
+    channel = await make.channel(project.id)
+    now = time.time()
+    plan = make_plan(3, tag="a")
+    first = await store.accept_push(project.id, channel, plan, now, None,
+                                    idempotency_key="k", idempotency_digest=plan_digest(plan, None))
+    after = await balance(store, project.id)
+    same = await store.accept_push(project.id, channel, make_plan(3, tag="a"), now, None,
+                                   idempotency_key="k",
+                                   idempotency_digest=plan_digest(make_plan(3, tag="a"), None))
+    assert same.replayed and same.push_id == first.push_id
+    # Same size, other texts; same texts, another send_at: refused, nothing written.
+    for other in (plan_digest(make_plan(3, tag="b"), None), plan_digest(plan, now + 60)):
+        with pytest.raises(IdempotencyKeyReused) as refused:
+            await store.accept_push(project.id, channel, make_plan(3, tag="b"), now, None,
+                                    idempotency_key="k", idempotency_digest=other)
+        assert refused.value.push_id == first.push_id
+    assert await balance(store, project.id) == after
+    assert query("SELECT count(*) FROM messages WHERE project_id = ?", project.id) == [(3,)]
+    # A key recorded without a digest (before digests were kept) replays unchecked.
+    await store.accept_push(project.id, channel, plan, now, None, idempotency_key="old")
+    legacy = await store.accept_push(project.id, channel, make_plan(3, tag="b"), now, None,
+                                     idempotency_key="old",
+                                     idempotency_digest=plan_digest(make_plan(3, tag="b"), None))
+    assert legacy.replayed

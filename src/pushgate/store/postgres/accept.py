@@ -10,7 +10,7 @@ from pushgate.core.channels import ChannelSpec
 from pushgate.core.models import AcceptResult
 from pushgate.core.optouts import numbers_left_out, without_opted_out
 from pushgate.core.push import ROW_NUMBER, PushPlan
-from pushgate.store.errors import AllOptedOut, InsufficientCredit
+from pushgate.store.errors import AllOptedOut, IdempotencyKeyReused, InsufficientCredit
 from pushgate.store.postgres.connection import PostgresBase
 from pushgate.store.postgres.queue import NOTIFY_CHANNEL
 
@@ -27,10 +27,11 @@ class PostgresAccept(PostgresBase):
         expires_at: float | None,
         send_at: float | None = None,
         idempotency_key: str | None = None,
+        idempotency_digest: str | None = None,
     ) -> AcceptResult:
         if idempotency_key is not None:
             return await self._tx(self._keyed, project_id, channel, plan, now, expires_at,
-                                  send_at, idempotency_key)
+                                  send_at, idempotency_key, idempotency_digest)
         return await self._tx(self._accept, project_id, channel, plan, now, expires_at,
                               send_at)
 
@@ -44,16 +45,21 @@ class PostgresAccept(PostgresBase):
         expires_at: float | None,
         send_at: float | None,
         key: str,
+        digest: str | None,
     ) -> AcceptResult:
         # The key is claimed first: a concurrent accept of the same key waits here for this
         # transaction, then finds the key taken (committed) or free (rolled back).
         claimed = await conn.fetchval(
-            "INSERT INTO idempotency_keys (project_id, key, created_at) VALUES ($1, $2, $3)"
-            " ON CONFLICT (project_id, key) DO NOTHING RETURNING 1", project_id, key, now)
+            "INSERT INTO idempotency_keys (project_id, key, created_at, digest)"
+            " VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (project_id, key) DO NOTHING RETURNING 1", project_id, key, now, digest)
         if claimed is None:
-            push_id = await conn.fetchval(
-                "SELECT push_id FROM idempotency_keys WHERE project_id = $1 AND key = $2",
+            known = await conn.fetchrow(
+                "SELECT push_id, digest FROM idempotency_keys WHERE project_id = $1 AND key = $2",
                 project_id, key)
+            push_id = known[0]
+            if known[1] is not None and digest is not None and known[1] != digest:
+                raise IdempotencyKeyReused(int(push_id))
             sent = await conn.fetch(
                 "SELECT id, number FROM messages WHERE push_id = $1 ORDER BY id", push_id)
             balance = await conn.fetchval(

@@ -14,7 +14,7 @@ from pushgate.core.channels import ChannelSpec
 from pushgate.core.models import AcceptResult
 from pushgate.core.optouts import numbers_left_out, without_opted_out
 from pushgate.core.push import ROW_NUMBER, PushPlan
-from pushgate.store.errors import AllOptedOut, InsufficientCredit
+from pushgate.store.errors import AllOptedOut, IdempotencyKeyReused, InsufficientCredit
 from pushgate.store.sqlite.connection import SQLiteBase, replayable
 
 #: Rows per INSERT statement: a push is cut greedily into these sizes, so every push size is
@@ -39,11 +39,12 @@ class SQLiteAccept(SQLiteBase):
         expires_at: float | None,
         send_at: float | None = None,
         idempotency_key: str | None = None,
+        idempotency_digest: str | None = None,
     ) -> AcceptResult:
         rows = _message_rows(plan)
         if idempotency_key is not None:
             return await self._write(_keyed_job, project_id, channel, plan, rows, now,
-                                     expires_at, send_at, idempotency_key)
+                                     expires_at, send_at, idempotency_key, idempotency_digest)
         push_id, first_id, balance, opted = await self._write(
             _accept_job, project_id, channel, plan, rows, now, expires_at, send_at)
         accepted = len(plan.accepted) - _dropped(plan, opted)
@@ -127,13 +128,16 @@ def _keyed_job(
     expires_at: float | None,
     send_at: float | None,
     key: str,
+    digest: str | None,
 ) -> AcceptResult:
     """``_accept_job`` under an idempotency key: the push accepted under it before, read
     back, or a new one recorded with the key (the single writer makes the two one step)."""
-    known = conn.execute("SELECT push_id FROM idempotency_keys WHERE project_id = ? AND key = ?",
-                         (project_id, key)).fetchone()
+    known = conn.execute("SELECT push_id, digest FROM idempotency_keys"
+                         " WHERE project_id = ? AND key = ?", (project_id, key)).fetchone()
     if known is not None:
         push_id = int(known[0])
+        if known[1] is not None and digest is not None and known[1] != digest:
+            raise IdempotencyKeyReused(push_id)
         sent = conn.execute("SELECT id, number FROM messages WHERE push_id = ? ORDER BY id",
                             (push_id,)).fetchall()
         balance = conn.execute("SELECT balance_micro FROM projects WHERE id = ?",
@@ -143,8 +147,8 @@ def _keyed_job(
                             opted_out=numbers_left_out(plan, (r[1] for r in sent)))
     push_id, first_id, balance_after, opted = _accept_job(conn, project_id, channel, plan, rows,
                                                           now, expires_at, send_at)
-    conn.execute("INSERT INTO idempotency_keys (project_id, key, push_id, created_at)"
-                 " VALUES (?, ?, ?, ?)", (project_id, key, push_id, now))
+    conn.execute("INSERT INTO idempotency_keys (project_id, key, push_id, created_at, digest)"
+                 " VALUES (?, ?, ?, ?, ?)", (project_id, key, push_id, now, digest))
     accepted = len(plan.accepted) - _dropped(plan, opted)
     return AcceptResult(push_id=push_id, balance_micro=balance_after, opted_out=opted,
                         message_ids=list(range(first_id, first_id + accepted)))
