@@ -21,6 +21,9 @@ besides the JSON body and the ``Authorization`` header. It falls back to the nor
 Everything after the body is decoded is shared: both paths call ``push.answer_push``, so a
 new body field (``send_at`` …) handled there is handled by both, and validation, the store
 transaction (committed before the answer) and the answer's bytes are the same code.
+``serve`` answers most such pushes even earlier, at the HTTP protocol
+(``api/pushproto.py``, through ``push_response`` here); this path serves the rest (a push
+pipelined behind another request, other ASGI servers, the tests' in-process client).
 Errors are answered by ``error_response`` as ``FastRoutes`` answers them; any other exception
 is logged and answered as Starlette's last resort would (``_internal_error``: Picky's
 envelope with ``INTERNAL_ERROR``, HTTP 500).
