@@ -21,6 +21,9 @@ besides the JSON body and the ``Authorization`` header. It falls back to the nor
 Everything after the body is decoded is shared: both paths call ``push.answer_push``, so a
 new body field (``send_at`` …) handled there is handled by both, and validation, the store
 transaction (committed before the answer) and the answer's bytes are the same code.
+``serve`` answers most such pushes even earlier, at the HTTP protocol
+(``api/pushproto.py``, through ``push_response`` here); this path serves the rest (a push
+pipelined behind another request, other ASGI servers, the tests' in-process client).
 Errors are answered by ``error_response`` as ``FastRoutes`` answers them; any other exception
 is logged and answered as Starlette's last resort would (``_internal_error``: Picky's
 envelope with ``INTERNAL_ERROR``, HTTP 500).
@@ -33,6 +36,7 @@ import time
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.responses import Response
 
 from pushgate.api.answers import error_answer, error_response
 from pushgate.api.auth import token_given
@@ -70,26 +74,38 @@ class PushApp(FastAPI):
                          authorization: str) -> None:
         started = time.perf_counter()
         gateway: Gateway = self.state.gateway
-        always_200 = gateway.settings.always_http_200
         try:
             raw = await _read_body(scope, receive, gateway.settings.max_body_bytes)
+        except ApiError as exc:
+            response = error_answer(exc, gateway.settings.always_http_200)
+        else:
             if raw is None:   # the client went away
                 return
-            if not raw.strip():
-                raise ApiError(Code.MALFORMED_BODY, "empty body")
-            body = decode_push(raw)
             client = scope.get("client")
-            response = await answer_push(gateway, body, client[0] if client else None,
-                                         token_given(body.token, authorization), started)
-        except Exception as exc:
-            mapped = error_response(exc, always_200, gateway.store)
-            if mapped is None:
-                log.exception("Exception in the push fast path")
-                mapped = error_answer(ApiError(Code.INTERNAL_ERROR), always_200)
-            response = mapped
+            response = await push_response(gateway, raw, client[0] if client else None,
+                                           authorization, started)
         await send({"type": "http.response.start", "status": response.status_code,
                     "headers": response.raw_headers})
         await send({"type": "http.response.body", "body": response.body})
+
+
+async def push_response(gateway: Gateway, raw: bytes, client_ip: str | None,
+                        authorization: str, started: float) -> Response:
+    """The answer to a push whose JSON body is ``raw``: the fast path's here and the
+    protocol's (``api/pushproto.py``), both ending in the route's ``answer_push``."""
+    try:
+        if not raw.strip():
+            raise ApiError(Code.MALFORMED_BODY, "empty body")
+        body = decode_push(raw)
+        return await answer_push(gateway, body, client_ip,
+                                 token_given(body.token, authorization), started)
+    except Exception as exc:
+        mapped = error_response(exc, gateway.settings.always_http_200, gateway.store)
+        if mapped is None:
+            log.exception("Exception in the push fast path")
+            mapped = error_answer(ApiError(Code.INTERNAL_ERROR),
+                                  gateway.settings.always_http_200)
+        return mapped
 
 
 def _plain_json(headers: list[tuple[bytes, bytes]]) -> str | None:

@@ -177,6 +177,8 @@ def read_timeout_protocol(seconds: float) -> type[ReadTimeoutProtocol]:
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """The options ``serve`` gives uvicorn (besides host, port and socket)."""
+    from pushgate.api.pushproto import push_protocol
+
     proxies = settings.trusted_proxy_list()
     return {
         # The same logging as the rest of the process (text or JSON lines); log_level None
@@ -186,7 +188,8 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         # Phones keep event streams open: give them 5 s to close on SIGTERM, not forever.
         "timeout_graceful_shutdown": 5,
         "timeout_keep_alive": settings.keep_alive_seconds,
-        "http": read_timeout_protocol(settings.read_timeout_seconds),
+        # ReadTimeoutProtocol answering plain JSON pushes itself (api/pushproto.py).
+        "http": push_protocol(settings.read_timeout_seconds),
         # Never uvicorn's default (127.0.0.1, or FORWARDED_ALLOW_IPS): a process on this host
         # could otherwise claim any client address.
         "proxy_headers": bool(proxies),
