@@ -132,7 +132,8 @@ def test_phone_screen_and_keyboard(browser: Any, dashboard: Dashboard) -> None:
     browser.get(f"{dash.base_url}/ui/messages?q={indian_mobiles(1)[0]}")
     browser.set_window_size(375, 740)
     try:
-        assert browser.execute_script("return window.innerWidth") <= 400
+        wait_for(lambda: browser.execute_script("return window.innerWidth") <= 400,
+                 "the phone-size window")
         for path in PAGES:
             browser.get(f"{dash.base_url}{path}")
             wait_for(lambda: exists(browser, "main h1"), path)

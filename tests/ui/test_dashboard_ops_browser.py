@@ -180,6 +180,8 @@ def test_the_pages_fit_a_phone_screen(browser: Any, dashboard: Dashboard) -> Non
     size = browser.get_window_size()
     browser.set_window_size(390, 844)
     try:
+        wait_for(lambda: browser.execute_script("return window.innerWidth") <= 400,
+                 "the phone-size window")
         for path in ("/ui/channels", "/ui/phones", "/ui/webhooks"):
             browser.get(f"{dash.base_url}{path}")
             wait_for(lambda: exists(browser, "h1"), path)
