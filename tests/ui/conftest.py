@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,6 @@ from tests.e2e.harness import Harness, Proc
 
 CHROMIUM = os.environ.get("PUSHGATE_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("PUSHGATE_TEST_CHROMEDRIVER", "/usr/bin/chromedriver")
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 PRICE = "0.01"
 DELIVERY_DELAY = 4
 
@@ -43,28 +41,37 @@ def _missing() -> str | None:
 
 
 @pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
+def chromium() -> str:
+    """Skip (or under CI fail) once for the whole run when the browser cannot run."""
     missing = _missing()
     if missing:
         if _ci():
             pytest.fail(f"browser tests cannot run under CI: {missing}")
         pytest.skip(f"browser tests skipped: {missing}")
+    return CHROMIUM
+
+
+@pytest.fixture
+def browser(chromium: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A fresh headless Chromium for each test (a test that fails, or a browser that
+    crashed, leaves nothing behind for the next one); quit even when the test fails."""
     # Selenium Manager must not look for (or download) a driver: the path is given.
     os.environ["SE_OFFLINE"] = "true"
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    profile = tempfile.mkdtemp(prefix="pushgate-chromium-")
+    profile = tmp_path_factory.mktemp("chromium-profile")
     options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
+    options.binary_location = chromium
     for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                 "--no-first-run", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
                 "--window-size=1100,900", f"--user-data-dir={profile}"):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
     try:
+        driver.set_page_load_timeout(60)
+        driver.set_script_timeout(30)
         yield driver
     finally:
         driver.quit()
@@ -78,12 +85,13 @@ class Dashboard:
     base_url: str
     token: str
     project_id: int
+    paused_channel_id: int
 
 
 @pytest.fixture
-def dashboard(tmp_path: Path, browser: Any) -> Iterator[Dashboard]:
+def dashboard(tmp_path: Path, chromium: str) -> Iterator[Dashboard]:
     """A gateway on a fresh SQLite file: project "shop" with 10 credits, a sandbox channel
-    for application 1 and a paused one for application 3; the browser's cookies cleared."""
+    for application 1 and a paused one for application 3."""
     harness = Harness(tmp_path)
     try:
         harness.cli("migrate")
@@ -98,8 +106,7 @@ def dashboard(tmp_path: Path, browser: Any) -> Iterator[Dashboard]:
         harness.cli_json("channel", "pause", str(paused["id"]))
         server = harness.serve(env=harness.env(PUSHGATE_ADMIN_PASSWORD="operator-pass"))
         assert server.base_url is not None
-        browser.delete_all_cookies()
         yield Dashboard(harness, server, server.base_url, project["token"],
-                        project["project_id"])
+                        project["project_id"], paused["id"])
     finally:
         harness.stop_all()

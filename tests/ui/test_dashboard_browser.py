@@ -3,77 +3,29 @@ a push reaching delivered on its page, cancelling, and no page asking another ho
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 from tests.e2e.harness import indian_mobiles
-from tests.ui.conftest import SCREENSHOTS, Dashboard
-
-WAIT = 30.0
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = condition()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
-def text(browser: Any, css: str) -> str:
-    from selenium.webdriver.common.by import By
-
-    return str(browser.find_element(By.CSS_SELECTOR, css).text)
-
-
-def exists(browser: Any, css: str) -> bool:
-    from selenium.webdriver.common.by import By
-
-    return bool(browser.find_elements(By.CSS_SELECTOR, css))
-
-
-def fill(browser: Any, field: str, value: str) -> None:
-    from selenium.webdriver.common.by import By
-
-    element = browser.find_element(By.ID, field)
-    element.clear()
-    element.send_keys(value)
-
-
-def submit(browser: Any, form_of: str) -> None:
-    """Submit the form holding the element with id ``form_of``, with the keyboard's Enter
-    where it is an input, else its submit button."""
-    from selenium.webdriver.common.by import By
-
-    element = browser.find_element(By.ID, form_of)
-    element.find_element(By.XPATH, "./ancestor::form//button[@type='submit']").click()
-
-
-def hosts_asked(browser: Any) -> set[str]:
-    """Every host the page and its resources came from (the browser's own record)."""
-    urls = browser.execute_script(
-        "return [location.href].concat(performance.getEntriesByType('resource')"
-        ".map(e => e.name))")
-    return {urlsplit(u).hostname or "" for u in urls if not u.startswith(("data:", "blob:"))}
-
-
-def shot(browser: Any, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    browser.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
-
-
-def sign_in(browser: Any, dash: Dashboard, token: str) -> None:
-    browser.get(f"{dash.base_url}/ui/login")
-    fill(browser, "token", token)
-    submit(browser, "token")
+from tests.ui.browsing import (
+    attr,
+    click,
+    exists,
+    fill,
+    hosts_asked,
+    shot,
+    sign_in,
+    signed_in,
+    submit,
+    text,
+    wait_for,
+)
+from tests.ui.conftest import Dashboard
 
 
 def test_sign_in_send_and_watch_delivery(browser: Any, dashboard: Dashboard) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
     dash = dashboard
     # `/` leads to the dashboard, which asks to sign in.
     browser.get(f"{dash.base_url}/")
@@ -93,12 +45,15 @@ def test_sign_in_send_and_watch_delivery(browser: Any, dashboard: Dashboard) -> 
     assert hosts_asked(browser) == {"127.0.0.1"}
     shot(browser, "overview")
 
-    # Send to two good numbers and a bad one: the bad one is refused with its reason.
+    # Send to two good numbers and a bad one: the bad one is refused with its reason. To the
+    # paused channel: the push's page is then sure to show it still on its way, whatever
+    # the machine's speed, until the test resumes the channel.
     browser.get(f"{dash.base_url}/ui/send")
     good = indian_mobiles(2)
     fill(browser, "numbers", "\n".join([*good, "12345"]))
     fill(browser, "message", "Hello from the dashboard")
     shot(browser, "send")
+    Select(browser.find_element(By.ID, "application")).select_by_value("3")
     submit(browser, "numbers")
     # Post/redirect/get: the push's page, saying what was accepted and refused.
     wait_for(lambda: exists(browser, "#send-result"), "the push's acceptance")
@@ -108,24 +63,23 @@ def test_sign_in_send_and_watch_delivery(browser: Any, dashboard: Dashboard) -> 
     assert hosts_asked(browser) == {"127.0.0.1"}
 
     # Its page shows the messages reach delivered without a reload (htmx polling).
-    from selenium.webdriver.common.by import By
-
     wait_for(lambda: exists(browser, "#live"), "the push's page")
-    # Still on its way (the sandbox reports delivery seconds later): the page follows it.
-    assert browser.find_element(By.ID, "live").get_attribute("data-live") == "yes"
+    assert attr(browser, "#live", "data-live") == "yes"
+    assert "queued 2" in text(browser, "#counts")
     assert "delivered" not in text(browser, "#counts")
     browser.execute_script("window.sameDocument = true")
+    dash.harness.cli("channel", "pause", str(dash.paused_channel_id), "--resume")
+    # The dispatcher takes the resumed channel up at its next lease renewal, then sends.
     wait_for(lambda: "delivered 2" in text(browser, "#counts"), "both messages delivered")
     assert browser.execute_script("return window.sameDocument === true")    # no reload
     rows = text(browser, "#messages")
     assert all(number in rows for number in good) and rows.count("delivered") == 2
-    assert text(browser, "#live") and browser.find_element(
-        By.ID, "live").get_attribute("data-live") == "no"
+    assert text(browser, "#live") and attr(browser, "#live", "data-live") == "no"
     assert hosts_asked(browser) == {"127.0.0.1"}
     shot(browser, "push")
 
     # The CSV export is the report's rows.
-    csv_href = browser.find_element(By.ID, "csv").get_attribute("href")
+    csv_href = attr(browser, "#csv", "href")
     csv_text = browser.execute_script(
         "const r = new XMLHttpRequest(); r.open('GET', arguments[0], false); r.send();"
         " return r.responseText;", csv_href)
@@ -146,20 +100,20 @@ def test_sign_in_send_and_watch_delivery(browser: Any, dashboard: Dashboard) -> 
 
     # Signing out ends the session.
     browser.get(f"{dash.base_url}/ui/")
-    browser.find_element(By.XPATH, "//button[text()='Sign out']").click()
+    wait_for(lambda: browser.find_element(By.XPATH, "//button[text()='Sign out']"),
+             "the sign-out button").click()
     wait_for(lambda: browser.current_url.endswith("/ui/login"), "the sign-in page")
     browser.get(f"{dash.base_url}/ui/pushes")
     assert browser.current_url.endswith("/ui/login")
 
 
 def test_cancel_a_queued_push(browser: Any, dashboard: Dashboard) -> None:
-    dash = dashboard
-    sign_in(browser, dash, dash.token)
-    wait_for(lambda: exists(browser, "#balance"), "the overview")
-    browser.get(f"{dash.base_url}/ui/send")
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
+    dash = dashboard
+    signed_in(browser, dash)
+    browser.get(f"{dash.base_url}/ui/send")
     Select(browser.find_element(By.ID, "application")).select_by_value("3")
     fill(browser, "numbers", "\n".join(indian_mobiles(3)))
     fill(browser, "message", "Waits on a paused channel")
@@ -167,7 +121,7 @@ def test_cancel_a_queued_push(browser: Any, dashboard: Dashboard) -> None:
     wait_for(lambda: exists(browser, "#send-result"), "the push's acceptance")
     wait_for(lambda: exists(browser, "#cancel"), "the cancel button")
     assert "queued 3" in text(browser, "#counts")
-    browser.find_element(By.ID, "cancel").click()
+    click(browser, "#cancel")
     wait_for(lambda: exists(browser, "#flash"), "the cancellation's note")
     assert "3 messages cancelled" in text(browser, "#flash")
     assert "cancelled 3" in text(browser, "#counts")

@@ -8,8 +8,18 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.harness import indian_mobiles
+from tests.ui.browsing import (
+    attr,
+    click,
+    exists,
+    fill,
+    hosts_asked,
+    shot,
+    signed_in,
+    text,
+    wait_for,
+)
 from tests.ui.conftest import Dashboard
-from tests.ui.test_dashboard_browser import exists, fill, hosts_asked, shot, sign_in, text, wait_for
 
 PAGES = ["/ui/", "/ui/send", "/ui/send/csv", "/ui/pushes", "/ui/messages", "/ui/credits"]
 
@@ -42,13 +52,13 @@ def send_campaign(browser: Any, dash: Dashboard, tmp_path: Path) -> list[str]:
                         f"Ravi,{numbers[1]},order-9\n"
                         f"Mina,{numbers[2]},\n", encoding="utf-8")
     browser.get(f"{dash.base_url}/ui/send")
-    browser.find_element(By.LINK_TEXT, "CSV file").click()
+    click(browser, "a[href='/ui/send/csv']")
     wait_for(lambda: exists(browser, "#csv-file"), "the CSV form")
     browser.find_element(By.ID, "csv-file").send_keys(str(csv_file))
     fill(browser, "csv-message", "Hello {name}, your order is on its way")
     fill(browser, "csv-number-column", "phone")
     shot(browser, "send_csv")
-    browser.find_element(By.CSS_SELECTOR, "#csv-form button[type=submit]").click()
+    click(browser, "#csv-form button[type=submit]")
     wait_for(lambda: exists(browser, "#preview"), "the preview")
     rows = text(browser, "#preview-rows")
     assert "Hello Asha, your order is on its way" in rows
@@ -57,17 +67,17 @@ def send_campaign(browser: Any, dash: Dashboard, tmp_path: Path) -> list[str]:
     assert text(browser, "#preview-summary").startswith("4 rows in 1 push: 3 to send, 1 refused")
     assert hosts_asked(browser) == {"127.0.0.1"}
     shot(browser, "send_csv_preview")
-    browser.find_element(By.ID, "confirm").click()
+    click(browser, "#confirm")
     wait_for(lambda: exists(browser, "#csv-result"), "the campaign's result")
     assert text(browser, "#csv-result").startswith("3 messages accepted, 1 refused")
     assert "12345" in text(browser, "#refused")
-    assert browser.find_element(By.ID, "rejects").get_attribute("href").endswith("rejects.csv")
+    assert (attr(browser, "#rejects", "href") or "").endswith("rejects.csv")
     shot(browser, "send_csv_result")
     # A reload of the result sends nothing again (post/redirect/get).
     browser.refresh()
     wait_for(lambda: exists(browser, "#csv-pushes"), "the result again")
     assert len(browser.find_elements(By.CSS_SELECTOR, "#csv-pushes a")) == 1
-    browser.find_element(By.CSS_SELECTOR, "#csv-pushes a").click()
+    click(browser, "#csv-pushes a")
     wait_for(lambda: exists(browser, "#live"), "the campaign's push")
     assert "3 of 4 entries" in browser.page_source
     return numbers
@@ -79,26 +89,27 @@ def test_csv_send_search_and_credits(browser: Any, dashboard: Dashboard,
     from selenium.webdriver.support.ui import Select
 
     dash = dashboard
-    sign_in(browser, dash, dash.token)
-    wait_for(lambda: exists(browser, "#balance"), "the overview")
+    signed_in(browser, dash)
     numbers = send_campaign(browser, dash, tmp_path)
 
     # Messages: by number as a person types it, then by reference; each links to its push.
     browser.get(f"{dash.base_url}/ui/messages")
     n = numbers[1]
     fill(browser, "q", f"+{n[:2]} {n[2:7]}-{n[7:]}")
-    browser.find_element(By.CSS_SELECTOR, "form.search button").click()
-    wait_for(lambda: exists(browser, "#found"), "the messages found")
-    found = text(browser, "#found")
+    click(browser, "form.search button")
+    found = wait_for(lambda: exists(browser, "#found") and text(browser, "#found"),
+                     "the messages found")
     assert n in found and "Hello Ravi" in found and numbers[0] not in found
     shot(browser, "messages")
     fill(browser, "q", "order-7")
     Select(browser.find_element(By.ID, "by")).select_by_value("reference")
-    browser.find_element(By.CSS_SELECTOR, "form.search button").click()
-    wait_for(lambda: "order-7" in browser.current_url, "the reference search")
+    click(browser, "form.search button")
+    # The answer's page, not the one before it (that one has a #found too).
+    wait_for(lambda: "order-7" in browser.current_url
+             and numbers[0] in text(browser, "#found"), "the reference search")
     found = text(browser, "#found")
     assert numbers[0] in found and "Hello Asha" in found and n not in found
-    browser.find_element(By.CSS_SELECTOR, "#found a").click()
+    click(browser, "#found a")
     wait_for(lambda: exists(browser, "#live"), "the message's push")
 
     # Credits: 10 to start, 3 messages at 0.01 charged on the campaign's push.
@@ -117,12 +128,12 @@ def test_phone_screen_and_keyboard(browser: Any, dashboard: Dashboard) -> None:
     from selenium.webdriver.common.keys import Keys
 
     dash = dashboard
-    sign_in(browser, dash, dash.token)
-    wait_for(lambda: exists(browser, "#balance"), "the overview")
+    signed_in(browser, dash)
     browser.get(f"{dash.base_url}/ui/messages?q={indian_mobiles(1)[0]}")
     browser.set_window_size(375, 740)
     try:
-        assert browser.execute_script("return window.innerWidth") <= 400
+        wait_for(lambda: browser.execute_script("return window.innerWidth") <= 400,
+                 "the phone-size window")
         for path in PAGES:
             browser.get(f"{dash.base_url}{path}")
             wait_for(lambda: exists(browser, "main h1"), path)

@@ -13,14 +13,22 @@ from typing import Any
 import httpx
 
 from tests.e2e.harness import indian_mobiles
+from tests.ui.browsing import (
+    attr,
+    click,
+    exists,
+    fill,
+    hosts_asked,
+    shot,
+    signed_in,
+    text,
+    wait_for,
+)
 from tests.ui.conftest import Dashboard
-from tests.ui.test_dashboard_browser import exists, fill, hosts_asked, shot, sign_in, text, wait_for
 
 
 def _click(browser: Any, element_id: str) -> None:
-    from selenium.webdriver.common.by import By
-
-    browser.find_element(By.ID, element_id).click()
+    click(browser, f"#{element_id}")
 
 
 def _push(dash: Dashboard, application: str, count: int) -> int:
@@ -50,12 +58,11 @@ def test_pause_a_channel_from_the_page_and_resume_it(browser: Any,
     sandbox = dash.harness.cli_json("channel", "list", "--project", "shop")[0]
     assert sandbox["application"] == 1 and not sandbox["paused"]
     channel_id = sandbox["id"]
-    sign_in(browser, dash, dash.token)
-    wait_for(lambda: exists(browser, "#balance"), "the overview")
+    signed_in(browser, dash)
     browser.get(f"{dash.base_url}/ui/channels")
     wait_for(lambda: exists(browser, f"#pause-{channel_id}"), "the pause button")
-    callback = browser.find_element("id", f"callback-{channel_id}").get_attribute("value")
-    assert callback.endswith(f"/channels/{channel_id}/callback")
+    callback = attr(browser, f"#callback-{channel_id}", "value")
+    assert callback is not None and callback.endswith(f"/channels/{channel_id}/callback")
     _click(browser, f"pause-{channel_id}")
     wait_for(lambda: exists(browser, "#flash"), "the pause's note")
     assert "paused" in text(browser, "#flash")
@@ -85,8 +92,7 @@ def test_pause_a_channel_from_the_page_and_resume_it(browser: Any,
 def test_pair_a_phone_with_the_qr_codes_and_revoke_it(browser: Any,
                                                       dashboard: Dashboard) -> None:
     dash = dashboard
-    sign_in(browser, dash, dash.token)
-    wait_for(lambda: exists(browser, "#balance"), "the overview")
+    signed_in(browser, dash)
     browser.get(f"{dash.base_url}/ui/phones")
     assert "no phone channel" in text(browser, "main")
     phones = dash.harness.cli_json("channel", "add", "--project", "shop", "--type", "android",
@@ -117,7 +123,7 @@ def test_pair_a_phone_with_the_qr_codes_and_revoke_it(browser: Any,
     assert "online" in text(browser, f"#device-{device_id}")
     assert not exists(browser, "#pairing")          # the token was shown once
     assert token not in browser.page_source
-    browser.find_element("css selector", f"#device-{device_id} button").click()
+    click(browser, f"#device-{device_id} button")
     wait_for(lambda: exists(browser, "#flash"), "the revocation's note")
     assert "revoked" in text(browser, "#flash")
     assert "revoked" in text(browser, f"#device-{device_id}")
@@ -143,8 +149,7 @@ def test_a_failing_webhook_is_listed_and_retried_now(browser: Any,
     before = outbox()
     assert all(attempts == 1 and next_at > time.time() + 30 and not dead
                for attempts, next_at, dead in before)    # next tries: a minute on
-    sign_in(browser, dash, dash.token)
-    wait_for(lambda: exists(browser, "#balance"), "the overview")
+    signed_in(browser, dash)
     browser.get(f"{dash.base_url}/ui/webhooks")
     assert text(browser, "#event-url") == hook
     wait_for(lambda: exists(browser, "#retry-all"), "the retry button")
@@ -171,11 +176,12 @@ def test_the_pages_fit_a_phone_screen(browser: Any, dashboard: Dashboard) -> Non
                           "--application", "3", "--name", "phones")
     dash.harness.cli("project", "webhook", "shop", f"http://127.0.0.1:{_closed_port()}/hook")
     _push(dash, "1", 1)
-    sign_in(browser, dash, dash.token)
-    wait_for(lambda: exists(browser, "#balance"), "the overview")
+    signed_in(browser, dash)
     size = browser.get_window_size()
     browser.set_window_size(390, 844)
     try:
+        wait_for(lambda: browser.execute_script("return window.innerWidth") <= 400,
+                 "the phone-size window")
         for path in ("/ui/channels", "/ui/phones", "/ui/webhooks"):
             browser.get(f"{dash.base_url}{path}")
             wait_for(lambda: exists(browser, "h1"), path)
