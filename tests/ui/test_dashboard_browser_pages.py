@@ -164,8 +164,8 @@ def test_phone_screen_and_keyboard(browser: Any, dashboard: Dashboard) -> None:
         reached.append(active.get_attribute("id") or active.tag_name)
         if active.tag_name == "button" and active.get_attribute("type") == "submit":
             break
-    assert reached == ["application", "numbers", "message", "media", "priority", "button"], \
-        reached
+    assert reached == ["application", "numbers", "message", "media", "priority", "send_at",
+                       "button"], reached
     # Typing and Enter on the button sends.
     browser.find_element(By.ID, "numbers").send_keys("\n".join(indian_mobiles(1)))
     browser.find_element(By.ID, "message").send_keys("From the keyboard")
