@@ -42,13 +42,16 @@ from pushgate.core.numbers import typed_number
 from pushgate.core.pricing import format_credits
 from pushgate.core.push import plan_push
 from pushgate.ui.pages import (
+    ProjectView,
     _int,
     application_choices,
     common,
     forbidden,
     form_ok,
     page,
+    project_page,
     render,
+    signed_form,
 )
 from pushgate.ui.session import Viewer
 
@@ -137,16 +140,11 @@ async def _channel(gateway: Gateway, viewer: Viewer, application: str) -> Channe
 
 # --- CSV send -----------------------------------------------------------------------------
 
-async def send_csv(request: Request) -> Response:
+@project_page
+async def send_csv(request: Request, view: ProjectView) -> Response:
     """GET: the upload form. POST: the file kept and its preview, or why it cannot go."""
-    got = await page(request)
-    if isinstance(got, Response):
-        return got
-    gateway, viewer = got
-    context = await common(gateway, viewer)
-    if viewer.project_id is None:
-        return render(request, "overview.html", **context)
-    choices = await application_choices(gateway, viewer.project_id)
+    gateway, viewer, project_id, context = view
+    choices = await application_choices(gateway, project_id)
     values: dict[str, Any] = {"application": choices[0][0] if choices else "", "message": "",
                               "number_column": DEFAULT_NUMBER_COLUMN, "priority": 0,
                               "media": "", "send_at": ""}
@@ -198,16 +196,11 @@ def _too_big(limit: int) -> str:
     return f"The file is larger than {limit // 1024} KiB (PUSHGATE_MAX_BODY_BYTES)."
 
 
-async def send_csv_confirm(request: Request) -> Response:
+@signed_form
+async def send_csv_confirm(request: Request, gateway: Gateway, viewer: Viewer,
+                           fields: dict[str, str]) -> Response:
     """Send the previewed file: its pushes accepted one by one under their idempotency keys
     (confirming twice sends nothing twice), then its result page."""
-    got = await page(request)
-    if isinstance(got, Response):
-        return got
-    gateway, viewer = got
-    fields = await form_ok(request)
-    if fields is None:
-        return forbidden(request)
     context = await common(gateway, viewer)
     if viewer.project_id is None:
         return render(request, "overview.html", **context)
@@ -304,15 +297,10 @@ async def send_csv_rejects(request: Request) -> Response:
 
 # --- messages -----------------------------------------------------------------------------
 
-async def messages(request: Request) -> Response:
+@project_page
+async def messages(request: Request, view: ProjectView) -> Response:
     """The project's messages to a number or carrying a reference, newest first, paged."""
-    got = await page(request)
-    if isinstance(got, Response):
-        return got
-    gateway, viewer = got
-    context = await common(gateway, viewer)
-    if viewer.project_id is None:
-        return render(request, "overview.html", **context)
+    gateway, _, project_id, context = view
     query = request.query_params.get("q", "").strip()[:200]
     by = "reference" if request.query_params.get("by") == "reference" else "number"
     before = _int(request.query_params.get("before"))
@@ -330,7 +318,7 @@ async def messages(request: Request) -> Response:
             searched = query
         if searched is not None:
             kind = {"number": searched} if by == "number" else {"reference": searched}
-            rows = await gateway.store.find_messages(viewer.project_id, before=before,
+            rows = await gateway.store.find_messages(project_id, before=before,
                                                      limit=FOUND_PAGE + 1, **kind)
             found = rows[:FOUND_PAGE]
             older = rows[FOUND_PAGE - 1].message.id if len(rows) > FOUND_PAGE else None
@@ -340,17 +328,12 @@ async def messages(request: Request) -> Response:
 
 # --- credits ------------------------------------------------------------------------------
 
-async def credits(request: Request) -> Response:
+@project_page
+async def credits(request: Request, view: ProjectView) -> Response:
     """The project's balance and its credit ledger, newest first, paged."""
-    got = await page(request)
-    if isinstance(got, Response):
-        return got
-    gateway, viewer = got
-    context = await common(gateway, viewer)
-    if viewer.project_id is None:
-        return render(request, "overview.html", **context)
+    gateway, _, project_id, context = view
     before = _int(request.query_params.get("before"))
-    rows = await gateway.store.credit_history(viewer.project_id, before, LEDGER_PAGE + 1)
+    rows = await gateway.store.credit_history(project_id, before, LEDGER_PAGE + 1)
     older = rows[LEDGER_PAGE - 1].id if len(rows) > LEDGER_PAGE else None
     return render(request, "credits.html", ledger=rows[:LEDGER_PAGE], older=older,
                   first=before is None, **context)

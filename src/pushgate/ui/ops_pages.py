@@ -30,7 +30,14 @@ from pushgate.channels.android.phones import (
 )
 from pushgate.channels.base import channel_class
 from pushgate.core.channels import APPLICATION_CODES, ChannelSpec
-from pushgate.ui.pages import _int, common, forbidden, form_ok, page, render
+from pushgate.ui.pages import (
+    ProjectView,
+    _int,
+    common,
+    project_page,
+    render,
+    signed_form,
+)
 from pushgate.ui.session import Viewer
 
 # Reports listed per kind (event, incoming) on the webhooks page.
@@ -88,17 +95,12 @@ def callback_secret(channel: ChannelSpec) -> dict[str, str] | None:
     return {"key": key, "status": status}
 
 
-async def channels(request: Request) -> Response:
-    got = await page(request)
-    if isinstance(got, Response):
-        return got
-    gateway, viewer = got
-    context = await common(gateway, viewer)
-    if viewer.project_id is None:
-        return render(request, "overview.html", **context)
+@project_page
+async def channels(request: Request, view: ProjectView) -> Response:
+    gateway, _, project_id, context = view
     store = gateway.store
     now = time.time()
-    specs = await store.list_channels(viewer.project_id)
+    specs = await store.list_channels(project_id)
     workers = await store.channel_workers([c.id for c in specs], now) if specs else {}
     rows = []
     for channel in specs:
@@ -119,14 +121,9 @@ async def channels(request: Request) -> Response:
                   flash=request.session.pop("flash", None), **context)
 
 
-async def channel_pause(request: Request) -> Response:
-    got = await page(request)
-    if isinstance(got, Response):
-        return got
-    gateway, viewer = got
-    fields = await form_ok(request)
-    if fields is None:
-        return forbidden(request)
+@signed_form
+async def channel_pause(request: Request, gateway: Gateway, viewer: Viewer,
+                        fields: dict[str, str]) -> Response:
     channel = await _own_channel(gateway, viewer, request.path_params["channel_id"])
     if channel is None:
         return _not_found(request, await common(gateway, viewer), "channel")
@@ -165,28 +162,18 @@ async def _phones_context(gateway: Gateway, viewer: Viewer) -> dict[str, Any]:
             "public_url": bool(gateway.settings.public_url)}
 
 
-async def phones(request: Request) -> Response:
-    got = await page(request)
-    if isinstance(got, Response):
-        return got
-    gateway, viewer = got
-    context = await common(gateway, viewer)
-    if viewer.project_id is None:
-        return render(request, "overview.html", **context)
+@project_page
+async def phones(request: Request, view: ProjectView) -> Response:
+    gateway, viewer, _, context = view
     return render(request, "phones.html", flash=request.session.pop("flash", None),
                   **await _phones_context(gateway, viewer), **context)
 
 
-async def phone_pair(request: Request) -> Response:
+@signed_form
+async def phone_pair(request: Request, gateway: Gateway, viewer: Viewer,
+                     fields: dict[str, str]) -> Response:
     """The pairing values (the app's API URL and the channel's private token), shown once in
     this answer with their QR codes, as ``pushgate device pair`` prints them."""
-    got = await page(request)
-    if isinstance(got, Response):
-        return got
-    gateway, viewer = got
-    fields = await form_ok(request)
-    if fields is None:
-        return forbidden(request)
     context = await common(gateway, viewer)
     channel = await _own_channel(gateway, viewer, fields.get("channel"))
     if channel is None or not is_phone(channel):
@@ -206,13 +193,9 @@ async def phone_pair(request: Request) -> Response:
                   **await _phones_context(gateway, viewer), **context)
 
 
-async def phone_revoke(request: Request) -> Response:
-    got = await page(request)
-    if isinstance(got, Response):
-        return got
-    gateway, viewer = got
-    if await form_ok(request) is None:
-        return forbidden(request)
+@signed_form
+async def phone_revoke(request: Request, gateway: Gateway, viewer: Viewer,
+                       _fields: dict[str, str]) -> Response:
     device_id = request.path_params["device_id"]
     device = await gateway.store.get_device(device_id)
     if device is None or viewer.project_id is None or device.project_id != viewer.project_id:
@@ -225,15 +208,10 @@ async def phone_revoke(request: Request) -> Response:
 
 # --- webhooks -----------------------------------------------------------------------------
 
-async def webhooks(request: Request) -> Response:
-    got = await page(request)
-    if isinstance(got, Response):
-        return got
-    gateway, viewer = got
-    context = await common(gateway, viewer)
-    if viewer.project_id is None:
-        return render(request, "overview.html", **context)
-    deliveries = await gateway.store.webhook_deliveries(viewer.project_id, DELIVERIES_PAGE)
+@project_page
+async def webhooks(request: Request, view: ProjectView) -> Response:
+    gateway, _, project_id, context = view
+    deliveries = await gateway.store.webhook_deliveries(project_id, DELIVERIES_PAGE)
     deliveries.sort(key=lambda d: d.at, reverse=True)
     failed = sum(1 for d in deliveries if d.attempts or d.next_attempt_at is None)
     return render(request, "webhooks.html", deliveries=deliveries, failed=failed,
@@ -241,14 +219,9 @@ async def webhooks(request: Request) -> Response:
                   flash=request.session.pop("flash", None), **context)
 
 
-async def webhook_retry(request: Request) -> Response:
-    got = await page(request)
-    if isinstance(got, Response):
-        return got
-    gateway, viewer = got
-    fields = await form_ok(request)
-    if fields is None:
-        return forbidden(request)
+@signed_form
+async def webhook_retry(request: Request, gateway: Gateway, viewer: Viewer,
+                        fields: dict[str, str]) -> Response:
     if viewer.project_id is None:
         return RedirectResponse("/ui/", status_code=303)
     kind = fields.get("kind") or None

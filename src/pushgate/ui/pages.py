@@ -3,11 +3,13 @@ cancel, CSV export). Each handler reads the same store and core functions as the
 
 from __future__ import annotations
 
+import functools
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from starlette.requests import Request
@@ -105,6 +107,54 @@ async def common(gateway: Gateway, viewer: Viewer) -> dict[str, Any]:
     return {"viewer": viewer, "project": project, "projects": projects}
 
 
+class ProjectView(NamedTuple):
+    """What a page of the viewer's project is given: the gateway, the viewer, the project's id
+    and what every signed-in page shows (``common``)."""
+
+    gateway: Gateway
+    viewer: Viewer
+    project_id: int
+    context: dict[str, Any]
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def project_page(handler: Callable[[Request, ProjectView], Awaitable[Response]]) -> Endpoint:
+    """A page of the signed-in viewer's project: the sign-in redirect for nobody, and for an
+    operator who has picked no project yet the overview with its switcher."""
+    @functools.wraps(handler)
+    async def endpoint(request: Request) -> Response:
+        got = await page(request)
+        if isinstance(got, Response):
+            return got
+        gateway, viewer = got
+        context = await common(gateway, viewer)
+        if viewer.project_id is None:
+            return render(request, "overview.html", **context)
+        return await handler(request, ProjectView(gateway, viewer, viewer.project_id, context))
+    return endpoint
+
+
+FormHandler = Callable[[Request, Gateway, Viewer, dict[str, str]], Awaitable[Response]]
+
+
+def signed_form(handler: FormHandler) -> Endpoint:
+    """A form's POST: the sign-in redirect for nobody, the "form expired" page (403) when its
+    CSRF token is not the session's, else the handler with the form's fields."""
+    @functools.wraps(handler)
+    async def endpoint(request: Request) -> Response:
+        got = await page(request)
+        if isinstance(got, Response):
+            return got
+        gateway, viewer = got
+        fields = await form_ok(request)
+        if fields is None:
+            return forbidden(request)
+        return await handler(request, gateway, viewer, fields)
+    return endpoint
+
+
 # --- sign-in ------------------------------------------------------------------------------
 
 async def login(request: Request) -> Response:
@@ -155,14 +205,9 @@ async def logout(request: Request) -> Response:
     return to_login()
 
 
-async def choose_project(request: Request) -> Response:
-    got = await page(request)
-    if isinstance(got, Response):
-        return got
-    gateway, viewer = got
-    fields = await form_ok(request)
-    if fields is None:
-        return forbidden(request)
+@signed_form
+async def choose_project(request: Request, gateway: Gateway, viewer: Viewer,
+                         fields: dict[str, str]) -> Response:
     if viewer.operator:
         wanted = fields.get("project", "")
         if wanted.isdigit() and await gateway.store.get_project(int(wanted)) is not None:
@@ -172,18 +217,13 @@ async def choose_project(request: Request) -> Response:
 
 # --- overview -----------------------------------------------------------------------------
 
-async def overview(request: Request) -> Response:
-    got = await page(request)
-    if isinstance(got, Response):
-        return got
-    gateway, viewer = got
-    context = await common(gateway, viewer)
-    if viewer.project_id is None:
-        return render(request, "overview.html", **context)
+@project_page
+async def overview(request: Request, view: ProjectView) -> Response:
+    gateway, viewer, project_id, context = view
     store = gateway.store
     midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    counts = await store.project_counts_since(viewer.project_id, midnight.timestamp())
-    channels = await store.list_channels(viewer.project_id)
+    counts = await store.project_counts_since(project_id, midnight.timestamp())
+    channels = await store.list_channels(project_id)
     gauges = gateway.store_gauges
     await gauges.refresh()
     snap = gauges.snapshot
@@ -207,15 +247,10 @@ async def overview(request: Request) -> Response:
 
 # --- send ---------------------------------------------------------------------------------
 
-async def send(request: Request) -> Response:
-    got = await page(request)
-    if isinstance(got, Response):
-        return got
-    gateway, viewer = got
-    context = await common(gateway, viewer)
-    if viewer.project_id is None:
-        return render(request, "overview.html", **context)
-    choices = await application_choices(gateway, viewer.project_id)
+@project_page
+async def send(request: Request, view: ProjectView) -> Response:
+    gateway, viewer, project_id, context = view
+    choices = await application_choices(gateway, project_id)
     values = {"application": choices[0][0] if choices else "", "numbers": "",
               "message": "", "media": "", "priority": "0", "send_at": ""}
     if request.method == "GET":
@@ -302,16 +337,11 @@ def _int(value: str | None) -> int | None:
     return int(value) if value and value.isdigit() and len(value) < 19 else None
 
 
-async def pushes(request: Request) -> Response:
-    got = await page(request)
-    if isinstance(got, Response):
-        return got
-    gateway, viewer = got
-    context = await common(gateway, viewer)
-    if viewer.project_id is None:
-        return render(request, "overview.html", **context)
+@project_page
+async def pushes(request: Request, view: ProjectView) -> Response:
+    gateway, _, project_id, context = view
     before = _int(request.query_params.get("before"))
-    rows = await gateway.store.list_pushes(viewer.project_id, before, PUSHES_PAGE + 1)
+    rows = await gateway.store.list_pushes(project_id, before, PUSHES_PAGE + 1)
     older = rows[PUSHES_PAGE - 1].id if len(rows) > PUSHES_PAGE else None
     return render(request, "pushes.html", pushes=rows[:PUSHES_PAGE], older=older,
                   first=before is None, **context)
@@ -341,14 +371,9 @@ async def _push_context(request: Request, gateway: Gateway,
             "poll": POLL_SECONDS}
 
 
-async def push_page(request: Request) -> Response:
-    got = await page(request)
-    if isinstance(got, Response):
-        return got
-    gateway, viewer = got
-    context = await common(gateway, viewer)
-    if viewer.project_id is None:
-        return render(request, "overview.html", **context)
+@project_page
+async def push_page(request: Request, view: ProjectView) -> Response:
+    gateway, viewer, _, context = view
     detail = await _push_context(request, gateway, viewer)
     if detail is None:
         return render(request, "error.html", status_code=404, message="No such push here.",
@@ -374,13 +399,9 @@ async def push_live(request: Request) -> Response:
     return render(request, "_live.html", viewer=viewer, **detail)
 
 
-async def push_cancel(request: Request) -> Response:
-    got = await page(request)
-    if isinstance(got, Response):
-        return got
-    gateway, viewer = got
-    if await form_ok(request) is None:
-        return forbidden(request)
+@signed_form
+async def push_cancel(request: Request, gateway: Gateway, viewer: Viewer,
+                      _fields: dict[str, str]) -> Response:
     push_id = _int(request.path_params["push_id"])
     if viewer.project_id is None or push_id is None:
         return to_login()
