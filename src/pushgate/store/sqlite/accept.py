@@ -15,7 +15,7 @@ from pushgate.core.models import AcceptResult
 from pushgate.core.optouts import numbers_left_out, without_opted_out
 from pushgate.core.push import ROW_NUMBER, PushPlan
 from pushgate.store.errors import AllOptedOut, IdempotencyKeyReused, InsufficientCredit
-from pushgate.store.sqlite.connection import SQLiteBase, replayable
+from pushgate.store.sqlite.connection import SQLiteBase, grouped_by, replayable
 
 #: Rows per INSERT statement: a push is cut greedily into these sizes, so every push size is
 #: made of the same six prepared statements (preparing one of a new size costs as much again
@@ -272,3 +272,132 @@ def _accept_job(
                          [(extra, first_id + offset)
                           for offset, extra in enumerate(plan.extras) if extra is not None])
     return push_id, first_id, balance_after, opted
+
+
+#: Largest push ``_accept_group`` takes together with others: the one-recipient pushes of
+#: alerts and codes, many to a writer batch; a larger push is cheap enough a statement alone.
+GROUP_MAX_ROWS = 20
+#: Rows per statement of a group's INSERTs, cut greedily like ``_INSERT_SIZES``.
+_GROUP_SIZES = (64, 16, 4, 1)
+
+
+class _ShortOfSum(Exception):
+    """A project's balance is short of its pushes' sum in a group."""
+
+
+@grouped_by(_accept_job)
+def _accept_group(conn: sqlite3.Connection,
+                  jobs: list[tuple[Any, ...]]) -> list[tuple[int, int, int, frozenset[str]]]:
+    """Consecutive ``_accept_job`` jobs of a writer batch as a few statements: one balance
+    ``UPDATE`` per project for the sum of its pushes, then multi-row INSERTs of the pushes,
+    their ledger lines and their messages, in the jobs' order. The rows, ids and balances
+    are those the jobs run one after another would write and answer: ids are handed out in
+    order (each row takes the largest id plus one), and when a project's balance covers
+    the sum it covered each push in turn. A push this does not cover (inline media, a
+    schedule, ``check_optouts`` off, extras, more than ``GROUP_MAX_ROWS`` messages), a
+    project with opt-outs, or a balance short of a project's sum: the jobs run one by one
+    (a short balance then raises, and the batch is replayed job by job in savepoints)."""
+    plans: list[PushPlan] = []
+    for args in jobs:
+        plan = args[2]
+        if (len(args) > 7 or (len(args) == 7 and args[6] is not None)
+                or plan.inline_media is not None or plan.extras is not None
+                or not plan.accepted or len(plan.accepted) > GROUP_MAX_ROWS):
+            return [_accept_job(conn, *args) for args in jobs]
+        plans.append(plan)
+    totals: dict[int, int] = {}
+    for args, plan in zip(jobs, plans, strict=True):
+        totals[args[0]] = totals.get(args[0], 0) + plan.credit_total
+    if any(conn.execute("SELECT 1 FROM optouts WHERE project_id = ? LIMIT 1",
+                        (project_id,)).fetchone() is not None for project_id in totals):
+        return [_accept_job(conn, *args) for args in jobs]
+    # Each project's balance before the group: its pushes are charged from it in order.
+    balance: dict[int, int] = {}
+    for project_id, total in totals.items():
+        row = conn.execute(
+            "UPDATE projects SET balance_micro = balance_micro - ? WHERE id = ?"
+            " AND balance_micro >= ? RETURNING balance_micro",
+            (total, project_id, total)).fetchone()
+        if row is None:
+            raise _ShortOfSum   # the batch is replayed job by job
+        balance[project_id] = int(row[0]) + total
+
+    push_rows: list[Any] = []
+    for (project_id, channel, _plan, _rows, now, expires_at, *_), plan in zip(
+            jobs, plans, strict=True):
+        push_rows += (project_id, channel.id, plan.priority, plan.total_entries,
+                      len(plan.accepted), plan.credit_total, now, expires_at)
+    last_push = _insert_cut(conn, _insert_pushes_sql, push_rows, 8)
+    first_push = last_push - len(jobs) + 1
+
+    ledger_rows: list[Any] = []
+    message_rows: list[Any] = []
+    results: list[tuple[int, int, int, frozenset[str]]] = []
+    offset = 0
+    for n, ((project_id, channel, _plan, rows, now, expires_at, *_), plan) in enumerate(
+            zip(jobs, plans, strict=True)):
+        push_id = first_push + n
+        total = plan.credit_total
+        if total:
+            ledger_rows += (project_id, -total, push_id, now)
+        balance[project_id] -= total
+        head = (push_id, project_id, channel.id, plan.priority, now, expires_at)
+        width = _INSERT_MESSAGE_WIDTH
+        for start in range(0, len(rows), width):
+            message_rows += head
+            message_rows += rows[start:start + width]
+        results.append((push_id, offset, balance[project_id], frozenset()))
+        offset += len(plan.accepted)
+    if ledger_rows:
+        _insert_cut(conn, _insert_ledger_sql, ledger_rows, 4)
+    last_message = _insert_cut(conn, _insert_group_messages_sql, message_rows,
+                               len(_GROUP_MESSAGE_COLUMNS))
+    first_message = last_message - offset + 1
+    return [(push_id, first_message + first, after, opted)
+            for push_id, first, after, opted in results]
+
+
+def _insert_cut(conn: sqlite3.Connection, sql: Any, flat: list[Any], width: int) -> int:
+    """INSERT the rows of ``flat`` (``width`` values each) in statements of
+    ``_GROUP_SIZES`` rows (``sql(rows)`` the statement); the last rowid."""
+    count = len(flat) // width
+    start = 0
+    last_id = 0
+    for size in _GROUP_SIZES:
+        while count - start >= size:
+            last_id = conn.execute(sql(size),
+                                   flat[start * width:(start + size) * width]).lastrowid or 0
+            start += size
+    return last_id
+
+
+@functools.lru_cache(maxsize=8)
+def _insert_pushes_sql(rows: int) -> str:
+    return ("INSERT INTO pushes (project_id, channel_id, priority, entries, accepted,"
+            " credit_micro, created_at, expiry_due) VALUES "
+            + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * rows))
+
+
+@functools.lru_cache(maxsize=8)
+def _insert_ledger_sql(rows: int) -> str:
+    return ("INSERT INTO credit_ledger (project_id, delta_micro, reason, push_id, at) VALUES "
+            + ", ".join(["(?, ?, 'push', ?, ?)"] * rows))
+
+
+#: A grouped message row: its push's columns, then ``_message_rows``'s eight.
+_GROUP_MESSAGE_COLUMNS = ("push_id", "project_id", "channel_id", "priority", "now",
+                          "expires_at", "number", "body", "media", "media_kind", "reference",
+                          "parts", "segments", "credit_micro")
+
+
+@functools.lru_cache(maxsize=8)
+def _insert_group_messages_sql(rows: int) -> str:
+    # What ``_insert_messages_sql(rows, "queued")`` writes for a push without inline media,
+    # the push's columns given per row.
+    one = "(" + ", ".join(["?"] * len(_GROUP_MESSAGE_COLUMNS)) + ")"
+    return ("INSERT INTO messages (push_id, project_id, channel_id, number, body, media,"
+            " media_id, media_kind, reference, priority, state, parts, segments, credit_micro,"
+            " attempts, resends, next_attempt_at, created_at, updated_at, expires_at)"
+            " SELECT column1, column2, column3, column7, column8, column9, NULL, column10,"
+            " column11, column4, 'queued', column12, column13, column14, 0, 0, column5,"
+            " column5, column5, column6 FROM (VALUES " + ", ".join([one] * rows) + ")")

@@ -1,6 +1,7 @@
 """The SQLite store's connections: the read connection, and the one writer thread that runs every
 write job, group-committing the jobs waiting at the same moment (each in its own savepoint, or,
-for a batch of ``replayable`` jobs only, none unless one of them fails).
+for a batch of ``replayable`` jobs only, none unless one of them fails, consecutive jobs of a
+``grouped_by`` kind running as one).
 
 Several processes may share the database file: each writer holds an ``flock`` on
 ``<database>-writelock`` for one transaction, queuing on ``<database>-writeturn`` first so the
@@ -228,12 +229,32 @@ class _Writer(threading.Thread):
 _REPLAYABLE: set[Callable[..., Any]] = set()
 
 F = TypeVar("F", bound=Callable[..., Any])
+G = TypeVar("G", bound=Callable[..., list[Any]])
 
 
 def replayable(fn: F) -> F:
     """Mark a writer job as safe to run again after its whole batch was rolled back."""
     _REPLAYABLE.add(fn)
     return fn
+
+
+#: For a replayable job, the function that runs a run of consecutive such jobs of a batch
+#: together (see ``grouped_by``).
+_GROUPED: dict[Callable[..., Any], Callable[..., list[Any]]] = {}
+
+
+def grouped_by(job: Callable[..., Any]) -> Callable[[G], G]:
+    """Register the decorated function as the way to run consecutive ``job`` jobs of a batch
+    without savepoints: called as ``group(conn, [args, ...])``, it returns each job's result
+    in order, exactly what running ``job(conn, *args)`` for each in turn would have returned
+    and written. It may raise: the batch then runs again job by job, each in its own
+    savepoint (``_run_jobs``), so a group only has to be right when it succeeds."""
+    def register(group: G) -> G:
+        if job not in _REPLAYABLE:
+            raise ValueError(f"{job.__name__} must be replayable to be grouped")
+        _GROUPED[job] = group
+        return group
+    return register
 
 
 def _run_jobs(conn: sqlite3.Connection, batch: list[_Job]) -> list[tuple[bool, Any]]:
@@ -272,13 +293,31 @@ def _run_jobs(conn: sqlite3.Connection, batch: list[_Job]) -> list[tuple[bool, A
 
 def _run_plain(conn: sqlite3.Connection, batch: list[_Job]) -> list[tuple[bool, Any]] | None:
     """The batch's outcomes without savepoints; None as soon as a job fails (the
-    transaction then holds part of that job's writes and must be rolled back)."""
+    transaction then holds part of that job's writes and must be rolled back). Consecutive
+    jobs of a function with a group (``grouped_by``) run as one: on the accept path of
+    one-recipient pushes, a batch of a dozen runs a handful of statements instead of a
+    dozen times five, each a GIL round trip for the writer thread (docs/benchmarks.md)."""
     outcomes: list[tuple[bool, Any]] = []
-    for job in batch:
-        try:
-            outcomes.append((True, job.fn(conn, *job.args)))
-        except BaseException:  # replayed with savepoints by the caller
-            return None
+    at = 0
+    try:
+        while at < len(batch):
+            fn = batch[at].fn
+            group = _GROUPED.get(fn)
+            end = at + 1
+            if group is not None:
+                while end < len(batch) and batch[end].fn is fn:
+                    end += 1
+            if end - at > 1 and group is not None:
+                values = group(conn, [job.args for job in batch[at:end]])
+                if len(values) != end - at:
+                    raise RuntimeError(f"{group.__name__} answered {len(values)} jobs"
+                                       f" of {end - at}")
+                outcomes += [(True, value) for value in values]
+            else:
+                outcomes.append((True, fn(conn, *batch[at].args)))
+            at = end
+    except BaseException:  # replayed with savepoints by the caller
+        return None
     return outcomes
 
 
