@@ -80,7 +80,7 @@ async def answer_push(gateway: Gateway, body: PushBody, client_ip: str | None,
                                len(plan.accepted), len(plan.refused), plan.credit_total,
                                result.balance_micro)
     await start_sending(gateway, channel, accepted)
-    metrics.ACCEPT_SECONDS.observe(time.perf_counter() - started)
+    metrics.ACCEPT_SECONDS_TALLY.observe(time.perf_counter() - started)
     return accepted_answer(result.push_id, entries(plan, result.message_ids), len(plan.accepted),
                            len(plan.refused), plan.credit_total, result.balance_micro)
 
@@ -95,8 +95,8 @@ async def start_sending(gateway: Gateway, channel: ChannelSpec, accepted: Accept
     elif gateway.dispatcher is not None:
         # Other processes' promoters find it within a second (dispatch/worker.py).
         gateway.dispatcher.scheduled()
-    metrics.PUSHES.inc()
-    metrics.MESSAGES_ACCEPTED.inc(len(accepted.plan.accepted))
+    metrics.PUSHES_TALLY.inc()
+    metrics.MESSAGES_TALLY.inc(len(accepted.plan.accepted))
 
 
 #: Longest ``Idempotency-Key`` accepted.
