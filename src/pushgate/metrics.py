@@ -9,6 +9,13 @@ to an outage and written again counts its moves again) and the webhook deliverer
 (``PROMETHEUS_MULTIPROC_DIR``, set by the parent for its children), so any process answers
 ``/metrics`` with every process's counts.
 
+Counts made on every push (``api/metrics.py``) are kept in plain process-local numbers
+(``CounterTally``, ``HistogramTally``) and added to their metrics by ``flush_tallies``: before
+every exposition, every ``TALLY_SECONDS`` while the application runs and when it stops
+(``Gateway``), so another process's scrape sees them within about a second. A
+prometheus-client increment costs a lock, a pid check and, in multiprocess mode, a write to its
+mmapped file: several per push were a visible share of the event loop's time per push.
+
 Gauges of what the store holds (queue depth, webhook backlog, channels up, phones online) are
 read at scrape time by the answering process from a snapshot of the store that it refreshes at
 most every ``SNAPSHOT_SECONDS``: a scrape never counts a large backlog itself, and several
@@ -21,6 +28,7 @@ import asyncio
 import contextlib
 import os
 import time
+from bisect import bisect_left
 from collections import Counter as Tally
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -63,6 +71,88 @@ SEND_SECONDS = Histogram(
     "Time from a send's start to the provider's answer (an unpaced batch: from the batch's"
     " start)", ["channel"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+
+
+#: Longest a tally's counts wait before another process's scrape can see them.
+TALLY_SECONDS = 1.0
+
+
+class CounterTally:
+    """Increments of an unlabelled ``Counter``, kept in a plain number until ``flush``."""
+
+    __slots__ = ("counter", "pending")
+
+    def __init__(self, counter: Counter) -> None:
+        self.counter = counter
+        self.pending = 0
+        _TALLIES.append(self)
+
+    def inc(self, amount: int = 1) -> None:
+        self.pending += amount
+
+    def flush(self) -> None:
+        pending, self.pending = self.pending, 0
+        if pending:
+            self.counter.inc(pending)
+
+
+class HistogramTally:
+    """Observations of an unlabelled ``Histogram``, bucketed locally (as ``observe`` buckets
+    them: the first bucket whose bound is >= the amount) until ``flush``."""
+
+    __slots__ = ("histogram", "bounds", "counts", "sum")
+
+    def __init__(self, histogram: Histogram) -> None:
+        self.histogram = histogram
+        self.bounds = tuple(histogram._upper_bounds)   # the buckets' bounds, +Inf last
+        self.counts = [0] * len(self.bounds)
+        self.sum = 0.0
+        _TALLIES.append(self)
+
+    def observe(self, amount: float) -> None:
+        self.sum += amount
+        self.counts[bisect_left(self.bounds, amount)] += 1
+
+    def flush(self) -> None:
+        counts, total = self.counts, self.sum
+        if any(counts):
+            self.counts, self.sum = [0] * len(counts), 0.0
+            add_observations(self.histogram, counts, total)
+
+
+def add_observations(histogram: Histogram, counts: list[int], total: float) -> None:
+    """Add to an unlabelled ``histogram`` ``counts[i]`` observations in its bucket ``i`` and
+    ``total`` to its sum, as that many ``observe`` calls would, in one increment per bucket
+    used.
+
+    prometheus-client has no public call for this: this writes its internals (0.26: the
+    value objects ``_sum`` and ``_buckets``, one per bound of ``_upper_bounds``, each
+    counting only its own bucket's observations; the exposition sums them). Kept here alone;
+    tests/api/test_metrics_tally.py fails if they change.
+    """
+    histogram._sum.inc(total)
+    for value, n in zip(histogram._buckets, counts, strict=True):
+        if n:
+            value.inc(n)
+
+
+_TALLIES: list[CounterTally | HistogramTally] = []
+
+
+def flush_tallies() -> None:
+    """Add every tally's pending counts to its metric (this process's)."""
+    for tally in _TALLIES:
+        tally.flush()
+
+
+async def flush_tallies_every(seconds: float = TALLY_SECONDS) -> None:
+    """Flush the tallies every ``seconds`` until cancelled, and once more then."""
+    try:
+        while True:
+            await asyncio.sleep(seconds)
+            flush_tallies()
+    finally:
+        flush_tallies()
 
 
 def count_finals(finals: Mapping[tuple[int, str], int]) -> None:
@@ -163,6 +253,7 @@ def process_registry() -> CollectorRegistry:
 async def exposition(gauges: StoreGauges | None) -> bytes:
     """The ``/metrics`` body: the counters, then the store's gauges (their failing to refresh,
     the database being away, leaves the last snapshot)."""
+    flush_tallies()
     body = generate_latest(process_registry())
     if gauges is None:
         return body

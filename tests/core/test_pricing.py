@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pushgate.core.pricing import MICRO, format_credits, parse_credits
+from pushgate.core import pricing
+from pushgate.core.pricing import MICRO, credit_text, format_credits, parse_credits
 
 
 @pytest.mark.parametrize(("text", "micro"), [
@@ -46,6 +47,14 @@ def test_parse_credits_refuses(text: str) -> None:
 ])
 def test_format_credits(micro: int, text: str) -> None:
     assert format_credits(micro) == text
+    assert credit_text(micro) == text
+    assert credit_text(micro) == text   # kept
+
+
+def test_credit_text_keeps_a_bounded_number_of_amounts() -> None:
+    for micro in range(3 * pricing.CREDIT_TEXTS_KEPT):
+        assert credit_text(micro) == format_credits(micro)
+        assert len(pricing._credit_texts) <= pricing.CREDIT_TEXTS_KEPT
 
 
 @pytest.mark.parametrize("micro", [0, 1, 7, 999_999, MICRO, 5_000, 1_234_567, 10**15 + 3])

@@ -57,7 +57,9 @@ def test_dynamic_push_and_numbers_as_numbers() -> None:
 
 @pytest.mark.parametrize(("body", "priority"), [
     ({"priority": "1"}, 1), ({"priority": 1}, 1), ({"priority ": "1"}, 1),
-    ({"priority ": 0}, 0), ({}, 0), ({"priority": ""}, 0),
+    ({"priority ": 0}, 0), ({}, 0), ({"priority": ""}, 0), ({"priority": "0"}, 0),
+    ({"priority": 0}, 0), ({"priority": " 1 "}, 1), ({"priority": "01"}, 1),
+    ({"priority": None, "priority ": "1"}, 1),
 ])
 def test_priority(body: dict[str, Any], priority: int) -> None:
     assert plan({**body, "globalmessage": "x", "data": [{"number": N1}]}).priority == priority

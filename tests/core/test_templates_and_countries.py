@@ -88,7 +88,7 @@ def test_country_allow_list_refuses_other_countries() -> None:
     assert [r["number"] for r in rows(p)] == [N1, N3]
     [refusal] = p.refused
     assert (refusal.number, refusal.code) == (N2, Code.COUNTRY_NOT_ALLOWED)
-    assert "91, 44" in refusal.message
+    assert refusal.message == "channel 7 sends only to country codes 91, 44"
 
 
 def test_country_codes_are_normalised_and_checked() -> None:

@@ -110,7 +110,8 @@ def test_workers_share_one_port_dispatch_once_and_stop_together(e2e: Harness) ->
         [(0,)], [(1,)])
     assert e2e.query("SELECT count(*) FROM workers") == [(1,)]
 
-    # Either process's /metrics shows the dispatcher's counters (multiprocess mode).
+    # Either process's /metrics shows the dispatcher's counters (multiprocess mode); the
+    # answering process's per-push counts reach the shared files within a second.
     channel = str(e2e.query("SELECT id FROM channels")[0][0])
     scraped: dict[int, dict[str, float]] = {}
 
@@ -125,12 +126,11 @@ def test_workers_share_one_port_dispatch_once_and_stop_together(e2e: Harness) ->
             "delivered": samples.get("pushgate_messages_final_total" + str(
                 [("channel", channel), ("status", "delivered")]), 0.0),
             "accepted": samples.get("pushgate_messages_accepted_total[]", 0.0)}
-        return len(scraped) == 2
+        return set(scraped) == children and all(
+            v == {"sent": 1, "delivered": 1, "accepted": 1} for v in scraped.values())
 
-    e2e.wait_until(both_scraped, 30, "/metrics from both processes",
+    e2e.wait_until(both_scraped, 30, "/metrics from both processes showing the push",
                    describe=lambda: f"scraped {scraped}")
-    assert set(scraped) == children
-    assert all(v == {"sent": 1, "delivered": 1, "accepted": 1} for v in scraped.values()), scraped
 
     assert server.stop() == 0
     assert not any(alive(pid) for pid in children)

@@ -29,7 +29,7 @@ from pushgate.core.checks import ACTION_NUMBER_FILTER, parse_action
 from pushgate.core.errors import ApiError, Code
 from pushgate.core.models import AcceptResult
 from pushgate.core.optouts import without_opted_out
-from pushgate.core.pricing import format_credits
+from pushgate.core.pricing import credit_text
 from pushgate.core.push import (
     ROW_CREDIT,
     ROW_INDEX,
@@ -80,7 +80,7 @@ async def answer_push(gateway: Gateway, body: PushBody, client_ip: str | None,
                                len(plan.accepted), len(plan.refused), plan.credit_total,
                                result.balance_micro)
     await start_sending(gateway, channel, accepted)
-    metrics.ACCEPT_SECONDS.observe(time.perf_counter() - started)
+    metrics.ACCEPT_SECONDS_TALLY.observe(time.perf_counter() - started)
     return accepted_answer(result.push_id, entries(plan, result.message_ids), len(plan.accepted),
                            len(plan.refused), plan.credit_total, result.balance_micro)
 
@@ -95,8 +95,8 @@ async def start_sending(gateway: Gateway, channel: ChannelSpec, accepted: Accept
     elif gateway.dispatcher is not None:
         # Other processes' promoters find it within a second (dispatch/worker.py).
         gateway.dispatcher.scheduled()
-    metrics.PUSHES.inc()
-    metrics.MESSAGES_ACCEPTED.inc(len(accepted.plan.accepted))
+    metrics.PUSHES_TALLY.inc()
+    metrics.MESSAGES_TALLY.inc(len(accepted.plan.accepted))
 
 
 #: Longest ``Idempotency-Key`` accepted.
@@ -179,16 +179,16 @@ async def accept_body(store: Store, settings: Settings, limits: Limits, names: N
 def entries(plan: PushPlan, message_ids: list[int]) -> list[dict[str, Any]]:
     """The answer's ``data``: one item per request entry, in request order."""
     # Hot path (one dict per recipient). Each distinct credit is formatted once (a push's
-    # entries mostly cost the same), rows are indexed rather than star-unpacked, and when
-    # nothing was refused the accepted items are already in request order
-    # (docs/benchmarks.md).
-    credit_text: dict[int, str] = {}
+    # entries mostly cost the same, push after push: ``credit_text``), rows are indexed
+    # rather than star-unpacked, and when nothing was refused the accepted items are already
+    # in request order (docs/benchmarks.md).
     accepted: list[dict[str, Any]] = []
+    credit: int | None = None
+    text = ""
     for row, msg_id in zip(plan.accepted, message_ids, strict=False):
-        credit = row[ROW_CREDIT]
-        text = credit_text.get(credit)
-        if text is None:
-            text = credit_text[credit] = format_credits(credit)
+        if row[ROW_CREDIT] != credit:
+            credit = row[ROW_CREDIT]
+            text = credit_text(credit)
         accepted.append({"msg_id": str(msg_id), "number": row[ROW_NUMBER], "credit": text})
     if not plan.refused:
         return accepted

@@ -21,7 +21,7 @@ from pushgate.core.channels import ChannelSpec
 from pushgate.core.push import Limits
 from pushgate.dispatch.hints import HintSender
 from pushgate.dispatch.worker import Dispatcher, new_worker_id, pull_kinds
-from pushgate.metrics import StoreGauges
+from pushgate.metrics import StoreGauges, flush_tallies_every
 from pushgate.outbound import NameVerdicts
 from pushgate.store.base import Store
 from pushgate.webhooks.deliverer import WebhookDeliverer
@@ -50,6 +50,8 @@ class Gateway:
         self.hints: HintSender | None = None
         self.deliverer: WebhookDeliverer | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        # Adds the per-push counts to the metrics every second, and when stopped.
+        self._tally_task: asyncio.Task[None] | None = None
         self.env = channel_env(settings)
         # Connector instances answering provider callbacks, by channel id (rebuilt when the
         # channel's settings change).
@@ -74,6 +76,7 @@ class Gateway:
         # process: keep it out of the collector's full passes, which otherwise walk it
         # again and again while pushes allocate.
         gc.freeze()
+        self._tally_task = asyncio.create_task(flush_tallies_every(), name="metrics-tallies")
         if not self.run_workers:
             if self.settings.wake_socket:
                 self.hints = HintSender(self.settings.wake_socket)
@@ -103,6 +106,11 @@ class Gateway:
         for task in self._tasks:
             with contextlib.suppress(Exception):
                 await task
+        if self._tally_task is not None:   # its last flush: the pushes this process took
+            self._tally_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tally_task
+            self._tally_task = None
         await self.store.close()
 
 

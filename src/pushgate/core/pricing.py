@@ -26,6 +26,22 @@ def parse_credits(text: str | int | float) -> int:
     return int(micro)
 
 
+#: Most amounts ``credit_text`` keeps (it starts again when full).
+CREDIT_TEXTS_KEPT = 1024
+_credit_texts: dict[int, str] = {}
+
+
+def credit_text(micro: int) -> str:
+    """``format_credits(micro)``, kept for an amount met before: the push answer's credits
+    are mostly a channel's price and its small multiples, the same push after push."""
+    text = _credit_texts.get(micro)
+    if text is None:
+        if len(_credit_texts) >= CREDIT_TEXTS_KEPT:
+            _credit_texts.clear()
+        text = _credit_texts[micro] = format_credits(micro)
+    return text
+
+
 def format_credits(micro: int) -> str:
     """``5000`` → ``"0.005"``, ``0`` → ``"0"``, ``2_500_000`` → ``"2.5"``."""
     sign = "-" if micro < 0 else ""

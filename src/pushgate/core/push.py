@@ -159,8 +159,15 @@ def _shown(value: object, limit: int = 40) -> str:
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
+#: The priorities as clients mostly send them, read without parsing.
+_PRIORITIES: Final[dict[str | int | None, int]] = {None: 0, "0": 0, "1": 1, 0: 0, 1: 1}
+
+
 def parse_priority(body: PushBody) -> int:
     raw = body.priority if body.priority is not None else body.priority_spaced
+    known = _PRIORITIES.get(raw)
+    if known is not None:
+        return known
     value = parse_int_field("priority", raw, default=0)
     if value not in (0, 1):
         raise ApiError(Code.INVALID_FIELD, f"`priority` must be 0 (low) or 1 (high), got {raw!r}")
@@ -389,7 +396,9 @@ def _checked_entries(body: PushBody, limits: Limits) -> list[PushEntry]:
     return entries
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__, three
+# times the cost of this one's for every push; nothing changes it after it is built.
+@dataclass(slots=True)
 class _Shared:
     """What every entry of the push starts from, decided once per push: its global fields,
     the channel's countries."""
@@ -424,13 +433,15 @@ def _shared_fields(body: PushBody, channel: ChannelSpec, hosts: MediaHosts,
     )
     global_media_problem = (_media_url_problem(global_media, hosts, unresolved)
                             if global_media and not inline else None)
-    countries = tuple(str(c) for c in channel.config.get("allowed_country_codes") or ())
+    codes = channel.config.get("allowed_country_codes")
+    # Most channels send anywhere: no tuple or refusal text to build for them.
+    countries = tuple(str(c) for c in codes) if codes else ()
     return _Shared(text=_text(body.globalmessage), inline=inline,
                    media_url=None if inline else global_media, media_kind=global_kind,
                    media_problem=global_media_problem,
                    template_id=_template_id(body, channel), allowed_countries=countries,
                    country_refusal=(f"channel {channel.id} sends only to country codes "
-                                    f"{', '.join(countries)}"))
+                                    f"{', '.join(countries)}") if countries else "")
 
 
 def _template_id(body: PushBody, channel: ChannelSpec) -> str | None:
