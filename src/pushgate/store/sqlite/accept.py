@@ -8,6 +8,7 @@ import functools
 import itertools
 import json
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 from pushgate.core.channels import ChannelSpec
@@ -86,12 +87,21 @@ def opted_out_among(conn: sqlite3.Connection, project_id: int,
     (one JSON text, however many) and seeking each in the ``(project_id, number)`` key.
     CROSS JOIN keeps that order: a list of 10,000 numbers bound one parameter each, or the
     planner's ``IN``, costs two to three times as much (docs/benchmarks.md)."""
-    if not numbers or conn.execute("SELECT 1 FROM optouts WHERE project_id = ? LIMIT 1",
-                                   (project_id,)).fetchone() is None:
+    if not numbers or not _has_optouts(conn, project_id):
         return frozenset()
     return frozenset(r[0] for r in conn.execute(
         "SELECT o.number FROM json_each(?1) j CROSS JOIN optouts o"
         " WHERE o.project_id = ?2 AND o.number = j.value", (json.dumps(numbers), project_id)))
+
+
+def _has_optouts(conn: sqlite3.Connection, project_id: int) -> bool:
+    return conn.execute("SELECT 1 FROM optouts WHERE project_id = ? LIMIT 1",
+                        (project_id,)).fetchone() is not None
+
+
+#: Charges a project when its balance covers the amount: no row when it does not.
+_DEBIT_SQL = ("UPDATE projects SET balance_micro = balance_micro - ?1 WHERE id = ?2"
+              " AND balance_micro >= ?1 RETURNING balance_micro")
 
 
 @replayable
@@ -217,9 +227,7 @@ def _accept_job(
             raise AllOptedOut(opted)
         rows = _message_rows(plan)
     total = plan.credit_total
-    row = conn.execute(
-        "UPDATE projects SET balance_micro = balance_micro - ? WHERE id = ?"
-        " AND balance_micro >= ? RETURNING balance_micro", (total, project_id, total)).fetchone()
+    row = conn.execute(_DEBIT_SQL, (total, project_id)).fetchone()
     if row is None:
         balance = conn.execute("SELECT balance_micro FROM projects WHERE id = ?",
                                (project_id,)).fetchone()
@@ -254,14 +262,8 @@ def _accept_job(
     # Multi-row INSERTs rather than executemany of one-row statements: one statement runs
     # per chunk instead of per row (docs/benchmarks.md).
     count = len(plan.accepted)
-    start = 0
-    last_id = 0
-    for size in _INSERT_SIZES:
-        while count - start >= size:
-            last_id = conn.execute(_insert_messages_sql(size, state),
-                                   push_wide + rows[start * width:(start + size) * width]
-                                   ).lastrowid or 0
-            start += size
+    last_id = _insert_cut(conn, functools.partial(_insert_messages_sql, state=state), rows,
+                          width, _INSERT_SIZES, push_wide)
     # Ids are handed out under the write lock, consecutive within the push (one writer, and
     # each row takes the largest id plus one), so the answer lists them in order without
     # reading them back.
@@ -308,16 +310,12 @@ def _accept_group(conn: sqlite3.Connection,
     totals: dict[int, int] = {}
     for args, plan in zip(jobs, plans, strict=True):
         totals[args[0]] = totals.get(args[0], 0) + plan.credit_total
-    if any(conn.execute("SELECT 1 FROM optouts WHERE project_id = ? LIMIT 1",
-                        (project_id,)).fetchone() is not None for project_id in totals):
+    if any(_has_optouts(conn, project_id) for project_id in totals):
         return [_accept_job(conn, *args) for args in jobs]
     # Each project's balance before the group: its pushes are charged from it in order.
     balance: dict[int, int] = {}
     for project_id, total in totals.items():
-        row = conn.execute(
-            "UPDATE projects SET balance_micro = balance_micro - ? WHERE id = ?"
-            " AND balance_micro >= ? RETURNING balance_micro",
-            (total, project_id, total)).fetchone()
+        row = conn.execute(_DEBIT_SQL, (total, project_id)).fetchone()
         if row is None:
             raise _ShortOfSum   # the batch is replayed job by job
         balance[project_id] = int(row[0]) + total
@@ -357,16 +355,20 @@ def _accept_group(conn: sqlite3.Connection,
             for push_id, first, after, opted in results]
 
 
-def _insert_cut(conn: sqlite3.Connection, sql: Any, flat: list[Any], width: int) -> int:
-    """INSERT the rows of ``flat`` (``width`` values each) in statements of
-    ``_GROUP_SIZES`` rows (``sql(rows)`` the statement); the last rowid."""
+def _insert_cut(conn: sqlite3.Connection, sql: Callable[[int], str], flat: list[Any],
+                width: int, sizes: tuple[int, ...] = _GROUP_SIZES,
+                head: list[Any] | None = None) -> int:
+    """INSERT the rows of ``flat`` (``width`` values each) in statements of ``sizes`` rows,
+    cut greedily (``sql(rows)`` the statement, ``head`` bound first in each); the last
+    rowid."""
     count = len(flat) // width
+    head = head or []
     start = 0
     last_id = 0
-    for size in _GROUP_SIZES:
+    for size in sizes:
         while count - start >= size:
-            last_id = conn.execute(sql(size),
-                                   flat[start * width:(start + size) * width]).lastrowid or 0
+            last_id = conn.execute(
+                sql(size), head + flat[start * width:(start + size) * width]).lastrowid or 0
             start += size
     return last_id
 
