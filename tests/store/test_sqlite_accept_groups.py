@@ -182,3 +182,44 @@ def test_a_push_the_group_does_not_cover_makes_it_run_one_by_one(
     seen, outcomes = grouped_and_one_by_one(tmp_path, jobs, optout=optout)
     assert all(ok for ok, _ in outcomes)
     assert sum(s.startswith("UPDATE projects") for s in seen) >= 4   # one a push
+
+
+def _not_replayable(conn: sqlite3.Connection, fail: bool) -> str:
+    """A writer job outside the accept path (as the dispatcher's claims and outcome writes
+    are): it makes its batch take the savepoint path."""
+    conn.execute("UPDATE projects SET name = name WHERE id = -1")
+    if fail:
+        raise ValueError("this job fails")
+    return "done"
+
+
+def other(fail: bool = False) -> _Job:
+    return _Job(_not_replayable, (fail,), None, None)   # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["other job passes", "other job fails"])
+def test_accepts_beside_another_kind_of_job_are_still_grouped(tmp_path: Path,
+                                                               fail: bool) -> None:
+    def jobs(s: Setup, now: float) -> list[_Job]:
+        def push(n: int) -> _Job:
+            return job(s.a, s.channel_a, priced(make_plan(1, tag=f"a{n}"), s.channel_a), now)
+        return [push(0), push(1), push(2), other(fail), push(3), push(4)]
+
+    seen, outcomes = grouped_and_one_by_one(tmp_path, jobs)
+    assert [ok for ok, _ in outcomes] == [True, True, True, not fail, True, True]
+    # A savepoint for each run of accepts and one for the other job; one balance UPDATE a run.
+    assert sum(s.startswith("SAVEPOINT") for s in seen) == 3
+    assert sum(s.startswith("UPDATE projects SET balance") for s in seen) == 2
+
+
+def test_a_group_that_fails_beside_another_job_runs_its_jobs_one_by_one(
+        tmp_path: Path) -> None:
+    def jobs(s: Setup, now: float) -> list[_Job]:
+        pushes = [job(s.b, s.channel_b, priced(make_plan(1, tag=f"b{n}"), s.channel_b), now)
+                  for n in range(4)]
+        return [other(), *pushes]
+
+    seen, outcomes = grouped_and_one_by_one(tmp_path, jobs, b_credits="0.02")
+    assert [ok for ok, _ in outcomes] == [True, True, True, False, False]
+    # The group's savepoint rolled back, then one savepoint a push.
+    assert sum(s.startswith("SAVEPOINT") for s in seen) == 1 + 1 + 4

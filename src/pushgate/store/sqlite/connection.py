@@ -19,7 +19,7 @@ import queue
 import sqlite3
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from pushgate.store.errors import StoreUnavailable
@@ -265,7 +265,9 @@ def _run_jobs(conn: sqlite3.Connection, batch: list[_Job]) -> list[tuple[bool, A
     the accept path, where the writer thread's statements are its cost. If one of them
     fails, the whole transaction is rolled back and the batch runs again from the start,
     each job in its own savepoint, so a failing job never takes the others down and leaves
-    nothing of its own behind. Any other batch takes the savepoint path at once."""
+    nothing of its own behind. Any other batch takes the savepoint path at once. On that
+    path a run of grouped jobs (``grouped_by``) shares one savepoint, and runs one by one
+    only if its group fails."""
     if all(job.fn in _REPLAYABLE for job in batch):
         plain = _run_plain(conn, batch)
         if plain is not None:
@@ -279,16 +281,56 @@ def _run_jobs(conn: sqlite3.Connection, batch: list[_Job]) -> list[tuple[bool, A
             error = StoreUnavailable(f"cannot start a write transaction: {exc}")
             return [(False, error)] * len(batch)
     outcomes: list[tuple[bool, Any]] = []
-    for job in batch:
-        conn.execute("SAVEPOINT job")
-        try:
-            outcomes.append((True, job.fn(conn, *job.args)))
-            conn.execute("RELEASE job")
-        except BaseException as exc:  # the job's own error goes back to its caller
-            conn.execute("ROLLBACK TO job")
-            conn.execute("RELEASE job")
-            outcomes.append((False, exc))
+    for jobs, group in _runs(batch):
+        if group is not None:
+            grouped = _run_group(conn, jobs, group)
+            if grouped is not None:
+                outcomes += grouped
+                continue
+        for job in jobs:
+            conn.execute("SAVEPOINT job")
+            try:
+                outcomes.append((True, job.fn(conn, *job.args)))
+                conn.execute("RELEASE job")
+            except BaseException as exc:  # the job's own error goes back to its caller
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+                outcomes.append((False, exc))
     return _commit(conn, outcomes)
+
+
+def _runs(batch: list[_Job]) -> Iterator[tuple[list[_Job], Callable[..., list[Any]] | None]]:
+    """The batch cut into runs: two or more consecutive jobs of a function with a group
+    (``grouped_by``) with that group, every other job alone with None."""
+    at = 0
+    while at < len(batch):
+        fn = batch[at].fn
+        group = _GROUPED.get(fn)
+        end = at + 1
+        if group is not None:
+            while end < len(batch) and batch[end].fn is fn:
+                end += 1
+        yield batch[at:end], (group if end - at > 1 else None)
+        at = end
+
+
+def _run_group(conn: sqlite3.Connection, jobs: list[_Job],
+               group: Callable[..., list[Any]]) -> list[tuple[bool, Any]] | None:
+    """A run of grouped jobs in one savepoint: their outcomes, or None (nothing of them
+    left written) if the group failed, for the caller to run them one by one. In the
+    dispatching process nearly every batch holds a claim or an outcome write beside the
+    accepts, so the accepts would otherwise never be grouped there."""
+    conn.execute("SAVEPOINT job")
+    try:
+        values = group(conn, [job.args for job in jobs])
+        if len(values) != len(jobs):
+            raise RuntimeError(f"{group.__name__} answered {len(values)} jobs of {len(jobs)}")
+    except BaseException:  # each job then runs alone, in its own savepoint
+        conn.execute("ROLLBACK TO job")
+        conn.execute("RELEASE job")
+        return None
+    conn.execute("RELEASE job")
+    return [(True, value) for value in values]
 
 
 def _run_plain(conn: sqlite3.Connection, batch: list[_Job]) -> list[tuple[bool, Any]] | None:
@@ -298,24 +340,17 @@ def _run_plain(conn: sqlite3.Connection, batch: list[_Job]) -> list[tuple[bool, 
     one-recipient pushes, a batch of a dozen runs a handful of statements instead of a
     dozen times five, each a GIL round trip for the writer thread (docs/benchmarks.md)."""
     outcomes: list[tuple[bool, Any]] = []
-    at = 0
     try:
-        while at < len(batch):
-            fn = batch[at].fn
-            group = _GROUPED.get(fn)
-            end = at + 1
+        for jobs, group in _runs(batch):
             if group is not None:
-                while end < len(batch) and batch[end].fn is fn:
-                    end += 1
-            if end - at > 1 and group is not None:
-                values = group(conn, [job.args for job in batch[at:end]])
-                if len(values) != end - at:
+                values = group(conn, [job.args for job in jobs])
+                if len(values) != len(jobs):
                     raise RuntimeError(f"{group.__name__} answered {len(values)} jobs"
-                                       f" of {end - at}")
+                                       f" of {len(jobs)}")
                 outcomes += [(True, value) for value in values]
             else:
-                outcomes.append((True, fn(conn, *batch[at].args)))
-            at = end
+                job = jobs[0]
+                outcomes.append((True, job.fn(conn, *job.args)))
     except BaseException:  # replayed with savepoints by the caller
         return None
     return outcomes
