@@ -201,3 +201,28 @@ def test_another_process_sees_the_counts(tmp_path: Path) -> None:
     assert final[("pushgate_push_accept_seconds_bucket", "0.005")] == 3
     assert final[("pushgate_push_accept_seconds_bucket", "+Inf")] == 4
     assert final[("pushgate_push_accept_seconds_sum", "")] == pytest.approx(0.3077)
+
+
+def test_a_channels_send_times_are_tallied_under_its_label() -> None:
+    def seen(channel: str) -> dict[str, float]:
+        return {s.name + s.labels.get("le", ""): s.value
+                for family in REGISTRY.collect() if family.name == "pushgate_send_seconds"
+                for s in family.samples if s.labels.get("channel") == channel}
+
+    tally = metrics.send_seconds(90417)
+    assert metrics.send_seconds(90417) is tally   # one tally a channel
+    before = seen("90417")
+    tally.observe(0.02)
+    tally.observe(3.0)
+    metrics.send_seconds(90418).observe(0.2)
+    metrics.flush_tallies()
+    after = seen("90417")
+
+    def moved(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    assert moved("pushgate_send_seconds_count") == 2
+    assert moved("pushgate_send_seconds_sum") == pytest.approx(3.02)
+    assert moved("pushgate_send_seconds_bucket0.025") == 1
+    assert moved("pushgate_send_seconds_bucket5.0") == 2
+    assert seen("90418")["pushgate_send_seconds_count"] >= 1

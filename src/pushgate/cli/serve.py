@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -147,6 +148,7 @@ def worker(
 ) -> None:
     """Run the dispatcher and webhook deliverer without the API (stops cleanly on SIGTERM)."""
     from pushgate.dispatch.worker import new_worker_id
+    from pushgate.metrics import flush_tallies_every
     from pushgate.wiring import build_deliverer, build_dispatcher
 
     try:
@@ -183,9 +185,14 @@ def worker(
             loop.add_signal_handler(sig, stop_both)
         log.info("worker %s ready (pid %d, store %s)", worker_id, os.getpid(),
                  store_location(settings.database_url))
+        # The per-message counts kept in tallies reach the metrics every second.
+        tallies = asyncio.create_task(flush_tallies_every(), name="metrics-tallies")
         try:
             await asyncio.gather(dispatcher.run(), deliverer.run())
         finally:
+            tallies.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await tallies
             await store.close()
 
     try:

@@ -75,7 +75,7 @@ class OutcomeRecorder:
         self._next_write = time.monotonic() + RECORD_EVERY_SECONDS
         self._closing = asyncio.Event()
         self._began = time.monotonic()
-        self._latency = metrics.SEND_SECONDS.labels(str(runner.spec.id))
+        self._latency = metrics.send_seconds(runner.spec.id)
 
     def report(self, result: SendResult) -> None:
         self._latency.observe(time.monotonic() - self._began)

@@ -368,7 +368,7 @@ class ChannelRunner:
             results = await self.channel.send_batch([message])
         finally:
             slots.release()
-        metrics.SEND_SECONDS.labels(str(self.spec.id)).observe(time.monotonic() - began)
+        metrics.send_seconds(self.spec.id).observe(time.monotonic() - began)
         self.unrecorded.extend(results)
         return results
 
