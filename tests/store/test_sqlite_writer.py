@@ -218,6 +218,59 @@ async def test_a_sqlite_writer_waiting_for_the_lock_goes_before_its_holder_comes
 
 
 @pytest.mark.sqlite_only
+async def test_jobs_queued_while_a_writer_waits_for_its_turn_share_its_commit(
+    store: Store, make: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer gathers its batch, then waits for another process's transaction; the jobs
+    that came meanwhile go into the same transaction instead of waiting another turn."""
+    import fcntl
+    import os
+
+    from pushgate.store.sqlite import SQLiteStore, connection
+
+    project, _, _ = await make.project(credits="100")
+    channel = await make.channel(project.id)
+    assert isinstance(store, SQLiteStore)
+    batches: list[int] = []
+    run_batch = connection._Writer._run_batch
+
+    def counted(conn: Any, batch: list[Any]) -> Any:
+        batches.append(len(batch))
+        return run_batch(conn, batch)
+
+    monkeypatch.setattr(connection._Writer, "_run_batch", staticmethod(counted))
+    writer = store._writer   # type: ignore[attr-defined]
+    lock_fd = os.open(store.path + connection.WRITE_LOCK_SUFFIX, os.O_RDWR)
+    turn_fd = os.open(store.path + connection.WRITE_TURN_SUFFIX, os.O_RDWR)
+    fcntl.flock(lock_fd, fcntl.LOCK_EX)   # another process's writer, in its transaction
+    try:
+        first = asyncio.ensure_future(store.accept_push(
+            project.id, channel, make_plan(2, tag="first"), time.time(), None))
+        deadline = time.monotonic() + 10
+        while True:   # until this store's writer, batch in hand, waits holding the turn
+            try:
+                fcntl.flock(turn_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                break
+            fcntl.flock(turn_fd, fcntl.LOCK_UN)
+            assert time.monotonic() < deadline, "the writer never waited for the lock"
+            await asyncio.sleep(0.01)
+        later = [asyncio.ensure_future(store.accept_push(
+            project.id, channel, make_plan(2, tag=f"later{n}"), time.time(), None))
+            for n in range(3)]
+        while writer.jobs.qsize() < len(later):
+            assert time.monotonic() < deadline, "the later accepts never reached the queue"
+            await asyncio.sleep(0.005)
+    finally:
+        fcntl.flock(lock_fd, fcntl.LOCK_UN)
+        os.close(lock_fd)
+        os.close(turn_fd)
+    results = await asyncio.wait_for(asyncio.gather(first, *later), 10)
+    assert [len(r.message_ids) for r in results] == [2, 2, 2, 2]
+    assert batches == [4]
+
+
+@pytest.mark.sqlite_only
 async def test_sqlite_listen_names_the_channels_of_pushes_other_processes_queued(
     store: Store, make: Any, db_url: str
 ) -> None:

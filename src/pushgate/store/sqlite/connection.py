@@ -172,15 +172,7 @@ class _Writer(threading.Thread):
             if first is None:
                 break
             batch = [first]
-            while len(batch) < GROUP_COMMIT_MAX_JOBS:
-                try:
-                    job = self.jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if job is None:
-                    stopping = True
-                    break
-                batch.append(job)
+            stopping = self._gather(batch)
             # Processes sharing the file (several `serve --api-only --reuse-port`, a
             # `worker`) take turns here: a blocked flock wakes the moment the holder is done,
             # where SQLite's own busy handler sleeps and polls (p99 in seconds with two API
@@ -193,6 +185,11 @@ class _Writer(threading.Thread):
                 fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
             finally:
                 fcntl.flock(self.turn_fd, fcntl.LOCK_UN)
+            # The jobs that came while this writer waited for its turn join the batch: they
+            # share its commit instead of waiting for another turn (with several processes,
+            # a turn is often as long as the other writer's transaction).
+            if not stopping:
+                stopping = self._gather(batch)
             try:
                 answers = self._run_batch(conn, batch)
             finally:
@@ -203,6 +200,19 @@ class _Writer(threading.Thread):
         conn.close()
         os.close(self.lock_fd)
         os.close(self.turn_fd)
+
+    def _gather(self, batch: list[_Job]) -> bool:
+        """Add the jobs waiting in the queue to ``batch``, up to ``GROUP_COMMIT_MAX_JOBS``;
+        whether the stop mark came among them."""
+        while len(batch) < GROUP_COMMIT_MAX_JOBS:
+            try:
+                job = self.jobs.get_nowait()
+            except queue.Empty:
+                return False
+            if job is None:
+                return True
+            batch.append(job)
+        return False
 
     @staticmethod
     def _run_batch(conn: sqlite3.Connection, batch: list[_Job]) -> dict[
