@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 import httpx
+import pytest
 
 from pushgate.ui import campaign_pages
 from tests.ui.test_dashboard_sessions import KEY, csrf_of, sign_in
@@ -178,6 +179,28 @@ async def test_messages_search_pages(app_client: Any, make: Any, monkeypatch: An
     rest = await client.get(older.group(1).replace("&amp;", "&"))
     assert "note 0" in rest.text and "note 1" not in rest.text
     assert 'id="older"' not in rest.text
+
+
+@pytest.mark.sqlite_only
+async def test_a_search_that_found_nothing_in_its_window_offers_older_ones(
+        app_client: Any, make: Any, monkeypatch: Any) -> None:
+    from pushgate.store.sqlite import reports
+
+    monkeypatch.setattr(reports, "SEARCH_WINDOW", 2)
+    project, token, _ = await make.project()
+    await make.channel(project.id)
+    client, _ = await app_client(secret_key=KEY)
+    for n, number in enumerate([GOOD[0], GOOD[1], GOOD[1], GOOD[1]]):
+        await client.post("/api/v2/push", json={
+            "token": token, "application": "1", "globalmessage": f"note {n}",
+            "data": [{"number": number}]})
+    await sign_in(client, token)
+    page = await client.get("/ui/messages", params={"q": GOOD[0]})
+    assert 'id="found-none"' in page.text and "searched so far" in page.text
+    older = re.search(r'href="(/ui/messages\?[^"]+)" id="older"', page.text)
+    assert older
+    rest = await client.get(older.group(1).replace("&amp;", "&"))
+    assert "note 0" in rest.text and 'id="found-none"' not in rest.text
 
 
 async def test_credits_balance_and_history(app_client: Any, make: Any, monkeypatch: Any) -> None:

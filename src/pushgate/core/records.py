@@ -142,6 +142,25 @@ class FoundMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class FoundPage:
+    """A page of the dashboard's search: the messages found, newest first, and ``older``:
+    the ``before`` that goes on with the search (the page was full, or a store that searches
+    a window of ids at a time stopped at the window's end), None when nothing older is left."""
+
+    found: list[FoundMessage]
+    older: int | None
+
+    @classmethod
+    def of(cls, found: list[FoundMessage], limit: int, window_end: int | None) -> FoundPage:
+        """The page of up to ``limit`` from ``found`` (read with a limit one higher, so a
+        full page knows there is more); ``window_end``: where a windowed search stopped with
+        older messages left, None when it looked at them all."""
+        if len(found) > limit:
+            return cls(found[:limit], found[limit - 1].message.id)
+        return cls(found, window_end)
+
+
+@dataclass(frozen=True, slots=True)
 class LedgerEntry:
     """One row of a project's credit ledger: a credit added, a push charged (``push_id``),
     credits refunded."""

@@ -37,7 +37,7 @@ from pushgate.core.push import PushPlan
 from pushgate.core.records import (
     CheckForward,
     CheckReport,
-    FoundMessage,
+    FoundPage,
     LedgerEntry,
     MessageDetail,
     MessageRecord,
@@ -247,10 +247,13 @@ class Reports(Protocol):
     @abc.abstractmethod
     async def find_messages(self, project_id: int, *, number: str | None = None,
                             reference: str | None = None, before: int | None = None,
-                            limit: int = 50) -> list[FoundMessage]:
+                            limit: int = 50) -> FoundPage:
         """A page of the project's messages to ``number`` or carrying ``reference`` (exact
         matches; one of the two), newest first: up to ``limit`` with ids below ``before``
-        (None: from the newest). Indexed (revision 0014)."""
+        (None: from the newest), and the ``before`` of the next page. PostgreSQL reads it
+        through indexes; SQLite looks at one window of ``SEARCH_WINDOW`` ids a call (its
+        indexes by number and reference cost bulk accepts too much, revision 0020), so a
+        page may hold fewer than ``limit`` and still have older ones."""
 
     @abc.abstractmethod
     async def credit_history(self, project_id: int, before: int | None,

@@ -318,10 +318,9 @@ async def messages(request: Request, view: ProjectView) -> Response:
             searched = query
         if searched is not None:
             kind = {"number": searched} if by == "number" else {"reference": searched}
-            rows = await gateway.store.find_messages(project_id, before=before,
-                                                     limit=FOUND_PAGE + 1, **kind)
-            found = rows[:FOUND_PAGE]
-            older = rows[FOUND_PAGE - 1].message.id if len(rows) > FOUND_PAGE else None
+            page = await gateway.store.find_messages(project_id, before=before,
+                                                     limit=FOUND_PAGE, **kind)
+            found, older = page.found, page.older
     return render(request, "messages.html", query=query, by=by, searched=searched,
                   found=found, older=older, first=before is None, error=error, **context)
 

@@ -11,6 +11,7 @@ from tests.store.contract.test_store_queue import queue
 
 from pushgate.core.models import SendResult
 from pushgate.core.policy import RetryPolicy
+from pushgate.core.records import FoundPage
 from pushgate.store.base import Store
 
 
@@ -76,26 +77,29 @@ async def test_find_messages_by_number_and_reference(store: Store, make: Any) ->
     await queue(store, await make.channel(stranger.id), 3, t0, tag="a", references=True)
 
     # "919876540001" got one message of each push: newest first, each with its push.
-    found = await store.find_messages(project.id, number="919876540001")
+    found = (await store.find_messages(project.id, number="919876540001")).found
     assert [(f.push_id, f.message.id) for f in found] == [
         (second.push_id, second.message_ids[1]), (first.push_id, first.message_ids[1])]
     assert found[0].message.reference == "ref-b-1" and found[0].created_at >= t0
     page = await store.find_messages(project.id, number="919876540001", limit=1)
-    assert [f.message.id for f in page] == [second.message_ids[1]]
+    assert [f.message.id for f in page.found] == [second.message_ids[1]]
+    assert page.older == second.message_ids[1]
     rest = await store.find_messages(project.id, number="919876540001",
-                                     before=page[-1].message.id, limit=1)
-    assert [f.message.id for f in rest] == [first.message_ids[1]]
-    assert await store.find_messages(project.id, number="919876540001",
-                                     before=rest[-1].message.id) == []
+                                     before=page.older, limit=1)
+    assert [f.message.id for f in rest.found] == [first.message_ids[1]]
+    assert rest.older is None
+    last = await store.find_messages(project.id, number="919876540001",
+                                     before=rest.found[-1].message.id)
+    assert last.found == [] and last.older is None
 
-    found = await store.find_messages(project.id, reference="ref-a-2")
+    found = (await store.find_messages(project.id, reference="ref-a-2")).found
     assert [(f.push_id, f.message.id) for f in found] == [(first.push_id, first.message_ids[2])]
     assert found[0].message.number == "919876540002"
     # Exact matches only, and never another project's messages.
-    assert await store.find_messages(project.id, reference="ref-a") == []
-    assert await store.find_messages(project.id, number="91987654000") == []
-    assert len(await store.find_messages(stranger.id, reference="ref-a-2")) == 1
-    assert await store.find_messages(project.id) == []
+    assert (await store.find_messages(project.id, reference="ref-a")).found == []
+    assert (await store.find_messages(project.id, number="91987654000")).found == []
+    assert len((await store.find_messages(stranger.id, reference="ref-a-2")).found) == 1
+    assert await store.find_messages(project.id) == FoundPage([], None)
 
 
 async def test_credit_history_newest_first_page_by_page(store: Store, make: Any) -> None:

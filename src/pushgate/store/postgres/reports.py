@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pushgate.core.push import MAX_ID
 from pushgate.core.records import (
     FoundMessage,
+    FoundPage,
     LedgerEntry,
     MessageDetail,
     MessageRecord,
@@ -106,18 +107,18 @@ class PostgresReports(PostgresBase):
 
     async def find_messages(self, project_id: int, *, number: str | None = None,
                             reference: str | None = None, before: int | None = None,
-                            limit: int = 50) -> list[FoundMessage]:
+                            limit: int = 50) -> FoundPage:
         column, value = ("number", number) if number is not None else ("reference", reference)
         if value is None:
-            return []
+            return FoundPage([], None)
         # `column` is one of two names fixed above, never the caller's text.
         rows = await self._fetch(
             f"SELECT m.push_id, m.created_at, {M_MESSAGE_COLUMNS} FROM messages m"
             f" WHERE m.project_id = $1 AND m.{column} = $2 AND m.id < $3"
             " ORDER BY m.id DESC LIMIT $4",
-            project_id, value, MAX_ID if before is None else before, limit)
-        return [FoundMessage(int(r[0]), float(r[1]), message_record(tuple(r)[2:]))
-                for r in rows]
+            project_id, value, MAX_ID if before is None else before, limit + 1)
+        return FoundPage.of([FoundMessage(int(r[0]), float(r[1]), message_record(tuple(r)[2:]))
+                             for r in rows], limit, None)
 
     async def credit_history(self, project_id: int, before: int | None,
                              limit: int) -> list[LedgerEntry]:

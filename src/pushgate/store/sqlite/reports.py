@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pushgate.core.push import MAX_ID
 from pushgate.core.records import (
     FoundMessage,
+    FoundPage,
     LedgerEntry,
     MessageDetail,
     MessageRecord,
@@ -26,6 +27,10 @@ from pushgate.store.rows import (
 )
 from pushgate.store.sqlite.common import _LIVE
 from pushgate.store.sqlite.connection import SQLiteBase
+
+#: Message ids a dashboard search looks at a call (``find_messages``): ~50 ms of reading on a
+#: table of long texts.
+SEARCH_WINDOW = 100_000
 
 
 class SQLiteReports(SQLiteBase):
@@ -108,17 +113,30 @@ class SQLiteReports(SQLiteBase):
 
     async def find_messages(self, project_id: int, *, number: str | None = None,
                             reference: str | None = None, before: int | None = None,
-                            limit: int = 50) -> list[FoundMessage]:
+                            limit: int = 50) -> FoundPage:
         column, value = ("number", number) if number is not None else ("reference", reference)
         if value is None:
-            return []
+            return FoundPage([], None)
+        conn = self._read()
+        top = before
+        if top is None:
+            [(newest,)] = conn.execute("SELECT max(id) FROM messages").fetchall()
+            if newest is None:
+                return FoundPage([], None)
+            top = int(newest) + 1
+        # One window of ids a call, read through the primary key: the read runs on the event
+        # loop's thread, so its time is bounded whatever the table's size.
+        floor = max(top - SEARCH_WINDOW, 0)
         # `column` is one of two names fixed above, never the caller's text.
-        rows = self._read().execute(
+        rows = conn.execute(
             f"SELECT m.push_id, m.created_at, {M_MESSAGE_COLUMNS} FROM messages m"
-            f" WHERE m.project_id = ? AND m.{column} = ? AND m.id < ?"
+            f" WHERE m.id < ? AND m.id >= ? AND m.project_id = ? AND m.{column} = ?"
             " ORDER BY m.id DESC LIMIT ?",
-            (project_id, value, MAX_ID if before is None else before, limit)).fetchall()
-        return [FoundMessage(int(r[0]), float(r[1]), message_record(r[2:])) for r in rows]
+            (top, floor, project_id, value, limit + 1)).fetchall()
+        older = conn.execute("SELECT max(id) FROM messages WHERE id < ?",
+                             (floor,)).fetchall()[0][0]
+        return FoundPage.of([FoundMessage(int(r[0]), float(r[1]), message_record(r[2:]))
+                             for r in rows], limit, None if older is None else floor)
 
     async def credit_history(self, project_id: int, before: int | None,
                              limit: int) -> list[LedgerEntry]:
