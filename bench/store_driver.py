@@ -84,16 +84,14 @@ def bench_store_sql(data: list[tuple[object, ...]]) -> float:
     conn = sqlite3.connect(path, isolation_level=None)
     for pragma in PRAGMAS:
         conn.execute(pragma)
-    # (offset, number, body, media, media_kind, reference, parts, segments, credit_micro) per
-    # row; (push_id, project_id, channel_id, priority, now, expires_at, first id, inline media
-    # id) once per statement.
-    rows = [(r[0] - data[0][0], r[4], r[5], r[6], r[7], r[8], r[11], r[12], r[13])
-            for r in data]
+    # (number, body, media, media_kind, reference, parts, segments, credit_micro) per row;
+    # (push_id, project_id, channel_id, priority, now, expires_at, inline media id) once per
+    # statement (the ids are SQLite's rowids).
+    rows = [(r[4], r[5], r[6], r[7], r[8], r[11], r[12], r[13]) for r in data]
     started = time.perf_counter()
     for start in range(0, len(rows), BATCH):
         first = data[start]
-        push_wide = [first[1], first[2], first[3], first[9], first[16], first[19], data[0][0],
-                     None]
+        push_wide = [first[1], first[2], first[3], first[9], first[16], first[19], None]
         conn.execute("BEGIN IMMEDIATE")
         for i in range(start, min(start + BATCH, len(rows)), 500):
             chunk = rows[i:i + 500]
