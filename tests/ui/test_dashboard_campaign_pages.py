@@ -8,7 +8,6 @@ import re
 from typing import Any
 
 import httpx
-import pytest
 
 from pushgate.ui import campaign_pages
 from tests.ui.test_dashboard_sessions import KEY, csrf_of, sign_in
@@ -181,12 +180,11 @@ async def test_messages_search_pages(app_client: Any, make: Any, monkeypatch: An
     assert 'id="older"' not in rest.text
 
 
-@pytest.mark.sqlite_only
 async def test_a_search_that_found_nothing_in_its_window_offers_older_ones(
         app_client: Any, make: Any, monkeypatch: Any) -> None:
-    from pushgate.store.sqlite import reports
+    from pushgate.store import rows
 
-    monkeypatch.setattr(reports, "SEARCH_WINDOW", 2)
+    monkeypatch.setattr(rows, "SEARCH_WINDOW", 2)
     project, token, _ = await make.project()
     await make.channel(project.id)
     client, _ = await app_client(secret_key=KEY)

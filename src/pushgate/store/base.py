@@ -250,10 +250,10 @@ class Reports(Protocol):
                             limit: int = 50) -> FoundPage:
         """A page of the project's messages to ``number`` or carrying ``reference`` (exact
         matches; one of the two), newest first: up to ``limit`` with ids below ``before``
-        (None: from the newest), and the ``before`` of the next page. PostgreSQL reads it
-        through indexes; SQLite looks at one window of ``SEARCH_WINDOW`` ids a call (its
-        indexes by number and reference cost bulk accepts too much, revision 0020), so a
-        page may hold fewer than ``limit`` and still have older ones."""
+        (None: from the newest), and the ``before`` of the next page. It looks at one window
+        of ``rows.SEARCH_WINDOW`` ids a call (indexes by number and reference cost bulk
+        accepts too much, revisions 0020 and 0021), so a page may hold fewer than ``limit``
+        and still have older ones."""
 
     @abc.abstractmethod
     async def credit_history(self, project_id: int, before: int | None,

@@ -1,17 +1,19 @@
 """The dashboard's reads (``list_pushes``, ``push_messages``, ``project_counts_since``): pages
 of a project's pushes and of a push's messages, and a project's messages counted by state since
-a time. Runs on every backend."""
+a time; the message search, window by window. Runs on every backend."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
+import pytest
 from tests.store.contract.test_store_queue import queue
 
 from pushgate.core.models import SendResult
 from pushgate.core.policy import RetryPolicy
 from pushgate.core.records import FoundPage
+from pushgate.store import rows
 from pushgate.store.base import Store
 
 
@@ -122,3 +124,37 @@ async def test_credit_history_newest_first_page_by_page(store: Store, make: Any)
     assert page == [top_up]
     assert (await store.credit_history(project.id, top_up.id, 1)) == [charge]
     assert all(e.reason != "stranger's" for e in history)
+
+
+async def test_a_search_goes_on_window_by_window_to_the_oldest_message(
+        store: Store, make: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rows, "SEARCH_WINDOW", 4)
+    project, _, _ = await make.project()
+    channel = await make.channel(project.id)
+    t0 = time.time()
+    # Five pushes of three: "919876540001" is each push's second message.
+    pushes = [await queue(store, channel, 3, t0 + n, tag=f"p{n}") for n in range(5)]
+    wanted = [p.message_ids[1] for p in reversed(pushes)]
+    newest = pushes[-1].message_ids[-1]
+
+    page = await store.find_messages(project.id, number="919876540001", limit=10)
+    # The first window is the 4 newest ids: one match in it, older ones left.
+    assert [f.message.id for f in page.found] == [wanted[0]]
+    assert page.older == newest + 1 - 4
+    seen = [f.message.id for f in page.found]
+    windows = 1
+    while page.older is not None:
+        page = await store.find_messages(project.id, number="919876540001",
+                                         before=page.older, limit=10)
+        seen += [f.message.id for f in page.found]
+        windows += 1
+    assert seen == wanted
+    # 15 ids, 4 a window (more if the table holds older messages of other projects).
+    assert windows >= 4
+
+    # A window with more matches than the page: the page's last id goes on.
+    monkeypatch.setattr(rows, "SEARCH_WINDOW", 100)
+    first = await store.find_messages(project.id, number="919876540001", limit=2)
+    assert [f.message.id for f in first.found] == wanted[:2]
+    assert first.older == wanted[1]
+    assert (await store.find_messages(project.id, number="919876540009")).found == []

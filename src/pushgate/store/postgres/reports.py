@@ -24,6 +24,7 @@ from pushgate.store.rows import (
     message_detail,
     message_record,
     push_record,
+    search_floor,
 )
 
 
@@ -111,14 +112,22 @@ class PostgresReports(PostgresBase):
         column, value = ("number", number) if number is not None else ("reference", reference)
         if value is None:
             return FoundPage([], None)
+        top = before
+        if top is None:
+            newest = await self._fetchval("SELECT max(id) FROM messages")
+            if newest is None:
+                return FoundPage([], None)
+            top = int(newest) + 1
+        floor = search_floor(top)   # one window of ids a call, through the primary key
         # `column` is one of two names fixed above, never the caller's text.
         rows = await self._fetch(
             f"SELECT m.push_id, m.created_at, {M_MESSAGE_COLUMNS} FROM messages m"
-            f" WHERE m.project_id = $1 AND m.{column} = $2 AND m.id < $3"
-            " ORDER BY m.id DESC LIMIT $4",
-            project_id, value, MAX_ID if before is None else before, limit + 1)
+            f" WHERE m.id < $1 AND m.id >= $2 AND m.project_id = $3 AND m.{column} = $4"
+            " ORDER BY m.id DESC LIMIT $5",
+            top, floor, project_id, value, limit + 1)
+        older = await self._fetchval("SELECT max(id) FROM messages WHERE id < $1", floor)
         return FoundPage.of([FoundMessage(int(r[0]), float(r[1]), message_record(tuple(r)[2:]))
-                             for r in rows], limit, None)
+                             for r in rows], limit, None if older is None else floor)
 
     async def credit_history(self, project_id: int, before: int | None,
                              limit: int) -> list[LedgerEntry]:

@@ -24,13 +24,10 @@ from pushgate.store.rows import (
     message_detail,
     message_record,
     push_record,
+    search_floor,
 )
 from pushgate.store.sqlite.common import _LIVE
 from pushgate.store.sqlite.connection import SQLiteBase
-
-#: Message ids a dashboard search looks at a call (``find_messages``): ~50 ms of reading on a
-#: table of long texts.
-SEARCH_WINDOW = 100_000
 
 
 class SQLiteReports(SQLiteBase):
@@ -126,7 +123,7 @@ class SQLiteReports(SQLiteBase):
             top = int(newest) + 1
         # One window of ids a call, read through the primary key: the read runs on the event
         # loop's thread, so its time is bounded whatever the table's size.
-        floor = max(top - SEARCH_WINDOW, 0)
+        floor = search_floor(top)
         # `column` is one of two names fixed above, never the caller's text.
         rows = conn.execute(
             f"SELECT m.push_id, m.created_at, {M_MESSAGE_COLUMNS} FROM messages m"
