@@ -121,6 +121,21 @@ async def test_a_batch_job_failing_after_it_wrote_leaves_nothing_and_keeps_the_o
         assert ids == list(range(ids[0], ids[0] + len(ids)))
 
 
+async def writer_holds_the_turn(turn_fd: int) -> None:
+    """Wait until this store's writer waits for the write lock, holding the turn."""
+    import fcntl
+
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            fcntl.flock(turn_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return
+        fcntl.flock(turn_fd, fcntl.LOCK_UN)
+        assert time.monotonic() < deadline, "the writer never waited for the lock"
+        await asyncio.sleep(0.01)
+
+
 @pytest.mark.sqlite_only
 async def test_sqlite_writers_of_several_processes_take_turns_on_the_lock_file(
     store: Store, make: Any, db_url: str, tmp_path: Any
@@ -188,15 +203,7 @@ async def test_a_sqlite_writer_waiting_for_the_lock_goes_before_its_holder_comes
         waiting = asyncio.ensure_future(
             store.accept_push(project.id, channel, make_plan(3, tag="waiting"), time.time(),
                               None))
-        deadline = time.monotonic() + 10
-        while True:   # until this store's writer waits for the lock holding the turn
-            try:
-                fcntl.flock(turn_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                break
-            fcntl.flock(turn_fd, fcntl.LOCK_UN)
-            assert time.monotonic() < deadline, "the waiting writer never took the turn"
-            await asyncio.sleep(0.01)
+        await writer_holds_the_turn(turn_fd)
 
         def finish_and_lock_again() -> int:
             fcntl.flock(lock_fd, fcntl.LOCK_UN)
@@ -246,15 +253,8 @@ async def test_jobs_queued_while_a_writer_waits_for_its_turn_share_its_commit(
     try:
         first = asyncio.ensure_future(store.accept_push(
             project.id, channel, make_plan(2, tag="first"), time.time(), None))
+        await writer_holds_the_turn(turn_fd)   # its batch in hand
         deadline = time.monotonic() + 10
-        while True:   # until this store's writer, batch in hand, waits holding the turn
-            try:
-                fcntl.flock(turn_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                break
-            fcntl.flock(turn_fd, fcntl.LOCK_UN)
-            assert time.monotonic() < deadline, "the writer never waited for the lock"
-            await asyncio.sleep(0.01)
         later = [asyncio.ensure_future(store.accept_push(
             project.id, channel, make_plan(2, tag=f"later{n}"), time.time(), None))
             for n in range(3)]
