@@ -7,8 +7,10 @@ spread, in milliseconds.
     python bench/ui_pages.py [--messages 10000] [--repeat 21]
     python bench/ui_pages.py --accept-ab    # 10,000-message accepts, schema 0016 vs head
 
-``--accept-ab`` times ``POST /api/v2/push`` with 10,000 recipients on a schema without
-revision 0014's search indexes and with them, alternating (median of 8 after a warm-up each).
+``--accept-ab`` times ``POST /api/v2/push`` with 10,000 recipients on schema 0016 (before
+revision 0017's indexes) and on head, alternating (median of 8 after a warm-up each). Each
+push goes into a fresh database, so it cannot show what an index costs as the table grows:
+``bench/accept.py`` can (docs/benchmarks.md, "Found by measuring, fixed").
 """
 
 from __future__ import annotations
