@@ -125,9 +125,12 @@ class PostgresReports(PostgresBase):
             f" WHERE m.id < $1 AND m.id >= $2 AND m.project_id = $3 AND m.{column} = $4"
             " ORDER BY m.id DESC LIMIT $5",
             top, floor, project_id, value, limit + 1)
-        older = await self._fetchval("SELECT max(id) FROM messages WHERE id < $1", floor)
-        return FoundPage.of([FoundMessage(int(r[0]), float(r[1]), message_record(tuple(r)[2:]))
-                             for r in rows], limit, None if older is None else floor)
+        found = [FoundMessage(int(r[0]), float(r[1]), message_record(tuple(r)[2:]))
+                 for r in rows]
+        older = None
+        if len(found) <= limit and floor > 0:   # a full page says where to go on itself
+            older = await self._fetchval("SELECT max(id) FROM messages WHERE id < $1", floor)
+        return FoundPage.of(found, limit, None if older is None else floor)
 
     async def credit_history(self, project_id: int, before: int | None,
                              limit: int) -> list[LedgerEntry]:

@@ -130,10 +130,12 @@ class SQLiteReports(SQLiteBase):
             f" WHERE m.id < ? AND m.id >= ? AND m.project_id = ? AND m.{column} = ?"
             " ORDER BY m.id DESC LIMIT ?",
             (top, floor, project_id, value, limit + 1)).fetchall()
-        older = conn.execute("SELECT max(id) FROM messages WHERE id < ?",
-                             (floor,)).fetchall()[0][0]
-        return FoundPage.of([FoundMessage(int(r[0]), float(r[1]), message_record(r[2:]))
-                             for r in rows], limit, None if older is None else floor)
+        found = [FoundMessage(int(r[0]), float(r[1]), message_record(r[2:])) for r in rows]
+        older = None
+        if len(found) <= limit and floor > 0:   # a full page says where to go on itself
+            older = conn.execute("SELECT max(id) FROM messages WHERE id < ?",
+                                 (floor,)).fetchall()[0][0]
+        return FoundPage.of(found, limit, None if older is None else floor)
 
     async def credit_history(self, project_id: int, before: int | None,
                              limit: int) -> list[LedgerEntry]:
