@@ -6,6 +6,7 @@
                                     # server does not remember; 10,000 and 1 to two
                                     # API processes, 3 times each), one-recipient pushes
                                     # at 50 connections to the default serve (3 times),
+                                    # their event-loop µs by stage in process,
                                     # dispatch 200,000 (and 100,000 delivered by
                                     # simulated receipts; again beside 1,000,000
                                     # scheduled), store driver, status
@@ -40,6 +41,7 @@ import backlog  # noqa: E402
 import fastlane  # noqa: E402
 import http_channel  # noqa: E402
 import optouts  # noqa: E402
+import push_path  # noqa: E402
 import single  # noqa: E402
 import smpp as smpp_bench  # noqa: E402
 import status_updates  # noqa: E402
@@ -76,6 +78,7 @@ def main(argv: list[str] | None = None) -> None:
         results["accept"] += accept.main(["--seconds", seconds, "--sizes", "1",
                                           "--client", "raw"])
         results["single"] = single.main(["--seconds", seconds])
+        results["push_path"] = push_path.main(["--pushes", "5000", "--repeat", "1"])
         results["dispatch"] = dispatch.main(["--messages", "20000"])
         results["store_driver"] = store_driver.main(["--rows", "20000", "--repeat", "1"])
         results["fastlane"] = fastlane.main(["--count", "150"])
@@ -101,6 +104,8 @@ def main(argv: list[str] | None = None) -> None:
         # Issue 23's side-by-side shape: one recipient, 50 connections, the default `serve`
         # (all cores, dispatch on), server CPU µs a request; median of 3.
         results["single"] = single.main(["--seconds", seconds, "--repeat", "3"])
+        # The same push's event-loop µs in process, by stage (store, hand-off, none; ~1 min).
+        results["push_path"] = push_path.main(["--repeat", "3"])
         results["dispatch"] = dispatch.main(["--messages", "200000"])
         # Delivered by simulated receipts afterwards, the path real providers' receipts take.
         results["dispatch_receipts"] = dispatch.main(["--messages", "100000",
