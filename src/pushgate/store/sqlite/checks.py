@@ -18,6 +18,8 @@ from pushgate.store.rows import CHECK_COLUMNS, check_report
 from pushgate.store.sqlite.connection import SQLiteBase
 
 # An answer's forward_at: now when the project has an event webhook, else NULL (kept only).
+#: The number checks whose report a forwarder may claim at ``?`` (now).
+_REPORT_DUE = "forward_at <= ?"
 _FORWARD_AT = ("(SELECT CASE WHEN coalesce(p.webhook_url, '') <> '' THEN ? END FROM projects p"
                " WHERE p.id = number_checks.project_id)")
 
@@ -124,10 +126,13 @@ class SQLiteChecks(SQLiteBase):
 
     async def claim_check_reports(self, limit: int, now: float,
                                   lease_seconds: float) -> list[CheckForward]:
+        if not self._finds(f"SELECT 1 FROM number_checks WHERE {_REPORT_DUE} LIMIT 1", now):
+            return []
+
         def job(conn: sqlite3.Connection) -> list[CheckForward]:
             rows = conn.execute(
                 "UPDATE number_checks SET forward_at = ? WHERE id IN (SELECT id FROM"
-                " number_checks WHERE forward_at <= ? ORDER BY forward_at, id LIMIT ?)"
+                f" number_checks WHERE {_REPORT_DUE} ORDER BY forward_at, id LIMIT ?)"
                 " RETURNING id", (now + lease_seconds, now, limit)).fetchall()
             if not rows:
                 return []

@@ -103,6 +103,12 @@ class SQLiteBase:
             raise StoreUnavailable("the store is not open")
         return self._reader
 
+    def _finds(self, sql: str, *params: Any) -> bool:
+        """Whether the query ``sql`` finds a row, read on the caller's thread. A poll that
+        asks first claims nothing, when nothing is due, without a writer job: no turn on the
+        write lock the other processes' writers wait for, no wake-up of the writer thread."""
+        return self._read().execute(sql, params).fetchone() is not None
+
     def _write(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         if self._writer is None:
             raise StoreUnavailable("the store is not open")

@@ -18,6 +18,9 @@ from pushgate.store.rows import inbound_record
 from pushgate.store.sqlite.connection import SQLiteBase
 from pushgate.store.sqlite.optouts import apply_keyword
 
+#: The inbound messages a forwarder may claim at ``?`` (now).
+_FORWARD_DUE = "forward_at <= ?"
+
 
 class SQLiteInbound(SQLiteBase):
     """Inbound messages and their webhook delivery."""
@@ -87,10 +90,13 @@ class SQLiteInbound(SQLiteBase):
     async def claim_inbound(
         self, limit: int, now: float, lease_seconds: float
     ) -> list[InboundForward]:
+        if not self._finds(f"SELECT 1 FROM inbound_messages WHERE {_FORWARD_DUE} LIMIT 1", now):
+            return []
+
         def job(conn: sqlite3.Connection) -> list[InboundForward]:
             rows = conn.execute(
                 "UPDATE inbound_messages SET forward_at = ? WHERE id IN (SELECT id FROM"
-                " inbound_messages WHERE forward_at <= ? ORDER BY forward_at, id LIMIT ?)"
+                f" inbound_messages WHERE {_FORWARD_DUE} ORDER BY forward_at, id LIMIT ?)"
                 " RETURNING id", (now + lease_seconds, now, limit)).fetchall()
             if not rows:
                 return []

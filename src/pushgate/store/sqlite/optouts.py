@@ -20,6 +20,8 @@ from pushgate.core.optouts import (
 )
 from pushgate.store.sqlite.connection import SQLiteBase
 
+#: The opt-out events a forwarder may claim at ``?`` (now).
+_EVENT_DUE = "forward_at IS NOT NULL AND forward_at <= ?"
 _SETTINGS = "stop_keywords, start_keywords, stop_reply, start_reply"
 
 
@@ -71,10 +73,13 @@ class SQLiteOptouts(SQLiteBase):
 
     async def claim_optout_events(self, limit: int, now: float,
                                   lease_seconds: float) -> list[OptoutEvent]:
+        if not self._finds(f"SELECT 1 FROM optout_events WHERE {_EVENT_DUE} LIMIT 1", now):
+            return []
+
         def job(conn: sqlite3.Connection) -> list[OptoutEvent]:
             ids = [r[0] for r in conn.execute(
                 "UPDATE optout_events SET forward_at = ? WHERE id IN (SELECT id FROM"
-                " optout_events WHERE forward_at IS NOT NULL AND forward_at <= ?"
+                f" optout_events WHERE {_EVENT_DUE}"
                 " ORDER BY forward_at, id LIMIT ?) RETURNING id",
                 (now + lease_seconds, now, limit)).fetchall()]
             if not ids:

@@ -22,6 +22,8 @@ class SQLiteOutbox(SQLiteBase):
     async def claim_outbox(
         self, worker_id: str, limit: int, now: float, lease_seconds: float
     ) -> list[OutboxBatch]:
+        if not self._finds(f"SELECT 1 FROM outbox WHERE {_OUTBOX_DUE} LIMIT 1", now):
+            return []
         return await self._write(_claim_outbox_job, limit, now, lease_seconds)
 
     async def complete_outbox(self, ids: Sequence[int]) -> None:
@@ -98,6 +100,12 @@ class SQLiteOutbox(SQLiteBase):
         return await self._write(job)
 
 
+#: The outbox rows a deliverer may claim at ``?`` (now). ``dead = 0``, not ``NOT dead``: an
+#: equality lets SQLite search ``outbox_ready`` in order, where ``NOT dead`` scanned the whole
+#: index, dead rows included, and sorted what it found.
+_OUTBOX_DUE = "dead = 0 AND next_attempt_at <= ?"
+
+
 def _claim_outbox_job(
     conn: sqlite3.Connection, limit: int, now: float, lease_seconds: float
 ) -> list[OutboxBatch]:
@@ -105,7 +113,7 @@ def _claim_outbox_job(
     # back when it passes, and a successful one deletes them.
     ids = [r[0] for r in conn.execute(
         "UPDATE outbox SET next_attempt_at = ? WHERE id IN (SELECT id FROM outbox"
-        " WHERE NOT dead AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?)"
+        f" WHERE {_OUTBOX_DUE} ORDER BY next_attempt_at, id LIMIT ?)"
         " RETURNING id", (now + lease_seconds, now, limit)).fetchall()]
     if not ids:
         return []
