@@ -15,8 +15,6 @@ import pytest
 from tests.conftest import Fixture
 
 from pushgate.core.models import InboundMessage
-from pushgate.store.factory import store_for_url
-from pushgate.store.sqlite import connection as sqlite_connection
 
 LEASE = 30.0
 
@@ -29,73 +27,47 @@ async def _poll_all(store: Any, now: float) -> list[Any]:
 
 
 @pytest.mark.sqlite_only
-async def test_polls_that_find_nothing_due_run_no_writer_job(db_url: str) -> None:
-    store = store_for_url(db_url)
-    await store.open()
-    try:
-        fixture = Fixture(store)
-        project, _token, _secret = await fixture.project()
-        channel = await fixture.channel(project.id, application=8)
-        await store.set_incoming_webhook(project.id, "http://127.0.0.1:9/in")
-        jobs: list[str] = []
-        write = store._write
+async def test_polls_that_find_nothing_due_run_no_writer_job(store: Any, make: Fixture) -> None:
+    project, _token, _secret = await make.project()
+    channel = await make.channel(project.id, application=8)
+    await store.set_incoming_webhook(project.id, "http://127.0.0.1:9/in")
+    jobs: list[str] = []
+    write = store._write
 
-        def counted(fn: Any, *args: Any) -> Any:
-            jobs.append(fn.__name__)
-            return write(fn, *args)
+    def counted(fn: Any, *args: Any) -> Any:
+        jobs.append(fn.__name__)
+        return write(fn, *args)
 
-        store._write = counted   # type: ignore[method-assign]
-        now = time.time()
-        assert await _poll_all(store, now) == [[], [], [], []]
-        assert jobs == []
-        # Something due: that poll, and only that one, claims it through the writer.
-        inbound = InboundMessage(channel_id=channel.id, number="919876543210", text="hi",
-                                 provider_id="wamid.in1", at=now)
-        assert await store.record_inbound([inbound], now) == 1
-        jobs.clear()
-        outbox, [item], checks, optouts = await _poll_all(store, now + 1)
-        assert (outbox, checks, optouts) == ([], [], [])
-        assert item.message.number == "919876543210"
-        assert jobs == ["job"]
-        # Leased now: the next poll is a read again.
-        jobs.clear()
-        assert await _poll_all(store, now + 2) == [[], [], [], []]
-        assert jobs == []
-    finally:
-        await store.close()
-
-
-@pytest.fixture
-def statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    seen: list[str] = []
-    connect = sqlite_connection._connect
-
-    def traced(path: str) -> sqlite3.Connection:
-        conn = connect(path)
-        conn.set_trace_callback(seen.append)
-        return conn
-
-    monkeypatch.setattr(sqlite_connection, "_connect", traced)
-    return seen
+    store._write = counted
+    now = time.time()
+    assert await _poll_all(store, now) == [[], [], [], []]
+    assert jobs == []
+    # Something due: that poll, and only that one, claims it through the writer.
+    inbound = InboundMessage(channel_id=channel.id, number="919876543210", text="hi",
+                             provider_id="wamid.in1", at=now)
+    assert await store.record_inbound([inbound], now) == 1
+    jobs.clear()
+    outbox, [item], checks, optouts = await _poll_all(store, now + 1)
+    assert (outbox, checks, optouts) == ([], [], [])
+    assert item.message.number == "919876543210"
+    assert jobs == ["job"]
+    # Leased now: the next poll is a read again.
+    jobs.clear()
+    assert await _poll_all(store, now + 2) == [[], [], [], []]
+    assert jobs == []
 
 
 @pytest.mark.sqlite_only
-async def test_the_polls_search_their_indexes(db_url: str, statements: list[str]) -> None:
-    store = store_for_url(db_url)
-    await store.open()
-    try:
-        fixture = Fixture(store)
-        project, _token, _secret = await fixture.project()
-        channel = await fixture.channel(project.id)
-        await store.set_incoming_webhook(project.id, "http://127.0.0.1:9/in")
-        now = time.time()
-        await store.record_inbound([InboundMessage(
-            channel_id=channel.id, number="919876543210", text="hi", provider_id="p1",
-            at=now)], now)
-        statements.clear()
-        await _poll_all(store, now + 1)
-    finally:
-        await store.close()
+async def test_the_polls_search_their_indexes(statements: list[str], store: Any, make: Fixture,
+                                              db_url: str) -> None:
+    project, _token, _secret = await make.project()
+    channel = await make.channel(project.id)
+    await store.set_incoming_webhook(project.id, "http://127.0.0.1:9/in")
+    now = time.time()
+    await store.record_inbound([InboundMessage(
+        channel_id=channel.id, number="919876543210", text="hi", provider_id="p1", at=now)], now)
+    statements.clear()
+    await _poll_all(store, now + 1)
     tables = ("outbox", "inbound_messages", "number_checks", "optout_events")
     polls = [sql for sql in statements if sql.lstrip().startswith(("SELECT 1", "UPDATE"))
              and any(f"FROM {table} WHERE" in sql for table in tables)]

@@ -23,24 +23,6 @@ from pushgate.core.models import SendResult, StatusUpdate
 from pushgate.core.policy import RetryPolicy
 from pushgate.core.push import Limits, decode_push, plan_push
 from pushgate.store.factory import store_for_url
-from pushgate.store.sqlite import connection as sqlite_connection
-from pushgate.store.sqlite import queue as sqlite_queue
-
-
-@pytest.fixture
-def statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    seen: list[str] = []
-    connect = sqlite_connection._connect
-
-    def traced(path: str) -> sqlite3.Connection:
-        conn = connect(path)
-        conn.set_trace_callback(seen.append)
-        return conn
-
-    # Every module that opens connections: the writer and reader, and ``listen``'s poller.
-    monkeypatch.setattr(sqlite_connection, "_connect", traced)
-    monkeypatch.setattr(sqlite_queue, "_connect", traced)
-    return seen
 
 
 @pytest.mark.sqlite_only
