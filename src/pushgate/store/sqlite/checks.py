@@ -17,9 +17,9 @@ from pushgate.store.errors import InsufficientCredit
 from pushgate.store.rows import CHECK_COLUMNS, check_report
 from pushgate.store.sqlite.connection import SQLiteBase
 
-# An answer's forward_at: now when the project has an event webhook, else NULL (kept only).
 #: The number checks whose report a forwarder may claim at ``?`` (now).
 _REPORT_DUE = "forward_at <= ?"
+# An answer's forward_at: now when the project has an event webhook, else NULL (kept only).
 _FORWARD_AT = ("(SELECT CASE WHEN coalesce(p.webhook_url, '') <> '' THEN ? END FROM projects p"
                " WHERE p.id = number_checks.project_id)")
 
