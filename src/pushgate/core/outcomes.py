@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from pushgate.core.lifecycle import State
 from pushgate.core.models import Outcome, SendResult, StatusUpdate
@@ -41,8 +42,11 @@ def refund_reason_cancelled(reason: str) -> str:
     return f"refund: {reason}"
 
 
-@dataclass(frozen=True, slots=True)
-class HeldMessage:
+# HeldMessage and Submission are NamedTuples, not frozen dataclasses like the records below:
+# one of each is built for every message of every outcome write, on the SQLite writer thread,
+# and a frozen dataclass's __init__ (a ``object.__setattr__`` per field) costs 3-6 times a
+# tuple's (docs/benchmarks.md).
+class HeldMessage(NamedTuple):
     """A message its claimer still holds (``sending``, leased by the worker reporting)."""
 
     id: int
@@ -80,8 +84,7 @@ class Report:
                 self.error_message, self.at)
 
 
-@dataclass(frozen=True, slots=True)
-class Submission:
+class Submission(NamedTuple):
     """A send that went through: the message leaves its lease as ``state``.
 
     Written only where the message is still held by the reporting worker (a message whose
