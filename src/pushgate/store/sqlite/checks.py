@@ -68,14 +68,12 @@ class SQLiteChecks(SQLiteBase):
                 (now + lease_seconds, json.dumps(list(channel_ids)), now, limit)).fetchall()
             return sorted((PendingCheck(*r) for r in rows), key=lambda c: c.id)
 
-        if not channel_ids:
+        # Every runner step asks: nearly always nothing is due.
+        if not channel_ids or not self._finds(
+                "SELECT 1 FROM number_checks WHERE channel_id IN (SELECT value FROM json_each(?))"
+                " AND check_at <= ? LIMIT 1", json.dumps(list(channel_ids)), now):
             return []
-        # Every runner step asks: a read on the caller's connection spares the writer thread
-        # a job whenever nothing is due (nearly always).
-        due = self._read().execute(
-            "SELECT 1 FROM number_checks WHERE channel_id IN (SELECT value FROM json_each(?))"
-            " AND check_at <= ? LIMIT 1", (json.dumps(list(channel_ids)), now)).fetchone()
-        return await self._write(job) if due else []
+        return await self._write(job)
 
     async def record_checks(self, answers: Sequence[tuple[int, NumberCheck]],
                             now: float) -> int:
