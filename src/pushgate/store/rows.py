@@ -35,9 +35,22 @@ PUSH_COLUMNS = "id, channel_id, priority, entries, accepted, credit_micro, creat
 SEARCH_WINDOW = 100_000
 
 
-def search_floor(top: int) -> int:
-    """The lowest message id a search below ``top`` looks at in one call."""
-    return max(top - SEARCH_WINDOW, 0)
+def search_window(before: int | None, newest: int | None) -> tuple[int, int] | None:
+    """The message ids ``[floor, top)`` one search call looks at: below ``before``, or from
+    ``newest`` (the largest id, read only when ``before`` is None); None when there are no
+    messages at all."""
+    if before is None:
+        if newest is None:
+            return None
+        before = newest + 1
+    return before, max(before - SEARCH_WINDOW, 0)
+
+
+def search_asks_older(found: int, limit: int, floor: int) -> bool:
+    """Whether a search call that found ``found`` rows (read with a limit of ``limit + 1``)
+    must ask if messages older than its window's ``floor`` exist: a full page says where to
+    go on by itself, and below id 0 there is nothing."""
+    return found <= limit and floor > 0
 
 
 TOKEN_COLUMNS = "id, label, ip_allow, created_at, revoked_at"

@@ -24,7 +24,8 @@ from pushgate.store.rows import (
     message_detail,
     message_record,
     push_record,
-    search_floor,
+    search_asks_older,
+    search_window,
 )
 
 
@@ -112,13 +113,13 @@ class PostgresReports(PostgresBase):
         column, value = ("number", number) if number is not None else ("reference", reference)
         if value is None:
             return FoundPage([], None)
-        top = before
-        if top is None:
-            newest = await self._fetchval("SELECT max(id) FROM messages")
-            if newest is None:
-                return FoundPage([], None)
-            top = int(newest) + 1
-        floor = search_floor(top)   # one window of ids a call, through the primary key
+        newest = None if before is not None else await self._fetchval(
+            "SELECT max(id) FROM messages")
+        # One window of ids a call, read through the primary key.
+        window = search_window(before, newest)
+        if window is None:
+            return FoundPage([], None)
+        top, floor = window
         # `column` is one of two names fixed above, never the caller's text.
         rows = await self._fetch(
             f"SELECT m.push_id, m.created_at, {M_MESSAGE_COLUMNS} FROM messages m"
@@ -128,7 +129,7 @@ class PostgresReports(PostgresBase):
         found = [FoundMessage(int(r[0]), float(r[1]), message_record(tuple(r)[2:]))
                  for r in rows]
         older = None
-        if len(found) <= limit and floor > 0:   # a full page says where to go on itself
+        if search_asks_older(len(found), limit, floor):
             older = await self._fetchval("SELECT max(id) FROM messages WHERE id < $1", floor)
         return FoundPage.of(found, limit, None if older is None else floor)
 

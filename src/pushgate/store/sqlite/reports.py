@@ -24,7 +24,8 @@ from pushgate.store.rows import (
     message_detail,
     message_record,
     push_record,
-    search_floor,
+    search_asks_older,
+    search_window,
 )
 from pushgate.store.sqlite.common import _LIVE
 from pushgate.store.sqlite.connection import SQLiteBase
@@ -115,15 +116,14 @@ class SQLiteReports(SQLiteBase):
         if value is None:
             return FoundPage([], None)
         conn = self._read()
-        top = before
-        if top is None:
-            [(newest,)] = conn.execute("SELECT max(id) FROM messages").fetchall()
-            if newest is None:
-                return FoundPage([], None)
-            top = int(newest) + 1
+        newest = None if before is not None else conn.execute(
+            "SELECT max(id) FROM messages").fetchall()[0][0]
         # One window of ids a call, read through the primary key: the read runs on the event
         # loop's thread, so its time is bounded whatever the table's size.
-        floor = search_floor(top)
+        window = search_window(before, newest)
+        if window is None:
+            return FoundPage([], None)
+        top, floor = window
         # `column` is one of two names fixed above, never the caller's text.
         rows = conn.execute(
             f"SELECT m.push_id, m.created_at, {M_MESSAGE_COLUMNS} FROM messages m"
@@ -132,7 +132,7 @@ class SQLiteReports(SQLiteBase):
             (top, floor, project_id, value, limit + 1)).fetchall()
         found = [FoundMessage(int(r[0]), float(r[1]), message_record(r[2:])) for r in rows]
         older = None
-        if len(found) <= limit and floor > 0:   # a full page says where to go on itself
+        if search_asks_older(len(found), limit, floor):
             older = conn.execute("SELECT max(id) FROM messages WHERE id < ?",
                                  (floor,)).fetchall()[0][0]
         return FoundPage.of(found, limit, None if older is None else floor)
