@@ -314,9 +314,9 @@ async def test_sqlite_listen_names_the_channels_of_pushes_other_processes_queued
 async def test_the_writer_keeps_statement_journals_and_temp_tables_in_memory(
     store: Store,
 ) -> None:
-    """A mixed batch's statement journals spilled to temp files (created, written and
-    unlinked per statement) while the reader, which may sort large results, keeps
-    file-backed temp storage."""
+    """Otherwise a batch mixing accepts with claims and outcome writes spills statement
+    journals to a new temp file per statement. The reader, which may sort large results,
+    keeps file-backed temp storage."""
     def temp_store(conn: Any) -> int:
         return int(conn.execute("PRAGMA temp_store").fetchone()[0])
 
