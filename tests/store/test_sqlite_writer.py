@@ -20,6 +20,8 @@ from tests.store.contract.test_store_accept import (
 )
 
 from pushgate.core.channels import ChannelSpec
+from pushgate.core.models import SendResult
+from pushgate.core.policy import RetryPolicy
 from pushgate.core.pricing import parse_credits
 from pushgate.store.base import Store
 from pushgate.store.errors import InsufficientCredit
@@ -322,3 +324,49 @@ async def test_the_writer_keeps_statement_journals_and_temp_tables_in_memory(
 
     assert await store._write(temp_store) == 2          # type: ignore[attr-defined]
     assert temp_store(store._read()) == 0                # type: ignore[attr-defined]
+
+
+@pytest.mark.sqlite_only
+async def test_a_batch_of_accepts_a_claim_and_an_outcome_write_runs_without_savepoints(
+    statements: list[str], store: Store, make: Any, query: Any
+) -> None:
+    """The dispatching process's batches nearly always hold a claim or an outcome write
+    beside its accepts: all three kinds are replayable, so such a batch runs plain (a
+    failing job would have the batch replayed with savepoints)."""
+    project, _, _ = await make.project(credits="10")
+    channel: ChannelSpec = await make.channel(project.id)
+    t0 = time.time()
+    await store.accept_push(project.id, channel, make_plan(2, tag="early"), t0, None)
+    held = await store.claim_messages(channel.id, "w1", 10, t0, 60)
+    assert len(held) == 2
+    started, gate = threading.Event(), threading.Event()
+
+    def blocker(conn: Any) -> None:
+        started.set()
+        gate.wait(10)
+
+    blocked = store._write(blocker)   # type: ignore[attr-defined]
+    writer = store._writer            # type: ignore[attr-defined]
+    assert await asyncio.to_thread(started.wait, 10), "the writer never ran the blocker"
+    statements.clear()
+    tasks = [
+        asyncio.ensure_future(store.accept_push(project.id, channel, make_plan(1, tag=f"n{n}"),
+                                                t0, None)) for n in range(2)]
+    tasks.append(asyncio.ensure_future(store.claim_messages(channel.id, "w1", 10, t0, 60)))
+    tasks.append(asyncio.ensure_future(store.record_outcomes(
+        "w1", [SendResult.delivered(m.id, f"p-{m.id}") for m in held], t0, RetryPolicy())))
+    deadline = time.monotonic() + 10
+    while writer.jobs.qsize() < len(tasks):
+        assert time.monotonic() < deadline, "the jobs never reached the writer queue"
+        await asyncio.sleep(0.005)
+    gate.set()
+    await blocked
+    *_accepted, claimed, recorded = await asyncio.gather(*tasks)
+    assert recorded is None
+    assert len(claimed) == 2          # the two accepted in the same batch, before the claim
+    # After the blocker's own batch (its savepoint released, then committed): one batch.
+    batch = statements[statements.index("COMMIT") + 1:]
+    assert sum(s == "COMMIT" for s in batch) == 1
+    assert [s for s in batch if s.startswith(("SAVEPOINT", "RELEASE"))] == []
+    states = query("SELECT id, state FROM messages ORDER BY id")
+    assert [state for _id, state in states] == ["delivered", "delivered", "sending", "sending"]

@@ -286,7 +286,8 @@ def _run_jobs(conn: sqlite3.Connection, batch: list[_Job]) -> list[tuple[bool, A
     commit did).
 
     A batch of replayable jobs only runs without savepoints: two statements fewer a job on
-    the accept path, where the writer thread's statements are its cost. If one of them
+    the accept and dispatch paths (the dispatching process's batches hold accepts, claims
+    and outcome writes), where the writer thread's statements are its cost. If one of them
     fails, the whole transaction is rolled back and the batch runs again from the start,
     each job in its own savepoint, so a failing job never takes the others down and leaves
     nothing of its own behind. Any other batch takes the savepoint path at once. On that
@@ -341,9 +342,9 @@ def _runs(batch: list[_Job]) -> Iterator[tuple[list[_Job], Callable[..., list[An
 def _run_group(conn: sqlite3.Connection, jobs: list[_Job],
                group: Callable[..., list[Any]]) -> list[tuple[bool, Any]] | None:
     """A run of grouped jobs in one savepoint: their outcomes, or None (nothing of them
-    left written) if the group failed, for the caller to run them one by one. In the
-    dispatching process nearly every batch holds a claim or an outcome write beside the
-    accepts, so the accepts would otherwise never be grouped there."""
+    left written) if the group failed, for the caller to run them one by one. A batch may
+    hold jobs that are not replayable beside its accepts (a provider's status updates, an
+    inbound message), which would otherwise keep those accepts from being grouped."""
     conn.execute("SAVEPOINT job")
     try:
         values = group(conn, [job.args for job in jobs])

@@ -36,7 +36,7 @@ from pushgate.store.sqlite.common import (
     _refund,
     _webhook_projects,
 )
-from pushgate.store.sqlite.connection import SQLiteBase
+from pushgate.store.sqlite.connection import SQLiteBase, replayable
 from pushgate.store.sqlite.status import apply_early_updates
 
 
@@ -47,7 +47,9 @@ class SQLiteOutcomes(SQLiteBase):
         self, worker_id: str, results: Sequence[SendResult], now: float, policy: RetryPolicy
     ) -> None:
         if results:
-            await self._write(_record_outcomes_job, worker_id, list(results), now, policy)
+            moves = await self._write(_record_outcomes_job, worker_id, list(results), now,
+                                      policy)
+            metrics.count_moves(moves)
 
     async def expire_due(self, now: float, limit: int) -> int:
         return await self._write(_expire_job, now, limit)
@@ -61,13 +63,17 @@ class SQLiteOutcomes(SQLiteBase):
         return await self._write(_cancel_push_job, project_id, push_id, now)
 
 
+@replayable
 def _record_outcomes_job(
     conn: sqlite3.Connection,
     worker_id: str,
     results: list[SendResult],
     now: float,
     policy: RetryPolicy,
-) -> None:
+) -> list[tuple[int, str]]:
+    """The results written; the messages moved, as (channel, new state), for the caller to
+    count once they are committed (so the job has no effect outside the database and can be
+    replayed, ``connection.replayable``)."""
     held = _held_messages(conn, worker_id, results)
     plan = plan_outcomes(results, {mid: row for mid, (row, _channel) in held.items()}, now,
                          policy)
@@ -87,14 +93,14 @@ def _record_outcomes_job(
             if mid in channels]
     _write_outcome_states(conn, plan, late_provider_ids, now)
     _settle(conn, plan, now)
-    metrics.count_moves([(channels[s.message_id], s.state) for s in plan.submitted]
-                        + [(channels[f.message_id], "refunded") for f in plan.failed])
     conn.executemany(
         "INSERT INTO provider_refs (channel_id, provider_id, message_id, part, state)"
         " VALUES (?, ?, ?, ?, 'submitted') ON CONFLICT DO NOTHING", refs)
-    apply_early_updates(conn, [(channels[s.message_id], s.provider_id)
-                                for s in plan.submitted if s.provider_id]
-                         + [(c, pid) for c, pid, _m, _p in refs])
+    early = apply_early_updates(conn, [(channels[s.message_id], s.provider_id)
+                                       for s in plan.submitted if s.provider_id]
+                                + [(c, pid) for c, pid, _m, _p in refs])
+    return ([(channels[s.message_id], s.state) for s in plan.submitted]
+            + [(channels[f.message_id], "refunded") for f in plan.failed] + early)
 
 
 def _held_messages(conn: sqlite3.Connection, worker_id: str,

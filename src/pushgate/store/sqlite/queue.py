@@ -15,7 +15,7 @@ from pushgate.core.models import OutboundMessage, Promotion
 from pushgate.core.policy import fair_share
 from pushgate.store.outage import Backoff, Outage, describe, is_unavailable
 from pushgate.store.sqlite.common import _LIVE, _VALID, _now
-from pushgate.store.sqlite.connection import SQLiteBase, _connect, log
+from pushgate.store.sqlite.connection import SQLiteBase, _connect, log, replayable
 
 #: Seconds between two looks for pushes other processes queued (SQLiteStore.listen).
 LISTEN_POLL_SECONDS = 0.02
@@ -202,6 +202,7 @@ def _acquire_leases_job(
     return [r[0] for r in rows]
 
 
+@replayable
 def _claim_job(
     conn: sqlite3.Connection,
     channel_id: int,

@@ -35,28 +35,33 @@ class SQLiteStatus(SQLiteBase):
     async def apply_status_updates(self, updates: Sequence[StatusUpdate]) -> int:
         if not updates:
             return 0
-        return await self._write(_apply_status_job, list(updates))
+        moves = await self._write(_apply_status_job, list(updates))
+        metrics.count_moves(moves)
+        return len(moves)
 
 
-def apply_early_updates(conn: sqlite3.Connection, keys: list[tuple[int, str]]) -> None:
-    """Status updates that arrived before these provider ids were recorded: apply them now."""
+def apply_early_updates(conn: sqlite3.Connection,
+                        keys: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """Status updates that arrived before these provider ids were recorded: apply them now.
+    The messages moved, as (channel, new state), for the caller to count once committed."""
     if not keys or conn.execute("SELECT 1 FROM early_updates LIMIT 1").fetchone() is None:
-        return
+        return []
     rows = conn.execute(
         "DELETE FROM early_updates WHERE (channel_id, provider_id) IN"
         " (SELECT value ->> 0, value ->> 1 FROM json_each(?))"
         " RETURNING id, channel_id, provider_id, state, at, error_code, error_message",
         (json.dumps(keys),)).fetchall()
-    if rows:
-        rows.sort()
-        _apply_status_job(conn, [
-            StatusUpdate(state=State(r[3]), at=r[4], channel_id=r[1], provider_id=r[2],
-                         error_code=r[5], error_message=r[6]) for r in rows], keep_early=False)
+    if not rows:
+        return []
+    rows.sort()
+    return _apply_status_job(conn, [
+        StatusUpdate(state=State(r[3]), at=r[4], channel_id=r[1], provider_id=r[2],
+                     error_code=r[5], error_message=r[6]) for r in rows], keep_early=False)
 
 
 def _apply_status_job(conn: sqlite3.Connection, updates: list[StatusUpdate],
-                      keep_early: bool = True) -> int:
-    """Returns how many messages moved."""
+                      keep_early: bool = True) -> list[tuple[int, str]]:
+    """The messages moved, as (channel, new state): counted by the caller once committed."""
     # Parts of multi-part sends first: their updates become their message's.
     updates, part_events = _resolve_parts(conn, updates)
     rows, provider_map = _read_messages(conn, updates)
@@ -70,8 +75,7 @@ def _apply_status_job(conn: sqlite3.Connection, updates: list[StatusUpdate],
     _refund(conn, plan.refunds, _now(), plan.refund_reason)
     _write_changes(conn, net_state_changes(moves), part_events + events)
     _add_outbox(conn, [report.row() for report in plan.reports])
-    metrics.count_moves((rows[mid][3], update.state.value) for mid, update in moves)
-    return len(moves)
+    return [(rows[mid][3], update.state.value) for mid, update in moves]
 
 
 def _resolve_parts(
