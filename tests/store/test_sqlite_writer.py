@@ -28,6 +28,35 @@ from pushgate.store.errors import InsufficientCredit
 from pushgate.store.sqlite.connection import replayable
 
 
+class HeldWriter:
+    """The store's writer thread held inside a job (``hold``) until ``release``: the jobs
+    queued meanwhile run together as its next batch."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.writer = store._writer          # type: ignore[attr-defined]
+        self.started, self.gate = threading.Event(), threading.Event()
+        self.blocked: asyncio.Future[None] | None = None
+
+    async def hold(self) -> None:
+        def blocker(conn: Any) -> None:
+            self.started.set()
+            self.gate.wait(10)
+
+        self.blocked = self.store._write(blocker)   # type: ignore[attr-defined]
+        assert await asyncio.to_thread(self.started.wait, 10), "the writer never ran the blocker"
+
+    async def release_when_queued(self, count: int) -> None:
+        """Once ``count`` jobs wait in the writer's queue, let the writer go on."""
+        deadline = time.monotonic() + 10
+        while self.writer.jobs.qsize() < count:
+            assert time.monotonic() < deadline, "the jobs never reached the writer queue"
+            await asyncio.sleep(0.005)
+        self.gate.set()
+        assert self.blocked is not None
+        await self.blocked
+
+
 @pytest.mark.sqlite_only
 async def test_failing_job_in_one_writer_batch_keeps_the_others(
     store: Store, make: Any, query: Any
@@ -35,26 +64,14 @@ async def test_failing_job_in_one_writer_batch_keeps_the_others(
     """Hold the writer thread so that all the accepts queue up and run as ONE batch."""
     project, _, _ = await make.project(credits="0.25")
     channel: ChannelSpec = await make.channel(project.id)
-    started, gate = threading.Event(), threading.Event()
-
-    def blocker(conn: Any) -> None:
-        started.set()
-        gate.wait(10)
-
-    blocked = store._write(blocker)   # type: ignore[attr-defined]
-    writer = store._writer            # type: ignore[attr-defined]
-    assert await asyncio.to_thread(started.wait, 10), "the writer never ran the blocker"
+    held = HeldWriter(store)
+    await held.hold()
     t0 = time.time()
     plans = [make_plan(10, tag=f"a{n}") for n in range(5)]
     plans.insert(3, make_plan(100, tag="big"))
     tasks = [asyncio.ensure_future(store.accept_push(project.id, channel, p, t0, None))
              for p in plans]
-    deadline = time.monotonic() + 10
-    while writer.jobs.qsize() < len(plans):
-        assert time.monotonic() < deadline, "the accepts never reached the writer queue"
-        await asyncio.sleep(0.005)
-    gate.set()
-    await blocked
+    await held.release_when_queued(len(plans))
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert isinstance(results.pop(3), InsufficientCredit)
     await check_affordable_stored(store, project.id, results)
@@ -76,12 +93,7 @@ async def test_a_batch_job_failing_after_it_wrote_leaves_nothing_and_keeps_the_o
     message ids are still consecutive and in order."""
     project, _, _ = await make.project(credits="10")
     channel: ChannelSpec = await make.channel(project.id)
-    started, gate = threading.Event(), threading.Event()
     runs: list[int] = []
-
-    def blocker(conn: Any) -> None:
-        started.set()
-        gate.wait(10)
 
     @replayable
     def writes_then_fails(conn: Any) -> None:
@@ -91,9 +103,8 @@ async def test_a_batch_job_failing_after_it_wrote_leaves_nothing_and_keeps_the_o
                      (project.id, channel.id))
         raise RuntimeError("failed after writing")
 
-    blocked = store._write(blocker)   # type: ignore[attr-defined]
-    writer = store._writer            # type: ignore[attr-defined]
-    assert await asyncio.to_thread(started.wait, 10), "the writer never ran the blocker"
+    held = HeldWriter(store)
+    await held.hold()
     t0 = time.time()
     before = [asyncio.ensure_future(store.accept_push(project.id, channel,
                                                       make_plan(3, tag=f"b{n}"), t0, None))
@@ -102,12 +113,7 @@ async def test_a_batch_job_failing_after_it_wrote_leaves_nothing_and_keeps_the_o
     after = [asyncio.ensure_future(store.accept_push(project.id, channel,
                                                      make_plan(4, tag=f"c{n}"), t0, None))
              for n in range(2)]
-    deadline = time.monotonic() + 10
-    while writer.jobs.qsize() < 5:
-        assert time.monotonic() < deadline, "the jobs never reached the writer queue"
-        await asyncio.sleep(0.005)
-    gate.set()
-    await blocked
+    await held.release_when_queued(5)
     with pytest.raises(RuntimeError, match="failed after writing"):
         await failing
     results = await asyncio.gather(*before, *after)
@@ -339,15 +345,8 @@ async def test_a_batch_of_accepts_a_claim_and_an_outcome_write_runs_without_save
     await store.accept_push(project.id, channel, make_plan(2, tag="early"), t0, None)
     held = await store.claim_messages(channel.id, "w1", 10, t0, 60)
     assert len(held) == 2
-    started, gate = threading.Event(), threading.Event()
-
-    def blocker(conn: Any) -> None:
-        started.set()
-        gate.wait(10)
-
-    blocked = store._write(blocker)   # type: ignore[attr-defined]
-    writer = store._writer            # type: ignore[attr-defined]
-    assert await asyncio.to_thread(started.wait, 10), "the writer never ran the blocker"
+    writer = HeldWriter(store)
+    await writer.hold()
     statements.clear()
     tasks = [
         asyncio.ensure_future(store.accept_push(project.id, channel, make_plan(1, tag=f"n{n}"),
@@ -355,12 +354,7 @@ async def test_a_batch_of_accepts_a_claim_and_an_outcome_write_runs_without_save
     tasks.append(asyncio.ensure_future(store.claim_messages(channel.id, "w1", 10, t0, 60)))
     tasks.append(asyncio.ensure_future(store.record_outcomes(
         "w1", [SendResult.delivered(m.id, f"p-{m.id}") for m in held], t0, RetryPolicy())))
-    deadline = time.monotonic() + 10
-    while writer.jobs.qsize() < len(tasks):
-        assert time.monotonic() < deadline, "the jobs never reached the writer queue"
-        await asyncio.sleep(0.005)
-    gate.set()
-    await blocked
+    await writer.release_when_queued(len(tasks))
     *_accepted, claimed, recorded = await asyncio.gather(*tasks)
     assert recorded is None
     assert len(claimed) == 2          # the two accepted in the same batch, before the claim
