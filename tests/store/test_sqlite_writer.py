@@ -29,8 +29,8 @@ from pushgate.store.sqlite.connection import replayable
 
 
 class HeldWriter:
-    """The store's writer thread held inside a job (``hold``) until ``release``: the jobs
-    queued meanwhile run together as its next batch."""
+    """The store's writer thread held inside a job (``hold``) until
+    ``release_when_queued``: the jobs queued meanwhile run together as its next batch."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -343,18 +343,18 @@ async def test_a_batch_of_accepts_a_claim_and_an_outcome_write_runs_without_save
     channel: ChannelSpec = await make.channel(project.id)
     t0 = time.time()
     await store.accept_push(project.id, channel, make_plan(2, tag="early"), t0, None)
-    held = await store.claim_messages(channel.id, "w1", 10, t0, 60)
-    assert len(held) == 2
-    writer = HeldWriter(store)
-    await writer.hold()
+    sending = await store.claim_messages(channel.id, "w1", 10, t0, 60)
+    assert len(sending) == 2
+    held = HeldWriter(store)
+    await held.hold()
     statements.clear()
     tasks = [
         asyncio.ensure_future(store.accept_push(project.id, channel, make_plan(1, tag=f"n{n}"),
                                                 t0, None)) for n in range(2)]
     tasks.append(asyncio.ensure_future(store.claim_messages(channel.id, "w1", 10, t0, 60)))
     tasks.append(asyncio.ensure_future(store.record_outcomes(
-        "w1", [SendResult.delivered(m.id, f"p-{m.id}") for m in held], t0, RetryPolicy())))
-    await writer.release_when_queued(len(tasks))
+        "w1", [SendResult.delivered(m.id, f"p-{m.id}") for m in sending], t0, RetryPolicy())))
+    await held.release_when_queued(len(tasks))
     *_accepted, claimed, recorded = await asyncio.gather(*tasks)
     assert recorded is None
     assert len(claimed) == 2          # the two accepted in the same batch, before the claim
