@@ -44,6 +44,12 @@ CAP_RECHECK_SECONDS = 30.0
 # sends them next: a priority-1 message waits about this long instead of the rest of the
 # batch (bench/backlog.py: a priority-1 message behind a paced backlog; docs/benchmarks.md).
 PRIORITY_CHECK_SECONDS = 0.02
+# How often a runner's claim also looks for messages whose lease ran out in ``sending`` (their
+# worker died or stalled mid-send) and takes them back as possible re-sends. The look scans
+# the channel's messages in flight, under the write lock on SQLite, and finds nothing nearly
+# always; a lease lasts ``message_lease_seconds`` (a minute by default), so a second more is
+# nothing to a message that waited that long.
+RECLAIM_EVERY_SECONDS = 1.0
 # How far two workers' clocks may disagree when a new lease holder asks the store what the
 # previous one sent in the last window (``ChannelRunner.allow_for_previous_holder``).
 HANDOVER_CLOCK_SKEW_SECONDS = 1.0
@@ -87,6 +93,8 @@ class ChannelRunner:
         self.knows_recent_sends = previous is not None
         self.caps = SendCaps.from_config(spec.config)
         self.capped_until = 0.0
+        # When the next claim looks for expired leases (monotonic; the first claim does).
+        self.next_reclaim = 0.0
         # Claim–send–record loops on this channel. On a shareable unpaced channel several
         # overlap, so the store works on one batch's claim while another's outcomes are
         # recorded (SKIP LOCKED keeps their claims apart); a paced channel keeps one, so its
@@ -226,7 +234,12 @@ class ChannelRunner:
         lease = d.message_lease_seconds
         if self.pacer.rate > 0:
             lease += batch / self.pacer.rate
-        messages = await store.claim_messages(self.spec.id, d.worker_id, batch, now, lease)
+        reclaim = time.monotonic() >= self.next_reclaim
+        messages = await store.claim_messages(self.spec.id, d.worker_id, batch, now, lease,
+                                              reclaim=reclaim)
+        # A batch filled with re-claims may have left more behind: the next claim looks again.
+        if reclaim and sum(m.possible_resend for m in messages) < batch:
+            self.next_reclaim = time.monotonic() + RECLAIM_EVERY_SECONDS
         if not messages:
             return checked > 0
         messages = [self.with_media_link(m, now) for m in messages]

@@ -292,12 +292,14 @@ class Claiming(Protocol):
     @abc.abstractmethod
     async def claim_messages(
         self, channel_id: int, worker_id: str, limit: int, now: float, lease_seconds: float,
-        min_priority: int = 0,
+        min_priority: int = 0, reclaim: bool = True,
     ) -> list[OutboundMessage]:
         """Mark up to ``limit`` ready messages of the channel ``sending`` under a lease and
         return them, priority first, then oldest. Messages whose earlier lease expired in
-        ``sending`` are claimed again with ``possible_resend`` set. ``min_priority``: only
-        messages of at least that priority (a runner letting urgent ones jump its batch)."""
+        ``sending`` are claimed again first, with ``possible_resend`` set, unless
+        ``reclaim`` is False (they wait for a later claim that looks). ``min_priority``:
+        only messages of at least that priority (a runner letting urgent ones jump its
+        batch)."""
 
     @abc.abstractmethod
     async def promote_due(self, now: float, limit: int) -> Promotion:

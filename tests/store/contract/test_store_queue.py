@@ -219,16 +219,36 @@ async def test_expired_lease_is_claimed_again_as_possible_resend(
         assert (message.state, message.provider_id) == ("submitted", f"p{mid}")
 
 
-async def test_expired_leases_come_before_fresh_messages(store: Store, make: Any) -> None:
+async def expired_and_fresh(store: Store, make: Any) -> tuple[Any, Any, Any, Any, float]:
+    """Two messages claimed by a worker that died (their 5 s leases ran out by ``t0 + 7``)
+    and two queued after them: (project, channel, old push, new push, t0)."""
     project, _, _ = await make.project()
     channel = await make.channel(project.id)
     t0 = time.time()
     old = await queue(store, channel, 2, t0, tag="old")
     await store.claim_messages(channel.id, "w1", 10, t0 + 1, 5.0)
     new = await queue(store, channel, 2, t0 + 2, tag="new")
+    return project, channel, old, new, t0
+
+
+async def test_expired_leases_come_before_fresh_messages(store: Store, make: Any) -> None:
+    _, channel, old, new, t0 = await expired_and_fresh(store, make)
     claimed = await store.claim_messages(channel.id, "w2", 3, t0 + 10, 5.0)
     assert [(m.id, m.possible_resend) for m in claimed] == [
         (old.message_ids[0], True), (old.message_ids[1], True), (new.message_ids[0], False)]
+
+
+async def test_a_claim_without_reclaim_leaves_expired_leases_for_a_later_one(
+    store: Store, make: Any
+) -> None:
+    project, channel, old, new, t0 = await expired_and_fresh(store, make)
+    fresh = await store.claim_messages(channel.id, "w2", 10, t0 + 10, 5.0, reclaim=False)
+    assert [(m.id, m.possible_resend) for m in fresh] == [
+        (mid, False) for mid in new.message_ids]
+    assert await states(store, project.id, old.message_ids) == ["sending"] * 2
+    again = await store.claim_messages(channel.id, "w2", 10, t0 + 11, 5.0)
+    assert [(m.id, m.possible_resend) for m in again] == [
+        (mid, True) for mid in old.message_ids]
 
 
 async def test_release_gives_messages_back(store: Store, make: Any) -> None:

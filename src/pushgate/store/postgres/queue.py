@@ -99,7 +99,7 @@ class PostgresQueue(PostgresBase):
 
     async def claim_messages(
         self, channel_id: int, worker_id: str, limit: int, now: float, lease_seconds: float,
-        min_priority: int = 0,
+        min_priority: int = 0, reclaim: bool = True,
     ) -> list[OutboundMessage]:
         async def job(conn: asyncpg.Connection) -> list[OutboundMessage]:
             # A message whose lease ran out while `sending` may have reached the provider:
@@ -109,11 +109,13 @@ class PostgresQueue(PostgresBase):
             # Both candidate lists are limited by the parameter itself and cut by the outer
             # LIMIT, which pulls (and locks) fresh rows only as far as it needs them. A limit
             # computed from the expired count made the planner guess a tenth of the table
-            # and join by a sequential scan of all messages, on every claim.
+            # and join by a sequential scan of all messages, on every claim. Without
+            # `reclaim` ($7) the expired leases are not looked for: a parameter alone in a
+            # WHERE is a one-time filter, so the scan is not run at all.
             rows = await conn.fetch(
                 # A message past its validity is never claimed, neither queued nor whose
                 # lease ran out: the sweep (expire_due) expires and refunds it.
-                "WITH expired AS (SELECT id FROM messages WHERE channel_id = $1"
+                "WITH expired AS (SELECT id FROM messages WHERE $7 AND channel_id = $1"
                 "  AND state = 'sending' AND priority >= $6 AND lease_until < $2"
                 "  AND (expires_at IS NULL OR expires_at >= $2)"
                 "  ORDER BY priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED),"
@@ -143,7 +145,7 @@ class PostgresQueue(PostgresBase):
                 "  || CASE WHEN resend THEN ': possible re-send, previous lease expired'"
                 "  ELSE '' END FROM claimed WHERE resend OR claims > 1 ORDER BY resend, id)"
                 " SELECT * FROM claimed ORDER BY priority DESC, id",
-                channel_id, now, limit, now + lease_seconds, worker_id, min_priority)
+                channel_id, now, limit, now + lease_seconds, worker_id, min_priority, reclaim)
             return [OutboundMessage(
                 id=r[0], push_id=r[1], project_id=r[2], channel_id=r[3], number=r[4],
                 text=r[5], media_url=r[6], media_kind=r[7], parts=r[8], priority=r[9],

@@ -47,10 +47,10 @@ class SQLiteQueue(SQLiteBase):
 
     async def claim_messages(
         self, channel_id: int, worker_id: str, limit: int, now: float, lease_seconds: float,
-        min_priority: int = 0,
+        min_priority: int = 0, reclaim: bool = True,
     ) -> list[OutboundMessage]:
         expired, fresh = await self._write(_claim_job, channel_id, worker_id, limit, now,
-                                           lease_seconds, min_priority)
+                                           lease_seconds, min_priority, reclaim)
         return _outbound_messages(expired, fresh)
 
     async def promote_due(self, now: float, limit: int) -> Promotion:
@@ -211,12 +211,14 @@ def _claim_job(
     now: float,
     lease_seconds: float,
     min_priority: int = 0,
+    reclaim: bool = True,
 ) -> tuple[list[Any], list[Any]]:
     """Claim up to ``limit`` of the channel's due messages: (re-claimed, fresh) rows, each
-    ``_CLAIM_RETURNING`` (fresh ones with ``claims`` after it)."""
+    ``_CLAIM_RETURNING`` (fresh ones with ``claims`` after it). Expired leases are looked
+    for only with ``reclaim``."""
     until = now + lease_seconds
-    expired = _reclaim_expired(conn, channel_id, worker_id, now, until, limit,
-                               _CLAIM_RETURNING, min_priority)
+    expired = (_reclaim_expired(conn, channel_id, worker_id, now, until, limit,
+                                _CLAIM_RETURNING, min_priority) if reclaim else [])
     fresh: list[Any] = []
     if len(expired) < limit:
         # A message's first claim is kept in its columns; only a later one is an event row
