@@ -7,14 +7,12 @@ CLI run a worker without importing the HTTP layer.
 
 from __future__ import annotations
 
-import asyncio
-
 from pushgate.channels.base import ChannelEnv
 from pushgate.config import Settings
 from pushgate.core.policy import RetryPolicy
 from pushgate.dispatch.worker import Dispatcher
 from pushgate.store.base import Store
-from pushgate.webhooks.deliverer import WebhookDeliverer
+from pushgate.webhooks.deliverer import DeliveryWake, WebhookDeliverer
 from pushgate.webhooks.instant_reply import InstantReplies
 
 
@@ -31,7 +29,7 @@ def retry_policy(settings: Settings) -> RetryPolicy:
 
 
 def build_dispatcher(settings: Settings, store: Store, worker_id: str,
-                     webhook_wake: asyncio.Event | None) -> Dispatcher:
+                     webhook_wake: DeliveryWake | None) -> Dispatcher:
     return Dispatcher(
         store, worker_id=worker_id, claim_batch=settings.claim_batch,
         send_lanes=settings.send_lanes,
@@ -45,7 +43,7 @@ def build_dispatcher(settings: Settings, store: Store, worker_id: str,
 
 
 def build_deliverer(settings: Settings, store: Store, worker_id: str,
-                    wake: asyncio.Event | None) -> WebhookDeliverer:
+                    wake: DeliveryWake | None) -> WebhookDeliverer:
     return WebhookDeliverer(
         store, worker_id, timeout=settings.webhook_timeout_seconds,
         schedule=settings.webhook_schedule(), batch_size=settings.webhook_batch,

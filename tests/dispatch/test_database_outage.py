@@ -34,7 +34,7 @@ from pushgate.dispatch.worker import Dispatcher
 from pushgate.store.base import Store
 from pushgate.store.errors import StoreUnavailable
 from pushgate.store.outage import outage_of
-from pushgate.webhooks.deliverer import WebhookDeliverer
+from pushgate.webhooks.deliverer import DeliveryWake, WebhookDeliverer
 
 OUTAGE_LINE = "database unavailable"
 RECOVERY_LINE = "database available again"
@@ -169,7 +169,7 @@ async def ride_out(store: Store, make: Any, query: Any, receiver: Receiver, url:
     flaky.go_down_after(after[0], outage, after[1])
     dispatcher = Dispatcher(flaky, worker_id="w-outage", claim_batch=200,  # type: ignore[arg-type]
                             idle_poll=0.02, retry_policy=RetryPolicy(base_seconds=0.01))
-    wake = dispatcher.webhook_wake = asyncio.Event()
+    wake = dispatcher.webhook_wake = DeliveryWake()
     deliverer = WebhookDeliverer(flaky, "w-outage", timeout=5,  # type: ignore[arg-type]
                                  schedule=[0.0], idle_poll=0.02, wake=wake,
                                  allow_private=True)  # the receiver is on 127.0.0.1

@@ -24,7 +24,7 @@ from pushgate.dispatch.worker import Dispatcher, new_worker_id, pull_kinds
 from pushgate.metrics import StoreGauges, flush_tallies_every
 from pushgate.outbound import NameVerdicts
 from pushgate.store.base import Store
-from pushgate.webhooks.deliverer import WebhookDeliverer
+from pushgate.webhooks.deliverer import DeliveryWake, WebhookDeliverer
 from pushgate.wiring import build_deliverer, build_dispatcher, channel_env, retry_policy
 
 
@@ -42,7 +42,7 @@ class Gateway:
         self.retry_policy = retry_policy(settings)
         # Whether media URL hosts resolve to public addresses only, kept a few seconds.
         self.media_names = NameVerdicts()
-        self.webhook_wake = asyncio.Event()
+        self.webhook_wake = DeliveryWake()
         # The gauges ``/metrics`` reads from the store, from a snapshot kept a few seconds.
         self.store_gauges = StoreGauges(store, pull_kinds())
         self.dispatcher: Dispatcher | None = None

@@ -149,6 +149,7 @@ def worker(
     """Run the dispatcher and webhook deliverer without the API (stops cleanly on SIGTERM)."""
     from pushgate.dispatch.worker import new_worker_id
     from pushgate.metrics import flush_tallies_every
+    from pushgate.webhooks.deliverer import DeliveryWake
     from pushgate.wiring import build_deliverer, build_dispatcher
 
     try:
@@ -172,7 +173,7 @@ def worker(
         store = store_for_url(settings.database_url)
         await store.open()
         worker_id = settings.worker_id or new_worker_id()
-        wake = asyncio.Event()
+        wake = DeliveryWake()
         dispatcher = build_dispatcher(settings, store, worker_id, wake)
         deliverer = build_deliverer(settings, store, worker_id, wake)
         loop = asyncio.get_running_loop()

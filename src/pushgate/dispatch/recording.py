@@ -40,7 +40,7 @@ class StoreSink:
     async def updates(self, updates: list[StatusUpdate]) -> None:
         if updates:
             await self.dispatcher.store.apply_status_updates(updates)
-            self.dispatcher.notify_webhooks()
+            self.dispatcher.notify_reports()
 
     async def inbound(self, messages: list[InboundMessage]) -> None:
         if messages:

@@ -274,7 +274,7 @@ class ChannelRunner:
         went_out = sum(1 for r in results if r.kind.went_out)
         d.sent += went_out
         self.count(results, went_out)
-        d.notify_webhooks()
+        d.notify_reports()
         self.sent_wake.set()
 
     def count(self, results: list[SendResult], went_out: int) -> None:
@@ -462,5 +462,5 @@ class ChannelRunner:
             return False
         updates = self.channel.simulate_delivery(ids, now)
         await self.dispatcher.store.apply_status_updates(updates)
-        self.dispatcher.notify_webhooks()
+        self.dispatcher.notify_reports()
         return True

@@ -24,6 +24,7 @@ import os
 import socket
 import time
 import uuid
+from typing import Protocol
 
 from pushgate.channels.base import (
     ChannelEnv,
@@ -73,6 +74,16 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+class WebhookWake(Protocol):
+    """Wakes this process's webhook deliverer (``webhooks.deliverer.DeliveryWake``)."""
+
+    def set(self) -> None:
+        """Anything may be new: reports, inbound messages, number check answers."""
+
+    def reports(self) -> None:
+        """Only reports can be new (outcomes or status updates were recorded)."""
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -84,7 +95,7 @@ class Dispatcher:
         channel_lease_seconds: float = 15.0,
         idle_poll: float = 0.2,
         retry_policy: RetryPolicy | None = None,
-        webhook_wake: asyncio.Event | None = None,
+        webhook_wake: WebhookWake | None = None,
         env: ChannelEnv | None = None,
         number_check_timeout_seconds: float = 24 * 3600,
         wake_socket: str | None = None,
@@ -215,6 +226,11 @@ class Dispatcher:
     def notify_webhooks(self) -> None:
         if self.webhook_wake is not None:
             self.webhook_wake.set()
+
+    def notify_reports(self) -> None:
+        """Outcomes or status updates were recorded: only the outbox can have gained rows."""
+        if self.webhook_wake is not None:
+            self.webhook_wake.reports()
 
     async def run(self) -> None:
         """Until ``stop()``: keep leases, keep one runner per held channel, expire old
