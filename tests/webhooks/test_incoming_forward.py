@@ -3,6 +3,7 @@ global-webhook shape, retried on the schedule when the receiver fails."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -61,3 +62,37 @@ async def test_inbound_message_is_forwarded_signed_in_picky_shape(store: Any, ma
     assert first["project-id"] == str(project.id)
     assert first["type"] == 1 and first["name"] == "Asha"
     assert first["unique-id"].isdigit()
+
+
+async def test_one_users_messages_are_forwarded_in_order_others_side_by_side(
+    store: Any, make: Any
+) -> None:
+    """Claimed together, a user's messages go out one after another, oldest first, even
+    when the receiver is slow with the first; another user's does not wait for them."""
+    project, _, _ = await make.project()
+    channel = await make.channel(project.id, application=10)
+    arrived: list[str] = []
+
+    async def incoming(request: Request) -> Response:
+        text = orjson.loads(await request.body())["message_in_raw"]
+        if text == "first":
+            await asyncio.sleep(0.3)
+        arrived.append(text)
+        return Response(b"{}", media_type="application/json")
+
+    with serve_app(Starlette(routes=[Route("/in", incoming, methods=["POST"])])) as url:
+        await store.set_incoming_webhook(project.id, f"{url}/in")
+        now = time.time()
+        await store.record_inbound([
+            InboundMessage(channel_id=channel.id, number=number, text=text,
+                           provider_id=f"in-{i}", at=now, type=1)
+            for i, (number, text) in enumerate([("919876543210", "first"),
+                                                ("919876543210", "second"),
+                                                ("919811111111", "other user")])], now)
+        deliverer = WebhookDeliverer(store, "w", timeout=5, schedule=[0.0],
+                                     allow_private=True)
+        try:
+            assert await deliverer.deliver_once() == 3
+        finally:
+            await deliverer.client.aclose()
+    assert arrived == ["other user", "first", "second"]

@@ -33,6 +33,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Hashable, Iterable
+from typing import TypeVar
 
 import httpx
 
@@ -52,18 +54,14 @@ log = logging.getLogger("pushgate.webhooks")
 # How much of a failed try's reason is kept (the dashboard's webhooks page shows it).
 ERROR_CHARS = 300
 
-
-def _by_target(checks: list[CheckForward]) -> list[list[CheckForward]]:
-    groups: dict[tuple[int, str, str], list[CheckForward]] = {}
-    for item in checks:
-        groups.setdefault((item.report.project_id, item.url, item.secret), []).append(item)
-    return list(groups.values())
+T = TypeVar("T")
 
 
-def _by_project(events: list[OptoutEvent]) -> list[list[OptoutEvent]]:
-    groups: dict[int, list[OptoutEvent]] = {}
-    for event in events:
-        groups.setdefault(event.project_id, []).append(event)
+def _grouped(items: Iterable[T], key: Callable[[T], Hashable]) -> list[list[T]]:
+    """``items`` in groups of equal ``key``, each group in the items' order."""
+    groups: dict[Hashable, list[T]] = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
     return list(groups.values())
 
 
@@ -199,10 +197,16 @@ class WebhookDeliverer:
                 missed = exc
         if not batches and not inbound and not checks and not optouts:
             return 0
+        # One user's messages (a claim holds them oldest first) are forwarded one after
+        # another, so the incoming webhook gets a conversation in the order it was written;
+        # different users' go out side by side.
+        senders = _grouped(inbound, lambda item: (item.project_id, item.message.number))
+        targets = _grouped(checks, lambda item: (item.report.project_id, item.url, item.secret))
         await asyncio.gather(*(self._post(batch) for batch in batches),
-                             *(self._forward(item) for item in inbound),
-                             *(self._post_checks(group) for group in _by_target(checks)),
-                             *(self._post_optouts(group) for group in _by_project(optouts)))
+                             *(self._forward_in_order(group) for group in senders),
+                             *(self._post_checks(group) for group in targets),
+                             *(self._post_optouts(group)
+                               for group in _grouped(optouts, lambda event: event.project_id)))
         await self.settle()
         if missed is not None:
             raise missed
@@ -241,6 +245,10 @@ class WebhookDeliverer:
                 await self.store.retry_inbound(ids, at, self.schedule, error)
             self.unsettled = [entry for entry in self.unsettled
                               if not (entry[0] == call and entry[3] == error)]
+
+    async def _forward_in_order(self, items: list[InboundForward]) -> None:
+        for item in items:
+            await self._forward(item)
 
     async def _forward(self, item: InboundForward) -> None:
         if not item.url:   # the project removed its incoming webhook since

@@ -36,9 +36,13 @@ class PostgresInbound(PostgresBase):
                 " u.media_url, u.name, u.raw, u.at,"
                 " CASE WHEN coalesce(p.incoming_webhook_url, '') <> '' THEN $10::float8 END"
                 " FROM unnest($1::int[], $2::text[], $3::text[], $4::int[], $5::text[],"
-                " $6::text[], $7::text[], $8::text[], $9::float8[])"
-                " AS u(channel_id, number, body, type, provider_id, media_url, name, raw, at)"
+                " $6::text[], $7::text[], $8::text[], $9::float8[]) WITH ORDINALITY"
+                " AS u(channel_id, number, body, type, provider_id, media_url, name, raw, at,"
+                " place)"
                 " JOIN channels c ON c.id = u.channel_id JOIN projects p ON p.id = c.project_id"
+                # The ids in the messages' order (the joins may reorder rows): the forwarder
+                # sends a user's messages in id order.
+                " ORDER BY u.place"
                 " ON CONFLICT (channel_id, provider_id) DO NOTHING"
                 " RETURNING channel_id, provider_id",
                 *_columns([(m.channel_id, m.number, m.text, m.type, m.provider_id, m.media_url,
