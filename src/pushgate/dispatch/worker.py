@@ -78,7 +78,8 @@ class WebhookWake(Protocol):
     """Wakes this process's webhook deliverer (``webhooks.deliverer.DeliveryWake``)."""
 
     def set(self) -> None:
-        """Anything may be new: reports, inbound messages, number check answers."""
+        """Anything may be new: reports, inbound messages, number check answers, opt-out
+        events."""
 
     def reports(self) -> None:
         """Only reports can be new (outcomes or status updates were recorded)."""

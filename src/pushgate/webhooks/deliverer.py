@@ -73,8 +73,9 @@ class DeliveryWake(asyncio.Event):
 
     def __init__(self) -> None:
         super().__init__()
-        # A set() since the deliverer last looked at everything.
-        self.anything = False
+        # Whether the deliverer's next look is at everything: at first, after a set(), and
+        # as the deliverer itself says (after its idle poll, a step that found work or failed).
+        self.anything = True
 
     def set(self) -> None:
         self.anything = True
@@ -108,9 +109,6 @@ class WebhookDeliverer:
         self.batch_size = batch_size
         self.idle_poll = idle_poll
         self.wake = wake or DeliveryWake()
-        # Whether the next step looks at everything, not only the outbox: at the start,
-        # after an idle poll ran out, and after a step that found work or failed.
-        self._look_everywhere = True
         self.allow_private = allow_private
         self.replies = replies if replies is not None and replies.max_bytes > 0 else None
         self._stopping = asyncio.Event()
@@ -129,12 +127,14 @@ class WebhookDeliverer:
             # Cleared before the look, not before the wait: a wake-up during the step (a row
             # committed after its claim read) makes the wait after it return at once.
             self.wake.clear()
-            everywhere = self._look_everywhere or self.wake.anything
-            self.wake.anything = False
-            # Should this step fail, the one after the back-off looks everywhere.
-            self._look_everywhere = True
-            handled = await self.deliver_once(everywhere)
-            self._look_everywhere = handled > 0
+            everywhere, self.wake.anything = self.wake.anything, False
+            try:
+                handled = await self.deliver_once(everywhere)
+            except Exception:
+                self.wake.anything = True   # the step after the back-off looks everywhere
+                raise
+            if handled:
+                self.wake.anything = True   # more may be due in any of the four
             return handled > 0
 
         try:
@@ -154,7 +154,7 @@ class WebhookDeliverer:
                 await self.wake.wait()
         except TimeoutError:
             # The poll: retries fall due, and other processes' rows wake nobody here.
-            self._look_everywhere = True
+            self.wake.anything = True
 
     async def deliver_once(self, everywhere: bool = True) -> int:
         """Claim what is due, POST it, record the outcome; returns the items handled.
@@ -202,11 +202,11 @@ class WebhookDeliverer:
         # different users' go out side by side.
         senders = _grouped(inbound, lambda item: (item.project_id, item.message.number))
         targets = _grouped(checks, lambda item: (item.report.project_id, item.url, item.secret))
+        projects = _grouped(optouts, lambda event: event.project_id)
         await asyncio.gather(*(self._post(batch) for batch in batches),
                              *(self._forward_in_order(group) for group in senders),
                              *(self._post_checks(group) for group in targets),
-                             *(self._post_optouts(group)
-                               for group in _grouped(optouts, lambda event: event.project_id)))
+                             *(self._post_optouts(group) for group in projects))
         await self.settle()
         if missed is not None:
             raise missed
