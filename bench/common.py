@@ -152,6 +152,53 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+#: The fixed work of ``host_yardstick``.
+YARDSTICK_PYTHON_LOOPS = 20_000
+YARDSTICK_COMMITS = 200
+
+
+def host_yardstick(directory: str | Path, rounds: int = 3) -> dict[str, float]:
+    """How fast this host is at this moment at what a push costs most: interpreted Python
+    and a durable SQLite commit. On a shared virtual machine the same code's CPU a request
+    moves by half within minutes; a run reported with this beside it can be compared with a
+    run of another sitting. Fixed work, medians of ``rounds``:
+
+    - ``python_ms``: CPU ms of ``YARDSTICK_PYTHON_LOOPS`` rounds of building a small dict,
+      encoding it to JSON and decoding it (the interpreter's speed, no I/O);
+    - ``commit_us`` / ``commit_cpu_us``: wall and CPU µs a commit of a one-row ``INSERT``
+      in a WAL database with ``synchronous = FULL`` (the ``fdatasync`` every accepted push
+      waits for), ``YARDSTICK_COMMITS`` commits in a fresh file in ``directory``.
+    """
+    import sqlite3
+    import statistics
+
+    python_ms, commit_us, commit_cpu_us = [], [], []
+    for _ in range(rounds):
+        began = time.process_time()
+        for i in range(YARDSTICK_PYTHON_LOOPS):
+            item = {"number": f"+9198{i:08d}", "message": "Your code is 123456", "n": i}
+            json.loads(json.dumps(item))
+        python_ms.append((time.process_time() - began) * 1000)
+        path = Path(directory) / f"yardstick-{os.getpid()}.db"
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)")
+            wall, cpu = time.perf_counter(), time.thread_time()
+            for i in range(YARDSTICK_COMMITS):
+                conn.execute("INSERT INTO t (body) VALUES (?)", (f"message {i}",))
+            commit_us.append((time.perf_counter() - wall) / YARDSTICK_COMMITS * 1e6)
+            commit_cpu_us.append((time.thread_time() - cpu) / YARDSTICK_COMMITS * 1e6)
+        finally:
+            conn.close()
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return {"python_ms": statistics.median(python_ms),
+            "commit_us": statistics.median(commit_us),
+            "commit_cpu_us": statistics.median(commit_cpu_us)}
+
+
 def machine_busy() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
     values = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]

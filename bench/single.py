@@ -15,7 +15,10 @@ divided by the requests answered: **server CPU µs per request**, the figure to 
 shared machine, where req/s moves with whatever else runs; split into the processes' main
 threads (the event loops: HTTP, validation, answers, dispatch) and their other threads (the
 SQLite writer: statements and commits). Every answer must be HTTP 200
-with status 100 and one accepted entry.
+with status 100 and one accepted entry. Beside each run, the host's speed just before it
+(``common.host_yardstick``: a fixed Python loop's CPU, a durable SQLite commit's wall and
+CPU µs): on a shared virtual machine the same code's CPU a request moves by half within
+minutes, so runs of different sittings compare only beside those figures.
 
 ``--target-url`` drives another gateway instead (e.g. Jasmin's ``/send``) with the same
 client: ``--target-body`` is the request's body with ``{number}`` (the same rotating
@@ -45,6 +48,7 @@ import collections
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -57,6 +61,7 @@ from common import (  # noqa: E402
     Gateway,
     cpu_seconds,
     free_port,
+    host_yardstick,
     machine_busy,
     median_spread,
     percentile,
@@ -228,6 +233,8 @@ def _line(label: str, row: dict[str, Any]) -> str:
             f"(loops {row.get('loop_us', 0):4.0f}, other threads {row.get('threads_us', 0):4.0f}) "
             f"({row['server_cpu']:3.0f} %, machine {row['machine_cpu']:3.0f} %)  "
             f"errors {row['errors']}"
+            + (f"  host: Python {row['host_python_ms']:.0f} ms, commit {row['host_commit_us']:.0f}"
+               f" µs ({row['host_commit_cpu_us']:.0f} CPU)" if "host_python_ms" in row else "")
             + "".join(f"  {name} CPU {us:5.0f} µs/request"
                       for name, us in row.get("side_us", {}).items())
             + (f"  {row['error_kinds']}" if row.get("error_kinds") else ""))
@@ -309,6 +316,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     for _ in range(args.repeat):
         for label, path in variants:   # interleaved: one run of each in turn
             load = os.getloadavg()[0]
+            host = {f"host_{key}": value for key, value in
+                    host_yardstick(tempfile.gettempdir()).items()}
             if label == "target":
                 pids = [p for pid in target_pids for p in tree_pids(pid)]
                 row = run_once(args.target_url, pids, target_requests, args.connections,
@@ -317,6 +326,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             else:
                 row = run_pushgate(args, path, side)
             row["label"] = label
+            row.update(host)
             row["load"] = (load, os.getloadavg()[0])
             print(_line(label, row) + "  load {:.2f}→{:.2f}".format(*row["load"]), flush=True)
             rows.append(row)
@@ -330,7 +340,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                                    for name in side}}
             text = []
             for key in ("req_s", "p50_ms", "p99_ms", "cpu_us", "loop_us", "threads_us",
-                        "server_cpu", "machine_cpu"):
+                        "server_cpu", "machine_cpu", "host_python_ms", "host_commit_us",
+                        "host_commit_cpu_us"):
                 summary[key], low, high = median_spread([r[key] for r in mine])
                 text.append(f"{key} [{low:.1f}–{high:.1f}]")
             print(_line(f"MEDIAN {label}", summary) + "  " + ", ".join(text), flush=True)
