@@ -10,6 +10,8 @@ import os
 import secrets
 import shutil
 import socket
+import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -169,9 +171,6 @@ def host_yardstick(directory: str | Path, rounds: int = 3) -> dict[str, float]:
       in a WAL database with ``synchronous = FULL`` (the ``fdatasync`` every accepted push
       waits for), ``YARDSTICK_COMMITS`` commits in a fresh file in ``directory``.
     """
-    import sqlite3
-    import statistics
-
     python_ms, commit_us, commit_cpu_us = [], [], []
     for _ in range(rounds):
         began = time.process_time()
